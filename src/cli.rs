@@ -1,0 +1,306 @@
+//! The command line: `shipgate serve | migrate | deliveries list|show|retry`.
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::{Db, deliveries, tenancy};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shipgate",
+    version,
+    about = "A GitHub App that gates deployments and tracks CI incidents"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receive webhooks and work them off (POST /webhook, /healthz, /readyz, /metrics).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Inspect and replay stored webhook deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Show the installations the App serves, with their repositories.
+    Installations,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only deliveries in this state: pending, running, done or parked.
+        #[arg(long, value_parser = ["pending", "running", "done", "parked"])]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delivery (by delivery id or sequence number), its attempts and its body.
+    Show {
+        id: String,
+        /// Leave the body out.
+        #[arg(long)]
+        no_body: bool,
+    },
+    /// Process a parked (or done) delivery again, with a fresh set of attempts.
+    Retry { id: String },
+}
+
+/// Runs a command that only needs the database. Writes to `out`; returns the exit code.
+pub async fn run_db_command(
+    cfg: &Config,
+    cmd: &Command,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let db = Db::connect(&cfg.database_url).await?;
+    let code = match cmd {
+        Command::Migrate => {
+            db.migrate().await?;
+            writeln!(out, "migrations applied ({})", db.backend().name())?;
+            0
+        }
+        Command::Deliveries { command } => {
+            db.migrate().await?;
+            deliveries_command(&db, command, out).await?
+        }
+        Command::Installations => {
+            db.migrate().await?;
+            installations_command(&db, out).await?
+        }
+        Command::Serve => unreachable!("serve is not a database command"),
+    };
+    db.close().await;
+    Ok(code)
+}
+
+async fn deliveries_command(
+    db: &Db,
+    cmd: &DeliveriesCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    match cmd {
+        DeliveriesCommand::List {
+            status,
+            limit,
+            json,
+        } => {
+            let rows = deliveries::list(db, status.as_deref(), *limit).await?;
+            if *json {
+                for r in &rows {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:>6}  {:<36}  {:<28}  {:<8}  {:>3}  {:<20}  OUTCOME / LAST ERROR",
+                    "SEQ", "DELIVERY", "EVENT", "STATE", "TRY", "RECEIVED"
+                )?;
+                for r in &rows {
+                    let ev = match &r.action {
+                        Some(a) => format!("{}.{}", r.event, a),
+                        None => r.event.clone(),
+                    };
+                    let note = r
+                        .last_error
+                        .as_deref()
+                        .or(r.outcome.as_deref())
+                        .unwrap_or("");
+                    writeln!(
+                        out,
+                        "{:>6}  {:<36}  {:<28}  {:<8}  {:>3}  {:<20}  {}",
+                        r.seq,
+                        r.id,
+                        ev,
+                        r.state,
+                        r.attempts,
+                        fmt_time(r.received_at),
+                        one_line(note, 80)
+                    )?;
+                }
+                if rows.is_empty() {
+                    writeln!(out, "(no deliveries)")?;
+                }
+            }
+            Ok(0)
+        }
+        DeliveriesCommand::Show { id, no_body } => {
+            let Some(r) = deliveries::find(db, id).await? else {
+                writeln!(out, "no delivery {id:?}")?;
+                return Ok(1);
+            };
+            writeln!(out, "delivery   {} (seq {})", r.id, r.seq)?;
+            writeln!(
+                out,
+                "event      {}{}",
+                r.event,
+                r.action
+                    .as_ref()
+                    .map(|a| format!(".{a}"))
+                    .unwrap_or_default()
+            )?;
+            writeln!(
+                out,
+                "install.   {}",
+                r.installation_id
+                    .map(|i| i.to_string())
+                    .unwrap_or("-".into())
+            )?;
+            writeln!(out, "repository {}", r.repository.as_deref().unwrap_or("-"))?;
+            writeln!(out, "subject    {}", r.subject)?;
+            writeln!(out, "received   {}", fmt_time(r.received_at))?;
+            writeln!(
+                out,
+                "state      {}{}",
+                r.state,
+                r.outcome
+                    .as_ref()
+                    .map(|o| format!(" ({o})"))
+                    .unwrap_or_default()
+            )?;
+            if let Some(e) = &r.last_error {
+                writeln!(out, "last error {e}")?;
+            }
+            for a in deliveries::attempts(db, r.seq).await? {
+                writeln!(
+                    out,
+                    "attempt {:>2} {} by {} in {} ms: {}{}",
+                    a.attempt,
+                    fmt_time(a.started_at),
+                    a.worker,
+                    a.finished_at - a.started_at,
+                    a.outcome,
+                    a.error.map(|e| format!(": {e}")).unwrap_or_default()
+                )?;
+            }
+            if !no_body && let Some(body) = deliveries::body(db, r.seq).await? {
+                let pretty = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .unwrap_or(body);
+                writeln!(out, "{pretty}")?;
+            }
+            Ok(0)
+        }
+        DeliveriesCommand::Retry { id } => {
+            let Some(r) = deliveries::find(db, id).await? else {
+                writeln!(out, "no delivery {id:?}")?;
+                return Ok(1);
+            };
+            if deliveries::retry(db, r.seq, Clock::system().now_ms()).await? {
+                writeln!(
+                    out,
+                    "delivery {} (seq {}) is pending again; a running App will process it",
+                    r.id, r.seq
+                )?;
+                Ok(0)
+            } else {
+                writeln!(
+                    out,
+                    "delivery {} is {}: only parked or done deliveries can be retried",
+                    r.id, r.state
+                )?;
+                Ok(1)
+            }
+        }
+    }
+}
+
+async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM installations ORDER BY id")
+        .fetch_all(db.pool())
+        .await?;
+    if rows.is_empty() {
+        writeln!(out, "(no installations)")?;
+    }
+    for (id,) in rows {
+        if let Some(i) = tenancy::installation(db, id).await? {
+            let state = if i.deleted_at.is_some() {
+                "deleted"
+            } else if i.suspended_at.is_some() {
+                "suspended"
+            } else {
+                "active"
+            };
+            writeln!(
+                out,
+                "{} {} ({}) {}",
+                i.id,
+                i.account_login,
+                i.account_type.unwrap_or_default(),
+                state
+            )?;
+            for r in tenancy::repositories(db, id).await? {
+                let removed = if r.removed_at.is_some() {
+                    " (removed)"
+                } else {
+                    ""
+                };
+                writeln!(out, "  {}{}", r.full_name, removed)?;
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().count() > max {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn fmt_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_times() {
+        assert_eq!(fmt_time(0), "1970-01-01 00:00:00");
+        assert_eq!(fmt_time(1_795_942_800_000), "2026-11-29 09:00:00");
+    }
+}

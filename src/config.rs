@@ -1,0 +1,329 @@
+//! Process configuration, read from the environment (documented in `.env.example`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret value: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {msg}")]
+    Invalid { var: &'static str, msg: String },
+    #[error(
+        "GITHUB_WEBHOOK_SECRET is not set: with GitHub App credentials the webhook secret is required; set it to the secret entered when the App was registered (several, comma-separated, while rotating)"
+    )]
+    MissingWebhookSecret,
+}
+
+/// How the App authenticates to GitHub, if at all.
+#[derive(Clone, Debug)]
+pub struct GithubCredentials {
+    pub app_id: String,
+    pub private_key: PrivateKeySource,
+}
+
+#[derive(Clone, Debug)]
+pub enum PrivateKeySource {
+    Pem(Secret),
+    Path(PathBuf),
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Deliveries processed at once.
+    pub concurrency: usize,
+    /// How long a claim is held before another worker may take the delivery.
+    pub lease: Duration,
+    /// After this many failed attempts a delivery is parked.
+    pub max_attempts: i64,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How often the queue is polled when nothing wakes the worker.
+    pub poll_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 8,
+            lease: Duration::from_secs(60),
+            max_attempts: 8,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(15 * 60),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub webhook_secrets: Vec<Secret>,
+    /// True when the secret was defaulted to `development` (dry-run only).
+    pub webhook_secret_defaulted: bool,
+    pub github: Option<GithubCredentials>,
+    pub github_api_url: String,
+    pub worker: WorkerConfig,
+    pub retention: Duration,
+    pub max_body_bytes: usize,
+    pub log_json: bool,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://shipgate.db";
+pub const DEV_WEBHOOK_SECRET: &str = "development";
+pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get`, so tests need not touch the process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |k: &str| {
+            get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+
+        let listen = get("SHIPGATE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen.parse().map_err(|e| ConfigError::Invalid {
+            var: "SHIPGATE_LISTEN",
+            msg: format!("{listen:?} is not an address:port ({e})"),
+        })?;
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+
+        let app_id = get("GITHUB_APP_ID").or_else(|| get("GITHUB_CLIENT_ID"));
+        let key = match (get("GITHUB_PRIVATE_KEY"), get("GITHUB_PRIVATE_KEY_PATH")) {
+            (Some(pem), _) => Some(PrivateKeySource::Pem(Secret::new(pem.replace("\\n", "\n")))),
+            (None, Some(path)) => Some(PrivateKeySource::Path(PathBuf::from(path))),
+            (None, None) => None,
+        };
+        let github = match (app_id, key) {
+            (Some(app_id), Some(private_key)) => Some(GithubCredentials {
+                app_id,
+                private_key,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    var: "GITHUB_PRIVATE_KEY",
+                    msg: "GITHUB_APP_ID is set but neither GITHUB_PRIVATE_KEY nor GITHUB_PRIVATE_KEY_PATH is".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: "GITHUB_APP_ID",
+                    msg: "a private key is set but GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not"
+                        .into(),
+                });
+            }
+        };
+
+        let mut webhook_secrets: Vec<Secret> = get("GITHUB_WEBHOOK_SECRET")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Secret::new)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut webhook_secret_defaulted = false;
+        if webhook_secrets.is_empty() {
+            if github.is_some() {
+                return Err(ConfigError::MissingWebhookSecret);
+            }
+            webhook_secrets.push(Secret::new(DEV_WEBHOOK_SECRET));
+            webhook_secret_defaulted = true;
+        }
+
+        let github_api_url = get("GITHUB_API_URL")
+            .unwrap_or_else(|| "https://api.github.com".into())
+            .trim_end_matches('/')
+            .to_string();
+
+        let mut worker = WorkerConfig::default();
+        if let Some(n) = parse_num(&get, "SHIPGATE_WORKERS")? {
+            worker.concurrency = (n as usize).max(1);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_LEASE_SECS")? {
+            worker.lease = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_MAX_ATTEMPTS")? {
+            worker.max_attempts = n.max(1) as i64;
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_RETRY_BASE_MS")? {
+            worker.retry_base = Duration::from_millis(n);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_RETRY_MAX_MS")? {
+            worker.retry_max = Duration::from_millis(n);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_POLL_MS")? {
+            worker.poll_interval = Duration::from_millis(n.max(10));
+        }
+        let retention_days = parse_num(&get, "SHIPGATE_RETENTION_DAYS")?.unwrap_or(14);
+        let log_json = match get("SHIPGATE_LOG_FORMAT").as_deref() {
+            None | Some("text") | Some("pretty") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_LOG_FORMAT",
+                    msg: format!("{other:?} is not one of: text, json"),
+                });
+            }
+        };
+
+        Ok(Config {
+            listen,
+            database_url,
+            webhook_secrets,
+            webhook_secret_defaulted,
+            github,
+            github_api_url,
+            worker,
+            retention: Duration::from_secs(retention_days * 24 * 3600),
+            max_body_bytes: MAX_BODY_BYTES,
+            log_json,
+        })
+    }
+
+    /// Dry-run: no GitHub credentials, so actions are recorded instead of sent.
+    pub fn dry_run(&self) -> bool {
+        self.github.is_none()
+    }
+
+    /// A configuration for tests: SQLite or PostgreSQL at `database_url`, fast retries.
+    pub fn for_tests(database_url: &str, secret: &str) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().expect("literal address"),
+            database_url: database_url.into(),
+            webhook_secrets: vec![Secret::new(secret)],
+            webhook_secret_defaulted: false,
+            github: None,
+            github_api_url: "http://127.0.0.1:9".into(),
+            worker: WorkerConfig {
+                concurrency: 4,
+                lease: Duration::from_secs(30),
+                max_attempts: 3,
+                retry_base: Duration::from_millis(10),
+                retry_max: Duration::from_millis(50),
+                poll_interval: Duration::from_millis(20),
+            },
+            retention: Duration::from_secs(14 * 24 * 3600),
+            max_body_bytes: MAX_BODY_BYTES,
+            log_json: false,
+        }
+    }
+}
+
+fn parse_num(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+) -> Result<Option<u64>, ConfigError> {
+    match get(var) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                var,
+                msg: format!("{v:?} is not a whole number"),
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_dry_run_with_development_secret() {
+        let c = cfg(&[]).expect("defaults");
+        assert!(c.dry_run());
+        assert!(c.webhook_secret_defaulted);
+        assert_eq!(c.webhook_secrets, vec![Secret::new("development")]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(c.database_url, "sqlite://shipgate.db");
+    }
+
+    #[test]
+    fn secrets_are_a_comma_separated_list() {
+        let c = cfg(&[("GITHUB_WEBHOOK_SECRET", "old, new ,")]).expect("valid");
+        assert_eq!(
+            c.webhook_secrets,
+            vec![Secret::new("old"), Secret::new("new")]
+        );
+        assert!(!c.webhook_secret_defaulted);
+    }
+
+    #[test]
+    fn credentials_without_secret_is_an_error_naming_the_variable() {
+        let e = cfg(&[
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_PRIVATE_KEY_PATH", "/k.pem"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("GITHUB_WEBHOOK_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn half_credentials_are_an_error() {
+        assert!(cfg(&[("GITHUB_APP_ID", "1")]).is_err());
+        assert!(cfg(&[("GITHUB_PRIVATE_KEY", "x")]).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = cfg(&[
+            ("GITHUB_WEBHOOK_SECRET", "hunter2"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_PRIVATE_KEY", "PEMDATA"),
+        ])
+        .expect("valid");
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("PEMDATA"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable() {
+        let e = cfg(&[("SHIPGATE_WORKERS", "many")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_WORKERS"), "{e}");
+        let e = cfg(&[("SHIPGATE_LISTEN", "nowhere")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_LISTEN"), "{e}");
+    }
+}

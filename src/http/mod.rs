@@ -1,0 +1,78 @@
+//! The HTTP surface: `POST /webhook`, health, readiness and metrics.
+
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+
+use crate::clock::Clock;
+use crate::github::signature::Verifier;
+use crate::queue::ingest::Ingestor;
+use crate::store::{Db, deliveries};
+
+pub struct AppState {
+    pub db: Db,
+    pub ingest: Ingestor,
+    pub verifier: Verifier,
+    pub clock: Clock,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/webhook", post(webhook::receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    if let Err(e) = st.db.ping().await {
+        tracing::warn!(error = %e, "readiness: database unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n");
+    }
+    match st.db.migrations_applied().await {
+        Ok(true) => (StatusCode::OK, "ready\n"),
+        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations not applied\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: cannot read migrations");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
+        }
+    }
+}
+
+async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    // Queue gauges are read from the database at scrape time, so every replica reports the same.
+    match deliveries::stats(&st.db).await {
+        Ok(s) => {
+            for (state, n) in [
+                ("pending", s.pending),
+                ("running", s.running),
+                ("done", s.done),
+                ("parked", s.parked),
+            ] {
+                metrics::gauge!("shipgate_queue_depth", "state" => state).set(n as f64);
+            }
+            let age = s
+                .oldest_open_received_at
+                .map(|t| ((st.clock.now_ms() - t).max(0) as f64) / 1000.0)
+                .unwrap_or(0.0);
+            metrics::gauge!("shipgate_queue_oldest_open_age_seconds").set(age);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read queue depth"),
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+}

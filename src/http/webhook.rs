@@ -1,0 +1,179 @@
+//! `POST /webhook`: verify, validate, store durably, then answer. Nothing else happens here;
+//! processing is the worker's, from the inbox.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use super::AppState;
+use crate::github::envelope::Envelope;
+use crate::queue::ingest::IngestError;
+use crate::store::deliveries::{InsertOutcome, NewDelivery};
+
+/// A refusal: status, a short reason for the caller, and the metric outcome label.
+struct Refusal(StatusCode, &'static str, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.2)).into_response()
+    }
+}
+
+fn refuse(status: StatusCode, outcome: &'static str, msg: impl Into<String>) -> Refusal {
+    Refusal(status, outcome, msg.into())
+}
+
+pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let delivery_id = header_str(&parts.headers, "x-github-delivery")
+        .unwrap_or("")
+        .to_string();
+    let span = tracing::info_span!("webhook", delivery_id = %delivery_id);
+    let result = accept(&st, &parts.headers, body, &delivery_id)
+        .instrument(span.clone())
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let _enter = span.enter();
+    match result {
+        Ok((event, status, outcome)) => {
+            metrics::counter!("shipgate_webhook_deliveries_total", "event" => event.clone(), "outcome" => outcome)
+                .increment(1);
+            metrics::histogram!("shipgate_webhook_ingest_seconds").record(elapsed);
+            tracing::debug!(event = %event, outcome, "delivery accepted");
+            (status, format!("{outcome}\n")).into_response()
+        }
+        Err(Refusal(status, outcome, msg)) => {
+            metrics::counter!("shipgate_webhook_deliveries_total", "event" => "unknown", "outcome" => outcome)
+                .increment(1);
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), reason = %msg, "delivery not stored");
+            } else {
+                tracing::warn!(status = status.as_u16(), reason = %msg, "delivery refused");
+            }
+            Refusal(status, outcome, msg).into_response()
+        }
+    }
+}
+
+async fn accept(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    delivery_id: &str,
+) -> Result<(String, StatusCode, &'static str), Refusal> {
+    // Cheap header checks first: nothing is read or hashed for a request that cannot be valid.
+    if let Some(len) =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok())
+        && len > st.max_body_bytes
+    {
+        return Err(too_large(st.max_body_bytes));
+    }
+    let is_json = header_str(headers, header::CONTENT_TYPE.as_str())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json (set the webhook's content type to application/json)",
+        ));
+    }
+    let event = header_str(headers, "x-github-event").unwrap_or("");
+    if !valid_event(event) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing or invalid X-GitHub-Event header",
+        ));
+    }
+    if !valid_delivery_id(delivery_id) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing or invalid X-GitHub-Delivery header",
+        ));
+    }
+    let Some(signature) = header_str(headers, "x-hub-signature-256") else {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "missing X-Hub-Signature-256 header",
+        ));
+    };
+
+    let bytes = axum::body::to_bytes(body, st.max_body_bytes)
+        .await
+        .map_err(|_| too_large(st.max_body_bytes))?;
+    if !st.verifier.verify(signature, &bytes) {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "signature does not match",
+        ));
+    }
+    let envelope = Envelope::parse(&bytes)
+        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    // The body parsed as JSON, so it is UTF-8.
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "the body is not UTF-8",
+        )
+    })?;
+
+    let delivery = NewDelivery {
+        id: delivery_id.to_string(),
+        event: event.to_string(),
+        subject: envelope.subject(),
+        action: envelope.action,
+        installation_id: envelope.installation.map(|i| i.id),
+        repository: envelope.repository.map(|r| r.full_name),
+        received_at: st.clock.now_ms(),
+        body_sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        body: text,
+    };
+    match st.ingest.ingest(delivery).await {
+        Ok(InsertOutcome::Stored(_)) => Ok((event.to_string(), StatusCode::ACCEPTED, "stored")),
+        Ok(InsertOutcome::Duplicate) => Ok((event.to_string(), StatusCode::OK, "duplicate")),
+        Ok(InsertOutcome::Replay) => Ok((event.to_string(), StatusCode::OK, "replay")),
+        Err(e @ IngestError::Store(_)) | Err(e @ IngestError::Closed) => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "db_error",
+            format!("not stored, try again later: {e}"),
+        )),
+    }
+}
+
+fn too_large(max: usize) -> Refusal {
+    refuse(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("body larger than {max} bytes"),
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// GitHub event names: lower-case letters and underscores.
+fn valid_event(e: &str) -> bool {
+    !e.is_empty() && e.len() <= 64 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// Delivery ids are GUIDs; accept any short printable token.
+fn valid_delivery_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -1,0 +1,4 @@
+//! The inbox's two ends: group-committed intake, and the worker that claims and processes.
+
+pub mod ingest;
+pub mod worker;

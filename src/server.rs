@@ -1,0 +1,186 @@
+//! Wiring: database, intake, worker, housekeeping and the HTTP server, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::github::signature::Verifier;
+use crate::handlers::Registry;
+use crate::http::{AppState, router};
+use crate::queue::ingest::Ingestor;
+use crate::queue::worker::Worker;
+use crate::store::{Db, deliveries};
+
+/// How often done deliveries past the retention period are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Options a test (or an embedding program) may change.
+pub struct Options {
+    pub registry: Registry,
+    pub clock: Clock,
+    /// Run the worker in this process (tests turn it off to look at the inbox alone).
+    pub run_worker: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            registry: Registry::standard(),
+            clock: Clock::system(),
+            run_worker: true,
+        }
+    }
+}
+
+/// A running App.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub db: Db,
+    pub worker_id: Option<String>,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Connects, migrates, and starts serving on `listener`.
+    pub async fn start(
+        cfg: &Config,
+        listener: TcpListener,
+        opts: Options,
+    ) -> anyhow::Result<Server> {
+        crate::metrics::install();
+        let db = Db::connect(&cfg.database_url).await?;
+        db.migrate().await?;
+        let addr = listener.local_addr()?;
+        let wake = Arc::new(Notify::new());
+        let ingest = Ingestor::start(db.clone(), wake.clone());
+        let state = Arc::new(AppState {
+            db: db.clone(),
+            ingest,
+            verifier: Verifier::new(&cfg.webhook_secrets),
+            clock: opts.clock.clone(),
+            max_body_bytes: cfg.max_body_bytes,
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut worker_id = None;
+        if opts.run_worker {
+            let worker = Worker::new(
+                db.clone(),
+                Arc::new(opts.registry),
+                cfg.worker.clone(),
+                opts.clock.clone(),
+                wake,
+            );
+            worker_id = Some(worker.id.clone());
+            tasks.push(worker.spawn(rx.clone()));
+        }
+        tasks.push(tokio::spawn(prune_loop(
+            db.clone(),
+            opts.clock.clone(),
+            cfg.retention,
+            rx.clone(),
+        )));
+
+        let mut http_rx = rx.clone();
+        let app = router(state);
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, backend = db.backend().name(), dry_run = cfg.dry_run(), "shipgate listening");
+        Ok(Server {
+            addr,
+            db,
+            worker_id,
+            shutdown,
+            http,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, answers what was received, lets the worker finish or release its
+    /// leases, then closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server error"),
+            Err(e) => tracing::error!(error = %e, "HTTP task failed"),
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+async fn prune_loop(db: Db, clock: Clock, retention: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let cutoff = clock.now_ms() - retention.as_millis() as i64;
+        match deliveries::prune(&db, cutoff, 1000).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "old processed deliveries deleted"),
+            Err(e) => tracing::warn!(error = %e, "pruning old deliveries failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// `shipgate serve`: runs until SIGTERM or SIGINT.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    if cfg.webhook_secret_defaulted {
+        tracing::warn!(
+            "GITHUB_WEBHOOK_SECRET is not set: using the development secret {:?}. Anyone who knows it can send \
+             webhooks. Set GITHUB_WEBHOOK_SECRET before exposing this App.",
+            crate::config::DEV_WEBHOOK_SECRET
+        );
+    }
+    if cfg.dry_run() {
+        tracing::warn!(
+            "no GitHub App credentials (GITHUB_APP_ID, GITHUB_PRIVATE_KEY): dry-run mode, nothing is sent to GitHub"
+        );
+    }
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (SHIPGATE_LISTEN): {e}", cfg.listen))?;
+    let server = Server::start(&cfg, listener, Options::default()).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new deliveries; finishing work under way");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

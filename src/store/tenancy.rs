@@ -1,0 +1,168 @@
+//! Installations of the App and the repositories each one serves: every later table is scoped by
+//! installation, so one tenant's data never shows in another's.
+
+use serde::Serialize;
+use sqlx::{Any, Transaction};
+
+use super::{Db, Result};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstallationRecord {
+    pub id: i64,
+    pub account_id: i64,
+    pub account_login: String,
+    pub account_type: Option<String>,
+    pub repository_selection: Option<String>,
+    pub permissions: String,
+    pub events: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RepositoryRecord {
+    pub id: i64,
+    pub full_name: String,
+    pub private: bool,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+pub struct InstallationRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub account_login: String,
+    pub account_type: Option<String>,
+    pub repository_selection: Option<String>,
+    pub permissions: String,
+    pub events: String,
+    pub suspended_at: Option<i64>,
+    pub deleted_at: Option<i64>,
+}
+
+#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+pub struct RepositoryRow {
+    pub id: i64,
+    pub installation_id: i64,
+    pub full_name: String,
+    pub private: i64,
+    pub removed_at: Option<i64>,
+}
+
+pub async fn upsert_installation(
+    tx: &mut Transaction<'static, Any>,
+    i: &InstallationRecord,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO installations (id, account_id, account_login, account_type, repository_selection, permissions, \
+         events, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+         ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id, account_login = excluded.account_login, \
+         account_type = excluded.account_type, repository_selection = excluded.repository_selection, \
+         permissions = excluded.permissions, events = excluded.events, deleted_at = NULL, updated_at = excluded.updated_at",
+    )
+    .bind(i.id)
+    .bind(i.account_id)
+    .bind(&i.account_login)
+    .bind(&i.account_type)
+    .bind(&i.repository_selection)
+    .bind(&i.permissions)
+    .bind(&i.events)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_suspended(
+    tx: &mut Transaction<'static, Any>,
+    id: i64,
+    suspended: bool,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE installations SET suspended_at = $1, updated_at = $2 WHERE id = $3")
+        .bind(if suspended { Some(now) } else { None })
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_deleted(tx: &mut Transaction<'static, Any>, id: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE installations SET deleted_at = $1, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE repositories SET removed_at = $1, updated_at = $1 WHERE installation_id = $2 AND removed_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn upsert_repositories(
+    tx: &mut Transaction<'static, Any>,
+    installation_id: i64,
+    repos: &[RepositoryRecord],
+    now: i64,
+) -> Result<()> {
+    for r in repos {
+        sqlx::query(
+            "INSERT INTO repositories (id, installation_id, full_name, private, removed_at, updated_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (id) DO UPDATE SET installation_id = excluded.installation_id, \
+             full_name = excluded.full_name, private = excluded.private, removed_at = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(r.id)
+        .bind(installation_id)
+        .bind(&r.full_name)
+        .bind(r.private as i64)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn remove_repositories(
+    tx: &mut Transaction<'static, Any>,
+    installation_id: i64,
+    repo_ids: &[i64],
+    now: i64,
+) -> Result<()> {
+    for id in repo_ids {
+        sqlx::query("UPDATE repositories SET removed_at = $1, updated_at = $1 WHERE id = $2 AND installation_id = $3")
+            .bind(now)
+            .bind(id)
+            .bind(installation_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn installation(db: &Db, id: i64) -> Result<Option<InstallationRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, account_id, account_login, account_type, repository_selection, permissions, events, \
+         suspended_at, deleted_at FROM installations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// True when the App may act for this installation (known, not deleted, not suspended).
+pub async fn is_active(db: &Db, id: i64) -> Result<bool> {
+    Ok(installation(db, id)
+        .await?
+        .is_some_and(|i| i.deleted_at.is_none() && i.suspended_at.is_none()))
+}
+
+pub async fn repositories(db: &Db, installation_id: i64) -> Result<Vec<RepositoryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, installation_id, full_name, private, removed_at FROM repositories \
+         WHERE installation_id = $1 ORDER BY full_name",
+    )
+    .bind(installation_id)
+    .fetch_all(db.pool())
+    .await?)
+}
