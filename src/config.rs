@@ -59,6 +59,8 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
     /// How often the queue is polled when nothing wakes the worker.
     pub poll_interval: Duration,
+    /// On shutdown, how long work under way may finish before its leases are given back.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -70,6 +72,7 @@ impl Default for WorkerConfig {
             retry_base: Duration::from_secs(2),
             retry_max: Duration::from_secs(15 * 60),
             poll_interval: Duration::from_millis(500),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -231,6 +234,7 @@ impl Config {
                 retry_base: Duration::from_millis(10),
                 retry_max: Duration::from_millis(50),
                 poll_interval: Duration::from_millis(20),
+                shutdown_grace: Duration::from_secs(5),
             },
             retention: Duration::from_secs(14 * 24 * 3600),
             max_body_bytes: MAX_BODY_BYTES,

@@ -22,8 +22,6 @@ use crate::store::deliveries::{self, Claimed};
 
 /// How long a handler may run before the attempt counts as failed.
 const HANDLER_TIMEOUT: Duration = Duration::from_secs(300);
-/// How long shutdown waits for work under way before giving leases back.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct Worker {
@@ -118,7 +116,7 @@ impl Worker {
         }
         // Shutdown: let work under way finish for a while, then give back what is left.
         let all = self.cfg.concurrency as u32;
-        let finished = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(all))
+        let finished = tokio::time::timeout(self.cfg.shutdown_grace, permits.acquire_many(all))
             .await
             .is_ok();
         heartbeat.abort();

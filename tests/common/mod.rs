@@ -1,0 +1,244 @@
+//! Shared test harness: a fresh database per test (SQLite file, or a new PostgreSQL database on
+//! `TEST_DATABASE_URL`), the App on a random port, and signed deliveries.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shipgate::config::Config;
+use shipgate::github::signature::sign;
+use shipgate::server::{Options, Server};
+use shipgate::store::Db;
+
+pub const SECRET: &str = "test-secret";
+
+/// Runs a test body once on SQLite and once on PostgreSQL (when `TEST_DATABASE_URL` is set;
+/// otherwise the PostgreSQL test says, on the terminal, that it was skipped).
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = $crate::common::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(db) =
+                    $crate::common::TestDb::postgres(concat!(module_path!(), "::postgres")).await
+                else {
+                    return;
+                };
+                super::$name(&db).await;
+                db.cleanup().await;
+            }
+        }
+    };
+}
+
+pub struct TestDb {
+    pub url: String,
+    pub backend: &'static str,
+    _dir: Option<tempfile::TempDir>,
+    pg_admin: Option<(String, String)>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl TestDb {
+    pub async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("shipgate.db").display());
+        TestDb {
+            url,
+            backend: "sqlite",
+            _dir: Some(dir),
+            pg_admin: None,
+        }
+    }
+
+    /// A new, empty database on the server of `TEST_DATABASE_URL`, or None (skipped, said loudly).
+    pub async fn postgres(test: &str) -> Option<TestDb> {
+        let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
+            // Written past the test harness's capture, so it shows even when the test "passes".
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: TEST_DATABASE_URL is not set (PostgreSQL not tested)"
+            );
+            return None;
+        };
+        let name = format!(
+            "shipgate_t_{}_{}_{:06x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            fastrand::u32(..0xffffff)
+        );
+        sqlx::any::install_default_drivers();
+        let mut conn = connect_admin(&admin).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = replace_db_name(&admin, &name);
+        Some(TestDb {
+            url,
+            backend: "postgres",
+            _dir: None,
+            pg_admin: Some((admin, name)),
+        })
+    }
+
+    pub async fn cleanup(&self) {
+        if let Some((admin, name)) = &self.pg_admin {
+            let mut conn = connect_admin(admin).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+
+    pub async fn connect(&self) -> Db {
+        let db = Db::connect(&self.url).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        db
+    }
+
+    pub fn config(&self) -> Config {
+        Config::for_tests(&self.url, SECRET)
+    }
+}
+
+async fn connect_admin(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::AnyConnection::connect(url)
+        .await
+        .expect("connect to TEST_DATABASE_URL")
+}
+
+/// `postgres://u@h:p/db?x` with the database name replaced.
+pub fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let path_start = base[scheme_end..].find('/').map(|i| i + scheme_end);
+    let host = match path_start {
+        Some(i) => &base[..i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{host}/{name}?{q}"),
+        None => format!("{host}/{name}"),
+    }
+}
+
+/// The App running in this process on a random port.
+pub struct TestApp {
+    pub server: Server,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub db: Db,
+}
+
+impl TestApp {
+    pub async fn start(db: &TestDb, opts: Options) -> TestApp {
+        Self::start_with(db.config(), opts).await
+    }
+
+    pub async fn start_with(cfg: Config, opts: Options) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = Server::start(&cfg, listener, opts)
+            .await
+            .expect("start server");
+        let url = format!("http://{}", server.addr);
+        let db = server.db.clone();
+        TestApp {
+            server,
+            url,
+            http: reqwest::Client::new(),
+            db,
+        }
+    }
+
+    /// Posts a signed delivery; returns the status code.
+    pub async fn deliver(&self, event: &str, id: &str, body: &str) -> u16 {
+        post_signed(&self.http, &self.url, SECRET, event, id, body).await
+    }
+
+    pub async fn shutdown(self) {
+        self.server.shutdown().await.expect("shutdown");
+    }
+}
+
+pub async fn post_signed(
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    event: &str,
+    id: &str,
+    body: &str,
+) -> u16 {
+    http.post(format!("{base}/webhook"))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", id)
+        .header("x-hub-signature-256", sign(secret, body.as_bytes()))
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks")
+}
+
+/// A real payload from `tests/fixtures/webhooks`, e.g. `fixture("issue_comment.created.0")`.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(fixtures_dir().join(format!("{name}.json"))).expect("fixture")
+}
+
+/// A real payload made unique (a leading nonce field), so that it is not taken for a replay.
+pub fn unique(body: &str, nonce: &str) -> String {
+    let at = body.find('{').expect("a JSON object") + 1;
+    format!(
+        "{}\"shipgate_test_nonce\":\"{nonce}\",{}",
+        &body[..at],
+        &body[at..]
+    )
+}
+
+/// Waits until nothing is pending or running, or panics after `timeout`.
+pub async fn drain(db: &Db, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let s = shipgate::store::deliveries::stats(db).await.expect("stats");
+        if s.pending == 0 && s.running == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue not drained in {timeout:?}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn count(db: &Db, sql: &'static str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql)
+        .fetch_one(db.pool())
+        .await
+        .expect("count");
+    n
+}

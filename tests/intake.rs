@@ -1,0 +1,436 @@
+//! `POST /webhook` through the real router: what is refused, what is stored, and what is stored once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SECRET, TestApp, TestDb, count, fixture, fixtures_dir, unique};
+use shipgate::github::signature::sign;
+use shipgate::server::Options;
+
+fn no_worker() -> Options {
+    Options {
+        run_worker: false,
+        ..Options::default()
+    }
+}
+
+/// Sends a request with every header given explicitly.
+async fn raw(app: &TestApp, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> u16 {
+    let mut req = app.http.post(format!("{}/webhook", app.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(body)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+async fn bad_inputs_are_refused_and_store_nothing(db: &TestDb) {
+    let app = TestApp::start(db, no_worker()).await;
+    let body = fixture("issue_comment.created.0");
+    let sig = sign(SECRET, body.as_bytes());
+    let good = |skip: &str| -> Vec<(&'static str, String)> {
+        [
+            ("content-type", "application/json".to_string()),
+            ("x-github-event", "issue_comment".to_string()),
+            ("x-github-delivery", "d-1".to_string()),
+            ("x-hub-signature-256", sig.clone()),
+        ]
+        .into_iter()
+        .filter(|(k, _)| *k != skip)
+        .collect()
+    };
+    let send = |headers: Vec<(&'static str, String)>, body: String| {
+        let app = &app;
+        async move {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            raw(app, &h, body).await
+        }
+    };
+
+    // Signature: missing, wrong, another secret's, malformed.
+    assert_eq!(send(good("x-hub-signature-256"), body.clone()).await, 401);
+    let mut h = good("x-hub-signature-256");
+    h.push(("x-hub-signature-256", sign(SECRET, b"something else")));
+    assert_eq!(send(h, body.clone()).await, 401);
+    let mut h = good("x-hub-signature-256");
+    h.push((
+        "x-hub-signature-256",
+        sign("not-the-secret", body.as_bytes()),
+    ));
+    assert_eq!(send(h, body.clone()).await, 401);
+    let mut h = good("x-hub-signature-256");
+    h.push(("x-hub-signature-256", sig.replace("sha256=", "sha1=")));
+    assert_eq!(send(h, body.clone()).await, 401);
+    // The body changed after signing.
+    assert_eq!(
+        send(good(""), body.replace("Codertocat", "Mallory")).await,
+        401
+    );
+
+    // Headers.
+    assert_eq!(send(good("x-github-event"), body.clone()).await, 400);
+    assert_eq!(send(good("x-github-delivery"), body.clone()).await, 400);
+    let mut h = good("x-github-event");
+    h.push(("x-github-event", "Issue Comment!".into()));
+    assert_eq!(send(h, body.clone()).await, 400);
+
+    // Content type.
+    assert_eq!(send(good("content-type"), body.clone()).await, 415);
+    let mut h = good("content-type");
+    h.push(("content-type", "application/x-www-form-urlencoded".into()));
+    assert_eq!(send(h, body.clone()).await, 415);
+
+    // Bodies that are signed but are not a JSON object.
+    for bad in [
+        "[1, 2, 3]",
+        "\"text\"",
+        "null",
+        "{\"action\": ",
+        "{} {}",
+        "",
+    ] {
+        let mut h = good("x-hub-signature-256");
+        h.push(("x-hub-signature-256", sign(SECRET, bad.as_bytes())));
+        assert_eq!(send(h, bad.to_string()).await, 400, "body {bad:?}");
+    }
+
+    // Over 25 MiB: refused on the declared length, before the body is read ...
+    let addr = app.server.addr;
+    let head = |framing: &str| {
+        format!(
+            "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-github-event: push\r\n\
+             x-github-delivery: big-1\r\nx-hub-signature-256: {}\r\n{framing}\r\n",
+            sign(SECRET, b"{}")
+        )
+    };
+    let too_big = 25 * 1024 * 1024 + 1;
+    assert_eq!(
+        raw_tcp(addr, head(&format!("content-length: {too_big}\r\n")), None).await,
+        413
+    );
+    // ... and, without a declared length (chunked), once more than 25 MiB has arrived.
+    assert_eq!(
+        raw_tcp(
+            addr,
+            head("transfer-encoding: chunked\r\n"),
+            Some(too_big + (1 << 20))
+        )
+        .await,
+        413
+    );
+
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM deliveries").await,
+        0,
+        "a refused delivery was stored"
+    );
+
+    // A large body under the limit is fine (axum's 2 MB default does not apply).
+    let large = format!("{{\"pad\":\"{}\"}}", "x".repeat(5 * 1024 * 1024));
+    assert_eq!(app.deliver("push", "d-large", &large).await, 202);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 1);
+    app.shutdown().await;
+}
+both_backends!(bad_inputs_are_refused_and_store_nothing);
+
+/// Sends `head` on a raw connection, then (if given) that many bytes of a chunked JSON-ish body,
+/// and returns the status code of the answer. The server may answer, and close, before the body
+/// is all written: that is what is being tested, so write errors are ignored.
+async fn raw_tcp(addr: std::net::SocketAddr, head: String, chunked_bytes: Option<usize>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    wr.write_all(head.as_bytes()).await.expect("write head");
+    let writer = tokio::spawn(async move {
+        if let Some(total) = chunked_bytes {
+            let chunk = vec![b' '; 1 << 20];
+            let mut sent = 0;
+            while sent < total {
+                let frame = format!("{:x}\r\n", chunk.len());
+                if wr.write_all(frame.as_bytes()).await.is_err()
+                    || wr.write_all(&chunk).await.is_err()
+                    || wr.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+                sent += chunk.len();
+            }
+            let _ = wr.write_all(b"0\r\n\r\n").await;
+        }
+        // Keep the write half open until the answer has been read.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    writer.abort();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+async fn github_documented_vector_passes_the_signature_check(db: &TestDb) {
+    // GitHub's example: the signature is right, so the request gets past the 401; its body is
+    // not JSON, so it is then refused with 400.
+    let mut cfg = db.config();
+    cfg.webhook_secrets = vec![shipgate::config::Secret::new("It's a Secret to Everybody")];
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let h = [
+        ("content-type", "application/json"),
+        ("x-github-event", "ping"),
+        ("x-github-delivery", "doc-1"),
+        ("x-hub-signature-256", sig),
+    ];
+    assert_eq!(raw(&app, &h, "Hello, World!").await, 400);
+    let h2 = [
+        h[0],
+        h[1],
+        h[2],
+        (
+            "x-hub-signature-256",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e18",
+        ),
+    ];
+    assert_eq!(raw(&app, &h2, "Hello, World!").await, 401);
+    app.shutdown().await;
+}
+both_backends!(github_documented_vector_passes_the_signature_check);
+
+async fn rotated_secrets_are_all_accepted(db: &TestDb) {
+    let mut cfg = db.config();
+    cfg.webhook_secrets = vec![
+        shipgate::config::Secret::new("old"),
+        shipgate::config::Secret::new("new"),
+    ];
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let body = fixture("ping.none.0");
+    let b2 = unique(&body, "2");
+    assert_eq!(
+        common::post_signed(&app.http, &app.url, "old", "ping", "r-1", &body).await,
+        202
+    );
+    assert_eq!(
+        common::post_signed(&app.http, &app.url, "new", "ping", "r-2", &b2).await,
+        202
+    );
+    assert_eq!(
+        common::post_signed(
+            &app.http,
+            &app.url,
+            "other",
+            "ping",
+            "r-3",
+            &unique(&body, "3")
+        )
+        .await,
+        401
+    );
+    app.shutdown().await;
+}
+both_backends!(rotated_secrets_are_all_accepted);
+
+#[derive(sqlx::FromRow, Debug)]
+struct Stored {
+    event: String,
+    action: Option<String>,
+    installation_id: Option<i64>,
+    repository: Option<String>,
+    state: String,
+    outcome: Option<String>,
+}
+
+async fn every_real_payload_is_stored_and_processed(db: &TestDb) {
+    let app = TestApp::start(db, Options::default()).await;
+    let mut files: Vec<_> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json") && !p.ends_with("SOURCE-package.json")
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() > 150, "fixtures missing: {}", files.len());
+    let mut expected = Vec::new();
+    let mut seen_bodies = std::collections::HashSet::new();
+    for (i, path) in files.iter().enumerate() {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_string();
+        let mut parts = name.split('.');
+        let event = parts.next().expect("event").to_string();
+        let body = std::fs::read_to_string(path).expect("read");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("fixture is JSON");
+        let id = format!("fixture-{i}");
+        let status = app.deliver(&event, &id, &body).await;
+        // Two of the corpus files are byte-identical: the second is a replay.
+        if seen_bodies.insert(body.clone()) {
+            assert_eq!(status, 202, "{name}");
+            expected.push((id, event, v));
+        } else {
+            assert_eq!(status, 200, "{name} is a replay of an earlier file");
+        }
+    }
+    common::drain(&app.db, Duration::from_secs(30)).await;
+    for (id, event, v) in expected {
+        let row: Stored = sqlx::query_as(
+            "SELECT event, action, installation_id, repository, state, outcome FROM deliveries WHERE id = $1",
+        )
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .expect("stored");
+        assert_eq!(row.event, event, "{id}");
+        assert_eq!(row.action.as_deref(), v["action"].as_str(), "{id} {event}");
+        assert_eq!(
+            row.installation_id,
+            v["installation"]["id"].as_i64(),
+            "{id} {event}"
+        );
+        assert_eq!(
+            row.repository.as_deref(),
+            v["repository"]["full_name"].as_str(),
+            "{id} {event}"
+        );
+        assert_eq!(row.state, "done", "{row:?}");
+        let handled = matches!(
+            event.as_str(),
+            "ping" | "installation" | "installation_repositories"
+        );
+        let want = if handled { "ok" } else { "no_handler" };
+        assert_eq!(row.outcome.as_deref(), Some(want), "{row:?}");
+    }
+    // The installation payloads filled the tenancy tables.
+    assert!(count(&app.db, "SELECT COUNT(*) FROM installations").await >= 1);
+    assert!(count(&app.db, "SELECT COUNT(*) FROM repositories").await >= 1);
+    app.shutdown().await;
+}
+both_backends!(every_real_payload_is_stored_and_processed);
+
+async fn duplicates_and_replays_are_processed_once(db: &TestDb) {
+    let app = TestApp::start(db, Options::default()).await;
+    let body = fixture("issue_comment.created.1");
+    assert_eq!(app.deliver("issue_comment", "dup-1", &body).await, 202);
+    assert_eq!(
+        app.deliver("issue_comment", "dup-1", &body).await,
+        200,
+        "same delivery id"
+    );
+    assert_eq!(
+        app.deliver("issue_comment", "dup-2", &body).await,
+        200,
+        "same body, another id"
+    );
+    // Concurrent copies of one new delivery: exactly one is stored.
+    let other = unique(&body, "concurrent");
+    let sends = (0..10).map(|_| {
+        let (http, url, other) = (app.http.clone(), app.url.clone(), other.clone());
+        async move {
+            common::post_signed(
+                &http,
+                &url,
+                common::SECRET,
+                "issue_comment",
+                "dup-3",
+                &other,
+            )
+            .await
+        }
+    });
+    let statuses = futures_join(sends).await;
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 200),
+        "{statuses:?}"
+    );
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 2);
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM delivery_attempts").await,
+        2,
+        "each processed once"
+    );
+    app.shutdown().await;
+}
+both_backends!(duplicates_and_replays_are_processed_once);
+
+async fn futures_join<F: std::future::Future<Output = u16> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<u16> {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+async fn database_failure_answers_503(db: &TestDb) {
+    let app = TestApp::start(db, no_worker()).await;
+    let body = fixture("ping.none.1");
+    app.db.close().await; // the database goes away
+    assert_eq!(app.deliver("ping", "down-1", &body).await, 503);
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    app.shutdown().await;
+}
+both_backends!(database_failure_answers_503);
+
+async fn health_readiness_and_metrics(db: &TestDb) {
+    let app = TestApp::start(db, Options::default()).await;
+    let get = |p: &str| app.http.get(format!("{}{p}", app.url)).send();
+    assert_eq!(
+        get("/healthz").await.expect("healthz").status().as_u16(),
+        200
+    );
+    assert_eq!(get("/readyz").await.expect("readyz").status().as_u16(), 200);
+    assert_eq!(
+        app.deliver("ping", "m-1", &fixture("ping.none.2")).await,
+        202
+    );
+    assert_eq!(
+        app.deliver("ping", "m-1", &fixture("ping.none.2")).await,
+        200
+    );
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let text = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "shipgate_webhook_deliveries_total{event=\"ping\",outcome=\"stored\"}",
+        "shipgate_webhook_deliveries_total{event=\"ping\",outcome=\"duplicate\"}",
+        "shipgate_webhook_ingest_seconds_bucket",
+        "shipgate_queue_depth{state=\"pending\"} 0",
+        "shipgate_queue_depth{state=\"done\"} 1",
+        "shipgate_queue_oldest_open_age_seconds",
+        "shipgate_deliveries_processed_total{event=\"ping\",result=\"ok\"}",
+        "shipgate_delivery_processing_seconds_bucket",
+    ] {
+        assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+    }
+    app.shutdown().await;
+}
+both_backends!(health_readiness_and_metrics);
