@@ -13,7 +13,11 @@
 //! Prints one line: `JSON {"rps":..,"p50_ms":..,"p90_ms":..,"p99_ms":..,"max_ms":..,"requests":..,
 //! "non2xx":..,"errors":..,...}`. Latencies and `requests` cover only the measured window (after
 //! the warmup); `sent_total`, `acked_total` (2xx), `status_total` (by code) and `errors_total` cover the
-//! whole run including the warmup, so that a caller can check what a receiver stored.
+//! whole run including the warmup, so that a caller can check what a receiver stored. `rps`
+//! counts 2xx answers to requests started in the measured window. `cpu_ticks` is the generator's
+//! own CPU time (user + system, in clock ticks) so that a caller can tell its share of the machine.
+//! `--threads 1` (the default) runs all connections on one thread: the generator shares the
+//! machine with the receiver and should take as little of it as it can.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -64,10 +68,7 @@ fn parse_args() -> Result<Args, String> {
             None => (flag.clone(), None),
         };
         let mut value = || -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .ok_or_else(|| format!("{name} needs a value"))
+            inline.clone().or_else(|| it.next()).ok_or_else(|| format!("{name} needs a value"))
         };
         let num = |v: String| -> Result<f64, String> {
             v.parse::<f64>()
@@ -123,10 +124,7 @@ struct Template {
 
 impl Template {
     fn new(payload: &[u8]) -> Result<Template, String> {
-        let start = payload
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .ok_or("the payload is empty")?;
+        let start = payload.iter().position(|b| !b.is_ascii_whitespace()).ok_or("the payload is empty")?;
         if payload[start] != b'{' {
             return Err("the payload must be a JSON object".into());
         }
@@ -233,10 +231,7 @@ async fn connection(sh: Arc<Shared>, conn: usize) -> ConnStats {
                 let ok = (200..300).contains(&status);
                 if !ok && !logged {
                     logged = true;
-                    eprintln!(
-                        "loadgen: connection {conn}: HTTP {status}: {}",
-                        String::from_utf8_lossy(&text).trim()
-                    );
+                    eprintln!("loadgen: connection {conn}: HTTP {status}: {}", String::from_utf8_lossy(&text).trim());
                 }
                 if measured {
                     if ok {
@@ -276,6 +271,20 @@ fn percentile_ms(sorted_us: &[u32], p: f64) -> f64 {
     let rank = ((p / 100.0) * sorted_us.len() as f64).ceil() as usize;
     let i = rank.clamp(1, sorted_us.len()) - 1;
     sorted_us[i] as f64 / 1000.0
+}
+
+/// utime + stime of this process, in clock ticks (Linux `/proc/self/stat`; 0 elsewhere).
+fn own_cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the command name, which is in parentheses: state is field 3, utime 14, stime 15.
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return 0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
 }
 
 fn round3(x: f64) -> f64 {
@@ -318,21 +327,13 @@ fn main() {
     );
 
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
     }
     .expect("tokio runtime");
 
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let run = nanos ^ ((std::process::id() as u64) << 40);
 
     let started = Instant::now();
@@ -350,9 +351,7 @@ fn main() {
     });
 
     let stats: Vec<ConnStats> = rt.block_on(async {
-        let tasks: Vec<_> = (0..args.connections)
-            .map(|c| tokio::spawn(connection(shared.clone(), c)))
-            .collect();
+        let tasks: Vec<_> = (0..args.connections).map(|c| tokio::spawn(connection(shared.clone(), c))).collect();
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
             out.push(t.await.expect("connection task"));
@@ -382,25 +381,13 @@ fn main() {
     lat.sort_unstable();
     let requests = lat.len() as u64;
     // Requests started in the window; the last ones finish a little after it closes.
-    let window = (last_done - measure_from)
-        .as_secs_f64()
-        .max(args.duration)
-        .max(1e-9);
+    let window = (last_done - measure_from).as_secs_f64().max(args.duration).max(1e-9);
     let rps = ok as f64 / window;
-    let mean_ms = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().map(|&u| u as f64).sum::<f64>() / lat.len() as f64 / 1000.0
-    };
-    let acked_total: u64 = status_total
-        .iter()
-        .filter(|(c, _)| (200..300).contains(*c))
-        .map(|(_, n)| n)
-        .sum();
-    let status_json: serde_json::Map<String, serde_json::Value> = status_total
-        .iter()
-        .map(|(c, n)| (c.to_string(), serde_json::Value::from(*n)))
-        .collect();
+    let mean_ms =
+        if lat.is_empty() { 0.0 } else { lat.iter().map(|&u| u as f64).sum::<f64>() / lat.len() as f64 / 1000.0 };
+    let acked_total: u64 = status_total.iter().filter(|(c, _)| (200..300).contains(*c)).map(|(_, n)| n).sum();
+    let status_json: serde_json::Map<String, serde_json::Value> =
+        status_total.iter().map(|(c, n)| (c.to_string(), serde_json::Value::from(*n))).collect();
     let out = serde_json::json!({
         "rps": (rps * 10.0).round() / 10.0,
         "p50_ms": round3(percentile_ms(&lat, 50.0)),
@@ -417,6 +404,7 @@ fn main() {
         "acked_total": acked_total,
         "status_total": status_json,
         "errors_total": errors_total,
+        "cpu_ticks": own_cpu_ticks(),
     });
     println!("JSON {out}");
 }

@@ -9,11 +9,7 @@ use crate::config::Config;
 use crate::store::{Db, deliveries, tenancy};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "shipgate",
-    version,
-    about = "A GitHub App that gates deployments and tracks CI incidents"
-)]
+#[command(name = "shipgate", version, about = "A GitHub App that gates deployments and tracks CI incidents")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -59,11 +55,7 @@ pub enum DeliveriesCommand {
 }
 
 /// Runs a command that only needs the database. Writes to `out`; returns the exit code.
-pub async fn run_db_command(
-    cfg: &Config,
-    cmd: &Command,
-    out: &mut dyn Write,
-) -> anyhow::Result<i32> {
+pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) -> anyhow::Result<i32> {
     let db = Db::connect(&cfg.database_url).await?;
     let code = match cmd {
         Command::Migrate => {
@@ -85,17 +77,9 @@ pub async fn run_db_command(
     Ok(code)
 }
 
-async fn deliveries_command(
-    db: &Db,
-    cmd: &DeliveriesCommand,
-    out: &mut dyn Write,
-) -> anyhow::Result<i32> {
+async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
     match cmd {
-        DeliveriesCommand::List {
-            status,
-            limit,
-            json,
-        } => {
+        DeliveriesCommand::List { status, limit, json } => {
             let rows = deliveries::list(db, status.as_deref(), *limit).await?;
             if *json {
                 for r in &rows {
@@ -112,11 +96,7 @@ async fn deliveries_command(
                         Some(a) => format!("{}.{}", r.event, a),
                         None => r.event.clone(),
                     };
-                    let note = r
-                        .last_error
-                        .as_deref()
-                        .or(r.outcome.as_deref())
-                        .unwrap_or("");
+                    let note = r.last_error.as_deref().or(r.outcome.as_deref()).unwrap_or("");
                     writeln!(
                         out,
                         "{:>6}  {:<36}  {:<28}  {:<8}  {:>3}  {:<20}  {}",
@@ -141,22 +121,8 @@ async fn deliveries_command(
                 return Ok(1);
             };
             writeln!(out, "delivery   {} (seq {})", r.id, r.seq)?;
-            writeln!(
-                out,
-                "event      {}{}",
-                r.event,
-                r.action
-                    .as_ref()
-                    .map(|a| format!(".{a}"))
-                    .unwrap_or_default()
-            )?;
-            writeln!(
-                out,
-                "install.   {}",
-                r.installation_id
-                    .map(|i| i.to_string())
-                    .unwrap_or("-".into())
-            )?;
+            writeln!(out, "event      {}{}", r.event, r.action.as_ref().map(|a| format!(".{a}")).unwrap_or_default())?;
+            writeln!(out, "install.   {}", r.installation_id.map(|i| i.to_string()).unwrap_or("-".into()))?;
             writeln!(out, "repository {}", r.repository.as_deref().unwrap_or("-"))?;
             writeln!(out, "subject    {}", r.subject)?;
             writeln!(out, "received   {}", fmt_time(r.received_at))?;
@@ -164,10 +130,7 @@ async fn deliveries_command(
                 out,
                 "state      {}{}",
                 r.state,
-                r.outcome
-                    .as_ref()
-                    .map(|o| format!(" ({o})"))
-                    .unwrap_or_default()
+                r.outcome.as_ref().map(|o| format!(" ({o})")).unwrap_or_default()
             )?;
             if let Some(e) = &r.last_error {
                 writeln!(out, "last error {e}")?;
@@ -199,18 +162,10 @@ async fn deliveries_command(
                 return Ok(1);
             };
             if deliveries::retry(db, r.seq, Clock::system().now_ms()).await? {
-                writeln!(
-                    out,
-                    "delivery {} (seq {}) is pending again; a running App will process it",
-                    r.id, r.seq
-                )?;
+                writeln!(out, "delivery {} (seq {}) is pending again; a running App will process it", r.id, r.seq)?;
                 Ok(0)
             } else {
-                writeln!(
-                    out,
-                    "delivery {} is {}: only parked or done deliveries can be retried",
-                    r.id, r.state
-                )?;
+                writeln!(out, "delivery {} is {}: only parked or done deliveries can be retried", r.id, r.state)?;
                 Ok(1)
             }
         }
@@ -218,9 +173,7 @@ async fn deliveries_command(
 }
 
 async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i32> {
-    let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM installations ORDER BY id")
-        .fetch_all(db.pool())
-        .await?;
+    let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM installations ORDER BY id").fetch_all(db.pool()).await?;
     if rows.is_empty() {
         writeln!(out, "(no installations)")?;
     }
@@ -233,20 +186,9 @@ async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i
             } else {
                 "active"
             };
-            writeln!(
-                out,
-                "{} {} ({}) {}",
-                i.id,
-                i.account_login,
-                i.account_type.unwrap_or_default(),
-                state
-            )?;
+            writeln!(out, "{} {} ({}) {}", i.id, i.account_login, i.account_type.unwrap_or_default(), state)?;
             for r in tenancy::repositories(db, id).await? {
-                let removed = if r.removed_at.is_some() {
-                    " (removed)"
-                } else {
-                    ""
-                };
+                let removed = if r.removed_at.is_some() { " (removed)" } else { "" };
                 writeln!(out, "  {}{}", r.full_name, removed)?;
             }
         }
@@ -255,15 +197,8 @@ async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i
 }
 
 fn one_line(s: &str, max: usize) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if s.chars().count() > max {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    } else {
-        s
-    }
+    let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if s.chars().count() > max { format!("{}…", s.chars().take(max).collect::<String>()) } else { s }
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -272,12 +207,7 @@ pub fn fmt_time(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -15,9 +15,7 @@ impl Clock {
 
     /// A clock that only moves when told to.
     pub fn manual(start_ms: i64) -> Clock {
-        Clock {
-            manual: Some(Arc::new(AtomicI64::new(start_ms))),
-        }
+        Clock { manual: Some(Arc::new(AtomicI64::new(start_ms))) }
     }
 
     pub fn now_ms(&self) -> i64 {

@@ -105,11 +105,7 @@ impl Config {
 
     /// Reads configuration through `get`, so tests need not touch the process environment.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |k: &str| {
-            get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
 
         let listen = get("SHIPGATE_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = listen.parse().map_err(|e| ConfigError::Invalid {
@@ -125,10 +121,7 @@ impl Config {
             (None, None) => None,
         };
         let github = match (app_id, key) {
-            (Some(app_id), Some(private_key)) => Some(GithubCredentials {
-                app_id,
-                private_key,
-            }),
+            (Some(app_id), Some(private_key)) => Some(GithubCredentials { app_id, private_key }),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(ConfigError::Invalid {
@@ -139,20 +132,13 @@ impl Config {
             (None, Some(_)) => {
                 return Err(ConfigError::Invalid {
                     var: "GITHUB_APP_ID",
-                    msg: "a private key is set but GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not"
-                        .into(),
+                    msg: "a private key is set but GITHUB_APP_ID (or GITHUB_CLIENT_ID) is not".into(),
                 });
             }
         };
 
         let mut webhook_secrets: Vec<Secret> = get("GITHUB_WEBHOOK_SECRET")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(Secret::new)
-                    .collect()
-            })
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Secret::new).collect())
             .unwrap_or_default();
         let mut webhook_secret_defaulted = false;
         if webhook_secrets.is_empty() {
@@ -163,10 +149,8 @@ impl Config {
             webhook_secret_defaulted = true;
         }
 
-        let github_api_url = get("GITHUB_API_URL")
-            .unwrap_or_else(|| "https://api.github.com".into())
-            .trim_end_matches('/')
-            .to_string();
+        let github_api_url =
+            get("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()).trim_end_matches('/').to_string();
 
         let mut worker = WorkerConfig::default();
         if let Some(n) = parse_num(&get, "SHIPGATE_WORKERS")? {
@@ -243,19 +227,13 @@ impl Config {
     }
 }
 
-fn parse_num(
-    get: &impl Fn(&str) -> Option<String>,
-    var: &'static str,
-) -> Result<Option<u64>, ConfigError> {
+fn parse_num(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<u64>, ConfigError> {
     match get(var) {
         None => Ok(None),
         Some(v) => v
             .parse::<u64>()
             .map(Some)
-            .map_err(|_| ConfigError::Invalid {
-                var,
-                msg: format!("{v:?} is not a whole number"),
-            }),
+            .map_err(|_| ConfigError::Invalid { var, msg: format!("{v:?} is not a whole number") }),
     }
 }
 
@@ -265,10 +243,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let m: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
     }
 
@@ -285,20 +260,13 @@ mod tests {
     #[test]
     fn secrets_are_a_comma_separated_list() {
         let c = cfg(&[("GITHUB_WEBHOOK_SECRET", "old, new ,")]).expect("valid");
-        assert_eq!(
-            c.webhook_secrets,
-            vec![Secret::new("old"), Secret::new("new")]
-        );
+        assert_eq!(c.webhook_secrets, vec![Secret::new("old"), Secret::new("new")]);
         assert!(!c.webhook_secret_defaulted);
     }
 
     #[test]
     fn credentials_without_secret_is_an_error_naming_the_variable() {
-        let e = cfg(&[
-            ("GITHUB_APP_ID", "1"),
-            ("GITHUB_PRIVATE_KEY_PATH", "/k.pem"),
-        ])
-        .unwrap_err();
+        let e = cfg(&[("GITHUB_APP_ID", "1"), ("GITHUB_PRIVATE_KEY_PATH", "/k.pem")]).unwrap_err();
         assert!(e.to_string().contains("GITHUB_WEBHOOK_SECRET"), "{e}");
     }
 
@@ -310,17 +278,10 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let c = cfg(&[
-            ("GITHUB_WEBHOOK_SECRET", "hunter2"),
-            ("GITHUB_APP_ID", "1"),
-            ("GITHUB_PRIVATE_KEY", "PEMDATA"),
-        ])
-        .expect("valid");
+        let c = cfg(&[("GITHUB_WEBHOOK_SECRET", "hunter2"), ("GITHUB_APP_ID", "1"), ("GITHUB_PRIVATE_KEY", "PEMDATA")])
+            .expect("valid");
         let dbg = format!("{c:?}");
-        assert!(
-            !dbg.contains("hunter2") && !dbg.contains("PEMDATA"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("hunter2") && !dbg.contains("PEMDATA"), "{dbg}");
     }
 
     #[test]

@@ -14,10 +14,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(cfg.log_json);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
@@ -41,17 +38,10 @@ fn main() -> ExitCode {
 
 fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+        builder.json().with_current_span(true).with_span_list(false).init();
     } else {
         builder.init();
     }

@@ -6,9 +6,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Installs the recorder once; later calls return the same handle. Returns None if another
 /// recorder was installed first (then metrics are simply not rendered).
@@ -29,31 +28,13 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "shipgate_webhook_deliveries_total",
-        "Webhook deliveries received, by event and outcome"
-    );
-    describe_histogram!(
-        "shipgate_webhook_ingest_seconds",
-        "Time from request to durable acknowledgement"
-    );
+    describe_counter!("shipgate_webhook_deliveries_total", "Webhook deliveries received, by event and outcome");
+    describe_histogram!("shipgate_webhook_ingest_seconds", "Time from request to durable acknowledgement");
     describe_gauge!("shipgate_queue_depth", "Deliveries in the inbox, by state");
-    describe_gauge!(
-        "shipgate_queue_oldest_open_age_seconds",
-        "Age of the oldest pending or running delivery"
-    );
-    describe_counter!(
-        "shipgate_deliveries_processed_total",
-        "Processing attempts, by event and result"
-    );
-    describe_histogram!(
-        "shipgate_delivery_processing_seconds",
-        "Time to process one delivery"
-    );
-    describe_histogram!(
-        "shipgate_ingest_batch_size",
-        "Deliveries committed per group commit"
-    );
+    describe_gauge!("shipgate_queue_oldest_open_age_seconds", "Age of the oldest pending or running delivery");
+    describe_counter!("shipgate_deliveries_processed_total", "Processing attempts, by event and result");
+    describe_histogram!("shipgate_delivery_processing_seconds", "Time to process one delivery");
+    describe_histogram!("shipgate_ingest_batch_size", "Deliveries committed per group commit");
 }
 
 pub fn render() -> String {

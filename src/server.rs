@@ -30,11 +30,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            registry: Registry::standard(),
-            clock: Clock::system(),
-            run_worker: true,
-        }
+        Options { registry: Registry::standard(), clock: Clock::system(), run_worker: true }
     }
 }
 
@@ -50,11 +46,7 @@ pub struct Server {
 
 impl Server {
     /// Connects, migrates, and starts serving on `listener`.
-    pub async fn start(
-        cfg: &Config,
-        listener: TcpListener,
-        opts: Options,
-    ) -> anyhow::Result<Server> {
+    pub async fn start(cfg: &Config, listener: TcpListener, opts: Options) -> anyhow::Result<Server> {
         crate::metrics::install();
         let db = Db::connect(&cfg.database_url).await?;
         db.migrate().await?;
@@ -72,22 +64,11 @@ impl Server {
         let mut tasks = Vec::new();
         let mut worker_id = None;
         if opts.run_worker {
-            let worker = Worker::new(
-                db.clone(),
-                Arc::new(opts.registry),
-                cfg.worker.clone(),
-                opts.clock.clone(),
-                wake,
-            );
+            let worker = Worker::new(db.clone(), Arc::new(opts.registry), cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.id.clone());
             tasks.push(worker.spawn(rx.clone()));
         }
-        tasks.push(tokio::spawn(prune_loop(
-            db.clone(),
-            opts.clock.clone(),
-            cfg.retention,
-            rx.clone(),
-        )));
+        tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, rx.clone())));
 
         let mut http_rx = rx.clone();
         let app = router(state);
@@ -99,14 +80,7 @@ impl Server {
                 .await
         });
         tracing::info!(%addr, backend = db.backend().name(), dry_run = cfg.dry_run(), "shipgate listening");
-        Ok(Server {
-            addr,
-            db,
-            worker_id,
-            shutdown,
-            http,
-            tasks,
-        })
+        Ok(Server { addr, db, worker_id, shutdown, http, tasks })
     }
 
     /// Stops accepting, answers what was received, lets the worker finish or release its

@@ -9,10 +9,7 @@ use shipgate::github::signature::sign;
 use shipgate::server::Options;
 
 fn no_worker() -> Options {
-    Options {
-        run_worker: false,
-        ..Options::default()
-    }
+    Options { run_worker: false, ..Options::default() }
 }
 
 /// Sends a request with every header given explicitly.
@@ -21,12 +18,7 @@ async fn raw(app: &TestApp, headers: &[(&str, &str)], body: impl Into<reqwest::B
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    req.body(body)
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16()
+    req.body(body).send().await.expect("request").status().as_u16()
 }
 
 async fn bad_inputs_are_refused_and_store_nothing(db: &TestDb) {
@@ -58,19 +50,13 @@ async fn bad_inputs_are_refused_and_store_nothing(db: &TestDb) {
     h.push(("x-hub-signature-256", sign(SECRET, b"something else")));
     assert_eq!(send(h, body.clone()).await, 401);
     let mut h = good("x-hub-signature-256");
-    h.push((
-        "x-hub-signature-256",
-        sign("not-the-secret", body.as_bytes()),
-    ));
+    h.push(("x-hub-signature-256", sign("not-the-secret", body.as_bytes())));
     assert_eq!(send(h, body.clone()).await, 401);
     let mut h = good("x-hub-signature-256");
     h.push(("x-hub-signature-256", sig.replace("sha256=", "sha1=")));
     assert_eq!(send(h, body.clone()).await, 401);
     // The body changed after signing.
-    assert_eq!(
-        send(good(""), body.replace("Codertocat", "Mallory")).await,
-        401
-    );
+    assert_eq!(send(good(""), body.replace("Codertocat", "Mallory")).await, 401);
 
     // Headers.
     assert_eq!(send(good("x-github-event"), body.clone()).await, 400);
@@ -86,14 +72,7 @@ async fn bad_inputs_are_refused_and_store_nothing(db: &TestDb) {
     assert_eq!(send(h, body.clone()).await, 415);
 
     // Bodies that are signed but are not a JSON object.
-    for bad in [
-        "[1, 2, 3]",
-        "\"text\"",
-        "null",
-        "{\"action\": ",
-        "{} {}",
-        "",
-    ] {
+    for bad in ["[1, 2, 3]", "\"text\"", "null", "{\"action\": ", "{} {}", ""] {
         let mut h = good("x-hub-signature-256");
         h.push(("x-hub-signature-256", sign(SECRET, bad.as_bytes())));
         assert_eq!(send(h, bad.to_string()).await, 400, "body {bad:?}");
@@ -109,26 +88,11 @@ async fn bad_inputs_are_refused_and_store_nothing(db: &TestDb) {
         )
     };
     let too_big = 25 * 1024 * 1024 + 1;
-    assert_eq!(
-        raw_tcp(addr, head(&format!("content-length: {too_big}\r\n")), None).await,
-        413
-    );
+    assert_eq!(raw_tcp(addr, head(&format!("content-length: {too_big}\r\n")), None).await, 413);
     // ... and, without a declared length (chunked), once more than 25 MiB has arrived.
-    assert_eq!(
-        raw_tcp(
-            addr,
-            head("transfer-encoding: chunked\r\n"),
-            Some(too_big + (1 << 20))
-        )
-        .await,
-        413
-    );
+    assert_eq!(raw_tcp(addr, head("transfer-encoding: chunked\r\n"), Some(too_big + (1 << 20))).await, 413);
 
-    assert_eq!(
-        count(&app.db, "SELECT COUNT(*) FROM deliveries").await,
-        0,
-        "a refused delivery was stored"
-    );
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 0, "a refused delivery was stored");
 
     // A large body under the limit is fine (axum's 2 MB default does not apply).
     let large = format!("{{\"pad\":\"{}\"}}", "x".repeat(5 * 1024 * 1024));
@@ -166,16 +130,11 @@ async fn raw_tcp(addr: std::net::SocketAddr, head: String, chunked_bytes: Option
         tokio::time::sleep(Duration::from_secs(5)).await;
     });
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf))
-        .await
-        .expect("answer in time")
-        .expect("read");
+    let n =
+        tokio::time::timeout(Duration::from_secs(30), rd.read(&mut buf)).await.expect("answer in time").expect("read");
     writer.abort();
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status in {text:?}"))
 }
 
 async fn github_documented_vector_passes_the_signature_check(db: &TestDb) {
@@ -196,10 +155,7 @@ async fn github_documented_vector_passes_the_signature_check(db: &TestDb) {
         h[0],
         h[1],
         h[2],
-        (
-            "x-hub-signature-256",
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e18",
-        ),
+        ("x-hub-signature-256", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e18"),
     ];
     assert_eq!(raw(&app, &h2, "Hello, World!").await, 401);
     app.shutdown().await;
@@ -208,33 +164,13 @@ both_backends!(github_documented_vector_passes_the_signature_check);
 
 async fn rotated_secrets_are_all_accepted(db: &TestDb) {
     let mut cfg = db.config();
-    cfg.webhook_secrets = vec![
-        shipgate::config::Secret::new("old"),
-        shipgate::config::Secret::new("new"),
-    ];
+    cfg.webhook_secrets = vec![shipgate::config::Secret::new("old"), shipgate::config::Secret::new("new")];
     let app = TestApp::start_with(cfg, no_worker()).await;
     let body = fixture("ping.none.0");
     let b2 = unique(&body, "2");
-    assert_eq!(
-        common::post_signed(&app.http, &app.url, "old", "ping", "r-1", &body).await,
-        202
-    );
-    assert_eq!(
-        common::post_signed(&app.http, &app.url, "new", "ping", "r-2", &b2).await,
-        202
-    );
-    assert_eq!(
-        common::post_signed(
-            &app.http,
-            &app.url,
-            "other",
-            "ping",
-            "r-3",
-            &unique(&body, "3")
-        )
-        .await,
-        401
-    );
+    assert_eq!(common::post_signed(&app.http, &app.url, "old", "ping", "r-1", &body).await, 202);
+    assert_eq!(common::post_signed(&app.http, &app.url, "new", "ping", "r-2", &b2).await, 202);
+    assert_eq!(common::post_signed(&app.http, &app.url, "other", "ping", "r-3", &unique(&body, "3")).await, 401);
     app.shutdown().await;
 }
 both_backends!(rotated_secrets_are_all_accepted);
@@ -254,20 +190,14 @@ async fn every_real_payload_is_stored_and_processed(db: &TestDb) {
     let mut files: Vec<_> = std::fs::read_dir(fixtures_dir())
         .expect("fixtures")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == "json") && !p.ends_with("SOURCE-package.json")
-        })
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.ends_with("SOURCE-package.json"))
         .collect();
     files.sort();
     assert!(files.len() > 150, "fixtures missing: {}", files.len());
     let mut expected = Vec::new();
     let mut seen_bodies = std::collections::HashSet::new();
     for (i, path) in files.iter().enumerate() {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .expect("name")
-            .to_string();
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("name").to_string();
         let mut parts = name.split('.');
         let event = parts.next().expect("event").to_string();
         let body = std::fs::read_to_string(path).expect("read");
@@ -293,21 +223,10 @@ async fn every_real_payload_is_stored_and_processed(db: &TestDb) {
         .expect("stored");
         assert_eq!(row.event, event, "{id}");
         assert_eq!(row.action.as_deref(), v["action"].as_str(), "{id} {event}");
-        assert_eq!(
-            row.installation_id,
-            v["installation"]["id"].as_i64(),
-            "{id} {event}"
-        );
-        assert_eq!(
-            row.repository.as_deref(),
-            v["repository"]["full_name"].as_str(),
-            "{id} {event}"
-        );
+        assert_eq!(row.installation_id, v["installation"]["id"].as_i64(), "{id} {event}");
+        assert_eq!(row.repository.as_deref(), v["repository"]["full_name"].as_str(), "{id} {event}");
         assert_eq!(row.state, "done", "{row:?}");
-        let handled = matches!(
-            event.as_str(),
-            "ping" | "installation" | "installation_repositories"
-        );
+        let handled = matches!(event.as_str(), "ping" | "installation" | "installation_repositories");
         let want = if handled { "ok" } else { "no_handler" };
         assert_eq!(row.outcome.as_deref(), Some(want), "{row:?}");
     }
@@ -322,49 +241,20 @@ async fn duplicates_and_replays_are_processed_once(db: &TestDb) {
     let app = TestApp::start(db, Options::default()).await;
     let body = fixture("issue_comment.created.1");
     assert_eq!(app.deliver("issue_comment", "dup-1", &body).await, 202);
-    assert_eq!(
-        app.deliver("issue_comment", "dup-1", &body).await,
-        200,
-        "same delivery id"
-    );
-    assert_eq!(
-        app.deliver("issue_comment", "dup-2", &body).await,
-        200,
-        "same body, another id"
-    );
+    assert_eq!(app.deliver("issue_comment", "dup-1", &body).await, 200, "same delivery id");
+    assert_eq!(app.deliver("issue_comment", "dup-2", &body).await, 200, "same body, another id");
     // Concurrent copies of one new delivery: exactly one is stored.
     let other = unique(&body, "concurrent");
     let sends = (0..10).map(|_| {
         let (http, url, other) = (app.http.clone(), app.url.clone(), other.clone());
-        async move {
-            common::post_signed(
-                &http,
-                &url,
-                common::SECRET,
-                "issue_comment",
-                "dup-3",
-                &other,
-            )
-            .await
-        }
+        async move { common::post_signed(&http, &url, common::SECRET, "issue_comment", "dup-3", &other).await }
     });
     let statuses = futures_join(sends).await;
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 202).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| *s == 202 || *s == 200),
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 202 || *s == 200), "{statuses:?}");
     common::drain(&app.db, Duration::from_secs(10)).await;
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 2);
-    assert_eq!(
-        count(&app.db, "SELECT COUNT(*) FROM delivery_attempts").await,
-        2,
-        "each processed once"
-    );
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM delivery_attempts").await, 2, "each processed once");
     app.shutdown().await;
 }
 both_backends!(duplicates_and_replays_are_processed_once);
@@ -385,12 +275,7 @@ async fn database_failure_answers_503(db: &TestDb) {
     let body = fixture("ping.none.1");
     app.db.close().await; // the database goes away
     assert_eq!(app.deliver("ping", "down-1", &body).await, 503);
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.url))
-        .send()
-        .await
-        .expect("readyz");
+    let ready = app.http.get(format!("{}/readyz", app.url)).send().await.expect("readyz");
     assert_eq!(ready.status().as_u16(), 503);
     app.shutdown().await;
 }
@@ -399,26 +284,12 @@ both_backends!(database_failure_answers_503);
 async fn health_readiness_and_metrics(db: &TestDb) {
     let app = TestApp::start(db, Options::default()).await;
     let get = |p: &str| app.http.get(format!("{}{p}", app.url)).send();
-    assert_eq!(
-        get("/healthz").await.expect("healthz").status().as_u16(),
-        200
-    );
+    assert_eq!(get("/healthz").await.expect("healthz").status().as_u16(), 200);
     assert_eq!(get("/readyz").await.expect("readyz").status().as_u16(), 200);
-    assert_eq!(
-        app.deliver("ping", "m-1", &fixture("ping.none.2")).await,
-        202
-    );
-    assert_eq!(
-        app.deliver("ping", "m-1", &fixture("ping.none.2")).await,
-        200
-    );
+    assert_eq!(app.deliver("ping", "m-1", &fixture("ping.none.2")).await, 202);
+    assert_eq!(app.deliver("ping", "m-1", &fixture("ping.none.2")).await, 200);
     common::drain(&app.db, Duration::from_secs(10)).await;
-    let text = get("/metrics")
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = get("/metrics").await.expect("metrics").text().await.expect("text");
     for needle in [
         "shipgate_webhook_deliveries_total{event=\"ping\",outcome=\"stored\"}",
         "shipgate_webhook_deliveries_total{event=\"ping\",outcome=\"duplicate\"}",

@@ -57,11 +57,8 @@ impl Envelope {
     /// Deliveries about one issue or pull request, or else one repository, or else one
     /// installation, are processed one at a time and in arrival order.
     pub fn subject(&self) -> String {
-        let number = self
-            .issue
-            .as_ref()
-            .and_then(|i| i.number)
-            .or_else(|| self.pull_request.as_ref().and_then(|p| p.number));
+        let number =
+            self.issue.as_ref().and_then(|i| i.number).or_else(|| self.pull_request.as_ref().and_then(|p| p.number));
         match (&self.repository, number, &self.installation) {
             (Some(r), Some(n), _) => format!("repo:{}#{}", r.id, n),
             (Some(r), None, _) => format!("repo:{}", r.id),
@@ -78,30 +75,17 @@ mod tests {
     #[test]
     fn rejects_non_objects() {
         for body in [&b"[1,2]"[..], b"", b"  ", b"null", b"\"x\"", b"3"] {
-            assert_eq!(
-                Envelope::parse(body).unwrap_err(),
-                EnvelopeError::NotAnObject,
-                "{body:?}"
-            );
+            assert_eq!(Envelope::parse(body).unwrap_err(), EnvelopeError::NotAnObject, "{body:?}");
         }
-        assert!(matches!(
-            Envelope::parse(b"{\"a\":"),
-            Err(EnvelopeError::Json(_))
-        ));
-        assert!(matches!(
-            Envelope::parse(b"{} trailing"),
-            Err(EnvelopeError::Json(_))
-        ));
+        assert!(matches!(Envelope::parse(b"{\"a\":"), Err(EnvelopeError::Json(_))));
+        assert!(matches!(Envelope::parse(b"{} trailing"), Err(EnvelopeError::Json(_))));
     }
 
     #[test]
     fn subjects() {
         let e = Envelope::parse(br#"{"action":"created","issue":{"number":7},"repository":{"id":3,"full_name":"o/r"},"installation":{"id":9}}"#).unwrap();
         assert_eq!(e.subject(), "repo:3#7");
-        let e = Envelope::parse(
-            br#"{"pull_request":{"number":8},"repository":{"id":3,"full_name":"o/r"}}"#,
-        )
-        .unwrap();
+        let e = Envelope::parse(br#"{"pull_request":{"number":8},"repository":{"id":3,"full_name":"o/r"}}"#).unwrap();
         assert_eq!(e.subject(), "repo:3#8");
         let e = Envelope::parse(br#"{"repository":{"id":3,"full_name":"o/r"}}"#).unwrap();
         assert_eq!(e.subject(), "repo:3");

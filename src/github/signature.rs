@@ -19,10 +19,7 @@ impl Verifier {
         Verifier {
             keys: secrets
                 .iter()
-                .map(|s| {
-                    HmacSha256::new_from_slice(s.expose().as_bytes())
-                        .expect("HMAC takes keys of any length")
-                })
+                .map(|s| HmacSha256::new_from_slice(s.expose().as_bytes()).expect("HMAC takes keys of any length"))
                 .collect(),
         }
     }
@@ -46,8 +43,7 @@ impl Verifier {
 
 /// `sha256=<hex>` for `body` under `secret`: what GitHub sends (used by tests and the load generator).
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }

@@ -57,33 +57,21 @@ struct RepositoriesEvent {
 
 fn record(i: &Installation, selection: Option<&str>) -> InstallationRecord {
     let json = |v: &serde_json::Value, empty: &str| {
-        if v.is_null() {
-            empty.to_string()
-        } else {
-            v.to_string()
-        }
+        if v.is_null() { empty.to_string() } else { v.to_string() }
     };
     InstallationRecord {
         id: i.id,
         account_id: i.account.id,
         account_login: i.account.login.clone(),
         account_type: i.account.kind.clone(),
-        repository_selection: selection
-            .map(str::to_string)
-            .or_else(|| i.repository_selection.clone()),
+        repository_selection: selection.map(str::to_string).or_else(|| i.repository_selection.clone()),
         permissions: json(&i.permissions, "{}"),
         events: json(&i.events, "[]"),
     }
 }
 
 fn repos(list: &[Repo]) -> Vec<RepositoryRecord> {
-    list.iter()
-        .map(|r| RepositoryRecord {
-            id: r.id,
-            full_name: r.full_name.clone(),
-            private: r.private,
-        })
-        .collect()
+    list.iter().map(|r| RepositoryRecord { id: r.id, full_name: r.full_name.clone(), private: r.private }).collect()
 }
 
 pub async fn on_installation(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
@@ -93,21 +81,12 @@ pub async fn on_installation(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     match ev.action.as_str() {
         "created" => {
             if let Some(list) = &ev.repositories {
-                effects.push(Effect::UpsertRepositories {
-                    installation_id: id,
-                    repositories: repos(list),
-                });
+                effects.push(Effect::UpsertRepositories { installation_id: id, repositories: repos(list) });
             }
         }
         "deleted" => effects = vec![Effect::DeleteInstallation { id }],
-        "suspend" => effects.push(Effect::SuspendInstallation {
-            id,
-            suspended: true,
-        }),
-        "unsuspend" => effects.push(Effect::SuspendInstallation {
-            id,
-            suspended: false,
-        }),
+        "suspend" => effects.push(Effect::SuspendInstallation { id, suspended: true }),
+        "unsuspend" => effects.push(Effect::SuspendInstallation { id, suspended: false }),
         // new_permissions_accepted and anything newer: the record above carries the change.
         _ => {}
     }
@@ -117,10 +96,7 @@ pub async fn on_installation(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
 pub async fn on_installation_repositories(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let ev: RepositoriesEvent = ctx.payload()?;
     let id = ev.installation.id;
-    let mut effects = vec![Effect::UpsertInstallation(record(
-        &ev.installation,
-        ev.repository_selection.as_deref(),
-    ))];
+    let mut effects = vec![Effect::UpsertInstallation(record(&ev.installation, ev.repository_selection.as_deref()))];
     match ev.action.as_str() {
         "added" | "removed" => {
             if !ev.repositories_added.is_empty() {

@@ -27,12 +27,8 @@ pub struct Ctx {
 impl Ctx {
     /// The body as `T`; a body that does not fit is a permanent error (retrying cannot help).
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
-        serde_json::from_str(&self.delivery.body).map_err(|e| {
-            HandlerError::Permanent(format!(
-                "the {} payload does not fit: {e}",
-                self.delivery.event
-            ))
-        })
+        serde_json::from_str(&self.delivery.body)
+            .map_err(|e| HandlerError::Permanent(format!("the {} payload does not fit: {e}", self.delivery.event)))
     }
 }
 
@@ -45,22 +41,13 @@ pub struct Handled {
 
 impl Handled {
     pub fn ok(effects: Vec<Effect>) -> Handled {
-        Handled {
-            outcome: "ok",
-            effects,
-        }
+        Handled { outcome: "ok", effects }
     }
     pub fn ignored() -> Handled {
-        Handled {
-            outcome: "ignored",
-            effects: vec![],
-        }
+        Handled { outcome: "ignored", effects: vec![] }
     }
     pub fn no_handler() -> Handled {
-        Handled {
-            outcome: "no_handler",
-            effects: vec![],
-        }
+        Handled { outcome: "no_handler", effects: vec![] }
     }
 }
 
@@ -84,39 +71,24 @@ impl From<crate::store::StoreError> for HandlerError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     UpsertInstallation(InstallationRecord),
-    SuspendInstallation {
-        id: i64,
-        suspended: bool,
-    },
-    DeleteInstallation {
-        id: i64,
-    },
-    UpsertRepositories {
-        installation_id: i64,
-        repositories: Vec<RepositoryRecord>,
-    },
-    RemoveRepositories {
-        installation_id: i64,
-        repository_ids: Vec<i64>,
-    },
+    SuspendInstallation { id: i64, suspended: bool },
+    DeleteInstallation { id: i64 },
+    UpsertRepositories { installation_id: i64, repositories: Vec<RepositoryRecord> },
+    RemoveRepositories { installation_id: i64, repository_ids: Vec<i64> },
 }
 
 impl Effect {
     pub async fn apply(&self, tx: &mut Transaction<'static, Any>, now: i64) -> StoreResult<()> {
         match self {
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
-            Effect::SuspendInstallation { id, suspended } => {
-                tenancy::set_suspended(tx, *id, *suspended, now).await
-            }
+            Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,
             Effect::DeleteInstallation { id } => tenancy::mark_deleted(tx, *id, now).await,
-            Effect::UpsertRepositories {
-                installation_id,
-                repositories,
-            } => tenancy::upsert_repositories(tx, *installation_id, repositories, now).await,
-            Effect::RemoveRepositories {
-                installation_id,
-                repository_ids,
-            } => tenancy::remove_repositories(tx, *installation_id, repository_ids, now).await,
+            Effect::UpsertRepositories { installation_id, repositories } => {
+                tenancy::upsert_repositories(tx, *installation_id, repositories, now).await
+            }
+            Effect::RemoveRepositories { installation_id, repository_ids } => {
+                tenancy::remove_repositories(tx, *installation_id, repository_ids, now).await
+            }
         }
     }
 }
@@ -140,11 +112,7 @@ impl Registry {
         let mut r = Registry::empty();
         r.on("ping", None, |_ctx| async { Ok(Handled::ok(vec![])) });
         r.on("installation", None, installation::on_installation);
-        r.on(
-            "installation_repositories",
-            None,
-            installation::on_installation_repositories,
-        );
+        r.on("installation_repositories", None, installation::on_installation_repositories);
         r
     }
 
@@ -155,8 +123,7 @@ impl Registry {
         Fut: Future<Output = Result<Handled, HandlerError>> + Send + 'static,
     {
         let f: HandlerFn = Arc::new(move |ctx| Box::pin(f(ctx)));
-        self.map
-            .insert((event.to_string(), action.map(str::to_string)), f);
+        self.map.insert((event.to_string(), action.map(str::to_string)), f);
     }
 
     pub fn lookup(&self, event: &str, action: Option<&str>) -> Option<&HandlerFn> {

@@ -55,24 +55,14 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     // Queue gauges are read from the database at scrape time, so every replica reports the same.
     match deliveries::stats(&st.db).await {
         Ok(s) => {
-            for (state, n) in [
-                ("pending", s.pending),
-                ("running", s.running),
-                ("done", s.done),
-                ("parked", s.parked),
-            ] {
+            for (state, n) in [("pending", s.pending), ("running", s.running), ("done", s.done), ("parked", s.parked)] {
                 metrics::gauge!("shipgate_queue_depth", "state" => state).set(n as f64);
             }
-            let age = s
-                .oldest_open_received_at
-                .map(|t| ((st.clock.now_ms() - t).max(0) as f64) / 1000.0)
-                .unwrap_or(0.0);
+            let age =
+                s.oldest_open_received_at.map(|t| ((st.clock.now_ms() - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
             metrics::gauge!("shipgate_queue_oldest_open_age_seconds").set(age);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read queue depth"),
     }
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        crate::metrics::render(),
-    )
+    ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render())
 }

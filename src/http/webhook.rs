@@ -32,13 +32,9 @@ fn refuse(status: StatusCode, outcome: &'static str, msg: impl Into<String>) -> 
 pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let delivery_id = header_str(&parts.headers, "x-github-delivery")
-        .unwrap_or("")
-        .to_string();
+    let delivery_id = header_str(&parts.headers, "x-github-delivery").unwrap_or("").to_string();
     let span = tracing::info_span!("webhook", delivery_id = %delivery_id);
-    let result = accept(&st, &parts.headers, body, &delivery_id)
-        .instrument(span.clone())
-        .await;
+    let result = accept(&st, &parts.headers, body, &delivery_id).instrument(span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
     let _enter = span.enter();
     match result {
@@ -69,8 +65,7 @@ async fn accept(
     delivery_id: &str,
 ) -> Result<(String, StatusCode, &'static str), Refusal> {
     // Cheap header checks first: nothing is read or hashed for a request that cannot be valid.
-    if let Some(len) =
-        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok())
+    if let Some(len) = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok())
         && len > st.max_body_bytes
     {
         return Err(too_large(st.max_body_bytes));
@@ -87,47 +82,24 @@ async fn accept(
     }
     let event = header_str(headers, "x-github-event").unwrap_or("");
     if !valid_event(event) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "missing or invalid X-GitHub-Event header",
-        ));
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_request", "missing or invalid X-GitHub-Event header"));
     }
     if !valid_delivery_id(delivery_id) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "missing or invalid X-GitHub-Delivery header",
-        ));
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_request", "missing or invalid X-GitHub-Delivery header"));
     }
     let Some(signature) = header_str(headers, "x-hub-signature-256") else {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "missing X-Hub-Signature-256 header",
-        ));
+        return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "missing X-Hub-Signature-256 header"));
     };
 
-    let bytes = axum::body::to_bytes(body, st.max_body_bytes)
-        .await
-        .map_err(|_| too_large(st.max_body_bytes))?;
+    let bytes = axum::body::to_bytes(body, st.max_body_bytes).await.map_err(|_| too_large(st.max_body_bytes))?;
     if !st.verifier.verify(signature, &bytes) {
-        return Err(refuse(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "signature does not match",
-        ));
+        return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match"));
     }
-    let envelope = Envelope::parse(&bytes)
-        .map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let envelope =
+        Envelope::parse(&bytes).map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
     // The body parsed as JSON, so it is UTF-8.
-    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-        refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "the body is not UTF-8",
-        )
-    })?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_request", "the body is not UTF-8"))?;
 
     let delivery = NewDelivery {
         id: delivery_id.to_string(),
@@ -144,20 +116,14 @@ async fn accept(
         Ok(InsertOutcome::Stored(_)) => Ok((event.to_string(), StatusCode::ACCEPTED, "stored")),
         Ok(InsertOutcome::Duplicate) => Ok((event.to_string(), StatusCode::OK, "duplicate")),
         Ok(InsertOutcome::Replay) => Ok((event.to_string(), StatusCode::OK, "replay")),
-        Err(e @ IngestError::Store(_)) | Err(e @ IngestError::Closed) => Err(refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "db_error",
-            format!("not stored, try again later: {e}"),
-        )),
+        Err(e @ IngestError::Store(_)) | Err(e @ IngestError::Closed) => {
+            Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", format!("not stored, try again later: {e}")))
+        }
     }
 }
 
 fn too_large(max: usize) -> Refusal {
-    refuse(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("body larger than {max} bytes"),
-    )
+    refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {max} bytes"))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -171,9 +137,5 @@ fn valid_event(e: &str) -> bool {
 
 /// Delivery ids are GUIDs; accept any short printable token.
 fn valid_delivery_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

@@ -50,10 +50,7 @@ impl Ingestor {
     /// Stores one delivery durably; returns once it is committed (or known to be a duplicate).
     pub async fn ingest(&self, delivery: NewDelivery) -> Result<InsertOutcome, IngestError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Job { delivery, reply })
-            .await
-            .map_err(|_| IngestError::Closed)?;
+        self.tx.send(Job { delivery, reply }).await.map_err(|_| IngestError::Closed)?;
         rx.await.map_err(|_| IngestError::Closed)?
     }
 }
@@ -83,9 +80,7 @@ async fn writer(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, stored
         let refs: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
         match deliveries::insert_batch(&db, &refs).await {
             Ok(outcomes) => {
-                let any_stored = outcomes
-                    .iter()
-                    .any(|o| matches!(o, InsertOutcome::Stored(_)));
+                let any_stored = outcomes.iter().any(|o| matches!(o, InsertOutcome::Stored(_)));
                 for (job, outcome) in batch.drain(..).zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
                 }

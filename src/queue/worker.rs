@@ -34,27 +34,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(
-        db: Db,
-        registry: Arc<Registry>,
-        cfg: WorkerConfig,
-        clock: Clock,
-        wake: Arc<Notify>,
-    ) -> Worker {
+    pub fn new(db: Db, registry: Arc<Registry>, cfg: WorkerConfig, clock: Clock, wake: Arc<Notify>) -> Worker {
         let id = format!(
             "{}-{}-{:08x}",
             std::env::var("HOSTNAME").unwrap_or_else(|_| "shipgate".into()),
             std::process::id(),
             fastrand::u32(..)
         );
-        Worker {
-            id,
-            db,
-            registry,
-            cfg,
-            clock,
-            wake,
-        }
+        Worker { id, db, registry, cfg, clock, wake }
     }
 
     /// Runs until `shutdown` turns true, then finishes or releases what it holds.
@@ -76,15 +63,7 @@ impl Worker {
                 continue;
             }
             let lease_ms = self.cfg.lease.as_millis() as i64;
-            match deliveries::claim(
-                &self.db,
-                &self.id,
-                self.clock.now_ms(),
-                lease_ms,
-                free as i64,
-            )
-            .await
-            {
+            match deliveries::claim(&self.db, &self.id, self.clock.now_ms(), lease_ms, free as i64).await {
                 Ok(claimed) if !claimed.is_empty() => {
                     for c in claimed {
                         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -116,9 +95,7 @@ impl Worker {
         }
         // Shutdown: let work under way finish for a while, then give back what is left.
         let all = self.cfg.concurrency as u32;
-        let finished = tokio::time::timeout(self.cfg.shutdown_grace, permits.acquire_many(all))
-            .await
-            .is_ok();
+        let finished = tokio::time::timeout(self.cfg.shutdown_grace, permits.acquire_many(all)).await.is_ok();
         heartbeat.abort();
         match deliveries::release(&self.db, &self.id, self.clock.now_ms()).await {
             Ok(n) => {
@@ -159,16 +136,10 @@ impl Worker {
         let result = match self.registry.lookup(&c.event, c.action.as_deref()) {
             None => Ok(Handled::no_handler()),
             Some(h) => {
-                let ctx = Arc::new(Ctx {
-                    db: self.db.clone(),
-                    clock: self.clock.clone(),
-                    delivery: c.clone(),
-                });
+                let ctx = Arc::new(Ctx { db: self.db.clone(), clock: self.clock.clone(), delivery: c.clone() });
                 match tokio::time::timeout(HANDLER_TIMEOUT, h(ctx)).await {
                     Ok(r) => r,
-                    Err(_) => Err(HandlerError::Retry(format!(
-                        "handler timed out after {HANDLER_TIMEOUT:?}"
-                    ))),
+                    Err(_) => Err(HandlerError::Retry(format!("handler timed out after {HANDLER_TIMEOUT:?}"))),
                 }
             }
         };
@@ -176,18 +147,14 @@ impl Worker {
             Ok(handled) => match self.commit(&c, started_at, &handled).await {
                 Ok(true) => Ok(handled.outcome),
                 Ok(false) => Ok("lease_lost"),
-                Err(e) => Err(HandlerError::Retry(format!(
-                    "recording the result failed: {e}"
-                ))),
+                Err(e) => Err(HandlerError::Retry(format!("recording the result failed: {e}"))),
             },
             Err(e) => Err(e),
         };
         let label = match result {
             Ok(outcome) => {
                 if outcome == "lease_lost" {
-                    tracing::warn!(
-                        "lease lost before completion; another worker has this delivery"
-                    );
+                    tracing::warn!("lease lost before completion; another worker has this delivery");
                 } else {
                     tracing::info!(outcome, "delivery processed");
                 }
@@ -196,17 +163,11 @@ impl Worker {
             Err(e) => self.record_failure(&c, started_at, e).await,
         };
         metrics::counter!("shipgate_deliveries_processed_total", "event" => event, "result" => label).increment(1);
-        metrics::histogram!("shipgate_delivery_processing_seconds")
-            .record(timer.elapsed().as_secs_f64());
+        metrics::histogram!("shipgate_delivery_processing_seconds").record(timer.elapsed().as_secs_f64());
     }
 
     /// Marks the delivery done and applies the handler's effects, in one transaction.
-    async fn commit(
-        &self,
-        c: &Claimed,
-        started_at: i64,
-        handled: &Handled,
-    ) -> crate::store::Result<bool> {
+    async fn commit(&self, c: &Claimed, started_at: i64, handled: &Handled) -> crate::store::Result<bool> {
         let now = self.clock.now_ms();
         let mut tx = self.db.begin_write().await?;
         if !deliveries::complete(&mut tx, c, &self.id, started_at, now, handled.outcome).await? {

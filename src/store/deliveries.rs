@@ -96,16 +96,11 @@ pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertO
         out.push(match seq {
             Some((seq,)) => InsertOutcome::Stored(seq),
             None => {
-                let same_id: Option<(i64,)> =
-                    sqlx::query_as("SELECT seq FROM deliveries WHERE id = $1")
-                        .bind(&d.id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                if same_id.is_some() {
-                    InsertOutcome::Duplicate
-                } else {
-                    InsertOutcome::Replay
-                }
+                let same_id: Option<(i64,)> = sqlx::query_as("SELECT seq FROM deliveries WHERE id = $1")
+                    .bind(&d.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if same_id.is_some() { InsertOutcome::Duplicate } else { InsertOutcome::Replay }
             }
         });
     }
@@ -120,18 +115,13 @@ const CLAIM_CANDIDATES: &str = "SELECT d.seq FROM deliveries d \
                       WHERE e.subject = d.subject AND e.state IN ('pending', 'running') AND e.seq < d.seq) \
     ORDER BY d.seq LIMIT $4";
 
-const CLAIM_RETURNING: &str = "RETURNING seq, id, event, action, installation_id, repository, subject, received_at, body, attempts";
+const CLAIM_RETURNING: &str =
+    "RETURNING seq, id, event, action, installation_id, repository, subject, received_at, body, attempts";
 
 /// Claims up to `limit` deliveries for `worker`, at most one per subject and only the oldest
 /// unfinished delivery of each subject, so that a subject's deliveries run one at a time and in
 /// order. A delivery whose lease has expired (its worker died) is claimable again.
-pub async fn claim(
-    db: &Db,
-    worker: &str,
-    now: i64,
-    lease_ms: i64,
-    limit: i64,
-) -> Result<Vec<Claimed>> {
+pub async fn claim(db: &Db, worker: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
     let sql = match db.backend() {
         // One statement: SQLite runs writers one at a time, so no two workers claim one row.
         Backend::Sqlite => format!(
@@ -233,10 +223,10 @@ async fn record_attempt(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO delivery_attempts (delivery_seq, attempt, worker, started_at, finished_at, outcome, error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+         VALUES ($1, (SELECT COALESCE(MAX(attempt), 0) + 1 FROM delivery_attempts WHERE delivery_seq = $1), \
+         $2, $3, $4, $5, $6)",
     )
     .bind(c.seq)
-    .bind(c.attempts)
     .bind(worker)
     .bind(started_at)
     .bind(now)
@@ -249,13 +239,11 @@ async fn record_attempt(
 
 /// Extends every lease `worker` holds.
 pub async fn heartbeat(db: &Db, worker: &str, lease_until: i64) -> Result<u64> {
-    let r = sqlx::query(
-        "UPDATE deliveries SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2",
-    )
-    .bind(lease_until)
-    .bind(worker)
-    .execute(db.pool())
-    .await?;
+    let r = sqlx::query("UPDATE deliveries SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2")
+        .bind(lease_until)
+        .bind(worker)
+        .execute(db.pool())
+        .await?;
     Ok(r.rows_affected())
 }
 
@@ -277,14 +265,9 @@ const ROW_COLUMNS: &str = "seq, id, event, action, installation_id, repository, 
     outcome, attempts, next_attempt_at, last_error, finished_at";
 
 pub async fn list(db: &Db, state: Option<&str>, limit: i64) -> Result<Vec<DeliveryRow>> {
-    let sql = format!(
-        "SELECT {ROW_COLUMNS} FROM deliveries WHERE ($1 IS NULL OR state = $1) ORDER BY seq DESC LIMIT $2"
-    );
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(state)
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await?;
+    let sql =
+        format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE ($1 IS NULL OR state = $1) ORDER BY seq DESC LIMIT $2");
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(state).bind(limit).fetch_all(db.pool()).await?;
     Ok(rows)
 }
 
@@ -292,19 +275,13 @@ pub async fn list(db: &Db, state: Option<&str>, limit: i64) -> Result<Vec<Delive
 pub async fn find(db: &Db, key: &str) -> Result<Option<DeliveryRow>> {
     let sql = format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE id = $1 OR seq = $2");
     let seq = key.parse::<i64>().unwrap_or(-1);
-    let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(key)
-        .bind(seq)
-        .fetch_optional(db.pool())
-        .await?;
+    let row = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key).bind(seq).fetch_optional(db.pool()).await?;
     Ok(row)
 }
 
 pub async fn body(db: &Db, seq: i64) -> Result<Option<String>> {
-    let row: Option<(String,)> = sqlx::query_as("SELECT body FROM deliveries WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(db.pool())
-        .await?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT body FROM deliveries WHERE seq = $1").bind(seq).fetch_optional(db.pool()).await?;
     Ok(row.map(|r| r.0))
 }
 
@@ -345,9 +322,7 @@ pub struct QueueStats {
 
 pub async fn stats(db: &Db) -> Result<QueueStats> {
     let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state")
-            .fetch_all(db.pool())
-            .await?;
+        sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetch_all(db.pool()).await?;
     let mut s = QueueStats::default();
     for (state, n) in rows {
         match state.as_str() {
@@ -358,11 +333,10 @@ pub async fn stats(db: &Db) -> Result<QueueStats> {
             _ => {}
         }
     }
-    let oldest: Option<(i64,)> = sqlx::query_as(
-        "SELECT received_at FROM deliveries WHERE state IN ('pending', 'running') ORDER BY seq LIMIT 1",
-    )
-    .fetch_optional(db.pool())
-    .await?;
+    let oldest: Option<(i64,)> =
+        sqlx::query_as("SELECT received_at FROM deliveries WHERE state IN ('pending', 'running') ORDER BY seq LIMIT 1")
+            .fetch_optional(db.pool())
+            .await?;
     s.oldest_open_received_at = oldest.map(|r| r.0);
     Ok(s)
 }

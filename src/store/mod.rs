@@ -54,10 +54,7 @@ pub fn normalize_url(url: &str) -> (Backend, String) {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return (Backend::Postgres, url.to_string());
     }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
     let (path, query) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
@@ -96,11 +93,7 @@ impl Db {
                     .await?
             }
             Backend::Postgres => {
-                AnyPoolOptions::new()
-                    .max_connections(16)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(&url)
-                    .await?
+                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(&url).await?
             }
         };
         Ok(Db { pool, backend })
@@ -128,19 +121,15 @@ impl Db {
 
     /// True when every migration this binary knows has been applied successfully.
     pub async fn migrations_applied(&self) -> Result<bool> {
-        let applied: Vec<(i64,)> =
-            match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
-                .fetch_all(&self.pool)
-                .await
-            {
-                Ok(v) => v,
-                Err(sqlx::Error::Database(_)) => return Ok(false), // no table yet
-                Err(e) => return Err(e.into()),
-            };
-        Ok(self
-            .migrator()
-            .iter()
-            .all(|m| applied.iter().any(|(v,)| *v == m.version)))
+        let applied: Vec<(i64,)> = match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(v) => v,
+            Err(sqlx::Error::Database(_)) => return Ok(false), // no table yet
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self.migrator().iter().all(|m| applied.iter().any(|(v,)| *v == m.version)))
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -180,16 +169,10 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(
-            normalize_url("sqlite://shipgate.db").1,
-            "sqlite://shipgate.db?mode=rwc"
-        );
+        assert_eq!(normalize_url("sqlite://shipgate.db").1, "sqlite://shipgate.db?mode=rwc");
         assert_eq!(normalize_url("sqlite:x.db").1, "sqlite://x.db?mode=rwc");
         assert_eq!(normalize_url("/tmp/a.db").1, "sqlite:///tmp/a.db?mode=rwc");
-        assert_eq!(
-            normalize_url("sqlite://a.db?mode=ro").1,
-            "sqlite://a.db?mode=ro"
-        );
+        assert_eq!(normalize_url("sqlite://a.db?mode=ro").1, "sqlite://a.db?mode=ro");
         assert_eq!(normalize_url("postgres://u@h/db").0, Backend::Postgres);
     }
 }

@@ -46,11 +46,7 @@ pub struct RepositoryRow {
     pub removed_at: Option<i64>,
 }
 
-pub async fn upsert_installation(
-    tx: &mut Transaction<'static, Any>,
-    i: &InstallationRecord,
-    now: i64,
-) -> Result<()> {
+pub async fn upsert_installation(tx: &mut Transaction<'static, Any>, i: &InstallationRecord, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO installations (id, account_id, account_login, account_type, repository_selection, permissions, \
          events, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
@@ -71,12 +67,7 @@ pub async fn upsert_installation(
     Ok(())
 }
 
-pub async fn set_suspended(
-    tx: &mut Transaction<'static, Any>,
-    id: i64,
-    suspended: bool,
-    now: i64,
-) -> Result<()> {
+pub async fn set_suspended(tx: &mut Transaction<'static, Any>, id: i64, suspended: bool, now: i64) -> Result<()> {
     sqlx::query("UPDATE installations SET suspended_at = $1, updated_at = $2 WHERE id = $3")
         .bind(if suspended { Some(now) } else { None })
         .bind(now)
@@ -92,11 +83,13 @@ pub async fn mark_deleted(tx: &mut Transaction<'static, Any>, id: i64, now: i64)
         .bind(id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE repositories SET removed_at = $1, updated_at = $1 WHERE installation_id = $2 AND removed_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE repositories SET removed_at = $1, updated_at = $1 WHERE installation_id = $2 AND removed_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -152,9 +145,7 @@ pub async fn installation(db: &Db, id: i64) -> Result<Option<InstallationRow>> {
 
 /// True when the App may act for this installation (known, not deleted, not suspended).
 pub async fn is_active(db: &Db, id: i64) -> Result<bool> {
-    Ok(installation(db, id)
-        .await?
-        .is_some_and(|i| i.deleted_at.is_none() && i.suspended_at.is_none()))
+    Ok(installation(db, id).await?.is_some_and(|i| i.deleted_at.is_none() && i.suspended_at.is_none()))
 }
 
 pub async fn repositories(db: &Db, installation_id: i64) -> Result<Vec<RepositoryRow>> {

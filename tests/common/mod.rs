@@ -28,9 +28,7 @@ macro_rules! both_backends {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some(db) =
-                    $crate::common::TestDb::postgres(concat!(module_path!(), "::postgres")).await
-                else {
+                let Some(db) = $crate::common::TestDb::postgres(concat!(module_path!(), "::postgres")).await else {
                     return;
                 };
                 super::$name(&db).await;
@@ -53,22 +51,14 @@ impl TestDb {
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("shipgate.db").display());
-        TestDb {
-            url,
-            backend: "sqlite",
-            _dir: Some(dir),
-            pg_admin: None,
-        }
+        TestDb { url, backend: "sqlite", _dir: Some(dir), pg_admin: None }
     }
 
     /// A new, empty database on the server of `TEST_DATABASE_URL`, or None (skipped, said loudly).
     pub async fn postgres(test: &str) -> Option<TestDb> {
         let Ok(admin) = std::env::var("TEST_DATABASE_URL") else {
             // Written past the test harness's capture, so it shows even when the test "passes".
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: TEST_DATABASE_URL is not set (PostgreSQL not tested)"
-            );
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: TEST_DATABASE_URL is not set (PostgreSQL not tested)");
             return None;
         };
         let name = format!(
@@ -84,22 +74,15 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = replace_db_name(&admin, &name);
-        Some(TestDb {
-            url,
-            backend: "postgres",
-            _dir: None,
-            pg_admin: Some((admin, name)),
-        })
+        Some(TestDb { url, backend: "postgres", _dir: None, pg_admin: Some((admin, name)) })
     }
 
     pub async fn cleanup(&self) {
         if let Some((admin, name)) = &self.pg_admin {
             let mut conn = connect_admin(admin).await;
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&mut conn)
+                .await;
         }
     }
 
@@ -116,9 +99,7 @@ impl TestDb {
 
 async fn connect_admin(url: &str) -> sqlx::AnyConnection {
     use sqlx::Connection;
-    sqlx::AnyConnection::connect(url)
-        .await
-        .expect("connect to TEST_DATABASE_URL")
+    sqlx::AnyConnection::connect(url).await.expect("connect to TEST_DATABASE_URL")
 }
 
 /// `postgres://u@h:p/db?x` with the database name replaced.
@@ -153,20 +134,12 @@ impl TestApp {
     }
 
     pub async fn start_with(cfg: Config, opts: Options) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let server = Server::start(&cfg, listener, opts)
-            .await
-            .expect("start server");
+        init_logs();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::start(&cfg, listener, opts).await.expect("start server");
         let url = format!("http://{}", server.addr);
         let db = server.db.clone();
-        TestApp {
-            server,
-            url,
-            http: reqwest::Client::new(),
-            db,
-        }
+        TestApp { server, url, http: reqwest::Client::new(), db }
     }
 
     /// Posts a signed delivery; returns the status code.
@@ -179,25 +152,39 @@ impl TestApp {
     }
 }
 
-pub async fn post_signed(
+/// Logs go to the test's captured output (shown for a failing test); `RUST_LOG` filters them.
+pub fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+pub async fn post_signed(http: &reqwest::Client, base: &str, secret: &str, event: &str, id: &str, body: &str) -> u16 {
+    try_post_signed(http, base, secret, event, id, body).await.expect("request")
+}
+
+pub async fn try_post_signed(
     http: &reqwest::Client,
     base: &str,
     secret: &str,
     event: &str,
     id: &str,
     body: &str,
-) -> u16 {
-    http.post(format!("{base}/webhook"))
+) -> Result<u16, reqwest::Error> {
+    Ok(http
+        .post(format!("{base}/webhook"))
         .header("content-type", "application/json")
         .header("x-github-event", event)
         .header("x-github-delivery", id)
         .header("x-hub-signature-256", sign(secret, body.as_bytes()))
         .body(body.to_string())
         .send()
-        .await
-        .expect("request")
+        .await?
         .status()
-        .as_u16()
+        .as_u16())
 }
 
 pub fn fixtures_dir() -> PathBuf {
@@ -212,11 +199,7 @@ pub fn fixture(name: &str) -> String {
 /// A real payload made unique (a leading nonce field), so that it is not taken for a replay.
 pub fn unique(body: &str, nonce: &str) -> String {
     let at = body.find('{').expect("a JSON object") + 1;
-    format!(
-        "{}\"shipgate_test_nonce\":\"{nonce}\",{}",
-        &body[..at],
-        &body[at..]
-    )
+    format!("{}\"shipgate_test_nonce\":\"{nonce}\",{}", &body[..at], &body[at..])
 }
 
 /// Waits until nothing is pending or running, or panics after `timeout`.
@@ -227,18 +210,12 @@ pub async fn drain(db: &Db, timeout: Duration) {
         if s.pending == 0 && s.running == 0 {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queue not drained in {timeout:?}: {s:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "queue not drained in {timeout:?}: {s:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 pub async fn count(db: &Db, sql: &'static str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql)
-        .fetch_one(db.pool())
-        .await
-        .expect("count");
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db.pool()).await.expect("count");
     n
 }

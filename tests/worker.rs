@@ -1,0 +1,344 @@
+//! The worker: retries, parking and replay, per-subject order, leases, shutdown, pruning.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestApp, TestDb, count, fixture, unique};
+use shipgate::cli::{Command, DeliveriesCommand, run_db_command};
+use shipgate::clock::Clock;
+use shipgate::handlers::{Handled, HandlerError, Registry};
+use shipgate::server::Options;
+use shipgate::store::deliveries;
+
+fn with_registry(registry: Registry) -> Options {
+    Options { registry, ..Options::default() }
+}
+
+/// Runs a `shipgate deliveries …` command against the test database; returns (exit code, output).
+async fn cli(db: &TestDb, cmd: DeliveriesCommand) -> (i32, String) {
+    let mut out = Vec::new();
+    let code = run_db_command(&db.config(), &Command::Deliveries { command: cmd }, &mut out).await.expect("cli");
+    (code, String::from_utf8(out).expect("utf-8"))
+}
+
+async fn a_handler_that_fails_twice_is_retried_then_done(db: &TestDb) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut reg = Registry::standard();
+    let c = calls.clone();
+    reg.on("issue_comment", Some("created"), move |_ctx| {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n < 2 { Err(HandlerError::Retry(format!("flaky #{}", n + 1))) } else { Ok(Handled::ok(vec![])) }
+        }
+    });
+    let app = TestApp::start(db, with_registry(reg)).await;
+    assert_eq!(app.deliver("issue_comment", "flaky-1", &fixture("issue_comment.created.0")).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let row = deliveries::find(&app.db, "flaky-1").await.expect("find").expect("stored");
+    assert_eq!((row.state.as_str(), row.outcome.as_deref(), row.attempts), ("done", Some("ok"), 3));
+    let attempts = deliveries::attempts(&app.db, row.seq).await.expect("attempts");
+    let outcomes: Vec<_> = attempts.iter().map(|a| (a.outcome.as_str(), a.error.as_deref())).collect();
+    assert_eq!(outcomes, vec![("error", Some("flaky #1")), ("error", Some("flaky #2")), ("ok", None)]);
+    // Backoff: each retry came after the previous failure.
+    assert!(attempts.windows(2).all(|w| w[1].started_at >= w[0].finished_at));
+    app.shutdown().await;
+}
+both_backends!(a_handler_that_fails_twice_is_retried_then_done);
+
+async fn a_handler_that_always_fails_is_parked_then_replayed(db: &TestDb) {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reg = Registry::standard();
+    let h = healthy.clone();
+    reg.on("issue_comment", None, move |_ctx| {
+        let ok = h.load(Ordering::SeqCst);
+        async move { if ok { Ok(Handled::ok(vec![])) } else { Err(HandlerError::Retry("GitHub is down".into())) } }
+    });
+    let app = TestApp::start(db, with_registry(reg)).await;
+    assert_eq!(app.deliver("issue_comment", "doomed-1", &fixture("issue_comment.created.2")).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let row = deliveries::find(&app.db, "doomed-1").await.expect("find").expect("stored");
+    assert_eq!(row.state, "parked");
+    assert_eq!(row.attempts, 3, "max_attempts in tests is 3");
+    assert_eq!(row.last_error.as_deref(), Some("GitHub is down"));
+
+    // Visible in `shipgate deliveries list --status parked`.
+    let (code, out) = cli(db, DeliveriesCommand::List { status: Some("parked".into()), limit: 50, json: false }).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("doomed-1") && out.contains("GitHub is down"), "{out}");
+    let (_, out) = cli(db, DeliveriesCommand::List { status: Some("done".into()), limit: 50, json: false }).await;
+    assert!(!out.contains("doomed-1"), "{out}");
+    let (code, out) = cli(db, DeliveriesCommand::Show { id: "doomed-1".into(), no_body: true }).await;
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("GitHub is down").count(), 4, "last error and three attempts:\n{out}");
+
+    // Fixed, then replayed with `shipgate deliveries retry`.
+    healthy.store(true, Ordering::SeqCst);
+    let (code, out) = cli(db, DeliveriesCommand::Retry { id: "doomed-1".into() }).await;
+    assert_eq!(code, 0, "{out}");
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let row = deliveries::find(&app.db, "doomed-1").await.expect("find").expect("stored");
+    assert_eq!((row.state.as_str(), row.outcome.as_deref()), ("done", Some("ok")));
+    // Unknown ids and busy deliveries are refused with a reason.
+    let (code, out) = cli(db, DeliveriesCommand::Retry { id: "nope".into() }).await;
+    assert_eq!((code, out.trim()), (1, "no delivery \"nope\""));
+    app.shutdown().await;
+}
+both_backends!(a_handler_that_always_fails_is_parked_then_replayed);
+
+async fn a_malformed_payload_is_parked_at_once(db: &TestDb) {
+    let app = TestApp::start(db, Options::default()).await;
+    // Valid JSON, signed, but not an installation event: the handler cannot use it.
+    assert_eq!(app.deliver("installation", "odd-1", r#"{"action":"created","installation":{"id":5}}"#).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let row = deliveries::find(&app.db, "odd-1").await.expect("find").expect("stored");
+    assert_eq!((row.state.as_str(), row.attempts), ("parked", 1));
+    assert!(row.last_error.as_deref().unwrap_or("").contains("does not fit"), "{row:?}");
+    app.shutdown().await;
+}
+both_backends!(a_malformed_payload_is_parked_at_once);
+
+/// One subject's deliveries run one at a time and in order; different subjects run in parallel.
+async fn subjects_are_serial_and_ordered_others_parallel(db: &TestDb) {
+    #[derive(Debug, Clone)]
+    struct Run {
+        subject: String,
+        seq: i64,
+        start: Instant,
+        end: Instant,
+    }
+    let runs = Arc::new(Mutex::new(Vec::<Run>::new()));
+    let mut reg = Registry::standard();
+    let r = runs.clone();
+    reg.on("issue_comment", None, move |ctx| {
+        let r = r.clone();
+        async move {
+            let start = Instant::now();
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            let d = &ctx.delivery;
+            r.lock().expect("lock").push(Run { subject: d.subject.clone(), seq: d.seq, start, end: Instant::now() });
+            Ok(Handled::ok(vec![]))
+        }
+    });
+    let app = TestApp::start(db, with_registry(reg)).await;
+    let base: serde_json::Value = serde_json::from_str(&fixture("issue_comment.created.0")).expect("json");
+    for i in 0..30 {
+        let mut v = base.clone();
+        v["issue"]["number"] = serde_json::json!(i % 3 + 1);
+        v["comment"]["id"] = serde_json::json!(1000 + i);
+        assert_eq!(app.deliver("issue_comment", &format!("ord-{i}"), &v.to_string()).await, 202);
+    }
+    common::drain(&app.db, Duration::from_secs(20)).await;
+    let runs = runs.lock().expect("lock").clone();
+    assert_eq!(runs.len(), 30);
+    let mut overlap_across = false;
+    for a in &runs {
+        for b in &runs {
+            if a.seq >= b.seq {
+                continue;
+            }
+            let overlap = a.start < b.end && b.start < a.end;
+            if a.subject == b.subject {
+                assert!(!overlap, "two deliveries of {} ran at once", a.subject);
+                assert!(a.end <= b.start, "{} ran out of order: {} after {}", a.subject, a.seq, b.seq);
+            } else if overlap {
+                overlap_across = true;
+            }
+        }
+    }
+    assert!(overlap_across, "different subjects never ran in parallel");
+    app.shutdown().await;
+}
+both_backends!(subjects_are_serial_and_ordered_others_parallel);
+
+async fn an_expired_lease_makes_a_delivery_claimable_again(db: &TestDb) {
+    let app = TestApp::start(db, Options { run_worker: false, ..Options::default() }).await;
+    assert_eq!(app.deliver("ping", "lease-1", &fixture("ping.none.0")).await, 202);
+    let clock = Clock::manual(Clock::system().now_ms());
+    let now = clock.now_ms();
+    // A worker claims it, then dies.
+    let ghost = deliveries::claim(&app.db, "ghost", now, 1_000, 10).await.expect("claim");
+    assert_eq!(ghost.len(), 1);
+    // While the lease holds, nobody else gets it.
+    assert!(deliveries::claim(&app.db, "other", now + 999, 1_000, 10).await.expect("claim").is_empty());
+    // Once it expires, another worker does.
+    let again = deliveries::claim(&app.db, "other", now + 1_000, 1_000, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    // The ghost comes back: its completion is refused, nothing is recorded twice.
+    let mut tx = app.db.begin_write().await.expect("tx");
+    let won = deliveries::complete(&mut tx, &ghost[0], "ghost", now, now + 1_500, "ok").await.expect("complete");
+    assert!(!won, "a lost lease must not complete");
+    tx.rollback().await.expect("rollback");
+    let mut tx = app.db.begin_write().await.expect("tx");
+    assert!(deliveries::complete(&mut tx, &again[0], "other", now, now + 1_500, "ok").await.expect("complete"));
+    tx.commit().await.expect("commit");
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM delivery_attempts").await, 1);
+    app.shutdown().await;
+}
+both_backends!(an_expired_lease_makes_a_delivery_claimable_again);
+
+async fn a_crashed_workers_delivery_is_processed_by_a_new_one(db: &TestDb) {
+    // Stored by one process, claimed by a worker that then "crashed" (lease of 300 ms).
+    let app = TestApp::start(db, Options { run_worker: false, ..Options::default() }).await;
+    assert_eq!(app.deliver("ping", "crash-1", &fixture("ping.none.1")).await, 202);
+    let claimed = deliveries::claim(&app.db, "crashed", Clock::system().now_ms(), 300, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    app.shutdown().await;
+    // A new process picks it up once the lease runs out.
+    let app = TestApp::start(db, Options::default()).await;
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let row = deliveries::find(&app.db, "crash-1").await.expect("find").expect("stored");
+    assert_eq!((row.state.as_str(), row.attempts), ("done", 2));
+    app.shutdown().await;
+}
+both_backends!(a_crashed_workers_delivery_is_processed_by_a_new_one);
+
+async fn shutdown_releases_leases(db: &TestDb) {
+    let mut reg = Registry::standard();
+    reg.on("issue_comment", None, |_ctx| async {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(Handled::ok(vec![]))
+    });
+    let mut cfg = db.config();
+    cfg.worker.shutdown_grace = Duration::from_millis(100);
+    let app = TestApp::start_with(cfg, with_registry(reg)).await;
+    assert_eq!(app.deliver("issue_comment", "slow-1", &fixture("issue_comment.created.3")).await, 202);
+    let db2 = app.db.clone();
+    // Wait until it is running.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while deliveries::find(&db2, "slow-1").await.expect("find").expect("row").state != "running" {
+        assert!(Instant::now() < deadline, "never claimed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    app.shutdown().await;
+    assert!(t.elapsed() < Duration::from_secs(5), "shutdown waited for the slow handler");
+    let db3 = db.connect().await;
+    let row = deliveries::find(&db3, "slow-1").await.expect("find").expect("row");
+    assert_eq!((row.state.as_str(), row.attempts), ("pending", 0), "the lease was not given back: {row:?}");
+    db3.close().await;
+}
+both_backends!(shutdown_releases_leases);
+
+/// Two Apps on one database (two replicas): every delivery is processed exactly once, and no two
+/// deliveries of one subject run at the same time.
+async fn two_workers_never_share_a_delivery(db: &TestDb) {
+    let running = Arc::new(Mutex::new(std::collections::HashSet::<String>::new()));
+    let violations = Arc::new(AtomicUsize::new(0));
+    let make = || {
+        let mut reg = Registry::standard();
+        let (running, violations) = (running.clone(), violations.clone());
+        reg.on("issue_comment", None, move |ctx| {
+            let (running, violations) = (running.clone(), violations.clone());
+            async move {
+                let subject = ctx.delivery.subject.clone();
+                if !running.lock().expect("lock").insert(subject.clone()) {
+                    violations.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                running.lock().expect("lock").remove(&subject);
+                Ok(Handled::ok(vec![]))
+            }
+        });
+        with_registry(reg)
+    };
+    let a = TestApp::start(db, make()).await;
+    let b = TestApp::start(db, make()).await;
+    let body = fixture("issue_comment.created.4");
+    for i in 0..200 {
+        let mut v: serde_json::Value = serde_json::from_str(&unique(&body, &i.to_string())).expect("json");
+        v["issue"]["number"] = serde_json::json!(i % 7);
+        let app = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(app.deliver("issue_comment", &format!("pair-{i}"), &v.to_string()).await, 202);
+    }
+    common::drain(&a.db, Duration::from_secs(30)).await;
+    assert_eq!(violations.load(Ordering::SeqCst), 0, "a subject ran on two workers at once");
+    assert_eq!(count(&a.db, "SELECT COUNT(*) FROM deliveries WHERE state = 'done'").await, 200);
+    assert_eq!(count(&a.db, "SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'ok'").await, 200);
+    assert_eq!(count(&a.db, "SELECT COUNT(DISTINCT worker) FROM delivery_attempts").await, 2, "both workers worked");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+both_backends!(two_workers_never_share_a_delivery);
+
+async fn old_processed_deliveries_are_pruned(db: &TestDb) {
+    let app = TestApp::start(db, Options::default()).await;
+    assert_eq!(app.deliver("ping", "old-1", &fixture("ping.none.0")).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let mut reg = Registry::standard();
+    reg.on("issue_comment", None, |_| async { Err(HandlerError::Permanent("no".into())) });
+    app.shutdown().await;
+    let app = TestApp::start(db, with_registry(reg)).await;
+    assert_eq!(app.deliver("issue_comment", "parked-1", &fixture("issue_comment.created.0")).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let now = Clock::system().now_ms();
+    // Nothing is old enough yet.
+    assert_eq!(deliveries::prune(&app.db, now - 14 * 86_400_000, 1000).await.expect("prune"), 0);
+    // Fifteen days later the done delivery goes, with its attempts; the parked one stays.
+    assert_eq!(deliveries::prune(&app.db, now + 86_400_000, 1000).await.expect("prune"), 1);
+    assert!(deliveries::find(&app.db, "old-1").await.expect("find").is_none());
+    assert!(deliveries::find(&app.db, "parked-1").await.expect("find").is_some());
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM delivery_attempts").await, 1);
+    app.shutdown().await;
+}
+both_backends!(old_processed_deliveries_are_pruned);
+
+async fn installation_events_keep_the_tenancy_table(db: &TestDb) {
+    use shipgate::store::tenancy;
+    let app = TestApp::start(db, Options::default()).await;
+    let created: serde_json::Value = serde_json::from_str(&fixture("installation.created.0")).expect("json");
+    let id = created["installation"]["id"].as_i64().expect("id");
+    assert_eq!(app.deliver("installation", "inst-1", &created.to_string()).await, 202);
+    let mut added: serde_json::Value =
+        serde_json::from_str(&fixture("installation_repositories.added.0")).expect("json");
+    added["installation"]["id"] = serde_json::json!(id);
+    assert_eq!(app.deliver("installation_repositories", "inst-2", &added.to_string()).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let repos = tenancy::repositories(&app.db, id).await.expect("repos");
+    let names: Vec<_> = repos.iter().map(|r| r.full_name.as_str()).collect();
+    for r in created["repositories"]
+        .as_array()
+        .expect("repos")
+        .iter()
+        .chain(added["repositories_added"].as_array().expect("added"))
+    {
+        assert!(names.contains(&r["full_name"].as_str().expect("name")), "{names:?}");
+    }
+    assert!(tenancy::is_active(&app.db, id).await.expect("active"));
+
+    let mut removed: serde_json::Value =
+        serde_json::from_str(&fixture("installation_repositories.removed.0")).expect("json");
+    removed["installation"]["id"] = serde_json::json!(id);
+    let gone = removed["repositories_removed"][0]["id"].as_i64().expect("id");
+    assert_eq!(app.deliver("installation_repositories", "inst-3", &removed.to_string()).await, 202);
+    let mut suspend: serde_json::Value = serde_json::from_str(&fixture("installation.suspend.0")).expect("json");
+    suspend["installation"]["id"] = serde_json::json!(id);
+    assert_eq!(app.deliver("installation", "inst-4", &suspend.to_string()).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    assert!(!tenancy::is_active(&app.db, id).await.expect("active"), "suspended");
+    let repos = tenancy::repositories(&app.db, id).await.expect("repos");
+    if let Some(r) = repos.iter().find(|r| r.id == gone) {
+        assert!(r.removed_at.is_some(), "{r:?}");
+    }
+
+    let mut unsuspend: serde_json::Value = serde_json::from_str(&fixture("installation.unsuspend.0")).expect("json");
+    unsuspend["installation"]["id"] = serde_json::json!(id);
+    assert_eq!(app.deliver("installation", "inst-5", &unsuspend.to_string()).await, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    assert!(tenancy::is_active(&app.db, id).await.expect("active"), "unsuspended");
+
+    let mut deleted: serde_json::Value = serde_json::from_str(&fixture("installation.deleted.0")).expect("json");
+    deleted["installation"]["id"] = serde_json::json!(id);
+    assert_eq!(app.deliver("installation", "inst-6", &deleted.to_string()).await, 202);
+    // Delivered twice: the effect is the same.
+    assert_eq!(app.deliver("installation", "inst-6", &deleted.to_string()).await, 200);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    assert!(!tenancy::is_active(&app.db, id).await.expect("active"), "deleted");
+    assert!(tenancy::repositories(&app.db, id).await.expect("repos").iter().all(|r| r.removed_at.is_some()));
+    app.shutdown().await;
+}
+both_backends!(installation_events_keep_the_tenancy_table);
