@@ -14,7 +14,7 @@ use crate::github::signature::Verifier;
 use crate::handlers::Registry;
 use crate::http::{AppState, router};
 use crate::queue::ingest::Ingestor;
-use crate::queue::worker::Worker;
+use crate::queue::worker::{Deliveries, Worker};
 use crate::store::{Db, deliveries};
 
 /// How often done deliveries past the retention period are deleted.
@@ -64,8 +64,9 @@ impl Server {
         let mut tasks = Vec::new();
         let mut worker_id = None;
         if opts.run_worker {
-            let worker = Worker::new(db.clone(), Arc::new(opts.registry), cfg.worker.clone(), opts.clock.clone(), wake);
-            worker_id = Some(worker.id.clone());
+            let job = Deliveries { db: db.clone(), registry: Arc::new(opts.registry), clock: opts.clock.clone() };
+            let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
+            worker_id = Some(worker.info.id.clone());
             tasks.push(worker.spawn(rx.clone()));
         }
         tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, rx.clone())));

@@ -78,7 +78,7 @@ pub enum Effect {
 }
 
 impl Effect {
-    pub async fn apply(&self, tx: &mut Transaction<'static, Any>, now: i64) -> StoreResult<()> {
+    pub async fn apply(&self, tx: &mut Transaction<'static, Any>, _cause: &Claimed, now: i64) -> StoreResult<()> {
         match self {
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
             Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,

@@ -58,8 +58,7 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             for (state, n) in [("pending", s.pending), ("running", s.running), ("done", s.done), ("parked", s.parked)] {
                 metrics::gauge!("shipgate_queue_depth", "state" => state).set(n as f64);
             }
-            let age =
-                s.oldest_open_received_at.map(|t| ((st.clock.now_ms() - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
+            let age = s.oldest_open_at.map(|t| ((st.clock.now_ms() - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
             metrics::gauge!("shipgate_queue_oldest_open_age_seconds").set(age);
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read queue depth"),

@@ -1,4 +1,5 @@
-//! The inbox's two ends: group-committed intake, and the worker that claims and processes.
+//! Queues: the group-committed intake, the generic leased-queue runner, and its jobs.
 
 pub mod ingest;
+pub mod runner;
 pub mod worker;

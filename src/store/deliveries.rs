@@ -2,7 +2,9 @@
 
 use sqlx::{Any, Transaction};
 
-use super::{Backend, Db, Result};
+pub use super::queue::QueueStats;
+use super::queue::{Lease, Queue};
+use super::{Db, Result};
 
 /// A verified delivery, ready to be stored.
 #[derive(Clone, Debug)]
@@ -108,45 +110,25 @@ pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertO
     Ok(out)
 }
 
-const CLAIM_CANDIDATES: &str = "SELECT d.seq FROM deliveries d \
-    WHERE d.state IN ('pending', 'running') \
-      AND ((d.state = 'pending' AND d.next_attempt_at <= $3) OR (d.state = 'running' AND d.lease_until <= $3)) \
-      AND NOT EXISTS (SELECT 1 FROM deliveries e \
-                      WHERE e.subject = d.subject AND e.state IN ('pending', 'running') AND e.seq < d.seq) \
-    ORDER BY d.seq LIMIT $4";
+pub const QUEUE: Queue = Queue {
+    table: "deliveries",
+    returning: "seq, id, event, action, installation_id, repository, subject, received_at, body, attempts",
+};
 
-const CLAIM_RETURNING: &str =
-    "RETURNING seq, id, event, action, installation_id, repository, subject, received_at, body, attempts";
+impl Claimed {
+    pub fn lease<'a>(&self, worker: &'a str) -> Lease<'a> {
+        Lease { seq: self.seq, worker, attempts: self.attempts }
+    }
+}
 
-/// Claims up to `limit` deliveries for `worker`, at most one per subject and only the oldest
-/// unfinished delivery of each subject, so that a subject's deliveries run one at a time and in
-/// order. A delivery whose lease has expired (its worker died) is claimable again.
+/// Claims up to `limit` deliveries for `worker` (see [`Queue::claim`]).
 pub async fn claim(db: &Db, worker: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>> {
-    let sql = match db.backend() {
-        // One statement: SQLite runs writers one at a time, so no two workers claim one row.
-        Backend::Sqlite => format!(
-            "UPDATE deliveries SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE seq IN ({CLAIM_CANDIDATES}) {CLAIM_RETURNING}"
-        ),
-        // Rows another worker is claiming are skipped, not waited for.
-        Backend::Postgres => format!(
-            "UPDATE deliveries SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1 \
-             WHERE seq = ANY(ARRAY({CLAIM_CANDIDATES} FOR UPDATE SKIP LOCKED)) {CLAIM_RETURNING}"
-        ),
-    };
-    let mut rows: Vec<Claimed> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(worker)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await?;
-    rows.sort_by_key(|r| r.seq);
-    Ok(rows)
+    QUEUE.claim(db, worker, now, lease_ms, limit).await
 }
 
 /// Marks a claimed delivery done inside `tx` (the caller adds the handler's effects to the same
-/// transaction). Returns false, and the caller must roll back, when the claim was lost.
+/// transaction) and records the attempt. False, and the caller must roll back, when the claim
+/// was lost.
 pub async fn complete(
     tx: &mut Transaction<'static, Any>,
     c: &Claimed,
@@ -155,19 +137,7 @@ pub async fn complete(
     now: i64,
     outcome: &str,
 ) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE deliveries SET state = 'done', outcome = $1, finished_at = $2, lease_owner = NULL, \
-         lease_until = NULL, last_error = NULL \
-         WHERE seq = $3 AND state = 'running' AND lease_owner = $4 AND attempts = $5",
-    )
-    .bind(outcome)
-    .bind(now)
-    .bind(c.seq)
-    .bind(worker)
-    .bind(c.attempts)
-    .execute(&mut **tx)
-    .await?;
-    if done.rows_affected() != 1 {
+    if !QUEUE.finish(tx, c.lease(worker), "done", outcome, now).await? {
         return Ok(false);
     }
     record_attempt(tx, c, worker, started_at, now, outcome, None).await?;
@@ -188,22 +158,7 @@ pub async fn fail(
     park: bool,
 ) -> Result<bool> {
     let mut tx = db.begin_write().await?;
-    let state = if park { "parked" } else { "pending" };
-    let r = sqlx::query(
-        "UPDATE deliveries SET state = $1, next_attempt_at = $2, last_error = $3, lease_owner = NULL, \
-         lease_until = NULL, finished_at = CASE WHEN $1 = 'parked' THEN $7 ELSE NULL END \
-         WHERE seq = $4 AND state = 'running' AND lease_owner = $5 AND attempts = $6",
-    )
-    .bind(state)
-    .bind(retry_at)
-    .bind(error)
-    .bind(c.seq)
-    .bind(worker)
-    .bind(c.attempts)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?;
-    if r.rows_affected() != 1 {
+    if !QUEUE.fail(&mut tx, c.lease(worker), error, retry_at, park, now).await? {
         tx.rollback().await?;
         return Ok(false);
     }
@@ -235,30 +190,6 @@ async fn record_attempt(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Extends every lease `worker` holds.
-pub async fn heartbeat(db: &Db, worker: &str, lease_until: i64) -> Result<u64> {
-    let r = sqlx::query("UPDATE deliveries SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2")
-        .bind(lease_until)
-        .bind(worker)
-        .execute(db.pool())
-        .await?;
-    Ok(r.rows_affected())
-}
-
-/// Gives back the claims `worker` still holds (shutdown): they become pending at once and the
-/// interrupted attempt does not count.
-pub async fn release(db: &Db, worker: &str, now: i64) -> Result<u64> {
-    let r = sqlx::query(
-        "UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
-         attempts = attempts - 1, next_attempt_at = $1 WHERE state = 'running' AND lease_owner = $2",
-    )
-    .bind(now)
-    .bind(worker)
-    .execute(db.pool())
-    .await?;
-    Ok(r.rows_affected())
 }
 
 const ROW_COLUMNS: &str = "seq, id, event, action, installation_id, repository, subject, received_at, state, \
@@ -299,46 +230,11 @@ pub async fn attempts(db: &Db, seq: i64) -> Result<Vec<AttemptRow>> {
 /// Makes a parked (or done) delivery pending again with a fresh set of attempts.
 /// Refuses one that is pending or running.
 pub async fn retry(db: &Db, seq: i64, now: i64) -> Result<bool> {
-    let r = sqlx::query(
-        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $1, outcome = NULL, \
-         finished_at = NULL WHERE seq = $2 AND state IN ('parked', 'done')",
-    )
-    .bind(now)
-    .bind(seq)
-    .execute(db.pool())
-    .await?;
-    Ok(r.rows_affected() == 1)
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct QueueStats {
-    pub pending: i64,
-    pub running: i64,
-    pub done: i64,
-    pub parked: i64,
-    /// Receive time of the oldest pending or running delivery.
-    pub oldest_open_received_at: Option<i64>,
+    QUEUE.retry(db, seq, now).await
 }
 
 pub async fn stats(db: &Db) -> Result<QueueStats> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetch_all(db.pool()).await?;
-    let mut s = QueueStats::default();
-    for (state, n) in rows {
-        match state.as_str() {
-            "pending" => s.pending = n,
-            "running" => s.running = n,
-            "done" => s.done = n,
-            "parked" => s.parked = n,
-            _ => {}
-        }
-    }
-    let oldest: Option<(i64,)> =
-        sqlx::query_as("SELECT received_at FROM deliveries WHERE state IN ('pending', 'running') ORDER BY seq LIMIT 1")
-            .fetch_optional(db.pool())
-            .await?;
-    s.oldest_open_received_at = oldest.map(|r| r.0);
-    Ok(s)
+    QUEUE.stats(db, "received_at").await
 }
 
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.

@@ -3,6 +3,7 @@
 //! serves both backends except where noted.
 
 pub mod deliveries;
+pub mod queue;
 pub mod tenancy;
 
 use std::str::FromStr;

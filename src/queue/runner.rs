@@ -1,0 +1,177 @@
+//! Runs a leased queue ([`crate::store::queue::Queue`]): claims rows, processes each on its own
+//! task (up to `concurrency` at once), keeps the leases alive, and on shutdown lets work under way
+//! finish for a while before giving back what is left. The inbox's worker and the outbox's relay
+//! are two jobs run by this.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::FromRow;
+use sqlx::any::AnyRow;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::WorkerConfig;
+use crate::store::Db;
+use crate::store::queue::Queue;
+
+/// What a runner runs.
+pub trait Job: Send + Sync + 'static {
+    type Item: for<'r> FromRow<'r, AnyRow> + Send + Unpin + 'static;
+    /// The queue's table.
+    fn queue(&self) -> &'static Queue;
+    /// "worker", "relay": for logs.
+    fn name(&self) -> &'static str;
+    /// Processes one claimed row and records the result (done, retry, parked).
+    fn process(&self, runner: &RunnerInfo, item: Self::Item) -> impl Future<Output = ()> + Send;
+}
+
+/// What a job knows of the runner it runs in.
+#[derive(Clone, Debug)]
+pub struct RunnerInfo {
+    pub id: String,
+    pub cfg: WorkerConfig,
+}
+
+pub struct Runner<J: Job> {
+    pub info: RunnerInfo,
+    db: Db,
+    job: Arc<J>,
+    clock: Clock,
+    wake: Arc<Notify>,
+}
+
+impl<J: Job> Clone for Runner<J> {
+    fn clone(&self) -> Self {
+        Runner {
+            info: self.info.clone(),
+            db: self.db.clone(),
+            job: self.job.clone(),
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+/// A name for this process's claims: host, pid and a random part.
+pub fn worker_id(kind: &str) -> String {
+    format!(
+        "{}-{}-{}-{:08x}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "shipgate".into()),
+        std::process::id(),
+        kind,
+        fastrand::u32(..)
+    )
+}
+
+impl<J: Job> Runner<J> {
+    pub fn new(db: Db, job: J, cfg: WorkerConfig, clock: Clock, wake: Arc<Notify>) -> Runner<J> {
+        let info = RunnerInfo { id: worker_id(job.name()), cfg };
+        Runner { info, db, job: Arc::new(job), clock, wake }
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move { self.run(shutdown).await })
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cfg = &self.info.cfg;
+        let (name, id) = (self.job.name(), self.info.id.clone());
+        let queue = self.job.queue();
+        let permits = Arc::new(Semaphore::new(cfg.concurrency));
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
+        tracing::info!(runner = name, worker = %id, concurrency = cfg.concurrency, "started");
+        while !*shutdown.borrow() {
+            let free = permits.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    _ = permits.acquire() => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let lease_ms = cfg.lease.as_millis() as i64;
+            match queue.claim::<J::Item>(&self.db, &id, self.clock.now_ms(), lease_ms, free as i64).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    for item in claimed {
+                        let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+                        let me = self.clone();
+                        tokio::spawn(async move {
+                            me.job.process(&me.info, item).await;
+                            drop(permit);
+                            me.wake.notify_one(); // the subject's next row may be claimable now
+                        });
+                    }
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(cfg.poll_interval) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(runner = name, worker = %id, error = %e, "claiming failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(cfg.poll_interval.max(Duration::from_millis(500))) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+        // Shutdown: let work under way finish for a while, then give back what is left.
+        let all = cfg.concurrency as u32;
+        let finished = tokio::time::timeout(cfg.shutdown_grace, permits.acquire_many(all)).await.is_ok();
+        heartbeat.abort();
+        match queue.release(&self.db, &id, self.clock.now_ms()).await {
+            Ok(n) => tracing::info!(runner = name, worker = %id, released = n, all_finished = finished, "stopped"),
+            Err(e) => tracing::error!(runner = name, worker = %id, error = %e, "could not release leases"),
+        }
+    }
+
+    async fn heartbeat(self) {
+        let cfg = &self.info.cfg;
+        let every = (cfg.lease / 3).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            let until = self.clock.now_ms() + cfg.lease.as_millis() as i64;
+            if let Err(e) = self.job.queue().heartbeat(&self.db, &self.info.id, until).await {
+                tracing::warn!(runner = self.job.name(), error = %e, "lease renewal failed");
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a random delay in [d/2, d], d = base·2^(attempt-1) ≤ max.
+pub fn backoff_ms(cfg: &WorkerConfig, attempt: i64) -> i64 {
+    let base = cfg.retry_base.as_millis() as i64;
+    let max = cfg.retry_max.as_millis() as i64;
+    let exp = (attempt - 1).clamp(0, 30) as u32;
+    let d = base.saturating_mul(1i64 << exp).min(max).max(1);
+    d / 2 + fastrand::i64(0..=d - d / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cfg = WorkerConfig {
+            retry_base: Duration::from_millis(1000),
+            retry_max: Duration::from_millis(60_000),
+            ..WorkerConfig::default()
+        };
+        for _ in 0..100 {
+            let b1 = backoff_ms(&cfg, 1);
+            assert!((500..=1000).contains(&b1), "{b1}");
+            let b3 = backoff_ms(&cfg, 3);
+            assert!((2000..=4000).contains(&b3), "{b3}");
+            let b20 = backoff_ms(&cfg, 20);
+            assert!((30_000..=60_000).contains(&b20), "{b20}");
+        }
+    }
+}

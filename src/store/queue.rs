@@ -1,0 +1,205 @@
+//! A leased work queue over a table, shared by the inbox (`deliveries`) and the outbox
+//! (`outbox`). Rows have `seq` (order), `subject`, `state` (pending | running | done | parked, plus
+//! table-specific final states), `attempts`, `next_attempt_at`, `lease_owner`, `lease_until`,
+//! `last_error`, `finished_at`.
+//!
+//! * Only the oldest unfinished row of a subject is claimable, so a subject's rows run one at a
+//!   time and in order; different subjects run in parallel.
+//! * A claim is a lease: renewed by `heartbeat`, given back by `release`, and claimable by anyone
+//!   once it has run out (a crashed worker). Completion checks the lease, so a worker that lost
+//!   its lease cannot complete a row another worker now holds.
+
+use sqlx::{Any, FromRow, Transaction, any::AnyRow};
+
+use super::{Backend, Db, Result};
+
+#[derive(Clone, Copy, Debug)]
+pub struct Queue {
+    pub table: &'static str,
+    /// Columns returned by `claim`.
+    pub returning: &'static str,
+}
+
+/// The lease a worker holds on a row: which row, which claim.
+#[derive(Clone, Copy, Debug)]
+pub struct Lease<'a> {
+    pub seq: i64,
+    pub worker: &'a str,
+    pub attempts: i64,
+}
+
+impl Queue {
+    /// Claims up to `limit` rows for `worker` until `now + lease_ms`.
+    pub async fn claim<T>(&self, db: &Db, worker: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<T>>
+    where
+        T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    {
+        let t = self.table;
+        let candidates = format!(
+            "SELECT d.seq FROM {t} d \
+             WHERE d.state IN ('pending', 'running') \
+               AND ((d.state = 'pending' AND d.next_attempt_at <= $3) OR (d.state = 'running' AND d.lease_until <= $3)) \
+               AND NOT EXISTS (SELECT 1 FROM {t} e \
+                               WHERE e.subject = d.subject AND e.state IN ('pending', 'running') AND e.seq < d.seq) \
+             ORDER BY d.seq LIMIT $4"
+        );
+        let set = "SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1";
+        let sql = match db.backend() {
+            // One statement: SQLite runs writers one at a time, so no two workers claim one row.
+            Backend::Sqlite => format!("UPDATE {t} {set} WHERE seq IN ({candidates}) RETURNING {}", self.returning),
+            // Rows another worker is claiming are skipped, not waited for.
+            Backend::Postgres => format!(
+                "UPDATE {t} {set} WHERE seq = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED)) RETURNING {}",
+                self.returning
+            ),
+        };
+        let rows: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
+        Ok(rows)
+    }
+
+    /// Ends a claimed row in `state` (done, or a table's own final state) with `outcome`, inside
+    /// `tx`. False (and the caller rolls back) when the lease was lost.
+    pub async fn finish(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        lease: Lease<'_>,
+        state: &str,
+        outcome: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE {} SET state = $1, outcome = $2, finished_at = $3, lease_owner = NULL, lease_until = NULL, \
+             last_error = NULL WHERE seq = $4 AND state = 'running' AND lease_owner = $5 AND attempts = $6",
+            self.table
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(state)
+            .bind(outcome)
+            .bind(now)
+            .bind(lease.seq)
+            .bind(lease.worker)
+            .bind(lease.attempts)
+            .execute(&mut **tx)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records a failed attempt: back to `pending` at `retry_at`, or `parked`. False when the
+    /// lease was lost.
+    pub async fn fail(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        lease: Lease<'_>,
+        error: &str,
+        retry_at: i64,
+        park: bool,
+        now: i64,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE {} SET state = $1, next_attempt_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL, \
+             finished_at = $4 WHERE seq = $5 AND state = 'running' AND lease_owner = $6 AND attempts = $7",
+            self.table
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(if park { "parked" } else { "pending" })
+            .bind(retry_at)
+            .bind(error)
+            .bind(if park { Some(now) } else { None })
+            .bind(lease.seq)
+            .bind(lease.worker)
+            .bind(lease.attempts)
+            .execute(&mut **tx)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Puts a claimed row back to pending at `at` without counting the attempt (e.g. waiting for
+    /// a rate limit to reset). False when the lease was lost.
+    pub async fn defer(&self, db: &Db, lease: Lease<'_>, at: i64, note: &str) -> Result<bool> {
+        let sql = format!(
+            "UPDATE {} SET state = 'pending', next_attempt_at = $1, last_error = $2, attempts = attempts - 1, \
+             lease_owner = NULL, lease_until = NULL WHERE seq = $3 AND state = 'running' AND lease_owner = $4 \
+             AND attempts = $5",
+            self.table
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(at)
+            .bind(note)
+            .bind(lease.seq)
+            .bind(lease.worker)
+            .bind(lease.attempts)
+            .execute(db.pool())
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Extends every lease `worker` holds.
+    pub async fn heartbeat(&self, db: &Db, worker: &str, lease_until: i64) -> Result<u64> {
+        let sql = format!("UPDATE {} SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2", self.table);
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker).execute(db.pool()).await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Gives back the claims `worker` still holds (shutdown): pending at once, and the
+    /// interrupted attempt does not count.
+    pub async fn release(&self, db: &Db, worker: &str, now: i64) -> Result<u64> {
+        let sql = format!(
+            "UPDATE {} SET state = 'pending', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1, \
+             next_attempt_at = $1 WHERE state = 'running' AND lease_owner = $2",
+            self.table
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker).execute(db.pool()).await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Makes a parked (or finished) row pending again with a fresh set of attempts. False for a
+    /// row that is pending or running.
+    pub async fn retry(&self, db: &Db, seq: i64, now: i64) -> Result<bool> {
+        let sql = format!(
+            "UPDATE {} SET state = 'pending', attempts = 0, next_attempt_at = $1, outcome = NULL, finished_at = NULL \
+             WHERE seq = $2 AND state NOT IN ('pending', 'running')",
+            self.table
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(seq).execute(db.pool()).await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Rows per state, and the oldest open row's creation time (`time_column`).
+    pub async fn stats(&self, db: &Db, time_column: &str) -> Result<QueueStats> {
+        let sql = format!("SELECT state, COUNT(*) FROM {} GROUP BY state", self.table);
+        let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(db.pool()).await?;
+        let mut s = QueueStats::default();
+        for (state, n) in rows {
+            match state.as_str() {
+                "pending" => s.pending = n,
+                "running" => s.running = n,
+                "parked" => s.parked = n,
+                _ => s.done += n,
+            }
+        }
+        let sql = format!(
+            "SELECT {time_column} FROM {} WHERE state IN ('pending', 'running') ORDER BY seq LIMIT 1",
+            self.table
+        );
+        let oldest: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_optional(db.pool()).await?;
+        s.oldest_open_at = oldest.map(|r| r.0);
+        Ok(s)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub pending: i64,
+    pub running: i64,
+    /// Finished rows (done and any other final state but parked).
+    pub done: i64,
+    pub parked: i64,
+    /// Creation time of the oldest pending or running row.
+    pub oldest_open_at: Option<i64>,
+}
