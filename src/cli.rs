@@ -1,4 +1,4 @@
-//! The command line: `shipgate serve | migrate | deliveries list|show|retry`.
+//! The command line: `shipgate serve | migrate | deliveries list|show|retry | actions list|retry | installations`.
 
 use std::io::Write;
 
@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::{Db, deliveries, tenancy};
+use crate::store::{Db, deliveries, outbox, tenancy};
 
 #[derive(Debug, Parser)]
 #[command(name = "shipgate", version, about = "A GitHub App that gates deployments and tracks CI incidents")]
@@ -26,8 +26,30 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Inspect and retry what the App does (or, in dry-run, would do) on GitHub.
+    Actions {
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
     /// Show the installations the App serves, with their repositories.
     Installations,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// List actions, newest first.
+    List {
+        /// Only actions in this state.
+        #[arg(long, value_parser = ["pending", "running", "done", "parked", "dry_run", "superseded", "cancelled"])]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a parked action again, with a fresh set of attempts.
+    Retry { seq: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +88,10 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         Command::Deliveries { command } => {
             db.migrate().await?;
             deliveries_command(&db, command, out).await?
+        }
+        Command::Actions { command } => {
+            db.migrate().await?;
+            actions_command(&db, command, out).await?
         }
         Command::Installations => {
             db.migrate().await?;
@@ -166,6 +192,53 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
                 Ok(0)
             } else {
                 writeln!(out, "delivery {} is {}: only parked or done deliveries can be retried", r.id, r.state)?;
+                Ok(1)
+            }
+        }
+    }
+}
+
+async fn actions_command(db: &Db, cmd: &ActionsCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
+    match cmd {
+        ActionsCommand::List { status, limit, json } => {
+            let rows = outbox::list(db, status.as_deref(), *limit).await?;
+            if *json {
+                for r in &rows {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                }
+                return Ok(0);
+            }
+            writeln!(
+                out,
+                "{:>6}  {:<24}  {:<10}  {:>3}  {:<20}  ACTION / OUTCOME",
+                "SEQ", "KIND", "STATE", "TRY", "CREATED"
+            )?;
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{:>6}  {:<24}  {:<10}  {:>3}  {:<20}  {}",
+                    r.seq,
+                    r.kind,
+                    r.state,
+                    r.attempts,
+                    fmt_time(r.created_at),
+                    one_line(&r.action, 100)
+                )?;
+                if let Some(note) = r.last_error.as_deref().or(r.outcome.as_deref()) {
+                    writeln!(out, "{:>6}  {}", "", one_line(note, 120))?;
+                }
+            }
+            if rows.is_empty() {
+                writeln!(out, "(no actions)")?;
+            }
+            Ok(0)
+        }
+        ActionsCommand::Retry { seq } => {
+            if outbox::QUEUE.retry(db, *seq, Clock::system().now_ms()).await? {
+                writeln!(out, "action {seq} is pending again; a running App will send it")?;
+                Ok(0)
+            } else {
+                writeln!(out, "action {seq} does not exist or is pending or running")?;
                 Ok(1)
             }
         }

@@ -86,6 +86,10 @@ pub struct Config {
     pub webhook_secret_defaulted: bool,
     pub github: Option<GithubCredentials>,
     pub github_api_url: String,
+    /// Pause between mutating GitHub calls of one installation.
+    pub mutation_spacing: Duration,
+    /// How often failed webhook deliveries are asked for again (0: never).
+    pub redelivery_interval: Duration,
     pub worker: WorkerConfig,
     pub retention: Duration,
     pub max_body_bytes: usize,
@@ -172,6 +176,8 @@ impl Config {
             worker.poll_interval = Duration::from_millis(n.max(10));
         }
         let retention_days = parse_num(&get, "SHIPGATE_RETENTION_DAYS")?.unwrap_or(14);
+        let mutation_spacing = Duration::from_millis(parse_num(&get, "SHIPGATE_MUTATION_SPACING_MS")?.unwrap_or(1000));
+        let redelivery_interval = Duration::from_secs(parse_num(&get, "SHIPGATE_REDELIVERY_SECS")?.unwrap_or(600));
         let log_json = match get("SHIPGATE_LOG_FORMAT").as_deref() {
             None | Some("text") | Some("pretty") => false,
             Some("json") => true,
@@ -190,6 +196,8 @@ impl Config {
             webhook_secret_defaulted,
             github,
             github_api_url,
+            mutation_spacing,
+            redelivery_interval,
             worker,
             retention: Duration::from_secs(retention_days * 24 * 3600),
             max_body_bytes: MAX_BODY_BYTES,
@@ -211,6 +219,8 @@ impl Config {
             webhook_secret_defaulted: false,
             github: None,
             github_api_url: "http://127.0.0.1:9".into(),
+            mutation_spacing: Duration::ZERO,
+            redelivery_interval: Duration::ZERO,
             worker: WorkerConfig {
                 concurrency: 4,
                 lease: Duration::from_secs(30),

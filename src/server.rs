@@ -10,12 +10,16 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::github::auth::AppAuth;
+use crate::github::client::{GitHub, GithubConfig};
+use crate::github::redelivery;
 use crate::github::signature::Verifier;
 use crate::handlers::Registry;
 use crate::http::{AppState, router};
 use crate::queue::ingest::Ingestor;
+use crate::queue::relay::{Actions, Relay};
 use crate::queue::worker::{Deliveries, Worker};
-use crate::store::{Db, deliveries};
+use crate::store::{Db, deliveries, scheduler};
 
 /// How often done deliveries past the retention period are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -24,13 +28,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Options {
     pub registry: Registry,
     pub clock: Clock,
-    /// Run the worker in this process (tests turn it off to look at the inbox alone).
+    /// Run the worker and the relay in this process (tests turn them off to look at the inbox).
     pub run_worker: bool,
+    /// GitHub client settings (retries, waits) instead of the ones derived from the config.
+    pub github: Option<GithubConfig>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { registry: Registry::standard(), clock: Clock::system(), run_worker: true }
+        Options { registry: Registry::standard(), clock: Clock::system(), run_worker: true, github: None }
     }
 }
 
@@ -63,13 +69,33 @@ impl Server {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut worker_id = None;
+        let github = Arc::new(github_client(cfg, opts.github, opts.clock.clone())?);
         if opts.run_worker {
-            let job = Deliveries { db: db.clone(), registry: Arc::new(opts.registry), clock: opts.clock.clone() };
+            let relay_wake = Arc::new(Notify::new());
+            let job = Deliveries {
+                db: db.clone(),
+                registry: Arc::new(opts.registry),
+                clock: opts.clock.clone(),
+                relay_wake: relay_wake.clone(),
+            };
             let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.info.id.clone());
             tasks.push(worker.spawn(rx.clone()));
+            let actions = Actions { db: db.clone(), github: github.clone(), clock: opts.clock.clone() };
+            let relay = Relay::new(db.clone(), actions, cfg.worker.clone(), opts.clock.clone(), relay_wake);
+            tasks.push(relay.spawn(rx.clone()));
         }
         tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, rx.clone())));
+        if !cfg.redelivery_interval.is_zero() && !github.dry_run() {
+            let every = cfg.redelivery_interval;
+            tasks.push(tokio::spawn(redelivery_loop(
+                db.clone(),
+                github.clone(),
+                opts.clock.clone(),
+                every,
+                rx.clone(),
+            )));
+        }
 
         let mut http_rx = rx.clone();
         let app = router(state);
@@ -98,6 +124,52 @@ impl Server {
         }
         self.db.close().await;
         Ok(())
+    }
+}
+
+/// The GitHub client: dry-run without credentials; a key that does not load is a start-up error.
+fn github_client(cfg: &Config, over: Option<GithubConfig>, clock: Clock) -> anyhow::Result<GitHub> {
+    let app = cfg.github.as_ref().map(AppAuth::from_credentials).transpose()?;
+    let gcfg = over.unwrap_or_else(|| {
+        let mut g = GithubConfig::new(&cfg.github_api_url);
+        g.mutation_spacing = cfg.mutation_spacing;
+        g
+    });
+    Ok(GitHub::new(gcfg, app, clock)?)
+}
+
+/// Asks GitHub for the deliveries it could not hand over: at start-up and every `every`, once
+/// across replicas (the jobs table decides who runs each slot).
+async fn redelivery_loop(db: Db, gh: Arc<GitHub>, clock: Clock, every: Duration, mut stop: watch::Receiver<bool>) {
+    let worker = crate::queue::runner::worker_id("scheduler");
+    let every_ms = every.as_millis().max(1) as i64;
+    loop {
+        let now = clock.now_ms();
+        let slot = now - now.rem_euclid(every_ms);
+        match scheduler::claim(&db, "redelivery", slot, &worker, now).await {
+            Ok(true) => {
+                let result = match redelivery::run_once(&gh, &db, now).await {
+                    Ok(r) => {
+                        tracing::info!(seen = r.seen, requested = r.requested.len(), "redelivery check done");
+                        format!("seen {}, requested {}", r.seen, r.requested.len())
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redelivery check failed");
+                        format!("error: {e}")
+                    }
+                };
+                if let Err(e) = scheduler::finished(&db, "redelivery", slot, &result, clock.now_ms()).await {
+                    tracing::warn!(error = %e, "could not record the redelivery run");
+                }
+            }
+            Ok(false) => {} // another replica has this slot
+            Err(e) => tracing::warn!(error = %e, "could not claim the redelivery job"),
+        }
+        let wait = (slot + every_ms - clock.now_ms()).max(1000) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

@@ -1,4 +1,8 @@
 //! Everything about GitHub's side: webhook bodies (and, later, the API client).
 
+pub mod actions;
+pub mod auth;
+pub mod client;
 pub mod envelope;
+pub mod redelivery;
 pub mod signature;

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use sqlx::{Any, Transaction};
 
 use crate::clock::Clock;
+use crate::github::actions::Action;
 use crate::store::deliveries::Claimed;
+use crate::store::outbox;
 use crate::store::tenancy::{self, InstallationRecord, RepositoryRecord};
 use crate::store::{Db, Result as StoreResult};
 
@@ -68,18 +70,49 @@ impl From<crate::store::StoreError> for HandlerError {
 }
 
 /// State changes a handler asks for, applied atomically with the delivery's completion.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     UpsertInstallation(InstallationRecord),
-    SuspendInstallation { id: i64, suspended: bool },
-    DeleteInstallation { id: i64 },
-    UpsertRepositories { installation_id: i64, repositories: Vec<RepositoryRecord> },
-    RemoveRepositories { installation_id: i64, repository_ids: Vec<i64> },
+    SuspendInstallation {
+        id: i64,
+        suspended: bool,
+    },
+    DeleteInstallation {
+        id: i64,
+    },
+    UpsertRepositories {
+        installation_id: i64,
+        repositories: Vec<RepositoryRecord>,
+    },
+    RemoveRepositories {
+        installation_id: i64,
+        repository_ids: Vec<i64>,
+    },
+    /// Something to do on GitHub, for the delivery's installation: written to the outbox.
+    Act(Action),
 }
 
 impl Effect {
-    pub async fn apply(&self, tx: &mut Transaction<'static, Any>, _cause: &Claimed, now: i64) -> StoreResult<()> {
+    /// Applies the effect inside the completion transaction of `cause`; `index` numbers the
+    /// delivery's effects (an action's outbox key is the delivery id and this index).
+    pub async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        cause: &Claimed,
+        index: usize,
+        now: i64,
+    ) -> StoreResult<()> {
         match self {
+            Effect::Act(action) => match cause.installation_id {
+                Some(installation) => {
+                    let key = format!("{}:{index}", cause.id);
+                    outbox::enqueue(tx, installation, &key, action, Some(&cause.id), now).await
+                }
+                None => {
+                    tracing::warn!(kind = action.kind(), "no installation on the delivery: action dropped");
+                    Ok(())
+                }
+            },
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
             Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,
             Effect::DeleteInstallation { id } => tenancy::mark_deleted(tx, *id, now).await,

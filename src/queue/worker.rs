@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
-use crate::handlers::{Ctx, Handled, HandlerError, Registry};
+use crate::handlers::{Ctx, Effect, Handled, HandlerError, Registry};
 use crate::store::Db;
 use crate::store::deliveries::{self, Claimed};
 use crate::store::queue::Queue;
@@ -22,6 +23,8 @@ pub struct Deliveries {
     pub db: Db,
     pub registry: Arc<Registry>,
     pub clock: Clock,
+    /// Woken when a delivery queued actions for the relay.
+    pub relay_wake: Arc<Notify>,
 }
 
 impl Job for Deliveries {
@@ -99,10 +102,13 @@ impl Deliveries {
             tx.rollback().await?;
             return Ok(false);
         }
-        for effect in &handled.effects {
-            effect.apply(&mut tx, c, now).await?;
+        for (i, effect) in handled.effects.iter().enumerate() {
+            effect.apply(&mut tx, c, i, now).await?;
         }
         tx.commit().await?;
+        if handled.effects.iter().any(|e| matches!(e, Effect::Act(_))) {
+            self.relay_wake.notify_one();
+        }
         Ok(true)
     }
 

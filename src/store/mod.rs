@@ -3,7 +3,10 @@
 //! serves both backends except where noted.
 
 pub mod deliveries;
+pub mod objects;
+pub mod outbox;
 pub mod queue;
+pub mod scheduler;
 pub mod tenancy;
 
 use std::str::FromStr;

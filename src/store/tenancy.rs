@@ -143,6 +143,12 @@ pub async fn installation(db: &Db, id: i64) -> Result<Option<InstallationRow>> {
     .await?)
 }
 
+/// True when the installation is known to be deleted or suspended: the App must not act for it.
+/// An installation the App has not heard of yet (installed before shipgate ran) is not blocked.
+pub async fn blocked(db: &Db, id: i64) -> Result<bool> {
+    Ok(installation(db, id).await?.is_some_and(|i| i.deleted_at.is_some() || i.suspended_at.is_some()))
+}
+
 /// True when the App may act for this installation (known, not deleted, not suspended).
 pub async fn is_active(db: &Db, id: i64) -> Result<bool> {
     Ok(installation(db, id).await?.is_some_and(|i| i.deleted_at.is_none() && i.suspended_at.is_none()))

@@ -219,3 +219,44 @@ pub async fn count(db: &Db, sql: &'static str) -> i64 {
     let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db.pool()).await.expect("count");
     n
 }
+
+/// The App on a runtime of its own, so that a test can kill it as `kill -9` would: every task
+/// stops where it is, no lease is released, nothing is finished or recorded.
+pub struct CrashableApp {
+    pub url: String,
+    kill: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CrashableApp {
+    pub fn start(cfg: Config, make_opts: impl FnOnce() -> Options + Send + 'static) -> CrashableApp {
+        init_logs();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            let server = rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                Server::start(&cfg, listener, make_opts()).await.expect("start server")
+            });
+            addr_tx.send(server.addr).expect("send addr");
+            let _ = kill_rx.recv();
+            std::mem::forget(server); // no graceful anything
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.recv().expect("server started");
+        CrashableApp { url: format!("http://{addr}"), kill, thread: Some(thread) }
+    }
+
+    pub async fn deliver(&self, event: &str, id: &str, body: &str) -> u16 {
+        post_signed(&reqwest::Client::new(), &self.url, SECRET, event, id, body).await
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.kill.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

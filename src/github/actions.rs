@@ -1,0 +1,532 @@
+//! What the App does on GitHub, as data. Each action is written to the outbox in the same
+//! transaction as the state change that caused it, then sent by the relay. Sending twice (a retry,
+//! or a crash between "sent" and "recorded") never doubles anything: a sticky comment is found
+//! again by its hidden marker, a check run by its `external_id`, an issue by its marker, a
+//! deployment by the key in its payload; labels, reactions and assignees are idempotent by nature.
+
+use http::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::client::{Auth, GhError, GitHub};
+use crate::store::{Db, objects};
+
+/// `owner/name`.
+pub type Repo = String;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// One comment per (issue, marker), edited in place.
+    UpsertComment {
+        repo: Repo,
+        issue: i64,
+        marker: String,
+        body: String,
+    },
+    /// One check run per `external_id` (which names the head SHA), updated in place.
+    UpsertCheckRun {
+        repo: Repo,
+        head_sha: String,
+        name: String,
+        external_id: String,
+        status: String,
+        conclusion: Option<String>,
+        title: String,
+        summary: String,
+        text: Option<String>,
+        details_url: Option<String>,
+    },
+    AddReaction {
+        repo: Repo,
+        comment_id: i64,
+        content: String,
+    },
+    SetLabels {
+        repo: Repo,
+        issue: i64,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    AddAssignees {
+        repo: Repo,
+        issue: i64,
+        assignees: Vec<String>,
+    },
+    /// One issue per marker.
+    CreateIssue {
+        repo: Repo,
+        marker: String,
+        title: String,
+        body: String,
+        labels: Vec<String>,
+    },
+    /// Edits the issue made by `CreateIssue` with this marker (or issue `number`).
+    UpdateIssue {
+        repo: Repo,
+        marker: Option<String>,
+        number: Option<i64>,
+        title: Option<String>,
+        body: Option<String>,
+        state: Option<String>,
+        state_reason: Option<String>,
+    },
+    /// One deployment per `key` (carried in its payload as `shipgate_key`).
+    CreateDeployment {
+        repo: Repo,
+        key: String,
+        git_ref: String,
+        environment: String,
+        description: String,
+        payload: Value,
+    },
+    CreateDeploymentStatus {
+        repo: Repo,
+        deployment_id: i64,
+        state: String,
+        description: String,
+        log_url: Option<String>,
+        environment_url: Option<String>,
+    },
+    /// Approves or rejects a run waiting on a custom deployment protection rule; without `state`,
+    /// posts a status report on it.
+    ReviewProtectionRule {
+        repo: Repo,
+        run_id: i64,
+        environment_name: String,
+        state: Option<String>,
+        comment: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// Worth trying again (GitHub failed, or answered something that may change).
+    #[error("{0}")]
+    Retry(String),
+    /// Will fail the same way every time (permissions, a malformed request): park it.
+    #[error("{0}")]
+    Permanent(String),
+    /// Come back once the rate limit resets; not a failed attempt.
+    #[error("rate limited until {0}")]
+    RateLimited(i64),
+}
+
+impl From<GhError> for ActionError {
+    fn from(e: GhError) -> Self {
+        match e {
+            GhError::RateLimited { until_ms } => ActionError::RateLimited(until_ms),
+            GhError::Status { status, .. } if (400..500).contains(&status) && status != 409 => {
+                ActionError::Permanent(e.to_string())
+            }
+            other => ActionError::Retry(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ActionError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ActionError::Retry(e.to_string())
+    }
+}
+
+pub fn marker_tag(marker: &str) -> String {
+    format!("<!-- shipgate:{marker} -->")
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::UpsertComment { .. } => "upsert_comment",
+            Action::UpsertCheckRun { .. } => "upsert_check_run",
+            Action::AddReaction { .. } => "add_reaction",
+            Action::SetLabels { .. } => "set_labels",
+            Action::AddAssignees { .. } => "add_assignees",
+            Action::CreateIssue { .. } => "create_issue",
+            Action::UpdateIssue { .. } => "update_issue",
+            Action::CreateDeployment { .. } => "create_deployment",
+            Action::CreateDeploymentStatus { .. } => "create_deployment_status",
+            Action::ReviewProtectionRule { .. } => "review_protection_rule",
+        }
+    }
+
+    pub fn repo(&self) -> &str {
+        match self {
+            Action::UpsertComment { repo, .. }
+            | Action::UpsertCheckRun { repo, .. }
+            | Action::AddReaction { repo, .. }
+            | Action::SetLabels { repo, .. }
+            | Action::AddAssignees { repo, .. }
+            | Action::CreateIssue { repo, .. }
+            | Action::UpdateIssue { repo, .. }
+            | Action::CreateDeployment { repo, .. }
+            | Action::CreateDeploymentStatus { repo, .. }
+            | Action::ReviewProtectionRule { repo, .. } => repo,
+        }
+    }
+
+    /// Actions on one subject are sent one at a time, in order.
+    pub fn subject(&self) -> String {
+        match self {
+            Action::UpsertComment { repo, issue, .. }
+            | Action::SetLabels { repo, issue, .. }
+            | Action::AddAssignees { repo, issue, .. } => format!("{repo}#{issue}"),
+            Action::CreateIssue { repo, marker, .. } | Action::UpdateIssue { repo, marker: Some(marker), .. } => {
+                format!("{repo}:issue:{marker}")
+            }
+            Action::UpdateIssue { repo, number, .. } => format!("{repo}#{}", number.unwrap_or(0)),
+            Action::CreateDeployment { repo, key, .. } => format!("{repo}:deployment:{key}"),
+            Action::CreateDeploymentStatus { repo, deployment_id, .. } => format!("{repo}:deployment:{deployment_id}"),
+            other => other.repo().to_string(),
+        }
+    }
+
+    /// Only the newest pending action of one target needs sending (a sticky comment, a check run).
+    pub fn target(&self) -> Option<String> {
+        match self {
+            Action::UpsertComment { repo, issue, marker, .. } => Some(format!("comment:{repo}#{issue}:{marker}")),
+            Action::UpsertCheckRun { repo, external_id, .. } => Some(format!("check_run:{repo}:{external_id}")),
+            _ => None,
+        }
+    }
+
+    /// Sends the action. Returns a short description of what was done.
+    pub async fn execute(&self, gh: &GitHub, db: &Db, installation: i64, now: i64) -> Result<String, ActionError> {
+        let auth = Auth::Installation(installation);
+        match self {
+            Action::UpsertComment { repo, issue, marker, body } => {
+                let tag = marker_tag(marker);
+                let full = format!("{body}\n\n{tag}");
+                let key = format!("{repo}#{issue}:{marker}");
+                let found = match objects::get(db, installation, "comment", &key).await? {
+                    Some(id) if id > 0 => Some(id),
+                    // Being created when a previous attempt stopped: it may exist already.
+                    Some(_) => find_comment(gh, auth, repo, *issue, &tag).await?,
+                    None => None,
+                };
+                if let Some(id) = found {
+                    let r = gh
+                        .request(
+                            auth,
+                            Method::PATCH,
+                            &format!("/repos/{repo}/issues/comments/{id}"),
+                            Some(&json!({ "body": full })),
+                        )
+                        .await?;
+                    if r.status != 404 {
+                        r.ok(&Method::PATCH)?;
+                        objects::put(db, installation, "comment", &key, id, now).await?;
+                        return Ok(format!("updated comment {id}"));
+                    }
+                    // Deleted by someone: write it again.
+                }
+                objects::put(db, installation, "comment", &key, 0, now).await?;
+                let r = gh
+                    .request(
+                        auth,
+                        Method::POST,
+                        &format!("/repos/{repo}/issues/{issue}/comments"),
+                        Some(&json!({ "body": full })),
+                    )
+                    .await?
+                    .ok(&Method::POST)?;
+                let id = id_of(&r.json::<Value>()?, "id")?;
+                objects::put(db, installation, "comment", &key, id, now).await?;
+                Ok(format!("created comment {id}"))
+            }
+            Action::UpsertCheckRun {
+                repo,
+                head_sha,
+                name,
+                external_id,
+                status,
+                conclusion,
+                title,
+                summary,
+                text,
+                details_url,
+            } => {
+                let key = format!("{repo}:{external_id}");
+                let mut output = json!({ "title": title, "summary": summary });
+                if let Some(t) = text {
+                    output["text"] = json!(t);
+                }
+                let mut body = json!({ "name": name, "status": status, "output": output, "external_id": external_id });
+                if let Some(c) = conclusion {
+                    body["conclusion"] = json!(c);
+                }
+                if let Some(u) = details_url {
+                    body["details_url"] = json!(u);
+                }
+                let found = match objects::get(db, installation, "check_run", &key).await? {
+                    Some(id) if id > 0 => Some(id),
+                    Some(_) => {
+                        let runs = gh
+                            .get_all(
+                                auth,
+                                &format!("/repos/{repo}/commits/{head_sha}/check-runs?check_name={}", encode(name)),
+                                Some("check_runs"),
+                            )
+                            .await?;
+                        runs.iter()
+                            .find(|r| r.get("external_id").and_then(Value::as_str) == Some(external_id))
+                            .and_then(|r| r.get("id").and_then(Value::as_i64))
+                    }
+                    None => None,
+                };
+                if let Some(id) = found {
+                    let r =
+                        gh.request(auth, Method::PATCH, &format!("/repos/{repo}/check-runs/{id}"), Some(&body)).await?;
+                    if r.status != 404 {
+                        r.ok(&Method::PATCH)?;
+                        objects::put(db, installation, "check_run", &key, id, now).await?;
+                        return Ok(format!("updated check run {id}"));
+                    }
+                }
+                objects::put(db, installation, "check_run", &key, 0, now).await?;
+                body["head_sha"] = json!(head_sha);
+                let r = gh
+                    .request(auth, Method::POST, &format!("/repos/{repo}/check-runs"), Some(&body))
+                    .await?
+                    .ok(&Method::POST)?;
+                let id = id_of(&r.json::<Value>()?, "id")?;
+                objects::put(db, installation, "check_run", &key, id, now).await?;
+                Ok(format!("created check run {id}"))
+            }
+            Action::AddReaction { repo, comment_id, content } => {
+                let path = format!("/repos/{repo}/issues/comments/{comment_id}/reactions");
+                let r = gh.request(auth, Method::POST, &path, Some(&json!({ "content": content }))).await?;
+                if r.status == 404 {
+                    return Ok("comment gone; no reaction".into());
+                }
+                r.ok(&Method::POST)?;
+                Ok(format!("reacted {content}"))
+            }
+            Action::SetLabels { repo, issue, add, remove } => {
+                if !add.is_empty() {
+                    gh.request(
+                        auth,
+                        Method::POST,
+                        &format!("/repos/{repo}/issues/{issue}/labels"),
+                        Some(&json!({ "labels": add })),
+                    )
+                    .await?
+                    .ok(&Method::POST)?;
+                }
+                for l in remove {
+                    let r = gh
+                        .request(
+                            auth,
+                            Method::DELETE,
+                            &format!("/repos/{repo}/issues/{issue}/labels/{}", encode(l)),
+                            None,
+                        )
+                        .await?;
+                    if r.status != 404 {
+                        r.ok(&Method::DELETE)?;
+                    }
+                }
+                Ok(format!("labels +{add:?} -{remove:?}"))
+            }
+            Action::AddAssignees { repo, issue, assignees } => {
+                gh.request(
+                    auth,
+                    Method::POST,
+                    &format!("/repos/{repo}/issues/{issue}/assignees"),
+                    Some(&json!({ "assignees": assignees })),
+                )
+                .await?
+                .ok(&Method::POST)?;
+                Ok(format!("assigned {assignees:?}"))
+            }
+            Action::CreateIssue { repo, marker, title, body, labels } => {
+                let key = format!("{repo}:{marker}");
+                let tag = marker_tag(marker);
+                match objects::get(db, installation, "issue", &key).await? {
+                    Some(n) if n > 0 => return Ok(format!("issue #{n} exists")),
+                    Some(_) => {
+                        if let Some(n) = find_issue(gh, auth, repo, labels, &tag).await? {
+                            objects::put(db, installation, "issue", &key, n, now).await?;
+                            return Ok(format!("found issue #{n}"));
+                        }
+                    }
+                    None => {}
+                }
+                objects::put(db, installation, "issue", &key, 0, now).await?;
+                let payload = json!({ "title": title, "body": format!("{body}\n\n{tag}"), "labels": labels });
+                let r = gh
+                    .request(auth, Method::POST, &format!("/repos/{repo}/issues"), Some(&payload))
+                    .await?
+                    .ok(&Method::POST)?;
+                let n = id_of(&r.json::<Value>()?, "number")?;
+                objects::put(db, installation, "issue", &key, n, now).await?;
+                Ok(format!("created issue #{n}"))
+            }
+            Action::UpdateIssue { repo, marker, number, title, body, state, state_reason } => {
+                let n = match (number, marker) {
+                    (Some(n), _) => *n,
+                    (None, Some(m)) => match objects::get(db, installation, "issue", &format!("{repo}:{m}")).await? {
+                        Some(n) if n > 0 => n,
+                        _ => return Err(ActionError::Retry(format!("the issue with marker {m} is not created yet"))),
+                    },
+                    (None, None) => return Err(ActionError::Permanent("UpdateIssue names no issue".into())),
+                };
+                let mut patch = json!({});
+                if let Some(t) = title {
+                    patch["title"] = json!(t);
+                }
+                if let Some(b) = body {
+                    let b = match marker {
+                        Some(m) => format!("{b}\n\n{}", marker_tag(m)),
+                        None => b.clone(),
+                    };
+                    patch["body"] = json!(b);
+                }
+                if let Some(s) = state {
+                    patch["state"] = json!(s);
+                }
+                if let Some(r) = state_reason {
+                    patch["state_reason"] = json!(r);
+                }
+                gh.request(auth, Method::PATCH, &format!("/repos/{repo}/issues/{n}"), Some(&patch))
+                    .await?
+                    .ok(&Method::PATCH)?;
+                Ok(format!("updated issue #{n}"))
+            }
+            Action::CreateDeployment { repo, key, git_ref, environment, description, payload } => {
+                let okey = format!("{repo}:{key}");
+                match objects::get(db, installation, "deployment", &okey).await? {
+                    Some(id) if id > 0 => return Ok(format!("deployment {id} exists")),
+                    Some(_) => {
+                        let list = gh
+                            .get_all(
+                                auth,
+                                &format!("/repos/{repo}/deployments?environment={}", encode(environment)),
+                                None,
+                            )
+                            .await?;
+                        let found = list.iter().find(|d| d["payload"]["shipgate_key"].as_str() == Some(key.as_str()));
+                        if let Some(id) = found.and_then(|d| d["id"].as_i64()) {
+                            objects::put(db, installation, "deployment", &okey, id, now).await?;
+                            return Ok(format!("found deployment {id}"));
+                        }
+                    }
+                    None => {}
+                }
+                objects::put(db, installation, "deployment", &okey, 0, now).await?;
+                let mut payload = if payload.is_object() { payload.clone() } else { json!({}) };
+                payload["shipgate_key"] = json!(key);
+                let body = json!({
+                    "ref": git_ref, "environment": environment, "description": description,
+                    "payload": payload, "auto_merge": false, "required_contexts": [],
+                });
+                let r = gh
+                    .request(auth, Method::POST, &format!("/repos/{repo}/deployments"), Some(&body))
+                    .await?
+                    .ok(&Method::POST)?;
+                let id = id_of(&r.json::<Value>()?, "id")?;
+                objects::put(db, installation, "deployment", &okey, id, now).await?;
+                Ok(format!("created deployment {id}"))
+            }
+            Action::CreateDeploymentStatus { repo, deployment_id, state, description, log_url, environment_url } => {
+                let mut body = json!({ "state": state, "description": description });
+                if let Some(u) = log_url {
+                    body["log_url"] = json!(u);
+                }
+                if let Some(u) = environment_url {
+                    body["environment_url"] = json!(u);
+                }
+                gh.request(
+                    auth,
+                    Method::POST,
+                    &format!("/repos/{repo}/deployments/{deployment_id}/statuses"),
+                    Some(&body),
+                )
+                .await?
+                .ok(&Method::POST)?;
+                Ok(format!("deployment {deployment_id} {state}"))
+            }
+            Action::ReviewProtectionRule { repo, run_id, environment_name, state, comment } => {
+                let mut body = json!({ "environment_name": environment_name, "comment": comment });
+                if let Some(s) = state {
+                    body["state"] = json!(s);
+                }
+                let path = format!("/repos/{repo}/actions/runs/{run_id}/deployment_protection_rule");
+                let r = gh.request(auth, Method::POST, &path, Some(&body)).await?;
+                // Already reviewed (a retry after a lost answer): the review stands.
+                if r.status == 422 && state.is_some() {
+                    return Ok(format!("run {run_id} was already reviewed"));
+                }
+                r.ok(&Method::POST)?;
+                Ok(match state {
+                    Some(s) => format!("run {run_id} {s} for {environment_name}"),
+                    None => format!("status reported on run {run_id}"),
+                })
+            }
+        }
+    }
+}
+
+async fn find_comment(gh: &GitHub, auth: Auth, repo: &str, issue: i64, tag: &str) -> Result<Option<i64>, ActionError> {
+    let comments = gh.get_all(auth, &format!("/repos/{repo}/issues/{issue}/comments"), None).await?;
+    Ok(comments
+        .iter()
+        .find(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
+        .and_then(|c| c.get("id").and_then(Value::as_i64)))
+}
+
+async fn find_issue(
+    gh: &GitHub,
+    auth: Auth,
+    repo: &str,
+    labels: &[String],
+    tag: &str,
+) -> Result<Option<i64>, ActionError> {
+    let mut path = format!("/repos/{repo}/issues?state=all");
+    if let Some(l) = labels.first() {
+        path.push_str(&format!("&labels={}", encode(l)));
+    }
+    let issues = gh.get_all(auth, &path, None).await?;
+    Ok(issues
+        .iter()
+        .find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
+        .and_then(|i| i.get("number").and_then(Value::as_i64)))
+}
+
+fn id_of(v: &Value, field: &str) -> Result<i64, ActionError> {
+    v.get(field).and_then(Value::as_i64).ok_or_else(|| ActionError::Retry(format!("GitHub's answer has no {field}")))
+}
+
+/// Percent-encodes a path segment or query value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip_as_json() {
+        let a = Action::UpsertComment { repo: "o/r".into(), issue: 3, marker: "gate".into(), body: "hi".into() };
+        let s = serde_json::to_string(&a).expect("json");
+        assert!(s.contains("\"type\":\"upsert_comment\""), "{s}");
+        assert_eq!(serde_json::from_str::<Action>(&s).expect("back"), a);
+        assert_eq!(a.subject(), "o/r#3");
+        assert_eq!(a.target().as_deref(), Some("comment:o/r#3:gate"));
+    }
+
+    #[test]
+    fn encodes_labels() {
+        assert_eq!(encode("on-hold"), "on-hold");
+        assert_eq!(encode("ci failure/x"), "ci%20failure%2Fx");
+    }
+}

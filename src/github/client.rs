@@ -1,0 +1,559 @@
+//! The one place that speaks HTTP to GitHub (octocrab's client underneath, its retries off).
+//!
+//! * Auth: the App's JWT for `/app/...`, a cached installation token for everything else.
+//! * Transient failures (5xx, connection errors) of idempotent calls are retried with backoff; a
+//!   POST is never re-sent blindly (its caller re-checks by marker or `external_id` and retries).
+//! * Rate limits as GitHub documents them: `retry-after`; `x-ratelimit-remaining: 0` waits for
+//!   `x-ratelimit-reset`; a secondary-limit 403/429 without headers waits at least a minute,
+//!   growing. While one call waits, the installation's other calls wait too.
+//! * Mutating calls of one installation go one at a time, `mutation_spacing` apart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body_util::BodyExt;
+use octocrab::Octocrab;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::auth::{AppAuth, AuthError, InstallationToken, TOKEN_RENEW_MARGIN_MS, TokenCache};
+use crate::clock::Clock;
+use crate::config::Secret;
+
+#[derive(Clone, Debug)]
+pub struct GithubConfig {
+    pub api_url: String,
+    pub timeout: Duration,
+    /// Retries of a transient failure of an idempotent call.
+    pub max_retries: u32,
+    pub retry_base: Duration,
+    /// Pause between mutating calls of one installation (GitHub: at least a second).
+    pub mutation_spacing: Duration,
+    /// The least wait after a secondary rate limit without `retry-after` (GitHub: a minute).
+    pub secondary_min_wait: Duration,
+    /// A rate-limit wait longer than this is not waited for inline: the call fails with
+    /// `RateLimited` and its caller reschedules it.
+    pub max_inline_wait: Duration,
+}
+
+impl GithubConfig {
+    pub fn new(api_url: &str) -> GithubConfig {
+        GithubConfig {
+            api_url: api_url.trim_end_matches('/').to_string(),
+            timeout: Duration::from_secs(30),
+            max_retries: 4,
+            retry_base: Duration::from_millis(500),
+            mutation_spacing: Duration::from_secs(1),
+            secondary_min_wait: Duration::from_secs(60),
+            max_inline_wait: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Whose credentials a call uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Auth {
+    /// The App's JWT (`/app/...` endpoints).
+    App,
+    Installation(i64),
+}
+
+impl Auth {
+    fn key(self) -> i64 {
+        match self {
+            Auth::App => 0,
+            Auth::Installation(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GhError {
+    #[error("GitHub answered {status} to {method} {route}: {message}")]
+    Status { status: u16, method: String, route: String, message: String },
+    #[error("cannot reach GitHub ({method} {route}): {message}")]
+    Transport { method: String, route: String, message: String },
+    #[error("rate limited by GitHub until {until_ms} (Unix ms)")]
+    RateLimited { until_ms: i64 },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("unexpected answer from GitHub to {route}: {message}")]
+    Decode { route: String, message: String },
+    #[error("dry-run: no GitHub App credentials, nothing is sent")]
+    DryRun,
+}
+
+impl GhError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            GhError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A GitHub answer.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub route: String,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, GhError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| GhError::Decode { route: self.route.clone(), message: e.to_string() })
+    }
+
+    /// The `rel="next"` URL of the `Link` header.
+    pub fn next_link(&self) -> Option<String> {
+        let link = self.headers.get("link")?.to_str().ok()?;
+        link.split(',').find_map(|part| {
+            let (url, rel) = part.split_once(';')?;
+            rel.contains("rel=\"next\"").then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        })
+    }
+
+    fn message(&self) -> String {
+        serde_json::from_slice::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).chars().take(200).collect())
+    }
+
+    /// Turns a non-2xx answer into an error.
+    pub fn ok(self, method: &Method) -> Result<Response, GhError> {
+        if self.is_success() {
+            Ok(self)
+        } else {
+            Err(GhError::Status {
+                status: self.status,
+                method: method.to_string(),
+                message: self.message(),
+                route: self.route,
+            })
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>;
+
+pub struct GitHub {
+    octo: Octocrab,
+    cfg: GithubConfig,
+    app: Option<AppAuth>,
+    tokens: TokenCache,
+    clock: Clock,
+    /// The last mutating call per installation.
+    mutations: Mutex<HashMap<i64, Slot>>,
+    /// Rate-limited until (Unix ms) per installation (0: the App itself).
+    blocked_until: Mutex<HashMap<i64, i64>>,
+}
+
+impl GitHub {
+    /// `app` None: dry-run; every call fails with `DryRun`.
+    pub fn new(cfg: GithubConfig, app: Option<AppAuth>, clock: Clock) -> Result<GitHub, GhError> {
+        let octo = Octocrab::builder()
+            .set_connect_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(cfg.timeout))
+            .set_write_timeout(Some(cfg.timeout))
+            .build()
+            .map_err(|e| GhError::Transport { method: "-".into(), route: "-".into(), message: e.to_string() })?;
+        Ok(GitHub {
+            octo,
+            cfg,
+            app,
+            tokens: TokenCache::default(),
+            clock,
+            mutations: Mutex::default(),
+            blocked_until: Mutex::default(),
+        })
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.app.is_none()
+    }
+
+    pub fn config(&self) -> &GithubConfig {
+        &self.cfg
+    }
+
+    /// GET, following `Link: rel="next"` for every page; returns each page's items (a JSON array,
+    /// or the array under `items_key` for answers like `{"total_count":…, "check_runs": […]}`).
+    pub async fn get_all(&self, auth: Auth, path: &str, items_key: Option<&str>) -> Result<Vec<Value>, GhError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let mut next =
+            Some(if path.contains("per_page=") { path.to_string() } else { format!("{path}{sep}per_page=100") });
+        let mut out = Vec::new();
+        let mut pages = 0;
+        while let Some(p) = next.take() {
+            let r = self.request(auth, Method::GET, &p, None).await?.ok(&Method::GET)?;
+            let v: Value = r.json()?;
+            let items = match items_key {
+                Some(k) => v.get(k).cloned().unwrap_or(Value::Null),
+                None => v,
+            };
+            match items {
+                Value::Array(a) => out.extend(a),
+                other => {
+                    return Err(GhError::Decode {
+                        route: r.route.clone(),
+                        message: format!("expected a list, got {other}"),
+                    });
+                }
+            }
+            pages += 1;
+            next = r.next_link().map(|u| self.relative(&u)).filter(|_| pages < 100);
+        }
+        Ok(out)
+    }
+
+    /// A full URL of the API turned back into a path (for `Link` headers).
+    fn relative(&self, url: &str) -> String {
+        url.strip_prefix(&self.cfg.api_url).unwrap_or(url).to_string()
+    }
+
+    /// Sends one call. Answers of any status come back as `Ok` except where retrying is the
+    /// client's job (rate limits, transient failures of idempotent calls); callers decide what a
+    /// 404 or 422 means.
+    pub async fn request(
+        &self,
+        auth: Auth,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, GhError> {
+        if self.app.is_none() {
+            return Err(GhError::DryRun);
+        }
+        let mutating = !matches!(method, Method::GET | Method::HEAD);
+        // One mutating call at a time per installation, spaced out.
+        let slot = match (mutating, auth) {
+            (true, Auth::Installation(id)) => Some(self.mutation_slot(id)),
+            _ => None,
+        };
+        let mut last = match &slot {
+            Some(s) => Some(s.clone().lock_owned().await),
+            None => None,
+        };
+        if let Some(Some(at)) = last.as_deref() {
+            tokio::time::sleep_until(*at + self.cfg.mutation_spacing).await;
+        }
+        let result = self.send_with_retries(auth, &method, path, body).await;
+        if let Some(l) = last.as_deref_mut() {
+            *l = Some(tokio::time::Instant::now());
+        }
+        result
+    }
+
+    fn mutation_slot(&self, installation: i64) -> Slot {
+        self.mutations.lock().unwrap_or_else(|p| p.into_inner()).entry(installation).or_default().clone()
+    }
+
+    async fn send_with_retries(
+        &self,
+        auth: Auth,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Response, GhError> {
+        let route = route_label(path);
+        let idempotent = !matches!(*method, Method::POST);
+        let mut transient_tries = 0u32;
+        let mut limit_tries = 0u32;
+        let mut reauthed = false;
+        loop {
+            self.wait_if_blocked(auth).await?;
+            let token = self.credentials(auth).await?;
+            let sent = self.send_once(method, path, body, &token, &route).await;
+            let r = match sent {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics::counter!("shipgate_github_calls_total", "route" => route.clone(), "method" => method.to_string(), "status" => "error").increment(1);
+                    if idempotent && transient_tries < self.cfg.max_retries {
+                        transient_tries += 1;
+                        self.backoff(transient_tries).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            metrics::counter!("shipgate_github_calls_total", "route" => route.clone(), "method" => method.to_string(), "status" => r.status.to_string()).increment(1);
+            self.note_rate_limit(auth, &r.headers);
+
+            if r.status == 401 && !reauthed {
+                if let Auth::Installation(id) = auth {
+                    self.tokens.invalidate(id).await;
+                }
+                reauthed = true;
+                continue;
+            }
+            if let Some(wait_ms) = self.rate_limit_wait(&r, limit_tries) {
+                limit_tries += 1;
+                let until = self.clock.now_ms() + wait_ms;
+                self.block(auth, until);
+                tracing::warn!(route = %r.route, status = r.status, wait_ms, "GitHub rate limit; waiting");
+                if wait_ms > self.cfg.max_inline_wait.as_millis() as i64 || limit_tries > 5 {
+                    return Err(GhError::RateLimited { until_ms: until });
+                }
+                continue;
+            }
+            if r.status >= 500 && idempotent && transient_tries < self.cfg.max_retries {
+                transient_tries += 1;
+                tracing::warn!(route = %r.route, status = r.status, try_ = transient_tries, "GitHub error; retrying");
+                self.backoff(transient_tries).await;
+                continue;
+            }
+            if r.status >= 500 {
+                return r.ok(method);
+            }
+            return Ok(r);
+        }
+    }
+
+    async fn send_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        token: &Secret,
+        route: &str,
+    ) -> Result<Response, GhError> {
+        let transport =
+            |message: String| GhError::Transport { method: method.to_string(), route: route.to_string(), message };
+        let mut auth = http::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| transport("the token is not a valid header value".into()))?;
+        auth.set_sensitive(true);
+        let builder = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{}", self.cfg.api_url, path))
+            .header(http::header::AUTHORIZATION, auth)
+            .header(http::header::ACCEPT, "application/vnd.github+json")
+            .header(http::header::USER_AGENT, concat!("shipgate/", env!("CARGO_PKG_VERSION")))
+            .header("x-github-api-version", "2022-11-28");
+        let req = self.octo.build_request(builder, body).map_err(|e| transport(e.to_string()))?;
+        let fut = async {
+            let resp = self.octo.execute(req).await.map_err(|e| transport(e.to_string()))?;
+            let (parts, body) = resp.into_parts();
+            let bytes = body.collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+            Ok::<_, GhError>(Response {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: bytes,
+                route: route.to_string(),
+            })
+        };
+        tokio::time::timeout(self.cfg.timeout, fut).await.map_err(|_| transport("timed out".into()))?
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        let base = self.cfg.retry_base.as_millis() as u64;
+        let d = base.saturating_mul(1 << attempt.min(10)).min(30_000);
+        tokio::time::sleep(Duration::from_millis(d / 2 + fastrand::u64(0..=d / 2))).await;
+    }
+
+    /// How long to wait before trying again, if this answer is a rate limit.
+    fn rate_limit_wait(&self, r: &Response, earlier: u32) -> Option<i64> {
+        if r.status != 403 && r.status != 429 {
+            return None;
+        }
+        let header = |k: &str| r.headers.get(k).and_then(|v| v.to_str().ok()).map(str::trim);
+        if let Some(secs) = header("retry-after").and_then(|v| v.parse::<i64>().ok()) {
+            return Some(secs.max(0) * 1000);
+        }
+        if header("x-ratelimit-remaining") == Some("0")
+            && let Some(reset) = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok())
+        {
+            return Some((reset * 1000 - self.clock.now_ms()).max(0) + 1000);
+        }
+        let secondary = r.status == 429 || r.message().to_ascii_lowercase().contains("rate limit");
+        secondary.then(|| (self.cfg.secondary_min_wait.as_millis() as i64).saturating_mul(1 << earlier.min(6)))
+    }
+
+    fn block(&self, auth: Auth, until: i64) {
+        let mut b = self.blocked_until.lock().unwrap_or_else(|p| p.into_inner());
+        let e = b.entry(auth.key()).or_insert(0);
+        *e = (*e).max(until);
+    }
+
+    async fn wait_if_blocked(&self, auth: Auth) -> Result<(), GhError> {
+        let until = self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()).get(&auth.key()).copied();
+        if let Some(until) = until {
+            let wait = until - self.clock.now_ms();
+            if wait > self.cfg.max_inline_wait.as_millis() as i64 {
+                return Err(GhError::RateLimited { until_ms: until });
+            }
+            if wait > 0 {
+                tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn note_rate_limit(&self, auth: Auth, headers: &HeaderMap) {
+        if let Some(left) =
+            headers.get("x-ratelimit-remaining").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok())
+        {
+            let who = match auth {
+                Auth::App => "app".to_string(),
+                Auth::Installation(id) => id.to_string(),
+            };
+            metrics::gauge!("shipgate_github_rate_limit_remaining", "installation" => who).set(left);
+        }
+    }
+
+    async fn credentials(&self, auth: Auth) -> Result<Secret, GhError> {
+        let app = self.app.as_ref().ok_or(GhError::DryRun)?;
+        match auth {
+            Auth::App => Ok(Secret::new(app.jwt(self.clock.now_ms())?)),
+            Auth::Installation(id) => self.installation_token(app, id).await,
+        }
+    }
+
+    /// A cached installation token, renewed when less than ten minutes are left.
+    async fn installation_token(&self, app: &AppAuth, id: i64) -> Result<Secret, GhError> {
+        let slot = self.tokens.slot(id);
+        let mut cached = slot.lock().await;
+        let now = self.clock.now_ms();
+        if let Some(t) = cached.as_ref()
+            && t.expires_at - TOKEN_RENEW_MARGIN_MS > now
+        {
+            return Ok(t.token.clone());
+        }
+        let jwt = Secret::new(app.jwt(now)?);
+        let path = format!("/app/installations/{id}/access_tokens");
+        let method = Method::POST;
+        let mut tries = 0;
+        let r = loop {
+            match self.send_once(&method, &path, None, &jwt, "/app/installations/{id}/access_tokens").await {
+                // Asking for a token twice is harmless, so this POST may be retried.
+                Ok(r) if r.status >= 500 && tries < self.cfg.max_retries => {}
+                Err(_) if tries < self.cfg.max_retries => {}
+                other => break other?,
+            }
+            tries += 1;
+            self.backoff(tries).await;
+        };
+        metrics::counter!("shipgate_github_calls_total", "route" => "/app/installations/{id}/access_tokens", "method" => "POST", "status" => r.status.to_string()).increment(1);
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: String,
+            expires_at: String,
+        }
+        let t: Token = r.ok(&method)?.json()?;
+        let expires_at = parse_rfc3339_ms(&t.expires_at).unwrap_or(now + 3_600_000);
+        let token = Secret::new(t.token);
+        *cached = Some(InstallationToken { token: token.clone(), expires_at });
+        Ok(token)
+    }
+}
+
+/// `2026-11-29T10:00:00Z` (or with an offset) as Unix ms.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once('T').or_else(|| s.split_once(' '))?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (time, offset_s) = if let Some(t) = rest.strip_suffix('Z') {
+        (t, 0)
+    } else if let Some(i) = rest.rfind(['+', '-']) {
+        let (t, off) = rest.split_at(i);
+        let sign = if off.starts_with('-') { -1 } else { 1 };
+        let mut o = off[1..].split(':').map(|p| p.parse::<i64>());
+        let (oh, om) = (o.next()?.ok()?, o.next().unwrap_or(Ok(0)).ok()?);
+        (t, sign * (oh * 3600 + om * 60))
+    } else {
+        (rest, 0)
+    };
+    let mut t = time.split(':');
+    let (h, mi) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let sec_f: f64 = t.next().unwrap_or("0").parse().ok()?;
+    let days = days_from_civil(y, m, day);
+    Some(((days * 86_400 + h * 3600 + mi * 60 - offset_s) as f64 * 1000.0 + sec_f * 1000.0) as i64)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A path with its identifiers replaced, for metrics: `/repos/{owner}/{repo}/issues/{n}/comments`.
+pub fn route_label(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    let segs: Vec<&str> = path.split('/').collect();
+    let mut out = Vec::with_capacity(segs.len());
+    let mut i = 0;
+    while i < segs.len() {
+        let s = segs[i];
+        let prev = if i > 0 { segs[i - 1] } else { "" };
+        if prev == "repos" && i + 1 < segs.len() {
+            out.push("{owner}");
+            out.push("{repo}");
+            i += 2;
+            continue;
+        }
+        if prev == "contents" {
+            out.push("{path}");
+            break;
+        }
+        let label = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            "{id}"
+        } else if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            "{sha}"
+        } else if matches!(prev, "labels" | "teams" | "memberships" | "collaborators" | "environments") {
+            "{name}"
+        } else {
+            s
+        };
+        out.push(label);
+        i += 1;
+    }
+    out.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_hide_identifiers() {
+        assert_eq!(
+            route_label("/repos/acme/app/issues/12/comments?per_page=100"),
+            "/repos/{owner}/{repo}/issues/{id}/comments"
+        );
+        assert_eq!(route_label("/app/installations/7/access_tokens"), "/app/installations/{id}/access_tokens");
+        assert_eq!(route_label("/repos/a/b/contents/.github/shipgate.yml"), "/repos/{owner}/{repo}/contents/{path}");
+        assert_eq!(
+            route_label("/repos/a/b/issues/1/labels/on-hold"),
+            "/repos/{owner}/{repo}/issues/{id}/labels/{name}"
+        );
+        assert_eq!(
+            route_label("/repos/a/b/commits/0123456789abcdef0123456789abcdef01234567/check-runs"),
+            "/repos/{owner}/{repo}/commits/{sha}/check-runs"
+        );
+    }
+
+    #[test]
+    fn parses_github_times() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339_ms("2026-11-29T09:00:00Z"), Some(1_795_942_800_000));
+        assert_eq!(parse_rfc3339_ms("2026-11-29T10:00:00+01:00"), Some(1_795_942_800_000));
+        assert_eq!(parse_rfc3339_ms("2026-11-29T09:00:00.5Z"), Some(1_795_942_800_500));
+        assert_eq!(parse_rfc3339_ms("2018-04-25 20:42:10"), Some(1_524_688_930_000));
+        assert_eq!(parse_rfc3339_ms("nonsense"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! The outbox's job: send each action to GitHub (or, in dry-run, record and log it), retrying
+//! failures with backoff, waiting out rate limits without counting them as failures, and parking
+//! an action that keeps failing. Actions of a deleted or suspended installation are cancelled.
+
+use std::sync::Arc;
+
+use tracing::Instrument;
+
+use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
+use crate::clock::Clock;
+use crate::github::actions::{Action, ActionError};
+use crate::github::client::GitHub;
+use crate::store::outbox::{self, Claimed};
+use crate::store::queue::Queue;
+use crate::store::{Db, tenancy};
+
+pub type Relay = Runner<Actions>;
+
+pub struct Actions {
+    pub db: Db,
+    pub github: Arc<GitHub>,
+    pub clock: Clock,
+}
+
+impl Job for Actions {
+    type Item = Claimed;
+
+    fn queue(&self) -> &'static Queue {
+        &outbox::QUEUE
+    }
+
+    fn name(&self) -> &'static str {
+        "relay"
+    }
+
+    async fn process(&self, runner: &RunnerInfo, c: Claimed) {
+        let span = tracing::info_span!(
+            "action",
+            delivery_id = c.delivery_id.as_deref().unwrap_or(""),
+            installation = c.installation_id,
+            kind = %c.kind,
+            key = %c.key,
+            attempt = c.attempts,
+        );
+        self.process_inner(runner, c).instrument(span).await
+    }
+}
+
+impl Actions {
+    async fn process_inner(&self, runner: &RunnerInfo, c: Claimed) {
+        let worker = runner.id.as_str();
+        let now = self.clock.now_ms();
+        let result = self.decide(&c, now).await;
+        let (label, recorded) = match result {
+            Ok((state, outcome)) => {
+                if state == "dry_run" {
+                    tracing::info!(action = %c.action, "dry-run: would send to GitHub");
+                } else {
+                    tracing::info!(state, outcome = %outcome, "action finished");
+                }
+                (state, outbox::finish(&self.db, &c, worker, state, &outcome, self.clock.now_ms()).await)
+            }
+            Err(ActionError::RateLimited(until)) => {
+                tracing::warn!(until, "rate limited; action deferred");
+                ("deferred", outbox::QUEUE.defer(&self.db, c.lease(worker), until, "rate limited").await)
+            }
+            Err(e) => {
+                let park = matches!(e, ActionError::Permanent(_)) || c.attempts >= runner.cfg.max_attempts;
+                let retry_at = now + backoff_ms(&runner.cfg, c.attempts);
+                if park {
+                    tracing::error!(error = %e, "action parked; see `shipgate actions list --status parked`");
+                } else {
+                    tracing::warn!(error = %e, retry_in_ms = retry_at - now, "action failed; will retry");
+                }
+                let label = if park { "parked" } else { "retry" };
+                (label, outbox::fail(&self.db, &c, worker, &e.to_string(), retry_at, park, self.clock.now_ms()).await)
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("lease lost before the action's result was recorded"),
+            // The lease runs out and the action is claimed again; sending it again is safe.
+            Err(e) => tracing::error!(error = %e, "recording the action's result failed"),
+        }
+        metrics::counter!("shipgate_actions_total", "kind" => c.kind.clone(), "result" => label).increment(1);
+    }
+
+    /// The final state and outcome of an action, or why it must be tried again.
+    async fn decide(&self, c: &Claimed, now: i64) -> Result<(&'static str, String), ActionError> {
+        if tenancy::blocked(&self.db, c.installation_id).await? {
+            return Ok(("cancelled", "the installation is deleted or suspended".into()));
+        }
+        if outbox::superseded(&self.db, c).await? {
+            return Ok(("superseded", "a newer action on the same target is queued".into()));
+        }
+        if self.github.dry_run() {
+            return Ok(("dry_run", "recorded, not sent (dry-run)".into()));
+        }
+        let action: Action = serde_json::from_str(&c.action)
+            .map_err(|e| ActionError::Permanent(format!("stored action does not parse: {e}")))?;
+        let outcome = action.execute(&self.github, &self.db, c.installation_id, now).await?;
+        Ok(("done", outcome))
+    }
+}

@@ -1,0 +1,125 @@
+//! The outbox: actions waiting to be sent to GitHub, worked off by the relay.
+
+use serde::Serialize;
+use sqlx::{Any, Transaction};
+
+use super::queue::{Lease, Queue, QueueStats};
+use super::{Db, Result};
+use crate::github::actions::Action;
+
+pub const QUEUE: Queue =
+    Queue { table: "outbox", returning: "seq, key, installation_id, kind, target, action, delivery_id, attempts" };
+
+/// A claimed outbox row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub seq: i64,
+    pub key: String,
+    pub installation_id: i64,
+    pub kind: String,
+    pub target: Option<String>,
+    pub action: String,
+    pub delivery_id: Option<String>,
+    pub attempts: i64,
+}
+
+impl Claimed {
+    pub fn lease<'a>(&self, worker: &'a str) -> Lease<'a> {
+        Lease { seq: self.seq, worker, attempts: self.attempts }
+    }
+}
+
+#[derive(Clone, Debug, sqlx::FromRow, Serialize)]
+pub struct ActionRow {
+    pub seq: i64,
+    pub key: String,
+    pub installation_id: i64,
+    pub kind: String,
+    pub action: String,
+    pub delivery_id: Option<String>,
+    pub created_at: i64,
+    pub state: String,
+    pub outcome: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub finished_at: Option<i64>,
+}
+
+/// Adds an action inside the transaction of the state change that caused it. A key already
+/// enqueued is ignored (the same cause enqueued twice).
+pub async fn enqueue(
+    tx: &mut Transaction<'static, Any>,
+    installation: i64,
+    key: &str,
+    action: &Action,
+    delivery_id: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let json = serde_json::to_string(action).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO outbox (key, installation_id, subject, kind, target, action, delivery_id, created_at, \
+         next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(key)
+    .bind(installation)
+    .bind(format!("{installation}:{}", action.subject()))
+    .bind(action.kind())
+    .bind(action.target().map(|t| format!("{installation}:{t}")))
+    .bind(json)
+    .bind(delivery_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// True when a newer action on the same target is waiting: this one need not be sent.
+pub async fn superseded(db: &Db, c: &Claimed) -> Result<bool> {
+    let Some(target) = &c.target else { return Ok(false) };
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT seq FROM outbox WHERE target = $1 AND seq > $2 AND state IN ('pending', 'running') LIMIT 1",
+    )
+    .bind(target)
+    .bind(c.seq)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Ends a claimed action in `state` (done, dry_run, superseded, cancelled).
+pub async fn finish(db: &Db, c: &Claimed, worker: &str, state: &str, outcome: &str, now: i64) -> Result<bool> {
+    let mut tx = db.begin_write().await?;
+    let ok = QUEUE.finish(&mut tx, c.lease(worker), state, outcome, now).await?;
+    tx.commit().await?;
+    Ok(ok)
+}
+
+pub async fn fail(
+    db: &Db,
+    c: &Claimed,
+    worker: &str,
+    error: &str,
+    retry_at: i64,
+    park: bool,
+    now: i64,
+) -> Result<bool> {
+    let mut tx = db.begin_write().await?;
+    let ok = QUEUE.fail(&mut tx, c.lease(worker), error, retry_at, park, now).await?;
+    tx.commit().await?;
+    Ok(ok)
+}
+
+pub async fn list(db: &Db, state: Option<&str>, limit: i64) -> Result<Vec<ActionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, key, installation_id, kind, action, delivery_id, created_at, state, outcome, attempts, last_error, \
+         finished_at FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY seq DESC LIMIT $2",
+    )
+    .bind(state)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+pub async fn stats(db: &Db) -> Result<QueueStats> {
+    QUEUE.stats(db, "created_at").await
+}

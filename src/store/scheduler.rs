@@ -1,0 +1,57 @@
+//! Scheduled work that runs once across replicas: a job's run for a time slot is claimed by
+//! inserting (name, slot); whoever inserts first runs it (as triagebot does). Also small
+//! checkpoints that jobs keep between runs.
+
+use super::{Db, Result};
+
+/// Claims the run of `name` for `slot`. True: this process runs it; false: another one did.
+pub async fn claim(db: &Db, name: &str, slot: i64, worker: &str, now: i64) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO jobs (name, slot, worker, started_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name, slot) DO NOTHING",
+    )
+    .bind(name)
+    .bind(slot)
+    .bind(worker)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+pub async fn finished(db: &Db, name: &str, slot: i64, result: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE jobs SET finished_at = $1, result = $2 WHERE name = $3 AND slot = $4")
+        .bind(now)
+        .bind(result)
+        .bind(name)
+        .bind(slot)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The runs of `name`, newest first: (slot, worker, result).
+pub async fn runs(db: &Db, name: &str) -> Result<Vec<(i64, String, Option<String>)>> {
+    Ok(sqlx::query_as("SELECT slot, worker, result FROM jobs WHERE name = $1 ORDER BY slot DESC")
+        .bind(name)
+        .fetch_all(db.pool())
+        .await?)
+}
+
+pub async fn checkpoint(db: &Db, name: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT value FROM checkpoints WHERE name = $1").bind(name).fetch_optional(db.pool()).await?;
+    Ok(row.map(|r| r.0))
+}
+
+pub async fn set_checkpoint(db: &Db, name: &str, value: &str, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO checkpoints (name, value, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .bind(name)
+    .bind(value)
+    .bind(now)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}

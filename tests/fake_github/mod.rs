@@ -1,0 +1,790 @@
+//! A fake GitHub for the tests: an in-memory model of the parts of GitHub the App uses, served
+//! over HTTP on a random local port. Every request is checked against GitHub's OpenAPI
+//! description (`tests/fixtures/github-openapi-subset.json`): path, method, query and JSON body,
+//! with unknown keys flagged. A mismatch is recorded and fails the test at `finish()`.
+//!
+//! It also checks credentials as GitHub does (the App's JWT, signed with the App's key, on
+//! `/app/...`; an unexpired installation token elsewhere), counts calls, can inject failures
+//! (5xx, 429 with `retry-after`, a secondary-limit 403, a slow answer, an answer lost after the
+//! work was done), and knows which comments the test has looked at: `finish()` fails if the App
+//! wrote a comment the test never read.
+#![allow(dead_code)]
+
+pub mod openapi;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use openapi::Spec;
+
+pub const APP_ID: &str = "424242";
+pub const APP_SLUG: &str = "shipgate-test";
+
+pub fn private_key_pem() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pem")).expect("test key")
+}
+
+fn public_key_pem() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pub.pem"))
+        .expect("test key")
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = shipgate::cli::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// One request the App made.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub operation: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct Comment {
+    pub id: i64,
+    pub repo: String,
+    pub issue: i64,
+    pub body: String,
+    pub user: String,
+    pub writes: u32,
+    pub seen_writes: u32,
+    pub reactions: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Issue {
+    pub number: i64,
+    pub title: String,
+    pub body: String,
+    pub state: String,
+    pub labels: Vec<String>,
+    pub assignees: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckRun {
+    pub id: i64,
+    pub repo: String,
+    pub head_sha: String,
+    pub body: Value,
+}
+
+#[derive(Clone, Debug)]
+pub struct HookDelivery {
+    pub id: i64,
+    pub guid: String,
+    pub status_code: i64,
+    pub event: String,
+}
+
+/// A failure to inject into the next `times` matching requests.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    Status(u16),
+    RetryAfter(u64),
+    /// 403 "You have exceeded a secondary rate limit" with no headers.
+    Secondary,
+    /// `x-ratelimit-remaining: 0` with a reset `secs` from now.
+    PrimaryExhausted(i64),
+    Slow(Duration),
+    /// Do the work, then answer 502 as if the answer was lost on the way.
+    LoseAnswer,
+    /// Do the work, then hold the answer this long (a process can be killed meanwhile).
+    HoldAnswer(Duration),
+}
+
+#[derive(Clone, Debug)]
+struct Injection {
+    method: String,
+    path_contains: String,
+    fault: Fault,
+    times: u32,
+}
+
+#[derive(Default)]
+pub struct Model {
+    pub calls: Vec<Call>,
+    pub violations: Vec<String>,
+    pub repos: BTreeMap<String, i64>, // full name -> installation
+    pub installations: Vec<i64>,
+    pub tokens: HashMap<String, (i64, i64)>, // token -> (installation, expires at s)
+    pub token_lifetime_s: i64,
+    pub token_requests: u32,
+    pub issues: BTreeMap<(String, i64), Issue>,
+    pub comments: Vec<Comment>,
+    pub check_runs: Vec<CheckRun>,
+    pub deployments: Vec<(String, Value)>,
+    pub deployment_statuses: Vec<(String, i64, Value)>,
+    pub protection_reviews: Vec<(String, i64, Value)>,
+    pub hook_deliveries: Vec<HookDelivery>,
+    pub redelivery_requests: Vec<i64>,
+    injections: Vec<Injection>,
+    next_id: i64,
+}
+
+impl Model {
+    fn id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeGitHub {
+    pub url: String,
+    pub addr: SocketAddr,
+    model: Arc<Mutex<Model>>,
+    server: Arc<tokio::task::JoinHandle<()>>,
+}
+
+struct Ctx {
+    model: Arc<Mutex<Model>>,
+    base: String,
+}
+
+impl FakeGitHub {
+    pub async fn start() -> FakeGitHub {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake GitHub");
+        let addr = listener.local_addr().expect("addr");
+        let url = format!("http://{addr}");
+        let model = Arc::new(Mutex::new(Model { token_lifetime_s: 3600, next_id: 1000, ..Model::default() }));
+        let ctx = Arc::new(Ctx { model: model.clone(), base: url.clone() });
+        let app = axum::Router::new().fallback(handle).with_state(ctx);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Spec::github(); // parse the spec once, before the first request
+        FakeGitHub { url, addr, model, server: Arc::new(server) }
+    }
+
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An installation of the App with these repositories.
+    pub fn install(&self, installation: i64, repos: &[&str]) -> &Self {
+        let mut m = self.model();
+        m.installations.push(installation);
+        for r in repos {
+            m.repos.insert(r.to_string(), installation);
+        }
+        drop(m);
+        self
+    }
+
+    pub fn issue(&self, repo: &str, number: i64, title: &str, body: &str) -> &Self {
+        let issue = Issue { number, title: title.into(), body: body.into(), state: "open".into(), ..Issue::default() };
+        self.model().issues.insert((repo.to_string(), number), issue);
+        self
+    }
+
+    /// A comment written by someone else (a person), already there.
+    pub fn human_comment(&self, repo: &str, issue: i64, user: &str, body: &str) -> i64 {
+        let mut m = self.model();
+        let id = m.id();
+        m.comments.push(Comment {
+            id,
+            repo: repo.into(),
+            issue,
+            body: body.into(),
+            user: user.into(),
+            writes: 0,
+            seen_writes: 0,
+            reactions: vec![],
+        });
+        id
+    }
+
+    /// Makes the next `times` requests whose method is `method` and whose path contains
+    /// `path_contains` fail with `fault`.
+    pub fn inject(&self, method: &str, path_contains: &str, fault: Fault, times: u32) {
+        self.model().injections.push(Injection {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            fault,
+            times,
+        });
+    }
+
+    /// The comments on an issue, marking them as read by the test.
+    pub fn comments(&self, repo: &str, issue: i64) -> Vec<Comment> {
+        let mut m = self.model();
+        let mut out = Vec::new();
+        for c in m.comments.iter_mut().filter(|c| c.repo == repo && c.issue == issue) {
+            c.seen_writes = c.writes;
+            out.push(c.clone());
+        }
+        out
+    }
+
+    /// Comments the App wrote (by its bot user).
+    pub fn app_comments(&self, repo: &str, issue: i64) -> Vec<Comment> {
+        self.comments(repo, issue).into_iter().filter(|c| c.user.ends_with("[bot]")).collect()
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.model().calls.clone()
+    }
+
+    /// Calls of one operation (`issues/create-comment`).
+    pub fn count(&self, operation: &str) -> usize {
+        self.model().calls.iter().filter(|c| c.operation == operation).count()
+    }
+
+    /// Calls other than the token endpoint, by operation.
+    pub fn call_counts(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for c in self.model().calls.iter() {
+            *out.entry(c.operation.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Revokes every installation token (the next call with one gets 401).
+    pub fn revoke_tokens(&self) {
+        self.model().tokens.clear();
+    }
+
+    /// Waits until `cond` holds on the model, or panics after `timeout`.
+    pub async fn wait_for(&self, what: &str, timeout: Duration, cond: impl Fn(&Model) -> bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if cond(&self.model()) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "fake GitHub: timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Fails the test if any request did not fit GitHub's OpenAPI description, or if the App
+    /// wrote a comment the test never looked at.
+    pub fn finish(&self) {
+        let m = self.model();
+        assert!(m.violations.is_empty(), "requests that GitHub would reject:\n{}", m.violations.join("\n"));
+        let unseen: Vec<_> = m
+            .comments
+            .iter()
+            .filter(|c| c.writes > c.seen_writes)
+            .map(|c| format!("{}#{} comment {}: {}", c.repo, c.issue, c.id, c.body.lines().next().unwrap_or("")))
+            .collect();
+        assert!(unseen.is_empty(), "the App wrote comments the test never looked at:\n{}", unseen.join("\n"));
+    }
+}
+
+fn answer(status: u16, body: Value) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = (code, axum::Json(body)).into_response();
+    r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from_static("4999"));
+    r
+}
+
+fn not_found() -> Response {
+    answer(404, json!({ "message": "Not Found", "documentation_url": "https://docs.github.com/rest" }))
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn handle(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let method = parts.method.to_string();
+    let path = parts.uri.path().to_string();
+    let query = query_pairs(parts.uri.query());
+    let bytes: Bytes = axum::body::to_bytes(body, 10 << 20).await.unwrap_or_default();
+    let body: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+    if !bytes.is_empty() && body.is_none() {
+        ctx.model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .violations
+            .push(format!("{method} {path}: body is not JSON"));
+    }
+
+    // The contract: every request must fit GitHub's OpenAPI description.
+    let op = match Spec::github().validate(&method, &path, &query, body.as_ref()) {
+        Ok(op) => op,
+        Err(problems) => {
+            let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+            m.violations.push(format!("{method} {path}?{query:?}: {}", problems.join("; ")));
+            m.calls.push(Call { method, path, query, body, operation: "INVALID".into(), status: 422 });
+            return answer(
+                422,
+                json!({ "message": "Validation Failed (fake GitHub: request does not fit the OpenAPI description)" }),
+            );
+        }
+    };
+    if parts.headers.get("x-github-api-version").is_none() || parts.headers.get("user-agent").is_none() {
+        let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+        m.violations.push(format!("{method} {path}: missing User-Agent or X-GitHub-Api-Version"));
+    }
+
+    // Injected faults that answer before any work.
+    let fault = {
+        let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+        let found =
+            m.injections.iter_mut().find(|i| i.times > 0 && i.method == method && path.contains(&i.path_contains));
+        found.map(|i| {
+            i.times -= 1;
+            i.fault.clone()
+        })
+    };
+    let record = |status: u16| {
+        let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+        m.calls.push(Call {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            body: body.clone(),
+            operation: op.operation_id.clone(),
+            status,
+        });
+    };
+    match &fault {
+        Some(Fault::Status(s)) => {
+            record(*s);
+            return answer(*s, json!({ "message": "injected failure" }));
+        }
+        Some(Fault::RetryAfter(secs)) => {
+            record(429);
+            let mut r = answer(429, json!({ "message": "API rate limit exceeded" }));
+            r.headers_mut().insert("retry-after", HeaderValue::from_str(&secs.to_string()).expect("header"));
+            return r;
+        }
+        Some(Fault::Secondary) => {
+            record(403);
+            return answer(
+                403,
+                json!({ "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again." }),
+            );
+        }
+        Some(Fault::PrimaryExhausted(secs)) => {
+            record(403);
+            let mut r = answer(403, json!({ "message": "API rate limit exceeded for installation." }));
+            r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from_static("0"));
+            r.headers_mut()
+                .insert("x-ratelimit-reset", HeaderValue::from_str(&(now_s() + secs).to_string()).expect("header"));
+            return r;
+        }
+        Some(Fault::Slow(d)) => tokio::time::sleep(*d).await,
+        _ => {}
+    }
+
+    let resp = route(&ctx, &parts.headers, &method, &op, &query, body.as_ref());
+    let status = resp.status().as_u16();
+    record(status);
+    match fault {
+        Some(Fault::LoseAnswer) => answer(502, json!({ "message": "Server Error" })),
+        Some(Fault::HoldAnswer(d)) => {
+            tokio::time::sleep(d).await;
+            resp
+        }
+        _ => resp,
+    }
+}
+
+/// Who is calling: Ok(None) for the App's JWT, Ok(Some(installation)) for a token.
+#[allow(clippy::result_large_err)]
+fn authenticate(m: &Model, headers: &HeaderMap, app_endpoint: bool) -> Result<Option<i64>, Response> {
+    let unauthorized = |msg: &str| answer(401, json!({ "message": msg }));
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(token) = auth.strip_prefix("Bearer ") else {
+        return Err(unauthorized("Requires authentication"));
+    };
+    if app_endpoint {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem().as_bytes()).expect("public key");
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_issuer(&[APP_ID]);
+        v.set_required_spec_claims(&["exp", "iat", "iss"]);
+        v.leeway = 0;
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            iat: i64,
+            exp: i64,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
+            .map_err(|e| unauthorized(&format!("A JSON web token could not be decoded: {e}")))?;
+        let now = now_s();
+        let c = data.claims;
+        if c.iat > now || c.iat < now - 120 {
+            return Err(unauthorized("'Issued at' claim ('iat') must be an Integer representing a time in the past"));
+        }
+        if c.exp > now + 600 || c.exp - c.iat > 660 {
+            return Err(unauthorized("'Expiration time' claim ('exp') is too far in the future"));
+        }
+        return Ok(None);
+    }
+    match m.tokens.get(token) {
+        Some((inst, exp)) if *exp > now_s() => Ok(Some(*inst)),
+        Some(_) => Err(unauthorized("Bad credentials (token expired)")),
+        None => Err(unauthorized("Bad credentials")),
+    }
+}
+
+fn page<T: Clone>(items: &[T], query: &[(String, String)], base: &str, path: &str) -> (Vec<T>, Option<String>) {
+    let get = |k: &str| query.iter().find(|(q, _)| q == k).and_then(|(_, v)| v.parse::<usize>().ok());
+    let per = get("per_page").unwrap_or(30).clamp(1, 100);
+    let p = get("page").unwrap_or(1).max(1);
+    let start = (p - 1) * per;
+    let slice = items.iter().skip(start).take(per).cloned().collect();
+    let next = (start + per < items.len()).then(|| {
+        let mut q: Vec<String> = query.iter().filter(|(k, _)| k != "page").map(|(k, v)| format!("{k}={v}")).collect();
+        q.push(format!("page={}", p + 1));
+        format!("<{base}{path}?{}>; rel=\"next\"", q.join("&"))
+    });
+    (slice, next)
+}
+
+fn paged(items: Vec<Value>, query: &[(String, String)], base: &str, path: &str, wrap: Option<&str>) -> Response {
+    let total = items.len();
+    let (slice, next) = page(&items, query, base, path);
+    let body = match wrap {
+        Some(k) => json!({ "total_count": total, k: slice }),
+        None => Value::Array(slice),
+    };
+    let mut r = answer(200, body);
+    if let Some(link) = next {
+        r.headers_mut().insert("link", HeaderValue::from_str(&link).expect("link header"));
+    }
+    r
+}
+
+fn bot() -> Value {
+    json!({ "login": format!("{APP_SLUG}[bot]"), "id": 9_000_001, "type": "Bot" })
+}
+
+fn comment_json(c: &Comment) -> Value {
+    json!({ "id": c.id, "body": c.body, "user": { "login": c.user, "id": 1, "type": if c.user.ends_with("[bot]") { "Bot" } else { "User" } },
+            "html_url": format!("https://github.com/{}/issues/{}#issuecomment-{}", c.repo, c.issue, c.id) })
+}
+
+fn route(
+    ctx: &Ctx,
+    headers: &HeaderMap,
+    method: &str,
+    op: &openapi::Operation,
+    query: &[(String, String)],
+    body: Option<&Value>,
+) -> Response {
+    let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+    let p = &op.path_params;
+    let param = |k: &str| p.get(k).cloned().unwrap_or_default();
+    let num = |k: &str| p.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let app_endpoint = op.template.starts_with("/app");
+    let caller = match authenticate(&m, headers, app_endpoint) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let repo = format!("{}/{}", param("owner"), param("repo"));
+    if op.template.starts_with("/repos/") {
+        match m.repos.get(&repo) {
+            Some(inst) if Some(*inst) == caller => {}
+            _ => return not_found(), // not installed there: GitHub says 404
+        }
+    }
+    let b = body.cloned().unwrap_or(Value::Null);
+    let s = |k: &str| b.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let path = op.template.clone();
+    let concrete = {
+        let mut t = op.template.clone();
+        for (k, v) in p {
+            t = t.replace(&format!("{{{k}}}"), v);
+        }
+        t
+    };
+    match op.operation_id.as_str() {
+        "apps/create-installation-access-token" => {
+            let inst = num("installation_id");
+            if !m.installations.contains(&inst) {
+                return not_found();
+            }
+            m.token_requests += 1;
+            let token = format!("ghs_fake{}_{}", inst, m.token_requests);
+            let exp = now_s() + m.token_lifetime_s;
+            m.tokens.insert(token.clone(), (inst, exp));
+            answer(
+                201,
+                json!({ "token": token, "expires_at": rfc3339(exp), "permissions": {}, "repository_selection": "selected" }),
+            )
+        }
+        "apps/list-webhook-deliveries" => {
+            let mut list: Vec<Value> = m
+                .hook_deliveries
+                .iter()
+                .rev()
+                .map(|d| json!({ "id": d.id, "guid": d.guid, "delivered_at": rfc3339(now_s()), "redelivery": false, "duration": 0.1,
+                                  "status": if (200..300).contains(&d.status_code) { "OK" } else { "failed" }, "status_code": d.status_code,
+                                  "event": d.event, "action": null, "installation_id": null, "repository_id": null }))
+                .collect();
+            list.truncate(10_000);
+            paged(list, query, &ctx.base, &concrete, None)
+        }
+        "apps/redeliver-webhook-delivery" => {
+            let id = num("delivery_id");
+            if !m.hook_deliveries.iter().any(|d| d.id == id) {
+                return not_found();
+            }
+            m.redelivery_requests.push(id);
+            answer(202, json!({}))
+        }
+        "issues/list-comments" => {
+            let n = num("issue_number");
+            let list: Vec<Value> =
+                m.comments.iter().filter(|c| c.repo == repo && c.issue == n).map(comment_json).collect();
+            paged(list, query, &ctx.base, &concrete, None)
+        }
+        "issues/create-comment" => {
+            let n = num("issue_number");
+            let id = m.id();
+            let c = Comment {
+                id,
+                repo: repo.clone(),
+                issue: n,
+                body: s("body"),
+                user: format!("{APP_SLUG}[bot]"),
+                writes: 1,
+                seen_writes: 0,
+                reactions: vec![],
+            };
+            let j = comment_json(&c);
+            m.comments.push(c);
+            answer(201, j)
+        }
+        "issues/update-comment" => {
+            let id = num("comment_id");
+            match m.comments.iter_mut().find(|c| c.id == id && c.repo == repo) {
+                Some(c) => {
+                    c.body = s("body");
+                    c.writes += 1;
+                    answer(200, comment_json(c))
+                }
+                None => not_found(),
+            }
+        }
+        "issues/delete-comment" => {
+            let id = num("comment_id");
+            m.comments.retain(|c| c.id != id);
+            answer(204, Value::Null)
+        }
+        "reactions/create-for-issue-comment" => {
+            let id = num("comment_id");
+            let content = s("content");
+            match m.comments.iter_mut().find(|c| c.id == id && c.repo == repo) {
+                Some(c) => {
+                    let existed = c.reactions.contains(&content);
+                    if !existed {
+                        c.reactions.push(content.clone());
+                    }
+                    answer(if existed { 200 } else { 201 }, json!({ "id": id * 10, "content": content, "user": bot() }))
+                }
+                None => not_found(),
+            }
+        }
+        "issues/add-labels" => {
+            let n = num("issue_number");
+            let labels: Vec<String> = b["labels"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let issue = m.issues.entry((repo.clone(), n)).or_insert_with(|| Issue {
+                number: n,
+                state: "open".into(),
+                ..Issue::default()
+            });
+            for l in labels {
+                if !issue.labels.contains(&l) {
+                    issue.labels.push(l);
+                }
+            }
+            let out: Vec<Value> = issue.labels.iter().map(|l| json!({ "name": l })).collect();
+            answer(200, Value::Array(out))
+        }
+        "issues/remove-label" => {
+            let n = num("issue_number");
+            let name = param("name");
+            match m.issues.get_mut(&(repo.clone(), n)) {
+                Some(i) if i.labels.contains(&name) => {
+                    i.labels.retain(|l| *l != name);
+                    answer(200, Value::Array(i.labels.iter().map(|l| json!({ "name": l })).collect()))
+                }
+                _ => answer(404, json!({ "message": "Label does not exist" })),
+            }
+        }
+        "issues/add-assignees" => {
+            let n = num("issue_number");
+            let who: Vec<String> = b["assignees"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let issue = m.issues.entry((repo.clone(), n)).or_default();
+            for w in who {
+                if !issue.assignees.contains(&w) {
+                    issue.assignees.push(w);
+                }
+            }
+            answer(201, json!({ "number": n }))
+        }
+        "issues/create" => {
+            let n = m.issues.keys().filter(|(r, _)| *r == repo).map(|(_, n)| *n).max().unwrap_or(0) + 1;
+            let labels = b["labels"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            m.issues.insert(
+                (repo.clone(), n),
+                Issue {
+                    number: n,
+                    title: s("title"),
+                    body: s("body"),
+                    state: "open".into(),
+                    labels,
+                    assignees: vec![],
+                },
+            );
+            answer(201, json!({ "number": n, "id": n + 500_000, "title": s("title") }))
+        }
+        "issues/list-for-repo" => {
+            let label = query.iter().find(|(k, _)| k == "labels").map(|(_, v)| v.clone());
+            let list: Vec<Value> = m
+                .issues
+                .iter()
+                .filter(|((r, _), i)| *r == repo && label.as_ref().is_none_or(|l| i.labels.contains(l)))
+                .map(|(_, i)| json!({ "number": i.number, "title": i.title, "body": i.body, "state": i.state }))
+                .collect();
+            paged(list, query, &ctx.base, &concrete, None)
+        }
+        "issues/update" => {
+            let n = num("issue_number");
+            match m.issues.get_mut(&(repo.clone(), n)) {
+                Some(i) => {
+                    if let Some(t) = b["title"].as_str() {
+                        i.title = t.into();
+                    }
+                    if let Some(t) = b["body"].as_str() {
+                        i.body = t.into();
+                    }
+                    if let Some(t) = b["state"].as_str() {
+                        i.state = t.into();
+                    }
+                    answer(200, json!({ "number": n, "state": i.state }))
+                }
+                None => not_found(),
+            }
+        }
+        "checks/create" => {
+            let id = m.id();
+            let run = CheckRun { id, repo: repo.clone(), head_sha: s("head_sha"), body: b.clone() };
+            m.check_runs.push(run);
+            answer(
+                201,
+                json!({ "id": id, "head_sha": s("head_sha"), "name": s("name"), "external_id": s("external_id") }),
+            )
+        }
+        "checks/update" => {
+            let id = num("check_run_id");
+            match m.check_runs.iter_mut().find(|r| r.id == id && r.repo == repo) {
+                Some(r) => {
+                    if let (Some(dst), Some(src)) = (r.body.as_object_mut(), b.as_object()) {
+                        for (k, v) in src {
+                            dst.insert(k.clone(), v.clone());
+                        }
+                    }
+                    answer(200, json!({ "id": id, "head_sha": r.head_sha }))
+                }
+                None => not_found(),
+            }
+        }
+        "checks/list-for-ref" => {
+            let sha = param("ref");
+            let name = query.iter().find(|(k, _)| k == "check_name").map(|(_, v)| v.clone());
+            let list: Vec<Value> = m
+                .check_runs
+                .iter()
+                .filter(|r| {
+                    r.repo == repo
+                        && r.head_sha == sha
+                        && name.as_ref().is_none_or(|n| r.body["name"].as_str() == Some(n))
+                })
+                .map(|r| {
+                    let mut v = r.body.clone();
+                    v["id"] = json!(r.id);
+                    v
+                })
+                .collect();
+            paged(list, query, &ctx.base, &concrete, Some("check_runs"))
+        }
+        "repos/create-deployment" => {
+            let id = m.id();
+            let mut d = b.clone();
+            d["id"] = json!(id);
+            m.deployments.push((repo.clone(), d.clone()));
+            answer(201, d)
+        }
+        "repos/list-deployments" => {
+            let list: Vec<Value> =
+                m.deployments.iter().filter(|(r, _)| *r == repo).map(|(_, d)| d.clone()).rev().collect();
+            paged(list, query, &ctx.base, &concrete, None)
+        }
+        "repos/create-deployment-status" => {
+            let id = num("deployment_id");
+            m.deployment_statuses.push((repo.clone(), id, b.clone()));
+            answer(201, json!({ "id": id * 10, "state": s("state") }))
+        }
+        "actions/review-custom-gates-for-run" => {
+            let run = num("run_id");
+            m.protection_reviews.push((repo.clone(), run, b.clone()));
+            answer(204, Value::Null)
+        }
+        other => {
+            let _ = (method, path);
+            answer(501, json!({ "message": format!("fake GitHub does not implement {other}") }))
+        }
+    }
+}
