@@ -377,6 +377,38 @@ async fn redelivery_asks_for_exactly_the_lost_deliveries_once(db: &TestDb) {
 }
 both_backends!(redelivery_asks_for_exactly_the_lost_deliveries_once);
 
+/// The same with two real processes on one database: the job runs once.
+async fn redelivery_runs_once_across_two_processes(db: &TestDb) {
+    let gh = FakeGitHub::start().await;
+    gh.install(INSTALLATION, &[REPO]);
+    gh.model().hook_deliveries = vec![
+        fake_github::HookDelivery { id: 1, guid: "p-lost".into(), status_code: 503, event: "issues".into() },
+        fake_github::HookDelivery { id: 2, guid: "p-ok".into(), status_code: 202, event: "issues".into() },
+    ];
+    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pem");
+    let env = [
+        ("GITHUB_APP_ID", fake_github::APP_ID),
+        ("GITHUB_PRIVATE_KEY_PATH", key),
+        ("GITHUB_API_URL", gh.url.as_str()),
+        ("SHIPGATE_REDELIVERY_SECS", "3600"),
+        ("SHIPGATE_MUTATION_SPACING_MS", "0"),
+    ];
+    // Migrate first, so that the two processes start on a ready schema at the same moment.
+    db.connect().await.close().await;
+    let (pa, pb) = (common::free_port(), common::free_port());
+    let (mut a, mut b) = tokio::join!(common::spawn_binary(&db.url, pa, &env), common::spawn_binary(&db.url, pb, &env));
+    gh.wait_for("a redelivery request", Duration::from_secs(10), |m| !m.redelivery_requests.is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(gh.model().redelivery_requests, vec![1]);
+    assert_eq!(gh.count("apps/list-webhook-deliveries"), 1, "both processes ran the job");
+    let _ = a.start_kill();
+    let _ = b.start_kill();
+    let _ = a.wait().await;
+    let _ = b.wait().await;
+    gh.finish();
+}
+both_backends!(redelivery_runs_once_across_two_processes);
+
 fn github_client(gh: &FakeGitHub) -> shipgate::github::client::GitHub {
     let creds = GithubCredentials {
         app_id: fake_github::APP_ID.into(),

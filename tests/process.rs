@@ -4,49 +4,20 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::free_port;
 use common::{SECRET, TestDb, count, fixture, try_post_signed, unique};
 use shipgate::store::Db;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const CLIENTS: usize = 20;
 const PER_CLIENT: usize = 100;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 async fn spawn(db_url: &str, port: u16) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_shipgate"))
-        .arg("serve")
-        .env("SHIPGATE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("DATABASE_URL", db_url)
-        .env("GITHUB_WEBHOOK_SECRET", SECRET)
-        .env("SHIPGATE_LEASE_SECS", "1")
-        .env("SHIPGATE_POLL_MS", "50")
-        .env("RUST_LOG", "error")
-        .env_remove("GITHUB_APP_ID")
-        .env_remove("GITHUB_PRIVATE_KEY")
-        .env_remove("GITHUB_PRIVATE_KEY_PATH")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start shipgate");
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("shipgate did not become ready on port {port}");
+    common::spawn_binary(db_url, port, &[]).await
 }
 
 /// 20 clients send 100 unique deliveries each, to `ports` in turn, retrying (as GitHub's

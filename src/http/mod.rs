@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use crate::clock::Clock;
 use crate::github::signature::Verifier;
 use crate::queue::ingest::Ingestor;
-use crate::store::{Db, deliveries};
+use crate::store::{Db, deliveries, outbox};
 
 pub struct AppState {
     pub db: Db,
@@ -53,15 +53,19 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     // Queue gauges are read from the database at scrape time, so every replica reports the same.
-    match deliveries::stats(&st.db).await {
-        Ok(s) => {
-            for (state, n) in [("pending", s.pending), ("running", s.running), ("done", s.done), ("parked", s.parked)] {
-                metrics::gauge!("shipgate_queue_depth", "state" => state).set(n as f64);
+    let now = st.clock.now_ms();
+    for (queue, stats) in [("inbox", deliveries::stats(&st.db).await), ("outbox", outbox::stats(&st.db).await)] {
+        match stats {
+            Ok(s) => {
+                let depth = [("pending", s.pending), ("running", s.running), ("done", s.done), ("parked", s.parked)];
+                for (state, n) in depth {
+                    metrics::gauge!("shipgate_queue_depth", "queue" => queue, "state" => state).set(n as f64);
+                }
+                let age = s.oldest_open_at.map(|t| ((now - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
+                metrics::gauge!("shipgate_queue_oldest_open_age_seconds", "queue" => queue).set(age);
             }
-            let age = s.oldest_open_at.map(|t| ((st.clock.now_ms() - t).max(0) as f64) / 1000.0).unwrap_or(0.0);
-            metrics::gauge!("shipgate_queue_oldest_open_age_seconds").set(age);
+            Err(e) => tracing::warn!(error = %e, queue, "metrics: cannot read queue depth"),
         }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read queue depth"),
     }
     ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render())
 }

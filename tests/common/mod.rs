@@ -260,3 +260,40 @@ impl CrashableApp {
         }
     }
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Starts the real `shipgate serve` binary on `port` (lease 1 s, fast polling, dry-run unless
+/// `env` gives credentials) and waits until it is ready.
+pub async fn spawn_binary(db_url: &str, port: u16, env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"));
+    cmd.arg("serve")
+        .env("SHIPGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", db_url)
+        .env("GITHUB_WEBHOOK_SECRET", SECRET)
+        .env("SHIPGATE_LEASE_SECS", "1")
+        .env("SHIPGATE_POLL_MS", "50")
+        .env("RUST_LOG", "error")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .env_remove("GITHUB_PRIVATE_KEY_PATH")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("start shipgate");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("http://127.0.0.1:{port}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("shipgate did not become ready on port {port}");
+}
