@@ -33,6 +33,9 @@ pub enum Command {
     },
     /// Show the installations the App serves, with their repositories.
     Installations,
+    /// Check a `.github/shipgate.yml` offline: exit 0 when valid, 1 when not (errors with line
+    /// and column).
+    CheckConfig { file: std::path::PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +79,56 @@ pub enum DeliveriesCommand {
     Retry { id: String },
 }
 
+/// `shipgate check-config FILE`: the verdict the App would give, offline.
+pub fn check_config(file: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            writeln!(out, "{}: cannot read: {e}", file.display())?;
+            return Ok(1);
+        }
+    };
+    match crate::domain::policy::parse(&text) {
+        Ok(p) => {
+            writeln!(out, "{}: valid", file.display())?;
+            writeln!(out, "  label: {}", p.label)?;
+            writeln!(out, "  roles: {}", p.roles.keys().cloned().collect::<Vec<_>>().join(", "))?;
+            for (name, env) in &p.environments {
+                let roles: Vec<String> = env
+                    .approvals
+                    .iter()
+                    .map(|a| {
+                        if a.when_paths.is_empty() {
+                            a.role.clone()
+                        } else {
+                            format!("{} (when {})", a.role, a.when_paths.join(", "))
+                        }
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    "  environment {name}: approvals {}",
+                    if roles.is_empty() { "none".into() } else { roles.join(", ") }
+                )?;
+            }
+            Ok(0)
+        }
+        Err(errors) => {
+            writeln!(
+                out,
+                "{}: invalid ({} error{})",
+                file.display(),
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            )?;
+            for e in errors {
+                writeln!(out, "  {}:{}:{}: {}", file.display(), e.line, e.column, e.message)?;
+            }
+            Ok(1)
+        }
+    }
+}
+
 /// Runs a command that only needs the database. Writes to `out`; returns the exit code.
 pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) -> anyhow::Result<i32> {
     let db = Db::connect(&cfg.database_url).await?;
@@ -97,7 +150,7 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
             db.migrate().await?;
             installations_command(&db, out).await?
         }
-        Command::Serve => unreachable!("serve is not a database command"),
+        Command::Serve | Command::CheckConfig { .. } => unreachable!("not a database command"),
     };
     db.close().await;
     Ok(code)

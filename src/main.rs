@@ -6,6 +6,16 @@ use shipgate::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CheckConfig { file } = &cli.command {
+        // Offline: no configuration, no database.
+        return match shipgate::cli::check_config(file, &mut std::io::stdout()) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

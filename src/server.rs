@@ -77,6 +77,8 @@ impl Server {
                 registry: Arc::new(opts.registry),
                 clock: opts.clock.clone(),
                 relay_wake: relay_wake.clone(),
+                github: github.clone(),
+                teams: Arc::new(crate::github::facts::TeamCache::default()),
             };
             let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.info.id.clone());

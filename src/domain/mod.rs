@@ -3,5 +3,7 @@
 //! gate evaluation and the messages the App writes.
 
 pub mod commands;
+pub mod gate;
+pub mod messages;
 pub mod policy;
 pub mod request;

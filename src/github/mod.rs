@@ -4,5 +4,6 @@ pub mod actions;
 pub mod auth;
 pub mod client;
 pub mod envelope;
+pub mod facts;
 pub mod redelivery;
 pub mod signature;

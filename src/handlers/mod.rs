@@ -3,6 +3,7 @@
 //! marks the delivery done, so each delivery's effects happen once even when it is retried.
 
 pub mod installation;
+pub mod requests;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,9 +14,15 @@ use serde::de::DeserializeOwned;
 use sqlx::{Any, Transaction};
 
 use crate::clock::Clock;
+use sha2::{Digest, Sha256};
+
 use crate::github::actions::Action;
+use crate::github::client::GitHub;
+use crate::github::facts::TeamCache;
 use crate::store::deliveries::Claimed;
+use crate::store::deliveries::{self, NewDelivery};
 use crate::store::outbox;
+use crate::store::requests::{self as store_requests, ApprovalChange, RequestRow};
 use crate::store::tenancy::{self, InstallationRecord, RepositoryRecord};
 use crate::store::{Db, Result as StoreResult};
 
@@ -24,6 +31,9 @@ pub struct Ctx {
     pub db: Db,
     pub clock: Clock,
     pub delivery: Claimed,
+    /// Read-only calls for facts (changes to GitHub go through actions and the outbox).
+    pub github: Arc<GitHub>,
+    pub teams: Arc<TeamCache>,
 }
 
 impl Ctx {
@@ -90,6 +100,33 @@ pub enum Effect {
     },
     /// Something to do on GitHub, for the delivery's installation: written to the outbox.
     Act(Action),
+    SaveRequest(Box<RequestRow>),
+    SaveApproval(ApprovalChange),
+    SavePolicy {
+        installation: i64,
+        repository_id: i64,
+        blob: String,
+        yaml: Option<String>,
+    },
+    ForgetPolicy {
+        installation: i64,
+        repository_id: i64,
+    },
+    /// Evaluate a request again, in its own subject's order.
+    Recheck {
+        installation: i64,
+        repository_id: i64,
+        repository: String,
+        issue: i64,
+    },
+    /// A command on a linked PR, for the request's own subject.
+    ForwardComment {
+        installation: i64,
+        repository_id: i64,
+        repository: String,
+        issue: i64,
+        comment: serde_json::Value,
+    },
 }
 
 impl Effect {
@@ -113,6 +150,41 @@ impl Effect {
                     Ok(())
                 }
             },
+            Effect::SaveRequest(r) => store_requests::save(tx, r).await,
+            Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
+            Effect::SavePolicy { installation, repository_id, blob, yaml } => {
+                store_requests::save_policy(tx, *installation, *repository_id, blob, yaml.as_deref(), now).await
+            }
+            Effect::ForgetPolicy { installation, repository_id } => {
+                store_requests::forget_policy(tx, *installation, *repository_id).await
+            }
+            Effect::Recheck { installation, repository_id, repository, issue }
+            | Effect::ForwardComment { installation, repository_id, repository, issue, .. } => {
+                let (kind, event, body) = match self {
+                    Effect::ForwardComment { comment, .. } => (
+                        "forward",
+                        requests::FORWARDED_COMMENT_EVENT,
+                        requests::forwarded_body(*installation, *repository_id, repository, *issue, comment),
+                    ),
+                    _ => (
+                        "recheck",
+                        requests::RECHECK_EVENT,
+                        requests::recheck_body(*installation, *repository_id, repository, *issue, &cause.id),
+                    ),
+                };
+                let d = NewDelivery {
+                    id: format!("{kind}-{}-{repository_id}-{issue}", cause.id),
+                    event: event.into(),
+                    action: Some(kind.into()),
+                    installation_id: Some(*installation),
+                    repository: Some(repository.clone()),
+                    subject: format!("repo:{repository_id}#{issue}"),
+                    received_at: now,
+                    body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                    body,
+                };
+                deliveries::insert_internal(tx, &d).await
+            }
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
             Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,
             Effect::DeleteInstallation { id } => tenancy::mark_deleted(tx, *id, now).await,
@@ -146,6 +218,23 @@ impl Registry {
         r.on("ping", None, |_ctx| async { Ok(Handled::ok(vec![])) });
         r.on("installation", None, installation::on_installation);
         r.on("installation_repositories", None, installation::on_installation_repositories);
+        r.on("issues", None, requests::on_issue);
+        r.on("issue_comment", None, requests::on_comment);
+        r.on(requests::RECHECK_EVENT, None, requests::on_recheck);
+        r.on(requests::FORWARDED_COMMENT_EVENT, None, requests::on_forwarded_comment);
+        r.on("push", None, requests::on_push);
+        for event in [
+            "pull_request",
+            "pull_request_review",
+            "check_run",
+            "check_suite",
+            "status",
+            "workflow_run",
+            "membership",
+            "team",
+        ] {
+            r.on(event, None, requests::on_related);
+        }
         r
     }
 

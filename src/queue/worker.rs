@@ -9,6 +9,8 @@ use tracing::Instrument;
 
 use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
+use crate::github::client::GitHub;
+use crate::github::facts::TeamCache;
 use crate::handlers::{Ctx, Effect, Handled, HandlerError, Registry};
 use crate::store::Db;
 use crate::store::deliveries::{self, Claimed};
@@ -25,6 +27,8 @@ pub struct Deliveries {
     pub clock: Clock,
     /// Woken when a delivery queued actions for the relay.
     pub relay_wake: Arc<Notify>,
+    pub github: Arc<GitHub>,
+    pub teams: Arc<TeamCache>,
 }
 
 impl Job for Deliveries {
@@ -58,7 +62,13 @@ impl Deliveries {
         let result = match self.registry.lookup(&c.event, c.action.as_deref()) {
             None => Ok(Handled::no_handler()),
             Some(h) => {
-                let ctx = Arc::new(Ctx { db: self.db.clone(), clock: self.clock.clone(), delivery: c.clone() });
+                let ctx = Arc::new(Ctx {
+                    db: self.db.clone(),
+                    clock: self.clock.clone(),
+                    delivery: c.clone(),
+                    github: self.github.clone(),
+                    teams: self.teams.clone(),
+                });
                 match tokio::time::timeout(HANDLER_TIMEOUT, h(ctx)).await {
                     Ok(r) => r,
                     Err(_) => Err(HandlerError::Retry(format!("handler timed out after {HANDLER_TIMEOUT:?}"))),

@@ -192,6 +192,24 @@ async fn record_attempt(
     Ok(())
 }
 
+/// Adds a delivery the App made itself (a recheck) inside a transaction; an id already there is
+/// ignored.
+pub async fn insert_internal(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<()> {
+    sqlx::query(INSERT)
+        .bind(&d.id)
+        .bind(&d.event)
+        .bind(&d.action)
+        .bind(d.installation_id)
+        .bind(&d.repository)
+        .bind(&d.subject)
+        .bind(d.received_at)
+        .bind(&d.body)
+        .bind(&d.body_sha256)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 const ROW_COLUMNS: &str = "seq, id, event, action, installation_id, repository, subject, received_at, state, \
     outcome, attempts, next_attempt_at, last_error, finished_at";
 

@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod objects;
 pub mod outbox;
 pub mod queue;
+pub mod requests;
 pub mod scheduler;
 pub mod tenancy;
 

@@ -62,6 +62,7 @@ pub struct Call {
 #[derive(Clone, Debug)]
 pub struct Comment {
     pub id: i64,
+    pub user_id: i64,
     pub repo: String,
     pub issue: i64,
     pub body: String,
@@ -73,6 +74,8 @@ pub struct Comment {
 
 #[derive(Clone, Debug, Default)]
 pub struct Issue {
+    pub author_id: i64,
+    pub author: String,
     pub number: i64,
     pub title: String,
     pub body: String,
@@ -87,6 +90,18 @@ pub struct CheckRun {
     pub repo: String,
     pub head_sha: String,
     pub body: Value,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Pull {
+    pub number: i64,
+    pub head_sha: String,
+    pub author_id: i64,
+    pub author: String,
+    pub state: String,
+    pub files: Vec<String>,
+    /// (reviewer id, APPROVED | CHANGES_REQUESTED | COMMENTED)
+    pub reviews: Vec<(i64, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -137,6 +152,15 @@ pub struct Model {
     pub deployment_statuses: Vec<(String, i64, Value)>,
     pub protection_reviews: Vec<(String, i64, Value)>,
     pub hook_deliveries: Vec<HookDelivery>,
+    pub pulls: BTreeMap<(String, i64), Pull>,
+    /// Commit statuses: (repo, sha, context, state).
+    pub statuses: Vec<(String, String, String, String)>,
+    /// Team members by (org, slug): (id, login).
+    pub teams: BTreeMap<(String, String), Vec<(i64, String)>>,
+    /// Collaborator roles by (repo, login): admin, maintain, write, triage, read.
+    pub permissions: BTreeMap<(String, String), String>,
+    /// Files on the default branch by (repo, path).
+    pub files: BTreeMap<(String, String), String>,
     pub redelivery_requests: Vec<i64>,
     injections: Vec<Injection>,
     next_id: i64,
@@ -198,12 +222,105 @@ impl FakeGitHub {
         self
     }
 
+    pub fn pull(&self, repo: &str, number: i64, author: (i64, &str), head_sha: &str, files: &[&str]) -> &Self {
+        let p = Pull {
+            number,
+            head_sha: head_sha.into(),
+            author_id: author.0,
+            author: author.1.into(),
+            state: "open".into(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            reviews: vec![],
+        };
+        self.model().pulls.insert((repo.to_string(), number), p);
+        self
+    }
+
+    /// A new push to a PR: its head moves.
+    pub fn push_to_pull(&self, repo: &str, number: i64, head_sha: &str) {
+        if let Some(p) = self.model().pulls.get_mut(&(repo.to_string(), number)) {
+            p.head_sha = head_sha.into();
+        }
+    }
+
+    /// A CI check run (someone else's) on a SHA.
+    pub fn ci(&self, repo: &str, sha: &str, name: &str, status: &str, conclusion: Option<&str>) {
+        let mut m = self.model();
+        if let Some(r) = m.check_runs.iter_mut().find(|r| r.repo == repo && r.head_sha == sha && r.body["name"] == name)
+        {
+            r.body["status"] = json!(status);
+            r.body["conclusion"] = json!(conclusion);
+            return;
+        }
+        let id = m.id();
+        let body = json!({ "name": name, "head_sha": sha, "status": status, "conclusion": conclusion });
+        m.check_runs.push(CheckRun { id, repo: repo.into(), head_sha: sha.into(), body });
+    }
+
+    pub fn team(&self, org: &str, slug: &str, members: &[(i64, &str)]) -> &Self {
+        let list = members.iter().map(|(i, l)| (*i, l.to_string())).collect();
+        self.model().teams.insert((org.to_string(), slug.to_string()), list);
+        self
+    }
+
+    pub fn permission(&self, repo: &str, login: &str, role: &str) -> &Self {
+        self.model().permissions.insert((repo.to_string(), login.to_string()), role.to_string());
+        self
+    }
+
+    pub fn file(&self, repo: &str, path: &str, text: &str) -> &Self {
+        self.model().files.insert((repo.to_string(), path.to_string()), text.to_string());
+        self
+    }
+
+    /// A deployment of `sha` to `environment` whose latest status is `state` (made by the team's
+    /// pipeline, not the App).
+    pub fn deployment(&self, repo: &str, sha: &str, environment: &str, state: &str) {
+        let mut m = self.model();
+        let id = m.id();
+        m.deployments.push((
+            repo.into(),
+            json!({ "id": id, "sha": sha, "ref": sha, "environment": environment, "payload": {} }),
+        ));
+        m.deployment_statuses.push((repo.into(), id, json!({ "id": id * 10, "state": state })));
+    }
+
+    /// The App's check runs on a SHA: (name, conclusion, summary).
+    pub fn gate_checks(&self, repo: &str, sha: &str) -> Vec<(String, String, String)> {
+        self.model()
+            .check_runs
+            .iter()
+            .filter(|r| {
+                r.repo == repo
+                    && r.head_sha == sha
+                    && r.body["name"].as_str().is_some_and(|n| n.starts_with("shipgate /"))
+            })
+            .map(|r| {
+                (
+                    r.body["name"].as_str().unwrap_or_default().to_string(),
+                    r.body["conclusion"].as_str().unwrap_or_default().to_string(),
+                    r.body["output"]["summary"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn labels(&self, repo: &str, issue: i64) -> Vec<String> {
+        self.model().issues.get(&(repo.to_string(), issue)).map(|i| i.labels.clone()).unwrap_or_default()
+    }
+
     /// A comment written by someone else (a person), already there.
     pub fn human_comment(&self, repo: &str, issue: i64, user: &str, body: &str) -> i64 {
+        self.human_comment_by(repo, issue, (1, user), body)
+    }
+
+    pub fn human_comment_by(&self, repo: &str, issue: i64, user: (i64, &str), body: &str) -> i64 {
+        let (user_id, user) = user;
         let mut m = self.model();
         let id = m.id();
         m.comments.push(Comment {
             id,
+            user_id,
             repo: repo.into(),
             issue,
             body: body.into(),
@@ -496,12 +613,35 @@ fn paged(items: Vec<Value>, query: &[(String, String)], base: &str, path: &str, 
     r
 }
 
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn issue_json(i: &Issue) -> Value {
+    json!({ "number": i.number, "title": i.title, "body": i.body, "state": i.state,
+            "labels": i.labels.iter().map(|l| json!({ "name": l })).collect::<Vec<_>>(),
+            "user": { "id": i.author_id, "login": i.author, "type": "User" } })
+}
+
 fn bot() -> Value {
     json!({ "login": format!("{APP_SLUG}[bot]"), "id": 9_000_001, "type": "Bot" })
 }
 
 fn comment_json(c: &Comment) -> Value {
-    json!({ "id": c.id, "body": c.body, "user": { "login": c.user, "id": 1, "type": if c.user.ends_with("[bot]") { "Bot" } else { "User" } },
+    json!({ "id": c.id, "body": c.body, "user": { "login": c.user, "id": c.user_id, "type": if c.user.ends_with("[bot]") { "Bot" } else { "User" } },
             "html_url": format!("https://github.com/{}/issues/{}#issuecomment-{}", c.repo, c.issue, c.id) })
 }
 
@@ -585,6 +725,7 @@ fn route(
             let id = m.id();
             let c = Comment {
                 id,
+                user_id: 9_000_001,
                 repo: repo.clone(),
                 issue: n,
                 body: s("body"),
@@ -685,7 +826,8 @@ fn route(
                     body: s("body"),
                     state: "open".into(),
                     labels,
-                    assignees: vec![],
+                    author: format!("{APP_SLUG}[bot]"),
+                    ..Issue::default()
                 },
             );
             answer(201, json!({ "number": n, "id": n + 500_000, "title": s("title") }))
@@ -768,8 +910,30 @@ fn route(
             answer(201, d)
         }
         "repos/list-deployments" => {
-            let list: Vec<Value> =
-                m.deployments.iter().filter(|(r, _)| *r == repo).map(|(_, d)| d.clone()).rev().collect();
+            let q = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
+            let (sha, env) = (q("sha"), q("environment"));
+            let list: Vec<Value> = m
+                .deployments
+                .iter()
+                .filter(|(r, d)| {
+                    *r == repo
+                        && sha.as_ref().is_none_or(|s| d["sha"].as_str() == Some(s.as_str()))
+                        && env.as_ref().is_none_or(|e| d["environment"].as_str() == Some(e.as_str()))
+                })
+                .map(|(_, d)| d.clone())
+                .rev()
+                .collect();
+            paged(list, query, &ctx.base, &concrete, None)
+        }
+        "repos/list-deployment-statuses" => {
+            let id = num("deployment_id");
+            let list: Vec<Value> = m
+                .deployment_statuses
+                .iter()
+                .filter(|(r, d, _)| *r == repo && *d == id)
+                .map(|(_, _, s)| s.clone())
+                .rev()
+                .collect();
             paged(list, query, &ctx.base, &concrete, None)
         }
         "repos/create-deployment-status" => {
@@ -781,6 +945,88 @@ fn route(
             let run = num("run_id");
             m.protection_reviews.push((repo.clone(), run, b.clone()));
             answer(204, Value::Null)
+        }
+        "pulls/get" => {
+            let n = num("pull_number");
+            match m.pulls.get(&(repo.clone(), n)) {
+                Some(pr) => answer(
+                    200,
+                    json!({ "number": n, "state": if pr.state == "merged" { "closed" } else { pr.state.as_str() }, "merged": pr.state == "merged",
+                            "head": { "sha": pr.head_sha, "ref": "feature" }, "user": { "id": pr.author_id, "login": pr.author, "type": "User" } }),
+                ),
+                None => not_found(),
+            }
+        }
+        "pulls/list-files" => {
+            let n = num("pull_number");
+            match m.pulls.get(&(repo.clone(), n)) {
+                Some(pr) => {
+                    let list = pr.files.iter().map(|f| json!({ "filename": f, "status": "modified" })).collect();
+                    paged(list, query, &ctx.base, &concrete, None)
+                }
+                None => not_found(),
+            }
+        }
+        "pulls/list-reviews" => {
+            let n = num("pull_number");
+            match m.pulls.get(&(repo.clone(), n)) {
+                Some(pr) => {
+                    let list = pr
+                        .reviews
+                        .iter()
+                        .map(|(u, st)| json!({ "user": { "id": u, "login": format!("u{u}") }, "state": st }))
+                        .collect();
+                    paged(list, query, &ctx.base, &concrete, None)
+                }
+                None => not_found(),
+            }
+        }
+        "repos/get-combined-status-for-ref" => {
+            let sha = param("ref");
+            let list: Vec<Value> = m
+                .statuses
+                .iter()
+                .filter(|(r, s, _, _)| *r == repo && *s == sha)
+                .map(|(_, _, c, st)| json!({ "context": c, "state": st }))
+                .collect();
+            answer(200, json!({ "state": "pending", "sha": sha, "statuses": list, "total_count": list.len() }))
+        }
+        "teams/list-members-in-org" => {
+            let key = (param("org"), param("team_slug"));
+            match m.teams.get(&key) {
+                Some(members) => {
+                    let list =
+                        members.iter().map(|(id, login)| json!({ "id": id, "login": login, "type": "User" })).collect();
+                    paged(list, query, &ctx.base, &concrete, None)
+                }
+                None => not_found(),
+            }
+        }
+        "repos/get-collaborator-permission-level" => {
+            let role = m.permissions.get(&(repo.clone(), param("username"))).cloned().unwrap_or_else(|| "read".into());
+            let perm = match role.as_str() {
+                "maintain" => "write",
+                "triage" => "read",
+                r => r,
+            };
+            answer(200, json!({ "permission": perm, "role_name": role, "user": { "login": param("username") } }))
+        }
+        "repos/get-content" => match m.files.get(&(repo.clone(), param("path"))) {
+            Some(text) => {
+                let content = base64(text.as_bytes());
+                answer(
+                    200,
+                    json!({ "type": "file", "sha": format!("blob{}", text.len()), "encoding": "base64", "content": content, "path": param("path") }),
+                )
+            }
+            None => not_found(),
+        },
+        "issues/get" => {
+            let n = num("issue_number");
+            match m.issues.get(&(repo.clone(), n)) {
+                Some(i) => answer(200, issue_json(i)),
+                None => not_found(),
+            }
         }
         other => {
             let _ = (method, path);

@@ -1,0 +1,383 @@
+//! Gate evaluation (SPEC §3.3): pure, from facts the worker fetched. Every gate must pass:
+//! a valid request and policy, green tests on each linked PR head, an approval from a current
+//! holder of every required role, staging first where required, and no hold or denial.
+//! The result is a list of gates, each with a state and a human explanation, which the sticky
+//! comment, the check run and the labels all render from.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::policy::{ConfigError, Environment, Policy, RequireChecks};
+use super::request::Problem;
+
+/// A GitHub user: the id is the identity, the login is for display.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: i64,
+    pub login: String,
+}
+
+/// One check run or commit status on a head SHA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckFact {
+    pub name: String,
+    /// queued | in_progress | completed
+    pub status: String,
+    pub conclusion: Option<String>,
+}
+
+/// A linked pull request as GitHub last described it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrFacts {
+    pub number: i64,
+    pub head_sha: String,
+    pub author: User,
+    /// open | closed | merged
+    pub state: String,
+    /// Changed files, when a `when_paths` rule needed them.
+    pub files: Option<Vec<String>>,
+    /// Check runs and statuses on the head SHA (the App's own excluded).
+    pub checks: Vec<CheckFact>,
+}
+
+/// A stored approval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalFact {
+    pub comment_id: i64,
+    pub user: User,
+    pub environment: String,
+    pub head_shas: Vec<String>,
+    pub revision: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateState {
+    Pass,
+    Pending,
+    Fail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Gate {
+    pub name: &'static str,
+    pub state: GateState,
+    pub detail: String,
+}
+
+/// A role the request needs, and who (if anyone) fills it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RoleStatus {
+    pub role: String,
+    pub approved_by: Option<String>,
+    /// Who may approve, for the comment: "@alice, acme/product".
+    pub who: String,
+    /// The paths that made it required, if any.
+    pub because: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Evaluation {
+    pub gates: Vec<Gate>,
+    pub roles: Vec<RoleStatus>,
+    pub open: bool,
+}
+
+impl Evaluation {
+    /// What is still missing, one line each, for the check run.
+    pub fn missing(&self) -> Vec<String> {
+        self.gates.iter().filter(|g| g.state != GateState::Pass).map(|g| format!("{}: {}", g.name, g.detail)).collect()
+    }
+}
+
+pub struct GateInput<'a> {
+    pub policy: &'a Policy,
+    /// Errors of `.github/shipgate.yml`; non-empty closes every gate.
+    pub policy_errors: &'a [ConfigError],
+    /// What is missing or invalid in the request (parsing, and PRs that do not exist).
+    pub problems: &'a [Problem],
+    /// The request's environment, normalised, if it names one the policy defines.
+    pub environment: Option<&'a str>,
+    pub requester: &'a User,
+    pub prs: &'a [PrFacts],
+    /// Active approvals (not withdrawn); stale ones are filtered here by SHA and revision.
+    pub approvals: &'a [ApprovalFact],
+    pub revision: i64,
+    /// Does `user` currently hold `role`? (users by login, teams by membership)
+    pub holds: &'a dyn Fn(&User, &str) -> bool,
+    /// Has the same SHA deployed to staging successfully? None when not known.
+    pub staging_ok: Option<bool>,
+    pub hold_by: Option<&'a str>,
+    pub denied: Option<(&'a str, &'a str)>,
+    /// An open CI incident on the target branch (SPEC §3.3.5), if any.
+    pub ci_red: Option<&'a str>,
+}
+
+/// The App's own check runs do not count as tests.
+pub fn is_own_check(name: &str) -> bool {
+    name.starts_with("shipgate /")
+}
+
+/// Does an approval still hold for the current heads and revision?
+pub fn approval_is_current(a: &ApprovalFact, heads: &[String], revision: i64, env: &Environment) -> Option<String> {
+    if a.revision != revision {
+        return Some("the request changed after it was given".into());
+    }
+    if env.dismiss_stale_approvals {
+        let mut given: Vec<&String> = a.head_shas.iter().collect();
+        let mut now: Vec<&String> = heads.iter().collect();
+        given.sort();
+        now.sort();
+        if given != now {
+            let short =
+                |v: &[&String]| v.iter().map(|s| s.chars().take(7).collect::<String>()).collect::<Vec<_>>().join(", ");
+            return Some(format!("given for {}, the head is now {}", short(&given), short(&now)));
+        }
+    }
+    None
+}
+
+pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
+    let mut gates = Vec::new();
+    let mut roles = Vec::new();
+
+    // 1. The policy and the request.
+    if i.policy_errors.is_empty() {
+        gates.push(Gate { name: "Config", state: GateState::Pass, detail: "`.github/shipgate.yml` is valid".into() });
+    } else {
+        let first = &i.policy_errors[0];
+        gates.push(Gate {
+            name: "Config",
+            state: GateState::Fail,
+            detail: format!(
+                "`.github/shipgate.yml` is invalid ({} error{}; first at {first})",
+                i.policy_errors.len(),
+                if i.policy_errors.len() == 1 { "" } else { "s" }
+            ),
+        });
+    }
+    if i.problems.is_empty() {
+        gates.push(Gate { name: "Request", state: GateState::Pass, detail: "complete".into() });
+    } else {
+        let fields: Vec<&str> = i.problems.iter().map(|p| p.field).collect();
+        gates.push(Gate {
+            name: "Request",
+            state: GateState::Fail,
+            detail: format!("missing or invalid: {}", fields.join(", ")),
+        });
+    }
+    let env = i.environment.and_then(|e| i.policy.environment(e));
+
+    // 2. Tests on each linked PR's head.
+    gates.push(tests_gate(i.prs, env.map(|e| &e.require_checks)));
+
+    // 3. Approvals.
+    match env {
+        None => gates.push(Gate { name: "Approvals", state: GateState::Pending, detail: "no environment yet".into() }),
+        Some(env) => {
+            let (gate, r) = approvals_gate(i, env);
+            gates.push(gate);
+            roles = r;
+        }
+    }
+
+    // 4. Staging first.
+    if let Some(env) = env
+        && env.require_staging_first
+    {
+        let (state, detail) = match i.staging_ok {
+            Some(true) => {
+                (GateState::Pass, format!("the same SHA deployed to {} successfully", env.staging_environment))
+            }
+            Some(false) | None => (
+                GateState::Pending,
+                format!("waiting for a successful deployment of the same SHA to {}", env.staging_environment),
+            ),
+        };
+        gates.push(Gate { name: "Staging first", state, detail });
+    }
+
+    // 5. Hold, denial, red CI.
+    let (state, detail) = match (i.denied, i.hold_by, i.ci_red) {
+        (Some((by, reason)), _, _) => (GateState::Fail, format!("denied by @{by}: {reason}")),
+        (None, Some(by), _) => (GateState::Fail, format!("on hold by @{by} (`/unhold` to release)")),
+        (None, None, Some(incident)) => (GateState::Fail, format!("CI is red on the target branch: {incident}")),
+        (None, None, None) => (GateState::Pass, "no hold, no denial".into()),
+    };
+    gates.push(Gate { name: "Hold", state, detail });
+
+    let open = gates.iter().all(|g| g.state == GateState::Pass);
+    Evaluation { gates, roles, open }
+}
+
+fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>) -> Gate {
+    if prs.is_empty() {
+        return Gate { name: "Tests", state: GateState::Pending, detail: "no linked pull request".into() };
+    }
+    let mut failing = Vec::new();
+    let mut pending = Vec::new();
+    for pr in prs {
+        let checks: Vec<&CheckFact> = pr.checks.iter().filter(|c| !is_own_check(&c.name)).collect();
+        let sha: String = pr.head_sha.chars().take(7).collect();
+        match require {
+            Some(RequireChecks::Named(names)) => {
+                for n in names {
+                    match checks.iter().find(|c| c.name.eq_ignore_ascii_case(n)) {
+                        None => pending.push(format!("`{n}` has not reported on #{} ({sha})", pr.number)),
+                        Some(c) => classify(c, pr.number, &mut failing, &mut pending),
+                    }
+                }
+            }
+            _ => {
+                if checks.is_empty() {
+                    pending.push(format!("no checks have reported on #{} ({sha}) yet", pr.number));
+                }
+                for c in checks {
+                    classify(c, pr.number, &mut failing, &mut pending);
+                }
+            }
+        }
+    }
+    if !failing.is_empty() {
+        Gate { name: "Tests", state: GateState::Fail, detail: failing.join("; ") }
+    } else if !pending.is_empty() {
+        Gate { name: "Tests", state: GateState::Pending, detail: pending.join("; ") }
+    } else {
+        let shas: Vec<String> =
+            prs.iter().map(|p| format!("#{} ({})", p.number, p.head_sha.chars().take(7).collect::<String>())).collect();
+        Gate { name: "Tests", state: GateState::Pass, detail: format!("all checks green on {}", shas.join(", ")) }
+    }
+}
+
+fn classify(c: &CheckFact, pr: i64, failing: &mut Vec<String>, pending: &mut Vec<String>) {
+    if c.status != "completed" {
+        pending.push(format!("`{}` is {} on #{pr}", c.name, c.status.replace('_', " ")));
+        return;
+    }
+    match c.conclusion.as_deref() {
+        Some("success") | Some("neutral") | Some("skipped") => {}
+        other => failing.push(format!("`{}` {} on #{pr}", c.name, other.unwrap_or("failed"))),
+    }
+}
+
+fn approvals_gate(i: &GateInput<'_>, env: &Environment) -> (Gate, Vec<RoleStatus>) {
+    let files: Vec<&str> = i.prs.iter().flat_map(|p| p.files.iter().flatten()).map(String::as_str).collect();
+    let heads: Vec<String> = i.prs.iter().map(|p| p.head_sha.clone()).collect();
+    let env_name = i.environment.unwrap_or_default();
+    let authors: BTreeSet<i64> = i.prs.iter().map(|p| p.author.id).chain([i.requester.id]).collect();
+
+    // The roles this request needs.
+    let mut needed = Vec::new();
+    for rule in &env.approvals {
+        if rule.applies_to(files.iter().copied())
+            && !needed.iter().any(|(r, _): &(String, Option<String>)| *r == rule.role)
+        {
+            let because = (!rule.when_paths.is_empty()).then(|| rule.when_paths.join(", "));
+            needed.push((rule.role.clone(), because));
+        }
+    }
+    // Approvals that count: current, for this environment, not from the requester or a PR author
+    // (unless allowed); one per user.
+    let mut seen = BTreeSet::new();
+    let candidates: Vec<&ApprovalFact> = i
+        .approvals
+        .iter()
+        .filter(|a| a.environment.eq_ignore_ascii_case(env_name))
+        .filter(|a| approval_is_current(a, &heads, i.revision, env).is_none())
+        .filter(|a| env.allow_self_approval || !authors.contains(&a.user.id))
+        .filter(|a| seen.insert(a.user.id))
+        .collect();
+    // Assign approvers to roles: a matching, so that one person fills at most one role unless
+    // the policy allows more.
+    let can: Vec<Vec<usize>> = needed
+        .iter()
+        .map(|(role, _)| {
+            candidates.iter().enumerate().filter(|(_, a)| (i.holds)(&a.user, role)).map(|(k, _)| k).collect()
+        })
+        .collect();
+    let assignment = assign(&can, candidates.len(), env.allow_multiple_roles);
+    let mut roles = Vec::new();
+    let mut missing = Vec::new();
+    for (k, (role, because)) in needed.iter().enumerate() {
+        let by = assignment[k].map(|c| candidates[c].user.login.clone());
+        if by.is_none() {
+            missing.push(role.clone());
+        }
+        roles.push(RoleStatus {
+            role: role.clone(),
+            approved_by: by,
+            who: who_may(i.policy, role),
+            because: because.clone(),
+        });
+    }
+    let gate = if needed.is_empty() {
+        Gate { name: "Approvals", state: GateState::Pass, detail: format!("{env_name} needs no approval") }
+    } else if missing.is_empty() {
+        let by: Vec<String> =
+            roles.iter().map(|r| format!("{} by @{}", r.role, r.approved_by.clone().unwrap_or_default())).collect();
+        Gate { name: "Approvals", state: GateState::Pass, detail: by.join(", ") }
+    } else {
+        Gate { name: "Approvals", state: GateState::Pending, detail: format!("waiting for {}", missing.join(", ")) }
+    };
+    (gate, roles)
+}
+
+/// Assigns candidates to roles (`can[role]` = candidates able to fill it), maximising the roles
+/// filled; with `shared`, one candidate may fill several roles.
+fn assign(can: &[Vec<usize>], n: usize, shared: bool) -> Vec<Option<usize>> {
+    if shared {
+        return can.iter().map(|c| c.first().copied()).collect();
+    }
+    // Augmenting paths (Kuhn's algorithm): roles and approvers are few.
+    let mut owner: Vec<Option<usize>> = vec![None; n];
+    fn try_role(r: usize, can: &[Vec<usize>], owner: &mut Vec<Option<usize>>, seen: &mut Vec<bool>) -> bool {
+        for &c in &can[r] {
+            if seen[c] {
+                continue;
+            }
+            seen[c] = true;
+            if owner[c].is_none_or(|other| try_role(other, can, owner, seen)) {
+                owner[c] = Some(r);
+                return true;
+            }
+        }
+        false
+    }
+    for r in 0..can.len() {
+        let mut seen = vec![false; n];
+        try_role(r, can, &mut owner, &mut seen);
+    }
+    let mut out = vec![None; can.len()];
+    for (c, r) in owner.iter().enumerate() {
+        if let Some(r) = r {
+            out[*r] = Some(c);
+        }
+    }
+    out
+}
+
+fn who_may(policy: &Policy, role: &str) -> String {
+    match policy.roles.get(role) {
+        None => "nobody (the role is not defined)".into(),
+        Some(r) => {
+            let mut v: Vec<String> = r.users.iter().map(|u| format!("@{u}")).collect();
+            v.extend(r.teams.iter().map(|t| format!("@{}/{}", t.org, t.slug)));
+            if v.is_empty() { "nobody (the role is empty)".into() } else { v.join(", ") }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching_fills_as_many_roles_as_possible() {
+        // Role 0 can be filled by A or B, role 1 only by A: A→1, B→0.
+        assert_eq!(assign(&[vec![0, 1], vec![0]], 2, false), vec![Some(1), Some(0)]);
+        // One person, two roles, not shared: only one filled.
+        assert_eq!(assign(&[vec![0], vec![0]], 1, false).iter().filter(|x| x.is_some()).count(), 1);
+        assert_eq!(assign(&[vec![0], vec![0]], 1, true), vec![Some(0), Some(0)]);
+    }
+}

@@ -1,0 +1,272 @@
+//! Facts the gate needs, read from GitHub (GET only; nothing here changes GitHub): the policy
+//! file, pull requests, their changed files, checks and statuses on a SHA, reviews, team members
+//! (cached for a few minutes) and collaborator permissions.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use http::Method;
+use serde_json::Value;
+
+use super::actions::encode;
+use super::client::{Auth, GhError, GitHub};
+use crate::domain::gate::{CheckFact, User};
+
+/// Team members are cached this long (SPEC §1: "cached for a short time").
+const TEAM_TTL_MS: i64 = 5 * 60 * 1000;
+
+/// (installation, org, slug) → (fetched at, member ids)
+type Teams = HashMap<(i64, String, String), (i64, BTreeSet<i64>)>;
+
+#[derive(Default)]
+pub struct TeamCache {
+    teams: Mutex<Teams>,
+}
+
+impl TeamCache {
+    /// Member ids of `org/slug`, cached per installation.
+    pub async fn members(
+        &self,
+        gh: &GitHub,
+        installation: i64,
+        org: &str,
+        slug: &str,
+        now: i64,
+    ) -> Result<BTreeSet<i64>, GhError> {
+        let key = (installation, org.to_ascii_lowercase(), slug.to_ascii_lowercase());
+        if let Some((at, ids)) = self.teams.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && now - at < TEAM_TTL_MS
+        {
+            return Ok(ids.clone());
+        }
+        let path = format!("/orgs/{}/teams/{}/members", encode(org), encode(slug));
+        let ids: BTreeSet<i64> = match gh.get_all(Auth::Installation(installation), &path, None).await {
+            Ok(list) => list.iter().filter_map(|m| m["id"].as_i64()).collect(),
+            Err(e) if e.status() == Some(404) => BTreeSet::new(), // no such team (or not visible): nobody
+            Err(e) => return Err(e),
+        };
+        self.teams.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (now, ids.clone()));
+        Ok(ids)
+    }
+
+    /// Forgets an installation's teams (a `membership` or `team` event).
+    pub fn forget(&self, installation: i64) {
+        self.teams.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| k.0 != installation);
+    }
+}
+
+/// `.github/shipgate.yml` on the default branch: Some((blob sha, text)) or None when absent.
+pub async fn policy_file(gh: &GitHub, installation: i64, repo: &str) -> Result<Option<(String, String)>, GhError> {
+    let r = gh
+        .request(
+            Auth::Installation(installation),
+            Method::GET,
+            &format!("/repos/{repo}/contents/.github/shipgate.yml"),
+            None,
+        )
+        .await?;
+    if r.status == 404 {
+        return Ok(None);
+    }
+    let v: Value = r.ok(&Method::GET)?.json()?;
+    let sha = v["sha"].as_str().unwrap_or_default().to_string();
+    let b64: String = v["content"].as_str().unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
+    let bytes = base64_decode(&b64)
+        .ok_or_else(|| GhError::Decode { route: "contents".into(), message: "content is not base64".into() })?;
+    Ok(Some((sha, String::from_utf8_lossy(&bytes).into_owned())))
+}
+
+/// A pull request: None when it does not exist.
+pub struct PullRequest {
+    pub number: i64,
+    pub head_sha: String,
+    pub author: User,
+    pub state: String,
+}
+
+pub async fn pull_request(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    number: i64,
+) -> Result<Option<PullRequest>, GhError> {
+    let r = gh
+        .request(Auth::Installation(installation), Method::GET, &format!("/repos/{repo}/pulls/{number}"), None)
+        .await?;
+    if r.status == 404 {
+        return Ok(None);
+    }
+    let v: Value = r.ok(&Method::GET)?.json()?;
+    let merged = v["merged"].as_bool().unwrap_or(false);
+    Ok(Some(PullRequest {
+        number,
+        head_sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
+        author: User {
+            id: v["user"]["id"].as_i64().unwrap_or_default(),
+            login: v["user"]["login"].as_str().unwrap_or_default().to_string(),
+        },
+        state: if merged { "merged".into() } else { v["state"].as_str().unwrap_or("open").to_string() },
+    }))
+}
+
+pub async fn changed_files(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Vec<String>, GhError> {
+    let list =
+        gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/pulls/{number}/files"), None).await?;
+    Ok(list.iter().filter_map(|f| f["filename"].as_str().map(str::to_string)).collect())
+}
+
+/// True when the latest review of some reviewer approves and none requests changes.
+pub async fn review_approved(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<bool, GhError> {
+    let list =
+        gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/pulls/{number}/reviews"), None).await?;
+    let mut latest: HashMap<i64, String> = HashMap::new();
+    for r in &list {
+        let state = r["state"].as_str().unwrap_or_default();
+        if matches!(state, "APPROVED" | "CHANGES_REQUESTED" | "DISMISSED") {
+            latest.insert(r["user"]["id"].as_i64().unwrap_or_default(), state.to_string());
+        }
+    }
+    Ok(latest.values().any(|s| s == "APPROVED") && !latest.values().any(|s| s == "CHANGES_REQUESTED"))
+}
+
+/// Check runs and commit statuses on `sha` (statuses as completed/pending checks).
+pub async fn checks(gh: &GitHub, installation: i64, repo: &str, sha: &str) -> Result<Vec<CheckFact>, GhError> {
+    let auth = Auth::Installation(installation);
+    let runs = gh.get_all(auth, &format!("/repos/{repo}/commits/{sha}/check-runs"), Some("check_runs")).await?;
+    let mut out: Vec<CheckFact> = runs
+        .iter()
+        .map(|r| CheckFact {
+            name: r["name"].as_str().unwrap_or_default().to_string(),
+            status: r["status"].as_str().unwrap_or("queued").to_string(),
+            conclusion: r["conclusion"].as_str().map(str::to_string),
+        })
+        .collect();
+    let r =
+        gh.request(auth, Method::GET, &format!("/repos/{repo}/commits/{sha}/status"), None).await?.ok(&Method::GET)?;
+    let v: Value = r.json()?;
+    for s in v["statuses"].as_array().into_iter().flatten() {
+        let state = s["state"].as_str().unwrap_or("pending");
+        out.push(CheckFact {
+            name: s["context"].as_str().unwrap_or_default().to_string(),
+            status: if state == "pending" { "in_progress".into() } else { "completed".into() },
+            conclusion: match state {
+                "success" => Some("success".into()),
+                "pending" => None,
+                _ => Some("failure".into()),
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// Has `sha` deployed successfully to `environment`? (The deployments API; a later issue also
+/// learns this from `deployment_status` events.)
+pub async fn deployed_ok(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    sha: &str,
+    environment: &str,
+) -> Result<bool, GhError> {
+    let auth = Auth::Installation(installation);
+    let list = gh
+        .get_all(auth, &format!("/repos/{repo}/deployments?sha={sha}&environment={}", encode(environment)), None)
+        .await?;
+    for d in list.iter().take(10) {
+        let Some(id) = d["id"].as_i64() else { continue };
+        let statuses = gh.get_all(auth, &format!("/repos/{repo}/deployments/{id}/statuses"), None).await?;
+        // Newest first: the latest status decides.
+        if statuses.first().and_then(|s| s["state"].as_str()) == Some("success") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// admin | maintain | write | triage | read | none
+pub async fn permission(gh: &GitHub, installation: i64, repo: &str, login: &str) -> Result<String, GhError> {
+    let path = format!("/repos/{repo}/collaborators/{}/permission", encode(login));
+    let r = gh.request(Auth::Installation(installation), Method::GET, &path, None).await?;
+    if r.status == 404 {
+        return Ok("none".into());
+    }
+    let v: Value = r.ok(&Method::GET)?.json()?;
+    Ok(v["role_name"].as_str().or(v["permission"].as_str()).unwrap_or("none").to_string())
+}
+
+/// Comments on an issue, oldest first: (id, user, is bot, body).
+pub async fn issue_comments(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    issue: i64,
+) -> Result<Vec<(i64, User, bool, String)>, GhError> {
+    let list =
+        gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/issues/{issue}/comments"), None).await?;
+    Ok(list
+        .iter()
+        .map(|c| {
+            let user = User {
+                id: c["user"]["id"].as_i64().unwrap_or_default(),
+                login: c["user"]["login"].as_str().unwrap_or_default().to_string(),
+            };
+            let bot = c["user"]["type"].as_str() == Some("Bot") || user.login.ends_with("[bot]");
+            (c["id"].as_i64().unwrap_or_default(), user, bot, c["body"].as_str().unwrap_or_default().to_string())
+        })
+        .collect())
+}
+
+/// The issue itself (for a recheck that carries no issue payload).
+pub async fn issue(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Option<Value>, GhError> {
+    let r = gh
+        .request(Auth::Installation(installation), Method::GET, &format!("/repos/{repo}/issues/{number}"), None)
+        .await?;
+    if r.status == 404 {
+        return Ok(None);
+    }
+    Ok(Some(r.ok(&Method::GET)?.json()?))
+}
+
+/// Standard base64 (GitHub's contents API), tolerant of padding.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|b| *b != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, b) in chunk.iter().enumerate() {
+            acc |= val(*b)? << (18 - 6 * i);
+        }
+        let n = chunk.len();
+        if n < 2 {
+            return None;
+        }
+        out.push((acc >> 16) as u8);
+        if n > 2 {
+            out.push((acc >> 8) as u8);
+        }
+        if n > 3 {
+            out.push(acc as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64() {
+        assert_eq!(super::base64_decode("aGVsbG8gd29ybGQ=").as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(super::base64_decode("bGFiZWw6IFg=").as_deref(), Some(&b"label: X"[..]));
+        assert_eq!(super::base64_decode("!!!"), None);
+    }
+}

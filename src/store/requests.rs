@@ -1,0 +1,214 @@
+//! Deployment requests and their approvals, scoped by installation and repository.
+
+use serde::Serialize;
+use sqlx::{Any, Transaction};
+
+use super::{Db, Result};
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
+pub struct RequestRow {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub repository: String,
+    pub issue: i64,
+    pub author_id: i64,
+    pub author_login: String,
+    pub labelled: i64,
+    pub open: i64,
+    pub environment: Option<String>,
+    pub fingerprint: String,
+    pub revision: i64,
+    pub hold_by: Option<String>,
+    pub denied_by: Option<String>,
+    pub deny_reason: Option<String>,
+    pub gate_open: i64,
+    pub state: String,
+    pub facts: String,
+    pub labels: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
+pub struct ApprovalRow {
+    pub seq: i64,
+    pub comment_id: i64,
+    pub user_id: i64,
+    pub login: String,
+    pub roles: String,
+    pub environment: String,
+    pub head_shas: String,
+    pub revision: i64,
+    pub state: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
+    environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at";
+
+pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Option<RequestRow>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM requests WHERE installation_id = $1 AND repository_id = $2 AND issue = $3");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .fetch_optional(db.pool())
+        .await?)
+}
+
+/// Open requests of a repository whose stored facts mention `needle` (a head SHA or `"number":N`).
+pub async fn open_mentioning(db: &Db, installation: i64, repository_id: i64, needle: &str) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT issue FROM requests WHERE installation_id = $1 AND repository_id = $2 AND open = 1 AND labelled = 1 \
+         AND facts LIKE $3 ORDER BY issue",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(format!("%{needle}%"))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Open requests of an installation: (repository id, repository, issue).
+pub async fn open_in_installation(db: &Db, installation: i64) -> Result<Vec<(i64, String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT repository_id, repository, issue FROM requests WHERE installation_id = $1 AND open = 1 AND labelled = 1 \
+         ORDER BY repository_id, issue",
+    )
+    .bind(installation)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+pub async fn save(tx: &mut Transaction<'static, Any>, r: &RequestRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19, $20) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
+         labelled = excluded.labelled, open = excluded.open, environment = excluded.environment, \
+         fingerprint = excluded.fingerprint, revision = excluded.revision, hold_by = excluded.hold_by, \
+         denied_by = excluded.denied_by, deny_reason = excluded.deny_reason, gate_open = excluded.gate_open, \
+         state = excluded.state, facts = excluded.facts, labels = excluded.labels, updated_at = excluded.updated_at"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(r.installation_id)
+        .bind(r.repository_id)
+        .bind(&r.repository)
+        .bind(r.issue)
+        .bind(r.author_id)
+        .bind(&r.author_login)
+        .bind(r.labelled)
+        .bind(r.open)
+        .bind(&r.environment)
+        .bind(&r.fingerprint)
+        .bind(r.revision)
+        .bind(&r.hold_by)
+        .bind(&r.denied_by)
+        .bind(&r.deny_reason)
+        .bind(r.gate_open)
+        .bind(&r.state)
+        .bind(&r.facts)
+        .bind(&r.labels)
+        .bind(r.created_at)
+        .bind(r.updated_at)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn approvals(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Vec<ApprovalRow>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, comment_id, user_id, login, roles, environment, head_shas, revision, state, note, created_at \
+         FROM approvals WHERE installation_id = $1 AND repository_id = $2 AND issue = $3 ORDER BY seq",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(issue)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// A new approval, or a change of state of one (`comment_id` identifies it within the request).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalChange {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub issue: i64,
+    pub comment_id: i64,
+    pub user_id: i64,
+    pub login: String,
+    pub roles: String,
+    pub environment: String,
+    pub head_shas: String,
+    pub revision: i64,
+    pub state: String,
+    pub note: Option<String>,
+}
+
+pub async fn save_approval(tx: &mut Transaction<'static, Any>, a: &ApprovalChange, now: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO approvals (installation_id, repository_id, issue, comment_id, user_id, login, roles, environment, \
+         head_shas, revision, state, note, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $13) ON CONFLICT (installation_id, repository_id, issue, comment_id) DO UPDATE SET \
+         state = excluded.state, note = excluded.note, updated_at = excluded.updated_at",
+    )
+    .bind(a.installation_id)
+    .bind(a.repository_id)
+    .bind(a.issue)
+    .bind(a.comment_id)
+    .bind(a.user_id)
+    .bind(&a.login)
+    .bind(&a.roles)
+    .bind(&a.environment)
+    .bind(&a.head_shas)
+    .bind(a.revision)
+    .bind(&a.state)
+    .bind(&a.note)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The cached policy file of a repository: (blob SHA, YAML); blob "" means no file.
+pub async fn policy(db: &Db, installation: i64, repository_id: i64) -> Result<Option<(String, Option<String>)>> {
+    Ok(sqlx::query_as("SELECT blob_sha, yaml FROM policies WHERE installation_id = $1 AND repository_id = $2")
+        .bind(installation)
+        .bind(repository_id)
+        .fetch_optional(db.pool())
+        .await?)
+}
+
+pub async fn save_policy(
+    tx: &mut Transaction<'static, Any>,
+    installation: i64,
+    repository_id: i64,
+    blob: &str,
+    yaml: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO policies (installation_id, repository_id, blob_sha, yaml, fetched_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (installation_id, repository_id) DO UPDATE SET blob_sha = excluded.blob_sha, yaml = excluded.yaml, \
+         fetched_at = excluded.fetched_at",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(blob)
+    .bind(yaml)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn forget_policy(tx: &mut Transaction<'static, Any>, installation: i64, repository_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM policies WHERE installation_id = $1 AND repository_id = $2")
+        .bind(installation)
+        .bind(repository_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,517 @@
+//! DEPLOYMENT_REQUEST issues end to end: real payloads (edited) through the real router, the
+//! App's actions sent to the fake GitHub, which checks each against GitHub's OpenAPI.
+
+mod common;
+mod fake_github;
+
+use std::time::Duration;
+
+use common::{TestApp, TestDb, fixture};
+use fake_github::FakeGitHub;
+use serde_json::{Value, json};
+use shipgate::config::{GithubCredentials, PrivateKeySource, Secret};
+use shipgate::github::client::GithubConfig;
+use shipgate::server::Options;
+use shipgate::store::outbox;
+
+const REPO: &str = "acme/app";
+const REPO_ID: i64 = 186853002;
+const INST: i64 = 1;
+const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+const SHA2: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
+
+const ALICE: (i64, &str) = (101, "alice"); // pm (by name)
+const BOB: (i64, &str) = (201, "bob"); // backend lead (team)
+const CAROL: (i64, &str) = (401, "carol"); // requester
+const DAVE: (i64, &str) = (301, "dave"); // PR author
+const EVE: (i64, &str) = (501, "eve"); // nobody
+
+const POLICY: &str = r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm:            { users: [alice], teams: [acme/product] }
+  backend-lead:  { teams: [acme/backend-leads] }
+  frontend-lead: { teams: [acme/frontend-leads] }
+environments:
+  production:
+    approvals:
+      - role: pm
+      - role: backend-lead
+        when_paths: ["apps/backend/**"]
+      - role: frontend-lead
+        when_paths: ["apps/frontend/**"]
+    require_checks: all
+    dismiss_stale_approvals: true
+    allow_self_approval: false
+    max_rollback_minutes: 5
+  staging:
+    approvals: []
+"#;
+
+fn body(env: &str, pr: &str) -> String {
+    format!(
+        "CHANGE REQUEST:\n- Service/component: api\n- Environment: {env}\n- Reason: new endpoint\n\nIMPACT ANALYSIS:\n\
+         - Downtime: none\n- Rollback time: 3 min\n- Dependencies: none\n- Data migration: none\n\nIMPLEMENTATION:\n\
+         1. Code changes {pr}\n4. Deployment steps: merge and deploy\n5. Verification: smoke tests\n\
+         6. Rollback plan: revert the PR and redeploy\n"
+    )
+}
+
+struct World {
+    gh: FakeGitHub,
+    app: TestApp,
+    n: std::sync::atomic::AtomicU32,
+}
+
+impl World {
+    async fn new(db: &TestDb) -> World {
+        let gh = FakeGitHub::start().await;
+        gh.install(INST, &[REPO]);
+        gh.team("acme", "backend-leads", &[BOB]).team("acme", "product", &[]).team("acme", "frontend-leads", &[]);
+        gh.file(REPO, ".github/shipgate.yml", POLICY);
+        for (id, login) in [ALICE, BOB, CAROL, DAVE, EVE] {
+            let _ = id;
+            gh.permission(REPO, login, "write");
+        }
+        gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
+        let mut cfg = db.config();
+        cfg.github = Some(GithubCredentials {
+            app_id: fake_github::APP_ID.into(),
+            private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
+        });
+        cfg.github_api_url = gh.url.clone();
+        let mut g = GithubConfig::new(&gh.url);
+        g.retry_base = Duration::from_millis(10);
+        g.mutation_spacing = Duration::ZERO;
+        let app = TestApp::start_with(cfg, Options { github: Some(g), ..Options::default() }).await;
+        World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
+    }
+
+    fn id(&self) -> String {
+        format!("d-{}", self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn base(&self, name: &str) -> Value {
+        let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture");
+        v["installation"] = json!({ "id": INST });
+        v["repository"]["id"] = json!(REPO_ID);
+        v["repository"]["full_name"] = json!(REPO);
+        v["repository"]["name"] = json!("app");
+        v["repository"]["owner"]["login"] = json!("acme");
+        v
+    }
+
+    /// The request issue #5 as the fake holds it, and an `issues.ACTION` delivery about it.
+    async fn issue_event(&self, action: &str, body: &str, labelled: bool) {
+        self.issue_event_by(CAROL, action, body, labelled).await
+    }
+
+    async fn issue_event_by(&self, author: (i64, &str), action: &str, body: &str, labelled: bool) {
+        {
+            let mut m = self.gh.model();
+            let i = m.issues.entry((REPO.to_string(), 5)).or_default();
+            i.number = 5;
+            i.title = "Deploy api".into();
+            i.body = body.into();
+            i.state = "open".into();
+            i.author_id = author.0;
+            i.author = author.1.into();
+            if labelled && !i.labels.iter().any(|l| l == "DEPLOYMENT_REQUEST") {
+                i.labels.push("DEPLOYMENT_REQUEST".into());
+            }
+        }
+        let mut v = self.base("issues.labeled.0");
+        v["action"] = json!(action);
+        let issue = fake_github::issue_json(&self.gh.model().issues[&(REPO.to_string(), 5)]);
+        v["issue"] = issue;
+        v["label"] = json!({ "name": "DEPLOYMENT_REQUEST" });
+        assert_eq!(self.app.deliver("issues", &self.id(), &v.to_string()).await, 202);
+    }
+
+    /// A comment by `who` on #5; returns its id.
+    async fn comment(&self, who: (i64, &str), text: &str) -> i64 {
+        self.comment_event(who, text, "created", None).await
+    }
+
+    async fn comment_event(&self, who: (i64, &str), text: &str, action: &str, id: Option<i64>) -> i64 {
+        let id = id.unwrap_or_else(|| self.gh.human_comment_by(REPO, 5, who, text));
+        let fixture = match action {
+            "edited" => "issue_comment.edited.0",
+            "deleted" => "issue_comment.deleted.0",
+            _ => "issue_comment.created.0",
+        };
+        let mut v = self.base(fixture);
+        v["issue"] = fake_github::issue_json(&self.gh.model().issues[&(REPO.to_string(), 5)]);
+        v["comment"]["id"] = json!(id);
+        v["comment"]["body"] = json!(text);
+        let kind = if who.1.ends_with("[bot]") { "Bot" } else { "User" };
+        v["comment"]["user"] = json!({ "id": who.0, "login": who.1, "type": kind });
+        v["sender"] = json!({ "id": who.0, "login": who.1, "type": kind });
+        assert_eq!(self.app.deliver("issue_comment", &self.id(), &v.to_string()).await, 202);
+        id
+    }
+
+    async fn check_completed(&self, sha: &str, name: &str, conclusion: &str) {
+        self.gh.ci(REPO, sha, name, "completed", Some(conclusion));
+        let mut v = self.base("check_run.completed.0");
+        v["check_run"]["head_sha"] = json!(sha);
+        v["check_run"]["name"] = json!(name);
+        v["check_run"]["conclusion"] = json!(conclusion);
+        assert_eq!(self.app.deliver("check_run", &self.id(), &v.to_string()).await, 202);
+    }
+
+    async fn settle(&self) {
+        for _ in 0..3 {
+            common::drain(&self.app.db, Duration::from_secs(20)).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let s = outbox::stats(&self.app.db).await.expect("stats");
+                if s.pending == 0 && s.running == 0 {
+                    break;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// The sticky comment's text (and the test has now read it).
+    fn sticky(&self) -> String {
+        let mine: Vec<_> = self
+            .gh
+            .app_comments(REPO, 5)
+            .into_iter()
+            .filter(|c| c.body.contains("<!-- shipgate:request -->"))
+            .collect();
+        assert_eq!(mine.len(), 1, "exactly one sticky comment: {mine:#?}");
+        mine[0].body.clone()
+    }
+
+    /// Replies to commands (read).
+    fn replies(&self) -> Vec<String> {
+        self.gh
+            .app_comments(REPO, 5)
+            .into_iter()
+            .filter(|c| c.body.contains("<!-- shipgate:reply-"))
+            .map(|c| c.body)
+            .collect()
+    }
+
+    fn gate(&self, sha: &str) -> (String, String) {
+        let runs = self.gh.gate_checks(REPO, sha);
+        assert_eq!(runs.len(), 1, "one gate check run on {sha}: {runs:?}");
+        (runs[0].1.clone(), runs[0].2.clone())
+    }
+
+    fn reactions(&self, comment: i64) -> Vec<String> {
+        self.gh.model().comments.iter().find(|c| c.id == comment).map(|c| c.reactions.clone()).unwrap_or_default()
+    }
+
+    async fn done(self) {
+        self.app.shutdown().await;
+        self.gh.finish();
+    }
+}
+
+fn row<'a>(comment: &'a str, gate: &str) -> &'a str {
+    comment
+        .lines()
+        .find(|l| l.starts_with(&format!("| {gate} |")))
+        .unwrap_or_else(|| panic!("no {gate} row in:\n{comment}"))
+}
+
+async fn the_happy_path(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "in_progress", None);
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Tests").contains("⏳") && row(&c, "Tests").contains("`build` is in progress"), "{c}");
+    assert!(row(&c, "Approvals").contains("waiting for pm, backend-lead"), "{c}");
+    assert!(c.contains("| backend-lead (changes under apps/backend/**) | ⏳ needed | @acme/backend-leads |"), "{c}");
+    assert!(!c.contains("frontend-lead"), "frontend-lead is not needed for backend files:\n{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "awaiting-approval"]);
+
+    // CI goes green.
+    w.check_completed(SHA, "build", "success").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Tests").contains("✅"), "{c}");
+    assert!(c.contains("- [x] All tests passing"), "{c}");
+
+    // The backend lead approves, then the PM.
+    let bob = w.comment(BOB, "Looks good.\n/approve").await;
+    w.settle().await;
+    assert_eq!(w.reactions(bob), vec!["+1"]);
+    let c = w.sticky();
+    assert!(c.contains("| backend-lead (changes under apps/backend/**) | ✅ @bob |"), "{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    let alice = w.comment(ALICE, "/approve production").await;
+    w.settle().await;
+    assert_eq!(w.reactions(alice), vec!["+1"]);
+    let c = w.sticky();
+    assert!(c.contains("The gate is open"), "{c}");
+    assert_eq!(w.gate(SHA).0, "success");
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "approved"]);
+    assert!(c.contains("- [x] Rollback plan documented"), "{c}");
+    assert!(w.replies().is_empty());
+    let calls = w.gh.call_counts();
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("happy path API calls: {calls:?}\n").as_bytes());
+    w.done().await;
+}
+both_backends!(the_happy_path);
+
+async fn push_to_pr(w: &World, sha: &str) {
+    w.gh.push_to_pull(REPO, 12, sha);
+    let mut v = w.base("pull_request.synchronize.0");
+    v["number"] = json!(12);
+    v["pull_request"]["number"] = json!(12);
+    v["pull_request"]["head"]["sha"] = json!(sha);
+    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
+}
+
+/// Everything that must not count as an approval, and every refusal says why.
+async fn refusals(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("opened", &body("production", "#12"), true).await;
+    w.settle().await;
+
+    // The requester, the PR author, and someone with no role.
+    w.gh.team("acme", "backend-leads", &[BOB, CAROL, DAVE]);
+    let carol = w.comment(CAROL, "/approve").await;
+    let dave = w.comment(DAVE, "/approve").await;
+    let eve = w.comment(EVE, "/approve").await;
+    w.settle().await;
+    let replies = w.replies();
+    assert_eq!(replies.len(), 3, "{replies:#?}");
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.starts_with("@carol `/approve` was not accepted: you cannot approve your own request")),
+        "{replies:#?}"
+    );
+    assert!(
+        replies.iter().any(|r| r.starts_with("@dave `/approve` was not accepted: you cannot approve your own request")),
+        "{replies:#?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .any(|r| r.starts_with("@eve `/approve` was not accepted: you hold none of the roles production needs")),
+        "{replies:#?}"
+    );
+    for c in [carol, dave, eve] {
+        assert!(w.reactions(c).is_empty());
+    }
+    // Quoted, in code, edited in, or by a bot: not commands at all.
+    let quoted = w.comment(BOB, "> /approve\n\n```\n/approve\n```\n`/approve`").await;
+    let edited = w.comment(BOB, "LGTM").await;
+    w.comment_event(BOB, "LGTM\n/approve", "edited", Some(edited)).await;
+    let bot = w.comment((9, "ci-helper[bot]"), "/approve").await;
+    w.settle().await;
+    for c in [quoted, edited, bot] {
+        assert!(w.reactions(c).is_empty(), "comment {c} was taken as a command");
+    }
+    let c = w.sticky();
+    assert!(c.contains("| backend-lead (changes under apps/backend/**) | ⏳ needed |"), "{c}");
+    // A near miss gets a hint.
+    w.comment(ALICE, "/aprove").await;
+    w.settle().await;
+    let replies = w.replies();
+    assert!(replies.iter().any(|r| r.contains("did you mean `/approve`")), "{replies:#?}");
+    w.done().await;
+}
+both_backends!(refusals);
+
+async fn a_push_makes_approvals_stale_and_deleting_withdraws(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let bob = w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert!(w.sticky().contains("The gate is open"));
+    assert_eq!(w.gate(SHA).0, "success");
+    // A new push: both approvals were given for the old head.
+    w.gh.ci(REPO, SHA2, "build", "completed", Some("success"));
+    push_to_pr(&w, SHA2).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("@bob: given for aaaaaaa, the head is now bbbbbbb"), "{c}");
+    assert!(row(&c, "Approvals").contains("waiting for pm, backend-lead"), "{c}");
+    assert_eq!(w.gate(SHA2).0, "action_required");
+    // Approved again on the new head, then one approving comment is deleted: withdrawn.
+    let bob2 = w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA2).0, "success");
+    w.comment_event(BOB, "/approve", "deleted", Some(bob2)).await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA2).0, "action_required");
+    assert!(w.sticky().contains("| backend-lead (changes under apps/backend/**) | ⏳ needed |"));
+    let _ = bob;
+    w.done().await;
+}
+both_backends!(a_push_makes_approvals_stale_and_deleting_withdraws);
+
+async fn one_person_fills_one_role(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.team("acme", "product", &[BOB]); // bob: pm and backend lead
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.comment(BOB, "/approve").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Approvals").contains("⏳"), "one person filled two roles:\n{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert!(w.sticky().contains("The gate is open"));
+    assert_eq!(w.gate(SHA).0, "success");
+    w.done().await;
+}
+both_backends!(one_person_fills_one_role);
+
+async fn hold_and_deny_close_an_open_gate(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success");
+    let hold = w.comment(EVE, "/hold").await; // anyone with write access
+    w.settle().await;
+    assert_eq!(w.reactions(hold), vec!["+1"]);
+    assert_eq!(w.gate(SHA).0, "action_required");
+    assert!(row(&w.sticky(), "Hold").contains("on hold by @eve"));
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "on-hold"]);
+    w.comment(EVE, "/unhold").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
+    w.sticky();
+    let deny = w.comment(ALICE, "/deny the error budget is spent").await;
+    w.settle().await;
+    assert_eq!(w.reactions(deny), vec!["+1"]);
+    assert_eq!(w.gate(SHA).0, "action_required");
+    assert!(row(&w.sticky(), "Hold").contains("denied by @alice: the error budget is spent"));
+    w.done().await;
+}
+both_backends!(hold_and_deny_close_an_open_gate);
+
+async fn a_broken_config_keeps_the_gate_closed(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.file(
+        REPO,
+        ".github/shipgate.yml",
+        "roles:\n  pm: { users: [alice] }\nenvironments:\n  production:\n    approvals:\n      - role: qa\n",
+    );
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Config").contains("⛔") && c.contains("line 6, column"), "{c}");
+    assert!(c.contains("unknown role"), "{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    w.done().await;
+}
+both_backends!(a_broken_config_keeps_the_gate_closed);
+
+async fn missing_fields_are_named_and_an_edit_fixes_them(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("opened", "Please deploy the api.\n\nEnvironment: production\n", true).await;
+    w.settle().await;
+    let c = w.sticky();
+    for field in ["service", "reason", "pull_requests", "rollback_plan"] {
+        assert!(c.contains(&format!("- **{field}**")), "{field} not named:\n{c}");
+    }
+    assert!(row(&c, "Request").contains("⛔"), "{c}");
+    w.issue_event("edited", &body("production", "#12"), true).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Request").contains("✅"), "{c}");
+    assert!(!c.contains("What the request is missing"), "{c}");
+    w.done().await;
+}
+both_backends!(missing_fields_are_named_and_an_edit_fixes_them);
+
+async fn out_of_order_ci_and_approval_before_the_label(db: &TestDb) {
+    let w = World::new(db).await;
+    // The issue exists without the label; CI finishes and the approvals come first.
+    w.issue_event("opened", &body("production", "#12"), false).await;
+    w.check_completed(SHA, "build", "success").await;
+    let bob = w.comment(BOB, "/approve").await;
+    let alice = w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert!(w.gh.app_comments(REPO, 5).is_empty(), "not a request yet");
+    // Then the label: the request is read with everything that came before.
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("The gate is open"), "{c}");
+    assert_eq!(w.gate(SHA).0, "success");
+    let _ = (bob, alice);
+    w.done().await;
+}
+both_backends!(out_of_order_ci_and_approval_before_the_label);
+
+async fn staging_first_waits_for_the_same_sha_on_staging(db: &TestDb) {
+    let w = World::new(db).await;
+    let policy = POLICY.replace(
+        "    require_checks: all\n    dismiss",
+        "    require_checks: all\n    require_staging_first: true\n    dismiss",
+    );
+    assert!(policy.contains("require_staging_first: true"));
+    w.gh.file(REPO, ".github/shipgate.yml", &policy);
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.gh.deployment(REPO, "0000000000000000000000000000000000000000", "staging", "success"); // another SHA
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(
+        row(&c, "Staging first").contains("⏳ | waiting for a successful deployment of the same SHA to staging"),
+        "{c}"
+    );
+    assert_eq!(w.gate(SHA).0, "action_required");
+    // The pipeline deploys the same SHA to staging; the next recheck sees it.
+    w.gh.deployment(REPO, SHA, "staging", "success");
+    w.comment(EVE, "/recheck").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Staging first").contains("✅"), "{c}");
+    assert!(c.contains("- [x] Staging deployment successful"), "{c}");
+    assert_eq!(w.gate(SHA).0, "success");
+    w.done().await;
+}
+both_backends!(staging_first_waits_for_the_same_sha_on_staging);
+
+/// A command on the linked PR counts for the request.
+async fn commands_on_a_linked_pr(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    // Bob approves on PR #12 itself.
+    let id = w.gh.human_comment_by(REPO, 12, BOB, "/approve");
+    let mut v = w.base("issue_comment.created.0");
+    v["issue"] = json!({ "number": 12, "title": "api", "state": "open", "labels": [], "user": { "id": DAVE.0, "login": DAVE.1 },
+                        "pull_request": { "url": "https://api.github.com/repos/acme/app/pulls/12" } });
+    v["comment"]["id"] = json!(id);
+    v["comment"]["body"] = json!("/approve");
+    v["comment"]["user"] = json!({ "id": BOB.0, "login": BOB.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert_eq!(w.reactions(id), vec!["+1"]);
+    assert!(w.sticky().contains("The gate is open"));
+    assert_eq!(w.gate(SHA).0, "success");
+    w.gh.comments(REPO, 12);
+    w.done().await;
+}
+both_backends!(commands_on_a_linked_pr);
