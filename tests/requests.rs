@@ -515,3 +515,64 @@ async fn commands_on_a_linked_pr(db: &TestDb) {
     w.done().await;
 }
 both_backends!(commands_on_a_linked_pr);
+
+/// A push that changes the policy gets a `shipgate / config` check run with the verdict, and the
+/// open requests are evaluated against the new file.
+async fn a_push_of_the_policy_gets_a_config_check_run(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success");
+    w.sticky();
+    // The file on the default branch breaks.
+    w.gh.file(REPO, ".github/shipgate.yml", &POLICY.replace("role: pm", "role: qa"));
+    let after = "cccccccccccccccccccccccccccccccccccccccc";
+    let mut v = w.base("push.none.0");
+    v["ref"] = json!("refs/heads/main");
+    v["repository"]["default_branch"] = json!("main");
+    v["after"] = json!(after);
+    v["commits"] = json!([{ "id": after, "added": [], "removed": [], "modified": [".github/shipgate.yml"] }]);
+    assert_eq!(w.app.deliver("push", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let runs = w.gh.gate_checks(REPO, after);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].0, "shipgate / config");
+    assert_eq!(runs[0].1, "failure");
+    assert!(runs[0].2.contains("unknown role `qa`") && runs[0].2.contains("line "), "{runs:?}");
+    // The request's gate closed with the config.
+    assert_eq!(w.gate(SHA).0, "action_required");
+    let c = w.sticky();
+    assert!(row(&c, "Config").contains("⛔"), "{c}");
+    w.done().await;
+}
+both_backends!(a_push_of_the_policy_gets_a_config_check_run);
+
+#[test]
+fn check_config_gives_the_verdict_offline() {
+    let dir = tempfile::tempdir().expect("dir");
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, POLICY).expect("write");
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "roles:\n  pm: { users: [alice] }\nenvironments:\n  production:\n    approvals:\n      - role: qa\n",
+    )
+    .expect("write");
+    let run = |f: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+            .arg("check-config")
+            .arg(f)
+            .output()
+            .expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = run(&good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("valid") && text.contains("environment production"), "{text}");
+    let (code, text) = run(&bad);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("bad.yml:6:") && text.contains("unknown role `qa`"), "{text}");
+}

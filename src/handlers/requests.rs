@@ -163,7 +163,22 @@ pub async fn evaluate(
     let mut prs = Vec::new();
     let mut missing_prs = Vec::new();
     let mut review_approved = !numbers.is_empty();
-    for n in &numbers {
+    // A comment changes approvals, not PRs or checks: those facts come with their own events
+    // (which ask for a recheck), so a comment reuses what was last read, unless it says /recheck.
+    let remembered_numbers: BTreeSet<i64> =
+        remembered.prs.iter().map(|p| p.number).chain(remembered.missing_prs.iter().copied()).collect();
+    let reuse = match &trigger {
+        Trigger::Comment { body, .. } => !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck))),
+        Trigger::CommentDeleted { .. } => true,
+        _ => false,
+    } && existing.is_some()
+        && remembered_numbers == numbers.iter().copied().collect::<BTreeSet<i64>>();
+    if reuse {
+        prs = remembered.prs.clone();
+        missing_prs = remembered.missing_prs.clone();
+        review_approved = remembered.review_approved;
+    }
+    for n in numbers.iter().filter(|_| !reuse) {
         match facts::pull_request(&ctx.github, t.installation, &t.repo, *n).await {
             Ok(Some(pr)) => {
                 let before = remembered.prs.iter().find(|p| p.number == *n && p.head_sha == pr.head_sha);
