@@ -9,7 +9,6 @@
 //! (GitHub's one-second pause between mutations would otherwise dominate).
 
 #[path = "../tests/fake_github/mod.rs"]
-#[allow(dead_code)]
 mod fake_github;
 
 use std::time::{Duration, Instant};
