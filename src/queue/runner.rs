@@ -137,6 +137,14 @@ impl<J: Job> Runner<J> {
         let every = (cfg.lease / 3).max(Duration::from_millis(100));
         loop {
             tokio::time::sleep(every).await;
+            match self.job.queue().ready_orphans(&self.db).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(runner = self.job.name(), readied = n, "readied waiting rows left without a head");
+                    self.wake.notify_one();
+                }
+                Err(e) => tracing::warn!(runner = self.job.name(), error = %e, "readying waiting rows failed"),
+            }
             let until = self.clock.now_ms() + cfg.lease.as_millis() as i64;
             if let Err(e) = self.job.queue().heartbeat(&self.db, &self.info.id, until).await {
                 tracing::warn!(runner = self.job.name(), error = %e, "lease renewal failed");

@@ -73,8 +73,10 @@ pub struct AttemptRow {
 }
 
 const INSERT: &str = "INSERT INTO deliveries \
-    (id, event, action, installation_id, repository, subject, received_at, body, body_sha256, state, attempts, next_attempt_at) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $7) \
+    (id, event, action, installation_id, repository, subject, received_at, body, body_sha256, state, attempts, next_attempt_at, \
+     blocked) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $7, \
+     CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE subject = $6 AND state IN ('pending', 'running')) THEN 1 ELSE 0 END) \
     ON CONFLICT DO NOTHING RETURNING seq";
 
 /// Stores a batch of deliveries in one transaction (one commit, one fsync): the group commit of

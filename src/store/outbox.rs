@@ -58,7 +58,9 @@ pub async fn enqueue(
     let json = serde_json::to_string(action).map_err(|e| super::StoreError::Invalid(e.to_string()))?;
     sqlx::query(
         "INSERT INTO outbox (key, installation_id, subject, kind, target, action, delivery_id, created_at, \
-         next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (key) DO NOTHING",
+         next_attempt_at, blocked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, \
+         CASE WHEN EXISTS (SELECT 1 FROM outbox WHERE subject = $3 AND state IN ('pending', 'running')) THEN 1 ELSE 0 END) \
+         ON CONFLICT (key) DO NOTHING",
     )
     .bind(key)
     .bind(installation)

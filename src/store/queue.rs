@@ -35,9 +35,11 @@ impl Queue {
         T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     {
         let t = self.table;
+        // Ready rows only (the head of each subject); the NOT EXISTS is a cheap safety net
+        // (an index seek per ready row) against two heads of one subject.
         let candidates = format!(
             "SELECT d.seq FROM {t} d \
-             WHERE d.state IN ('pending', 'running') \
+             WHERE d.state IN ('pending', 'running') AND d.blocked = 0 \
                AND ((d.state = 'pending' AND d.next_attempt_at <= $3) OR (d.state = 'running' AND d.lease_until <= $3)) \
                AND NOT EXISTS (SELECT 1 FROM {t} e \
                                WHERE e.subject = d.subject AND e.state IN ('pending', 'running') AND e.seq < d.seq) \
@@ -87,7 +89,40 @@ impl Queue {
             .bind(lease.attempts)
             .execute(&mut **tx)
             .await?;
-        Ok(r.rows_affected() == 1)
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        self.ready_next(tx, lease.seq).await?;
+        Ok(true)
+    }
+
+    /// The row `seq` has finished (or parked): the next waiting row of its subject becomes ready.
+    async fn ready_next(&self, tx: &mut Transaction<'static, Any>, seq: i64) -> Result<()> {
+        let t = self.table;
+        let sql = format!(
+            "UPDATE {t} SET blocked = 0 WHERE seq = (SELECT MIN(w.seq) FROM {t} w \
+             WHERE w.subject = (SELECT subject FROM {t} WHERE seq = $1) AND w.state = 'pending' AND w.blocked = 1)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(seq).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Readies the oldest waiting row of every subject that has no ready row before it. On
+    /// PostgreSQL a finish and an insert can race: the finish does not see the insert's waiting
+    /// row, and a later insert, seeing nothing open, is ready with a higher seq, so the waiting
+    /// row would wait for ever (the claim serves a subject's oldest open row first). Run now and
+    /// then; it reads only waiting rows.
+    pub async fn ready_orphans(&self, db: &Db) -> Result<u64> {
+        let t = self.table;
+        let sql = format!(
+            "UPDATE {t} SET blocked = 0 WHERE seq IN (SELECT w.seq FROM {t} w WHERE w.state = 'pending' AND w.blocked = 1 \
+             AND NOT EXISTS (SELECT 1 FROM {t} e WHERE e.subject = w.subject AND e.state IN ('pending', 'running') \
+                             AND e.blocked = 0 AND e.seq < w.seq) \
+             AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.subject = w.subject AND o.state = 'pending' AND o.blocked = 1 \
+                             AND o.seq < w.seq))"
+        );
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db.pool()).await?;
+        Ok(r.rows_affected())
     }
 
     /// Records a failed attempt: back to `pending` at `retry_at`, or `parked`. False when the
@@ -116,7 +151,13 @@ impl Queue {
             .bind(lease.attempts)
             .execute(&mut **tx)
             .await?;
-        Ok(r.rows_affected() == 1)
+        if r.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if park {
+            self.ready_next(tx, lease.seq).await?;
+        }
+        Ok(true)
     }
 
     /// Puts a claimed row back to pending at `at` without counting the attempt (e.g. waiting for
@@ -162,8 +203,8 @@ impl Queue {
     /// row that is pending or running.
     pub async fn retry(&self, db: &Db, seq: i64, now: i64) -> Result<bool> {
         let sql = format!(
-            "UPDATE {} SET state = 'pending', attempts = 0, next_attempt_at = $1, outcome = NULL, finished_at = NULL \
-             WHERE seq = $2 AND state NOT IN ('pending', 'running')",
+            "UPDATE {} SET state = 'pending', blocked = 0, attempts = 0, next_attempt_at = $1, outcome = NULL, \
+             finished_at = NULL WHERE seq = $2 AND state NOT IN ('pending', 'running')",
             self.table
         );
         let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(seq).execute(db.pool()).await?;
