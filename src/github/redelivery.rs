@@ -121,7 +121,7 @@ async fn note_request(db: &Db, guid: &str, id: i64, now: i64) -> Result<(), Rede
     .bind(guid)
     .bind(id)
     .bind(now)
-    .execute(db.pool())
+    .execute(db.writer())
     .await
     .map_err(crate::store::StoreError::from)?;
     Ok(())

@@ -50,6 +50,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// Where writes go. SQLite has one writer at a time anyway: a pool of one connection makes
+    /// writers queue fairly in the process instead of sleeping in SQLite's busy handler (which
+    /// made the intake's latency spike). PostgreSQL: the same pool.
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -76,40 +80,53 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Db> {
         install_default_drivers();
         let (backend, url) = normalize_url(url);
-        let pool = match backend {
-            Backend::Sqlite => {
-                AnyPoolOptions::new()
-                    .max_connections(8)
-                    .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|conn, _meta| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the writer; FULL makes every commit
-                            // durable across a power cut, not just a crash.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                            Ok(())
-                        })
+        let sqlite = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the writer; FULL makes every commit
+                        // durable across a power cut, not just a crash.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                        Ok(())
                     })
-                    .connect(&url)
-                    .await?
+                })
+        };
+        let (pool, writer) = match backend {
+            Backend::Sqlite => {
+                let writer = sqlite(1).connect(&url).await?;
+                (sqlite(8).connect(&url).await?, writer)
             }
             Backend::Postgres => {
-                AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect(&url).await?
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(&url)
+                    .await?;
+                (pool.clone(), pool)
             }
         };
-        Ok(Db { pool, backend })
+        Ok(Db { pool, writer, backend })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
+    /// For reads (and, on PostgreSQL, everything).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// For statements that write outside `begin_write`.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
     }
 
     fn migrator(&self) -> &'static Migrator {
@@ -120,7 +137,7 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        self.migrator().run(&self.pool).await?;
+        self.migrator().run(&self.writer).await?;
         Ok(())
     }
 
@@ -146,7 +163,7 @@ impl Db {
     /// (`BEGIN IMMEDIATE`), so that it waits for the lock instead of failing on upgrade.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(tx)
@@ -154,6 +171,7 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

@@ -25,7 +25,7 @@ pub async fn put(db: &Db, installation: i64, kind: &str, key: &str, github_id: i
     .bind(key)
     .bind(github_id)
     .bind(now)
-    .execute(db.pool())
+    .execute(db.writer())
     .await?;
     Ok(())
 }

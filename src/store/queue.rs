@@ -60,7 +60,7 @@ impl Queue {
             .bind(now + lease_ms)
             .bind(now)
             .bind(limit)
-            .fetch_all(db.pool())
+            .fetch_all(db.writer())
             .await?;
         Ok(rows)
     }
@@ -121,7 +121,7 @@ impl Queue {
              AND NOT EXISTS (SELECT 1 FROM {t} o WHERE o.subject = w.subject AND o.state = 'pending' AND o.blocked = 1 \
                              AND o.seq < w.seq))"
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db.pool()).await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db.writer()).await?;
         Ok(r.rows_affected())
     }
 
@@ -175,7 +175,7 @@ impl Queue {
             .bind(lease.seq)
             .bind(lease.worker)
             .bind(lease.attempts)
-            .execute(db.pool())
+            .execute(db.writer())
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -183,7 +183,7 @@ impl Queue {
     /// Extends every lease `worker` holds.
     pub async fn heartbeat(&self, db: &Db, worker: &str, lease_until: i64) -> Result<u64> {
         let sql = format!("UPDATE {} SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2", self.table);
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker).execute(db.pool()).await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker).execute(db.writer()).await?;
         Ok(r.rows_affected())
     }
 
@@ -195,7 +195,7 @@ impl Queue {
              next_attempt_at = $1 WHERE state = 'running' AND lease_owner = $2",
             self.table
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker).execute(db.pool()).await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(worker).execute(db.writer()).await?;
         Ok(r.rows_affected())
     }
 
@@ -207,7 +207,7 @@ impl Queue {
              finished_at = NULL WHERE seq = $2 AND state NOT IN ('pending', 'running')",
             self.table
         );
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(seq).execute(db.pool()).await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(seq).execute(db.writer()).await?;
         Ok(r.rows_affected() == 1)
     }
 

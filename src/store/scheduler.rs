@@ -13,7 +13,7 @@ pub async fn claim(db: &Db, name: &str, slot: i64, worker: &str, now: i64) -> Re
     .bind(slot)
     .bind(worker)
     .bind(now)
-    .execute(db.pool())
+    .execute(db.writer())
     .await?;
     Ok(r.rows_affected() == 1)
 }
@@ -24,7 +24,7 @@ pub async fn finished(db: &Db, name: &str, slot: i64, result: &str, now: i64) ->
         .bind(result)
         .bind(name)
         .bind(slot)
-        .execute(db.pool())
+        .execute(db.writer())
         .await?;
     Ok(())
 }
@@ -51,7 +51,7 @@ pub async fn set_checkpoint(db: &Db, name: &str, value: &str, now: i64) -> Resul
     .bind(name)
     .bind(value)
     .bind(now)
-    .execute(db.pool())
+    .execute(db.writer())
     .await?;
     Ok(())
 }
