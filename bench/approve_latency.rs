@@ -14,7 +14,6 @@ mod fake_github;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shipgate::config::{GithubCredentials, PrivateKeySource, Secret};
 use shipgate::github::client::GithubConfig;
 use shipgate::server::Options;
 
@@ -102,10 +101,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let mut cfg = shipgate::config::Config::for_tests(&url, SECRET);
-    cfg.github = Some(GithubCredentials {
-        app_id: fake_github::APP_ID.into(),
-        private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
-    });
+    cfg.github = Some(fake_github::app_credentials());
     cfg.github_api_url = gh.url.clone();
     cfg.worker.poll_interval = Duration::from_millis(500); // production default: wake-ups, not polling
     let mut g = GithubConfig::new(&gh.url);

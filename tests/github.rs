@@ -57,10 +57,7 @@ fn github_settings(gh: &FakeGitHub) -> GithubConfig {
 
 async fn start(db: &TestDb, gh: &FakeGitHub, registry: Registry) -> TestApp {
     let mut cfg = db.config();
-    cfg.github = Some(GithubCredentials {
-        app_id: fake_github::APP_ID.into(),
-        private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
-    });
+    cfg.github = Some(fake_github::app_credentials());
     cfg.github_api_url = gh.url.clone();
     let opts = Options { registry, github: Some(github_settings(gh)), ..Options::default() };
     TestApp::start_with(cfg, opts).await
@@ -240,10 +237,7 @@ async fn a_crash_between_sending_and_recording_leaves_one_comment(db: &TestDb) {
     gh.inject("POST", "/issues/7/comments", Fault::HoldAnswer(Duration::from_secs(30)), 1);
     let mut cfg = db.config();
     cfg.worker.lease = Duration::from_secs(1);
-    cfg.github = Some(GithubCredentials {
-        app_id: fake_github::APP_ID.into(),
-        private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
-    });
+    cfg.github = Some(fake_github::app_credentials());
     cfg.github_api_url = gh.url.clone();
     let settings = github_settings(&gh);
     let s2 = settings.clone();
@@ -339,10 +333,7 @@ async fn redelivery_asks_for_exactly_the_lost_deliveries_once(db: &TestDb) {
         ];
     }
     let mut cfg = db.config();
-    cfg.github = Some(GithubCredentials {
-        app_id: fake_github::APP_ID.into(),
-        private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
-    });
+    cfg.github = Some(fake_github::app_credentials());
     cfg.github_api_url = gh.url.clone();
     cfg.redelivery_interval = Duration::from_secs(3600);
     // One delivery is already in the inbox (stored before the redelivery job runs).
@@ -410,10 +401,7 @@ async fn redelivery_runs_once_across_two_processes(db: &TestDb) {
 both_backends!(redelivery_runs_once_across_two_processes);
 
 fn github_client(gh: &FakeGitHub) -> shipgate::github::client::GitHub {
-    let creds = GithubCredentials {
-        app_id: fake_github::APP_ID.into(),
-        private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
-    };
+    let creds = fake_github::app_credentials();
     let auth = shipgate::github::auth::AppAuth::from_credentials(&creds).expect("key");
     shipgate::github::client::GitHub::new(github_settings(gh), Some(auth), shipgate::clock::Clock::system())
         .expect("client")

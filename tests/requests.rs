@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::{TestApp, TestDb, fixture};
 use fake_github::FakeGitHub;
 use serde_json::{Value, json};
-use shipgate::config::{GithubCredentials, PrivateKeySource, Secret};
 use shipgate::github::client::GithubConfig;
 use shipgate::server::Options;
 use shipgate::store::outbox;
@@ -75,10 +74,7 @@ impl World {
         }
         gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
         let mut cfg = db.config();
-        cfg.github = Some(GithubCredentials {
-            app_id: fake_github::APP_ID.into(),
-            private_key: PrivateKeySource::Pem(Secret::new(fake_github::private_key_pem())),
-        });
+        cfg.github = Some(fake_github::app_credentials());
         cfg.github_api_url = gh.url.clone();
         let mut g = GithubConfig::new(&gh.url);
         g.retry_base = Duration::from_millis(10);

@@ -261,6 +261,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::testutil::XorShift;
 
     fn ok(comment: &str) -> Vec<Command> {
         parse(comment).into_iter().map(|r| r.unwrap_or_else(|e| panic!("{comment:?}: {e}"))).collect()
@@ -507,22 +508,6 @@ mod tests {
         assert_eq!(json[1]["Err"]["suggestion"], "/approve");
     }
 
-    /// A small xorshift PRNG, so the "random" test is the same on every run.
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-        }
-    }
-
     #[test]
     fn never_panics_on_random_mutations() {
         let samples = [
@@ -536,7 +521,7 @@ mod tests {
             "](", ")", "    ", "\t", "- ", "1. ", "*", "**", "~~", "|", "\\", "&#47;", "[^1]: ", "é", "🚀", "\u{200b}",
             "\u{a0}", "#", "---", "===",
         ];
-        let mut rng = XorShift(0x0dd_ba11_cafe_f00d);
+        let mut rng = XorShift::new(0x0dd_ba11_cafe_f00d);
         for i in 0..2_000 {
             let mut chars: Vec<char> = samples[i % samples.len()].chars().collect();
             for _ in 0..1 + rng.below(8) {

@@ -7,3 +7,29 @@ pub mod gate;
 pub mod messages;
 pub mod policy;
 pub mod request;
+
+/// Shared by the parsers' never-panic tests.
+#[cfg(test)]
+pub(crate) mod testutil {
+    /// A small xorshift PRNG, so the "random" tests are the same on every run (no crate needed).
+    pub struct XorShift(u64);
+
+    impl XorShift {
+        pub fn new(seed: u64) -> Self {
+            XorShift(seed.max(1))
+        }
+
+        pub fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+}

@@ -1700,6 +1700,7 @@ fn show_long(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::testutil::XorShift;
 
     fn errors(yaml: &str) -> Vec<ConfigError> {
         match parse(yaml) {
@@ -2562,26 +2563,11 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
-    /// A small deterministic PRNG (xorshift64*), so the mutation test needs no crate.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
     #[test]
     fn random_edits_of_the_spec_yaml_never_panic() {
         const INTERESTING: &[u8] = b" \t\n:-[]{}&*!|>'\"#%@`,?~0123456789abcxyz/\\.\x00\x7f\xc3\xa9";
         let base = DEFAULT_POLICY_YAML.as_bytes();
-        let mut rng = XorShift(0x5eed_1234_abcd_9876);
+        let mut rng = XorShift::new(0x5eed_1234_abcd_9876);
         let (mut accepted, mut refused) = (0, 0);
         for _ in 0..2_000 {
             let mut bytes = base.to_vec();

@@ -1569,6 +1569,7 @@ pub fn parse_duration_minutes(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::testutil::XorShift;
 
     /// The seed's "Response Format for Infrastructure Changes", verbatim.
     const SEED_TEMPLATE: &str = "CHANGE REQUEST:
@@ -2137,25 +2138,6 @@ APPROVAL:
         let json = serde_json::to_value(parse(SEED_FILLED)).expect("serialise");
         assert_eq!(json["environment"], "production");
         assert_eq!(json["pull_requests"][1], serde_json::json!({ "Number": 13 }));
-    }
-
-    /// A small xorshift PRNG, so the "random" test is the same on every run.
-    struct XorShift(u64);
-    impl XorShift {
-        fn new(seed: u64) -> Self {
-            XorShift(seed.max(1))
-        }
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            if n == 0 { 0 } else { (self.next() % n as u64) as usize }
-        }
     }
 
     /// Mutates `sample` by inserting markdown-significant fragments, deleting, duplicating and

@@ -32,6 +32,14 @@ pub fn private_key_pem() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pem")).expect("test key")
 }
 
+/// The App's credentials, as the App is configured in the tests.
+pub fn app_credentials() -> shipgate::config::GithubCredentials {
+    shipgate::config::GithubCredentials {
+        app_id: APP_ID.into(),
+        private_key: shipgate::config::PrivateKeySource::Pem(shipgate::config::Secret::new(private_key_pem())),
+    }
+}
+
 fn public_key_pem() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pub.pem"))
         .expect("test key")
