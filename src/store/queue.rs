@@ -37,8 +37,14 @@ impl Queue {
         let t = self.table;
         // Ready rows only (the head of each subject); the NOT EXISTS is a cheap safety net
         // (an index seek per ready row) against two heads of one subject.
+        // SQLite, without statistics, would pick the (state, seq) index and read every open row;
+        // the partial index of ready rows keeps a claim proportional to the subjects with work.
+        let hint = match db.backend() {
+            Backend::Sqlite => format!("INDEXED BY {t}_ready"),
+            Backend::Postgres => String::new(),
+        };
         let candidates = format!(
-            "SELECT d.seq FROM {t} d \
+            "SELECT d.seq FROM {t} d {hint} \
              WHERE d.state IN ('pending', 'running') AND d.blocked = 0 \
                AND ((d.state = 'pending' AND d.next_attempt_at <= $3) OR (d.state = 'running' AND d.lease_until <= $3)) \
                AND NOT EXISTS (SELECT 1 FROM {t} e \
