@@ -572,3 +572,30 @@ fn check_config_gives_the_verdict_offline() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("bad.yml:6:") && text.contains("unknown role `qa`"), "{text}");
 }
+
+/// An edit of the rollback plan (or the environment, or the PRs) makes earlier approvals stale.
+async fn an_edit_of_the_plan_makes_approvals_stale(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success");
+    w.sticky();
+    // Only the reason changes: approvals stand.
+    w.issue_event("edited", &body("production", "#12").replace("new endpoint", "a new endpoint"), true).await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success");
+    w.sticky();
+    // The rollback plan changes: they no longer count.
+    let changed = body("production", "#12").replace("revert the PR and redeploy", "restore the last backup");
+    w.issue_event("edited", &changed, true).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("@alice: the request changed after it was given"), "{c}");
+    assert!(c.contains("@bob: the request changed after it was given"), "{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    w.done().await;
+}
+both_backends!(an_edit_of_the_plan_makes_approvals_stale);
