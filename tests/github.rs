@@ -5,10 +5,9 @@
 mod common;
 mod fake_github;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, TestDb, count, fixture, unique};
+use common::{TestApp, TestDb, count, fixture};
 use fake_github::{FakeGitHub, Fault};
 use serde_json::{Value, json};
 use shipgate::config::{GithubCredentials, PrivateKeySource, Secret};
@@ -445,7 +444,6 @@ async fn the_fake_fails_a_test_that_ignores_a_comment() {
     assert!(std::panic::catch_unwind(|| gh.finish()).is_err(), "an unread comment must fail the test");
     assert_eq!(gh.app_comments(REPO, 1).len(), 1);
     gh.finish(); // read now: passes
-    let _ = Arc::new(());
 }
 
 /// A key that is not a key is a start-up error that names the variable and never prints the key.
@@ -465,9 +463,4 @@ async fn a_bad_private_key_stops_start_up_without_printing_it() {
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("GITHUB_PRIVATE_KEY") && !err.contains("SECRETSTUFF"), "{err}");
-}
-
-#[allow(dead_code)]
-fn _unused(_: &str) -> String {
-    unique("{}", "x")
 }

@@ -326,7 +326,7 @@ async fn a_push_makes_approvals_stale_and_deleting_withdraws(db: &TestDb) {
     w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
     w.issue_event("labeled", &body("production", "#12"), true).await;
     w.settle().await;
-    let bob = w.comment(BOB, "/approve").await;
+    w.comment(BOB, "/approve").await;
     w.comment(ALICE, "/approve").await;
     w.settle().await;
     assert!(w.sticky().contains("The gate is open"));
@@ -348,7 +348,6 @@ async fn a_push_makes_approvals_stale_and_deleting_withdraws(db: &TestDb) {
     w.settle().await;
     assert_eq!(w.gate(SHA2).0, "action_required");
     assert!(w.sticky().contains("| backend-lead (changes under apps/backend/**) | ⏳ needed |"));
-    let _ = bob;
     w.done().await;
 }
 both_backends!(a_push_makes_approvals_stale_and_deleting_withdraws);
@@ -440,8 +439,8 @@ async fn out_of_order_ci_and_approval_before_the_label(db: &TestDb) {
     // The issue exists without the label; CI finishes and the approvals come first.
     w.issue_event("opened", &body("production", "#12"), false).await;
     w.check_completed(SHA, "build", "success").await;
-    let bob = w.comment(BOB, "/approve").await;
-    let alice = w.comment(ALICE, "/approve").await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
     w.settle().await;
     assert!(w.gh.app_comments(REPO, 5).is_empty(), "not a request yet");
     // Then the label: the request is read with everything that came before.
@@ -450,7 +449,6 @@ async fn out_of_order_ci_and_approval_before_the_label(db: &TestDb) {
     let c = w.sticky();
     assert!(c.contains("The gate is open"), "{c}");
     assert_eq!(w.gate(SHA).0, "success");
-    let _ = (bob, alice);
     w.done().await;
 }
 both_backends!(out_of_order_ci_and_approval_before_the_label);
