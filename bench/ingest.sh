@@ -12,9 +12,13 @@
 #   DURATION=10 WARMUP=2  seconds measured / seconds of warmup per run
 #   CONNECTIONS="2 50"    connection counts
 #   RECEIVERS="shipgate-sqlite shipgate-postgres probot plain"
+#                         diagnostic receivers, not in the default set: shipgate-sqlite-intake and
+#                         shipgate-postgres-intake run the same binary on a database where a trigger
+#                         marks each new delivery done as it is inserted, so the worker finds nothing
+#                         to claim: the intake's own ceiling, without the worker's queue traffic
 #   LOADGEN_THREADS=1     threads of the load generator (it shares the machine with the receiver)
 #   PORT_BASE=18400       shipgate listens on PORT_BASE, probot on +1, plain on +2 (127.0.0.1 only)
-#   PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres PGADMIN_DB=test   the local PostgreSQL
+#   PGPORT=5432 PGUSER=postgres PGADMIN_DB=test   the local PostgreSQL (always on 127.0.0.1)
 #   RETRY_DISTURBED=2     re-run a run up to this many times when it was disturbed: a compiler was
 #   FOREIGN_MAX=1.5       seen during it, or other processes (not the receiver, its database or the
 #                         load generator) took more than FOREIGN_MAX CPU seconds during it
@@ -33,7 +37,7 @@ CONNECTIONS=${CONNECTIONS:-"2 50"}
 RECEIVERS=${RECEIVERS:-"shipgate-sqlite shipgate-postgres probot plain"}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 PORT_BASE=${PORT_BASE:-18400}
-PGHOST=${PGHOST:-127.0.0.1}
+PGHOST=127.0.0.1   # local server only
 PGPORT=${PGPORT:-5432}
 PGUSER=${PGUSER:-postgres}
 PGADMIN_DB=${PGADMIN_DB:-test}
@@ -97,6 +101,7 @@ vm_hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }  # utime + stime
 CLK_TCK=$(getconf CLK_TCK)
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }   # user nice system irq softirq, all cores
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }   # time the hypervisor gave to someone else
 
 # CPU of the local PostgreSQL: all its processes, with what exited backends left in the postmaster's
 # cutime/cstime, so that a delta over a run is the cluster's CPU during it.
@@ -118,6 +123,13 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release --bin shipgate --example loadgen >&2
 fi
 [ -x "$SHIPGATE" ] && [ -x "$LOADGEN" ] || { echo "ingest.sh: $SHIPGATE or $LOADGEN missing" >&2; exit 2; }
+# Measure copies: a cargo build elsewhere in this tree must not swap the binaries during the run.
+cp "$SHIPGATE" "$WORK/shipgate"; cp "$LOADGEN" "$WORK/loadgen"
+SHIPGATE=$WORK/shipgate LOADGEN=$WORK/loadgen
+REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src migrations Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes')"
+[ "${NO_BUILD:-0}" = 1 ] && REV="prebuilt binary (tree at $REV)"
+BIN_SHA=$(sha256sum "$SHIPGATE" | cut -c1-12)
+log "measuring shipgate $REV (binary sha256 $BIN_SHA…)"
 for p in 0 1 2; do port_free $((PORT_BASE + p)) || { echo "ingest.sh: port $((PORT_BASE + p)) on $HOST is taken" >&2; exit 2; }; done
 
 # Receiver start/stop. Each sets RPID (the process whose VmHWM is the receiver's peak RSS), URL
@@ -126,9 +138,9 @@ RPID=; URL=; BASE=; DBNAME=; DBFILE=
 start_receiver() {
     local kind=$1 tag=$2
     case $kind in
-    shipgate-sqlite | shipgate-postgres)
+    shipgate-sqlite | shipgate-postgres | shipgate-sqlite-intake | shipgate-postgres-intake)
         local port=$PORT_BASE dburl
-        if [ "$kind" = shipgate-sqlite ]; then
+        if [[ $kind == shipgate-sqlite* ]]; then
             DBFILE=$WORK/$tag.db
             dburl=sqlite://$DBFILE
         else
@@ -136,6 +148,21 @@ start_receiver() {
             PGDBS+=("$DBNAME")
             psql_admin -c "CREATE DATABASE \"$DBNAME\"" >/dev/null
             dburl=postgres://$PGUSER@$PGHOST:$PGPORT/$DBNAME
+        fi
+        if [[ $kind == *-intake ]]; then
+            DATABASE_URL=$dburl GITHUB_WEBHOOK_SECRET=$SECRET "$SHIPGATE" migrate >/dev/null
+            if [[ $kind == shipgate-sqlite* ]]; then
+                python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+c.execute("CREATE TRIGGER bench_intake_only AFTER INSERT ON deliveries BEGIN UPDATE deliveries SET state = '"'done'"', outcome = '"'bench'"', finished_at = NEW.received_at WHERE seq = NEW.seq; END")
+c.commit()' "$DBFILE"
+            else
+                psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$DBNAME" >/dev/null <<'SQL'
+CREATE FUNCTION bench_intake_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.state := 'done'; NEW.outcome := 'bench'; NEW.finished_at := NEW.received_at; RETURN NEW; END $$;
+CREATE TRIGGER bench_intake_only BEFORE INSERT ON deliveries FOR EACH ROW EXECUTE FUNCTION bench_intake_only();
+SQL
+            fi
         fi
         SHIPGATE_LISTEN=$HOST:$port DATABASE_URL=$dburl GITHUB_WEBHOOK_SECRET=$SECRET \
             "$SHIPGATE" serve >"$WORK/$tag.log" 2>&1 &
@@ -159,7 +186,7 @@ start_receiver() {
 
 count_stored() { # prints "rows pending running done parked" of the current shipgate run
     local q="SELECT COUNT(*), SUM(CASE WHEN state='pending' THEN 1 ELSE 0 END), SUM(CASE WHEN state='running' THEN 1 ELSE 0 END), SUM(CASE WHEN state='done' THEN 1 ELSE 0 END), SUM(CASE WHEN state='parked' THEN 1 ELSE 0 END) FROM deliveries"
-    if [ "$1" = shipgate-sqlite ]; then
+    if [[ $1 == shipgate-sqlite* ]]; then
         python3 -c 'import sqlite3, sys
 c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True, timeout=30)
 print(" ".join(str(v or 0) for v in c.execute(sys.argv[2]).fetchone()))' "$DBFILE" "$q"
@@ -177,10 +204,10 @@ one_run() { # one_run RECEIVER CONNECTIONS ROUND ATTEMPT -> appends a JSON line 
     local kind=$1 conns=$2 round=$3 attempt=$4 tag
     tag=r${round}_${kind//-/_}_c${conns}_a${attempt}
     start_receiver "$kind" "$tag"
-    local load0 seen=0 n busy0 busy1 rcpu0 rcpu1 dcpu0 dcpu1 out rc=0 t0 t1
+    local load0 seen=0 n busy0 busy1 steal0 steal1 rcpu0 rcpu1 dcpu0 dcpu1 out rc=0 t0 t1
     load0=$(cut -d' ' -f1 /proc/loadavg)
     seen=$(intruders)
-    busy0=$(busy_ticks); rcpu0=$(cpu_ticks "$RPID"); dcpu0=$(db_ticks); t0=$(date +%s.%N)
+    busy0=$(busy_ticks); steal0=$(steal_ticks); rcpu0=$(cpu_ticks "$RPID"); dcpu0=$(db_ticks); t0=$(date +%s.%N)
     "$LOADGEN" --url "$URL" --secret "$SECRET" --connections "$conns" --duration "$DURATION" \
         --warmup "$WARMUP" --payload "$PAYLOAD" --threads "$LOADGEN_THREADS" \
         >"$WORK/$tag.out" 2>"$WORK/$tag.err" &
@@ -193,7 +220,7 @@ one_run() { # one_run RECEIVER CONNECTIONS ROUND ATTEMPT -> appends a JSON line 
     done
     wait "$lg" || rc=$?
     forget_pid "$lg"
-    t1=$(date +%s.%N); busy1=$(busy_ticks); rcpu1=$(cpu_ticks "$RPID"); dcpu1=$(db_ticks)
+    t1=$(date +%s.%N); busy1=$(busy_ticks); steal1=$(steal_ticks); rcpu1=$(cpu_ticks "$RPID"); dcpu1=$(db_ticks)
     out=$(sed -n 's/^JSON //p' "$WORK/$tag.out" | tail -1)
     if [ "$rc" -ne 0 ] || [ -z "$out" ]; then
         log "loadgen failed for $tag (exit $rc):"; cat "$WORK/$tag.err" >&2
@@ -211,8 +238,8 @@ one_run() { # one_run RECEIVER CONNECTIONS ROUND ATTEMPT -> appends a JSON line 
     hwm=$(vm_hwm_kb "$RPID")
     stop_pid "$RPID"; wait "$RPID" 2>/dev/null || true; forget_pid "$RPID"
     case $kind in
-    shipgate-sqlite) rm -f "$DBFILE" "$DBFILE-wal" "$DBFILE-shm" ;;
-    shipgate-postgres) drop_db "$DBNAME" ;;
+    shipgate-sqlite*) rm -f "$DBFILE" "$DBFILE-wal" "$DBFILE-shm" ;;
+    shipgate-postgres*) drop_db "$DBNAME" ;;
     esac
     python3 - "$out" >>"$RUNS" <<EOF
 import json, sys
@@ -224,7 +251,8 @@ r.update(receiver="$kind", connections=$conns, round=$round, attempt=$attempt,
          wall_s=round($t1 - $t0, 3),
          receiver_cpu_s=round(($rcpu1 - $rcpu0) / $CLK_TCK, 2),
          machine_cpu_s=round(($busy1 - $busy0) / $CLK_TCK, 2),
-         db_cpu_s=round(($dcpu1 - $dcpu0) / $CLK_TCK, 2))
+         db_cpu_s=round(($dcpu1 - $dcpu0) / $CLK_TCK, 2),
+         steal_s=round(($steal1 - $steal0) / $CLK_TCK, 2))
 r["loadgen_cpu_s"] = round(r.get("cpu_ticks", 0) / $CLK_TCK, 2)
 # CPU that neither the receiver, its database nor the load generator used: other work on the
 # machine (a compile, tests) during the run. A few tenths of a second is the machine's own noise.
@@ -267,7 +295,7 @@ done
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
 MACHINE="$(nproc) cores ($(sed -n 's/^model name\s*:\s*//p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, $(df -h "$WORK" | awk 'NR==2 {print $1 " " $2}') disk for the SQLite file"
-python3 - "$RUNS" "$MACHINE" "$ROUNDS" "$DURATION" "$WARMUP" "$LOADGEN_THREADS" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ' + uncommitted src changes')" "$FOREIGN_MAX" <<'EOF' | tee "$OUT"
+python3 - "$RUNS" "$MACHINE" "$ROUNDS" "$DURATION" "$WARMUP" "$LOADGEN_THREADS" "$REV, binary sha256 $BIN_SHA…" "$FOREIGN_MAX" <<'EOF' | tee "$OUT"
 import json, statistics, sys, datetime
 path, machine, rounds, duration, warmup, threads, rev, foreign_max = sys.argv[1:]
 runs = [json.loads(l) for l in open(path) if l.strip()]
@@ -277,7 +305,8 @@ for r in runs:
     last[(r["receiver"], r["connections"], r["round"])] = r
 kept = list(last.values())
 names = {"shipgate-sqlite": "shipgate, SQLite (durable)", "shipgate-postgres": "shipgate, PostgreSQL (durable)",
-         "probot": "Probot 14.3.2 (not stored)", "plain": "@octokit/webhooks 14.2.0 (not stored)"}
+         "probot": "Probot 14.3.2 (not stored)", "plain": "@octokit/webhooks 14.2.0 (not stored)",
+         "shipgate-sqlite-intake": "diagnostic: shipgate, SQLite, worker idle", "shipgate-postgres-intake": "diagnostic: shipgate, PostgreSQL, worker idle"}
 order = [k for k in names if any(r["receiver"] == k for r in kept)]
 conns = sorted({r["connections"] for r in kept})
 med = lambda xs: statistics.median(xs) if xs else float("nan")
@@ -295,7 +324,7 @@ for k in order:
             n=len(rs), rps=med(g("rps")), rps_min=min(g("rps")), rps_max=max(g("rps")),
             p50=med(g("p50_ms")), p99=med(g("p99_ms")), max_ms=max(g("max_ms")),
             rss=med(g("hwm_kb")) / 1024, rss_max=max(g("hwm_kb")) / 1024,
-            cpu_per_k=med([r["receiver_cpu_s"] / max(r.get("sent_total", 1), 1) * 1000 for r in rs]),
+            cpu_per_k=med([(r["receiver_cpu_s"] + r.get("db_cpu_s", 0)) / max(r.get("sent_total", 1), 1) * 1e6 for r in rs]),
             non2xx=sum(g("non2xx")), errors=sum(r.get("errors_total", 0) for r in rs),
             acked=acked, ok202=ok202, stored=stored,
             batch=med([r["batch_mean"] for r in rs if "batch_mean" in r]) if k.startswith("shipgate") else None,
@@ -305,7 +334,7 @@ print(f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, shipgate {rev}; {m
 print(f"Each cell: median of {rounds} runs of {duration} s (after {warmup} s warmup), receivers alternated "
       f"within each round; load generator `bench/loadgen.rs` ({threads} thread) on the same machine, "
       "unique signed body and delivery id per request. req/s counts 2xx answers.\n")
-print("| receiver | conns | req/s (median) | min–max | p50 ms | p99 ms | peak RSS MB (median / max) | receiver CPU ms per 1k req | non-2xx / errors | stored / acked (202) | mean batch |")
+print("| receiver | conns | req/s (median) | min–max | p50 ms | p99 ms | peak RSS MB (median / max) | CPU ms per 1k req (receiver + db) | non-2xx / errors | stored / acked (202) | mean batch |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (k, c), a in agg.items():
     st = f"{a['stored']} / {a['ok202']}" + (" ✓" if a["stored"] == a["ok202"] and a["acked"] == a["ok202"] else " ✗") if a["stored"] is not None else "—"
@@ -317,23 +346,25 @@ top = max(conns)
 print()
 if ("probot", top) in agg:
     pb = agg[("probot", top)]
-    for k in ("shipgate-sqlite", "shipgate-postgres"):
+    for k in ("shipgate-sqlite", "shipgate-postgres", "shipgate-sqlite-intake", "shipgate-postgres-intake"):
         if (k, top) not in agg:
             continue
         a = agg[(k, top)]
         ratio = a["rps"] / pb["rps"] if pb["rps"] else float("nan")
         ok_rps, ok_p99, ok_rss = ratio >= 2.0, a["p99"] < pb["p99"], a["rss_max"] < 100
         verdict = "met" if ok_rps and ok_p99 and ok_rss else "NOT met"
+        if k.endswith("-intake"):
+            verdict += " (diagnostic only: the worker was kept idle)"
         print(f"- {names[k]} / Probot at {top} connections: **{ratio:.2f}×** req/s "
               f"({a['rps']:.0f} vs {pb['rps']:.0f}; target ≥ 2× {'met' if ok_rps else 'missed'}), "
               f"p99 {a['p99']:.2f} vs {pb['p99']:.2f} ms ({'lower' if ok_p99 else 'NOT lower'}), "
               f"peak RSS {a['rss_max']:.1f} MB ({'under' if ok_rss else 'NOT under'} 100 MB): target {verdict}.")
 print("\n<details><summary>All runs</summary>\n")
-print("| round | receiver | conns | attempt | req/s | p50 | p99 | max | RSS MB | CPU s: receiver / db / loadgen / other | load1 | compiler seen | sent | 2xx | stored | done | batch |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| round | receiver | conns | attempt | req/s | p50 | p99 | max | RSS MB | CPU s: receiver / db / loadgen / other | steal s | load1 | compiler seen | sent | 2xx | stored | done | batch |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in sorted(runs, key=lambda r: (r["round"], r["connections"])):
     print(f"| {r['round']} | {r['receiver']} | {r['connections']} | {r['attempt']} | {r.get('rps', 0):.0f} | {r.get('p50_ms', 0):.2f} | "
-          f"{r.get('p99_ms', 0):.2f} | {r.get('max_ms', 0):.1f} | {r['hwm_kb']/1024:.1f} | {r['receiver_cpu_s']} / {r['db_cpu_s']} / {r['loadgen_cpu_s']} / {r['foreign_cpu_s']} | "
+          f"{r.get('p99_ms', 0):.2f} | {r.get('max_ms', 0):.1f} | {r['hwm_kb']/1024:.1f} | {r['receiver_cpu_s']} / {r['db_cpu_s']} / {r['loadgen_cpu_s']} / {r['foreign_cpu_s']} | {r.get('steal_s', 0)} | "
           f"{r['load1']} | {r['intruders']} | {r.get('sent_total', 0)} | {r.get('acked_total', 0)} | {r.get('stored_rows', '—')} | "
           f"{r.get('stored_done', '—')} | {r.get('batch_mean', '—')} |")
 print("\n</details>")

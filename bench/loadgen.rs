@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
+use reqwest::header::{HeaderName, HeaderValue};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -168,8 +169,8 @@ fn signature(key: &HmacSha256, body: &[u8]) -> String {
 }
 
 struct Shared {
-    url: String,
-    event: String,
+    url: reqwest::Url,
+    event: HeaderValue,
     key: HmacSha256,
     template: Template,
     run: u64,
@@ -177,6 +178,10 @@ struct Shared {
     stop_at: Instant,
     timeout: Duration,
 }
+
+const H_EVENT: HeaderName = HeaderName::from_static("x-github-event");
+const H_DELIVERY: HeaderName = HeaderName::from_static("x-github-delivery");
+const H_SIGNATURE: HeaderName = HeaderName::from_static("x-hub-signature-256");
 
 async fn connection(sh: Arc<Shared>, conn: usize) -> ConnStats {
     // One client per connection: its pool holds this connection's one keep-alive socket.
@@ -200,14 +205,15 @@ async fn connection(sh: Arc<Shared>, conn: usize) -> ConnStats {
         seq += 1;
         let body = sh.template.body(&id);
         let sig = signature(&sh.key, &body);
+        // Names and constant values are built once; only the id and the signature are new.
         let res = client
-            .post(&sh.url)
-            .header("x-github-event", &sh.event)
-            .header("x-github-delivery", &id)
-            .header("x-hub-signature-256", sig)
-            .header("content-type", "application/json")
-            .header("user-agent", "GitHub-Hookshot/bench")
-            .header("accept", "*/*")
+            .post(sh.url.clone())
+            .header(H_EVENT, sh.event.clone())
+            .header(H_DELIVERY, HeaderValue::from_str(&id).expect("ASCII id"))
+            .header(H_SIGNATURE, HeaderValue::from_str(&sig).expect("ASCII signature"))
+            .header(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(reqwest::header::USER_AGENT, HeaderValue::from_static("GitHub-Hookshot/bench"))
+            .header(reqwest::header::ACCEPT, HeaderValue::from_static("*/*"))
             .body(body)
             .send()
             .await;
@@ -339,9 +345,24 @@ fn main() {
     let started = Instant::now();
     let measure_from = started + Duration::from_secs_f64(args.warmup);
     let stop_at = measure_from + Duration::from_secs_f64(args.duration);
+    let url = match reqwest::Url::parse(&args.url) {
+        Ok(u) if u.scheme() == "http" => u,
+        Ok(u) => {
+            eprintln!("loadgen: {u}: only http:// is supported (no TLS)");
+            std::process::exit(2);
+        }
+        Err(e) => {
+            eprintln!("loadgen: --url {:?}: {e}", args.url);
+            std::process::exit(2);
+        }
+    };
+    let Ok(event) = HeaderValue::from_str(&args.event) else {
+        eprintln!("loadgen: --event {:?} is not a header value", args.event);
+        std::process::exit(2);
+    };
     let shared = Arc::new(Shared {
-        url: args.url.clone(),
-        event: args.event.clone(),
+        url,
+        event,
         key,
         template,
         run,
