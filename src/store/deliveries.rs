@@ -85,18 +85,7 @@ pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertO
     let mut tx = db.begin_write().await?;
     let mut out = Vec::with_capacity(batch.len());
     for d in batch {
-        let seq: Option<(i64,)> = sqlx::query_as(INSERT)
-            .bind(&d.id)
-            .bind(&d.event)
-            .bind(&d.action)
-            .bind(d.installation_id)
-            .bind(&d.repository)
-            .bind(&d.subject)
-            .bind(d.received_at)
-            .bind(&d.body)
-            .bind(&d.body_sha256)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let seq = insert_one(&mut tx, d).await?;
         out.push(match seq {
             Some((seq,)) => InsertOutcome::Stored(seq),
             None => {
@@ -194,10 +183,9 @@ async fn record_attempt(
     Ok(())
 }
 
-/// Adds a delivery the App made itself (a recheck) inside a transaction; an id already there is
-/// ignored.
-pub async fn insert_internal(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<()> {
-    sqlx::query(INSERT)
+/// Inserts one delivery; its seq, or None when the id or the body is already stored.
+async fn insert_one(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<Option<(i64,)>> {
+    Ok(sqlx::query_as(INSERT)
         .bind(&d.id)
         .bind(&d.event)
         .bind(&d.action)
@@ -208,7 +196,13 @@ pub async fn insert_internal(tx: &mut Transaction<'static, Any>, d: &NewDelivery
         .bind(&d.body)
         .bind(&d.body_sha256)
         .fetch_optional(&mut **tx)
-        .await?;
+        .await?)
+}
+
+/// Adds a delivery the App made itself (a recheck) inside a transaction; an id already there is
+/// ignored.
+pub async fn insert_internal(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<()> {
+    insert_one(tx, d).await?;
     Ok(())
 }
 
