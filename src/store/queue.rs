@@ -35,8 +35,11 @@ impl Queue {
         T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     {
         let t = self.table;
-        // Ready rows only (the head of each subject); the NOT EXISTS is a cheap safety net
-        // (an index seek per ready row) against two heads of one subject.
+        // Ready rows only (the head of each subject), then two cheap safety nets (an index seek
+        // each): no older open row of the subject, and no other row of the subject running under
+        // a live lease. The second matters on PostgreSQL, where concurrent intake writers can
+        // commit a subject's rows out of seq order: a younger row may run first, and the older
+        // one, committed a moment later, must wait for it instead of running beside it.
         // SQLite, without statistics, would pick the (state, seq) index and read every open row;
         // the partial index of ready rows keeps a claim proportional to the subjects with work.
         let hint = match db.backend() {
@@ -49,6 +52,9 @@ impl Queue {
                AND ((d.state = 'pending' AND d.next_attempt_at <= $3) OR (d.state = 'running' AND d.lease_until <= $3)) \
                AND NOT EXISTS (SELECT 1 FROM {t} e \
                                WHERE e.subject = d.subject AND e.state IN ('pending', 'running') AND e.seq < d.seq) \
+               AND NOT EXISTS (SELECT 1 FROM {t} r \
+                               WHERE r.subject = d.subject AND r.state = 'running' AND r.seq <> d.seq \
+                                 AND r.lease_until > $3) \
              ORDER BY d.seq LIMIT $4"
         );
         let set = "SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1";
