@@ -289,7 +289,13 @@ pub async fn evaluate(
         _ => {}
     }
     people.extend(comment_commands.iter().map(|c| c.1.clone()));
-    let holders = role_holders(&ctx, t.installation, &policy, &people).await?;
+    // Only the roles this request needs (its environment's rules that apply to the changed
+    // files): no team is read for nothing.
+    let files: Vec<&str> = prs.iter().flat_map(|p| p.files.iter().flatten()).map(String::as_str).collect();
+    let env_roles: BTreeSet<&str> = env_policy
+        .map(|e| e.approvals.iter().filter(|a| a.applies_to(files.iter().copied())).map(|a| a.role.as_str()).collect())
+        .unwrap_or_default();
+    let holders = role_holders(&ctx, t.installation, &policy, &env_roles, &people).await?;
     let holds = |u: &User, role: &str| holders.get(role).is_some_and(|ids| ids.contains(&u.id));
 
     // Commands.
@@ -304,6 +310,7 @@ pub async fn evaluate(
                         &t,
                         &policy,
                         env_policy.is_some(),
+                        &env_roles,
                         environment.as_deref(),
                         &cmd,
                         *comment_id,
@@ -521,6 +528,7 @@ async fn role_holders(
     ctx: &Ctx,
     installation: i64,
     policy: &Policy,
+    roles: &BTreeSet<&str>,
     people: &[User],
 ) -> Result<BTreeMap<String, BTreeSet<i64>>, HandlerError> {
     let mut out: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
@@ -528,7 +536,7 @@ async fn role_holders(
         return Ok(out);
     }
     let now = ctx.clock.now_ms();
-    for (name, role) in &policy.roles {
+    for (name, role) in policy.roles.iter().filter(|(n, _)| roles.contains(n.as_str())) {
         let mut ids = BTreeSet::new();
         for p in people {
             if role.users.iter().any(|u| u.eq_ignore_ascii_case(&p.login)) {
@@ -554,6 +562,7 @@ async fn apply_command(
     t: &Target,
     policy: &Policy,
     env_known: bool,
+    needed: &BTreeSet<&str>,
     environment: Option<&str>,
     cmd: &Command,
     comment_id: i64,
@@ -567,8 +576,8 @@ async fn apply_command(
     effects: &mut Vec<Effect>,
 ) -> Result<(bool, Option<String>), HandlerError> {
     let env = environment.unwrap_or_default();
-    let env_roles: Vec<String> =
-        policy.environment(env).map(|e| e.approvals.iter().map(|a| a.role.clone()).collect()).unwrap_or_default();
+    // The roles this request needs (its environment's rules that apply to the changed files).
+    let env_roles: Vec<String> = needed.iter().map(|r| r.to_string()).collect();
     let held: Vec<String> = env_roles.iter().filter(|r| holds(sender, r)).cloned().collect();
     let name = format!("/{}", cmd.name());
     let refuse = |why: String, instead: &str| Ok((false, Some(messages::refusal(&name, &why, instead))));
