@@ -831,28 +831,32 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     Ok(Handled::ok(effects))
 }
 
-/// The body of a forwarded command.
-pub fn forwarded_body(installation: i64, repository_id: i64, repository: &str, issue: i64, comment: &Value) -> String {
-    json!({
-        "action": "forwarded",
+/// The body of a delivery the App makes for a request's own subject: a recheck (with its cause),
+/// or a command forwarded from a linked PR (with the comment).
+fn internal_body(
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    issue: i64,
+    action: &str,
+    extra: (&str, Value),
+) -> String {
+    let mut v = json!({
+        "action": action,
         "installation": { "id": installation },
         "repository": { "id": repository_id, "full_name": repository },
         "issue": { "number": issue },
-        "comment": comment,
-    })
-    .to_string()
+    });
+    v[extra.0] = extra.1;
+    v.to_string()
 }
 
-/// The body of a recheck delivery.
+pub fn forwarded_body(installation: i64, repository_id: i64, repository: &str, issue: i64, comment: &Value) -> String {
+    internal_body(installation, repository_id, repository, issue, "forwarded", ("comment", comment.clone()))
+}
+
 pub fn recheck_body(installation: i64, repository_id: i64, repository: &str, issue: i64, cause: &str) -> String {
-    json!({
-        "action": "recheck",
-        "cause": cause,
-        "installation": { "id": installation },
-        "repository": { "id": repository_id, "full_name": repository },
-        "issue": { "number": issue },
-    })
-    .to_string()
+    internal_body(installation, repository_id, repository, issue, "recheck", ("cause", json!(cause)))
 }
 
 const POLICY_PATH: &str = ".github/shipgate.yml";

@@ -98,7 +98,7 @@ async fn accept(
     let envelope =
         Envelope::parse(&bytes).map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
     // The body parsed as JSON, so it is UTF-8.
-    let text = String::from_utf8(bytes.to_vec())
+    let text = String::from_utf8(Vec::from(bytes))
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_request", "the body is not UTF-8"))?;
 
     let delivery = NewDelivery {
