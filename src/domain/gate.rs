@@ -18,6 +18,14 @@ pub struct User {
     pub login: String,
 }
 
+impl User {
+    /// A user object of a GitHub payload or answer (`{"id": …, "login": …}`); missing fields are
+    /// empty, never a panic.
+    pub fn of(v: &serde_json::Value) -> User {
+        User { id: v["id"].as_i64().unwrap_or_default(), login: v["login"].as_str().unwrap_or_default().to_string() }
+    }
+}
+
 /// One check run or commit status on a head SHA.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckFact {

@@ -101,10 +101,7 @@ pub async fn pull_request(
     Ok(Some(PullRequest {
         number,
         head_sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
-        author: User {
-            id: v["user"]["id"].as_i64().unwrap_or_default(),
-            login: v["user"]["login"].as_str().unwrap_or_default().to_string(),
-        },
+        author: User::of(&v["user"]),
         state: if merged { "merged".into() } else { v["state"].as_str().unwrap_or("open").to_string() },
     }))
 }
@@ -206,10 +203,7 @@ pub async fn issue_comments(
     Ok(list
         .iter()
         .map(|c| {
-            let user = User {
-                id: c["user"]["id"].as_i64().unwrap_or_default(),
-                login: c["user"]["login"].as_str().unwrap_or_default().to_string(),
-            };
+            let user = User::of(&c["user"]);
             let bot = c["user"]["type"].as_str() == Some("Bot") || user.login.ends_with("[bot]");
             (c["id"].as_i64().unwrap_or_default(), user, bot, c["body"].as_str().unwrap_or_default().to_string())
         })

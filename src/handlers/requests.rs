@@ -138,10 +138,7 @@ pub async fn evaluate(
     if !labelled && existing.is_none() {
         return Ok(Handled::ignored());
     }
-    let author = User {
-        id: issue["user"]["id"].as_i64().unwrap_or_default(),
-        login: issue["user"]["login"].as_str().unwrap_or_default().to_string(),
-    };
+    let author = User::of(&issue["user"]);
     let open = issue["state"].as_str() != Some("closed");
     let body = issue["body"].as_str().unwrap_or_default();
 
@@ -698,10 +695,7 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
     let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
     let c = &v["comment"];
-    let user = User {
-        id: c["user"]["id"].as_i64().unwrap_or_default(),
-        login: c["user"]["login"].as_str().unwrap_or_default().to_string(),
-    };
+    let user = User::of(&c["user"]);
     let bot = c["user"]["type"].as_str() == Some("Bot")
         || user.login.ends_with("[bot]")
         || v["sender"]["type"].as_str() == Some("Bot");
@@ -751,10 +745,7 @@ pub async fn on_forwarded_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     let v: Value = ctx.payload()?;
     let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
     let c = &v["comment"];
-    let user = User {
-        id: c["user"]["id"].as_i64().unwrap_or_default(),
-        login: c["user"]["login"].as_str().unwrap_or_default().to_string(),
-    };
+    let user = User::of(&c["user"]);
     let trigger = Trigger::Comment {
         id: c["id"].as_i64().unwrap_or_default(),
         user,
