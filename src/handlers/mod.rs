@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::github::actions::Action;
 use crate::github::client::GitHub;
 use crate::github::facts::TeamCache;
+use crate::store::audit::{self, AuditEntry};
 use crate::store::deliveries::Claimed;
 use crate::store::deliveries::{self, NewDelivery};
 use crate::store::outbox;
@@ -100,6 +101,8 @@ pub enum Effect {
     },
     /// Something to do on GitHub, for the delivery's installation: written to the outbox.
     Act(Action),
+    /// A state change for the audit log.
+    Audit(Box<AuditEntry>),
     SaveRequest(Box<RequestRow>),
     SaveApproval(ApprovalChange),
     SavePolicy {
@@ -150,6 +153,7 @@ impl Effect {
                     Ok(())
                 }
             },
+            Effect::Audit(entry) => audit::append(tx, entry, Some(&cause.id), now).await,
             Effect::SaveRequest(r) => store_requests::save(tx, r).await,
             Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
             Effect::SavePolicy { installation, repository_id, blob, yaml } => {
