@@ -35,6 +35,182 @@ pub struct RequestView<'a> {
     /// Checklist facts the App can verify.
     pub review_approved: bool,
     pub staging_ok: bool,
+    /// The request's current deployment, if any.
+    pub deploy: Option<&'a DeployView>,
+    /// When the request was made (durations without an in_progress status start here).
+    pub created_at: i64,
+}
+
+/// A request's deployment, for the sticky comment and the summaries.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeployView {
+    /// requested | queued | pending | in_progress | success | failure | error | inactive
+    pub state: String,
+    pub sha: String,
+    pub environment: String,
+    pub deployment_id: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// A deployment made by `/rollback`.
+    pub rollback: bool,
+}
+
+impl DeployView {
+    pub fn started(&self) -> bool {
+        self.started_at.is_some() || matches!(self.state.as_str(), "in_progress" | "success" | "failure" | "error")
+    }
+    pub fn succeeded(&self) -> bool {
+        self.state == "success"
+    }
+    pub fn failed(&self) -> bool {
+        matches!(self.state.as_str(), "failure" | "error")
+    }
+    /// From the start (or creation) to the end.
+    pub fn duration_ms(&self, created_at: i64) -> Option<i64> {
+        Some(self.finished_at? - self.started_at.unwrap_or(created_at)).filter(|d| *d >= 0)
+    }
+}
+
+/// `4m 12s`, `1h 3m`, `12s`.
+pub fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m {sec}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+/// The line under the verdict while a deployment exists.
+pub fn deploy_line(d: &DeployView, created_at: i64) -> String {
+    let what = if d.rollback { "ROLLBACK" } else { "DEPLOY" };
+    let sha = short(&d.sha);
+    match d.state.as_str() {
+        "success" => {
+            let took = d.duration_ms(created_at).map(|ms| format!(" in {}", duration(ms))).unwrap_or_default();
+            if d.rollback {
+                format!("↩️ **ROLLED BACK** {} to `{sha}`{took}", d.environment)
+            } else {
+                format!("✅ **DEPLOYED** `{sha}` to {}{took}", d.environment)
+            }
+        }
+        "failure" | "error" => format!(
+            "❌ **{what} FAILED** (`{sha}` to {}, {}): see the rollback plan below; an approver may `/rollback`",
+            d.environment, d.state
+        ),
+        "requested" => format!("📦 **{what} REQUESTED**: `{sha}` to {}, waiting for the pipeline", d.environment),
+        _ => format!("🚀 **DEPLOYING** `{sha}` to {} ({})", d.environment, d.state.replace('_', " ")),
+    }
+}
+
+/// The comment that answers a run waiting on the protection rule, when it is approved.
+pub fn rule_approved(issue: i64, environment: &str, sha: &str, approvers: &[String]) -> String {
+    let by = if approvers.is_empty() {
+        "no approval required".to_string()
+    } else {
+        approvers.iter().map(|a| format!("@{a}")).collect::<Vec<_>>().join(", ")
+    };
+    format!("Approved by shipgate: deployment request #{issue} covers {} to {environment} ({by}).", short(sha))
+}
+
+pub fn rule_rejected(issue: i64, by: &str, reason: &str) -> String {
+    format!("Rejected by shipgate: deployment request #{issue} was denied by @{by}: {reason}")
+}
+
+pub fn rule_waiting(issue: i64, missing: &[String]) -> String {
+    let mut s = format!("shipgate: deployment request #{issue} is not approved yet. Waiting for:");
+    for m in missing {
+        let _ = write!(s, "\n- {m}");
+    }
+    s
+}
+
+pub fn rule_uncovered(environment: &str, sha: &str) -> String {
+    format!(
+        "shipgate: no open deployment request covers {} to {environment}. Open a DEPLOYMENT_REQUEST issue \
+         linking the pull request (or naming the commit); this run is approved once its gate opens.",
+        short(sha)
+    )
+}
+
+/// Posted when a deployment fails: the rollback plan from the request, and `/rollback`.
+pub fn deploy_failed(d: &DeployView, plan: Option<&str>, last_good: Option<&str>) -> String {
+    let mut s =
+        format!("## ❌ Deployment failed\n\n`{}` to {} ended in **{}**.\n", short(&d.sha), d.environment, d.state);
+    let _ = writeln!(s, "\n### Rollback plan (from the request)\n");
+    let _ = writeln!(s, "{}", plan.unwrap_or("*The request has no rollback plan.*").trim());
+    let _ = match last_good {
+        Some(sha) => writeln!(
+            s,
+            "\nAn approver can comment `/rollback` to deploy `{}`, the last commit that deployed successfully to {}.",
+            short(sha),
+            d.environment
+        ),
+        None => writeln!(
+            s,
+            "\nAn approver can comment `/rollback` to deploy the last commit that deployed successfully to {}.",
+            d.environment
+        ),
+    };
+    s
+}
+
+/// The summary posted when a request is done: who approved what and when, and how long it took.
+pub fn closing_summary(
+    issue: i64,
+    d: &DeployView,
+    approvals: &[(String, String, i64)],
+    created_at: i64,
+    deploy_created: i64,
+    approved_at: Option<i64>,
+) -> String {
+    let mut s = format!("## ✅ Deployment request #{issue} is done\n\n");
+    let _ = writeln!(s, "`{}` deployed to {}.\n", short(&d.sha), d.environment);
+    let _ = writeln!(s, "| | |\n|---|---|");
+    let _ = writeln!(s, "| Requested | {} |", timestamp(created_at));
+    if !approvals.is_empty() {
+        let list: Vec<String> =
+            approvals.iter().map(|(who, roles, at)| format!("@{who} ({roles}) at {}", timestamp(*at))).collect();
+        let _ = writeln!(s, "| Approved by | {} |", list.join("; "));
+    }
+    if let Some(at) = approved_at {
+        let _ = writeln!(s, "| Gate opened | {} |", timestamp(at));
+    }
+    if let Some(at) = d.started_at {
+        let _ = writeln!(s, "| Deployment started | {} |", timestamp(at));
+    }
+    if let Some(at) = d.finished_at {
+        let _ = writeln!(s, "| Deployment finished | {} |", timestamp(at));
+    }
+    if let Some(ms) = d.duration_ms(deploy_created) {
+        let _ = writeln!(s, "| Time to deploy | {} |", duration(ms));
+    }
+    if let Some(ms) = d.finished_at.map(|f| f - created_at) {
+        let _ = writeln!(s, "| From request to production | {} |", duration(ms));
+    }
+    s
+}
+
+/// A Unix-ms time as `2026-11-29 11:31 UTC`.
+pub fn timestamp(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
 }
 
 pub fn request_comment(v: &RequestView<'_>) -> String {
@@ -50,6 +226,9 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
         "⏳ **Waiting** for what is listed below."
     };
     let _ = writeln!(s, "{verdict}\n");
+    if let Some(d) = v.deploy {
+        let _ = writeln!(s, "{}\n", deploy_line(d, v.created_at));
+    }
     let _ = writeln!(s, "| Gate | | Details |\n|---|---|---|");
     for g in &v.eval.gates {
         let _ = writeln!(s, "| {} | {} | {} |", g.name, icon(g.state), escape(&g.detail));
@@ -117,30 +296,32 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
     let _ = writeln!(s, "- [{}] Rollback plan documented (shipgate)", tick(r.rollback_plan.is_some()));
     let _ = writeln!(s, "- [{}] Staging deployment successful (shipgate)", tick(v.staging_ok));
     let _ = writeln!(s, "- [ ] Monitoring dashboards checked");
+    let started = v.deploy.is_some_and(DeployView::started);
+    let ended = v.deploy.is_some_and(DeployView::succeeded);
     let _ = writeln!(s, "\n**Deployment**");
-    for item in [
-        "Create deployment ticket (record start time) (shipgate)",
-        "Start deployment (rolling, zero-downtime if possible)",
-        "Monitor application logs and metrics",
-        "Smoke tests passing",
-        "No errors in monitoring",
-        "Document any issues",
+    for (item, done) in [
+        ("Create deployment ticket (record start time) (shipgate)", started),
+        ("Start deployment (rolling, zero-downtime if possible) (shipgate)", started),
+        ("Monitor application logs and metrics", false),
+        ("Smoke tests passing", false),
+        ("No errors in monitoring", false),
+        ("Document any issues", false),
     ] {
-        let _ = writeln!(s, "- [ ] {item}");
+        let _ = writeln!(s, "- [{}] {item}", tick(done));
     }
     let _ = writeln!(s, "\n**Post-deployment**");
-    for item in [
-        "Verify all services healthy (Prometheus)",
-        "Check key metrics (response time, error rate)",
-        "Notify team",
-        "Close deployment ticket (record end time) (shipgate)",
-        "Plan post-mortem if any issues",
+    for (item, done) in [
+        ("Verify all services healthy (Prometheus)", false),
+        ("Check key metrics (response time, error rate)", false),
+        ("Notify team (shipgate)", ended),
+        ("Close deployment ticket (record end time) (shipgate)", ended),
+        ("Plan post-mortem if any issues", false),
     ] {
-        let _ = writeln!(s, "- [ ] {item}");
+        let _ = writeln!(s, "- [{}] {item}", tick(done));
     }
     let _ = write!(
         s,
-        "\n<sub>Commands, on a line of their own: `/approve`, `/approve cancel`, `/deny REASON`, `/hold`, `/unhold`, `/recheck`. This comment is kept up to date by shipgate.</sub>"
+        "\n<sub>Commands, on a line of their own: `/approve`, `/approve cancel`, `/deny REASON`, `/hold`, `/unhold`, `/deploy`, `/rollback`, `/recheck`. This comment is kept up to date by shipgate.</sub>"
     );
     s
 }
@@ -239,6 +420,8 @@ mod tests {
             problems: &[],
             review_approved: false,
             staging_ok: false,
+            deploy: None,
+            created_at: 0,
         };
         insta::assert_snapshot!(request_comment(&v));
     }
@@ -255,6 +438,8 @@ mod tests {
             problems: &[],
             review_approved: true,
             staging_ok: true,
+            deploy: None,
+            created_at: 0,
         };
         insta::assert_snapshot!(request_comment(&v));
         insta::assert_debug_snapshot!(check_run(&e, 5));
@@ -288,6 +473,8 @@ mod tests {
             problems: &problems,
             review_approved: false,
             staging_ok: false,
+            deploy: None,
+            created_at: 0,
         };
         insta::assert_snapshot!(request_comment(&v));
         insta::assert_debug_snapshot!(check_run(&e, 5));
@@ -300,5 +487,40 @@ mod tests {
             "you cannot approve your own request or pull request",
             "Ask another role holder."
         ));
+    }
+
+    #[test]
+    fn deployment_messages() {
+        let d = DeployView {
+            state: "in_progress".into(),
+            sha: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1".into(),
+            environment: "production".into(),
+            deployment_id: Some(7),
+            started_at: Some(1_780_000_000_000),
+            finished_at: None,
+            rollback: false,
+        };
+        let created = 1_779_999_000_000;
+        insta::assert_snapshot!("deploying", deploy_line(&d, created));
+        let done = DeployView { state: "success".into(), finished_at: Some(1_780_000_252_000), ..d.clone() };
+        assert_eq!(deploy_line(&done, created), "✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s");
+        let approvals = vec![("alice".to_string(), "pm".to_string(), 1_779_999_500_000)];
+        insta::assert_snapshot!(
+            "closing_summary",
+            closing_summary(9, &done, &approvals, created, created, Some(1_779_999_500_000))
+        );
+        let failed = DeployView { state: "failure".into(), finished_at: Some(1_780_000_100_000), ..d.clone() };
+        insta::assert_snapshot!(
+            "deploy_failed",
+            deploy_failed(
+                &failed,
+                Some("revert the PR and redeploy"),
+                Some("cccccccccccccccccccccccccccccccccccccc03")
+            )
+        );
+        assert_eq!(timestamp(0), "1970-01-01 00:00 UTC");
+        assert_eq!(timestamp(1_780_000_252_000), "2026-05-28 20:30 UTC");
+        assert_eq!(duration(3_723_000), "1h 2m");
+        assert_eq!(duration(12_000), "12s");
     }
 }

@@ -255,6 +255,29 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The SHA of the newest deployment to `environment` whose latest status is success, other than
+/// `except` (for `/rollback` when the App has not seen that environment's deployments).
+pub async fn last_successful_deployment(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    environment: &str,
+    except: &str,
+) -> Result<Option<String>, GhError> {
+    let auth = Auth::Installation(installation);
+    let list =
+        gh.get_all(auth, &format!("/repos/{repo}/deployments?environment={}", encode(environment)), None).await?;
+    // Newest first; a handful is enough.
+    for d in list.iter().filter(|d| d["sha"].as_str().is_some_and(|s| s != except)).take(20) {
+        let Some(id) = d["id"].as_i64() else { continue };
+        let statuses = gh.get_all(auth, &format!("/repos/{repo}/deployments/{id}/statuses"), None).await?;
+        if statuses.first().and_then(|s| s["state"].as_str()) == Some("success") {
+            return Ok(d["sha"].as_str().map(str::to_string));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

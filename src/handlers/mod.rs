@@ -22,6 +22,7 @@ use crate::github::facts::TeamCache;
 use crate::store::audit::{self, AuditEntry};
 use crate::store::deliveries::Claimed;
 use crate::store::deliveries::{self, NewDelivery};
+use crate::store::deploys::{self, DeploymentRow, RuleRow};
 use crate::store::outbox;
 use crate::store::requests::{self as store_requests, ApprovalChange, RequestRow};
 use crate::store::tenancy::{self, InstallationRecord, RepositoryRecord};
@@ -130,6 +131,37 @@ pub enum Effect {
         issue: i64,
         comment: serde_json::Value,
     },
+    /// A deployment's status (kept so that staging-first and the report need not ask GitHub).
+    RecordDeployment(Box<DeploymentRow>),
+    /// A deployment status for a request, handled in the request's own subject.
+    ForwardDeployment {
+        installation: i64,
+        repository_id: i64,
+        repository: String,
+        issue: i64,
+        deployment_id: i64,
+    },
+    /// A workflow run waiting on the App's protection rule.
+    SaveRule(Box<RuleRow>),
+    /// Approves or rejects a waiting run: the action is sent only if the run was still pending.
+    AnswerRule {
+        installation: i64,
+        repository_id: i64,
+        run_id: i64,
+        environment: String,
+        state: String,
+        issue: i64,
+        action: Action,
+    },
+    /// A status report on a waiting run, sent only when it says something new.
+    ReportRule {
+        installation: i64,
+        repository_id: i64,
+        run_id: i64,
+        environment: String,
+        digest: String,
+        action: Action,
+    },
 }
 
 impl Effect {
@@ -189,6 +221,39 @@ impl Effect {
                 };
                 deliveries::insert_internal(tx, &d).await
             }
+            Effect::RecordDeployment(d) => deploys::record(tx, d).await,
+            Effect::ForwardDeployment { installation, repository_id, repository, issue, deployment_id } => {
+                let body = requests::deployment_body(*installation, *repository_id, repository, *issue, *deployment_id);
+                let d = NewDelivery {
+                    id: format!("deployment-{}-{repository_id}-{issue}", cause.id),
+                    event: requests::DEPLOYMENT_EVENT.into(),
+                    action: Some("status".into()),
+                    installation_id: Some(*installation),
+                    repository: Some(repository.clone()),
+                    subject: format!("repo:{repository_id}#{issue}"),
+                    received_at: now,
+                    body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                    body,
+                };
+                deliveries::insert_internal(tx, &d).await
+            }
+            Effect::SaveRule(r) => deploys::save_rule(tx, r).await,
+            Effect::AnswerRule { installation, repository_id, run_id, environment, state, issue, action } => {
+                if deploys::answer_rule(tx, *installation, *repository_id, *run_id, environment, state, *issue, now)
+                    .await?
+                {
+                    outbox::enqueue(tx, *installation, &format!("{}:{index}", cause.id), action, Some(&cause.id), now)
+                        .await?;
+                }
+                Ok(())
+            }
+            Effect::ReportRule { installation, repository_id, run_id, environment, digest, action } => {
+                if deploys::set_rule_report(tx, *installation, *repository_id, *run_id, environment, digest).await? {
+                    outbox::enqueue(tx, *installation, &format!("{}:{index}", cause.id), action, Some(&cause.id), now)
+                        .await?;
+                }
+                Ok(())
+            }
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
             Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,
             Effect::DeleteInstallation { id } => tenancy::mark_deleted(tx, *id, now).await,
@@ -227,6 +292,9 @@ impl Registry {
         r.on(requests::RECHECK_EVENT, None, requests::on_recheck);
         r.on(requests::FORWARDED_COMMENT_EVENT, None, requests::on_forwarded_comment);
         r.on("push", None, requests::on_push);
+        r.on("deployment_protection_rule", None, requests::on_protection_rule);
+        r.on("deployment_status", None, requests::on_deployment_status);
+        r.on(requests::DEPLOYMENT_EVENT, None, requests::on_forwarded_deployment);
         for event in [
             "pull_request",
             "pull_request_review",

@@ -12,12 +12,14 @@ use serde_json::{Value, json};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands::{self, Command};
 use crate::domain::gate::{self, ApprovalFact, CheckFact, Evaluation, GateInput, PrFacts, User};
-use crate::domain::messages::{self, RequestView};
-use crate::domain::policy::{self, ConfigError, Policy};
+use crate::domain::messages::{self, DeployView, RequestView};
+use crate::domain::policy::{self, ConfigError, DeployMode, Policy};
 use crate::domain::request::{self, Problem};
 use crate::github::actions::Action;
-use crate::github::client::GhError;
+use crate::github::client::{GhError, parse_rfc3339_ms};
 use crate::github::facts;
+use crate::store::audit::AuditEntry;
+use crate::store::deploys::{self, DeploymentRow, RuleRow};
 use crate::store::requests::{self as store, ApprovalChange, RequestRow};
 
 /// The state labels the App manages.
@@ -49,10 +51,23 @@ struct Remembered {
 
 /// What triggered an evaluation.
 pub enum Trigger {
-    Issue { action: String },
-    Comment { id: i64, user: User, bot: bool, body: String },
-    CommentDeleted { id: i64 },
+    Issue {
+        action: String,
+    },
+    Comment {
+        id: i64,
+        user: User,
+        bot: bool,
+        body: String,
+    },
+    CommentDeleted {
+        id: i64,
+    },
     Recheck,
+    /// A status of deployment `id` (recorded in the deployments table).
+    Deployment {
+        id: i64,
+    },
 }
 
 /// The repository and issue an event is about.
@@ -166,7 +181,7 @@ pub async fn evaluate(
         remembered.prs.iter().map(|p| p.number).chain(remembered.missing_prs.iter().copied()).collect();
     let reuse = match &trigger {
         Trigger::Comment { body, .. } => !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck))),
-        Trigger::CommentDeleted { .. } => true,
+        Trigger::CommentDeleted { .. } | Trigger::Deployment { .. } => true,
         _ => false,
     } && existing.is_some()
         && remembered_numbers == numbers.iter().copied().collect::<BTreeSet<i64>>();
@@ -241,7 +256,13 @@ pub async fn evaluate(
         labels: "[]".into(),
         created_at: now,
         updated_at: now,
+        deploy_key: None,
+        deployment_id: None,
+        deploy_state: None,
+        deploy_sha: None,
+        approved_at: None,
     });
+    let before = existing.clone();
     if row.fingerprint != fingerprint {
         row.revision += 1;
         row.fingerprint = fingerprint;
@@ -253,8 +274,9 @@ pub async fn evaluate(
     row.updated_at = now;
 
     // Approvals so far.
-    let mut approvals: Vec<(ApprovalFact, String)> = store::approvals(&ctx.db, t.installation, t.repo_id, t.issue)
-        .await?
+    let stored = store::approvals(&ctx.db, t.installation, t.repo_id, t.issue).await?;
+    let prev_states: BTreeMap<i64, String> = stored.iter().map(|a| (a.comment_id, a.state.clone())).collect();
+    let mut approvals: Vec<(ApprovalFact, String)> = stored
         .into_iter()
         .filter(|a| a.state != "withdrawn")
         .map(|a| {
@@ -297,10 +319,18 @@ pub async fn evaluate(
 
     // Commands.
     let mut replies: Vec<Effect> = Vec::new();
+    // `/deploy` and `/rollback` need the gate's verdict: answered after the evaluation.
+    let mut deploy_asks: Vec<(i64, User, Command)> = Vec::new();
     for (comment_id, sender, text) in &comment_commands {
         for parsed in commands::parse(text) {
             let (accepted, reply) = match parsed {
                 Err(e) => (false, Some(e.message.clone())),
+                Ok(cmd @ (Command::Deploy | Command::Rollback)) => {
+                    if matches!(trigger, Trigger::Comment { .. }) {
+                        deploy_asks.push((*comment_id, sender.clone(), cmd));
+                    }
+                    continue;
+                }
                 Ok(cmd) => {
                     apply_command(
                         &ctx,
@@ -323,22 +353,8 @@ pub async fn evaluate(
                     .await?
                 }
             };
-            if accepted && matches!(trigger, Trigger::Comment { .. }) {
-                replies.push(Effect::Act(Action::AddReaction {
-                    repo: t.repo.clone(),
-                    comment_id: *comment_id,
-                    content: "+1".into(),
-                }));
-            }
-            if let Some(why) = reply
-                && matches!(trigger, Trigger::Comment { .. })
-            {
-                replies.push(Effect::Act(Action::UpsertComment {
-                    repo: t.repo.clone(),
-                    issue: t.issue,
-                    marker: format!("reply-{comment_id}"),
-                    body: format!("@{} {why}", sender.login),
-                }));
+            if matches!(trigger, Trigger::Comment { .. }) {
+                answer(&mut replies, &t, *comment_id, sender, accepted, reply);
             }
         }
     }
@@ -376,6 +392,9 @@ pub async fn evaluate(
     {
         let mut all = true;
         for p in &prs {
+            if deploys::succeeded(&ctx.db, t.installation, t.repo_id, &env.staging_environment, &p.head_sha).await? {
+                continue; // seen in a deployment_status event
+            }
             match facts::deployed_ok(&ctx.github, t.installation, &t.repo, &p.head_sha, &env.staging_environment).await
             {
                 Ok(ok) => all &= ok,
@@ -403,12 +422,144 @@ pub async fn evaluate(
         ci_red: None,
     });
 
+    // A deployment status forwarded to this request.
+    if let Trigger::Deployment { id } = &trigger
+        && let Some(d) = deploys::get(&ctx.db, t.installation, t.repo_id, *id).await?
+        && row.deployment_id.is_none_or(|cur| *id >= cur)
+    {
+        if row.deployment_id != Some(*id) || row.deploy_state.as_deref() != Some(d.state.as_str()) {
+            effects.push(audit_entry(
+                &t,
+                "deployment.status",
+                None,
+                json!({ "deployment_id": id, "state": d.state, "sha": d.sha, "environment": d.environment }),
+            ));
+        }
+        row.deployment_id = Some(*id);
+        row.deploy_sha = Some(d.sha.clone());
+        row.deploy_state = Some(d.state.clone());
+    }
+    let deployment = match row.deployment_id {
+        Some(id) => deploys::get(&ctx.db, t.installation, t.repo_id, id).await?,
+        None => None,
+    };
+    let deploy_view = row.deploy_state.as_ref().map(|state| DeployView {
+        state: state.clone(),
+        sha: row.deploy_sha.clone().unwrap_or_default(),
+        environment: deployment.as_ref().map(|d| d.environment.clone()).or(environment.clone()).unwrap_or_default(),
+        deployment_id: row.deployment_id,
+        started_at: deployment.as_ref().and_then(|d| d.started_at),
+        finished_at: deployment.as_ref().and_then(|d| d.finished_at),
+        rollback: row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-")),
+    });
+    let deploy_created = deployment.as_ref().map(|d| d.created_at).unwrap_or(row.created_at);
+
+    // `/deploy` and `/rollback`.
+    for (comment_id, sender, cmd) in &deploy_asks {
+        let (accepted, reply) = deploy_command(
+            &ctx,
+            &t,
+            env_policy.map(|e| e.deploy),
+            environment.as_deref(),
+            &env_roles,
+            &holds,
+            sender,
+            cmd,
+            *comment_id,
+            &eval,
+            &prs,
+            &req,
+            &mut row,
+            &mut effects,
+        )
+        .await?;
+        answer(&mut replies, &t, *comment_id, sender, accepted, reply);
+    }
+
+    // Runs waiting on the App's protection rule for this environment and these commits.
+    let approved_shas: Vec<String> = if prs.is_empty() {
+        req.commit.iter().filter(|c| c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit())).cloned().collect()
+    } else {
+        heads.clone()
+    };
+    let covers = |sha: &str| approved_shas.iter().any(|a| sha == a || (a.len() < 40 && sha.starts_with(a.as_str())));
+    if let Some(env) = environment.as_deref()
+        && open
+        && labelled
+    {
+        for rule in deploys::pending_rules(&ctx.db, t.installation, t.repo_id, env).await? {
+            if !covers(&rule.sha) {
+                continue;
+            }
+            // Approvals count for a run only if they were given for its commit.
+            let given_for_sha = prs.is_empty() || current.iter().all(|a| a.head_shas.iter().any(|h| h == &rule.sha));
+            let review = |state: Option<&str>, comment: String| Action::ReviewProtectionRule {
+                repo: t.repo.clone(),
+                run_id: rule.run_id,
+                environment_name: rule.environment.clone(),
+                state: state.map(str::to_string),
+                comment,
+            };
+            let answer_rule = |state: &str, comment: String| Effect::AnswerRule {
+                installation: t.installation,
+                repository_id: t.repo_id,
+                run_id: rule.run_id,
+                environment: rule.environment.clone(),
+                state: state.into(),
+                issue: t.issue,
+                action: review(Some(state), comment),
+            };
+            let detail = json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment });
+            if let Some(by) = row.denied_by.as_deref() {
+                let reason = row.deny_reason.clone().unwrap_or_default();
+                effects.push(answer_rule("rejected", messages::rule_rejected(t.issue, by, &reason)));
+                effects.push(audit_entry(&t, "protection_rule.rejected", None, detail));
+            } else if eval.open && given_for_sha {
+                let approvers: Vec<String> = current.iter().map(|a| a.user.login.clone()).collect();
+                effects.push(answer_rule(
+                    "approved",
+                    messages::rule_approved(t.issue, &rule.environment, &rule.sha, &approvers),
+                ));
+                effects.push(audit_entry(&t, "protection_rule.approved", None, detail));
+            } else {
+                let mut missing = eval.missing();
+                if eval.open {
+                    missing.push(format!("Approvals: given for other commits than {}", &rule.sha));
+                }
+                let comment = messages::rule_waiting(t.issue, &missing);
+                let digest = {
+                    use sha2::{Digest, Sha256};
+                    hex::encode(Sha256::digest(comment.as_bytes()))
+                };
+                effects.push(Effect::ReportRule {
+                    installation: t.installation,
+                    repository_id: t.repo_id,
+                    run_id: rule.run_id,
+                    environment: rule.environment.clone(),
+                    digest,
+                    action: review(None, comment),
+                });
+            }
+        }
+    }
+
     // State and labels.
     row.gate_open = eval.open as i64;
+    if eval.open && before.as_ref().is_none_or(|b| b.gate_open == 0) {
+        row.approved_at = Some(now);
+    }
+    let deploy_state = row.deploy_state.as_deref().unwrap_or("");
+    let rollback = deploy_view.as_ref().is_some_and(|d| d.rollback);
     row.state = if !labelled || !open {
         "closed".into()
     } else if row.denied_by.is_some() {
         "denied".into()
+    } else if matches!(deploy_state, "queued" | "pending" | "in_progress") {
+        "deploying".into()
+    } else if deploy_state == "success" {
+        if rollback { "rolled-back".into() } else { "deployed".into() }
+    } else if matches!(deploy_state, "failure" | "error") {
+        "deploy-failed".into()
     } else if row.hold_by.is_some() {
         "on-hold".into()
     } else if eval.open {
@@ -420,18 +571,138 @@ pub async fn evaluate(
         "approved" => vec!["approved"],
         "on-hold" => vec!["on-hold"],
         "awaiting-approval" => vec!["awaiting-approval"],
+        "deploying" => vec!["deploying"],
+        "deployed" => vec!["deployed"],
+        "deploy-failed" | "rolled-back" => vec!["deploy-failed"],
         _ => vec![],
     };
     let add: Vec<String> = want.iter().filter(|l| !labels.iter().any(|x| x == *l)).map(|l| l.to_string()).collect();
     let remove: Vec<String> = STATE_LABELS
         .iter()
-        .filter(|l| {
-            !want.contains(l)
-                && labels.iter().any(|x| x == *l)
-                && matches!(**l, "approved" | "on-hold" | "awaiting-approval")
-        })
+        .filter(|l| !want.contains(l) && labels.iter().any(|x| x == *l))
+        .filter(|l| row.state != "closed" || !matches!(**l, "deployed" | "deploy-failed"))
         .map(|l| l.to_string())
         .collect();
+
+    // A deployment that just ended: the summary (closing a finished request), or the rollback plan.
+    let state_changed = before.as_ref().and_then(|b| b.deploy_state.clone()) != row.deploy_state
+        || before.as_ref().and_then(|b| b.deployment_id) != row.deployment_id;
+    if let (Some(d), Trigger::Deployment { id }, true) = (&deploy_view, &trigger, state_changed) {
+        if d.succeeded() && !d.rollback && open {
+            let given: Vec<(String, String, i64)> = store::approvals(&ctx.db, t.installation, t.repo_id, t.issue)
+                .await?
+                .into_iter()
+                .filter(|a| a.state == "active")
+                .map(|a| {
+                    let roles: Vec<String> = serde_json::from_str(&a.roles).unwrap_or_default();
+                    (a.login, roles.join(", "), a.created_at)
+                })
+                .collect();
+            let unticked = body
+                .lines()
+                .filter(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("- [ ]") || l.starts_with("* [ ]")
+                })
+                .count();
+            let mut text =
+                messages::closing_summary(t.issue, d, &given, row.created_at, deploy_created, row.approved_at);
+            if unticked > 0 {
+                text.push_str(&format!(
+                    "\n{unticked} item(s) of the request's own checklist are not ticked: tick them and close the issue."
+                ));
+            }
+            effects.push(Effect::Act(Action::UpsertComment {
+                repo: t.repo.clone(),
+                issue: t.issue,
+                marker: format!("summary-{id}"),
+                body: text,
+            }));
+            if unticked == 0 {
+                effects.push(Effect::Act(Action::UpdateIssue {
+                    repo: t.repo.clone(),
+                    marker: None,
+                    number: Some(t.issue),
+                    title: None,
+                    body: None,
+                    state: Some("closed".into()),
+                    state_reason: Some("completed".into()),
+                }));
+                effects.push(audit_entry(
+                    &t,
+                    "request.closed",
+                    None,
+                    json!({ "by": "shipgate", "deployment_id": id, "time_to_deploy_ms": d.duration_ms(deploy_created) }),
+                ));
+            }
+        } else if d.failed() {
+            let last_good = deploys::last_success(&ctx.db, t.installation, t.repo_id, &d.environment, &d.sha).await?;
+            effects.push(Effect::Act(Action::UpsertComment {
+                repo: t.repo.clone(),
+                issue: t.issue,
+                marker: format!("deploy-failed-{id}"),
+                body: messages::deploy_failed(d, req.rollback_plan.as_deref(), last_good.as_deref()),
+            }));
+        }
+    }
+
+    // The audit log: what changed.
+    let actor = match &trigger {
+        Trigger::Comment { user, .. } => Some(user.clone()),
+        _ => None,
+    };
+    match &before {
+        None => effects.push(audit_entry(
+            &t,
+            "request.parsed",
+            Some(&author),
+            json!({ "environment": environment, "pull_requests": numbers, "problems": problems.len(), "revision": row.revision }),
+        )),
+        Some(b) => {
+            if b.revision != row.revision {
+                effects.push(audit_entry(&t, "request.revised", None, json!({ "revision": row.revision })));
+            }
+            if b.open != row.open || b.labelled != row.labelled {
+                let kind = if open && labelled { "request.reopened" } else { "request.closed" };
+                effects.push(audit_entry(&t, kind, None, json!({ "open": open, "labelled": labelled })));
+            }
+        }
+    }
+    let was = before.as_ref();
+    if was.and_then(|b| b.hold_by.clone()) != row.hold_by {
+        let kind = if row.hold_by.is_some() { "request.held" } else { "request.unheld" };
+        effects.push(audit_entry(&t, kind, actor.as_ref(), json!({})));
+    }
+    if was.and_then(|b| b.denied_by.clone()) != row.denied_by && row.denied_by.is_some() {
+        effects.push(audit_entry(&t, "request.denied", actor.as_ref(), json!({ "reason": row.deny_reason })));
+    }
+    if was.map(|b| b.gate_open).unwrap_or(0) != row.gate_open {
+        let kind = if eval.open { "gate.opened" } else { "gate.closed" };
+        effects.push(audit_entry(&t, kind, None, json!({ "missing": eval.missing(), "heads": heads })));
+    }
+    let approval_audit: Vec<Effect> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::SaveApproval(a) if prev_states.get(&a.comment_id) != Some(&a.state) => {
+                let kind = match a.state.as_str() {
+                    "active" => "approval.given",
+                    "withdrawn" => "approval.withdrawn",
+                    _ => "approval.stale",
+                };
+                let who = User { id: a.user_id, login: a.login.clone() };
+                let by = if a.state == "stale" { None } else { actor.as_ref().or(Some(&who)) };
+                Some(audit_entry(
+                    &t,
+                    kind,
+                    by,
+                    json!({ "approver": a.login, "approver_id": a.user_id, "roles": a.roles, "environment": a.environment,
+                            "head_shas": a.head_shas, "revision": a.revision, "note": a.note, "comment_id": a.comment_id }),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    effects.extend(approval_audit);
 
     let config_lines: Vec<String> = config_errors.iter().map(|e| e.to_string()).collect();
     let body = messages::request_comment(&RequestView {
@@ -443,6 +714,8 @@ pub async fn evaluate(
         problems: &problems,
         review_approved,
         staging_ok: staging_ok.unwrap_or(false),
+        deploy: deploy_view.as_ref(),
+        created_at: deploy_created,
     });
     let (conclusion, _, summary) = messages::check_run(&eval, t.issue);
     let digest = {
@@ -663,10 +936,8 @@ async fn apply_command(
             Ok((true, None))
         }
         Command::Recheck => Ok((true, None)),
-        Command::Deploy | Command::Rollback => refuse(
-            "deploying from a comment is not available yet".into(),
-            "Deploy with your pipeline once the gate is open.",
-        ),
+        // Answered after the evaluation (they need the gate's verdict): see `deploy_command`.
+        Command::Deploy | Command::Rollback => Ok((true, None)),
     }
 }
 
@@ -925,4 +1196,353 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         }
     }
     Ok(Handled::ok(effects))
+}
+
+/// The reaction to an accepted command, or a reply saying why it was refused.
+fn answer(
+    replies: &mut Vec<Effect>,
+    t: &Target,
+    comment_id: i64,
+    sender: &User,
+    accepted: bool,
+    reply: Option<String>,
+) {
+    if accepted {
+        replies.push(Effect::Act(Action::AddReaction { repo: t.repo.clone(), comment_id, content: "+1".into() }));
+    }
+    if let Some(why) = reply {
+        replies.push(Effect::Act(Action::UpsertComment {
+            repo: t.repo.clone(),
+            issue: t.issue,
+            marker: format!("reply-{comment_id}"),
+            body: format!("@{} {why}", sender.login),
+        }));
+    }
+}
+
+/// An entry for the audit log about request `t`.
+fn audit_entry(t: &Target, kind: &str, actor: Option<&User>, detail: Value) -> Effect {
+    Effect::Audit(Box::new(AuditEntry {
+        installation_id: t.installation,
+        repository_id: Some(t.repo_id),
+        repository: Some(t.repo.clone()),
+        issue: Some(t.issue),
+        kind: kind.into(),
+        actor_id: actor.map(|u| u.id),
+        actor_login: actor.map(|u| u.login.clone()),
+        detail,
+    }))
+}
+
+/// `/deploy` (deploy mode `deployment`: a GitHub Deployment of the approved commit) and
+/// `/rollback` (a deployment of the last commit that succeeded in the environment). Returns
+/// (accepted, reply).
+#[allow(clippy::too_many_arguments)]
+async fn deploy_command(
+    ctx: &Ctx,
+    t: &Target,
+    mode: Option<DeployMode>,
+    environment: Option<&str>,
+    env_roles: &BTreeSet<&str>,
+    holds: &(dyn Fn(&User, &str) -> bool + Sync),
+    sender: &User,
+    cmd: &Command,
+    comment_id: i64,
+    eval: &Evaluation,
+    prs: &[PrFacts],
+    req: &request::ChangeRequest,
+    row: &mut RequestRow,
+    effects: &mut Vec<Effect>,
+) -> Result<(bool, Option<String>), HandlerError> {
+    let name = format!("/{}", cmd.name());
+    let refuse = |why: String, instead: &str| Ok((false, Some(messages::refusal(&name, &why, instead))));
+    let (Some(env), Some(mode)) = (environment, mode) else {
+        return refuse(
+            "the request names no environment that `.github/shipgate.yml` defines".into(),
+            "Fix the request's Environment first.",
+        );
+    };
+    // An approver: a holder of one of the roles the request needs; where it needs none, anyone
+    // with write access.
+    let approver = if env_roles.is_empty() {
+        match facts::permission(&ctx.github, t.installation, &t.repo, &sender.login).await {
+            Ok(p) => matches!(p.as_str(), "admin" | "maintain" | "write"),
+            Err(GhError::DryRun) => false,
+            Err(e) => return Err(gh_err(e)),
+        }
+    } else {
+        env_roles.iter().any(|r| holds(sender, r))
+    };
+    if !approver {
+        let roles: Vec<&str> = env_roles.iter().copied().collect();
+        let who = if roles.is_empty() {
+            "write access".to_string()
+        } else {
+            format!("one of the roles {}", roles.join(", "))
+        };
+        return refuse(format!("only an approver may deploy ({who})"), "Ask an approver.");
+    }
+    let in_flight = matches!(row.deploy_state.as_deref(), Some("requested" | "queued" | "pending" | "in_progress"));
+    if in_flight {
+        return refuse("a deployment of this request is already under way".into(), "Wait for it to finish.");
+    }
+    let (sha, key, rollback_of) = match cmd {
+        Command::Deploy => {
+            if mode != DeployMode::Deployment {
+                return refuse(
+                    format!("{env} deploys with `deploy: {}`, not through the App", mode.as_str()),
+                    "Deploy with your pipeline once the gate is open.",
+                );
+            }
+            if !eval.open {
+                return refuse(format!("the gate is closed ({})", eval.missing().join("; ")), "Wait until it opens.");
+            }
+            if row.deploy_state.as_deref() == Some("success") {
+                return refuse("this request is deployed already".into(), "Open a new request to deploy again.");
+            }
+            let sha = match prs {
+                [one] => one.head_sha.clone(),
+                [] => match req.commit.clone().filter(|c| c.len() == 40 && c.chars().all(|x| x.is_ascii_hexdigit())) {
+                    Some(c) => c,
+                    None => {
+                        return refuse(
+                            "the request names no pull request and no full commit SHA".into(),
+                            "Link the pull request to deploy.",
+                        );
+                    }
+                },
+                _ => {
+                    return refuse(
+                        "the request links several pull requests, so there is no single commit to deploy".into(),
+                        "Deploy them with your pipeline, or split the request.",
+                    );
+                }
+            };
+            (sha, format!("request-{}-{comment_id}", t.issue), None)
+        }
+        _ => {
+            if mode == DeployMode::None {
+                return refuse(format!("{env} has `deploy: none`"), "Roll back with your pipeline.");
+            }
+            let Some(current) = row.deploy_sha.clone().filter(|_| row.deploy_state.is_some()) else {
+                return refuse("nothing of this request has been deployed".into(), "Nothing to roll back.");
+            };
+            let local = deploys::last_success(&ctx.db, t.installation, t.repo_id, env, &current).await?;
+            let found = match local {
+                Some(sha) => Some(sha),
+                None => {
+                    match facts::last_successful_deployment(&ctx.github, t.installation, &t.repo, env, &current).await {
+                        Ok(found) => found,
+                        Err(GhError::DryRun) => None,
+                        Err(e) => return Err(gh_err(e)),
+                    }
+                }
+            };
+            let Some(sha) = found else {
+                return refuse(format!("no earlier commit deployed successfully to {env}"), "Roll back by hand.");
+            };
+            (sha, format!("rollback-{}-{comment_id}", t.issue), Some(current))
+        }
+    };
+    effects.push(Effect::Act(Action::CreateDeployment {
+        repo: t.repo.clone(),
+        key: key.clone(),
+        git_ref: sha.clone(),
+        environment: env.to_string(),
+        description: match &rollback_of {
+            Some(_) => format!("Rollback for deployment request #{}", t.issue),
+            None => format!("Deployment request #{}", t.issue),
+        },
+        payload: json!({ "shipgate_request": t.issue, "shipgate_rollback_of": rollback_of, "requested_by": sender.login }),
+    }));
+    effects.push(audit_entry(
+        t,
+        if rollback_of.is_some() { "deployment.rollback_requested" } else { "deployment.requested" },
+        Some(sender),
+        json!({ "sha": sha, "environment": env, "key": key, "rollback_of": rollback_of, "comment_id": comment_id }),
+    ));
+    row.deploy_key = Some(key);
+    row.deploy_sha = Some(sha);
+    row.deploy_state = Some("requested".into());
+    row.deployment_id = None;
+    Ok((true, None))
+}
+
+/// The internal event carrying a deployment's status to its request.
+pub const DEPLOYMENT_EVENT: &str = "shipgate_deployment";
+
+pub fn deployment_body(
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    issue: i64,
+    deployment_id: i64,
+) -> String {
+    internal_body(
+        installation,
+        repository_id,
+        repository,
+        issue,
+        "status",
+        ("deployment", json!({ "id": deployment_id })),
+    )
+}
+
+pub async fn on_forwarded_deployment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let v: Value = ctx.payload()?;
+    let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let Some(id) = v["deployment"]["id"].as_i64() else { return Ok(Handled::ignored()) };
+    evaluate(ctx, t, None, Trigger::Deployment { id }).await
+}
+
+/// The repository of an event: (installation, repository id, owner/name).
+fn repo_of(ctx: &Ctx, v: &Value) -> Option<(i64, i64, String)> {
+    Some((
+        ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64())?,
+        v["repository"]["id"].as_i64()?,
+        v["repository"]["full_name"].as_str()?.to_string(),
+    ))
+}
+
+/// `deployment_status`: kept, and handed to the request it belongs to (by the payload the App
+/// gave the deployment, or by environment and commit); a success also rechecks the requests whose
+/// commits it deployed (staging first).
+pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let v: Value = ctx.payload()?;
+    let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let (dep, st) = (&v["deployment"], &v["deployment_status"]);
+    let (Some(id), Some(sha), Some(state)) = (dep["id"].as_i64(), dep["sha"].as_str(), st["state"].as_str()) else {
+        return Err(HandlerError::Permanent("deployment_status without deployment id, sha or state".into()));
+    };
+    let environment = dep["environment"].as_str().or(st["environment"].as_str()).unwrap_or_default().to_string();
+    let now = ctx.clock.now_ms();
+    let status_at = st["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(now);
+    let created_at = dep["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(status_at);
+    let hint = dep["payload"]["shipgate_request"].as_i64();
+    let hinted = match hint {
+        Some(n) => store::get(&ctx.db, installation, repo_id, n).await?.map(|r| r.issue),
+        None => None,
+    };
+    let mut effects = vec![Effect::RecordDeployment(Box::new(DeploymentRow {
+        installation_id: installation,
+        repository_id: repo_id,
+        deployment_id: id,
+        environment: environment.clone(),
+        sha: sha.to_string(),
+        git_ref: dep["ref"].as_str().map(str::to_string),
+        issue: hinted,
+        state: state.to_string(),
+        status_at,
+        created_at,
+        started_at: (state == "in_progress").then_some(status_at),
+        finished_at: deploys::is_final(state).then_some(status_at),
+    }))];
+    let mentioning = store::open_mentioning(&ctx.db, installation, repo_id, sha).await?;
+    let targets: Vec<i64> = match hinted {
+        Some(n) => vec![n],
+        None => {
+            let in_env = store::open_for_environment(&ctx.db, installation, repo_id, &environment).await?;
+            mentioning.iter().copied().filter(|n| in_env.contains(n)).collect()
+        }
+    };
+    for issue in &targets {
+        effects.push(Effect::ForwardDeployment {
+            installation,
+            repository_id: repo_id,
+            repository: repo.clone(),
+            issue: *issue,
+            deployment_id: id,
+        });
+    }
+    if state == "success" {
+        for issue in mentioning.into_iter().filter(|n| !targets.contains(n)) {
+            effects.push(Effect::Recheck { installation, repository_id: repo_id, repository: repo.clone(), issue });
+        }
+    }
+    Ok(Handled::ok(effects))
+}
+
+/// `deployment_protection_rule` (requested): the run is kept until a request answers it. The
+/// requests for its environment that cover its commit are evaluated again (in their own order,
+/// where the answer is decided); with none, the run gets a status report saying so.
+pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let v: Value = ctx.payload()?;
+    if v["action"].as_str() != Some("requested") {
+        return Ok(Handled::ignored());
+    }
+    let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let run_id = v["deployment_callback_url"]
+        .as_str()
+        .and_then(|u| u.split("/actions/runs/").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse::<i64>().ok());
+    let (Some(run_id), Some(environment), Some(sha)) = (run_id, v["environment"].as_str(), v["sha"].as_str()) else {
+        return Err(HandlerError::Permanent(
+            "deployment_protection_rule without a callback URL naming the run, an environment or a sha".into(),
+        ));
+    };
+    let mut effects = vec![Effect::SaveRule(Box::new(RuleRow {
+        installation_id: installation,
+        repository_id: repo_id,
+        repository: repo.clone(),
+        run_id,
+        environment: environment.to_string(),
+        sha: sha.to_string(),
+        git_ref: v["ref"].as_str().map(str::to_string),
+        state: "pending".into(),
+        issue: None,
+        report: None,
+        received_at: ctx.clock.now_ms(),
+    }))];
+    effects.push(Effect::Audit(Box::new(AuditEntry {
+        installation_id: installation,
+        repository_id: Some(repo_id),
+        repository: Some(repo.clone()),
+        issue: None,
+        kind: "protection_rule.requested".into(),
+        actor_id: v["sender"]["id"].as_i64(),
+        actor_login: v["sender"]["login"].as_str().map(str::to_string),
+        detail: json!({ "run_id": run_id, "environment": environment, "sha": sha, "ref": v["ref"] }),
+    })));
+    let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
+    let mut covering = Vec::new();
+    for issue in in_env {
+        let row = store::get(&ctx.db, installation, repo_id, issue).await?;
+        // The commit is one of its PR heads, or the commit it names.
+        let named = row.as_ref().is_some_and(|r| r.facts.contains(sha));
+        if named || sha_named_in_request(&ctx, installation, &repo, issue, sha).await? {
+            covering.push(issue);
+        }
+    }
+    if covering.is_empty() {
+        effects.push(Effect::Act(Action::ReviewProtectionRule {
+            repo: repo.clone(),
+            run_id,
+            environment_name: environment.to_string(),
+            state: None,
+            comment: messages::rule_uncovered(environment, sha),
+        }));
+    }
+    for issue in covering {
+        effects.push(Effect::Recheck { installation, repository_id: repo_id, repository: repo.clone(), issue });
+    }
+    Ok(Handled::ok(effects))
+}
+
+/// Does request `issue` name `sha` as its commit (a request without pull requests)?
+async fn sha_named_in_request(
+    ctx: &Ctx,
+    installation: i64,
+    repo: &str,
+    issue: i64,
+    sha: &str,
+) -> Result<bool, HandlerError> {
+    let body = match facts::issue(&ctx.github, installation, repo, issue).await {
+        Ok(Some(i)) => i["body"].as_str().unwrap_or_default().to_string(),
+        Ok(None) | Err(GhError::DryRun) => return Ok(false),
+        Err(e) => return Err(gh_err(e)),
+    };
+    let req = request::parse(&body);
+    Ok(req.pull_requests.is_empty()
+        && req.commit.is_some_and(|c| c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit()) && sha.starts_with(&c)))
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod deliveries;
+pub mod deploys;
 pub mod objects;
 pub mod outbox;
 pub mod queue;

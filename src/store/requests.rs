@@ -27,6 +27,14 @@ pub struct RequestRow {
     pub labels: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The key of the deployment the App created for it (`/deploy`, `/rollback`).
+    pub deploy_key: Option<String>,
+    /// Its current deployment, once GitHub has reported one.
+    pub deployment_id: Option<i64>,
+    pub deploy_state: Option<String>,
+    pub deploy_sha: Option<String>,
+    /// When the gate last opened.
+    pub approved_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
@@ -45,7 +53,8 @@ pub struct ApprovalRow {
 }
 
 const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
-    environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at";
+    environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at, \
+    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Option<RequestRow>> {
     let sql =
@@ -86,11 +95,13 @@ pub async fn open_in_installation(db: &Db, installation: i64) -> Result<Vec<(i64
 pub async fn save(tx: &mut Transaction<'static, Any>, r: &RequestRow) -> Result<()> {
     let sql = format!(
         "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
+         $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
          labelled = excluded.labelled, open = excluded.open, environment = excluded.environment, \
          fingerprint = excluded.fingerprint, revision = excluded.revision, hold_by = excluded.hold_by, \
          denied_by = excluded.denied_by, deny_reason = excluded.deny_reason, gate_open = excluded.gate_open, \
-         state = excluded.state, facts = excluded.facts, labels = excluded.labels, updated_at = excluded.updated_at"
+         state = excluded.state, facts = excluded.facts, labels = excluded.labels, updated_at = excluded.updated_at, \
+         deploy_key = excluded.deploy_key, deployment_id = excluded.deployment_id, deploy_state = excluded.deploy_state, \
+         deploy_sha = excluded.deploy_sha, approved_at = excluded.approved_at"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(r.installation_id)
@@ -113,6 +124,11 @@ pub async fn save(tx: &mut Transaction<'static, Any>, r: &RequestRow) -> Result<
         .bind(&r.labels)
         .bind(r.created_at)
         .bind(r.updated_at)
+        .bind(&r.deploy_key)
+        .bind(r.deployment_id)
+        .bind(&r.deploy_state)
+        .bind(&r.deploy_sha)
+        .bind(r.approved_at)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -211,4 +227,23 @@ pub async fn forget_policy(tx: &mut Transaction<'static, Any>, installation: i64
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// Open requests of a repository for `environment` (case-insensitive).
+pub async fn open_for_environment(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    environment: &str,
+) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT issue FROM requests WHERE installation_id = $1 AND repository_id = $2 AND open = 1 AND labelled = 1 \
+         AND LOWER(environment) = LOWER($3) ORDER BY issue",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(environment)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }

@@ -1,0 +1,48 @@
+-- Deploying through the gate (SPEC.md §3.5): the deployments the App has seen or made, the runs
+-- waiting on its deployment protection rule, and each request's current deployment.
+-- Times are Unix ms. Same meaning on SQLite and PostgreSQL.
+
+-- A request's current deployment: the key the App created it with (its payload carries it), the
+-- deployment's id once GitHub reports it, and its latest state.
+ALTER TABLE requests ADD COLUMN deploy_key TEXT;
+ALTER TABLE requests ADD COLUMN deployment_id BIGINT;
+ALTER TABLE requests ADD COLUMN deploy_state TEXT;       -- requested | queued | in_progress | success | failure | error | inactive
+ALTER TABLE requests ADD COLUMN deploy_sha TEXT;
+ALTER TABLE requests ADD COLUMN approved_at BIGINT;          -- when the gate last opened
+
+-- Every deployment seen (deployment_status events) or created, with its latest status. Staging
+-- first reads this before asking GitHub; the weekly report reads the times.
+CREATE TABLE deployments (
+    installation_id BIGINT NOT NULL,
+    repository_id   BIGINT NOT NULL,
+    deployment_id   BIGINT NOT NULL,
+    environment     TEXT   NOT NULL,
+    sha             TEXT   NOT NULL,
+    ref             TEXT,
+    issue           BIGINT,                 -- the request it belongs to, when known
+    state           TEXT   NOT NULL,    -- the latest status: queued | in_progress | success | failure | error | inactive ...
+    status_at       BIGINT NOT NULL,        -- when GitHub made that status (out-of-order statuses never go back)
+    created_at      BIGINT NOT NULL,        -- the deployment's creation
+    started_at      BIGINT,                 -- the first in_progress status
+    finished_at     BIGINT,                 -- the success, failure or error status
+    PRIMARY KEY (installation_id, repository_id, deployment_id)
+);
+CREATE INDEX deployments_env ON deployments (installation_id, repository_id, environment, sha);
+
+-- Workflow runs waiting on the App's custom deployment protection rule.
+CREATE TABLE protection_rules (
+    installation_id BIGINT NOT NULL,
+    repository_id   BIGINT NOT NULL,
+    repository      TEXT   NOT NULL,
+    run_id          BIGINT NOT NULL,
+    environment     TEXT   NOT NULL,
+    sha             TEXT   NOT NULL,
+    ref             TEXT,
+    state           TEXT   NOT NULL,    -- pending | approved | rejected
+    issue           BIGINT,                 -- the request that answered it
+    report          TEXT,               -- a digest of the last status report (unchanged: not sent again)
+    received_at     BIGINT NOT NULL,
+    answered_at     BIGINT,
+    PRIMARY KEY (installation_id, repository_id, run_id, environment)
+);
+CREATE INDEX protection_rules_pending ON protection_rules (installation_id, repository_id, environment) WHERE state = 'pending';

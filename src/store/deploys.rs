@@ -1,0 +1,216 @@
+//! Deployments the App has seen or made, and workflow runs waiting on its deployment protection
+//! rule (SPEC.md §3.5), scoped by installation and repository.
+
+use sqlx::{Any, Transaction};
+
+use super::{Db, Result};
+
+/// A deployment and one of its statuses, as a `deployment_status` event tells it.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct DeploymentRow {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub deployment_id: i64,
+    pub environment: String,
+    pub sha: String,
+    pub git_ref: Option<String>,
+    pub issue: Option<i64>,
+    pub state: String,
+    pub status_at: i64,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// Is `state` the end of a deployment?
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "success" | "failure" | "error")
+}
+
+/// Records a status. Statuses can arrive out of order: an older one never replaces a newer one,
+/// the start is the earliest `in_progress`, and the end belongs to the newest final status.
+pub async fn record(tx: &mut Transaction<'static, Any>, d: &DeploymentRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO deployments (installation_id, repository_id, deployment_id, environment, sha, ref, issue, state, \
+         status_at, created_at, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (installation_id, repository_id, deployment_id) DO UPDATE SET \
+         issue = COALESCE(deployments.issue, excluded.issue), \
+         state = CASE WHEN excluded.status_at >= deployments.status_at THEN excluded.state ELSE deployments.state END, \
+         finished_at = CASE WHEN excluded.status_at >= deployments.status_at \
+             THEN COALESCE(excluded.finished_at, deployments.finished_at) \
+             ELSE COALESCE(deployments.finished_at, excluded.finished_at) END, \
+         status_at = CASE WHEN excluded.status_at >= deployments.status_at THEN excluded.status_at ELSE deployments.status_at END, \
+         started_at = CASE WHEN deployments.started_at IS NULL THEN excluded.started_at \
+             WHEN excluded.started_at IS NULL THEN deployments.started_at \
+             WHEN excluded.started_at < deployments.started_at THEN excluded.started_at ELSE deployments.started_at END",
+    )
+    .bind(d.installation_id)
+    .bind(d.repository_id)
+    .bind(d.deployment_id)
+    .bind(&d.environment)
+    .bind(&d.sha)
+    .bind(&d.git_ref)
+    .bind(d.issue)
+    .bind(&d.state)
+    .bind(d.status_at)
+    .bind(d.created_at)
+    .bind(d.started_at)
+    .bind(d.finished_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const DEPLOYMENT_COLUMNS: &str = "installation_id, repository_id, deployment_id, environment, sha, ref AS git_ref, \
+    issue, state, status_at, created_at, started_at, finished_at";
+
+pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: i64) -> Result<Option<DeploymentRow>> {
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
+         AND deployment_id = $3"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(installation)
+        .bind(repository_id)
+        .bind(deployment_id)
+        .fetch_optional(db.pool())
+        .await?)
+}
+
+/// Has `sha` deployed successfully to `environment` (as far as the App has seen)?
+pub async fn succeeded(db: &Db, installation: i64, repository_id: i64, environment: &str, sha: &str) -> Result<bool> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT deployment_id FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
+         AND LOWER(environment) = LOWER($3) AND sha = $4 AND state = 'success' LIMIT 1",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(environment)
+    .bind(sha)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.is_some())
+}
+
+/// The SHA of the newest successful deployment to `environment` other than `except`.
+pub async fn last_success(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    environment: &str,
+    except: &str,
+) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT sha FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
+         AND LOWER(environment) = LOWER($3) AND state = 'success' AND sha <> $4 \
+         ORDER BY finished_at DESC, deployment_id DESC LIMIT 1",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(environment)
+    .bind(except)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// A workflow run waiting on the App's protection rule.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct RuleRow {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub repository: String,
+    pub run_id: i64,
+    pub environment: String,
+    pub sha: String,
+    pub git_ref: Option<String>,
+    pub state: String,
+    pub issue: Option<i64>,
+    pub report: Option<String>,
+    pub received_at: i64,
+}
+
+/// Keeps a callback; the same run and environment again changes nothing.
+pub async fn save_rule(tx: &mut Transaction<'static, Any>, r: &RuleRow) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO protection_rules (installation_id, repository_id, repository, run_id, environment, sha, ref, state, \
+         received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) \
+         ON CONFLICT (installation_id, repository_id, run_id, environment) DO NOTHING",
+    )
+    .bind(r.installation_id)
+    .bind(r.repository_id)
+    .bind(&r.repository)
+    .bind(r.run_id)
+    .bind(&r.environment)
+    .bind(&r.sha)
+    .bind(&r.git_ref)
+    .bind(r.received_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The runs of a repository still waiting for `environment` (case-insensitive), oldest first.
+pub async fn pending_rules(db: &Db, installation: i64, repository_id: i64, environment: &str) -> Result<Vec<RuleRow>> {
+    Ok(sqlx::query_as(
+        "SELECT installation_id, repository_id, repository, run_id, environment, sha, ref AS git_ref, state, issue, \
+         report, received_at FROM protection_rules WHERE installation_id = $1 AND repository_id = $2 \
+         AND state = 'pending' AND LOWER(environment) = LOWER($3) ORDER BY received_at, run_id",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(environment)
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Answers a pending run (`approved` or `rejected`); false when it was answered already.
+#[allow(clippy::too_many_arguments)]
+pub async fn answer_rule(
+    tx: &mut Transaction<'static, Any>,
+    installation: i64,
+    repository_id: i64,
+    run_id: i64,
+    environment: &str,
+    state: &str,
+    issue: i64,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE protection_rules SET state = $1, issue = $2, answered_at = $3 WHERE installation_id = $4 \
+         AND repository_id = $5 AND run_id = $6 AND environment = $7 AND state = 'pending'",
+    )
+    .bind(state)
+    .bind(issue)
+    .bind(now)
+    .bind(installation)
+    .bind(repository_id)
+    .bind(run_id)
+    .bind(environment)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Remembers what the last status report on a pending run said.
+pub async fn set_rule_report(
+    tx: &mut Transaction<'static, Any>,
+    installation: i64,
+    repository_id: i64,
+    run_id: i64,
+    environment: &str,
+    report: &str,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "UPDATE protection_rules SET report = $1 WHERE installation_id = $2 AND repository_id = $3 AND run_id = $4 \
+         AND environment = $5 AND state = 'pending' AND (report IS NULL OR report <> $1)",
+    )
+    .bind(report)
+    .bind(installation)
+    .bind(repository_id)
+    .bind(run_id)
+    .bind(environment)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
