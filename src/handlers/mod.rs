@@ -223,7 +223,14 @@ impl Effect {
             }
             Effect::RecordDeployment(d) => deploys::record(tx, d).await,
             Effect::ForwardDeployment { installation, repository_id, repository, issue, deployment_id } => {
-                let body = requests::deployment_body(*installation, *repository_id, repository, *issue, *deployment_id);
+                let body = requests::deployment_body(
+                    *installation,
+                    *repository_id,
+                    repository,
+                    *issue,
+                    *deployment_id,
+                    &cause.id,
+                );
                 let d = NewDelivery {
                     id: format!("deployment-{}-{repository_id}-{issue}", cause.id),
                     event: requests::DEPLOYMENT_EVENT.into(),

@@ -1282,6 +1282,11 @@ async fn deploy_command(
         };
         return refuse(format!("only an approver may deploy ({who})"), "Ask an approver.");
     }
+    // The same comment again (a redelivery under a new id): already done, nothing more to do.
+    let key_of = |kind: &str| format!("{kind}-{}-{comment_id}", t.issue);
+    if row.deploy_key.as_deref().is_some_and(|k| k == key_of("request") || k == key_of("rollback")) {
+        return Ok((true, None));
+    }
     let in_flight = matches!(row.deploy_state.as_deref(), Some("requested" | "queued" | "pending" | "in_progress"));
     if in_flight {
         return refuse("a deployment of this request is already under way".into(), "Wait for it to finish.");
@@ -1318,7 +1323,7 @@ async fn deploy_command(
                     );
                 }
             };
-            (sha, format!("request-{}-{comment_id}", t.issue), None)
+            (sha, key_of("request"), None)
         }
         _ => {
             if mode == DeployMode::None {
@@ -1341,7 +1346,7 @@ async fn deploy_command(
             let Some(sha) = found else {
                 return refuse(format!("no earlier commit deployed successfully to {env}"), "Roll back by hand.");
             };
-            (sha, format!("rollback-{}-{comment_id}", t.issue), Some(current))
+            (sha, key_of("rollback"), Some(current))
         }
     };
     effects.push(Effect::Act(Action::CreateDeployment {
@@ -1371,21 +1376,17 @@ async fn deploy_command(
 /// The internal event carrying a deployment's status to its request.
 pub const DEPLOYMENT_EVENT: &str = "shipgate_deployment";
 
+/// The body names its cause: each status is its own delivery (bodies are deduplicated).
 pub fn deployment_body(
     installation: i64,
     repository_id: i64,
     repository: &str,
     issue: i64,
     deployment_id: i64,
+    cause: &str,
 ) -> String {
-    internal_body(
-        installation,
-        repository_id,
-        repository,
-        issue,
-        "status",
-        ("deployment", json!({ "id": deployment_id })),
-    )
+    let extra = ("deployment", json!({ "id": deployment_id, "cause": cause }));
+    internal_body(installation, repository_id, repository, issue, "status", extra)
 }
 
 pub async fn on_forwarded_deployment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {

@@ -1,0 +1,337 @@
+//! Deploying through the gate (SPEC.md §3.5): deployment protection rules, `/deploy`, deployment
+//! statuses, `/rollback` and staging first, end to end with real payloads (edited) through the
+//! real router and the App's calls checked by the fake GitHub against GitHub's OpenAPI.
+
+mod common;
+mod fake_github;
+mod world;
+
+use common::TestDb;
+use serde_json::{Value, json};
+use world::*;
+
+const OLD: &str = "cccccccccccccccccccccccccccccccccccccc03";
+
+fn policy(mode: &str) -> String {
+    format!(
+        r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm: {{ users: [alice] }}
+  backend-lead: {{ teams: [acme/backend-leads] }}
+environments:
+  production:
+    approvals:
+      - role: pm
+    require_checks: all
+    deploy: {mode}
+  staging:
+    approvals: []
+"#
+    )
+}
+
+/// Request #5 for production linking PR #12 (head SHA), CI green, approved by the PM.
+async fn approved(w: &World) {
+    w.check_completed(SHA, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
+}
+
+/// A workflow run `run` waiting on the App's protection rule for `environment` and `sha`.
+async fn protection_rule(w: &World, run: i64, environment: &str, sha: &str) {
+    let mut v = w.base("deployment_protection_rule.requested.0");
+    v["environment"] = json!(environment);
+    v["sha"] = json!(sha);
+    v["ref"] = json!("refs/heads/main");
+    v["deployment_callback_url"] =
+        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/{run}/deployment_protection_rule"));
+    v["deployment"]["environment"] = json!(environment);
+    v["deployment"]["sha"] = json!(sha);
+    let id = w.id();
+    v["deployment"]["node_id"] = json!(id); // a new delivery, not a replay of the same body
+    assert_eq!(w.app.deliver("deployment_protection_rule", &id, &v.to_string()).await, 202);
+}
+
+/// The answers the App sent for run `run`: (state or "report", comment).
+fn reviews(w: &World, run: i64) -> Vec<(String, String)> {
+    w.gh.model()
+        .protection_reviews
+        .iter()
+        .filter(|(r, id, _)| r == REPO && *id == run)
+        .map(|(_, _, b)| {
+            assert_eq!(b["environment_name"], "production", "{b}");
+            (b["state"].as_str().unwrap_or("report").to_string(), b["comment"].as_str().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+/// A `deployment_status` event: deployment `id` of `sha` to `environment` is now `state` at `at`.
+async fn status(w: &World, id: i64, sha: &str, environment: &str, state: &str, at: &str, payload: Value) {
+    let mut v = w.base("deployment_status.created.0");
+    v["deployment"]["id"] = json!(id);
+    v["deployment"]["sha"] = json!(sha);
+    v["deployment"]["environment"] = json!(environment);
+    v["deployment"]["payload"] = payload;
+    v["deployment"]["created_at"] = json!("2026-11-29T10:00:00Z");
+    v["deployment_status"]["state"] = json!(state);
+    v["deployment_status"]["environment"] = json!(environment);
+    v["deployment_status"]["created_at"] = json!(at);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+}
+
+/// The deployments the App created: (id, ref, environment, payload).
+fn created(w: &World) -> Vec<(i64, String, String, Value)> {
+    w.gh.model()
+        .deployments
+        .iter()
+        .filter(|(r, d)| r == REPO && d["payload"]["shipgate_key"].is_string())
+        .map(|(_, d)| {
+            (
+                d["id"].as_i64().unwrap(),
+                d["ref"].as_str().unwrap().to_string(),
+                d["environment"].as_str().unwrap().to_string(),
+                d["payload"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn a_protection_rule_after_approval_is_approved_at_once(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    approved(&w).await;
+    protection_rule(&w, 777, "production", SHA).await;
+    w.settle().await;
+    let r = reviews(&w, 777);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, "approved");
+    assert!(r[0].1.contains("#5") && r[0].1.contains("@alice"), "{r:?}");
+    // The same callback again changes nothing.
+    protection_rule(&w, 777, "production", SHA).await;
+    w.settle().await;
+    assert_eq!(reviews(&w, 777).len(), 1);
+    assert!(w.sticky().contains("The gate is open"));
+    w.done().await;
+}
+both_backends!(a_protection_rule_after_approval_is_approved_at_once);
+
+async fn a_protection_rule_before_approval_waits_and_is_approved_with_the_last_approval(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    w.check_completed(SHA, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    protection_rule(&w, 778, "production", SHA).await;
+    w.settle().await;
+    let r = reviews(&w, 778);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, "report", "a status report, not an answer: {r:?}");
+    assert!(r[0].1.contains("#5 is not approved yet") && r[0].1.contains("waiting for pm"), "{r:?}");
+    // An unrelated recheck says nothing new: no second report.
+    w.check_completed(SHA, "lint", "success").await;
+    w.settle().await;
+    assert_eq!(reviews(&w, 778).len(), 1, "{:?}", reviews(&w, 778));
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    let r = reviews(&w, 778);
+    assert_eq!(r.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), vec!["report", "approved"], "{r:?}");
+    assert!(w.sticky().contains("The gate is open"));
+    w.done().await;
+}
+both_backends!(a_protection_rule_before_approval_waits_and_is_approved_with_the_last_approval);
+
+async fn deny_rejects_a_waiting_run(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    w.check_completed(SHA, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    protection_rule(&w, 779, "production", SHA).await;
+    w.settle().await;
+    w.comment(ALICE, "/deny the freeze starts today").await;
+    w.settle().await;
+    let r = reviews(&w, 779);
+    assert_eq!(r.last().map(|x| x.0.as_str()), Some("rejected"), "{r:?}");
+    assert!(r.last().unwrap().1.contains("the freeze starts today"), "{r:?}");
+    // A later approval cannot turn it around.
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert!(!reviews(&w, 779).iter().any(|x| x.0 == "approved"));
+    assert!(w.sticky().contains("denied by @alice: the freeze starts today"), "{}", w.sticky());
+    w.done().await;
+}
+both_backends!(deny_rejects_a_waiting_run);
+
+async fn a_run_for_another_sha_is_never_approved(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    approved(&w).await;
+    protection_rule(&w, 780, "production", SHA2).await;
+    w.settle().await;
+    let r = reviews(&w, 780);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, "report");
+    assert!(r[0].1.contains("no open deployment request covers bbbbbbb"), "{r:?}");
+    // Not even after another approval or a recheck.
+    w.comment(ALICE, "/recheck").await;
+    w.settle().await;
+    assert!(reviews(&w, 780).iter().all(|x| x.0 == "report"));
+    // A push to the PR makes the approval stale: a run for the new head waits for a new approval.
+    w.gh.push_to_pull(REPO, 12, SHA2);
+    w.check_completed(SHA2, "build", "success").await;
+    let mut v = w.base("pull_request.synchronize.0");
+    v["number"] = json!(12);
+    v["pull_request"]["number"] = json!(12);
+    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    protection_rule(&w, 781, "production", SHA2).await;
+    w.settle().await;
+    assert_eq!(reviews(&w, 781).iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), vec!["report"]);
+    assert!(w.sticky().contains("no longer count"), "{}", w.sticky());
+    w.done().await;
+}
+both_backends!(a_run_for_another_sha_is_never_approved);
+
+async fn deploy_creates_one_deployment_even_when_the_comment_comes_twice(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await;
+    // Someone without a role cannot deploy.
+    w.comment(EVE, "/deploy").await;
+    w.settle().await;
+    assert!(created(&w).is_empty());
+    assert!(
+        w.replies().iter().any(|r| r.contains("@eve `/deploy` was not accepted: only an approver")),
+        "{:?}",
+        w.replies()
+    );
+    let id = w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    // The same comment delivered again under another delivery id (GitHub's redelivery keeps the
+    // id; a second webhook or a forwarded copy does not).
+    let mut v = w.base("issue_comment.created.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"]["id"] = json!(id);
+    v["comment"]["body"] = json!("/deploy");
+    v["comment"]["user"] = json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
+    v["sender"] = json!({ "id": ALICE.0, "login": ALICE.1, "type": "User", "node_id": "again" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let d = created(&w);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].1.as_str(), d[0].2.as_str()), (SHA, "production"));
+    assert_eq!(d[0].3["shipgate_request"], 5);
+    assert_eq!(w.reactions(id), vec!["+1"]);
+    assert!(!w.replies().iter().any(|r| r.contains("@alice")), "no refusal for the duplicate: {:?}", w.replies());
+    w.done().await;
+}
+both_backends!(deploy_creates_one_deployment_even_when_the_comment_comes_twice);
+
+async fn deploy_is_refused_while_the_gate_is_closed_or_in_another_mode(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    assert!(created(&w).is_empty());
+    assert!(
+        w.replies().iter().any(|r| r.contains("production deploys with `deploy: protection_rule`")),
+        "{:?}",
+        w.replies()
+    );
+    w.done().await;
+}
+both_backends!(deploy_is_refused_while_the_gate_is_closed_or_in_another_mode);
+
+async fn a_full_lifecycle_closes_the_issue_with_the_time_to_deploy(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(&w).remove(0);
+    status(&w, id, SHA, "production", "in_progress", "2026-11-29T10:01:00Z", payload.clone()).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("🚀 **DEPLOYING** `aaaaaaa` to production"), "{c}");
+    assert!(c.contains("- [x] Create deployment ticket (record start time)"), "{c}");
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deploying"]);
+    status(&w, id, SHA, "production", "success", "2026-11-29T10:05:12Z", payload.clone()).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s"), "{c}");
+    assert!(c.contains("- [x] Close deployment ticket (record end time)"), "{c}");
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deployed"]);
+    let summary: Vec<_> =
+        w.gh.app_comments(REPO, 5).into_iter().filter(|c| c.body.contains("is done")).map(|c| c.body).collect();
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert!(summary[0].contains("| Time to deploy | 4m 12s |"), "{}", summary[0]);
+    assert!(summary[0].contains("@alice (pm)"), "{}", summary[0]);
+    assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "closed");
+    // A late in_progress (out of order) changes nothing.
+    status(&w, id, SHA, "production", "in_progress", "2026-11-29T10:02:00Z", payload).await;
+    w.settle().await;
+    assert!(w.gh.labels(REPO, 5).contains(&"deployed".to_string()));
+    let row = shipgate::store::requests::get(&w.app.db, INST, REPO_ID, 5).await.unwrap().unwrap();
+    assert_eq!(row.deploy_state.as_deref(), Some("success"));
+    w.done().await;
+}
+both_backends!(a_full_lifecycle_closes_the_issue_with_the_time_to_deploy);
+
+async fn a_failure_offers_rollback_which_deploys_the_last_good_sha(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    // An earlier deployment by the team's pipeline succeeded.
+    status(&w, 900, OLD, "production", "success", "2026-11-28T09:00:00Z", json!({})).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(&w).remove(0);
+    status(&w, id, SHA, "production", "failure", "2026-11-29T10:03:00Z", payload).await;
+    w.settle().await;
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deploy-failed"]);
+    let failed: Vec<_> =
+        w.gh.app_comments(REPO, 5)
+            .into_iter()
+            .filter(|c| c.body.contains("Deployment failed"))
+            .map(|c| c.body)
+            .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].contains("revert the PR and redeploy"), "the request's rollback plan: {}", failed[0]);
+    assert!(failed[0].contains("`/rollback` to deploy `ccccccc`"), "{}", failed[0]);
+    assert!(w.sticky().contains("❌ **DEPLOY FAILED**"));
+    assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "open");
+    // Only an approver may roll back.
+    w.comment(EVE, "/rollback").await;
+    w.settle().await;
+    assert_eq!(created(&w).len(), 1);
+    assert!(w.replies().iter().any(|r| r.contains("@eve `/rollback` was not accepted")), "{:?}", w.replies());
+    w.comment(ALICE, "/rollback").await;
+    w.settle().await;
+    let d = created(&w);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert_eq!((d[1].1.as_str(), d[1].2.as_str()), (OLD, "production"));
+    assert_eq!(d[1].3["shipgate_rollback_of"], SHA);
+    w.done().await;
+}
+both_backends!(a_failure_offers_rollback_which_deploys_the_last_good_sha);
+
+async fn staging_first_is_learned_from_deployment_status_events(db: &TestDb) {
+    let policy = policy("none").replace("    deploy: none\n", "    deploy: none\n    require_staging_first: true\n");
+    let w = World::with_policy(db, &policy).await;
+    approved_without_staging(&w).await;
+    assert!(row(&w.sticky(), "Staging first").contains("⏳"), "{}", w.sticky());
+    // The pipeline deploys the PR head to staging; GitHub's deployments API knows nothing of it
+    // (the fake holds no deployment): the event alone opens the gate.
+    status(&w, 950, SHA, "staging", "success", "2026-11-29T09:00:00Z", json!({})).await;
+    w.settle().await;
+    assert!(row(&w.sticky(), "Staging first").contains("✅"), "{}", w.sticky());
+    assert_eq!(w.gate(SHA).0, "success");
+    w.done().await;
+}
+both_backends!(staging_first_is_learned_from_deployment_status_events);
+
+async fn approved_without_staging(w: &World) {
+    w.check_completed(SHA, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "action_required");
+}
