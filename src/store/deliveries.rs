@@ -79,26 +79,130 @@ const INSERT: &str = "INSERT INTO deliveries \
      CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE subject = $6 AND state IN ('pending', 'running')) THEN 1 ELSE 0 END) \
     ON CONFLICT DO NOTHING RETURNING seq";
 
+/// Rows per INSERT statement (10 parameters each: well inside SQLite's and PostgreSQL's limits).
+const ROWS_PER_STATEMENT: usize = 256;
+
 /// Stores a batch of deliveries in one transaction (one commit, one fsync): the group commit of
 /// the intake. Outcomes are in the order of `batch`.
+///
+/// One multi-row `INSERT` per batch rather than one per delivery: on SQLite every statement is a
+/// round trip to the connection's thread, and the writer is serial, so per-statement costs were
+/// what limited the intake. A delivery waits (`blocked`) when its subject already has an open
+/// delivery, stored before or earlier in the batch: decided here once per batch instead of by a
+/// correlated subquery per row.
 pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     let mut tx = db.begin_write().await?;
     let mut out = Vec::with_capacity(batch.len());
-    for d in batch {
-        let seq = insert_one(&mut tx, d).await?;
-        out.push(match seq {
-            Some((seq,)) => InsertOutcome::Stored(seq),
-            None => {
-                let same_id: Option<(i64,)> = sqlx::query_as("SELECT seq FROM deliveries WHERE id = $1")
-                    .bind(&d.id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if same_id.is_some() { InsertOutcome::Duplicate } else { InsertOutcome::Replay }
-            }
-        });
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        out.extend(insert_chunk(&mut tx, chunk).await?);
     }
     tx.commit().await?;
     Ok(out)
+}
+
+async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
+    use std::collections::{HashMap, HashSet};
+    // Subjects that already have an open delivery.
+    let mut subjects: Vec<&str> = batch.iter().map(|d| d.subject.as_str()).collect();
+    subjects.sort_unstable();
+    subjects.dedup();
+    let sql = format!(
+        "SELECT DISTINCT subject FROM deliveries WHERE state IN ('pending', 'running') AND subject IN ({})",
+        placeholders(1, subjects.len())
+    );
+    let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+    for s in &subjects {
+        q = q.bind(*s);
+    }
+    let mut busy: HashSet<String> = q.fetch_all(&mut **tx).await?.into_iter().map(|r| r.0).collect();
+
+    let mut sql = String::from(
+        "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, \
+         body_sha256, blocked, state, attempts, next_attempt_at) VALUES ",
+    );
+    for i in 0..batch.len() {
+        let b = i * 10;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8,
+            b + 9,
+            b + 10,
+            b + 7
+        ));
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq");
+    let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+    for d in batch {
+        let blocked = !busy.insert(d.subject.clone());
+        q = q
+            .bind(&d.id)
+            .bind(&d.event)
+            .bind(&d.action)
+            .bind(d.installation_id)
+            .bind(&d.repository)
+            .bind(&d.subject)
+            .bind(d.received_at)
+            .bind(&d.body)
+            .bind(&d.body_sha256)
+            .bind(blocked as i64);
+    }
+    let mut stored: HashMap<String, i64> = q.fetch_all(&mut **tx).await?.into_iter().collect();
+
+    // What was not stored is a duplicate id or a replayed body (possibly within this batch).
+    let missing: Vec<&str> = batch.iter().filter(|d| !stored.contains_key(&d.id)).map(|d| d.id.as_str()).collect();
+    let mut known_ids: HashSet<String> = HashSet::new();
+    if !missing.is_empty() {
+        let sql = format!("SELECT id FROM deliveries WHERE id IN ({})", placeholders(1, missing.len()));
+        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+        for id in &missing {
+            q = q.bind(*id);
+        }
+        known_ids = q.fetch_all(&mut **tx).await?.into_iter().map(|r| r.0).collect();
+    }
+    let mut out = Vec::with_capacity(batch.len());
+    let mut skipped_subjects: Vec<&str> = Vec::new();
+    for d in batch {
+        out.push(match stored.remove(&d.id) {
+            Some(seq) => {
+                known_ids.insert(d.id.clone()); // a second copy in this batch is a duplicate
+                InsertOutcome::Stored(seq)
+            }
+            None => {
+                skipped_subjects.push(&d.subject);
+                if known_ids.contains(&d.id) { InsertOutcome::Duplicate } else { InsertOutcome::Replay }
+            }
+        });
+    }
+    // A row of the batch that was not stored may have been counted as its subject's head: ready
+    // the subject's oldest waiting row if it has no ready one.
+    skipped_subjects.sort_unstable();
+    skipped_subjects.dedup();
+    for subject in skipped_subjects {
+        sqlx::query(
+            "UPDATE deliveries SET blocked = 0 WHERE seq = (SELECT MIN(seq) FROM deliveries WHERE subject = $1 \
+             AND state = 'pending' AND blocked = 1) AND NOT EXISTS (SELECT 1 FROM deliveries WHERE subject = $1 \
+             AND state IN ('pending', 'running') AND blocked = 0)",
+        )
+        .bind(subject)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(out)
+}
+
+/// `$from, $from+1, …` (`n` of them).
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 pub const QUEUE: Queue = Queue {
