@@ -172,7 +172,7 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
     assert_eq!(keys(c.list(&a, "/api/requests", "issue").await), ["5", "6"]);
     assert_eq!(c.list(&a, "/api/requests", "repository").await, [json!("acme/app"), json!("acme/app")]);
     assert_eq!(c.list(&b, "/api/requests", "repository").await, [json!("beta/site")]);
-    assert_eq!(c.list(&ADMIN.to_string(), "/api/requests", "installation_id").await, [json!(1), json!(1), json!(2)]);
+    assert_eq!(c.list(ADMIN, "/api/requests", "installation_id").await, [json!(1), json!(1), json!(2)]);
     assert!(c.list(&a, "/api/requests?repo=beta/site", "issue").await.is_empty());
     assert_eq!(keys(c.list(&a, "/api/requests?state=awaiting-approval", "issue").await), ["6"]);
     let first = c.ok(&a, "/api/requests?repo=acme/app&limit=1").await;

@@ -575,7 +575,8 @@ mod tests {
         let mut r = row();
         r.seq = 99;
         assert_eq!(entry_hash(&r), base, "seq is not content");
-        let changes: Vec<Box<dyn Fn(&mut AuditRow)>> = vec![
+        type Change = Box<dyn Fn(&mut AuditRow)>;
+        let changes: Vec<Change> = vec![
             Box::new(|r| r.installation_id = 2),
             Box::new(|r| r.position = 3),
             Box::new(|r| r.repository_id = None),
