@@ -58,7 +58,7 @@ pub async fn create(db: &Db, installation: i64, name: Option<&str>, now: i64) ->
     .bind(now)
     .fetch_one(db.writer())
     .await?;
-    tracing::info!(installation, token = row.seq, "API token created");
+    tracing::info!(installation, token_seq = row.seq, "API token created");
     Ok((row, token))
 }
 
