@@ -1,4 +1,5 @@
-//! The command line: `shipgate serve | migrate | deliveries list|show|retry | actions list|retry | installations`.
+//! The command line: `shipgate serve | migrate | deliveries list|show|retry | actions list|retry | installations |
+//! audit verify|export | api-token create|list|revoke`.
 
 use std::io::Write;
 
@@ -6,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::store::{Db, deliveries, outbox, tenancy};
+use crate::store::{Db, api_tokens, audit, deliveries, outbox, tenancy};
 
 #[derive(Debug, Parser)]
 #[command(name = "shipgate", version, about = "A GitHub App that gates deployments and tracks CI incidents")]
@@ -33,9 +34,52 @@ pub enum Command {
     },
     /// Show the installations the App serves, with their repositories.
     Installations,
+    /// Check or export the audit log of request state changes.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Tokens of the read-only JSON API (GET /api/...), one installation each.
+    ApiToken {
+        #[command(subcommand)]
+        command: ApiTokenCommand,
+    },
     /// Check a `.github/shipgate.yml` offline: exit 0 when valid, 1 when not (errors with line
     /// and column).
     CheckConfig { file: std::path::PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk every installation's hash chain; exit 1 naming the first broken link of each.
+    Verify,
+    /// Write a repository's audit entries, oldest first, to stdout.
+    Export {
+        /// OWNER/NAME
+        #[arg(long)]
+        repo: String,
+        /// Only entries since: a duration back from now (7d, 24h) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Create a token that reads one installation's data; it is printed once, stored hashed.
+    Create {
+        #[arg(long)]
+        installation: i64,
+        /// A note to recognise the token by.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (their numbers, installations and names; never the tokens).
+    List,
+    /// Delete a token by its number.
+    Revoke { seq: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,6 +193,14 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         Command::Installations => {
             db.migrate().await?;
             installations_command(&db, out).await?
+        }
+        Command::Audit { command } => {
+            db.migrate().await?;
+            audit_command(&db, command, out).await?
+        }
+        Command::ApiToken { command } => {
+            db.migrate().await?;
+            api_token_command(&db, command, out).await?
         }
         Command::Serve | Command::CheckConfig { .. } => unreachable!("not a database command"),
     };
@@ -320,6 +372,117 @@ async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i
         }
     }
     Ok(0)
+}
+
+async fn audit_command(db: &Db, cmd: &AuditCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
+    match cmd {
+        AuditCommand::Verify => {
+            let report = audit::verify(db).await?;
+            for c in &report.chains {
+                match &c.broken {
+                    None => writeln!(
+                        out,
+                        "installation {}: {} entries, chain intact, head {}",
+                        c.installation_id, c.entries, c.last_hash
+                    )?,
+                    Some(b) => writeln!(out, "BROKEN {b}")?,
+                }
+            }
+            if report.chains.is_empty() {
+                writeln!(out, "(no audit entries)")?;
+            }
+            if let Some(b) = report.first_broken() {
+                writeln!(out, "audit log verification FAILED: first broken link at {b}")?;
+                return Ok(1);
+            }
+            writeln!(out, "audit log intact")?;
+            Ok(0)
+        }
+        AuditCommand::Export { repo, since, format } => {
+            if !repo.split_once('/').is_some_and(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/')) {
+                writeln!(out, "--repo must be OWNER/NAME, not {repo:?}")?;
+                return Ok(2);
+            }
+            let since = match since {
+                None => None,
+                Some(s) => match audit::parse_since(s, Clock::system().now_ms()) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        writeln!(out, "--since: {e}")?;
+                        return Ok(2);
+                    }
+                },
+            };
+            if format == "csv" {
+                writeln!(out, "{}", audit::CSV_HEADER)?;
+            }
+            let mut filter = audit::Filter { repository: Some(repo), since, limit: 1000, ..Default::default() };
+            loop {
+                let rows = audit::list(db, &filter).await?;
+                for r in &rows {
+                    if format == "csv" {
+                        writeln!(out, "{}", audit::to_csv(r))?;
+                    } else {
+                        writeln!(out, "{}", audit::to_json(r))?;
+                    }
+                }
+                match rows.last() {
+                    Some(last) if rows.len() as i64 == filter.limit => filter.after = Some(last.seq),
+                    _ => break,
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+async fn api_token_command(db: &Db, cmd: &ApiTokenCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
+    match cmd {
+        ApiTokenCommand::Create { installation, name } => {
+            match api_tokens::create(db, *installation, name.as_deref(), Clock::system().now_ms()).await {
+                Ok((row, token)) => {
+                    writeln!(out, "{token}")?;
+                    writeln!(
+                        out,
+                        "token {} for installation {}: shown only now; send it as `Authorization: Bearer <token>`",
+                        row.seq, row.installation_id
+                    )?;
+                    Ok(0)
+                }
+                Err(crate::store::StoreError::Invalid(msg)) => {
+                    writeln!(out, "{msg}")?;
+                    Ok(1)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        ApiTokenCommand::List => {
+            let rows = api_tokens::list(db).await?;
+            for t in &rows {
+                writeln!(
+                    out,
+                    "{:>4}  installation {:<12}  {}  {}",
+                    t.seq,
+                    t.installation_id,
+                    fmt_time(t.created_at),
+                    t.name.as_deref().unwrap_or("")
+                )?;
+            }
+            if rows.is_empty() {
+                writeln!(out, "(no API tokens)")?;
+            }
+            Ok(0)
+        }
+        ApiTokenCommand::Revoke { seq } => {
+            if api_tokens::revoke(db, *seq).await? {
+                writeln!(out, "token {seq} revoked")?;
+                Ok(0)
+            } else {
+                writeln!(out, "no token {seq}")?;
+                Ok(1)
+            }
+        }
+    }
 }
 
 fn one_line(s: &str, max: usize) -> String {

@@ -94,12 +94,15 @@ pub struct Config {
     pub retention: Duration,
     pub max_body_bytes: usize,
     pub log_json: bool,
+    /// `SHIPGATE_ADMIN_TOKEN`: a bearer token for /api/... that reads every installation.
+    pub admin_token: Option<Secret>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://shipgate.db";
 pub const DEV_WEBHOOK_SECRET: &str = "development";
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 impl Config {
     /// Reads the process environment.
@@ -189,6 +192,20 @@ impl Config {
             }
         };
 
+        let admin_token = match get("SHIPGATE_ADMIN_TOKEN") {
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_ADMIN_TOKEN",
+                    msg: format!(
+                        "too short ({} characters): use at least {MIN_ADMIN_TOKEN_LEN} random characters, \
+                         e.g. `openssl rand -hex 32`",
+                        t.len()
+                    ),
+                });
+            }
+            t => t.map(Secret::new),
+        };
+
         Ok(Config {
             listen,
             database_url,
@@ -202,6 +219,7 @@ impl Config {
             retention: Duration::from_secs(retention_days * 24 * 3600),
             max_body_bytes: MAX_BODY_BYTES,
             log_json,
+            admin_token,
         })
     }
 
@@ -233,6 +251,7 @@ impl Config {
             retention: Duration::from_secs(14 * 24 * 3600),
             max_body_bytes: MAX_BODY_BYTES,
             log_json: false,
+            admin_token: None,
         }
     }
 }
@@ -292,6 +311,17 @@ mod tests {
             .expect("valid");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("PEMDATA"), "{dbg}");
+    }
+
+    #[test]
+    fn admin_token_is_secret_and_long_enough() {
+        let t = "0123456789abcdef0123456789abcdef";
+        let c = cfg(&[("SHIPGATE_ADMIN_TOKEN", t)]).expect("valid");
+        assert_eq!(c.admin_token, Some(Secret::new(t)));
+        assert!(!format!("{c:?}").contains(t));
+        let e = cfg(&[("SHIPGATE_ADMIN_TOKEN", "short")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_ADMIN_TOKEN") && !e.to_string().contains("short\""), "{e}");
+        assert_eq!(cfg(&[]).expect("defaults").admin_token, None);
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl Server {
             verifier: Verifier::new(&cfg.webhook_secrets),
             clock: opts.clock.clone(),
             max_body_bytes: cfg.max_body_bytes,
+            admin_token: cfg.admin_token.clone(),
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();

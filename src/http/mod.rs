@@ -1,5 +1,6 @@
-//! The HTTP surface: `POST /webhook`, health, readiness and metrics.
+//! The HTTP surface: `POST /webhook`, health, readiness, metrics and the read-only `/api`.
 
+pub mod api;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 use crate::clock::Clock;
+use crate::config::Secret;
 use crate::github::signature::Verifier;
 use crate::queue::ingest::Ingestor;
 use crate::store::{Db, deliveries, outbox};
@@ -21,6 +23,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub clock: Clock,
     pub max_body_bytes: usize,
+    /// The /api admin token (`SHIPGATE_ADMIN_TOKEN`), if any.
+    pub admin_token: Option<Secret>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -29,6 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(api::routes())
         .with_state(state)
 }
 

@@ -52,7 +52,8 @@ pub struct ApprovalRow {
     pub created_at: i64,
 }
 
-const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
+/// Every column of `requests`, in `RequestRow`'s order.
+pub const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
     environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at, \
     deploy_key, deployment_id, deploy_state, deploy_sha, approved_at";
 

@@ -1,0 +1,496 @@
+//! The audit log (SPEC.md §3.6): chained per installation, append-only in the database, and
+//! `shipgate audit verify` names the first broken link after a row is edited, deleted or
+//! reordered behind the App's back (triggers dropped first, as an attacker with database access
+//! would). Both backends.
+
+mod common;
+mod fake_github;
+
+use std::time::Duration;
+
+use common::{TestApp, TestDb, fixture};
+use fake_github::FakeGitHub;
+use serde_json::{Value, json};
+use shipgate::github::client::GithubConfig;
+use shipgate::server::Options;
+use shipgate::store::audit::{self, AuditEntry, AuditRow, Broken, GENESIS};
+use shipgate::store::{Backend, Db, deliveries, outbox};
+
+fn entry(installation: i64, repo: &str, issue: i64, kind: &str, actor: (i64, &str), detail: Value) -> AuditEntry {
+    AuditEntry {
+        installation_id: installation,
+        repository_id: Some(if repo == "acme/app" { 10 } else { 20 }),
+        repository: Some(repo.into()),
+        issue: Some(issue),
+        kind: kind.into(),
+        actor_id: Some(actor.0),
+        actor_login: Some(actor.1.into()),
+        detail,
+    }
+}
+
+async fn append(db: &Db, e: &AuditEntry, delivery: &str, now: i64) {
+    let mut tx = db.begin_write().await.expect("begin");
+    audit::append(&mut tx, e, Some(delivery), now).await.expect("append");
+    tx.commit().await.expect("commit");
+}
+
+async fn chain(db: &Db, installation: i64) -> Vec<AuditRow> {
+    let f = audit::Filter { installation: Some(installation), limit: 10_000, ..Default::default() };
+    audit::list(db, &f).await.expect("list")
+}
+
+fn assert_chained(rows: &[AuditRow]) {
+    let mut prev = GENESIS.to_string();
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.position, i as i64 + 1, "{r:?}");
+        assert_eq!(r.prev_hash, prev, "{r:?}");
+        assert_eq!(r.hash, audit::entry_hash(r), "{r:?}");
+        prev = r.hash.clone();
+    }
+}
+
+const T0: i64 = 1_795_942_800_000; // 2026-11-29T09:00:00Z
+
+async fn chains_across_installations(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let alice = (101, "alice");
+    append(&db, &entry(1, "acme/app", 5, "request.parsed", alice, json!({"z": 1, "a": {"y": 2, "b": 3}})), "d1", T0)
+        .await;
+    append(&db, &entry(2, "beta/site", 9, "request.parsed", alice, json!({})), "d2", T0 + 1).await;
+    append(&db, &entry(1, "acme/app", 5, "approval.given", (201, "bob"), json!({"role": "pm"})), "d3", T0 + 2).await;
+    append(&db, &entry(1, "acme/app", 5, "gate.opened", (201, "bob"), json!({"sha": "abc"})), "d3", T0 + 2).await;
+    append(&db, &entry(2, "beta/site", 9, "request.closed", alice, json!({})), "d4", T0 + 3).await;
+
+    let one = chain(&db, 1).await;
+    let two = chain(&db, 2).await;
+    assert_eq!(
+        one.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(),
+        ["request.parsed", "approval.given", "gate.opened"]
+    );
+    assert_eq!(two.iter().map(|r| r.kind.as_str()).collect::<Vec<_>>(), ["request.parsed", "request.closed"]);
+    assert_chained(&one);
+    assert_chained(&two);
+    assert_eq!(one[0].detail, r#"{"a":{"b":3,"y":2},"z":1}"#, "detail stored canonically");
+    assert_eq!(one[1].delivery_id.as_deref(), Some("d3"));
+    assert_eq!((one[1].actor_id, one[1].actor_login.as_deref()), (Some(201), Some("bob")));
+    assert_eq!(one[1].at, T0 + 2);
+    assert!(one[0].seq < two[0].seq && two[0].seq < one[1].seq, "seq is the global order");
+
+    let report = audit::verify(&db).await.expect("verify");
+    assert!(report.ok(), "{report:?}");
+    let summary: Vec<_> = report.chains.iter().map(|c| (c.installation_id, c.entries, c.last_hash.clone())).collect();
+    assert_eq!(summary, vec![(1, 3, one[2].hash.clone()), (2, 2, two[1].hash.clone())]);
+
+    // An entry without a kind is refused and nothing is written (not even the head).
+    let mut tx = db.begin_write().await.expect("begin");
+    let bad = entry(3, "acme/app", 1, " ", alice, json!({}));
+    assert!(audit::append(&mut tx, &bad, None, T0).await.is_err());
+    drop(tx);
+    assert_eq!(common::count(&db, "SELECT COUNT(*) FROM audit_heads").await, 2);
+    assert_eq!(common::count(&db, "SELECT COUNT(*) FROM audit_log").await, 5);
+    db.close().await;
+}
+both_backends!(chains_across_installations);
+
+/// Two "replicas" (two pools) appending to one installation at once: every entry gets its own
+/// position and the chain stays intact.
+async fn concurrent_appenders_keep_one_chain(tdb: &TestDb) {
+    let a = tdb.connect().await;
+    let b = Db::connect(&tdb.url).await.expect("second replica");
+    let mut tasks = Vec::new();
+    for (i, db) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..15 {
+                let e = entry(7, "acme/app", 1, "approval.given", (i as i64, "w"), json!({"task": i, "n": n}));
+                append(&db, &e, &format!("t{i}-{n}"), T0 + n).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let rows = chain(&a, 7).await;
+    assert_eq!(rows.len(), 60);
+    assert_chained(&rows);
+    assert!(audit::verify(&a).await.expect("verify").ok());
+    b.close().await;
+    a.close().await;
+}
+both_backends!(concurrent_appenders_keep_one_chain);
+
+async fn the_database_refuses_to_change_the_log(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    append(&db, &entry(1, "acme/app", 5, "request.parsed", (1, "a"), json!({})), "d1", T0).await;
+    let refused = [
+        "UPDATE audit_log SET detail = '{\"x\":1}'",
+        "UPDATE audit_log SET position = position",
+        "DELETE FROM audit_log",
+        "DELETE FROM audit_heads",
+    ];
+    for sql in refused {
+        let e = sqlx::query(sql).execute(db.writer()).await.expect_err(sql);
+        assert!(e.to_string().contains("append-only") || e.to_string().contains("never deleted"), "{sql}: {e}");
+    }
+    if db.backend() == Backend::Postgres {
+        for sql in ["TRUNCATE audit_log", "TRUNCATE audit_heads"] {
+            let e = sqlx::query(sql).execute(db.writer()).await.expect_err(sql);
+            assert!(e.to_string().contains("append-only"), "{sql}: {e}");
+        }
+    }
+    assert_eq!(common::count(&db, "SELECT COUNT(*) FROM audit_log").await, 1);
+    assert_eq!(chain(&db, 1).await[0].detail, "{}");
+    assert!(audit::verify(&db).await.expect("verify").ok());
+    db.close().await;
+}
+both_backends!(the_database_refuses_to_change_the_log);
+
+/// What an attacker with database access does first.
+async fn drop_guards(db: &Db) {
+    let stmts: &[&'static str] = match db.backend() {
+        Backend::Sqlite => &["DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete"],
+        Backend::Postgres => &["ALTER TABLE audit_log DISABLE TRIGGER USER"],
+    };
+    for sql in stmts {
+        sqlx::query(*sql).execute(db.writer()).await.expect(sql);
+    }
+}
+
+/// Installation 1: five entries; installation 2: three, interleaved. Returns installation 1's rows.
+async fn history(db: &Db) -> Vec<AuditRow> {
+    let kinds = ["request.parsed", "approval.given", "approval.given", "gate.opened", "deployment.created"];
+    for (i, kind) in kinds.iter().enumerate() {
+        let i = i as i64;
+        append(db, &entry(1, "acme/app", 5, kind, (100 + i, "someone"), json!({"n": i})), &format!("a{i}"), T0 + i)
+            .await;
+        if i < 3 {
+            append(db, &entry(2, "beta/site", 9, kind, (200 + i, "other"), json!({"n": i})), &format!("b{i}"), T0 + i)
+                .await;
+        }
+    }
+    let rows = chain(db, 1).await;
+    assert_eq!(rows.len(), 5);
+    assert!(audit::verify(db).await.expect("verify").ok());
+    rows
+}
+
+/// Verify fails, names this link of installation 1, and finds installation 2 intact.
+async fn broken_at(db: &Db) -> Broken {
+    let report = audit::verify(db).await.expect("verify");
+    assert!(!report.ok());
+    assert_eq!(report.chains.len(), 2);
+    assert_eq!(report.chains[1].broken, None, "installation 2 is untouched: {report:?}");
+    let b = report.first_broken().expect("a broken link").clone();
+    assert_eq!(b.installation_id, 1);
+    b
+}
+
+/// `shipgate audit verify` on this database: (exit code, stdout).
+async fn cli(db_url: &str, args: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+        .args(args)
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "error")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .env_remove("GITHUB_PRIVATE_KEY_PATH")
+        .env_remove("SHIPGATE_ADMIN_TOKEN")
+        .output()
+        .await
+        .expect("run shipgate");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn an_edited_entry_is_named(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    sqlx::query("UPDATE audit_log SET detail = '{\"n\":99}' WHERE seq = $1")
+        .bind(rows[2].seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (3, Some(rows[2].seq)), "{b}");
+    assert!(b.reason.contains("edited"), "{b}");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("first broken link at installation 1 position 3 (seq {})", rows[2].seq)), "{out}");
+    assert!(out.contains("installation 2: 3 entries, chain intact"), "{out}");
+
+    // Rewriting the hash too does not help: the next entry's prev_hash no longer matches.
+    let mut forged = rows[2].clone();
+    forged.detail = "{\"n\":99}".into();
+    sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
+        .bind(audit::entry_hash(&forged))
+        .bind(rows[2].seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (4, Some(rows[3].seq)), "{b}");
+    assert!(b.reason.contains("prev_hash"), "{b}");
+    db.close().await;
+}
+both_backends!(an_edited_entry_is_named);
+
+async fn a_deleted_middle_entry_is_named(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1").bind(rows[2].seq).execute(db.writer()).await.expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (3, Some(rows[3].seq)), "{b}");
+    assert!(b.reason.contains("missing"), "{b}");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("installation 1 position 3 (seq {})", rows[3].seq)), "{out}");
+    db.close().await;
+}
+both_backends!(a_deleted_middle_entry_is_named);
+
+async fn a_deleted_tail_is_caught_by_the_head(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1").bind(rows[4].seq).execute(db.writer()).await.expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (5, None), "{b}");
+    assert!(b.reason.contains("deleted at the end"), "{b}");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("first broken link at installation 1 position 5: the head says"), "{out}");
+    db.close().await;
+}
+both_backends!(a_deleted_tail_is_caught_by_the_head);
+
+async fn swapped_entries_are_named(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    // Positions 2 and 3 trade places (through a free value: (installation, position) is unique).
+    for (seq, pos) in [(rows[1].seq, 1000), (rows[2].seq, 2), (rows[1].seq, 3)] {
+        sqlx::query("UPDATE audit_log SET position = $1 WHERE seq = $2")
+            .bind(pos)
+            .bind(seq)
+            .execute(db.writer())
+            .await
+            .expect("tamper");
+    }
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (2, Some(rows[2].seq)), "{b}");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("installation 1 position 2 (seq {})", rows[2].seq)), "{out}");
+    db.close().await;
+}
+both_backends!(swapped_entries_are_named);
+
+async fn export_writes_one_repository_in_order(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let now = shipgate::clock::Clock::system().now_ms();
+    let old = now - 3 * 86_400_000;
+    append(&db, &entry(1, "acme/app", 5, "request.parsed", (1, "carol"), json!({"env": "prod"})), "d1", old).await;
+    append(&db, &entry(1, "acme/other", 2, "request.parsed", (1, "carol"), json!({})), "d2", old).await;
+    let tricky = json!({"note": "a, \"quoted\"\nline"});
+    append(&db, &entry(1, "acme/app", 5, "approval.given", (2, "bob"), tricky.clone()), "d3", now).await;
+    append(&db, &entry(1, "acme/app", 5, "gate.opened", (2, "bob"), json!({})), "d3", now).await;
+
+    let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme/app", "--format", "jsonl"]).await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let kinds: Vec<_> = lines.iter().map(|l| l["kind"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(kinds, ["request.parsed", "approval.given", "gate.opened"]);
+    assert_eq!(lines[1]["detail"], tricky);
+    assert_eq!(lines[1]["actor_login"], "bob");
+    assert_eq!(lines[1]["delivery_id"], "d3");
+    assert_eq!(lines[1]["position"], 3);
+    assert_eq!(lines[0]["time"], audit::rfc3339(old));
+
+    let (code, out) =
+        cli(&tdb.url, &["audit", "export", "--repo", "acme/app", "--since", "1d", "--format", "csv"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().next(), Some(audit::CSV_HEADER));
+    assert!(out.contains(r#",approval.given,2,bob,d3,"{""note"":""a, \""quoted\""\nline""}","#), "{out}");
+    assert!(!out.contains("request.parsed"), "--since 1d leaves the old entry out:\n{out}");
+    assert!(out.contains("gate.opened"), "{out}");
+
+    let since = audit::rfc3339(now - 1000);
+    let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme/app", "--since", &since]).await;
+    assert_eq!((code, out.lines().count()), (0, 2), "{out}");
+
+    let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("OWNER/NAME"), "{out}");
+    let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme/app", "--since", "last week"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("RFC 3339"), "{out}");
+    db.close().await;
+}
+both_backends!(export_writes_one_repository_in_order);
+
+// ---- A real history: deliveries through the router, processed by the worker. ----
+
+const REPO: &str = "acme/app";
+const REPO_ID: i64 = 186853002;
+const INST: i64 = 1;
+const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+const ALICE: (i64, &str) = (101, "alice");
+const BOB: (i64, &str) = (201, "bob");
+const CAROL: (i64, &str) = (401, "carol");
+const DAVE: (i64, &str) = (301, "dave");
+
+const POLICY: &str = r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm:            { users: [alice] }
+  backend-lead:  { teams: [acme/backend-leads] }
+environments:
+  production:
+    approvals:
+      - role: pm
+      - role: backend-lead
+        when_paths: ["apps/backend/**"]
+    require_checks: all
+"#;
+
+const BODY: &str = "CHANGE REQUEST:\n- Service/component: api\n- Environment: production\n- Reason: new endpoint\n\n\
+    IMPACT ANALYSIS:\n- Downtime: none\n- Rollback time: 3 min\n- Dependencies: none\n- Data migration: none\n\n\
+    IMPLEMENTATION:\n1. Code changes #12\n4. Deployment steps: merge and deploy\n5. Verification: smoke tests\n\
+    6. Rollback plan: revert the PR and redeploy\n";
+
+fn payload(name: &str) -> Value {
+    let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture");
+    v["installation"] = json!({ "id": INST });
+    v["repository"]["id"] = json!(REPO_ID);
+    v["repository"]["full_name"] = json!(REPO);
+    v["repository"]["name"] = json!("app");
+    v["repository"]["owner"]["login"] = json!("acme");
+    v
+}
+
+async fn settle(db: &Db) {
+    for _ in 0..3 {
+        common::drain(db, Duration::from_secs(20)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = outbox::stats(db).await.expect("stats");
+            if s.pending == 0 && s.running == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
+    let gh = FakeGitHub::start().await;
+    gh.install(INST, &[REPO]);
+    gh.team("acme", "backend-leads", &[BOB]);
+    gh.file(REPO, ".github/shipgate.yml", POLICY);
+    for (_, login) in [ALICE, BOB, CAROL, DAVE] {
+        gh.permission(REPO, login, "write");
+    }
+    gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
+    gh.ci(REPO, SHA, "build", "in_progress", None);
+    let mut cfg = tdb.config();
+    cfg.github = Some(fake_github::app_credentials());
+    cfg.github_api_url = gh.url.clone();
+    let mut g = GithubConfig::new(&gh.url);
+    g.retry_base = Duration::from_millis(10);
+    g.mutation_spacing = Duration::ZERO;
+    let app = TestApp::start_with(cfg, Options { github: Some(g), ..Options::default() }).await;
+
+    // The request is opened and labelled.
+    {
+        let mut m = gh.model();
+        let i = m.issues.entry((REPO.to_string(), 5)).or_default();
+        i.number = 5;
+        i.title = "Deploy api".into();
+        i.body = BODY.into();
+        i.state = "open".into();
+        i.author_id = CAROL.0;
+        i.author = CAROL.1.into();
+        i.labels.push("DEPLOYMENT_REQUEST".into());
+    }
+    let mut v = payload("issues.labeled.0");
+    v["issue"] = fake_github::issue_json(&gh.model().issues[&(REPO.to_string(), 5)]);
+    v["label"] = json!({ "name": "DEPLOYMENT_REQUEST" });
+    v["sender"] = json!({ "id": CAROL.0, "login": CAROL.1, "type": "User" });
+    assert_eq!(app.deliver("issues", "r-1", &v.to_string()).await, 202);
+    settle(&app.db).await;
+
+    // CI passes, then the backend lead and the PM approve.
+    gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    let mut v = payload("check_run.completed.0");
+    v["check_run"]["head_sha"] = json!(SHA);
+    v["check_run"]["name"] = json!("build");
+    v["check_run"]["conclusion"] = json!("success");
+    assert_eq!(app.deliver("check_run", "r-2", &v.to_string()).await, 202);
+    settle(&app.db).await;
+    for (n, who) in [(3, BOB), (4, ALICE)] {
+        let id = gh.human_comment_by(REPO, 5, who, "/approve");
+        let mut v = payload("issue_comment.created.0");
+        v["issue"] = fake_github::issue_json(&gh.model().issues[&(REPO.to_string(), 5)]);
+        v["comment"]["id"] = json!(id);
+        v["comment"]["body"] = json!("/approve");
+        v["comment"]["user"] = json!({ "id": who.0, "login": who.1, "type": "User" });
+        v["sender"] = json!({ "id": who.0, "login": who.1, "type": "User" });
+        assert_eq!(app.deliver("issue_comment", &format!("r-{n}"), &v.to_string()).await, 202);
+        settle(&app.db).await;
+    }
+    let gate = gh.gate_checks(REPO, SHA);
+    assert_eq!(gate.len(), 1);
+    assert_eq!(gate[0].1, "success", "the request went through for real: {gate:?}");
+    let _ = gh.app_comments(REPO, 5); // read
+
+    // The history the handlers wrote: one chain, each entry with its delivery and actor.
+    let rows = chain(&app.db, INST).await;
+    assert_chained(&rows);
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.delivery_id.clone().unwrap_or_default(), r.kind.clone(), r.actor_login.clone().unwrap_or_default()))
+        .collect();
+    let expect = |d: &str, k: &str, a: &str| (d.to_string(), k.to_string(), a.to_string());
+    assert_eq!(
+        got,
+        vec![
+            expect("r-1", "request.parsed", "carol"),
+            expect("r-3", "approval.given", "bob"),
+            expect("r-4", "gate.opened", ""),
+            expect("r-4", "approval.given", "alice"),
+        ]
+    );
+    assert!(rows.iter().all(|r| r.issue == Some(5) && r.repository.as_deref() == Some(REPO)));
+    app.shutdown().await;
+    gh.finish();
+
+    let db = tdb.connect().await;
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("installation 1: {} entries, chain intact", rows.len())), "{out}");
+
+    // Pruning processed deliveries leaves the log alone.
+    let pruned = deliveries::prune(&db, i64::MAX, 1000).await.expect("prune");
+    assert!(pruned >= 4, "{pruned}");
+    assert_eq!(chain(&db, INST).await, rows);
+    assert!(audit::verify(&db).await.expect("verify").ok());
+
+    // Someone rewrites who approved.
+    drop_guards(&db).await;
+    let alice = rows.iter().find(|r| r.delivery_id.as_deref() == Some("r-4")).expect("alice's entry");
+    sqlx::query("UPDATE audit_log SET actor_login = 'mallory' WHERE seq = $1")
+        .bind(alice.seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("first broken link at installation 1 position {} (seq {})", alice.position, alice.seq)),
+        "{out}"
+    );
+    db.close().await;
+}
+both_backends!(a_real_history_verifies_and_survives_pruning);
