@@ -66,7 +66,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: 8,
+            concurrency: 32,
             lease: Duration::from_secs(60),
             max_attempts: 8,
             retry_base: Duration::from_secs(2),

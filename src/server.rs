@@ -77,9 +77,13 @@ impl Server {
                 db: db.clone(),
                 registry: Arc::new(opts.registry),
                 clock: opts.clock.clone(),
-                relay_wake: relay_wake.clone(),
                 github: github.clone(),
                 teams: Arc::new(crate::github::facts::TeamCache::default()),
+                completer: crate::queue::completer::Completer::start(
+                    db.clone(),
+                    opts.clock.clone(),
+                    relay_wake.clone(),
+                ),
             };
             let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.info.id.clone());

@@ -342,3 +342,68 @@ async fn installation_events_keep_the_tenancy_table(db: &TestDb) {
     app.shutdown().await;
 }
 both_backends!(installation_events_keep_the_tenancy_table);
+
+/// Completions are committed in groups, each in its own savepoint: a delivery whose effects cannot
+/// be applied is rolled back alone (and retried); the others finishing with it are recorded.
+async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &TestDb) {
+    use shipgate::handlers::Effect;
+    use shipgate::store::requests::ApprovalChange;
+    let barrier = Arc::new(tokio::sync::Barrier::new(4)); // the tests' worker concurrency
+    let tries = Arc::new(Mutex::new(std::collections::HashMap::<i64, usize>::new()));
+    let mut reg = Registry::standard();
+    let (b, t) = (barrier.clone(), tries.clone());
+    reg.on("issue_comment", None, move |ctx| {
+        let (b, t) = (b.clone(), t.clone());
+        async move {
+            let v: serde_json::Value = ctx.payload()?;
+            let n = v["comment"]["id"].as_i64().unwrap_or_default();
+            let attempt = {
+                let mut m = t.lock().unwrap();
+                let e = m.entry(n).or_default();
+                *e += 1;
+                *e
+            };
+            if attempt == 1 {
+                // Four at a time finish together, so their completions share a commit.
+                let _ = tokio::time::timeout(Duration::from_millis(300), b.wait()).await;
+            }
+            // Odd comments fail to apply on their first attempt (a CHECK constraint refuses the state).
+            let state = if n % 2 == 1 && attempt == 1 { "bogus" } else { "active" };
+            Ok(Handled::ok(vec![Effect::SaveApproval(ApprovalChange {
+                installation_id: 1,
+                repository_id: 2,
+                issue: 3,
+                comment_id: n,
+                user_id: n,
+                login: format!("user{n}"),
+                roles: "[]".into(),
+                environment: "production".into(),
+                head_shas: String::new(),
+                revision: 1,
+                state: state.into(),
+                note: None,
+            })]))
+        }
+    });
+    let mut opts = with_registry(reg);
+    opts.clock = Clock::system();
+    let app = TestApp::start(db, opts).await;
+    let base: serde_json::Value = serde_json::from_str(&fixture("issue_comment.created.0")).unwrap();
+    for n in 0..10 {
+        let mut v = base.clone();
+        v["comment"]["id"] = serde_json::json!(n);
+        v["issue"]["number"] = serde_json::json!(100 + n); // ten subjects: all run at once
+        assert_eq!(app.deliver("issue_comment", &format!("group-{n}"), &v.to_string()).await, 202);
+    }
+    common::drain(&app.db, Duration::from_secs(30)).await;
+    for n in 0..10 {
+        let row = deliveries::find(&app.db, &format!("group-{n}")).await.unwrap().unwrap();
+        let want = if n % 2 == 1 { 2 } else { 1 };
+        assert_eq!((row.state.as_str(), row.attempts), ("done", want), "delivery {n}");
+    }
+    let approvals = shipgate::store::requests::approvals(&app.db, 1, 2, 3).await.unwrap();
+    assert_eq!(approvals.len(), 10);
+    assert!(approvals.iter().all(|a| a.state == "active"));
+    app.shutdown().await;
+}
+both_backends!(a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit);

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::FromRow;
 use sqlx::any::AnyRow;
@@ -16,6 +16,9 @@ use crate::clock::Clock;
 use crate::config::WorkerConfig;
 use crate::store::Db;
 use crate::store::queue::Queue;
+
+/// While rows are in flight, claims are at least this far apart.
+const CLAIM_COALESCE: Duration = Duration::from_millis(2);
 
 /// What a runner runs.
 pub trait Job: Send + Sync + 'static {
@@ -84,6 +87,7 @@ impl<J: Job> Runner<J> {
         let permits = Arc::new(Semaphore::new(cfg.concurrency));
         let heartbeat = tokio::spawn(self.clone().heartbeat());
         tracing::info!(runner = name, worker = %id, concurrency = cfg.concurrency, "started");
+        let mut last_claim = Instant::now() - CLAIM_COALESCE;
         while !*shutdown.borrow() {
             let free = permits.available_permits();
             if free == 0 {
@@ -93,6 +97,17 @@ impl<J: Job> Runner<J> {
                 }
                 continue;
             }
+            // Busy: let a few more finish before claiming again, so that one claim (one commit)
+            // takes several rows instead of one each time a row finishes.
+            let since = last_claim.elapsed();
+            if free < cfg.concurrency && since < CLAIM_COALESCE {
+                tokio::select! {
+                    _ = tokio::time::sleep(CLAIM_COALESCE - since) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            last_claim = Instant::now();
             let lease_ms = cfg.lease.as_millis() as i64;
             match queue.claim::<J::Item>(&self.db, &id, self.clock.now_ms(), lease_ms, free as i64).await {
                 Ok(claimed) if !claimed.is_empty() => {

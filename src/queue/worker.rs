@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tracing::Instrument;
 
+use super::completer::{Completer, Completion};
 use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
 use crate::github::client::GitHub;
 use crate::github::facts::TeamCache;
-use crate::handlers::{Ctx, Effect, Handled, HandlerError, Registry};
+use crate::handlers::{Ctx, Handled, HandlerError, Registry};
 use crate::store::Db;
 use crate::store::deliveries::{self, Claimed};
 use crate::store::queue::Queue;
@@ -25,10 +25,10 @@ pub struct Deliveries {
     pub db: Db,
     pub registry: Arc<Registry>,
     pub clock: Clock,
-    /// Woken when a delivery queued actions for the relay.
-    pub relay_wake: Arc<Notify>,
     pub github: Arc<GitHub>,
     pub teams: Arc<TeamCache>,
+    /// Records results, many deliveries per commit.
+    pub completer: Completer,
 }
 
 impl Job for Deliveries {
@@ -76,11 +76,15 @@ impl Deliveries {
             }
         };
         let result = match result {
-            Ok(handled) => match self.commit(&c, &runner.id, started_at, &handled).await {
-                Ok(true) => Ok(handled.outcome),
-                Ok(false) => Ok("lease_lost"),
-                Err(e) => Err(HandlerError::Retry(format!("recording the result failed: {e}"))),
-            },
+            Ok(handled) => {
+                let outcome = handled.outcome;
+                let done = Completion { claimed: c.clone(), worker: runner.id.clone(), started_at, handled };
+                match self.completer.record(done).await {
+                    Ok(true) => Ok(outcome),
+                    Ok(false) => Ok("lease_lost"),
+                    Err(e) => Err(HandlerError::Retry(e)),
+                }
+            }
             Err(e) => Err(e),
         };
         let label = match result {
@@ -96,30 +100,6 @@ impl Deliveries {
         };
         metrics::counter!("shipgate_deliveries_processed_total", "event" => event, "result" => label).increment(1);
         metrics::histogram!("shipgate_delivery_processing_seconds").record(timer.elapsed().as_secs_f64());
-    }
-
-    /// Marks the delivery done and applies the handler's effects, in one transaction.
-    async fn commit(
-        &self,
-        c: &Claimed,
-        worker: &str,
-        started_at: i64,
-        handled: &Handled,
-    ) -> crate::store::Result<bool> {
-        let now = self.clock.now_ms();
-        let mut tx = self.db.begin_write().await?;
-        if !deliveries::complete(&mut tx, c, worker, started_at, now, handled.outcome).await? {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        for (i, effect) in handled.effects.iter().enumerate() {
-            effect.apply(&mut tx, c, i, now).await?;
-        }
-        tx.commit().await?;
-        if handled.effects.iter().any(|e| matches!(e, Effect::Act(_))) {
-            self.relay_wake.notify_one();
-        }
-        Ok(true)
     }
 
     async fn record_failure(&self, runner: &RunnerInfo, c: &Claimed, started_at: i64, e: HandlerError) -> &'static str {
