@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod deliveries;
+pub mod incidents;
 pub mod objects;
 pub mod outbox;
 pub mod queue;
