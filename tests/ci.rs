@@ -8,7 +8,7 @@ mod fake_github;
 use std::time::Duration;
 
 use common::{TestApp, TestDb, fixture};
-use fake_github::FakeGitHub;
+use fake_github::{FakeGitHub, JobSpec};
 use serde_json::{Value, json};
 use shipgate::clock::Clock;
 use shipgate::github::client::GithubConfig;
@@ -252,14 +252,14 @@ impl World {
     }
 }
 
-fn lint_fails() -> [(&'static str, &'static str, &'static [(&'static str, &'static str)]); 2] {
+fn lint_fails() -> [JobSpec<'static>; 2] {
     [
         ("lint", "failure", &[("Set up job", "success"), ("Run eslint", "failure")]),
         ("unit", "success", &[("Run jest", "success")]),
     ]
 }
 
-fn unit_fails() -> [(&'static str, &'static str, &'static [(&'static str, &'static str)]); 2] {
+fn unit_fails() -> [JobSpec<'static>; 2] {
     [("lint", "success", &[("Run eslint", "success")]), ("unit", "failure", &[("Run jest", "failure")])]
 }
 

@@ -255,16 +255,6 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64() {
-        assert_eq!(super::base64_decode("aGVsbG8gd29ybGQ=").as_deref(), Some(&b"hello world"[..]));
-        assert_eq!(super::base64_decode("bGFiZWw6IFg=").as_deref(), Some(&b"label: X"[..]));
-        assert_eq!(super::base64_decode("!!!"), None);
-    }
-}
-
 /// The jobs of one attempt of a workflow run, with their steps (all pages).
 pub async fn run_attempt_jobs(
     gh: &GitHub,
@@ -313,4 +303,14 @@ pub async fn pulls_with_head(
         .iter()
         .filter_map(|p| Some((p["number"].as_i64()?, p["head"]["sha"].as_str().unwrap_or_default().to_string())))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64() {
+        assert_eq!(super::base64_decode("aGVsbG8gd29ybGQ=").as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(super::base64_decode("bGFiZWw6IFg=").as_deref(), Some(&b"label: X"[..]));
+        assert_eq!(super::base64_decode("!!!"), None);
+    }
 }

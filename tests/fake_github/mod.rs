@@ -1089,9 +1089,12 @@ fn ci_route(
     }
 }
 
+/// A job of a run attempt: (name, conclusion, [(step, conclusion)]).
+pub type JobSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
 impl FakeGitHub {
     /// The jobs of a run attempt: (name, conclusion, [(step, conclusion)]), in GitHub's shape.
-    pub fn run_jobs(&self, repo: &str, run_id: i64, attempt: i64, jobs: &[(&str, &str, &[(&str, &str)])]) {
+    pub fn run_jobs(&self, repo: &str, run_id: i64, attempt: i64, jobs: &[JobSpec]) {
         let mut m = self.model();
         let mut list = Vec::new();
         for (name, conclusion, steps) in jobs {
