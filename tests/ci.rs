@@ -621,3 +621,33 @@ async fn an_open_incident_closes_the_deploy_gate_until_recovery(db: &TestDb) {
     w.done().await;
 }
 both_backends!(an_open_incident_closes_the_deploy_gate_until_recovery);
+
+async fn a_late_earlier_failure_becomes_the_incidents_first(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.run_jobs(REPO, 31, 1, &unit_fails());
+    w.gh.run_jobs(REPO, 30, 1, &lint_fails());
+    w.run(&push(29, 29, "success", SHA3, 0)).await;
+    w.run(&push(31, 31, "failure", SHA2, 10 * MIN)).await;
+    w.settle().await;
+    assert_eq!(w.incidents().await[0].first_failure_at, w.t0 + 10 * MIN);
+    // Run 30 failed before run 31 but is delivered after it.
+    w.run(&push(30, 30, "failure", SHA1, 4 * MIN)).await;
+    w.settle().await;
+    let rows = w.incidents().await;
+    assert_eq!((rows[0].first_failure_at, rows[0].failures, rows[0].deadline), (w.t0 + 4 * MIN, 2, w.t0 + 5 * MIN));
+    let issues = w.incident_issues();
+    assert_eq!(issues.len(), 1);
+    assert!(issues[0].body.contains("First failing commit | [`1111111`]"), "{}", issues[0].body);
+    assert!(issues[0].body.contains("| Failures so far | 2 (latest: [`test` run #31,"), "{}", issues[0].body);
+    // An older success delivered late changes nothing; the next success closes it from run 30.
+    w.run(&push(28, 28, "success", SHA3, -MIN)).await;
+    w.settle().await;
+    assert_eq!(w.incidents().await[0].state, "open");
+    w.run(&push(32, 32, "success", SHA3, 20 * MIN)).await;
+    w.settle().await;
+    let rows = w.incidents().await;
+    assert_eq!((rows[0].state.as_str(), rows[0].ttr_ms), ("closed", Some(16 * MIN)));
+    assert!(w.incident_issues()[0].body.contains("Time to recovery: **16 min**"));
+    w.done().await;
+}
+both_backends!(a_late_earlier_failure_becomes_the_incidents_first);

@@ -212,8 +212,14 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
             at: flaky_at,
         })));
     }
+    let counts = ci::run_counts_for_incident(&policy.ci, &run.event, head_repo_id, repo_id, &branch, &default_branch);
     if !is_latest {
-        return Ok(effects); // a late delivery of an older run: nothing shown changes
+        // A late delivery of an older run changes nothing shown, except a failure that came after
+        // the last success: it belongs to the open incident (and may be its first failure).
+        if kind == RunKind::Failure && counts {
+            effects.extend(earlier_failure(ctx, &policy, repo, repo_id, workflow_id, &lane, &run).await?);
+        }
+        return Ok(effects);
     }
 
     // The PR's failure comment.
@@ -269,7 +275,7 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
     }
 
     // The incident of this workflow on an incident branch.
-    if !ci::run_counts_for_incident(&policy.ci, &run.event, head_repo_id, repo_id, &branch, &default_branch) {
+    if !counts {
         return Ok(effects);
     }
     let subject = format!("{workflow_id}:{branch}");
@@ -377,6 +383,51 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
         effects.extend(recheck_requests(ctx, installation, repo_id).await?);
     }
     Ok(effects)
+}
+
+/// A failed run delivered after a newer one: when no success came between it and the open
+/// incident, it is one of the incident's failures, and its first one if it is earlier (the time
+/// to recovery counts from there; the deadline too, unless it was escalated already).
+async fn earlier_failure(
+    ctx: &Ctx,
+    policy: &Policy,
+    repo: &str,
+    repo_id: i64,
+    workflow_id: i64,
+    lane: &str,
+    run: &RunInfo,
+) -> Result<Vec<Effect>, HandlerError> {
+    let subject = format!("{workflow_id}:{}", run.branch);
+    let Some(mut row) = store::newest(&ctx.db, repo_id, "ci", &subject).await?.filter(|i| i.state == "open") else {
+        return Ok(vec![]);
+    };
+    if store::passed_after(&ctx.db, repo_id, workflow_id, lane, run.run_number, run.attempt).await? {
+        return Ok(vec![]);
+    }
+    let mut doc: Incident = serde_json::from_str(&row.details).unwrap_or_default();
+    if run.completed_at < row.first_failure_at {
+        doc.first = run.clone();
+        row.first_failure_at = run.completed_at;
+        if row.escalated_at.is_none() {
+            doc.deadline = run.completed_at + i64::from(policy.ci.debug_within_minutes) * 60_000;
+            row.deadline = doc.deadline;
+        }
+    }
+    doc.failures += 1;
+    row.failures = doc.failures;
+    row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+    Ok(vec![
+        Effect::Act(Action::UpdateIssue {
+            repo: repo.to_string(),
+            marker: Some(row.marker.clone()),
+            number: None,
+            title: None,
+            body: Some(ci::incident_body(&doc)),
+            state: None,
+            state_reason: None,
+        }),
+        ci_effect(Change::Incident(row)),
+    ])
 }
 
 fn job_names(failed_jobs: &str) -> Vec<String> {

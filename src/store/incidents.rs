@@ -246,6 +246,29 @@ pub async fn latest(db: &Db, repository_id: i64, workflow_id: i64, lane: &str) -
         .await?)
 }
 
+/// Did a run of the workflow on the lane pass after (run number, attempt)?
+pub async fn passed_after(
+    db: &Db,
+    repository_id: i64,
+    workflow_id: i64,
+    lane: &str,
+    run_number: i64,
+    attempt: i64,
+) -> Result<bool> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT run_id FROM ci_runs WHERE repository_id = $1 AND workflow_id = $2 AND lane = $3 AND kind = 'success' \
+         AND (run_number > $4 OR (run_number = $4 AND attempt > $5)) LIMIT 1",
+    )
+    .bind(repository_id)
+    .bind(workflow_id)
+    .bind(lane)
+    .bind(run_number)
+    .bind(attempt)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.is_some())
+}
+
 /// The flaky records of a repository, oldest first.
 pub async fn flaky(db: &Db, repository_id: i64) -> Result<Vec<FlakyRow>> {
     Ok(sqlx::query_as(
