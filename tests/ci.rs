@@ -308,6 +308,24 @@ async fn pr_failure_comment_is_edited_then_turns_green(db: &TestDb) {
     let state = incidents::pr_comment(w.db(), REPO_ID, 12, WF).await.expect("row").expect("exists");
     assert_eq!((state.state.as_str(), state.run_id), ("green", 502));
     assert_eq!(common::count(w.db(), "SELECT COUNT(*) FROM ci_runs").await, 3);
+
+    // Red again, then a re-run of the same commit passes: green, and it says the job is flaky.
+    w.gh.run_jobs(REPO, 503, 1, &unit_fails());
+    w.run(&pr_run(503, 4, "failure", SHA3)).await;
+    w.settle().await;
+    assert!(w.ci_comment(12).body.starts_with("## 🔴 CI/CD FAILED"));
+    w.run(&Run { attempt: 2, ..pr_run(503, 4, "success", SHA3) }).await;
+    w.settle().await;
+    let c4 = w.ci_comment(12);
+    assert_eq!(c4.id, c.id);
+    assert!(c4.body.starts_with("## ✅ CI/CD passing again"), "{}", c4.body);
+    assert!(
+        c4.body.contains("⚠️ **Flaky:** the same commit failed and then passed on a re-run (`unit`)"),
+        "{}",
+        c4.body
+    );
+    let flaky = incidents::flaky(w.db(), REPO_ID).await.expect("flaky");
+    assert_eq!(flaky.iter().map(|f| (f.job.as_str(), f.head_sha.as_str())).collect::<Vec<_>>(), vec![("unit", SHA3)]);
     w.done().await;
 }
 both_backends!(pr_failure_comment_is_edited_then_turns_green);
@@ -651,3 +669,48 @@ async fn a_late_earlier_failure_becomes_the_incidents_first(db: &TestDb) {
     w.done().await;
 }
 both_backends!(a_late_earlier_failure_becomes_the_incidents_first);
+
+async fn two_replicas_escalate_once_and_a_stale_claim_is_taken_over(db: &TestDb) {
+    let mut w = World::new(db).await;
+    w.gh.run_jobs(REPO, 40, 1, &unit_fails());
+    w.gh.run_jobs(REPO, 41, 1, &unit_fails());
+    w.run(&push(40, 40, "failure", SHA1, 0)).await;
+    w.run(&Run { workflow: 99, ..push(41, 41, "failure", SHA2, 0) }).await;
+    w.settle().await;
+    let issues = w.incident_issues();
+    assert_eq!(issues.len(), 2);
+    w.stop().await;
+    w.clock.advance_ms(MIN);
+    let now = w.clock.now_ms();
+    let d = db.connect().await;
+    // A replica claimed the second incident's escalation long ago and stopped before finishing.
+    let ids: Vec<String> = incidents::list(&d, REPO_ID).await.expect("list").into_iter().map(|i| i.id).collect();
+    let stale = ids.iter().find(|i| i.contains(":99:")).expect("second");
+    assert!(
+        shipgate::store::scheduler::claim(&d, &format!("escalate:{stale}"), w.t0 + MIN, "gone", now - 2 * MIN)
+            .await
+            .expect("claim")
+    );
+    // Two replicas run the escalation at the same moment: each incident is escalated once.
+    let (a, b) = tokio::join!(
+        shipgate::handlers::ci::escalate_due(&d, now, "replica-a"),
+        shipgate::handlers::ci::escalate_due(&d, now, "replica-b")
+    );
+    assert_eq!(a.expect("a") + b.expect("b"), 2);
+    assert_eq!(common::count(&d, "SELECT COUNT(*) FROM outbox WHERE key LIKE 'escalate:%'").await, 2);
+    assert_eq!(common::count(&d, "SELECT COUNT(*) FROM incidents WHERE escalated_at IS NOT NULL").await, 2);
+    assert_eq!(shipgate::handlers::ci::escalate_due(&d, now + MIN, "replica-c").await.expect("c"), 0);
+    d.close().await;
+    // The App comes back and sends them: one comment on each issue.
+    w.start().await;
+    for i in &issues {
+        wait_escalated(&w, i.number).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    w.settle().await;
+    for i in &issues {
+        assert_eq!(escalations(&w, i.number).len(), 1);
+    }
+    w.done().await;
+}
+both_backends!(two_replicas_escalate_once_and_a_stale_claim_is_taken_over);
