@@ -714,3 +714,16 @@ async fn two_replicas_escalate_once_and_a_stale_claim_is_taken_over(db: &TestDb)
     w.done().await;
 }
 both_backends!(two_replicas_escalate_once_and_a_stale_claim_is_taken_over);
+
+async fn a_run_whose_jobs_are_gone_still_opens_the_incident(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.inject("GET", "/actions/runs/60/attempts/1/jobs", fake_github::Fault::Status(404), 1);
+    w.run(&push(60, 60, "failure", SHA1, 0)).await;
+    w.settle().await;
+    let issues = w.incident_issues();
+    assert_eq!(issues.len(), 1);
+    assert!(issues[0].body.contains("No failed job was found"), "{}", issues[0].body);
+    assert_eq!(common::count(w.db(), "SELECT COUNT(*) FROM deliveries WHERE state <> 'done'").await, 0);
+    w.done().await;
+}
+both_backends!(a_run_whose_jobs_are_gone_still_opens_the_incident);

@@ -208,8 +208,8 @@ pub fn format_duration(ms: i64) -> String {
 
 fn jobs_table(jobs: &[FailedJob]) -> String {
     if jobs.is_empty() {
-        return "No job failed: the workflow itself could not run (check its YAML, its permissions and the \
-                runners).\n"
+        return "No failed job was found: the workflow could not start (check its YAML, its permissions and \
+                the runners), or the run is gone.\n"
             .into();
     }
     let mut out = String::from("| Job | Category | Failed steps |\n|---|---|---|\n");
