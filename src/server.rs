@@ -93,6 +93,7 @@ impl Server {
             tasks.push(relay.spawn(rx.clone()));
         }
         tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, rx.clone())));
+        tasks.push(tokio::spawn(escalation_loop(db.clone(), opts.clock.clone(), rx.clone())));
         if !cfg.redelivery_interval.is_zero() && !github.dry_run() {
             let every = cfg.redelivery_interval;
             tasks.push(tokio::spawn(redelivery_loop(
@@ -190,6 +191,25 @@ async fn prune_loop(db: Db, clock: Clock, retention: Duration, mut stop: watch::
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// How often incidents past their deadline are looked for (and once at start, so a deadline
+/// missed while the App was down fires when it comes back).
+const ESCALATE_EVERY: Duration = Duration::from_secs(2);
+
+async fn escalation_loop(db: Db, clock: Clock, mut stop: watch::Receiver<bool>) {
+    let worker = crate::queue::runner::worker_id("escalation");
+    loop {
+        match crate::handlers::ci::escalate_due(&db, clock.now_ms(), &worker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(escalated = n, "incidents escalated"),
+            Err(e) => tracing::warn!(error = %e, "escalating incidents failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ESCALATE_EVERY) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -278,6 +278,56 @@ pub async fn last_successful_deployment(
     Ok(None)
 }
 
+/// The jobs of one attempt of a workflow run, with their steps (all pages).
+pub async fn run_attempt_jobs(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    run_id: i64,
+    attempt: i64,
+) -> Result<Vec<crate::domain::ci::JobFact>, GhError> {
+    let path = format!("/repos/{repo}/actions/runs/{run_id}/attempts/{attempt}/jobs");
+    let list = gh.get_all(Auth::Installation(installation), &path, Some("jobs")).await?;
+    Ok(list
+        .iter()
+        .map(|j| crate::domain::ci::JobFact {
+            id: j["id"].as_i64().unwrap_or_default(),
+            name: j["name"].as_str().unwrap_or_default().to_string(),
+            html_url: j["html_url"].as_str().unwrap_or_default().to_string(),
+            conclusion: j["conclusion"].as_str().map(str::to_string),
+            steps: j["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    (
+                        s["number"].as_i64().unwrap_or_default(),
+                        s["name"].as_str().unwrap_or_default().to_string(),
+                        s["conclusion"].as_str().map(str::to_string),
+                    )
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// Open pull requests whose head is `owner:branch` (a fork's PR is found this way: its
+/// `workflow_run.pull_requests` is empty): (number, head SHA).
+pub async fn pulls_with_head(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    owner: &str,
+    branch: &str,
+) -> Result<Vec<(i64, String)>, GhError> {
+    let path = format!("/repos/{repo}/pulls?state=open&head={}", encode(&format!("{owner}:{branch}")));
+    let list = gh.get_all(Auth::Installation(installation), &path, None).await?;
+    Ok(list
+        .iter()
+        .filter_map(|p| Some((p["number"].as_i64()?, p["head"]["sha"].as_str().unwrap_or_default().to_string())))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -2,6 +2,7 @@
 //! GitHub) and returns its effects as data; the worker applies them in the same transaction that
 //! marks the delivery done, so each delivery's effects happen once even when it is retried.
 
+pub mod ci;
 pub mod installation;
 pub mod requests;
 
@@ -162,6 +163,8 @@ pub enum Effect {
         digest: String,
         action: Action,
     },
+    /// CI incident state (runs, flaky records, PR comments, incidents).
+    Ci(Box<crate::store::incidents::Change>),
 }
 
 impl Effect {
@@ -270,6 +273,7 @@ impl Effect {
             Effect::RemoveRepositories { installation_id, repository_ids } => {
                 tenancy::remove_repositories(tx, *installation_id, repository_ids, now).await
             }
+            Effect::Ci(change) => crate::store::incidents::apply(tx, change, now).await,
         }
     }
 }
@@ -313,6 +317,11 @@ impl Registry {
             "team",
         ] {
             r.on(event, None, requests::on_related);
+        }
+        // Replaces the registration above; also returns on_related's rechecks.
+        r.on("workflow_run", None, ci::on_workflow_run);
+        for event in ["dependabot_alert", "code_scanning_alert", "secret_scanning_alert"] {
+            r.on(event, None, ci::on_security_alert);
         }
         r
     }

@@ -406,6 +406,11 @@ pub async fn evaluate(
     }
 
     let requester = User { id: row.author_id, login: row.author_login.clone() };
+    // CI red on the branch the environment deploys from (its `branch`, else the default branch).
+    let ci_red = match env_policy.filter(|_| policy.ci.block_deploys_while_red) {
+        Some(env) => super::ci::red_on(&ctx.db, t.repo_id, env.branch.as_deref()).await?,
+        None => None,
+    };
     let eval = gate::evaluate(&GateInput {
         policy: &policy,
         policy_errors: &config_errors,
@@ -419,7 +424,7 @@ pub async fn evaluate(
         staging_ok,
         hold_by: row.hold_by.as_deref(),
         denied: row.denied_by.as_deref().map(|by| (by, row.deny_reason.as_deref().unwrap_or(""))),
-        ci_red: None,
+        ci_red: ci_red.as_deref(),
     });
 
     // A deployment status forwarded to this request.

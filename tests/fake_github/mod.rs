@@ -172,6 +172,10 @@ pub struct Model {
     pub redelivery_requests: Vec<i64>,
     injections: Vec<Injection>,
     next_id: i64,
+    /// Jobs of workflow run attempts by (repo, run id, attempt), as GitHub lists them.
+    pub run_jobs: BTreeMap<(String, i64, i64), Vec<Value>>,
+    /// The head label (`owner:branch`) of pull requests by (repo, number).
+    pub pull_heads: BTreeMap<(String, i64), String>,
 }
 
 impl Model {
@@ -1037,9 +1041,97 @@ fn route(
                 None => not_found(),
             }
         }
+        "actions/list-jobs-for-workflow-run-attempt" | "pulls/list" => {
+            ci_route(&m, op, query, &ctx.base, &concrete, &repo)
+        }
         other => {
             let _ = (method, path);
             answer(501, json!({ "message": format!("fake GitHub does not implement {other}") }))
         }
+    }
+}
+
+/// Routes for CI incidents: the jobs of a run attempt, and pull requests by head label.
+fn ci_route(
+    m: &Model,
+    op: &openapi::Operation,
+    query: &[(String, String)],
+    base: &str,
+    concrete: &str,
+    repo: &str,
+) -> Response {
+    let num = |k: &str| op.path_params.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let q = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
+    match op.operation_id.as_str() {
+        "actions/list-jobs-for-workflow-run-attempt" => {
+            let jobs =
+                m.run_jobs.get(&(repo.to_string(), num("run_id"), num("attempt_number"))).cloned().unwrap_or_default();
+            paged(jobs, query, base, concrete, Some("jobs"))
+        }
+        _ => {
+            let (head, state) = (q("head"), q("state").unwrap_or_else(|| "open".into()));
+            let list: Vec<Value> = m
+                .pulls
+                .iter()
+                .filter(|((r, n), p)| {
+                    r == repo
+                        && (state == "all" || p.state == state)
+                        && head.as_ref().is_none_or(|h| m.pull_heads.get(&(r.clone(), *n)) == Some(h))
+                })
+                .map(|((r, n), p)| {
+                    let label = m.pull_heads.get(&(r.clone(), *n)).cloned().unwrap_or_default();
+                    json!({ "number": n, "state": p.state, "head": { "sha": p.head_sha, "label": label,
+                            "ref": label.split_once(':').map(|x| x.1).unwrap_or_default() },
+                            "user": { "id": p.author_id, "login": p.author, "type": "User" } })
+                })
+                .collect();
+            paged(list, query, base, concrete, None)
+        }
+    }
+}
+
+/// A job of a run attempt: (name, conclusion, [(step, conclusion)]).
+pub type JobSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+impl FakeGitHub {
+    /// The jobs of a run attempt: (name, conclusion, [(step, conclusion)]), in GitHub's shape.
+    pub fn run_jobs(&self, repo: &str, run_id: i64, attempt: i64, jobs: &[JobSpec]) {
+        let mut m = self.model();
+        let mut list = Vec::new();
+        for (name, conclusion, steps) in jobs {
+            let id = m.id();
+            let steps: Vec<Value> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, (s, c))| json!({ "name": s, "status": "completed", "conclusion": c, "number": i + 1 }))
+                .collect();
+            list.push(json!({
+                "id": id, "run_id": run_id, "run_attempt": attempt, "node_id": format!("J{id}"), "head_sha": "",
+                "url": format!("https://api.github.com/repos/{repo}/actions/jobs/{id}"),
+                "html_url": format!("https://github.com/{repo}/actions/runs/{run_id}/job/{id}"),
+                "run_url": format!("https://api.github.com/repos/{repo}/actions/runs/{run_id}"),
+                "status": "completed", "conclusion": conclusion, "created_at": "2026-01-01T00:00:00Z",
+                "started_at": "2026-01-01T00:00:00Z", "completed_at": "2026-01-01T00:01:00Z", "name": name,
+                "steps": steps, "check_run_url": "", "labels": ["ubuntu-latest"], "runner_id": 1,
+                "runner_name": "runner", "runner_group_id": 1, "runner_group_name": "default",
+                "workflow_name": "test", "head_branch": "main",
+            }));
+        }
+        m.run_jobs.insert((repo.to_string(), run_id, attempt), list);
+    }
+
+    /// Sets a pull request's head label (`owner:branch`), for the `head` filter of `pulls/list`.
+    pub fn pull_head(&self, repo: &str, number: i64, label: &str) {
+        self.model().pull_heads.insert((repo.to_string(), number), label.to_string());
+    }
+
+    /// The issues the App opened with `label`, by number.
+    pub fn issues_labelled(&self, repo: &str, label: &str) -> Vec<Issue> {
+        self.model()
+            .issues
+            .iter()
+            .filter(|((r, _), i)| r == repo && i.labels.iter().any(|l| l == label))
+            .map(|(_, i)| i.clone())
+            .collect()
     }
 }
