@@ -311,3 +311,37 @@ async fn health_readiness_and_metrics(db: &TestDb) {
     app.shutdown().await;
 }
 both_backends!(health_readiness_and_metrics);
+
+/// One batch, stored by one multi-row INSERT: each row's outcome in order, duplicates and replays
+/// within the batch itself, and only the first open row of a subject ready to run.
+async fn a_batch_sorts_out_duplicates_replays_and_waiting_rows(db: &TestDb) {
+    use shipgate::store::deliveries::{self, InsertOutcome, NewDelivery};
+    let db = db.connect().await;
+    let d = |id: &str, subject: &str, body: &str| NewDelivery {
+        id: id.into(),
+        event: "issue_comment".into(),
+        action: Some("created".into()),
+        installation_id: Some(1),
+        repository: Some("acme/app".into()),
+        subject: subject.into(),
+        received_at: 1,
+        body: body.into(),
+        body_sha256: format!("{:0>64}", body.len()),
+    };
+    let first = [d("a", "s", "x"), d("a", "s", "xy"), d("b", "t", "x"), d("c", "s", "xyz"), d("e", "u", "xyzw")];
+    let out = deliveries::insert_batch(&db, &first.iter().collect::<Vec<_>>()).await.unwrap();
+    assert!(matches!(out[0], InsertOutcome::Stored(_)), "{out:?}");
+    assert_eq!(out[1], InsertOutcome::Duplicate, "same id in the batch");
+    assert_eq!(out[2], InsertOutcome::Replay, "same body under another id");
+    assert!(matches!(out[3], InsertOutcome::Stored(_)) && matches!(out[4], InsertOutcome::Stored(_)));
+    // A second batch: `s` and `u` have open rows already, `v` does not; `a` again is a duplicate.
+    let second = [d("a", "v", "other"), d("f", "s", "12345"), d("g", "v", "123456"), d("h", "u", "1234567")];
+    let out2 = deliveries::insert_batch(&db, &second.iter().collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(out2[0], InsertOutcome::Duplicate);
+    let blocked: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, blocked FROM deliveries ORDER BY seq").fetch_all(db.pool()).await.unwrap();
+    let want: Vec<(String, i64)> =
+        [("a", 0), ("c", 1), ("e", 0), ("f", 1), ("g", 0), ("h", 1)].iter().map(|(i, b)| (i.to_string(), *b)).collect();
+    assert_eq!(blocked, want, "only the first open row of each subject is ready");
+}
+both_backends!(a_batch_sorts_out_duplicates_replays_and_waiting_rows);

@@ -102,6 +102,22 @@ async fn committer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiv
 async fn commit_batch(db: &Db, batch: &[Job], now: i64) -> crate::store::Result<Vec<Recorded>> {
     let mut tx = db.begin_write().await?;
     let mut results = Vec::with_capacity(batch.len());
+    if let [job] = batch {
+        // Alone: no savepoint needed (a failure rolls back the whole transaction, which is its own).
+        let result = match record_one(&mut tx, &job.completion, now).await {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                tx.rollback().await?;
+                return Ok(vec![Ok(false)]);
+            }
+            Err(e) => {
+                tx.rollback().await?;
+                return Ok(vec![Err(format!("recording the result failed: {e}"))]);
+            }
+        };
+        tx.commit().await?;
+        return Ok(vec![result]);
+    }
     for job in batch {
         sqlx::query("SAVEPOINT completion").execute(&mut *tx).await?;
         let result = match record_one(&mut tx, &job.completion, now).await {

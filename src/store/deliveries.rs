@@ -79,7 +79,7 @@ const INSERT: &str = "INSERT INTO deliveries \
      CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE subject = $6 AND state IN ('pending', 'running')) THEN 1 ELSE 0 END) \
     ON CONFLICT DO NOTHING RETURNING seq";
 
-/// Rows per INSERT statement (10 parameters each: well inside SQLite's and PostgreSQL's limits).
+/// Rows per INSERT statement (9 parameters each: well inside SQLite's and PostgreSQL's limits).
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Stores a batch of deliveries in one transaction (one commit, one fsync): the group commit of
@@ -88,8 +88,7 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// One multi-row `INSERT` per batch rather than one per delivery: on SQLite every statement is a
 /// round trip to the connection's thread, and the writer is serial, so per-statement costs were
 /// what limited the intake. A delivery waits (`blocked`) when its subject already has an open
-/// delivery, stored before or earlier in the batch: decided here once per batch instead of by a
-/// correlated subquery per row.
+/// delivery, stored before or earlier in the batch.
 pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     let mut tx = db.begin_write().await?;
     let mut out = Vec::with_capacity(batch.len());
@@ -102,31 +101,29 @@ pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertO
 
 async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     use std::collections::{HashMap, HashSet};
-    // Subjects that already have an open delivery.
-    let mut subjects: Vec<&str> = batch.iter().map(|d| d.subject.as_str()).collect();
-    subjects.sort_unstable();
-    subjects.dedup();
-    let sql = format!(
-        "SELECT DISTINCT subject FROM deliveries WHERE state IN ('pending', 'running') AND subject IN ({})",
-        placeholders(1, subjects.len())
-    );
-    let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
-    for s in &subjects {
-        q = q.bind(*s);
-    }
-    let mut busy: HashSet<String> = q.fetch_all(&mut **tx).await?.into_iter().map(|r| r.0).collect();
-
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, \
          body_sha256, blocked, state, attempts, next_attempt_at) VALUES ",
     );
-    for i in 0..batch.len() {
-        let b = i * 10;
+    // A row waits when its subject already has an open delivery: for a subject's first row in
+    // the batch an EXISTS (stopping at the first open row), for its later rows simply yes.
+    let mut seen: HashSet<&str> = HashSet::new();
+    for (i, d) in batch.iter().enumerate() {
+        let b = i * 9;
         if i > 0 {
             sql.push_str(", ");
         }
+        let blocked = if seen.insert(d.subject.as_str()) {
+            format!(
+                "CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE subject = ${} AND state IN ('pending', 'running')) \
+                 THEN 1 ELSE 0 END",
+                b + 6
+            )
+        } else {
+            "1".to_string()
+        };
         sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, ${})",
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, {blocked}, 'pending', 0, ${})",
             b + 1,
             b + 2,
             b + 3,
@@ -136,14 +133,12 @@ async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]
             b + 7,
             b + 8,
             b + 9,
-            b + 10,
             b + 7
         ));
     }
     sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq");
     let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
     for d in batch {
-        let blocked = !busy.insert(d.subject.clone());
         q = q
             .bind(&d.id)
             .bind(&d.event)
@@ -153,8 +148,7 @@ async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]
             .bind(&d.subject)
             .bind(d.received_at)
             .bind(&d.body)
-            .bind(&d.body_sha256)
-            .bind(blocked as i64);
+            .bind(&d.body_sha256);
     }
     let mut stored: HashMap<String, i64> = q.fetch_all(&mut **tx).await?.into_iter().collect();
 
