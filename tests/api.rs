@@ -9,6 +9,7 @@ use common::{TestApp, TestDb, fixture, unique};
 use serde_json::{Value, json};
 use shipgate::config::Secret;
 use shipgate::server::Options;
+use shipgate::store::incidents::{self, IncidentRow};
 use shipgate::store::requests::{ApprovalChange, RequestRow};
 use shipgate::store::tenancy::InstallationRecord;
 use shipgate::store::{Db, StoreError, api_tokens, audit, requests, tenancy};
@@ -107,6 +108,39 @@ async fn two_tenants(app: &TestApp) {
     ] {
         audit::append(&mut tx, &audit_entry(inst, repo_id, repo, issue, kind), Some("seed"), T0).await.expect("audit");
     }
+    for (inst, repo_id, repo, state) in
+        [(1, 10, "acme/app", "open"), (2, 20, "beta/site", "open"), (1, 10, "acme/app", "closed")]
+    {
+        let n = if state == "closed" { 2 } else { 1 };
+        let row = IncidentRow {
+            id: format!("{repo_id}:ci-incident:7:main:{n}"),
+            installation_id: inst,
+            repository_id: repo_id,
+            repository: repo.into(),
+            kind: "ci".into(),
+            subject: "7:main".into(),
+            seq: n,
+            marker: format!("ci-incident:7:main:{n}"),
+            title: "CI failing on main".into(),
+            branch: "main".into(),
+            on_default: 1,
+            state: state.into(),
+            opened_at: T0,
+            first_failure_at: T0,
+            last_run_number: 1,
+            last_attempt: 1,
+            failures: 1,
+            deadline: T0 + 3_600_000,
+            mentions: String::new(),
+            escalated_at: None,
+            recovered_at: None,
+            ttr_ms: None,
+            flaky: 0,
+            details: "{}".into(),
+            updated_at: T0,
+        };
+        incidents::apply(&mut tx, &incidents::Change::Incident(row), T0).await.expect("incident");
+    }
     tx.commit().await.expect("commit");
 
     for (inst, repo, id) in [(1, "acme/app", "del-a1"), (2, "beta/site", "del-b1"), (1, "acme/app", "del-a2")] {
@@ -196,6 +230,14 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
     assert_eq!(c.ok(&b, "/api/requests/beta/site/5").await["approvals"][0]["login"], "bea");
     assert_eq!(c.get(Some(&b), "/api/requests/acme/app/5").await.0, 404);
     assert_eq!(c.ok(ADMIN, "/api/requests/beta/site/5").await["installation_id"], 2);
+
+    // Incidents.
+    assert_eq!(c.list(&a, "/api/incidents", "repository").await, [json!("acme/app"), json!("acme/app")]);
+    assert_eq!(c.list(&a, "/api/incidents?state=open", "state").await, [json!("open")]);
+    assert_eq!(c.list(&b, "/api/incidents", "repository").await, [json!("beta/site")]);
+    assert!(c.list(&b, "/api/incidents?repo=acme/app", "id").await.is_empty());
+    assert_eq!(c.list(ADMIN, "/api/incidents", "installation_id").await.len(), 3);
+    assert_eq!(c.get(Some(&a), "/api/incidents?kind=weird").await.0, 400);
 
     // Audit entries.
     assert_eq!(

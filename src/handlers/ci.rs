@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{Ctx, Effect, Handled, HandlerError, requests};
 use crate::domain::ci::{self, Alert, Incident, RunInfo, RunKind};
-use crate::domain::policy::{self, Policy};
+use crate::domain::policy::Policy;
 use crate::github::actions::Action;
 use crate::github::client::{GhError, parse_rfc3339_ms};
 use crate::github::facts;
@@ -37,8 +37,8 @@ fn time_of(v: &Value) -> Option<i64> {
     }
 }
 
-/// The repository's policy (cached by blob SHA, like the requests' policy); a broken or missing
-/// file means the built-in policy.
+/// The repository's policy (the requests' loader, cached by blob SHA); a broken or missing file
+/// means the built-in policy.
 async fn load_policy(
     ctx: &Ctx,
     installation: i64,
@@ -46,22 +46,7 @@ async fn load_policy(
     repo: &str,
     effects: &mut Vec<Effect>,
 ) -> Result<Policy, HandlerError> {
-    let yaml = match crate::store::requests::policy(&ctx.db, installation, repo_id).await? {
-        Some((_, yaml)) => yaml,
-        None => match facts::policy_file(&ctx.github, installation, repo).await {
-            Ok(file) => {
-                let (blob, yaml) = match file {
-                    Some((sha, text)) => (sha, Some(text)),
-                    None => (String::new(), None),
-                };
-                effects.push(Effect::SavePolicy { installation, repository_id: repo_id, blob, yaml: yaml.clone() });
-                yaml
-            }
-            Err(GhError::DryRun) => None,
-            Err(e) => return Err(gh_err(e)),
-        },
-    };
-    Ok(yaml.and_then(|y| policy::parse(&y).ok()).unwrap_or_else(policy::default_policy))
+    Ok(requests::load_policy(ctx, installation, repo_id, repo, effects).await?.0)
 }
 
 /// Rechecks of the repository's open deployment requests (their CI gate may change).

@@ -79,19 +79,21 @@ pub struct Target {
 }
 
 /// The policy for a repository: from the cache, or fetched (and cached by blob SHA).
-async fn load_policy(
+pub(crate) async fn load_policy(
     ctx: &Ctx,
-    t: &Target,
+    installation: i64,
+    repo_id: i64,
+    repo: &str,
     effects: &mut Vec<Effect>,
 ) -> Result<(Policy, Vec<ConfigError>), HandlerError> {
-    let cached = crate::store::requests::policy(&ctx.db, t.installation, t.repo_id).await?;
+    let cached = crate::store::requests::policy(&ctx.db, installation, repo_id).await?;
     let yaml = match cached {
         Some((_, yaml)) => yaml,
-        None => match facts::policy_file(&ctx.github, t.installation, &t.repo).await {
+        None => match facts::policy_file(&ctx.github, installation, repo).await {
             Ok(Some((sha, text))) => {
                 effects.push(Effect::SavePolicy {
-                    installation: t.installation,
-                    repository_id: t.repo_id,
+                    installation,
+                    repository_id: repo_id,
                     blob: sha,
                     yaml: Some(text.clone()),
                 });
@@ -99,8 +101,8 @@ async fn load_policy(
             }
             Ok(None) => {
                 effects.push(Effect::SavePolicy {
-                    installation: t.installation,
-                    repository_id: t.repo_id,
+                    installation,
+                    repository_id: repo_id,
                     blob: String::new(),
                     yaml: None,
                 });
@@ -129,7 +131,7 @@ pub async fn evaluate(
 ) -> Result<Handled, HandlerError> {
     let now = ctx.clock.now_ms();
     let mut effects = Vec::new();
-    let (policy, config_errors) = load_policy(&ctx, &t, &mut effects).await?;
+    let (policy, config_errors) = load_policy(&ctx, t.installation, t.repo_id, &t.repo, &mut effects).await?;
     let existing = store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?;
     let issue = match issue {
         Some(i) => i,

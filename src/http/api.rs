@@ -6,7 +6,8 @@
 //! * No token, or one we do not know: 401 with a JSON error.
 //!
 //! Routes: `/api/requests?repo=&state=`, `/api/requests/{owner}/{repo}/{issue}` (with its
-//! approvals), `/api/audit?repo=&since=`, `/api/deliveries?status=`, `/api/deliveries/{id}`.
+//! approvals), `/api/audit?repo=&since=`, `/api/deliveries?status=`, `/api/deliveries/{id}`,
+//! `/api/incidents?repo=&state=&kind=`.
 //! Lists take `?limit=` (1–500, default 100) and `?after=` (the `next` cursor of the previous
 //! page) and answer `{"items": [...], "next": cursor or null}` in ascending order.
 
@@ -39,6 +40,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/audit", get(list_audit))
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/{id}", get(get_delivery))
+        .route("/api/incidents", get(list_incidents))
 }
 
 /// What a caller may read.
@@ -351,6 +353,45 @@ async fn get_delivery(
     let mut v = serde_json::to_value(&row).unwrap_or(Value::Null);
     v["attempts"] = serde_json::to_value(attempts).unwrap_or(Value::Null);
     Ok(Json(v))
+}
+
+/// CI and security incidents, oldest first.
+async fn list_incidents(
+    State(st): State<Arc<AppState>>,
+    Caller(scope): Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Page>, ApiError> {
+    use crate::store::incidents::{INCIDENT_COLUMNS, IncidentRow};
+    let p = Params::new(q, &["repo", "state", "kind", "limit", "after"])?;
+    let limit = p.limit()?;
+    if let Some(s) = p.get("state")
+        && !["open", "closed"].contains(&s)
+    {
+        return Err(ApiError::bad_request("state must be open or closed"));
+    }
+    if let Some(k) = p.get("kind")
+        && !["ci", "security"].contains(&k)
+    {
+        return Err(ApiError::bad_request("kind must be ci or security"));
+    }
+    // The cursor is the last row's id (incident ids sort as text).
+    let sql = format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE ($1 IS NULL OR installation_id = $1) \
+         AND ($2 IS NULL OR repository = $2) AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR kind = $4) \
+         AND id > $5 ORDER BY id LIMIT $6"
+    );
+    let rows: Vec<IncidentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(scope.installation())
+        .bind(p.repo()?)
+        .bind(p.get("state"))
+        .bind(p.get("kind"))
+        .bind(p.get("after").unwrap_or(""))
+        .bind(limit)
+        .fetch_all(st.db.pool())
+        .await?;
+    let last = rows.last().map(|r| r.id.clone());
+    let items = rows.iter().map(|r| with_json_columns(r, &["details"])).collect();
+    Ok(page(items, limit, || last))
 }
 
 #[cfg(test)]

@@ -305,7 +305,8 @@ pub async fn pr_comment(db: &Db, repository_id: i64, pr: i64, workflow_id: i64) 
     .await?)
 }
 
-const INCIDENT_COLUMNS: &str = "id, installation_id, repository_id, repository, kind, subject, seq, marker, title, \
+/// Every column of `incidents`, in `IncidentRow`'s order.
+pub const INCIDENT_COLUMNS: &str = "id, installation_id, repository_id, repository, kind, subject, seq, marker, title, \
     branch, on_default, state, opened_at, first_failure_at, last_run_number, last_attempt, failures, deadline, mentions, \
     escalated_at, recovered_at, ttr_ms, flaky, details, updated_at";
 
