@@ -44,6 +44,7 @@ fn request(installation: i64, repository_id: i64, repository: &str, issue: i64, 
         deploy_state: None,
         deploy_sha: None,
         approved_at: None,
+        deploy_requested_at: None,
     }
 }
 

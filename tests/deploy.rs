@@ -69,9 +69,28 @@ fn reviews(w: &World, run: i64) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A `deployment_status` event: deployment `id` of `sha` to `environment` is now `state` at `at`.
+static STATUS_IDS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(5000);
+
+/// A `deployment_status` event: deployment `id` of `sha` to `environment` is now `state` at `at`
+/// (status ids rise in the order statuses are sent).
 async fn status(w: &World, id: i64, sha: &str, environment: &str, state: &str, at: &str, payload: Value) {
+    let status_id = STATUS_IDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    status_with_id(w, id, sha, environment, state, at, payload, status_id).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn status_with_id(
+    w: &World,
+    id: i64,
+    sha: &str,
+    environment: &str,
+    state: &str,
+    at: &str,
+    payload: Value,
+    status_id: i64,
+) {
     let mut v = w.base("deployment_status.created.0");
+    v["deployment_status"]["id"] = json!(status_id);
     v["deployment"]["id"] = json!(id);
     v["deployment"]["sha"] = json!(sha);
     v["deployment"]["environment"] = json!(environment);
@@ -335,3 +354,110 @@ async fn approved_without_staging(w: &World) {
     w.settle().await;
     assert_eq!(w.gate(SHA).0, "action_required");
 }
+
+async fn a_command_on_pr_1_never_reaches_a_request_that_links_pr_12(db: &TestDb) {
+    use shipgate::handlers::requests::pr_needle;
+    use shipgate::store::requests as store;
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await; // request #5 links PR #12
+    let linked = |n| {
+        let db = w.app.db.clone();
+        async move { store::open_mentioning(&db, INST, REPO_ID, &pr_needle(n)).await.unwrap() }
+    };
+    assert_eq!(linked(12).await, vec![5]);
+    assert!(linked(1).await.is_empty(), "PR #1 is not PR #12");
+    assert!(linked(2).await.is_empty());
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_command_on_pr_1_never_reaches_a_request_that_links_pr_12);
+
+async fn deploy_is_refused_on_a_closed_request(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await;
+    w.gh.model().issues.get_mut(&(REPO.to_string(), 5)).unwrap().state = "closed".into();
+    let mut v = w.base("issues.labeled.0");
+    v["action"] = json!("closed");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    assert_eq!(w.app.deliver("issues", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    assert!(created(&w).is_empty());
+    assert!(w.replies().iter().any(|r| r.contains("the request is closed")), "{:?}", w.replies());
+    w.sticky();
+    w.done().await;
+}
+both_backends!(deploy_is_refused_on_a_closed_request);
+
+async fn a_copied_payload_does_not_make_another_deployment_the_requests(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(&w).remove(0);
+    status(&w, id, SHA, "production", "in_progress", "2026-11-29T10:01:00Z", payload.clone()).await;
+    // Someone creates another deployment (to staging, of another commit) with a copied payload,
+    // and one naming the request without the App's key.
+    let mut forged = payload.clone();
+    forged["shipgate_key"] = json!("request-5-999");
+    status(&w, id + 100, OLD, "staging", "success", "2026-11-29T10:02:00Z", forged).await;
+    status(&w, id + 101, OLD, "staging", "success", "2026-11-29T10:02:30Z", json!({ "shipgate_request": 5 })).await;
+    w.settle().await;
+    let row = shipgate::store::requests::get(&w.app.db, INST, REPO_ID, 5).await.unwrap().unwrap();
+    assert_eq!((row.deployment_id, row.deploy_state.as_deref()), (Some(id), Some("in_progress")));
+    assert!(w.sticky().contains("🚀 **DEPLOYING** `aaaaaaa` to production"));
+    assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "open");
+    // Its own deployment still finishes it.
+    status(&w, id, SHA, "production", "success", "2026-11-29T10:05:12Z", payload).await;
+    w.settle().await;
+    assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "closed");
+    assert!(w.sticky().contains("✅ **DEPLOYED**"));
+    let _ = w.gh.app_comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(a_copied_payload_does_not_make_another_deployment_the_requests);
+
+async fn a_rerun_of_an_answered_run_is_answered_again(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    approved(&w).await;
+    protection_rule(&w, 790, "production", SHA).await;
+    w.settle().await;
+    assert_eq!(reviews(&w, 790).len(), 1);
+    // "Re-run failed jobs": the same run id, a new deployment waiting on the rule.
+    let mut v = w.base("deployment_protection_rule.requested.0");
+    v["environment"] = json!("production");
+    v["sha"] = json!(SHA);
+    v["deployment_callback_url"] =
+        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/790/deployment_protection_rule"));
+    v["deployment"]["id"] = json!(145988999);
+    assert_eq!(w.app.deliver("deployment_protection_rule", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let r = reviews(&w, 790);
+    assert_eq!(r.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(), vec!["approved", "approved"], "{r:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_rerun_of_an_answered_run_is_answered_again);
+
+async fn statuses_of_one_second_keep_their_order_and_a_success_survives_inactive(db: &TestDb) {
+    let policy = policy("none").replace("    deploy: none\n", "    deploy: none\n    require_staging_first: true\n");
+    let w = World::with_policy(db, &policy).await;
+    approved_without_staging(&w).await;
+    // success (status 9002) is delivered before in_progress (9001), both made in the same second.
+    status_with_id(&w, 960, SHA, "staging", "success", "2026-11-29T09:00:05Z", json!({}), 9002).await;
+    status_with_id(&w, 960, SHA, "staging", "in_progress", "2026-11-29T09:00:05Z", json!({}), 9001).await;
+    w.settle().await;
+    let d = shipgate::store::deploys::get(&w.app.db, INST, REPO_ID, 960).await.unwrap().unwrap();
+    assert_eq!(d.state, "success");
+    assert!(row(&w.sticky(), "Staging first").contains("✅"), "{}", w.sticky());
+    // GitHub marks the earlier staging deployment inactive when the next one succeeds: it still
+    // deployed that commit successfully.
+    status(&w, 960, SHA, "staging", "inactive", "2026-11-29T09:30:00Z", json!({})).await;
+    w.comment(ALICE, "/recheck").await;
+    w.settle().await;
+    assert!(row(&w.sticky(), "Staging first").contains("✅"), "{}", w.sticky());
+    assert_eq!(w.gate(SHA).0, "success");
+    w.done().await;
+}
+both_backends!(statuses_of_one_second_keep_their_order_and_a_success_survives_inactive);

@@ -9,6 +9,7 @@ ALTER TABLE requests ADD COLUMN deployment_id BIGINT;
 ALTER TABLE requests ADD COLUMN deploy_state TEXT;       -- requested | queued | in_progress | success | failure | error | inactive
 ALTER TABLE requests ADD COLUMN deploy_sha TEXT;
 ALTER TABLE requests ADD COLUMN approved_at BIGINT;          -- when the gate last opened
+ALTER TABLE requests ADD COLUMN deploy_requested_at BIGINT;  -- when /deploy or /rollback asked for it
 
 -- Every deployment seen (deployment_status events) or created, with its latest status. Staging
 -- first reads this before asking GitHub; the weekly report reads the times.
@@ -22,9 +23,11 @@ CREATE TABLE deployments (
     issue           BIGINT,                 -- the request it belongs to, when known
     state           TEXT   NOT NULL,    -- the latest status: queued | in_progress | success | failure | error | inactive ...
     status_at       BIGINT NOT NULL,        -- when GitHub made that status (out-of-order statuses never go back)
+    status_id       BIGINT NOT NULL DEFAULT 0,  -- its id: orders statuses made in the same second
     created_at      BIGINT NOT NULL,        -- the deployment's creation
     started_at      BIGINT,                 -- the first in_progress status
     finished_at     BIGINT,                 -- the success, failure or error status
+    succeeded_at    BIGINT,                 -- its success (kept when GitHub later marks it inactive)
     PRIMARY KEY (installation_id, repository_id, deployment_id)
 );
 CREATE INDEX deployments_env ON deployments (installation_id, repository_id, environment, sha);
@@ -38,6 +41,7 @@ CREATE TABLE protection_rules (
     environment     TEXT   NOT NULL,
     sha             TEXT   NOT NULL,
     ref             TEXT,
+    deployment_id   BIGINT NOT NULL DEFAULT 0,  -- this attempt's deployment (a re-run is a new one)
     state           TEXT   NOT NULL,    -- pending | approved | rejected
     issue           BIGINT,                 -- the request that answered it
     report          TEXT,               -- a digest of the last status report (unchanged: not sent again)

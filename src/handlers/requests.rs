@@ -263,6 +263,7 @@ pub async fn evaluate(
         deploy_state: None,
         deploy_sha: None,
         approved_at: None,
+        deploy_requested_at: None,
     });
     let before = existing.clone();
     if row.fingerprint != fingerprint {
@@ -474,6 +475,7 @@ pub async fn evaluate(
             cmd,
             *comment_id,
             &eval,
+            open && labelled,
             &prs,
             &req,
             &mut row,
@@ -484,12 +486,10 @@ pub async fn evaluate(
     }
 
     // Runs waiting on the App's protection rule for this environment and these commits.
-    let approved_shas: Vec<String> = if prs.is_empty() {
-        req.commit.iter().filter(|c| c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit())).cloned().collect()
-    } else {
-        heads.clone()
-    };
-    let covers = |sha: &str| approved_shas.iter().any(|a| sha == a || (a.len() < 40 && sha.starts_with(a.as_str())));
+    // Full SHAs only: a short prefix is cheap to collide with.
+    let approved_shas: Vec<String> =
+        if prs.is_empty() { req.commit.iter().filter(|c| is_full_sha(c)).cloned().collect() } else { heads.clone() };
+    let covers = |sha: &str| approved_shas.iter().any(|a| sha.eq_ignore_ascii_case(a));
     if let Some(env) = environment.as_deref()
         && open
         && labelled
@@ -948,6 +948,12 @@ async fn apply_command(
     }
 }
 
+/// What a request's stored facts contain when it links PR `n`: `"number":N,` (the comma ends the
+/// number, so PR #1 does not match a request that links #12).
+pub fn pr_needle(n: i64) -> String {
+    format!("\"number\":{n},")
+}
+
 /// The repository and issue of an event payload.
 pub fn target(ctx: &Ctx, v: &Value) -> Option<Target> {
     Some(Target {
@@ -995,7 +1001,7 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         if commands::parse(body).is_empty() {
             return Ok(Handled::ignored());
         }
-        let needle = format!("\"number\":{}", t.issue);
+        let needle = pr_needle(t.issue);
         let effects: Vec<Effect> = store::open_mentioning(&ctx.db, t.installation, t.repo_id, &needle)
             .await?
             .into_iter()
@@ -1058,10 +1064,7 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     {
         let needles: Vec<String> = match event {
             "pull_request" if matches!(action, "synchronize" | "closed" | "reopened" | "edited") => {
-                vec![format!(
-                    "\"number\":{}",
-                    v["number"].as_i64().or(v["pull_request"]["number"].as_i64()).unwrap_or(-1)
-                )]
+                vec![pr_needle(v["number"].as_i64().or(v["pull_request"]["number"].as_i64()).unwrap_or(-1))]
             }
             "check_run" if action == "completed" => {
                 vec![v["check_run"]["head_sha"].as_str().unwrap_or("-").to_string()]
@@ -1074,7 +1077,7 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             }
             "status" => vec![v["sha"].as_str().unwrap_or("-").to_string()],
             "pull_request_review" => {
-                vec![format!("\"number\":{}", v["pull_request"]["number"].as_i64().unwrap_or(-1))]
+                vec![pr_needle(v["pull_request"]["number"].as_i64().unwrap_or(-1))]
             }
             _ => vec![],
         };
@@ -1256,6 +1259,7 @@ async fn deploy_command(
     cmd: &Command,
     comment_id: i64,
     eval: &Evaluation,
+    active: bool,
     prs: &[PrFacts],
     req: &request::ChangeRequest,
     row: &mut RequestRow,
@@ -1294,8 +1298,14 @@ async fn deploy_command(
     if row.deploy_key.as_deref().is_some_and(|k| k == key_of("request") || k == key_of("rollback")) {
         return Ok((true, None));
     }
-    let in_flight = matches!(row.deploy_state.as_deref(), Some("requested" | "queued" | "pending" | "in_progress"));
-    if in_flight {
+    // A deployment under way blocks another `/deploy` (not `/rollback`: rolling back is what one
+    // does when it hangs). One the App asked for and GitHub never reported on blocks it for
+    // REQUESTED_BLOCKS_MS only (a parked creation, or no pipeline listening).
+    let requested_recently = row.deploy_state.as_deref() == Some("requested")
+        && row.deploy_requested_at.is_some_and(|at| ctx.clock.now_ms() - at < REQUESTED_BLOCKS_MS);
+    let in_flight =
+        requested_recently || matches!(row.deploy_state.as_deref(), Some("queued" | "pending" | "in_progress"));
+    if in_flight && matches!(cmd, Command::Deploy) {
         return refuse("a deployment of this request is already under way".into(), "Wait for it to finish.");
     }
     let (sha, key, rollback_of) = match cmd {
@@ -1306,6 +1316,9 @@ async fn deploy_command(
                     "Deploy with your pipeline once the gate is open.",
                 );
             }
+            if !active {
+                return refuse("the request is closed or no longer labelled".into(), "Reopen it to deploy.");
+            }
             if !eval.open {
                 return refuse(format!("the gate is closed ({})", eval.missing().join("; ")), "Wait until it opens.");
             }
@@ -1314,7 +1327,7 @@ async fn deploy_command(
             }
             let sha = match prs {
                 [one] => one.head_sha.clone(),
-                [] => match req.commit.clone().filter(|c| c.len() == 40 && c.chars().all(|x| x.is_ascii_hexdigit())) {
+                [] => match req.commit.clone().filter(|c| is_full_sha(c)) {
                     Some(c) => c,
                     None => {
                         return refuse(
@@ -1376,9 +1389,13 @@ async fn deploy_command(
     row.deploy_key = Some(key);
     row.deploy_sha = Some(sha);
     row.deploy_state = Some("requested".into());
+    row.deploy_requested_at = Some(ctx.clock.now_ms());
     row.deployment_id = None;
     Ok((true, None))
 }
+
+/// How long a deployment the App asked for, with no status from GitHub yet, blocks another `/deploy`.
+const REQUESTED_BLOCKS_MS: i64 = 15 * 60 * 1000;
 
 /// The internal event carrying a deployment's status to its request.
 pub const DEPLOYMENT_EVENT: &str = "shipgate_deployment";
@@ -1426,10 +1443,16 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     let now = ctx.clock.now_ms();
     let status_at = st["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(now);
     let created_at = dep["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(status_at);
+    // A deployment the App made names its request and its key; the key must be the request's
+    // own (anyone who can create deployments can copy a payload).
     let hint = dep["payload"]["shipgate_request"].as_i64();
-    let hinted = match hint {
-        Some(n) => store::get(&ctx.db, installation, repo_id, n).await?.map(|r| r.issue),
-        None => None,
+    let key = dep["payload"]["shipgate_key"].as_str();
+    let hinted = match (hint, key) {
+        (Some(n), Some(key)) => store::get(&ctx.db, installation, repo_id, n)
+            .await?
+            .filter(|r| r.deploy_key.as_deref() == Some(key))
+            .map(|r| r.issue),
+        _ => None,
     };
     let mut effects = vec![Effect::RecordDeployment(Box::new(DeploymentRow {
         installation_id: installation,
@@ -1441,6 +1464,7 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         issue: hinted,
         state: state.to_string(),
         status_at,
+        status_id: st["id"].as_i64().unwrap_or_default(),
         created_at,
         started_at: (state == "in_progress").then_some(status_at),
         finished_at: deploys::is_final(state).then_some(status_at),
@@ -1497,6 +1521,7 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         environment: environment.to_string(),
         sha: sha.to_string(),
         git_ref: v["ref"].as_str().map(str::to_string),
+        deployment_id: v["deployment"]["id"].as_i64().unwrap_or_default(),
         state: "pending".into(),
         issue: None,
         report: None,
@@ -1551,6 +1576,9 @@ async fn sha_named_in_request(
         Err(e) => return Err(gh_err(e)),
     };
     let req = request::parse(&body);
-    Ok(req.pull_requests.is_empty()
-        && req.commit.is_some_and(|c| c.len() >= 7 && c.chars().all(|x| x.is_ascii_hexdigit()) && sha.starts_with(&c)))
+    Ok(req.pull_requests.is_empty() && req.commit.is_some_and(|c| is_full_sha(&c) && sha.eq_ignore_ascii_case(&c)))
+}
+
+fn is_full_sha(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }

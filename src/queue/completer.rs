@@ -10,8 +10,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::handlers::{Effect, Handled};
+use crate::store::Db;
 use crate::store::deliveries::{self, Claimed};
-use crate::store::{Backend, Db};
 
 const MAX_BATCH: usize = 64;
 
@@ -38,19 +38,13 @@ pub struct Completer {
 }
 
 impl Completer {
-    /// Starts the committing tasks: one on SQLite (one writer anyway), two on PostgreSQL.
-    /// `relay_wake` is notified after a commit that queued actions.
+    /// Starts the committing task. One, on both backends: SQLite has one writer anyway, and on
+    /// PostgreSQL two batches taking row locks (an installation's audit head, request rows) in
+    /// different orders could deadlock each other. `relay_wake` is notified after a commit that
+    /// queued actions.
     pub fn start(db: Db, clock: Clock, relay_wake: Arc<Notify>) -> Completer {
         let (tx, rx) = mpsc::channel::<Job>(1024);
-        let tasks = match db.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => 2,
-        };
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
-        for _ in 0..tasks {
-            let (db, clock, rx, wake) = (db.clone(), clock.clone(), rx.clone(), relay_wake.clone());
-            tokio::spawn(async move { committer(db, clock, rx, wake).await });
-        }
+        tokio::spawn(async move { committer(db, clock, rx, relay_wake).await });
         Completer { tx }
     }
 
@@ -62,49 +56,68 @@ impl Completer {
     }
 }
 
-async fn committer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, relay_wake: Arc<Notify>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake: Arc<Notify>) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(job) => batch.push(job),
-                None => return,
-            }
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
+        match rx.recv().await {
+            Some(job) => jobs.push(job),
+            None => return,
+        }
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
             }
         }
-        metrics::histogram!("shipgate_completion_batch_size").record(batch.len() as f64);
+        metrics::histogram!("shipgate_completion_batch_size").record(jobs.len() as f64);
         let now = clock.now_ms();
-        let results = match commit_batch(&db, &batch, now).await {
-            Ok(results) => results,
+        let (completions, replies): (Vec<Completion>, Vec<_>) = jobs.drain(..).map(|j| (j.completion, j.reply)).unzip();
+        let n = completions.len();
+        // Its own task: a panic while applying effects fails this batch (each is retried), not the
+        // committer and with it every completion after.
+        let db2 = db.clone();
+        let joined = tokio::spawn(async move {
+            let r = commit_batch(&db2, &completions, now).await;
+            (r, completions)
+        })
+        .await;
+        let results: Vec<Recorded> = match joined {
+            Ok((Ok(results), completions)) => {
+                let acted = completions.iter().zip(&results).any(|(c, r)| matches!(r, Ok(true)) && queues_actions(c));
+                if acted {
+                    relay_wake.notify_one();
+                }
+                results
+            }
+            Ok((Err(e), _)) => {
+                tracing::error!(error = %e, batch = n, "recording completions failed");
+                (0..n).map(|_| Err(format!("recording the result failed: {e}"))).collect()
+            }
             Err(e) => {
-                tracing::error!(error = %e, batch = batch.len(), "recording completions failed");
-                batch.iter().map(|_| Err(format!("recording the result failed: {e}"))).collect()
+                tracing::error!(error = %e, batch = n, "recording completions panicked");
+                (0..n).map(|_| Err("recording the result panicked".to_string())).collect()
             }
         };
-        let acted = batch.iter().zip(&results).any(|(j, r)| {
-            matches!(r, Ok(true)) && j.completion.handled.effects.iter().any(|e| matches!(e, Effect::Act(_)))
-        });
-        for (job, result) in batch.drain(..).zip(results) {
-            let _ = job.reply.send(result);
-        }
-        if acted {
-            relay_wake.notify_one();
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
         }
     }
 }
 
-async fn commit_batch(db: &Db, batch: &[Job], now: i64) -> crate::store::Result<Vec<Recorded>> {
+/// Does the completion put something in the outbox (for the relay)?
+fn queues_actions(c: &Completion) -> bool {
+    c.handled
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Act(_) | Effect::AnswerRule { .. } | Effect::ReportRule { .. }))
+}
+
+async fn commit_batch(db: &Db, batch: &[Completion], now: i64) -> crate::store::Result<Vec<Recorded>> {
     let mut tx = db.begin_write().await?;
     let mut results = Vec::with_capacity(batch.len());
-    if let [job] = batch {
+    if let [one] = batch {
         // Alone: no savepoint needed (a failure rolls back the whole transaction, which is its own).
-        let result = match record_one(&mut tx, &job.completion, now).await {
+        let result = match record_one(&mut tx, one, now).await {
             Ok(true) => Ok(true),
             Ok(false) => {
                 tx.rollback().await?;
@@ -118,9 +131,9 @@ async fn commit_batch(db: &Db, batch: &[Job], now: i64) -> crate::store::Result<
         tx.commit().await?;
         return Ok(vec![result]);
     }
-    for job in batch {
+    for completion in batch {
         sqlx::query("SAVEPOINT completion").execute(&mut *tx).await?;
-        let result = match record_one(&mut tx, &job.completion, now).await {
+        let result = match record_one(&mut tx, completion, now).await {
             Ok(true) => {
                 sqlx::query("RELEASE SAVEPOINT completion").execute(&mut *tx).await?;
                 Ok(true)

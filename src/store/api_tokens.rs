@@ -62,15 +62,19 @@ pub async fn create(db: &Db, installation: i64, name: Option<&str>, now: i64) ->
     Ok((row, token))
 }
 
-/// The installation a presented token belongs to, if it is one of ours.
+/// The installation a presented token belongs to, if it is one of ours and the App has not been
+/// uninstalled from it (a deleted installation's tokens stop working).
 pub async fn lookup(db: &Db, token: &str) -> Result<Option<i64>> {
     if !token.starts_with(PREFIX) {
         return Ok(None);
     }
-    let row: Option<(i64,)> = sqlx::query_as("SELECT installation_id FROM api_tokens WHERE token_sha256 = $1")
-        .bind(token_hash(token))
-        .fetch_optional(db.pool())
-        .await?;
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT t.installation_id FROM api_tokens t WHERE t.token_sha256 = $1 AND NOT EXISTS \
+         (SELECT 1 FROM installations i WHERE i.id = t.installation_id AND i.deleted_at IS NOT NULL)",
+    )
+    .bind(token_hash(token))
+    .fetch_optional(db.pool())
+    .await?;
     Ok(row.map(|r| r.0))
 }
 

@@ -299,14 +299,21 @@ pub async fn verify(db: &Db) -> Result<VerifyReport> {
     .await?;
     let mut report = VerifyReport::default();
     for (installation,) in installations {
-        report.chains.push(verify_chain(db, installation).await?);
+        // One snapshot per chain: entries appended while it is walked (a live App) are not seen,
+        // and neither is the head they move, so the two always agree.
+        let mut tx = db.pool().begin().await?;
+        if db.backend() == super::Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+        }
+        report.chains.push(verify_chain(&mut tx, installation).await?);
+        tx.rollback().await?;
     }
     Ok(report)
 }
 
 const VERIFY_BATCH: i64 = 1000;
 
-async fn verify_chain(db: &Db, installation: i64) -> Result<ChainReport> {
+async fn verify_chain(tx: &mut sqlx::Transaction<'static, sqlx::Any>, installation: i64) -> Result<ChainReport> {
     let mut chain = ChainReport { installation_id: installation, entries: 0, last_hash: GENESIS.into(), broken: None };
     let mut expected = 1i64;
     let mut last_seq = i64::MIN;
@@ -325,7 +332,7 @@ async fn verify_chain(db: &Db, installation: i64) -> Result<ChainReport> {
             .bind(installation)
             .bind(after_position)
             .bind(VERIFY_BATCH)
-            .fetch_all(db.pool())
+            .fetch_all(&mut **tx)
             .await?;
         let n = rows.len() as i64;
         for r in rows {
@@ -369,7 +376,7 @@ async fn verify_chain(db: &Db, installation: i64) -> Result<ChainReport> {
     let head: Option<(i64, String)> =
         sqlx::query_as("SELECT position, hash FROM audit_heads WHERE installation_id = $1")
             .bind(installation)
-            .fetch_optional(db.pool())
+            .fetch_optional(&mut **tx)
             .await?;
     let last = expected - 1;
     match head {

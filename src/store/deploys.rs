@@ -17,6 +17,8 @@ pub struct DeploymentRow {
     pub issue: Option<i64>,
     pub state: String,
     pub status_at: i64,
+    /// GitHub's id of that status: statuses made in the same second are ordered by it.
+    pub status_id: i64,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -27,42 +29,53 @@ pub fn is_final(state: &str) -> bool {
     matches!(state, "success" | "failure" | "error")
 }
 
-/// Records a status. Statuses can arrive out of order: an older one never replaces a newer one,
-/// the start is the earliest `in_progress`, and the end belongs to the newest final status.
+/// Records a status. Statuses can arrive out of order: an older one (by time, then by GitHub's
+/// status id, since times have one-second precision) never replaces a newer one; the start is the
+/// earliest `in_progress`, the end belongs to the newest final status, and a success is
+/// remembered even after GitHub marks the deployment `inactive` (as it does to an environment's
+/// earlier deployments).
 pub async fn record(tx: &mut Transaction<'static, Any>, d: &DeploymentRow) -> Result<()> {
-    sqlx::query(
+    const NEWER: &str = "(excluded.status_at > deployments.status_at OR (excluded.status_at = deployments.status_at \
+        AND excluded.status_id >= deployments.status_id))";
+    let sql = format!(
         "INSERT INTO deployments (installation_id, repository_id, deployment_id, environment, sha, ref, issue, state, \
-         status_at, created_at, started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         status_at, status_id, created_at, started_at, finished_at, succeeded_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (installation_id, repository_id, deployment_id) DO UPDATE SET \
          issue = COALESCE(deployments.issue, excluded.issue), \
-         state = CASE WHEN excluded.status_at >= deployments.status_at THEN excluded.state ELSE deployments.state END, \
-         finished_at = CASE WHEN excluded.status_at >= deployments.status_at \
+         state = CASE WHEN {NEWER} THEN excluded.state ELSE deployments.state END, \
+         finished_at = CASE WHEN {NEWER} \
              THEN COALESCE(excluded.finished_at, deployments.finished_at) \
              ELSE COALESCE(deployments.finished_at, excluded.finished_at) END, \
-         status_at = CASE WHEN excluded.status_at >= deployments.status_at THEN excluded.status_at ELSE deployments.status_at END, \
+         status_at = CASE WHEN {NEWER} THEN excluded.status_at ELSE deployments.status_at END, \
+         status_id = CASE WHEN {NEWER} THEN excluded.status_id ELSE deployments.status_id END, \
          started_at = CASE WHEN deployments.started_at IS NULL THEN excluded.started_at \
              WHEN excluded.started_at IS NULL THEN deployments.started_at \
-             WHEN excluded.started_at < deployments.started_at THEN excluded.started_at ELSE deployments.started_at END",
-    )
-    .bind(d.installation_id)
-    .bind(d.repository_id)
-    .bind(d.deployment_id)
-    .bind(&d.environment)
-    .bind(&d.sha)
-    .bind(&d.git_ref)
-    .bind(d.issue)
-    .bind(&d.state)
-    .bind(d.status_at)
-    .bind(d.created_at)
-    .bind(d.started_at)
-    .bind(d.finished_at)
-    .execute(&mut **tx)
-    .await?;
+             WHEN excluded.started_at < deployments.started_at THEN excluded.started_at ELSE deployments.started_at END, \
+         succeeded_at = COALESCE(deployments.succeeded_at, excluded.succeeded_at)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(d.installation_id)
+        .bind(d.repository_id)
+        .bind(d.deployment_id)
+        .bind(&d.environment)
+        .bind(&d.sha)
+        .bind(&d.git_ref)
+        .bind(d.issue)
+        .bind(&d.state)
+        .bind(d.status_at)
+        .bind(d.status_id)
+        .bind(d.created_at)
+        .bind(d.started_at)
+        .bind(d.finished_at)
+        .bind((d.state == "success").then_some(d.status_at))
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
 const DEPLOYMENT_COLUMNS: &str = "installation_id, repository_id, deployment_id, environment, sha, ref AS git_ref, \
-    issue, state, status_at, created_at, started_at, finished_at";
+    issue, state, status_at, status_id, created_at, started_at, finished_at";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: i64) -> Result<Option<DeploymentRow>> {
     let sql = format!(
@@ -81,7 +94,7 @@ pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: 
 pub async fn succeeded(db: &Db, installation: i64, repository_id: i64, environment: &str, sha: &str) -> Result<bool> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT deployment_id FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
-         AND LOWER(environment) = LOWER($3) AND sha = $4 AND state = 'success' LIMIT 1",
+         AND LOWER(environment) = LOWER($3) AND sha = $4 AND succeeded_at IS NOT NULL LIMIT 1",
     )
     .bind(installation)
     .bind(repository_id)
@@ -102,8 +115,8 @@ pub async fn last_success(
 ) -> Result<Option<String>> {
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT sha FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
-         AND LOWER(environment) = LOWER($3) AND state = 'success' AND sha <> $4 \
-         ORDER BY finished_at DESC, deployment_id DESC LIMIT 1",
+         AND LOWER(environment) = LOWER($3) AND succeeded_at IS NOT NULL AND sha <> $4 \
+         ORDER BY succeeded_at DESC, deployment_id DESC LIMIT 1",
     )
     .bind(installation)
     .bind(repository_id)
@@ -124,18 +137,24 @@ pub struct RuleRow {
     pub environment: String,
     pub sha: String,
     pub git_ref: Option<String>,
+    /// The deployment GitHub made for this attempt of the run (a re-run of the run is a new one).
+    pub deployment_id: i64,
     pub state: String,
     pub issue: Option<i64>,
     pub report: Option<String>,
     pub received_at: i64,
 }
 
-/// Keeps a callback; the same run and environment again changes nothing.
+/// Keeps a callback. The same run, environment and deployment again changes nothing; a re-run of
+/// the run (same run id, a new deployment) waits again, even if an earlier attempt was answered.
 pub async fn save_rule(tx: &mut Transaction<'static, Any>, r: &RuleRow) -> Result<()> {
     sqlx::query(
-        "INSERT INTO protection_rules (installation_id, repository_id, repository, run_id, environment, sha, ref, state, \
-         received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $8) \
-         ON CONFLICT (installation_id, repository_id, run_id, environment) DO NOTHING",
+        "INSERT INTO protection_rules (installation_id, repository_id, repository, run_id, environment, sha, ref, \
+         deployment_id, state, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) \
+         ON CONFLICT (installation_id, repository_id, run_id, environment) DO UPDATE SET state = 'pending', \
+         sha = excluded.sha, ref = excluded.ref, deployment_id = excluded.deployment_id, issue = NULL, report = NULL, \
+         answered_at = NULL, received_at = excluded.received_at \
+         WHERE protection_rules.deployment_id <> excluded.deployment_id",
     )
     .bind(r.installation_id)
     .bind(r.repository_id)
@@ -144,6 +163,7 @@ pub async fn save_rule(tx: &mut Transaction<'static, Any>, r: &RuleRow) -> Resul
     .bind(&r.environment)
     .bind(&r.sha)
     .bind(&r.git_ref)
+    .bind(r.deployment_id)
     .bind(r.received_at)
     .execute(&mut **tx)
     .await?;
@@ -153,8 +173,8 @@ pub async fn save_rule(tx: &mut Transaction<'static, Any>, r: &RuleRow) -> Resul
 /// The runs of a repository still waiting for `environment` (case-insensitive), oldest first.
 pub async fn pending_rules(db: &Db, installation: i64, repository_id: i64, environment: &str) -> Result<Vec<RuleRow>> {
     Ok(sqlx::query_as(
-        "SELECT installation_id, repository_id, repository, run_id, environment, sha, ref AS git_ref, state, issue, \
-         report, received_at FROM protection_rules WHERE installation_id = $1 AND repository_id = $2 \
+        "SELECT installation_id, repository_id, repository, run_id, environment, sha, ref AS git_ref, deployment_id, \
+         state, issue, report, received_at FROM protection_rules WHERE installation_id = $1 AND repository_id = $2 \
          AND state = 'pending' AND LOWER(environment) = LOWER($3) ORDER BY received_at, run_id",
     )
     .bind(installation)

@@ -35,6 +35,8 @@ pub struct RequestRow {
     pub deploy_sha: Option<String>,
     /// When the gate last opened.
     pub approved_at: Option<i64>,
+    /// When `/deploy` or `/rollback` asked for the current deployment.
+    pub deploy_requested_at: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
@@ -55,7 +57,7 @@ pub struct ApprovalRow {
 /// Every column of `requests`, in `RequestRow`'s order.
 pub const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
     environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at, \
-    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at";
+    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at, deploy_requested_at";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Option<RequestRow>> {
     let sql =
@@ -96,13 +98,14 @@ pub async fn open_in_installation(db: &Db, installation: i64) -> Result<Vec<(i64
 pub async fn save(tx: &mut Transaction<'static, Any>, r: &RequestRow) -> Result<()> {
     let sql = format!(
         "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
+         $18, $19, $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
          labelled = excluded.labelled, open = excluded.open, environment = excluded.environment, \
          fingerprint = excluded.fingerprint, revision = excluded.revision, hold_by = excluded.hold_by, \
          denied_by = excluded.denied_by, deny_reason = excluded.deny_reason, gate_open = excluded.gate_open, \
          state = excluded.state, facts = excluded.facts, labels = excluded.labels, updated_at = excluded.updated_at, \
          deploy_key = excluded.deploy_key, deployment_id = excluded.deployment_id, deploy_state = excluded.deploy_state, \
-         deploy_sha = excluded.deploy_sha, approved_at = excluded.approved_at"
+         deploy_sha = excluded.deploy_sha, approved_at = excluded.approved_at, \
+         deploy_requested_at = excluded.deploy_requested_at"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(r.installation_id)
@@ -130,6 +133,7 @@ pub async fn save(tx: &mut Transaction<'static, Any>, r: &RequestRow) -> Result<
         .bind(&r.deploy_state)
         .bind(&r.deploy_sha)
         .bind(r.approved_at)
+        .bind(r.deploy_requested_at)
         .execute(&mut **tx)
         .await?;
     Ok(())
