@@ -82,13 +82,8 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
     if v["action"].as_str() != Some("completed") {
         return Ok(vec![]);
     }
-    let (Some(installation), Some(repo_id), Some(repo)) = (
-        ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64()),
-        v["repository"]["id"].as_i64(),
-        v["repository"]["full_name"].as_str(),
-    ) else {
-        return Ok(vec![]);
-    };
+    let Some((installation, repo_id, repo)) = requests::repo_of(ctx, v) else { return Ok(vec![]) };
+    let repo = repo.as_str();
     let wr = &v["workflow_run"];
     let (Some(conclusion), Some(run_id)) = (wr["conclusion"].as_str(), wr["id"].as_i64()) else {
         return Ok(vec![]); // not completed after all
@@ -501,13 +496,8 @@ fn alert_of(event: &str, v: &Value, now: i64) -> Alert {
 /// created or reopened opens a `security` incident, escalated at once; fixed or dismissed closes it.
 pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
-    let (Some(installation), Some(repo_id), Some(repo)) = (
-        ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64()),
-        v["repository"]["id"].as_i64(),
-        v["repository"]["full_name"].as_str(),
-    ) else {
-        return Ok(Handled::ignored());
-    };
+    let Some((installation, repo_id, repo)) = requests::repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let repo = repo.as_str();
     let event = ctx.delivery.event.as_str();
     let action = v["action"].as_str().unwrap_or_default();
     let now = ctx.clock.now_ms();

@@ -211,17 +211,17 @@ impl Effect {
                         requests::recheck_body(*installation, *repository_id, repository, *issue, &cause.id),
                     ),
                 };
-                let d = NewDelivery {
-                    id: format!("{kind}-{}-{repository_id}-{issue}", cause.id),
-                    event: event.into(),
-                    action: Some(kind.into()),
-                    installation_id: Some(*installation),
-                    repository: Some(repository.clone()),
-                    subject: format!("repo:{repository_id}#{issue}"),
-                    received_at: now,
-                    body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                let d = internal_delivery(
+                    &format!("{kind}-{}", cause.id),
+                    event,
+                    kind,
+                    *installation,
+                    *repository_id,
+                    repository,
+                    *issue,
                     body,
-                };
+                    now,
+                );
                 deliveries::insert_internal(tx, &d).await
             }
             Effect::RecordDeployment(d) => deploys::record(tx, d).await,
@@ -234,17 +234,17 @@ impl Effect {
                     *deployment_id,
                     &cause.id,
                 );
-                let d = NewDelivery {
-                    id: format!("deployment-{}-{repository_id}-{issue}", cause.id),
-                    event: requests::DEPLOYMENT_EVENT.into(),
-                    action: Some("status".into()),
-                    installation_id: Some(*installation),
-                    repository: Some(repository.clone()),
-                    subject: format!("repo:{repository_id}#{issue}"),
-                    received_at: now,
-                    body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                let d = internal_delivery(
+                    &format!("deployment-{}", cause.id),
+                    requests::DEPLOYMENT_EVENT,
+                    "status",
+                    *installation,
+                    *repository_id,
+                    repository,
+                    *issue,
                     body,
-                };
+                    now,
+                );
                 deliveries::insert_internal(tx, &d).await
             }
             Effect::SaveRule(r) => deploys::save_rule(tx, r).await,
@@ -275,6 +275,33 @@ impl Effect {
             }
             Effect::Ci(change) => crate::store::incidents::apply(tx, change, now).await,
         }
+    }
+}
+
+/// A delivery the App makes for a request's own subject (`repo:{id}#{issue}`), so that it runs
+/// in that request's order; `id_prefix` names its cause.
+#[allow(clippy::too_many_arguments)]
+fn internal_delivery(
+    id_prefix: &str,
+    event: &str,
+    action: &str,
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    issue: i64,
+    body: String,
+    now: i64,
+) -> NewDelivery {
+    NewDelivery {
+        id: format!("{id_prefix}-{repository_id}-{issue}"),
+        event: event.into(),
+        action: Some(action.into()),
+        installation_id: Some(installation),
+        repository: Some(repository.to_string()),
+        subject: format!("repo:{repository_id}#{issue}"),
+        received_at: now,
+        body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+        body,
     }
 }
 

@@ -1137,13 +1137,8 @@ const POLICY_PATH: &str = ".github/shipgate.yml";
 /// is valid on a `shipgate / config` check run, and evaluate the repository's open requests again.
 pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
-    let (Some(installation), Some(repo_id), Some(repo)) = (
-        ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64()),
-        v["repository"]["id"].as_i64(),
-        v["repository"]["full_name"].as_str(),
-    ) else {
-        return Ok(Handled::ignored());
-    };
+    let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let repo = repo.as_str();
     let default =
         v["repository"]["default_branch"].as_str().or(v["repository"]["master_branch"].as_str()).unwrap_or("main");
     if v["ref"].as_str() != Some(&format!("refs/heads/{default}")) {
@@ -1421,7 +1416,7 @@ pub async fn on_forwarded_deployment(ctx: Arc<Ctx>) -> Result<Handled, HandlerEr
 }
 
 /// The repository of an event: (installation, repository id, owner/name).
-fn repo_of(ctx: &Ctx, v: &Value) -> Option<(i64, i64, String)> {
+pub(crate) fn repo_of(ctx: &Ctx, v: &Value) -> Option<(i64, i64, String)> {
     Some((
         ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64())?,
         v["repository"]["id"].as_i64()?,
