@@ -326,6 +326,7 @@ async fn a_batch_sorts_out_duplicates_replays_and_waiting_rows(db: &TestDb) {
         subject: subject.into(),
         received_at: 1,
         body: body.into(),
+        body_lz4: None,
         body_sha256: format!("{:0>64}", body.len()),
     };
     let first = [d("a", "s", "x"), d("a", "s", "xy"), d("b", "t", "x"), d("c", "s", "xyz"), d("e", "u", "xyzw")];
@@ -345,3 +346,23 @@ async fn a_batch_sorts_out_duplicates_replays_and_waiting_rows(db: &TestDb) {
     assert_eq!(blocked, want, "only the first open row of each subject is ready");
 }
 both_backends!(a_batch_sorts_out_duplicates_replays_and_waiting_rows);
+
+/// A delivery's body is stored compressed and read back exactly as GitHub sent it.
+async fn bodies_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
+    let app = TestApp::start(db, Options { run_worker: false, ..Options::default() }).await;
+    let body = fixture("issue_comment.created.0");
+    assert_eq!(app.deliver("issue_comment", "z-1", &body).await, 202);
+    let row = shipgate::store::deliveries::find(&app.db, "z-1").await.unwrap().expect("stored");
+    let (text, z): (String, Option<Vec<u8>>) = sqlx::query_as("SELECT body, body_lz4 FROM deliveries WHERE seq = $1")
+        .bind(row.seq)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    let z = z.expect("compressed");
+    assert!(text.is_empty() && z.len() * 2 < body.len(), "{} compressed bytes for {}", z.len(), body.len());
+    assert_eq!(shipgate::store::deliveries::body(&app.db, row.seq).await.unwrap().as_deref(), Some(body.as_str()));
+    // A corrupt stored body is an error, not a wrong body.
+    assert!(shipgate::store::deliveries::inflate("", Some(&z[..z.len() / 2])).is_err());
+    app.shutdown().await;
+}
+both_backends!(bodies_are_stored_compressed_and_read_back_exactly);

@@ -302,6 +302,7 @@ fn internal_delivery(
         received_at: now,
         body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
         body,
+        body_lz4: None,
     }
 }
 

@@ -55,6 +55,11 @@ impl Ingestor {
     }
 }
 
+/// The bytes a delivery's row carries.
+fn stored_len(d: &NewDelivery) -> usize {
+    d.body.len() + d.body_lz4.as_ref().map_or(0, Vec::len)
+}
+
 async fn writer(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, stored: Arc<Notify>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -65,11 +70,11 @@ async fn writer(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, stored
                 Some(job) => batch.push(job),
                 None => return,
             }
-            let mut bytes = batch[0].delivery.body.len();
+            let mut bytes = stored_len(&batch[0].delivery);
             while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(job) => {
-                        bytes += job.delivery.body.len();
+                        bytes += stored_len(&job.delivery);
                         batch.push(job);
                     }
                     Err(_) => break,

@@ -55,11 +55,13 @@ impl Job for Deliveries {
 }
 
 impl Deliveries {
-    async fn process_inner(&self, runner: &RunnerInfo, c: Claimed) {
+    async fn process_inner(&self, runner: &RunnerInfo, mut c: Claimed) {
         let started_at = self.clock.now_ms();
         let timer = Instant::now();
         let event = c.event.clone();
+        let inflated = c.inflate();
         let result = match self.registry.lookup(&c.event, c.action.as_deref()) {
+            _ if inflated.is_err() => Err(HandlerError::Permanent(inflated.clone().unwrap_err())),
             None => Ok(Handled::no_handler()),
             Some(h) => {
                 let ctx = Arc::new(Ctx {

@@ -16,8 +16,27 @@ pub struct NewDelivery {
     pub repository: Option<String>,
     pub subject: String,
     pub received_at: i64,
+    /// The body as text; empty when `body_lz4` holds it.
     pub body: String,
+    /// The body compressed ([`compress`]), or None to store `body` as it is.
+    pub body_lz4: Option<Vec<u8>>,
     pub body_sha256: String,
+}
+
+/// LZ4 block of `text` with its length prepended, as stored in `body_lz4`.
+pub fn compress(text: &str) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(text.as_bytes())
+}
+
+/// The text of a stored body: `body`, or `body_lz4` decompressed.
+pub fn inflate(body: &str, body_lz4: Option<&[u8]>) -> std::result::Result<String, String> {
+    match body_lz4 {
+        None => Ok(body.to_string()),
+        Some(z) => {
+            let bytes = lz4_flex::decompress_size_prepended(z).map_err(|e| format!("stored body is corrupt: {e}"))?;
+            String::from_utf8(bytes).map_err(|_| "stored body is not UTF-8".to_string())
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +59,10 @@ pub struct Claimed {
     pub repository: Option<String>,
     pub subject: String,
     pub received_at: i64,
+    /// The body as the handlers read it (see [`Claimed::inflate`]).
     pub body: String,
+    /// As stored: the compressed body, until `inflate` turns it into `body`.
+    pub body_lz4: Option<Vec<u8>>,
     pub attempts: i64,
 }
 
@@ -73,13 +95,13 @@ pub struct AttemptRow {
 }
 
 const INSERT: &str = "INSERT INTO deliveries \
-    (id, event, action, installation_id, repository, subject, received_at, body, body_sha256, state, attempts, next_attempt_at, \
-     blocked) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', 0, $7, \
+    (id, event, action, installation_id, repository, subject, received_at, body, body_sha256, body_lz4, state, attempts, \
+     next_attempt_at, blocked) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $7, \
      CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE subject = $6 AND state IN ('pending', 'running')) THEN 1 ELSE 0 END) \
     ON CONFLICT DO NOTHING RETURNING seq";
 
-/// Rows per INSERT statement (9 parameters each: well inside SQLite's and PostgreSQL's limits).
+/// Rows per INSERT statement (10 parameters each: well inside SQLite's and PostgreSQL's limits).
 const ROWS_PER_STATEMENT: usize = 256;
 
 /// Stores a batch of deliveries in one transaction (one commit, one fsync): the group commit of
@@ -103,13 +125,13 @@ async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]
     use std::collections::{HashMap, HashSet};
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, \
-         body_sha256, blocked, state, attempts, next_attempt_at) VALUES ",
+         body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) VALUES ",
     );
     // A row waits when its subject already has an open delivery: for a subject's first row in
     // the batch an EXISTS (stopping at the first open row), for its later rows simply yes.
     let mut seen: HashSet<&str> = HashSet::new();
     for (i, d) in batch.iter().enumerate() {
-        let b = i * 9;
+        let b = i * 10;
         if i > 0 {
             sql.push_str(", ");
         }
@@ -123,7 +145,7 @@ async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]
             "1".to_string()
         };
         sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, {blocked}, 'pending', 0, ${})",
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, {blocked}, 'pending', 0, ${})",
             b + 1,
             b + 2,
             b + 3,
@@ -133,6 +155,7 @@ async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]
             b + 7,
             b + 8,
             b + 9,
+            b + 10,
             b + 7
         ));
     }
@@ -148,7 +171,8 @@ async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]
             .bind(&d.subject)
             .bind(d.received_at)
             .bind(&d.body)
-            .bind(&d.body_sha256);
+            .bind(&d.body_sha256)
+            .bind(&d.body_lz4);
     }
     let mut stored: HashMap<String, i64> = q.fetch_all(&mut **tx).await?.into_iter().collect();
 
@@ -201,10 +225,18 @@ fn placeholders(from: usize, n: usize) -> String {
 
 pub const QUEUE: Queue = Queue {
     table: "deliveries",
-    returning: "seq, id, event, action, installation_id, repository, subject, received_at, body, attempts",
+    returning: "seq, id, event, action, installation_id, repository, subject, received_at, body, body_lz4, attempts",
 };
 
 impl Claimed {
+    /// Decompresses a compressed body into `body` (once, after the claim).
+    pub fn inflate(&mut self) -> std::result::Result<(), String> {
+        if let Some(z) = self.body_lz4.take() {
+            self.body = inflate("", Some(&z))?;
+        }
+        Ok(())
+    }
+
     pub fn lease<'a>(&self, worker: &'a str) -> Lease<'a> {
         Lease { seq: self.seq, worker, attempts: self.attempts }
     }
@@ -293,6 +325,7 @@ async fn insert_one(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Resu
         .bind(d.received_at)
         .bind(&d.body)
         .bind(&d.body_sha256)
+        .bind(&d.body_lz4)
         .fetch_optional(&mut **tx)
         .await?)
 }
@@ -323,9 +356,14 @@ pub async fn find(db: &Db, key: &str) -> Result<Option<DeliveryRow>> {
 }
 
 pub async fn body(db: &Db, seq: i64) -> Result<Option<String>> {
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT body FROM deliveries WHERE seq = $1").bind(seq).fetch_optional(db.pool()).await?;
-    Ok(row.map(|r| r.0))
+    let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as("SELECT body, body_lz4 FROM deliveries WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(db.pool())
+        .await?;
+    match row {
+        None => Ok(None),
+        Some((text, z)) => inflate(&text, z.as_deref()).map(Some).map_err(super::StoreError::Invalid),
+    }
 }
 
 pub async fn attempts(db: &Db, seq: i64) -> Result<Vec<AttemptRow>> {
