@@ -16,7 +16,8 @@ use crate::github::redelivery;
 use crate::github::signature::Verifier;
 use crate::handlers::Registry;
 use crate::http::{AppState, router};
-use crate::queue::ingest::Ingestor;
+use crate::queue::completer::Completer;
+use crate::queue::ingest::{Ingestor, Wakes};
 use crate::queue::relay::{Actions, Relay};
 use crate::queue::worker::{Deliveries, Worker};
 use crate::store::{Db, deliveries, scheduler};
@@ -58,10 +59,12 @@ impl Server {
         db.migrate().await?;
         let addr = listener.local_addr()?;
         let wake = Arc::new(Notify::new());
-        let ingest = Ingestor::start(db.clone(), wake.clone());
+        let relay_wake = Arc::new(Notify::new());
+        let wakes = Wakes { stored: wake.clone(), relay: relay_wake.clone() };
+        let ingest = Ingestor::start(db.clone(), opts.clock.clone(), wakes);
         let state = Arc::new(AppState {
             db: db.clone(),
-            ingest,
+            ingest: ingest.clone(),
             verifier: Verifier::new(&cfg.webhook_secrets),
             clock: opts.clock.clone(),
             max_body_bytes: cfg.max_body_bytes,
@@ -72,18 +75,20 @@ impl Server {
         let mut worker_id = None;
         let github = Arc::new(github_client(cfg, opts.github, opts.clock.clone())?);
         if opts.run_worker {
-            let relay_wake = Arc::new(Notify::new());
+            // SQLite: one writer, so the worker's claims and completions share the intake's commits.
+            let (completer, shared_claims) = if ingest.carries_worker() {
+                (Completer::Shared(ingest.clone()), Some(ingest.clone()))
+            } else {
+                (Completer::start(db.clone(), opts.clock.clone(), relay_wake.clone()), None)
+            };
             let job = Deliveries {
                 db: db.clone(),
                 registry: Arc::new(opts.registry),
                 clock: opts.clock.clone(),
                 github: github.clone(),
                 teams: Arc::new(crate::github::facts::TeamCache::default()),
-                completer: crate::queue::completer::Completer::start(
-                    db.clone(),
-                    opts.clock.clone(),
-                    relay_wake.clone(),
-                ),
+                completer,
+                shared_claims,
             };
             let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.info.id.clone());

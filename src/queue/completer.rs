@@ -27,14 +27,18 @@ pub struct Completion {
 /// not be recorded (the delivery is retried).
 pub type Recorded = Result<bool, String>;
 
-struct Job {
+/// A completion waiting for its commit (private fields: only this module makes one).
+pub struct Job {
     completion: Completion,
     reply: oneshot::Sender<Recorded>,
 }
 
+/// Where completions are committed: a task of their own (PostgreSQL), or the intake's group
+/// commit (SQLite, whose one writer the intake and the worker would otherwise take turns on).
 #[derive(Clone)]
-pub struct Completer {
-    tx: mpsc::Sender<Job>,
+pub enum Completer {
+    Own(mpsc::Sender<Job>),
+    Shared(super::ingest::Ingestor),
 }
 
 impl Completer {
@@ -45,14 +49,19 @@ impl Completer {
     pub fn start(db: Db, clock: Clock, relay_wake: Arc<Notify>) -> Completer {
         let (tx, rx) = mpsc::channel::<Job>(1024);
         tokio::spawn(async move { committer(db, clock, rx, relay_wake).await });
-        Completer { tx }
+        Completer::Own(tx)
     }
 
     /// Records one delivery's completion; returns once it is committed (or failed).
     pub async fn record(&self, completion: Completion) -> Recorded {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { completion, reply }).await.map_err(|_| "the worker is shutting down".to_string())?;
-        rx.await.map_err(|_| "the worker is shutting down".to_string())?
+        match self {
+            Completer::Own(tx) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Job { completion, reply }).await.map_err(|_| "the worker is shutting down".to_string())?;
+                rx.await.map_err(|_| "the worker is shutting down".to_string())?
+            }
+            Completer::Shared(ingest) => ingest.complete(completion).await,
+        }
     }
 }
 
@@ -105,7 +114,7 @@ async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake
 }
 
 /// Does the completion put something in the outbox (for the relay)?
-fn queues_actions(c: &Completion) -> bool {
+pub(crate) fn queues_actions(c: &Completion) -> bool {
     c.handled
         .effects
         .iter()
@@ -114,7 +123,6 @@ fn queues_actions(c: &Completion) -> bool {
 
 async fn commit_batch(db: &Db, batch: &[Completion], now: i64) -> crate::store::Result<Vec<Recorded>> {
     let mut tx = db.begin_write().await?;
-    let mut results = Vec::with_capacity(batch.len());
     if let [one] = batch {
         // Alone: no savepoint needed (a failure rolls back the whole transaction, which is its own).
         let result = match record_one(&mut tx, one, now).await {
@@ -131,27 +139,38 @@ async fn commit_batch(db: &Db, batch: &[Completion], now: i64) -> crate::store::
         tx.commit().await?;
         return Ok(vec![result]);
     }
+    let results = record_each(&mut tx, batch, now).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Records each completion in its own savepoint inside `tx`: one that fails is rolled back alone.
+pub(crate) async fn record_each(
+    tx: &mut Transaction<'static, Any>,
+    batch: &[Completion],
+    now: i64,
+) -> crate::store::Result<Vec<Recorded>> {
+    let mut results = Vec::with_capacity(batch.len());
     for completion in batch {
-        sqlx::query("SAVEPOINT completion").execute(&mut *tx).await?;
-        let result = match record_one(&mut tx, completion, now).await {
+        sqlx::query("SAVEPOINT completion").execute(&mut **tx).await?;
+        let result = match record_one(tx, completion, now).await {
             Ok(true) => {
-                sqlx::query("RELEASE SAVEPOINT completion").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT completion").execute(&mut **tx).await?;
                 Ok(true)
             }
             Ok(false) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT completion").execute(&mut *tx).await?;
-                sqlx::query("RELEASE SAVEPOINT completion").execute(&mut *tx).await?;
+                sqlx::query("ROLLBACK TO SAVEPOINT completion").execute(&mut **tx).await?;
+                sqlx::query("RELEASE SAVEPOINT completion").execute(&mut **tx).await?;
                 Ok(false)
             }
             Err(e) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT completion").execute(&mut *tx).await?;
-                sqlx::query("RELEASE SAVEPOINT completion").execute(&mut *tx).await?;
+                sqlx::query("ROLLBACK TO SAVEPOINT completion").execute(&mut **tx).await?;
+                sqlx::query("RELEASE SAVEPOINT completion").execute(&mut **tx).await?;
                 Err(format!("recording the result failed: {e}"))
             }
         };
         results.push(result);
     }
-    tx.commit().await?;
     Ok(results)
 }
 

@@ -1,12 +1,19 @@
 //! Group commit for the intake: concurrent webhook requests hand their delivery to a writer task,
 //! which stores everything that has arrived meanwhile in one transaction and answers each request
 //! once that commit is durable. One fsync serves many deliveries.
+//!
+//! On SQLite, which has one writer, the worker's claims and completions go through the same task
+//! and the same transactions (`claim`, `complete`): instead of taking turns with the intake on the
+//! one connection, each commit carries the deliveries that arrived, the results of those that were
+//! processed, and the claim of the next ones.
 
 use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::store::deliveries::{self, InsertOutcome, NewDelivery};
+use super::completer::{self, Completion, Recorded};
+use crate::clock::Clock;
+use crate::store::deliveries::{self, Claimed, InsertOutcome, NewDelivery};
 use crate::store::{Backend, Db};
 
 const MAX_BATCH: usize = 256;
@@ -20,47 +27,100 @@ pub enum IngestError {
     Closed,
 }
 
-struct Job {
-    delivery: NewDelivery,
-    reply: oneshot::Sender<Result<InsertOutcome, IngestError>>,
+/// A claim asked of the writer: (worker, now, lease in ms, at most this many rows).
+struct ClaimAsk {
+    worker: String,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+}
+
+enum Job {
+    Insert { delivery: NewDelivery, reply: oneshot::Sender<Result<InsertOutcome, IngestError>> },
+    Complete { completion: Completion, reply: oneshot::Sender<Recorded> },
+    Claim { ask: ClaimAsk, reply: oneshot::Sender<Result<Vec<Claimed>, String>> },
+}
+
+impl Job {
+    /// The bytes a job's rows carry (for the batch limit).
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Insert { delivery: d, .. } => d.body.len() + d.body_lz4.as_ref().map_or(0, Vec::len),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Ingestor {
     tx: mpsc::Sender<Job>,
+    backend: Backend,
+}
+
+/// Whom a commit wakes: the worker (`stored`: something new to claim) and the relay
+/// (`relay`: a completion queued actions).
+#[derive(Clone)]
+pub struct Wakes {
+    pub stored: Arc<Notify>,
+    pub relay: Arc<Notify>,
 }
 
 impl Ingestor {
     /// Starts the writer tasks: one on SQLite (it has one writer anyway), a few on PostgreSQL so
-    /// that commits overlap. `stored` is notified after each commit that stored something.
-    pub fn start(db: Db, stored: Arc<Notify>) -> Ingestor {
+    /// that commits overlap.
+    pub fn start(db: Db, clock: Clock, wakes: Wakes) -> Ingestor {
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        let writers = match db.backend() {
+        let backend = db.backend();
+        let writers = match backend {
             Backend::Sqlite => 1,
             Backend::Postgres => 4,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..writers {
-            let (db, rx, stored) = (db.clone(), rx.clone(), stored.clone());
-            tokio::spawn(async move { writer(db, rx, stored).await });
+            let (db, clock, rx, wakes) = (db.clone(), clock.clone(), rx.clone(), wakes.clone());
+            tokio::spawn(async move { writer(db, clock, rx, wakes).await });
         }
-        Ingestor { tx }
+        Ingestor { tx, backend }
+    }
+
+    /// Whether the worker's claims and completions should go through this writer (SQLite).
+    pub fn carries_worker(&self) -> bool {
+        self.backend == Backend::Sqlite
     }
 
     /// Stores one delivery durably; returns once it is committed (or known to be a duplicate).
     pub async fn ingest(&self, delivery: NewDelivery) -> Result<InsertOutcome, IngestError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { delivery, reply }).await.map_err(|_| IngestError::Closed)?;
+        self.tx.send(Job::Insert { delivery, reply }).await.map_err(|_| IngestError::Closed)?;
         rx.await.map_err(|_| IngestError::Closed)?
+    }
+
+    /// Records a processed delivery in the next commit.
+    pub async fn complete(&self, completion: Completion) -> Recorded {
+        let (reply, rx) = oneshot::channel();
+        let closed = || "the worker is shutting down".to_string();
+        self.tx.send(Job::Complete { completion, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Claims deliveries in the next commit (see [`crate::store::queue::Queue::claim`]).
+    pub async fn claim(&self, worker: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<Claimed>, String> {
+        let (reply, rx) = oneshot::channel();
+        let ask = ClaimAsk { worker: worker.to_string(), now, lease_ms, limit };
+        let closed = || "the intake is shutting down".to_string();
+        self.tx.send(Job::Claim { ask, reply }).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 }
 
-/// The bytes a delivery's row carries.
-fn stored_len(d: &NewDelivery) -> usize {
-    d.body.len() + d.body_lz4.as_ref().map_or(0, Vec::len)
+/// What one commit did, in the order of the jobs of each kind.
+struct Done {
+    stored: Vec<InsertOutcome>,
+    recorded: Vec<Recorded>,
+    claimed: Vec<Result<Vec<Claimed>, String>>,
 }
 
-async fn writer(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, stored: Arc<Notify>) {
+async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, wakes: Wakes) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     loop {
         {
@@ -70,36 +130,117 @@ async fn writer(db: Db, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, stored
                 Some(job) => batch.push(job),
                 None => return,
             }
-            let mut bytes = stored_len(&batch[0].delivery);
+            let mut bytes = batch[0].bytes();
             while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(job) => {
-                        bytes += stored_len(&job.delivery);
+                        bytes += job.bytes();
                         batch.push(job);
                     }
                     Err(_) => break,
                 }
             }
         }
-        metrics::histogram!("shipgate_ingest_batch_size").record(batch.len() as f64);
-        let refs: Vec<&NewDelivery> = batch.iter().map(|j| &j.delivery).collect();
-        match deliveries::insert_batch(&db, &refs).await {
-            Ok(outcomes) => {
-                let any_stored = outcomes.iter().any(|o| matches!(o, InsertOutcome::Stored(_)));
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+        let mut inserts = Vec::new();
+        let mut completions = Vec::new();
+        let mut claims = Vec::new();
+        for job in batch.drain(..) {
+            match job {
+                Job::Insert { delivery, reply } => inserts.push((delivery, reply)),
+                Job::Complete { completion, reply } => completions.push((completion, reply)),
+                Job::Claim { ask, reply } => claims.push((ask, reply)),
+            }
+        }
+        if !inserts.is_empty() {
+            metrics::histogram!("shipgate_ingest_batch_size").record(inserts.len() as f64);
+        }
+        let (deliveries, insert_replies): (Vec<_>, Vec<_>) = inserts.into_iter().unzip();
+        let (completions, complete_replies): (Vec<_>, Vec<_>) = completions.into_iter().unzip();
+        let (asks, claim_replies): (Vec<_>, Vec<_>) = claims.into_iter().unzip();
+        let now = clock.now_ms();
+        // Its own task: a panic while applying a completion's effects fails this commit (every
+        // job in it is answered with an error and retried), not the writer.
+        let db2 = db.clone();
+        let joined = tokio::spawn(async move {
+            let r = commit(&db2, &deliveries, &completions, &asks, now).await;
+            (r, completions)
+        })
+        .await;
+        let n = (insert_replies.len(), complete_replies.len(), claim_replies.len());
+        let done = match joined {
+            Ok((Ok(done), completions)) => {
+                let any_stored = done.stored.iter().any(|o| matches!(o, InsertOutcome::Stored(_)));
+                let any_recorded = done.recorded.iter().any(|r| matches!(r, Ok(true)));
+                if any_stored || any_recorded {
+                    wakes.stored.notify_one(); // new rows, or the next rows of finished subjects
                 }
-                if any_stored {
-                    stored.notify_one();
+                let acted = completions
+                    .iter()
+                    .zip(&done.recorded)
+                    .any(|(c, r)| matches!(r, Ok(true)) && completer::queues_actions(c));
+                if acted {
+                    wakes.relay.notify_one();
                 }
+                Ok(done)
+            }
+            Ok((Err(e), _)) => {
+                tracing::error!(error = %e, inserts = n.0, completions = n.1, "group commit failed; answering 503");
+                Err(e.to_string())
             }
             Err(e) => {
-                tracing::error!(error = %e, batch = batch.len(), "group commit failed; answering 503");
-                let msg = e.to_string();
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(IngestError::Store(msg.clone())));
+                tracing::error!(error = %e, inserts = n.0, completions = n.1, "group commit panicked; answering 503");
+                Err("the commit panicked".to_string())
+            }
+        };
+        match done {
+            Ok(done) => {
+                for (reply, outcome) in insert_replies.into_iter().zip(done.stored) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                for (reply, recorded) in complete_replies.into_iter().zip(done.recorded) {
+                    let _ = reply.send(recorded);
+                }
+                for (reply, claimed) in claim_replies.into_iter().zip(done.claimed) {
+                    let _ = reply.send(claimed);
+                }
+            }
+            Err(msg) => {
+                for reply in insert_replies {
+                    let _ = reply.send(Err(IngestError::Store(msg.clone())));
+                }
+                for reply in complete_replies {
+                    let _ = reply.send(Err(format!("recording the result failed: {msg}")));
+                }
+                for reply in claim_replies {
+                    let _ = reply.send(Err(msg.clone()));
                 }
             }
         }
     }
+}
+
+/// One transaction: the new deliveries, then the finished ones (each in a savepoint, so one whose
+/// effects fail is rolled back alone), then the claims (which see both).
+async fn commit(
+    db: &Db,
+    deliveries: &[NewDelivery],
+    completions: &[Completion],
+    asks: &[ClaimAsk],
+    now: i64,
+) -> crate::store::Result<Done> {
+    let mut tx = db.begin_write().await?;
+    let refs: Vec<&NewDelivery> = deliveries.iter().collect();
+    let stored = if refs.is_empty() { Vec::new() } else { deliveries::insert_batch_in(&mut tx, &refs).await? };
+    let recorded =
+        if completions.is_empty() { Vec::new() } else { completer::record_each(&mut tx, completions, now).await? };
+    let mut claimed = Vec::with_capacity(asks.len());
+    for a in asks {
+        let r = deliveries::QUEUE
+            .claim_in::<Claimed>(&mut tx, db.backend(), &a.worker, a.now, a.lease_ms, a.limit)
+            .await
+            .map_err(|e| e.to_string());
+        claimed.push(r);
+    }
+    tx.commit().await?;
+    Ok(Done { stored, recorded, claimed })
 }

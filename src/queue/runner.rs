@@ -29,6 +29,18 @@ pub trait Job: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Processes one claimed row and records the result (done, retry, parked).
     fn process(&self, runner: &RunnerInfo, item: Self::Item) -> impl Future<Output = ()> + Send;
+    /// Claims up to `limit` rows: the queue's own claim, unless the job routes it elsewhere.
+    fn claim(
+        &self,
+        db: &Db,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> impl Future<Output = crate::store::Result<Vec<Self::Item>>> + Send {
+        let queue = self.queue();
+        async move { queue.claim::<Self::Item>(db, worker, now, lease_ms, limit).await }
+    }
 }
 
 /// What a job knows of the runner it runs in.
@@ -109,7 +121,7 @@ impl<J: Job> Runner<J> {
             }
             last_claim = Instant::now();
             let lease_ms = cfg.lease.as_millis() as i64;
-            match queue.claim::<J::Item>(&self.db, &id, self.clock.now_ms(), lease_ms, free as i64).await {
+            match self.job.claim(&self.db, &id, self.clock.now_ms(), lease_ms, free as i64).await {
                 Ok(claimed) if !claimed.is_empty() => {
                     for item in claimed {
                         let Ok(permit) = permits.clone().try_acquire_owned() else { break };

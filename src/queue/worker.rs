@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use super::completer::{Completer, Completion};
+use super::ingest::Ingestor;
 use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
 use crate::github::client::GitHub;
@@ -29,6 +30,8 @@ pub struct Deliveries {
     pub teams: Arc<TeamCache>,
     /// Records results, many deliveries per commit.
     pub completer: Completer,
+    /// SQLite: claims go through the intake's group commit too (None: the queue's own claim).
+    pub shared_claims: Option<Ingestor>,
 }
 
 impl Job for Deliveries {
@@ -40,6 +43,20 @@ impl Job for Deliveries {
 
     fn name(&self) -> &'static str {
         "worker"
+    }
+
+    async fn claim(
+        &self,
+        db: &Db,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> crate::store::Result<Vec<Claimed>> {
+        match &self.shared_claims {
+            Some(ingest) => ingest.claim(worker, now, lease_ms, limit).await.map_err(crate::store::StoreError::Invalid),
+            None => deliveries::claim(db, worker, now, lease_ms, limit).await,
+        }
     }
 
     async fn process(&self, runner: &RunnerInfo, c: Claimed) {

@@ -113,11 +113,18 @@ const ROWS_PER_STATEMENT: usize = 256;
 /// delivery, stored before or earlier in the batch.
 pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     let mut tx = db.begin_write().await?;
+    let out = insert_batch_in(&mut tx, batch).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// [`insert_batch`] inside a transaction the caller commits (the SQLite group commit, which also
+/// carries the worker's claims and completions).
+pub async fn insert_batch_in(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     let mut out = Vec::with_capacity(batch.len());
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        out.extend(insert_chunk(&mut tx, chunk).await?);
+        out.extend(insert_chunk(tx, chunk).await?);
     }
-    tx.commit().await?;
     Ok(out)
 }
 

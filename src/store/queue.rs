@@ -34,6 +34,43 @@ impl Queue {
     where
         T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     {
+        let sql = self.claim_sql(db.backend());
+        let rows: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(db.writer())
+            .await?;
+        Ok(rows)
+    }
+
+    /// The same claim inside a write transaction (SQLite: the intake's group commit).
+    pub async fn claim_in<T>(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        backend: Backend,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<T>>
+    where
+        T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    {
+        let sql = self.claim_sql(backend);
+        let rows: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(rows)
+    }
+
+    /// The claim: $1 worker, $2 lease until, $3 now, $4 limit.
+    fn claim_sql(&self, backend: Backend) -> String {
         let t = self.table;
         // Ready rows only (the head of each subject), then two cheap safety nets (an index seek
         // each): no older open row of the subject, and no other row of the subject running under
@@ -42,7 +79,7 @@ impl Queue {
         // one, committed a moment later, must wait for it instead of running beside it.
         // SQLite, without statistics, would pick the (state, seq) index and read every open row;
         // the partial index of ready rows keeps a claim proportional to the subjects with work.
-        let hint = match db.backend() {
+        let hint = match backend {
             Backend::Sqlite => format!("INDEXED BY {t}_ready"),
             Backend::Postgres => String::new(),
         };
@@ -58,7 +95,7 @@ impl Queue {
              ORDER BY d.seq LIMIT $4"
         );
         let set = "SET state = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1";
-        let sql = match db.backend() {
+        match backend {
             // One statement: SQLite runs writers one at a time, so no two workers claim one row.
             Backend::Sqlite => format!("UPDATE {t} {set} WHERE seq IN ({candidates}) RETURNING {}", self.returning),
             // Rows another worker is claiming are skipped, not waited for.
@@ -66,15 +103,7 @@ impl Queue {
                 "UPDATE {t} {set} WHERE seq = ANY(ARRAY({candidates} FOR UPDATE SKIP LOCKED)) RETURNING {}",
                 self.returning
             ),
-        };
-        let rows: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(worker)
-            .bind(now + lease_ms)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(db.writer())
-            .await?;
-        Ok(rows)
+        }
     }
 
     /// Ends a claimed row in `state` (done, or a table's own final state) with `outcome`, inside
