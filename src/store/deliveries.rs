@@ -94,13 +94,6 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
-const INSERT: &str = "INSERT INTO deliveries \
-    (id, event, action, installation_id, repository, subject, received_at, body, body_sha256, body_lz4, state, attempts, \
-     next_attempt_at, blocked) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $7, \
-     CASE WHEN EXISTS (SELECT 1 FROM deliveries WHERE subject = $6 AND state IN ('pending', 'running')) THEN 1 ELSE 0 END) \
-    ON CONFLICT DO NOTHING RETURNING seq";
-
 /// Rows per INSERT statement (10 parameters each: well inside SQLite's and PostgreSQL's limits).
 const ROWS_PER_STATEMENT: usize = 256;
 
@@ -320,27 +313,10 @@ async fn record_attempt(
     Ok(())
 }
 
-/// Inserts one delivery; its seq, or None when the id or the body is already stored.
-async fn insert_one(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<Option<(i64,)>> {
-    Ok(sqlx::query_as(INSERT)
-        .bind(&d.id)
-        .bind(&d.event)
-        .bind(&d.action)
-        .bind(d.installation_id)
-        .bind(&d.repository)
-        .bind(&d.subject)
-        .bind(d.received_at)
-        .bind(&d.body)
-        .bind(&d.body_sha256)
-        .bind(&d.body_lz4)
-        .fetch_optional(&mut **tx)
-        .await?)
-}
-
 /// Adds a delivery the App made itself (a recheck) inside a transaction; an id already there is
 /// ignored.
 pub async fn insert_internal(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<()> {
-    insert_one(tx, d).await?;
+    insert_batch_in(tx, &[d]).await?;
     Ok(())
 }
 
