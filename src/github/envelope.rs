@@ -2,7 +2,6 @@
 //! subject (the issue or PR a delivery is about) that orders processing.
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
@@ -16,8 +15,6 @@ pub struct Envelope {
     pub issue: Option<Numbered>,
     #[serde(default)]
     pub pull_request: Option<Numbered>,
-    #[serde(default)]
-    pub number: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

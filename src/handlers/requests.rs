@@ -44,6 +44,10 @@ struct Remembered {
     prs: Vec<PrFacts>,
     missing_prs: Vec<i64>,
     review_approved: bool,
+    /// The full commit SHA a request without pull requests names (found like a PR head when a
+    /// run or a deployment of it arrives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    commit: Option<String>,
     /// A digest of what was last shown (comment and check runs): unchanged, nothing is sent.
     #[serde(default)]
     shown: String,
@@ -227,7 +231,8 @@ pub async fn evaluate(
         problems.push(Problem { field: "pull_requests", message: format!("#{n} is not a pull request of {}", t.repo) });
     }
     let shown_before = std::mem::take(&mut remembered.shown);
-    remembered = Remembered { prs: prs.clone(), missing_prs, review_approved, shown: String::new() };
+    let commit = req.commit.clone().filter(|c| numbers.is_empty() && is_full_sha(c)).map(|c| c.to_ascii_lowercase());
+    remembered = Remembered { prs: prs.clone(), missing_prs, review_approved, commit, shown: String::new() };
 
     // Revision: the environment, the PRs and the rollback plan; a change makes approvals stale.
     let fingerprint = format!(
@@ -279,6 +284,15 @@ pub async fn evaluate(
     // Approvals so far.
     let stored = store::approvals(&ctx.db, t.installation, t.repo_id, t.issue).await?;
     let prev_states: BTreeMap<i64, String> = stored.iter().map(|a| (a.comment_id, a.state.clone())).collect();
+    // Who approved and when, for a closing summary: (login, roles, at).
+    let given: Vec<(String, String, i64)> = stored
+        .iter()
+        .filter(|a| a.state == "active")
+        .map(|a| {
+            let roles: Vec<String> = serde_json::from_str(&a.roles).unwrap_or_default();
+            (a.login.clone(), roles.join(", "), a.created_at)
+        })
+        .collect();
     let mut approvals: Vec<(ApprovalFact, String)> = stored
         .into_iter()
         .filter(|a| a.state != "withdrawn")
@@ -431,6 +445,7 @@ pub async fn evaluate(
     });
 
     // A deployment status forwarded to this request.
+    let mut deployment = None;
     if let Trigger::Deployment { id } = &trigger
         && let Some(d) = deploys::get(&ctx.db, t.installation, t.repo_id, *id).await?
         && row.deployment_id.is_none_or(|cur| *id >= cur)
@@ -446,10 +461,12 @@ pub async fn evaluate(
         row.deployment_id = Some(*id);
         row.deploy_sha = Some(d.sha.clone());
         row.deploy_state = Some(d.state.clone());
+        deployment = Some(d);
     }
-    let deployment = match row.deployment_id {
-        Some(id) => deploys::get(&ctx.db, t.installation, t.repo_id, id).await?,
-        None => None,
+    let deployment = match (deployment, row.deployment_id) {
+        (Some(d), _) => Some(d),
+        (None, Some(id)) => deploys::get(&ctx.db, t.installation, t.repo_id, id).await?,
+        (None, None) => None,
     };
     let deploy_view = row.deploy_state.as_ref().map(|state| DeployView {
         state: state.clone(),
@@ -596,15 +613,6 @@ pub async fn evaluate(
         || before.as_ref().and_then(|b| b.deployment_id) != row.deployment_id;
     if let (Some(d), Trigger::Deployment { id }, true) = (&deploy_view, &trigger, state_changed) {
         if d.succeeded() && !d.rollback && open {
-            let given: Vec<(String, String, i64)> = store::approvals(&ctx.db, t.installation, t.repo_id, t.issue)
-                .await?
-                .into_iter()
-                .filter(|a| a.state == "active")
-                .map(|a| {
-                    let roles: Vec<String> = serde_json::from_str(&a.roles).unwrap_or_default();
-                    (a.login, roles.join(", "), a.created_at)
-                })
-                .collect();
             let unticked = body
                 .lines()
                 .filter(|l| {
@@ -1532,16 +1540,14 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         actor_login: v["sender"]["login"].as_str().map(str::to_string),
         detail: json!({ "run_id": run_id, "environment": environment, "sha": sha, "ref": v["ref"] }),
     })));
+    // The environment's open requests whose commits (linked PR heads, or the commit a request
+    // without PRs names) include the run's.
     let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
-    let mut covering = Vec::new();
-    for issue in in_env {
-        let row = store::get(&ctx.db, installation, repo_id, issue).await?;
-        // The commit is one of its PR heads, or the commit it names.
-        let named = row.as_ref().is_some_and(|r| r.facts.contains(sha));
-        if named || sha_named_in_request(&ctx, installation, &repo, issue, sha).await? {
-            covering.push(issue);
-        }
-    }
+    let covering: Vec<i64> = store::open_mentioning(&ctx.db, installation, repo_id, sha)
+        .await?
+        .into_iter()
+        .filter(|n| in_env.contains(n))
+        .collect();
     if covering.is_empty() {
         effects.push(Effect::Act(Action::ReviewProtectionRule {
             repo: repo.clone(),
@@ -1555,23 +1561,6 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         effects.push(Effect::Recheck { installation, repository_id: repo_id, repository: repo.clone(), issue });
     }
     Ok(Handled::ok(effects))
-}
-
-/// Does request `issue` name `sha` as its commit (a request without pull requests)?
-async fn sha_named_in_request(
-    ctx: &Ctx,
-    installation: i64,
-    repo: &str,
-    issue: i64,
-    sha: &str,
-) -> Result<bool, HandlerError> {
-    let body = match facts::issue(&ctx.github, installation, repo, issue).await {
-        Ok(Some(i)) => i["body"].as_str().unwrap_or_default().to_string(),
-        Ok(None) | Err(GhError::DryRun) => return Ok(false),
-        Err(e) => return Err(gh_err(e)),
-    };
-    let req = request::parse(&body);
-    Ok(req.pull_requests.is_empty() && req.commit.is_some_and(|c| is_full_sha(&c) && sha.eq_ignore_ascii_case(&c)))
 }
 
 fn is_full_sha(s: &str) -> bool {
