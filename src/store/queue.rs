@@ -48,7 +48,7 @@ impl Queue {
     /// The same claim inside a write transaction (SQLite: the intake's group commit).
     pub async fn claim_in<T>(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         backend: Backend,
         worker: &str,
         now: i64,
@@ -69,8 +69,9 @@ impl Queue {
         Ok(rows)
     }
 
-    /// The claim: $1 worker, $2 lease until, $3 now, $4 limit.
-    fn claim_sql(&self, backend: Backend) -> String {
+    /// The claim: $1 worker, $2 lease until, $3 now, $4 limit. Public so that tests can look at
+    /// its plan.
+    pub fn claim_sql(&self, backend: Backend) -> String {
         let t = self.table;
         // Ready rows only (the head of each subject), then two cheap safety nets (an index seek
         // each): no older open row of the subject, and no other row of the subject running under
@@ -78,10 +79,12 @@ impl Queue {
         // commit a subject's rows out of seq order: a younger row may run first, and the older
         // one, committed a moment later, must wait for it instead of running beside it.
         // SQLite, without statistics, would pick the (state, seq) index and read every open row;
-        // the partial index of ready rows keeps a claim proportional to the subjects with work.
-        let hint = match backend {
-            Backend::Sqlite => format!("INDEXED BY {t}_ready"),
-            Backend::Postgres => String::new(),
+        // the partial index of ready rows keeps a claim proportional to the subjects with work,
+        // and the one of running rows keeps the second net a seek however long the subject's
+        // backlog.
+        let (hint, running_hint) = match backend {
+            Backend::Sqlite => (format!("INDEXED BY {t}_ready"), format!("INDEXED BY {t}_running")),
+            Backend::Postgres => (String::new(), String::new()),
         };
         let candidates = format!(
             "SELECT d.seq FROM {t} d {hint} \
@@ -89,7 +92,7 @@ impl Queue {
                AND ((d.state = 'pending' AND d.next_attempt_at <= $3) OR (d.state = 'running' AND d.lease_until <= $3)) \
                AND NOT EXISTS (SELECT 1 FROM {t} e \
                                WHERE e.subject = d.subject AND e.state IN ('pending', 'running') AND e.seq < d.seq) \
-               AND NOT EXISTS (SELECT 1 FROM {t} r \
+               AND NOT EXISTS (SELECT 1 FROM {t} r {running_hint} \
                                WHERE r.subject = d.subject AND r.state = 'running' AND r.seq <> d.seq \
                                  AND r.lease_until > $3) \
              ORDER BY d.seq LIMIT $4"
@@ -110,7 +113,7 @@ impl Queue {
     /// `tx`. False (and the caller rolls back) when the lease was lost.
     pub async fn finish(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         lease: Lease<'_>,
         state: &str,
         outcome: &str,
@@ -138,7 +141,7 @@ impl Queue {
     }
 
     /// The row `seq` has finished (or parked): the next waiting row of its subject becomes ready.
-    async fn ready_next(&self, tx: &mut Transaction<'static, Any>, seq: i64) -> Result<()> {
+    async fn ready_next(&self, tx: &mut Transaction<'_, Any>, seq: i64) -> Result<()> {
         let t = self.table;
         let sql = format!(
             "UPDATE {t} SET blocked = 0 WHERE seq = (SELECT MIN(w.seq) FROM {t} w \
