@@ -172,7 +172,7 @@ impl Effect {
     /// delivery's effects (an action's outbox key is the delivery id and this index).
     pub async fn apply(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         cause: &Claimed,
         index: usize,
         now: i64,

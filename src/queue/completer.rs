@@ -146,7 +146,7 @@ async fn commit_batch(db: &Db, batch: &[Completion], now: i64) -> crate::store::
 
 /// Records each completion in its own savepoint inside `tx`: one that fails is rolled back alone.
 pub(crate) async fn record_each(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     batch: &[Completion],
     now: i64,
 ) -> crate::store::Result<Vec<Recorded>> {
@@ -175,7 +175,7 @@ pub(crate) async fn record_each(
 }
 
 /// Marks the delivery done and applies the handler's effects; false when the lease was lost.
-async fn record_one(tx: &mut Transaction<'static, Any>, c: &Completion, now: i64) -> crate::store::Result<bool> {
+async fn record_one(tx: &mut Transaction<'_, Any>, c: &Completion, now: i64) -> crate::store::Result<bool> {
     let claimed = &c.claimed;
     if !deliveries::complete(tx, claimed, &c.worker, c.started_at, now, c.handled.outcome).await? {
         return Ok(false);

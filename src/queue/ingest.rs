@@ -15,6 +15,8 @@ use super::completer::{self, Completion, Recorded};
 use crate::clock::Clock;
 use crate::store::deliveries::{self, Claimed, InsertOutcome, NewDelivery};
 use crate::store::{Backend, Db};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection};
 
 const MAX_BATCH: usize = 256;
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
@@ -120,13 +122,27 @@ struct Done {
     claimed: Vec<Result<Vec<Claimed>, String>>,
 }
 
+/// How long a writer keeps its connection while work keeps coming before it lets other writers
+/// (the relay, the scheduler, lease renewals) have a turn.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+
 async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, wakes: Wakes) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // The connection this writer holds between batches, and since when.
+    let mut held: Option<(PoolConnection<Any>, std::time::Instant)> = None;
     loop {
         {
-            // Take whatever is waiting, up to the batch limits; block only for the first job.
+            // Take whatever is waiting, up to the batch limits; block only for the first job,
+            // and give the connection back before blocking.
             let mut rx = rx.lock().await;
-            match rx.recv().await {
+            let first = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(_) => {
+                    held = None;
+                    rx.recv().await
+                }
+            };
+            match first {
                 Some(job) => batch.push(job),
                 None => return,
             }
@@ -157,15 +173,33 @@ async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<
         let (deliveries, insert_replies): (Vec<_>, Vec<_>) = inserts.into_iter().unzip();
         let (completions, complete_replies): (Vec<_>, Vec<_>) = completions.into_iter().unzip();
         let (asks, claim_replies): (Vec<_>, Vec<_>) = claims.into_iter().unzip();
+        if held.as_ref().is_some_and(|(_, since)| since.elapsed() >= HOLD) {
+            held = None; // back to the pool: a writer waiting for it is next
+        }
+        let conn = match held.take() {
+            Some(h) => Ok(h),
+            None => db.acquire_writer().await.map(|c| (c, std::time::Instant::now())),
+        };
         let now = clock.now_ms();
         // Its own task: a panic while applying a completion's effects fails this commit (every
-        // job in it is answered with an error and retried), not the writer.
+        // job in it is answered with an error and retried), not the writer. The connection
+        // comes back with the result; after a failure it goes back to the pool, which tests it.
         let db2 = db.clone();
         let joined = tokio::spawn(async move {
-            let r = commit(&db2, &deliveries, &completions, &asks, now).await;
-            (r, completions)
+            let (mut conn, since) = conn?;
+            let r = commit(&db2, &mut conn, &deliveries, &completions, &asks, now).await;
+            let keep = r.is_ok().then_some((conn, since));
+            Ok::<_, crate::store::StoreError>((r, completions, keep))
         })
         .await;
+        let joined = match joined {
+            Ok(Ok((r, completions, keep))) => {
+                held = keep;
+                Ok((r, completions))
+            }
+            Ok(Err(e)) => Ok((Err(e), Vec::new())),
+            Err(e) => Err(e),
+        };
         let n = (insert_replies.len(), complete_replies.len(), claim_replies.len());
         let done = match joined {
             Ok((Ok(done), completions)) => {
@@ -223,12 +257,13 @@ async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<
 /// effects fail is rolled back alone), then the claims (which see both).
 async fn commit(
     db: &Db,
+    conn: &mut AnyConnection,
     deliveries: &[NewDelivery],
     completions: &[Completion],
     asks: &[ClaimAsk],
     now: i64,
 ) -> crate::store::Result<Done> {
-    let mut tx = db.begin_write().await?;
+    let mut tx = db.begin_on(conn).await?;
     let refs: Vec<&NewDelivery> = deliveries.iter().collect();
     let stored = if refs.is_empty() { Vec::new() } else { deliveries::insert_batch_in(&mut tx, &refs).await? };
     let recorded =

@@ -129,7 +129,7 @@ pub fn entry_hash(r: &AuditRow) -> String {
 
 /// Appends `entry` inside `tx`, caused by delivery `delivery_id` at `now` (Unix ms).
 pub async fn append(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     entry: &AuditEntry,
     delivery_id: Option<&str>,
     now: i64,

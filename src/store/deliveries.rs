@@ -113,7 +113,7 @@ pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertO
 
 /// [`insert_batch`] inside a transaction the caller commits (the SQLite group commit, which also
 /// carries the worker's claims and completions).
-pub async fn insert_batch_in(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
+pub async fn insert_batch_in(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     let mut out = Vec::with_capacity(batch.len());
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         out.extend(insert_chunk(tx, chunk).await?);
@@ -121,7 +121,7 @@ pub async fn insert_batch_in(tx: &mut Transaction<'static, Any>, batch: &[&NewDe
     Ok(out)
 }
 
-async fn insert_chunk(tx: &mut Transaction<'static, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
+async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     use std::collections::{HashMap, HashSet};
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, \
@@ -251,7 +251,7 @@ pub async fn claim(db: &Db, worker: &str, now: i64, lease_ms: i64, limit: i64) -
 /// transaction) and records the attempt. False, and the caller must roll back, when the claim
 /// was lost.
 pub async fn complete(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     c: &Claimed,
     worker: &str,
     started_at: i64,
@@ -289,7 +289,7 @@ pub async fn fail(
 }
 
 async fn record_attempt(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     c: &Claimed,
     worker: &str,
     started_at: i64,
@@ -315,7 +315,7 @@ async fn record_attempt(
 
 /// Adds a delivery the App made itself (a recheck) inside a transaction; an id already there is
 /// ignored.
-pub async fn insert_internal(tx: &mut Transaction<'static, Any>, d: &NewDelivery) -> Result<()> {
+pub async fn insert_internal(tx: &mut Transaction<'_, Any>, d: &NewDelivery) -> Result<()> {
     insert_batch_in(tx, &[d]).await?;
     Ok(())
 }

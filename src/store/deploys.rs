@@ -34,7 +34,7 @@ pub fn is_final(state: &str) -> bool {
 /// earliest `in_progress`, the end belongs to the newest final status, and a success is
 /// remembered even after GitHub marks the deployment `inactive` (as it does to an environment's
 /// earlier deployments).
-pub async fn record(tx: &mut Transaction<'static, Any>, d: &DeploymentRow) -> Result<()> {
+pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<()> {
     const NEWER: &str = "(excluded.status_at > deployments.status_at OR (excluded.status_at = deployments.status_at \
         AND excluded.status_id >= deployments.status_id))";
     let sql = format!(
@@ -147,7 +147,7 @@ pub struct RuleRow {
 
 /// Keeps a callback. The same run, environment and deployment again changes nothing; a re-run of
 /// the run (same run id, a new deployment) waits again, even if an earlier attempt was answered.
-pub async fn save_rule(tx: &mut Transaction<'static, Any>, r: &RuleRow) -> Result<()> {
+pub async fn save_rule(tx: &mut Transaction<'_, Any>, r: &RuleRow) -> Result<()> {
     sqlx::query(
         "INSERT INTO protection_rules (installation_id, repository_id, repository, run_id, environment, sha, ref, \
          deployment_id, state, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9) \
@@ -187,7 +187,7 @@ pub async fn pending_rules(db: &Db, installation: i64, repository_id: i64, envir
 /// Answers a pending run (`approved` or `rejected`); false when it was answered already.
 #[allow(clippy::too_many_arguments)]
 pub async fn answer_rule(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     installation: i64,
     repository_id: i64,
     run_id: i64,
@@ -214,7 +214,7 @@ pub async fn answer_rule(
 
 /// Remembers what the last status report on a pending run said.
 pub async fn set_rule_report(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     installation: i64,
     repository_id: i64,
     run_id: i64,

@@ -104,7 +104,7 @@ pub enum Change {
     Incident(IncidentRow),
 }
 
-pub async fn apply(tx: &mut Transaction<'static, Any>, change: &Change, now: i64) -> Result<()> {
+pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> Result<()> {
     match change {
         Change::Run(r) => {
             sqlx::query(
@@ -357,7 +357,7 @@ pub async fn due(db: &Db, now: i64, limit: i64) -> Result<Vec<IncidentRow>> {
 
 /// Marks an incident escalated, inside the transaction that enqueues the escalation comment.
 /// False when it was closed or escalated meanwhile (by another replica): enqueue nothing then.
-pub async fn mark_escalated(tx: &mut Transaction<'static, Any>, id: &str, now: i64) -> Result<bool> {
+pub async fn mark_escalated(tx: &mut Transaction<'_, Any>, id: &str, now: i64) -> Result<bool> {
     let r =
         sqlx::query("UPDATE incidents SET escalated_at = $1 WHERE id = $2 AND state = 'open' AND escalated_at IS NULL")
             .bind(now)

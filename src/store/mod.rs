@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -92,10 +93,14 @@ impl Db {
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         // WAL lets readers run beside the writer; FULL makes every commit
-                        // durable across a power cut, not just a crash.
+                        // durable across a power cut, not just a crash. Statement journals in
+                        // memory: a multi-row statement (the intake's INSERT of a batch) keeps
+                        // the pages it changes in one, which spilled to a temporary file past
+                        // 64 KiB, a second copy of every page the batch wrote.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                         Ok(())
@@ -169,6 +174,28 @@ impl Db {
         let tx = match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// A connection a writer keeps for several transactions ([`Db::begin_on`]): the SQLite
+    /// writer's one connection, or one of PostgreSQL's pool. Handing a connection back to the pool
+    /// and taking it again costs a round trip each way (sqlx tests it both times), which the
+    /// intake's writer would otherwise pay per batch; it gives the connection back now and then
+    /// so that other writers get their turn.
+    pub async fn acquire_writer(&self) -> Result<PoolConnection<Any>> {
+        let conn = match self.backend {
+            Backend::Sqlite => self.writer.acquire().await?,
+            Backend::Postgres => self.pool.acquire().await?,
+        };
+        Ok(conn)
+    }
+
+    /// Starts a write transaction (as [`Db::begin_write`]) on a connection the caller holds.
+    pub async fn begin_on<'c>(&self, conn: &'c mut AnyConnection) -> Result<Transaction<'c, Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?,
+            Backend::Postgres => sqlx::Connection::begin(conn).await?,
         };
         Ok(tx)
     }

@@ -48,7 +48,7 @@ pub struct ActionRow {
 /// Adds an action inside the transaction of the state change that caused it. A key already
 /// enqueued is ignored (the same cause enqueued twice).
 pub async fn enqueue(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     installation: i64,
     key: &str,
     action: &Action,

@@ -173,7 +173,7 @@ impl Queue {
     /// lease was lost.
     pub async fn fail(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         lease: Lease<'_>,
         error: &str,
         retry_at: i64,

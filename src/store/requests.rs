@@ -95,7 +95,7 @@ pub async fn open_in_installation(db: &Db, installation: i64) -> Result<Vec<(i64
     .await?)
 }
 
-pub async fn save(tx: &mut Transaction<'static, Any>, r: &RequestRow) -> Result<()> {
+pub async fn save(tx: &mut Transaction<'_, Any>, r: &RequestRow) -> Result<()> {
     let sql = format!(
         "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
          $18, $19, $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
@@ -168,7 +168,7 @@ pub struct ApprovalChange {
     pub note: Option<String>,
 }
 
-pub async fn save_approval(tx: &mut Transaction<'static, Any>, a: &ApprovalChange, now: i64) -> Result<()> {
+pub async fn save_approval(tx: &mut Transaction<'_, Any>, a: &ApprovalChange, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO approvals (installation_id, repository_id, issue, comment_id, user_id, login, roles, environment, \
          head_shas, revision, state, note, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
@@ -203,7 +203,7 @@ pub async fn policy(db: &Db, installation: i64, repository_id: i64) -> Result<Op
 }
 
 pub async fn save_policy(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     installation: i64,
     repository_id: i64,
     blob: &str,
@@ -225,7 +225,7 @@ pub async fn save_policy(
     Ok(())
 }
 
-pub async fn forget_policy(tx: &mut Transaction<'static, Any>, installation: i64, repository_id: i64) -> Result<()> {
+pub async fn forget_policy(tx: &mut Transaction<'_, Any>, installation: i64, repository_id: i64) -> Result<()> {
     sqlx::query("DELETE FROM policies WHERE installation_id = $1 AND repository_id = $2")
         .bind(installation)
         .bind(repository_id)

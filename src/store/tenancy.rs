@@ -46,7 +46,7 @@ pub struct RepositoryRow {
     pub removed_at: Option<i64>,
 }
 
-pub async fn upsert_installation(tx: &mut Transaction<'static, Any>, i: &InstallationRecord, now: i64) -> Result<()> {
+pub async fn upsert_installation(tx: &mut Transaction<'_, Any>, i: &InstallationRecord, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO installations (id, account_id, account_login, account_type, repository_selection, permissions, \
          events, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
@@ -67,7 +67,7 @@ pub async fn upsert_installation(tx: &mut Transaction<'static, Any>, i: &Install
     Ok(())
 }
 
-pub async fn set_suspended(tx: &mut Transaction<'static, Any>, id: i64, suspended: bool, now: i64) -> Result<()> {
+pub async fn set_suspended(tx: &mut Transaction<'_, Any>, id: i64, suspended: bool, now: i64) -> Result<()> {
     sqlx::query("UPDATE installations SET suspended_at = $1, updated_at = $2 WHERE id = $3")
         .bind(if suspended { Some(now) } else { None })
         .bind(now)
@@ -77,7 +77,7 @@ pub async fn set_suspended(tx: &mut Transaction<'static, Any>, id: i64, suspende
     Ok(())
 }
 
-pub async fn mark_deleted(tx: &mut Transaction<'static, Any>, id: i64, now: i64) -> Result<()> {
+pub async fn mark_deleted(tx: &mut Transaction<'_, Any>, id: i64, now: i64) -> Result<()> {
     sqlx::query("UPDATE installations SET deleted_at = $1, updated_at = $1 WHERE id = $2")
         .bind(now)
         .bind(id)
@@ -94,7 +94,7 @@ pub async fn mark_deleted(tx: &mut Transaction<'static, Any>, id: i64, now: i64)
 }
 
 pub async fn upsert_repositories(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     installation_id: i64,
     repos: &[RepositoryRecord],
     now: i64,
@@ -117,7 +117,7 @@ pub async fn upsert_repositories(
 }
 
 pub async fn remove_repositories(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     installation_id: i64,
     repo_ids: &[i64],
     now: i64,
