@@ -466,3 +466,49 @@ async fn a_claim_seeks_running_rows_instead_of_reading_the_backlog(db: &TestDb) 
     assert!(again.is_empty(), "the subject's next row waits for the running one");
 }
 both_backends!(a_claim_seeks_running_rows_instead_of_reading_the_backlog);
+
+/// Waiting rows left without a head (on PostgreSQL a finish and an insert can race) are readied:
+/// the oldest waiting row of such a subject, and only it; a subject with a ready row before its
+/// waiting ones is left alone.
+async fn waiting_rows_left_without_a_head_are_readied(db: &TestDb) {
+    use shipgate::store::deliveries::{NewDelivery, QUEUE};
+    let db = db.connect().await;
+    let d = |id: &str, subject: &str| NewDelivery {
+        id: id.into(),
+        event: "issue_comment".into(),
+        action: Some("created".into()),
+        installation_id: Some(1),
+        repository: Some("acme/app".into()),
+        subject: subject.into(),
+        received_at: 1,
+        body: format!("{{\"id\":\"{id}\"}}"),
+        body_lz4: None,
+        body_sha256: format!("{id:0>64}"),
+    };
+    let rows = [d("a1", "a"), d("a2", "a"), d("a3", "a"), d("b1", "b"), d("b2", "b"), d("c1", "c"), d("c2", "c")];
+    deliveries::insert_batch(&db, &rows.iter().collect::<Vec<_>>()).await.expect("insert");
+    // a: its head finished without readying the next (the race); c: its younger row got ready
+    // first, the older one still waits.
+    sqlx::query("UPDATE deliveries SET state = 'done', finished_at = 2 WHERE id = 'a1'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE deliveries SET blocked = CASE id WHEN 'c1' THEN 1 ELSE 0 END WHERE subject = 'c'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let readied = QUEUE.ready_orphans(&db).await.expect("ready orphans");
+    assert_eq!(readied, 2);
+    let blocked: Vec<(String, i64)> =
+        sqlx::query_as("SELECT id, blocked FROM deliveries WHERE state = 'pending' ORDER BY seq")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let want: Vec<(String, i64)> = [("a2", 0), ("a3", 1), ("b1", 0), ("b2", 1), ("c1", 0), ("c2", 0)]
+        .iter()
+        .map(|(i, b)| (i.to_string(), *b))
+        .collect();
+    assert_eq!(blocked, want);
+    assert_eq!(QUEUE.ready_orphans(&db).await.expect("again"), 0, "nothing left to ready");
+}
+both_backends!(waiting_rows_left_without_a_head_are_readied);
