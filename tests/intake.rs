@@ -347,6 +347,45 @@ async fn a_batch_sorts_out_duplicates_replays_and_waiting_rows(db: &TestDb) {
 }
 both_backends!(a_batch_sorts_out_duplicates_replays_and_waiting_rows);
 
+/// A batch tells the intake whether it may have made a row claimable, so that the worker is
+/// woken for new heads of subjects and not for rows queued behind an open one.
+async fn a_batch_says_whether_it_made_a_row_claimable(db: &TestDb) {
+    use shipgate::store::deliveries::{self, NewDelivery};
+    let db = db.connect().await;
+    let d = |id: &str, subject: &str| NewDelivery {
+        id: id.into(),
+        event: "issue_comment".into(),
+        action: Some("created".into()),
+        installation_id: Some(1),
+        repository: Some("acme/app".into()),
+        subject: subject.into(),
+        received_at: 1,
+        body: format!("{{\"id\":\"{id}\"}}"),
+        body_lz4: None,
+        body_sha256: format!("{id:0>64}"),
+    };
+    let ready = |rows: Vec<NewDelivery>| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin_write().await.unwrap();
+            let (_, ready) = deliveries::insert_batch_ready(&mut tx, &rows.iter().collect::<Vec<_>>()).await.unwrap();
+            tx.commit().await.unwrap();
+            ready
+        }
+    };
+    assert!(ready(vec![d("a", "s"), d("b", "s")]).await, "a is the head of s");
+    assert!(!ready(vec![d("c", "s")]).await, "c waits behind a");
+    assert!(!ready(vec![d("a", "s")]).await, "a duplicate makes nothing claimable");
+    assert!(ready(vec![d("c", "s"), d("e", "t")]).await, "e is the head of t");
+    // The batch's first row of u is a duplicate: the row after it, stored as waiting, is readied.
+    let mut dup = d("a", "u");
+    dup.body_sha256 = "f".repeat(64);
+    assert!(ready(vec![dup, d("f", "u")]).await, "f took the skipped row's place as head of u");
+    let f: (i64,) = sqlx::query_as("SELECT blocked FROM deliveries WHERE id = 'f'").fetch_one(db.pool()).await.unwrap();
+    assert_eq!(f.0, 0);
+}
+both_backends!(a_batch_says_whether_it_made_a_row_claimable);
+
 /// A delivery's body is stored compressed and read back exactly as GitHub sent it.
 async fn bodies_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
     let app = TestApp::start(db, Options { run_worker: false, ..Options::default() }).await;

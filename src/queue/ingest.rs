@@ -118,6 +118,8 @@ impl Ingestor {
 /// What one commit did, in the order of the jobs of each kind.
 struct Done {
     stored: Vec<InsertOutcome>,
+    /// A stored row may be claimable ([`deliveries::insert_batch_ready`]).
+    ready: bool,
     recorded: Vec<Recorded>,
     claimed: Vec<Result<Vec<Claimed>, String>>,
 }
@@ -203,10 +205,9 @@ async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<
         let n = (insert_replies.len(), complete_replies.len(), claim_replies.len());
         let done = match joined {
             Ok((Ok(done), completions)) => {
-                let any_stored = done.stored.iter().any(|o| matches!(o, InsertOutcome::Stored(_)));
                 let any_recorded = done.recorded.iter().any(|r| matches!(r, Ok(true)));
-                if any_stored || any_recorded {
-                    wakes.stored.notify_one(); // new rows, or the next rows of finished subjects
+                if done.ready || any_recorded {
+                    wakes.stored.notify_one(); // new heads, or the next rows of finished subjects
                 }
                 let acted = completions
                     .iter()
@@ -265,7 +266,8 @@ async fn commit(
 ) -> crate::store::Result<Done> {
     let mut tx = db.begin_on(conn).await?;
     let refs: Vec<&NewDelivery> = deliveries.iter().collect();
-    let stored = if refs.is_empty() { Vec::new() } else { deliveries::insert_batch_in(&mut tx, &refs).await? };
+    let (stored, ready) =
+        if refs.is_empty() { (Vec::new(), false) } else { deliveries::insert_batch_ready(&mut tx, &refs).await? };
     let recorded =
         if completions.is_empty() { Vec::new() } else { completer::record_each(&mut tx, completions, now).await? };
     let mut claimed = Vec::with_capacity(asks.len());
@@ -277,5 +279,5 @@ async fn commit(
         claimed.push(r);
     }
     tx.commit().await?;
-    Ok(Done { stored, recorded, claimed })
+    Ok(Done { stored, ready, recorded, claimed })
 }

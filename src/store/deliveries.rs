@@ -114,14 +114,30 @@ pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertO
 /// [`insert_batch`] inside a transaction the caller commits (the SQLite group commit, which also
 /// carries the worker's claims and completions).
 pub async fn insert_batch_in(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
-    let mut out = Vec::with_capacity(batch.len());
-    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        out.extend(insert_chunk(tx, chunk).await?);
-    }
-    Ok(out)
+    Ok(insert_batch_ready(tx, batch).await?.0)
 }
 
-async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
+/// [`insert_batch_in`], and whether the batch may have made a row ready to claim: a row stored
+/// as its subject's head, or a skipped row whose subject's next row was readied in its place.
+/// Rows stored behind an open row of their subject are not: only that row's completion can
+/// make them claimable, and it wakes the worker itself. The intake wakes the worker only when
+/// this is true, instead of after every commit (a claim per commit that found nothing, while
+/// one busy subject's deliveries queued up).
+pub async fn insert_batch_ready(
+    tx: &mut Transaction<'_, Any>,
+    batch: &[&NewDelivery],
+) -> Result<(Vec<InsertOutcome>, bool)> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut ready = false;
+    for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        let (outcomes, r) = insert_chunk(tx, chunk).await?;
+        out.extend(outcomes);
+        ready |= r;
+    }
+    Ok((out, ready))
+}
+
+async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<(Vec<InsertOutcome>, bool)> {
     use std::collections::{HashMap, HashSet};
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, \
@@ -159,8 +175,8 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
             b + 7
         ));
     }
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq");
-    let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql));
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq, blocked");
+    let mut q = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql));
     for d in batch {
         q = q
             .bind(&d.id)
@@ -174,7 +190,9 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
             .bind(&d.body_sha256)
             .bind(&d.body_lz4);
     }
-    let mut stored: HashMap<String, i64> = q.fetch_all(&mut **tx).await?.into_iter().collect();
+    let returned = q.fetch_all(&mut **tx).await?;
+    let mut ready = returned.iter().any(|r| r.2 == 0);
+    let mut stored: HashMap<String, i64> = returned.into_iter().map(|r| (r.0, r.1)).collect();
 
     // What was not stored is a duplicate id or a replayed body (possibly within this batch).
     let missing: Vec<&str> = batch.iter().filter(|d| !stored.contains_key(&d.id)).map(|d| d.id.as_str()).collect();
@@ -206,7 +224,7 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
     skipped_subjects.sort_unstable();
     skipped_subjects.dedup();
     for subject in skipped_subjects {
-        sqlx::query(
+        let r = sqlx::query(
             "UPDATE deliveries SET blocked = 0 WHERE seq = (SELECT MIN(seq) FROM deliveries WHERE subject = $1 \
              AND state = 'pending' AND blocked = 1) AND NOT EXISTS (SELECT 1 FROM deliveries WHERE subject = $1 \
              AND state IN ('pending', 'running') AND blocked = 0)",
@@ -214,8 +232,9 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
         .bind(subject)
         .execute(&mut **tx)
         .await?;
+        ready |= r.rows_affected() > 0;
     }
-    Ok(out)
+    Ok((out, ready))
 }
 
 /// `$from, $from+1, …` (`n` of them).
