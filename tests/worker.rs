@@ -462,8 +462,20 @@ async fn a_claim_seeks_running_rows_instead_of_reading_the_backlog(db: &TestDb) 
     };
     let plan = plan.join("\n");
     assert!(plan.contains("deliveries_running"), "the running-row check reads the backlog:\n{plan}");
+    // The case the check is for (PostgreSQL's concurrent writers): a younger row of the subject
+    // runs while an older one is ready. The older one waits while the lease lives, not after.
+    for sql in [
+        "UPDATE deliveries SET state = 'done', finished_at = 1, lease_owner = NULL, lease_until = NULL WHERE id = 'backlog-0'",
+        "UPDATE deliveries SET state = 'running', lease_owner = 'w1', lease_until = 70000 WHERE id = 'backlog-5'",
+        "UPDATE deliveries SET blocked = 0 WHERE id = 'backlog-1'",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(db.pool()).await.expect("set up");
+    }
     let again = deliveries::claim(&db, "w2", 20_000, 60_000, 8).await.expect("claim");
-    assert!(again.is_empty(), "the subject's next row waits for the running one");
+    assert!(again.is_empty(), "the older row waits while a younger one of its subject runs: {again:?}");
+    let later = deliveries::claim(&db, "w2", 70_001, 60_000, 8).await.expect("claim");
+    let ids: Vec<&str> = later.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["backlog-1"], "once the younger row's lease is over");
 }
 both_backends!(a_claim_seeks_running_rows_instead_of_reading_the_backlog);
 

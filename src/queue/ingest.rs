@@ -124,9 +124,12 @@ struct Done {
     claimed: Vec<Result<Vec<Claimed>, String>>,
 }
 
-/// How long a writer keeps its connection while work keeps coming before it lets other writers
-/// (the relay, the scheduler, lease renewals) have a turn.
-const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long a writer keeps its connection while work keeps coming before giving it back. On
+/// SQLite the pool has one writer connection, so this bounds what the other writers (the relay,
+/// the scheduler, lease renewals) wait under a steady intake: up to this plus one batch, against
+/// one batch before. On PostgreSQL they have the rest of the pool and this only recycles the
+/// connection.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
 
 async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, wakes: Wakes) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -135,8 +138,15 @@ async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<
     loop {
         {
             // Take whatever is waiting, up to the batch limits; block only for the first job,
-            // and give the connection back before blocking.
-            let mut rx = rx.lock().await;
+            // and give the connection back before blocking: for the channel, and (PostgreSQL's
+            // writers share it) for the receiver another writer is waiting on.
+            let mut rx = match rx.try_lock() {
+                Ok(rx) => rx,
+                Err(_) => {
+                    held = None;
+                    rx.lock().await
+                }
+            };
             let first = match rx.try_recv() {
                 Ok(job) => Some(job),
                 Err(_) => {

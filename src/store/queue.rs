@@ -177,15 +177,15 @@ impl Queue {
             Backend::Sqlite => format!("INDEXED BY {t}_waiting"),
             Backend::Postgres => String::new(),
         };
-        let waiting = "state = 'pending' AND blocked = 1";
+        let waiting = "w.state = 'pending' AND w.blocked = 1";
         let sql = format!(
             "WITH RECURSIVE subjects (subject) AS ( \
-                 SELECT (SELECT MIN(subject) FROM {t} {hint} WHERE {waiting}) \
+                 SELECT (SELECT MIN(w.subject) FROM {t} w {hint} WHERE {waiting}) \
                  UNION ALL \
-                 SELECT (SELECT MIN(w.subject) FROM {t} w {hint} WHERE w.{waiting} AND w.subject > s.subject) \
+                 SELECT (SELECT MIN(w.subject) FROM {t} w {hint} WHERE {waiting} AND w.subject > s.subject) \
                  FROM subjects s WHERE s.subject IS NOT NULL), \
              oldest (subject, seq) AS ( \
-                 SELECT s.subject, (SELECT MIN(w.seq) FROM {t} w {hint} WHERE w.subject = s.subject AND w.{waiting}) \
+                 SELECT s.subject, (SELECT MIN(w.seq) FROM {t} w {hint} WHERE w.subject = s.subject AND {waiting}) \
                  FROM subjects s WHERE s.subject IS NOT NULL) \
              UPDATE {t} SET blocked = 0 WHERE seq IN (SELECT o.seq FROM oldest o WHERE NOT EXISTS ( \
                  SELECT 1 FROM {t} e WHERE e.subject = o.subject AND e.state IN ('pending', 'running') \
