@@ -29,9 +29,11 @@ pub struct Lease<'a> {
 }
 
 /// Whether the claim may run as a prepared statement that keeps its plan. Not on PostgreSQL: a
-/// plan made while the table was small (a new database, the first minute before autovacuum
-/// analyzes it) stays cached, and the claim's UPDATE then found its few rows by a sequential scan
-/// of the whole inbox, 4-8 ms per claim at 34,000 rows (auto_explain, docs/benchmarks.md).
+/// plan made while the table was small (a new database) stays cached on the connection until
+/// something analyzes the table (autovacuum within a minute or so when it is on; never when it is
+/// off, as on the benchmark machine), and the claim's UPDATE then found its few rows by a
+/// sequential scan of the whole inbox, 4-8 ms per claim at 34,000 rows (auto_explain,
+/// docs/benchmarks.md).
 /// Planned afresh each time it finds them through the primary key, for a fraction of a
 /// millisecond of planning; SQLite plans by its rules, not by the table's size.
 fn keeps_plan(backend: Backend) -> bool {
