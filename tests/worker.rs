@@ -415,51 +415,30 @@ both_backends!(a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit);
 async fn a_claim_seeks_running_rows_instead_of_reading_the_backlog(db: &TestDb) {
     use shipgate::store::Backend;
     use shipgate::store::deliveries::{NewDelivery, QUEUE};
+    use sqlx::Row;
     let db = db.connect().await;
-    let rows: Vec<NewDelivery> = (0..2000)
-        .map(|i| NewDelivery {
-            id: format!("backlog-{i}"),
-            event: "issue_comment".into(),
-            action: Some("created".into()),
-            installation_id: Some(1),
-            repository: Some("acme/app".into()),
-            subject: "acme/app#7".into(),
-            received_at: i,
-            body: format!("{{\"n\":{i}}}"),
-            body_lz4: None,
-            body_sha256: format!("{i:064}"),
-        })
-        .collect();
+    let rows: Vec<NewDelivery> = (0..2000).map(|i| common::delivery(&format!("backlog-{i}"), "acme/app#7")).collect();
     deliveries::insert_batch(&db, &rows.iter().collect::<Vec<_>>()).await.expect("insert");
     let claimed = deliveries::claim(&db, "w1", 10_000, 60_000, 8).await.expect("claim");
     assert_eq!(claimed.len(), 1, "one row of a subject at a time");
     let sql = QUEUE.claim_sql(db.backend());
-    let plan: Vec<String> = match db.backend() {
-        Backend::Sqlite => {
-            let rows: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .bind("w2")
-                    .bind(80_000i64)
-                    .bind(20_000i64)
-                    .bind(8i64)
-                    .fetch_all(db.pool())
-                    .await
-                    .expect("plan");
-            rows.into_iter().map(|r| r.3).collect()
-        }
+    // SQLite's EXPLAIN QUERY PLAN puts each step in its 4th column, PostgreSQL's EXPLAIN in its only one.
+    let (explain, column) = match db.backend() {
+        Backend::Sqlite => ("EXPLAIN QUERY PLAN", 3),
         Backend::Postgres => {
             sqlx::query("ANALYZE deliveries").execute(db.pool()).await.expect("analyze");
-            let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
-                .bind("w2")
-                .bind(80_000i64)
-                .bind(20_000i64)
-                .bind(8i64)
-                .fetch_all(db.pool())
-                .await
-                .expect("plan");
-            rows.into_iter().map(|r| r.0).collect()
+            ("EXPLAIN", 0)
         }
     };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{explain} {sql}")))
+        .bind("w2")
+        .bind(80_000i64)
+        .bind(20_000i64)
+        .bind(8i64)
+        .fetch_all(db.pool())
+        .await
+        .expect("plan");
+    let plan: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>(column).expect("plan text")).collect();
     let plan = plan.join("\n");
     assert!(plan.contains("deliveries_running"), "the running-row check reads the backlog:\n{plan}");
     // The case the check is for (PostgreSQL's concurrent writers): a younger row of the subject
@@ -483,20 +462,9 @@ both_backends!(a_claim_seeks_running_rows_instead_of_reading_the_backlog);
 /// the oldest waiting row of such a subject, and only it; a subject with a ready row before its
 /// waiting ones is left alone.
 async fn waiting_rows_left_without_a_head_are_readied(db: &TestDb) {
-    use shipgate::store::deliveries::{NewDelivery, QUEUE};
+    use shipgate::store::deliveries::QUEUE;
     let db = db.connect().await;
-    let d = |id: &str, subject: &str| NewDelivery {
-        id: id.into(),
-        event: "issue_comment".into(),
-        action: Some("created".into()),
-        installation_id: Some(1),
-        repository: Some("acme/app".into()),
-        subject: subject.into(),
-        received_at: 1,
-        body: format!("{{\"id\":\"{id}\"}}"),
-        body_lz4: None,
-        body_sha256: format!("{id:0>64}"),
-    };
+    let d = common::delivery;
     let rows = [d("a1", "a"), d("a2", "a"), d("a3", "a"), d("b1", "b"), d("b2", "b"), d("c1", "c"), d("c2", "c")];
     deliveries::insert_batch(&db, &rows.iter().collect::<Vec<_>>()).await.expect("insert");
     // a: its head finished without readying the next (the race); c: its younger row got ready

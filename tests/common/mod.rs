@@ -197,6 +197,23 @@ pub fn fixture(name: &str) -> String {
 }
 
 /// A real payload made unique (a leading nonce field), so that it is not taken for a replay.
+/// A verified delivery of `subject` for the store's own tests: its body and body hash derive
+/// from `id`, so that every id is a new body.
+pub fn delivery(id: &str, subject: &str) -> shipgate::store::deliveries::NewDelivery {
+    shipgate::store::deliveries::NewDelivery {
+        id: id.into(),
+        event: "issue_comment".into(),
+        action: Some("created".into()),
+        installation_id: Some(1),
+        repository: Some("acme/app".into()),
+        subject: subject.into(),
+        received_at: 1,
+        body: format!("{{\"id\":\"{id}\"}}"),
+        body_lz4: None,
+        body_sha256: format!("{id:0>64}"),
+    }
+}
+
 pub fn unique(body: &str, nonce: &str) -> String {
     let at = body.find('{').expect("a JSON object") + 1;
     format!("{}\"shipgate_test_nonce\":\"{nonce}\",{}", &body[..at], &body[at..])
