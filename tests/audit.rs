@@ -5,16 +5,14 @@
 
 mod common;
 mod fake_github;
+mod world;
 
-use std::time::Duration;
-
-use common::{TestApp, TestDb, fixture};
+use common::{TestApp, TestDb};
 use fake_github::FakeGitHub;
 use serde_json::{Value, json};
-use shipgate::github::client::GithubConfig;
 use shipgate::server::Options;
 use shipgate::store::audit::{self, AuditEntry, AuditRow, Broken, GENESIS};
-use shipgate::store::{Backend, Db, deliveries, outbox};
+use shipgate::store::{Backend, Db, deliveries};
 
 fn entry(installation: i64, repo: &str, issue: i64, kind: &str, actor: (i64, &str), detail: Value) -> AuditEntry {
     AuditEntry {
@@ -331,14 +329,7 @@ both_backends!(export_writes_one_repository_in_order);
 
 // ---- A real history: deliveries through the router, processed by the worker. ----
 
-const REPO: &str = "acme/app";
-const REPO_ID: i64 = 186853002;
-const INST: i64 = 1;
-const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
-const ALICE: (i64, &str) = (101, "alice");
-const BOB: (i64, &str) = (201, "bob");
-const CAROL: (i64, &str) = (401, "carol");
-const DAVE: (i64, &str) = (301, "dave");
+use world::{ALICE, BOB, CAROL, DAVE, INST, REPO, SHA, payload, settle};
 
 const POLICY: &str = r#"
 label: DEPLOYMENT_REQUEST
@@ -354,36 +345,6 @@ environments:
     require_checks: all
 "#;
 
-const BODY: &str = "CHANGE REQUEST:\n- Service/component: api\n- Environment: production\n- Reason: new endpoint\n\n\
-    IMPACT ANALYSIS:\n- Downtime: none\n- Rollback time: 3 min\n- Dependencies: none\n- Data migration: none\n\n\
-    IMPLEMENTATION:\n1. Code changes #12\n4. Deployment steps: merge and deploy\n5. Verification: smoke tests\n\
-    6. Rollback plan: revert the PR and redeploy\n";
-
-fn payload(name: &str) -> Value {
-    let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture");
-    v["installation"] = json!({ "id": INST });
-    v["repository"]["id"] = json!(REPO_ID);
-    v["repository"]["full_name"] = json!(REPO);
-    v["repository"]["name"] = json!("app");
-    v["repository"]["owner"]["login"] = json!("acme");
-    v
-}
-
-async fn settle(db: &Db) {
-    for _ in 0..3 {
-        common::drain(db, Duration::from_secs(20)).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let s = outbox::stats(db).await.expect("stats");
-            if s.pending == 0 && s.running == 0 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
 async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     let gh = FakeGitHub::start().await;
     gh.install(INST, &[REPO]);
@@ -394,13 +355,8 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     }
     gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
     gh.ci(REPO, SHA, "build", "in_progress", None);
-    let mut cfg = tdb.config();
-    cfg.github = Some(fake_github::app_credentials());
-    cfg.github_api_url = gh.url.clone();
-    let mut g = GithubConfig::new(&gh.url);
-    g.retry_base = Duration::from_millis(10);
-    g.mutation_spacing = Duration::ZERO;
-    let app = TestApp::start_with(cfg, Options { github: Some(g), ..Options::default() }).await;
+    let opts = Options { github: Some(world::fast_github(&gh.url)), ..Options::default() };
+    let app = TestApp::start_with(world::app_config(tdb, &gh), opts).await;
 
     // The request is opened and labelled.
     {
@@ -408,7 +364,7 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
         let i = m.issues.entry((REPO.to_string(), 5)).or_default();
         i.number = 5;
         i.title = "Deploy api".into();
-        i.body = BODY.into();
+        i.body = world::body("production", "#12");
         i.state = "open".into();
         i.author_id = CAROL.0;
         i.author = CAROL.1.into();

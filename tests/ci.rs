@@ -4,6 +4,7 @@
 
 mod common;
 mod fake_github;
+mod world;
 
 use std::time::Duration;
 
@@ -11,9 +12,8 @@ use common::{TestApp, TestDb, fixture};
 use fake_github::{FakeGitHub, JobSpec};
 use serde_json::{Value, json};
 use shipgate::clock::Clock;
-use shipgate::github::client::GithubConfig;
 use shipgate::server::Options;
-use shipgate::store::{incidents, outbox};
+use shipgate::store::incidents;
 
 const REPO: &str = "acme/app";
 const REPO_ID: i64 = 186853002;
@@ -98,9 +98,7 @@ impl World {
         gh.install(INST, &[REPO]);
         gh.team("acme", "sre", &[(900, "sam")]);
         gh.file(REPO, ".github/shipgate.yml", POLICY);
-        let mut cfg = db.config();
-        cfg.github = Some(fake_github::app_credentials());
-        cfg.github_api_url = gh.url.clone();
+        let cfg = world::app_config(db, &gh);
         let t0 = Clock::system().now_ms() / 1000 * 1000; // payload times have whole seconds
         let clock = Clock::manual(t0);
         let url = gh.url.clone();
@@ -110,10 +108,8 @@ impl World {
     }
 
     async fn start(&mut self) {
-        let mut g = GithubConfig::new(&self.url);
-        g.retry_base = Duration::from_millis(10);
-        g.mutation_spacing = Duration::ZERO;
-        let opts = Options { github: Some(g), clock: self.clock.clone(), ..Options::default() };
+        let opts =
+            Options { github: Some(world::fast_github(&self.url)), clock: self.clock.clone(), ..Options::default() };
         self.app = Some(TestApp::start_with(self.cfg.clone(), opts).await);
     }
 
@@ -136,12 +132,7 @@ impl World {
     }
 
     fn base(&self, name: &str) -> Value {
-        let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture");
-        v["installation"] = json!({ "id": INST });
-        v["repository"]["id"] = json!(REPO_ID);
-        v["repository"]["full_name"] = json!(REPO);
-        v["repository"]["name"] = json!("app");
-        v["repository"]["owner"]["login"] = json!("acme");
+        let mut v = world::payload(name);
         v["repository"]["default_branch"] = json!("main");
         v
     }
@@ -207,18 +198,7 @@ impl World {
     }
 
     async fn settle(&self) {
-        for _ in 0..3 {
-            common::drain(self.db(), Duration::from_secs(20)).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                let s = outbox::stats(self.db()).await.expect("stats");
-                if s.pending == 0 && s.running == 0 {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        world::settle(self.db()).await;
     }
 
     /// The App's comments on `issue` with `marker` (read).

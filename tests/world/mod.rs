@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::common::{self, TestApp, TestDb, fixture};
 use crate::fake_github::{self, FakeGitHub};
 use serde_json::{Value, json};
+use shipgate::config::Config;
 use shipgate::github::client::GithubConfig;
 use shipgate::server::Options;
-use shipgate::store::outbox;
+use shipgate::store::{Db, outbox};
 
 pub const REPO: &str = "acme/app";
 pub const REPO_ID: i64 = 186853002;
@@ -54,6 +55,50 @@ pub fn body(env: &str, pr: &str) -> String {
     )
 }
 
+/// A corpus payload (`tests/fixtures`) re-pointed at the test repository and installation.
+pub fn payload(name: &str) -> Value {
+    let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture");
+    v["installation"] = json!({ "id": INST });
+    v["repository"]["id"] = json!(REPO_ID);
+    v["repository"]["full_name"] = json!(REPO);
+    v["repository"]["name"] = json!("app");
+    v["repository"]["owner"]["login"] = json!("acme");
+    v
+}
+
+/// The App's settings for acting on `gh`: App credentials and its URL.
+pub fn app_config(db: &TestDb, gh: &FakeGitHub) -> Config {
+    let mut cfg = db.config();
+    cfg.github = Some(fake_github::app_credentials());
+    cfg.github_api_url = gh.url.clone();
+    cfg
+}
+
+/// The GitHub client as tests want it: quick retries, no spacing between mutations.
+pub fn fast_github(url: &str) -> GithubConfig {
+    let mut g = GithubConfig::new(url);
+    g.retry_base = Duration::from_millis(10);
+    g.mutation_spacing = Duration::ZERO;
+    g
+}
+
+/// Waits until the inbox and the outbox are worked off, three times over (what one delivery
+/// sends to GitHub can bring the next delivery, and its actions).
+pub async fn settle(db: &Db) {
+    for _ in 0..3 {
+        common::drain(db, Duration::from_secs(20)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = outbox::stats(db).await.expect("stats");
+            if s.pending == 0 && s.running == 0 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 pub struct World {
     pub gh: FakeGitHub,
     pub app: TestApp,
@@ -76,13 +121,8 @@ impl World {
             gh.permission(REPO, login, "write");
         }
         gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
-        let mut cfg = db.config();
-        cfg.github = Some(fake_github::app_credentials());
-        cfg.github_api_url = gh.url.clone();
-        let mut g = GithubConfig::new(&gh.url);
-        g.retry_base = Duration::from_millis(10);
-        g.mutation_spacing = Duration::ZERO;
-        let app = TestApp::start_with(cfg, Options { github: Some(g), ..Options::default() }).await;
+        let opts = Options { github: Some(fast_github(&gh.url)), ..Options::default() };
+        let app = TestApp::start_with(app_config(db, &gh), opts).await;
         World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
     }
 
@@ -91,13 +131,7 @@ impl World {
     }
 
     pub fn base(&self, name: &str) -> Value {
-        let mut v: Value = serde_json::from_str(&fixture(name)).expect("fixture");
-        v["installation"] = json!({ "id": INST });
-        v["repository"]["id"] = json!(REPO_ID);
-        v["repository"]["full_name"] = json!(REPO);
-        v["repository"]["name"] = json!("app");
-        v["repository"]["owner"]["login"] = json!("acme");
-        v
+        payload(name)
     }
 
     /// The request issue #5 as the fake holds it, and an `issues.ACTION` delivery about it.
@@ -160,18 +194,7 @@ impl World {
     }
 
     pub async fn settle(&self) {
-        for _ in 0..3 {
-            common::drain(&self.app.db, Duration::from_secs(20)).await;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                let s = outbox::stats(&self.app.db).await.expect("stats");
-                if s.pending == 0 && s.running == 0 {
-                    break;
-                }
-                assert!(tokio::time::Instant::now() < deadline, "outbox not drained");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        settle(&self.app.db).await;
     }
 
     /// The sticky comment's text (and the test has now read it).
