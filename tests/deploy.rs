@@ -218,11 +218,7 @@ async fn deploy_creates_one_deployment_even_when_the_comment_comes_twice(db: &Te
     w.comment(EVE, "/deploy").await;
     w.settle().await;
     assert!(created(&w).is_empty());
-    assert!(
-        w.replies().iter().any(|r| r.contains("@eve `/deploy` was not accepted: only an approver")),
-        "{:?}",
-        w.replies()
-    );
+    w.assert_replied("@eve `/deploy` was not accepted: only an approver");
     let id = w.comment(ALICE, "/deploy").await;
     w.settle().await;
     // The same comment delivered again under another delivery id (GitHub's redelivery keeps the
@@ -251,11 +247,7 @@ async fn deploy_is_refused_while_the_gate_is_closed_or_in_another_mode(db: &Test
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
     assert!(created(&w).is_empty());
-    assert!(
-        w.replies().iter().any(|r| r.contains("production deploys with `deploy: protection_rule`")),
-        "{:?}",
-        w.replies()
-    );
+    w.assert_replied("production deploys with `deploy: protection_rule`");
     w.done().await;
 }
 both_backends!(deploy_is_refused_while_the_gate_is_closed_or_in_another_mode);
@@ -320,7 +312,7 @@ async fn a_failure_offers_rollback_which_deploys_the_last_good_sha(db: &TestDb) 
     w.comment(EVE, "/rollback").await;
     w.settle().await;
     assert_eq!(created(&w).len(), 1);
-    assert!(w.replies().iter().any(|r| r.contains("@eve `/rollback` was not accepted")), "{:?}", w.replies());
+    w.assert_replied("@eve `/rollback` was not accepted");
     w.comment(ALICE, "/rollback").await;
     w.settle().await;
     let d = created(&w);
@@ -384,7 +376,7 @@ async fn deploy_is_refused_on_a_closed_request(db: &TestDb) {
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
     assert!(created(&w).is_empty());
-    assert!(w.replies().iter().any(|r| r.contains("the request is closed")), "{:?}", w.replies());
+    w.assert_replied("the request is closed");
     w.sticky();
     w.done().await;
 }

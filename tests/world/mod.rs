@@ -225,6 +225,13 @@ impl World {
         (runs[0].1.clone(), runs[0].2.clone())
     }
 
+    /// Asserts that one of the App's replies on the request contains `needle`.
+    #[track_caller]
+    pub fn assert_replied(&self, needle: &str) {
+        let replies = self.replies();
+        assert!(replies.iter().any(|r| r.contains(needle)), "no reply contains {needle:?}: {replies:?}");
+    }
+
     pub fn reactions(&self, comment: i64) -> Vec<String> {
         self.gh.model().comments.iter().find(|c| c.id == comment).map(|c| c.reactions.clone()).unwrap_or_default()
     }
