@@ -30,21 +30,12 @@ fn request(installation: i64, repository_id: i64, repository: &str, issue: i64, 
         environment: Some("production".into()),
         fingerprint: "fp".into(),
         revision: 1,
-        hold_by: None,
-        denied_by: None,
-        deny_reason: None,
-        gate_open: 0,
         state: state.into(),
         facts: r#"{"prs":[12]}"#.into(),
         labels: r#"["DEPLOYMENT_REQUEST"]"#.into(),
         created_at: T0,
         updated_at: T0,
-        deploy_key: None,
-        deployment_id: None,
-        deploy_state: None,
-        deploy_sha: None,
-        approved_at: None,
-        deploy_requested_at: None,
+        ..RequestRow::default()
     }
 }
 

@@ -251,24 +251,14 @@ pub async fn evaluate(
         author_login: author.login.clone(),
         labelled: 1,
         open: 1,
-        environment: None,
         fingerprint: fingerprint.clone(),
         revision: 1,
-        hold_by: None,
-        denied_by: None,
-        deny_reason: None,
-        gate_open: 0,
         state: "awaiting-approval".into(),
         facts: "{}".into(),
         labels: "[]".into(),
         created_at: now,
         updated_at: now,
-        deploy_key: None,
-        deployment_id: None,
-        deploy_state: None,
-        deploy_sha: None,
-        approved_at: None,
-        deploy_requested_at: None,
+        ..RequestRow::default()
     });
     let before = existing.clone();
     if row.fingerprint != fingerprint {

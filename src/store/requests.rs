@@ -5,7 +5,8 @@ use sqlx::{Any, Transaction};
 
 use super::{Db, Result};
 
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
+/// A deployment request as stored. `Default` is an empty row, for building one field by field.
+#[derive(Clone, Debug, Default, PartialEq, sqlx::FromRow, Serialize)]
 pub struct RequestRow {
     pub installation_id: i64,
     pub repository_id: i64,
