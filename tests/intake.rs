@@ -388,3 +388,43 @@ async fn bodies_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
     app.shutdown().await;
 }
 both_backends!(bodies_are_stored_compressed_and_read_back_exactly);
+
+/// The intake's writers keep a connection while deliveries keep coming (taking one from the pool
+/// costs round trips) and give it back once they stop: the relay, the scheduler and the API need
+/// the pool, and on SQLite the writer pool has one connection.
+async fn writers_give_their_connections_back_when_deliveries_stop(db: &TestDb) {
+    use shipgate::queue::ingest::{Ingestor, Wakes};
+    use std::sync::Arc;
+    let db = db.connect().await;
+    let wakes = Wakes { stored: Arc::new(tokio::sync::Notify::new()), relay: Arc::new(tokio::sync::Notify::new()) };
+    let ingest = Ingestor::start(db.clone(), shipgate::clock::Clock::system(), wakes);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let ingest = ingest.clone();
+        tasks.push(tokio::spawn(async move {
+            ingest.ingest(common::delivery(&format!("give-back-{i}"), &format!("s{}", i % 7))).await
+        }));
+    }
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), Ok(shipgate::store::deliveries::InsertOutcome::Stored(_))));
+    }
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries").await, 200);
+    // Idle: within the hold (10 ms) plus slack, every connection is back in its pool.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let idle = |p: &sqlx::AnyPool| p.num_idle() == p.size() as usize;
+        if idle(db.pool()) && idle(db.writer()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections still held: pool {}/{} idle, writer {}/{} idle",
+            db.pool().num_idle(),
+            db.pool().size(),
+            db.writer().num_idle(),
+            db.writer().size()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+both_backends!(writers_give_their_connections_back_when_deliveries_stop);

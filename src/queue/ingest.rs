@@ -142,10 +142,15 @@ async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<
             // writers share it) for the receiver another writer is waiting on.
             let mut rx = match rx.try_lock() {
                 Ok(rx) => rx,
-                Err(_) => {
-                    held = None;
-                    rx.lock().await
-                }
+                Err(_) => match tokio::time::timeout(HOLD, rx.lock()).await {
+                    // Another writer is collecting a batch: busy, so keep the connection.
+                    Ok(rx) => rx,
+                    // Another writer is waiting for work: so is this one, without a connection.
+                    Err(_) => {
+                        held = None;
+                        rx.lock().await
+                    }
+                },
             };
             let first = match rx.try_recv() {
                 Ok(job) => Some(job),
