@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# How fast can the databases alone store deliveries on this machine? (issue 2, docs/benchmarks.md)
+#
+# No HTTP, no signature, no worker, no shipgate: rows shaped like the intake's (a 3,100-byte
+# incompressible body, as the benchmark payload compresses to, a random delivery id and body
+# hash), committed durably in batches as the group commit does, into:
+#   full  the real schema (every migration under migrations/), as shipgate stores a delivery
+#   min   only what deduplication needs: a sequence, the unique delivery id, the unique body
+#         hash, the body
+#   log   the same table without the two unique indexes (an append-only log: no deduplication)
+#
+# SQLite: one connection (Python's sqlite3, a C loop over executemany), WAL, synchronous = FULL,
+# a fresh file under target/. PostgreSQL: pgbench, CLIENTS connections, each transaction one
+# multi-row INSERT … ON CONFLICT DO NOTHING of BATCH rows, a fresh database on the local server.
+# Rows/s is the storage's ceiling: shipgate's intake stores no faster than this, whatever its
+# HTTP side does, and it shares the machine with the load generator besides.
+#
+# usage: bench/ceiling.sh
+# Environment: ROWS=100000 (SQLite rows per run), BATCHES="26 50", SCHEMAS="full min log",
+#   REPEAT=3 (runs per figure, the median is printed), CLIENTS="4" DURATION=10 (pgbench),
+#   PGPORT=5432 PGUSER=postgres PGADMIN_DB=test, SKIP_PG=1 (SQLite only)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROWS=${ROWS:-100000}
+BATCHES=${BATCHES:-"26 50"}
+SCHEMAS=${SCHEMAS:-"full min log"}
+REPEAT=${REPEAT:-3}
+CLIENTS=${CLIENTS:-4}
+DURATION=${DURATION:-10}
+PGPORT=${PGPORT:-5432}
+PGUSER=${PGUSER:-postgres}
+PGADMIN_DB=${PGADMIN_DB:-test}
+mkdir -p "$REPO/target"
+WORK=$(mktemp -d "$REPO/target/ceiling.XXXXXX")
+PGDB=""
+cleanup() {
+    rm -rf "$WORK"
+    if [ -n "$PGDB" ]; then
+        psql -X -q -h 127.0.0.1 -p "$PGPORT" -U "$PGUSER" -d "$PGADMIN_DB" \
+            -c "DROP DATABASE IF EXISTS \"$PGDB\" WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "| database | schema | batch | rows/s (median of $REPEAT) | runs |"
+echo "|---|---|---:|---:|---|"
+
+for schema in $SCHEMAS; do
+    for batch in $BATCHES; do
+        runs=()
+        for _ in $(seq "$REPEAT"); do
+            runs+=("$(python3 - "$REPO/migrations/sqlite" "$WORK/s.db" "$schema" "$ROWS" "$batch" <<'PY'
+import hashlib, os, sqlite3, sys, time, uuid
+migrations, path, schema, n, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+for suffix in ("", "-wal", "-shm"):
+    if os.path.exists(path + suffix):
+        os.unlink(path + suffix)
+c = sqlite3.connect(path, isolation_level=None)
+for pragma in ("journal_mode = WAL", "synchronous = FULL", "temp_store = MEMORY"):
+    c.execute("PRAGMA " + pragma)
+if schema == "full":
+    for f in sorted(os.listdir(migrations)):
+        c.executescript(open(os.path.join(migrations, f)).read())
+    sql = ("INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, "
+           "body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) VALUES (?, 'issue_comment', 'created', 1, "
+           "'Codertocat/Hello-World', 'issue:Codertocat/Hello-World#1', ?, '', ?, ?, 1, 'pending', 0, ?) "
+           "ON CONFLICT DO NOTHING")
+    row = lambda i, u, h, b: (u, i, h, b, i)
+else:
+    unique = "UNIQUE" if schema == "min" else ""
+    c.execute(f"CREATE TABLE d (seq INTEGER PRIMARY KEY, id TEXT NOT NULL {unique}, "
+              f"body_sha256 TEXT NOT NULL {unique}, body BLOB NOT NULL)")
+    sql = "INSERT INTO d (id, body_sha256, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+    row = lambda i, u, h, b: (u, h, b)
+rows = []
+for i in range(n):
+    body = os.urandom(3100)
+    rows.append(row(i, str(uuid.uuid4()), hashlib.sha256(body).hexdigest(), body))
+start = time.perf_counter()
+for k in range(0, n, batch):
+    c.execute("BEGIN IMMEDIATE")
+    c.executemany(sql, rows[k:k + batch])
+    c.execute("COMMIT")
+print(round(n / (time.perf_counter() - start)))
+c.close()
+for suffix in ("", "-wal", "-shm"):
+    if os.path.exists(path + suffix):
+        os.unlink(path + suffix)
+PY
+)")
+        done
+        echo "| SQLite | $schema | $batch | $(printf '%s\n' "${runs[@]}" | median) | ${runs[*]} |"
+    done
+done
+
+[ -n "${SKIP_PG:-}" ] && exit 0
+command -v pgbench >/dev/null || { echo "ceiling.sh: pgbench not found; PostgreSQL skipped (SKIP_PG=1 to silence)" >&2; exit 1; }
+psql_db() { psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PGPORT" -U "$PGUSER" -d "$1" "${@:2}"; }
+for schema in $SCHEMAS; do
+    for batch in $BATCHES; do
+        runs=()
+        for _ in $(seq "$REPEAT"); do
+            PGDB="shipgate_ceiling_$$"
+            psql_db "$PGADMIN_DB" -c "CREATE DATABASE \"$PGDB\"" >/dev/null
+            # 1,000 incompressible 3,100-byte bodies to copy from (made before the clock starts).
+            psql_db "$PGDB" -c "CREATE TABLE bodies (i INT PRIMARY KEY, body BYTEA NOT NULL); \
+                INSERT INTO bodies SELECT i, (SELECT decode(string_agg(md5(random()::text || i || j), ''), 'hex') \
+                FROM generate_series(1, 194) j) FROM generate_series(0, 999) i" >/dev/null
+            body="(SELECT body FROM bodies WHERE i = (g * 37 + CAST(:r AS int)) % 1000)"
+            hash="encode(sha256(random()::text::bytea), 'hex')"
+            if [ "$schema" = full ]; then
+                for f in "$REPO"/migrations/postgres/*.sql; do psql_db "$PGDB" -f "$f" >/dev/null; done
+                # chr(58) is ':', which pgbench would read as a variable.
+                insert="INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, \
+body, body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) SELECT gen_random_uuid()::text, 'issue_comment', \
+'created', 1, 'Codertocat/Hello-World', 'issue' || chr(58) || 'Codertocat/Hello-World#1', g, '', $hash, $body, 1, \
+'pending', 0, g FROM generate_series(1, $batch) g ON CONFLICT DO NOTHING;"
+            else
+                unique=$([ "$schema" = min ] && echo UNIQUE || true)
+                psql_db "$PGDB" -c "CREATE TABLE d (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL $unique, \
+                    body_sha256 TEXT NOT NULL $unique, body BYTEA NOT NULL)" >/dev/null
+                insert="INSERT INTO d (id, body_sha256, body) SELECT gen_random_uuid()::text, $hash, $body \
+FROM generate_series(1, $batch) g ON CONFLICT DO NOTHING;"
+            fi
+            printf '\\set r random(0, 999)\n%s\n' "$insert" >"$WORK/pg.sql"
+            tps=$(pgbench -h 127.0.0.1 -p "$PGPORT" -U "$PGUSER" -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" \
+                -f "$WORK/pg.sql" "$PGDB" 2>&1 | awk '/^tps/ {print $3}')
+            [ -n "$tps" ] || { echo "ceiling.sh: pgbench failed ($schema, batch $batch)" >&2; exit 1; }
+            runs+=("$(awk -v t="$tps" -v b="$batch" 'BEGIN {printf "%.0f", t * b}')")
+            psql_db "$PGADMIN_DB" -c "DROP DATABASE \"$PGDB\" WITH (FORCE)" >/dev/null
+            PGDB=""
+        done
+        echo "| PostgreSQL ($CLIENTS clients) | $schema | $batch | $(printf '%s\n' "${runs[@]}" | median) | ${runs[*]} |"
+    done
+done
