@@ -428,3 +428,32 @@ async fn writers_give_their_connections_back_when_deliveries_stop(db: &TestDb) {
     }
 }
 both_backends!(writers_give_their_connections_back_when_deliveries_stop);
+
+/// On SQLite the intake's commits leave copying the WAL into the database file to a checkpointer
+/// beside the writer (the writer's own commits do it only past 20,000 WAL pages): the pages of
+/// what was stored reach the database file soon after the commits, without any commit doing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_run_beside_the_writer() {
+    use shipgate::queue::ingest::{Ingestor, Wakes};
+    use std::sync::Arc;
+    let tdb = TestDb::sqlite().await;
+    let db = tdb.connect().await;
+    let (n,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(db.writer()).await.unwrap();
+    assert_eq!(n, 20_000, "the writer's own checkpoints are only a backstop");
+    let file = std::path::PathBuf::from(tdb.url.strip_prefix("sqlite://").unwrap());
+    let before = std::fs::metadata(&file).unwrap().len();
+    let wakes = Wakes { stored: Arc::new(tokio::sync::Notify::new()), relay: Arc::new(tokio::sync::Notify::new()) };
+    let ingest = Ingestor::start(db.clone(), shipgate::clock::Clock::system(), wakes);
+    for i in 0..50 {
+        let mut d = common::delivery(&format!("ckpt-{i}"), "s");
+        d.body = format!("{{\"id\":\"ckpt-{i}\",\"pad\":\"{}\"}}", "x".repeat(4000));
+        assert!(matches!(ingest.ingest(d).await, Ok(shipgate::store::deliveries::InsertOutcome::Stored(_))));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = before;
+    while after < before + 50 * 4000 {
+        assert!(std::time::Instant::now() < deadline, "database file {before} -> {after} bytes: nothing checkpointed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        after = std::fs::metadata(&file).unwrap().len();
+    }
+}

@@ -78,9 +78,14 @@ impl Ingestor {
             Backend::Postgres => 4,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let committed = match backend {
+            Backend::Sqlite => Some(checkpointer(db.clone())),
+            Backend::Postgres => None,
+        };
         for _ in 0..writers {
-            let (db, clock, rx, wakes) = (db.clone(), clock.clone(), rx.clone(), wakes.clone());
-            tokio::spawn(async move { writer(db, clock, rx, wakes).await });
+            let (db, clock, rx, wakes, committed) =
+                (db.clone(), clock.clone(), rx.clone(), wakes.clone(), committed.clone());
+            tokio::spawn(async move { writer(db, clock, rx, wakes, committed).await });
         }
         Ingestor { tx, backend }
     }
@@ -131,7 +136,33 @@ struct Done {
 /// connection.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
 
-async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, wakes: Wakes) {
+/// How often, at most, the checkpointer copies committed pages from SQLite's WAL into the
+/// database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// SQLite: copies the WAL's committed pages into the database file beside the intake's writer,
+/// on a reader connection, so that the writer's commits do not do it ([`Db::checkpoint`]). Woken
+/// by commits (the sender, one per writer); ends when the writers do.
+fn checkpointer(db: Db) -> mpsc::Sender<()> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            if let Err(e) = db.checkpoint().await {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
+            }
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+        }
+    });
+    tx
+}
+
+async fn writer(
+    db: Db,
+    clock: Clock,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    wakes: Wakes,
+    committed: Option<mpsc::Sender<()>>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     // The connection this writer holds between batches, and since when.
     let mut held: Option<(PoolConnection<Any>, std::time::Instant)> = None;
@@ -220,6 +251,9 @@ async fn writer(db: Db, clock: Clock, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<
         let n = (insert_replies.len(), complete_replies.len(), claim_replies.len());
         let done = match joined {
             Ok((Ok(done), completions)) => {
+                if let Some(c) = &committed {
+                    let _ = c.try_send(()); // full: a checkpoint is already due
+                }
                 let any_recorded = done.recorded.iter().any(|r| matches!(r, Ok(true)));
                 if done.ready || any_recorded {
                     wakes.stored.notify_one(); // new heads, or the next rows of finished subjects
