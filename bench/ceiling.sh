@@ -9,14 +9,21 @@
 #         hash, the body
 #   log   the same table without the two unique indexes (an append-only log: no deduplication)
 #
-# SQLite: one connection (Python's sqlite3, a C loop over executemany), WAL, synchronous = FULL,
-# a fresh file under target/. PostgreSQL: pgbench, CLIENTS connections, each transaction one
+# SQLite: one writing connection (Python's sqlite3, a C loop over executemany), WAL,
+# synchronous = FULL, a fresh file under target/, with its WAL checkpointed either as shipgate
+# does it ("beside": a second connection runs a PASSIVE checkpoint every 10 ms, the writer's own
+# only past 20,000 pages) or as SQLite does by default ("inline": the writer's commit checkpoints
+# every 1,000 pages). PostgreSQL: pgbench, CLIENTS connections, each transaction one
 # multi-row INSERT … ON CONFLICT DO NOTHING of BATCH rows, a fresh database on the local server.
 # Rows/s is the storage's ceiling: shipgate's intake stores no faster than this, whatever its
-# HTTP side does, and it shares the machine with the load generator besides.
+# HTTP side does, and it shares the machine with the load generator besides. CPU µs/row is what
+# the storage spends per row: SQLite, the Python process's CPU time during the inserts (both
+# threads, Python's own per-row work included); PostgreSQL, the whole machine's busy time during
+# the pgbench run (/proc/stat; pgbench included) over the rows.
 #
 # usage: bench/ceiling.sh
 # Environment: ROWS=100000 (SQLite rows per run), BATCHES="26 50", SCHEMAS="full min log",
+#   CHECKPOINTS="beside inline" (SQLite),
 #   REPEAT=3 (runs per figure, the median is printed), CLIENTS="4" DURATION=10 (pgbench),
 #   PGPORT=5432 PGUSER=postgres PGADMIN_DB=test, SKIP_PG=1 (SQLite only)
 set -euo pipefail
@@ -25,6 +32,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROWS=${ROWS:-100000}
 BATCHES=${BATCHES:-"26 50"}
 SCHEMAS=${SCHEMAS:-"full min log"}
+CHECKPOINTS=${CHECKPOINTS:-"beside inline"}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-4}
 DURATION=${DURATION:-10}
@@ -43,18 +51,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# median of "rows/s cpu" pairs, by rows/s: prints "rows/s cpu"
+median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
+row() { # row DATABASE SCHEMA CHECKPOINTS BATCH RUN...   (each RUN "rows/s cpu")
+    local db=$1 schema=$2 ck=$3 batch=$4; shift 4
+    local m; m=$(printf '%s\n' "$@" | median)
+    echo "| $db | $schema | $ck | $batch | ${m% *} | ${m#* } | $(printf '%s\n' "$@" | awk '{print $1}' | paste -sd' ') |"
+}
 
-echo "| database | schema | batch | rows/s (median of $REPEAT) | runs |"
-echo "|---|---|---:|---:|---|"
+echo "| database | schema | checkpoints | batch | rows/s (median of $REPEAT) | CPU µs/row | runs (rows/s) |"
+echo "|---|---|---|---:|---:|---:|---|"
 
+for ck in $CHECKPOINTS; do
 for schema in $SCHEMAS; do
     for batch in $BATCHES; do
         runs=()
         for _ in $(seq "$REPEAT"); do
-            runs+=("$(python3 - "$REPO/migrations/sqlite" "$WORK/s.db" "$schema" "$ROWS" "$batch" <<'PY'
-import hashlib, os, sqlite3, sys, time, uuid
-migrations, path, schema, n, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+            runs+=("$(python3 - "$REPO/migrations/sqlite" "$WORK/s.db" "$schema" "$ROWS" "$batch" "$ck" <<'PY'
+import hashlib, os, sqlite3, sys, threading, time, uuid
+migrations, path, schema, n, batch, ck = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 for suffix in ("", "-wal", "-shm"):
     if os.path.exists(path + suffix):
         os.unlink(path + suffix)
@@ -79,12 +94,26 @@ rows = []
 for i in range(n):
     body = os.urandom(3100)
     rows.append(row(i, str(uuid.uuid4()), hashlib.sha256(body).hexdigest(), body))
-start = time.perf_counter()
+done = threading.Event()
+def checkpointer():
+    other = sqlite3.connect(path, isolation_level=None)
+    while not done.wait(0.010):
+        other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    other.close()
+if ck == "beside":
+    c.execute("PRAGMA wal_autocheckpoint = 20000")
+    t = threading.Thread(target=checkpointer)
+    t.start()
+start, cpu = time.perf_counter(), time.process_time()
 for k in range(0, n, batch):
     c.execute("BEGIN IMMEDIATE")
     c.executemany(sql, rows[k:k + batch])
     c.execute("COMMIT")
-print(round(n / (time.perf_counter() - start)))
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+done.set()
+if ck == "beside":
+    t.join()
+print(round(n / elapsed), round(cpu / n * 1e6))
 c.close()
 for suffix in ("", "-wal", "-shm"):
     if os.path.exists(path + suffix):
@@ -92,8 +121,9 @@ for suffix in ("", "-wal", "-shm"):
 PY
 )")
         done
-        echo "| SQLite | $schema | $batch | $(printf '%s\n' "${runs[@]}" | median) | ${runs[*]} |"
+        row SQLite "$schema" "$ck" "$batch" "${runs[@]}"
     done
+done
 done
 
 [ -n "${SKIP_PG:-}" ] && exit 0
@@ -126,13 +156,17 @@ body, body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) SELECT g
 FROM generate_series(1, $batch) g ON CONFLICT DO NOTHING;"
             fi
             printf '\\set r random(0, 999)\n%s\n' "$insert" >"$WORK/pg.sql"
+            busy0=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
             tps=$(pgbench -h 127.0.0.1 -p "$PGPORT" -U "$PGUSER" -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" \
                 -f "$WORK/pg.sql" "$PGDB" 2>&1 | awk '/^tps/ {print $3}')
             [ -n "$tps" ] || { echo "ceiling.sh: pgbench failed ($schema, batch $batch)" >&2; exit 1; }
-            runs+=("$(awk -v t="$tps" -v b="$batch" 'BEGIN {printf "%.0f", t * b}')")
+            busy1=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
+            hz=$(getconf CLK_TCK)
+            runs+=("$(awk -v t="$tps" -v b="$batch" -v d="$DURATION" -v busy=$((busy1 - busy0)) -v hz="$hz" \
+                'BEGIN {printf "%.0f %.0f", t * b, busy / hz / (t * b * d) * 1e6}')")
             psql_db "$PGADMIN_DB" -c "DROP DATABASE \"$PGDB\" WITH (FORCE)" >/dev/null
             PGDB=""
         done
-        echo "| PostgreSQL ($CLIENTS clients) | $schema | $batch | $(printf '%s\n' "${runs[@]}" | median) | ${runs[*]} |"
+        row "PostgreSQL ($CLIENTS clients)" "$schema" "—" "$batch" "${runs[@]}"
     done
 done
