@@ -133,7 +133,8 @@ struct Done {
 /// SQLite the pool has one writer connection, so this bounds what the other writers (the relay,
 /// the scheduler, lease renewals) wait under a steady intake: up to this plus one batch, against
 /// one batch before. On PostgreSQL they have the rest of the pool and this only recycles the
-/// connection.
+/// connection; it is also how long a PostgreSQL writer waits, connection in hand, for the
+/// receiver another writer is collecting a batch from.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How often, at most, the checkpointer copies committed pages from SQLite's WAL into the
@@ -142,15 +143,23 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 
 /// SQLite: copies the WAL's committed pages into the database file beside the intake's writer,
 /// on a reader connection, so that the writer's commits do not do it ([`Db::checkpoint`]). Woken
-/// by commits (the sender, one per writer); ends when the writers do.
+/// by the intake's commits (the sender, one per writer); ends when the writers do, or when the
+/// database is closed. Other writers' commits (relay, scheduler, pruning) do not wake it: their
+/// pages are copied at the intake's next commit, or by SQLite's own checkpoint past 20,000 pages.
 fn checkpointer(db: Db) -> mpsc::Sender<()> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
-            if let Err(e) = db.checkpoint().await {
-                tracing::warn!(error = %e, "WAL checkpoint failed; the writer's own checkpoints take over");
-            }
-            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            let pause = match db.checkpoint().await {
+                Ok(()) => CHECKPOINT_EVERY,
+                Err(_) if db.pool().is_closed() => return, // shutting down
+                Err(e) => {
+                    // At most one warning a second while it keeps failing (a full disk, say).
+                    tracing::warn!(error = %e, "WAL checkpoint failed; commits past 20,000 WAL pages checkpoint instead");
+                    std::time::Duration::from_secs(1)
+                }
+            };
+            tokio::time::sleep(pause).await;
         }
     });
     tx
@@ -168,9 +177,10 @@ async fn writer(
     let mut held: Option<(PoolConnection<Any>, std::time::Instant)> = None;
     loop {
         {
-            // Take whatever is waiting, up to the batch limits; block only for the first job,
-            // and give the connection back before blocking: for the channel, and (PostgreSQL's
-            // writers share it) for the receiver another writer is waiting on.
+            // Take whatever is waiting, up to the batch limits; block only for the first job.
+            // Give the connection back before waiting for the channel, and before waiting longer
+            // than the hold for the receiver (PostgreSQL's writers share it): another writer
+            // holding it that long is waiting for deliveries too.
             let mut rx = match rx.try_lock() {
                 Ok(rx) => rx,
                 Err(_) => match tokio::time::timeout(HOLD, rx.lock()).await {
