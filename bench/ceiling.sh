@@ -9,7 +9,8 @@
 #         hash, the body
 #   log   the same table without the two unique indexes (an append-only log: no deduplication)
 #
-# SQLite: one writing connection (Python's sqlite3, a C loop over executemany), WAL,
+# SQLite: one writing connection (Python's sqlite3: executemany, a C loop running the one-row
+# INSERT once per row, where shipgate sends one multi-row INSERT per batch), WAL,
 # synchronous = FULL, a fresh file under target/, with its WAL checkpointed either as shipgate
 # does it ("beside": a second connection runs a PASSIVE checkpoint every 10 ms, the writer's own
 # only past 20,000 pages) or as SQLite does by default ("inline": the writer's commit checkpoints
@@ -19,7 +20,9 @@
 # HTTP side does, and it shares the machine with the load generator besides. CPU µs/row is what
 # the storage spends per row: SQLite, the Python process's CPU time during the inserts (both
 # threads, Python's own per-row work included); PostgreSQL, the whole machine's busy time during
-# the pgbench run (/proc/stat; pgbench included) over the rows.
+# the pgbench run (/proc/stat; pgbench, and the server making each row's id, hash and body,
+# included) over the rows. Both are upper bounds of the storage's own cost.
+# Each figure is the middle run by rows/s (for an even REPEAT, the lower of the two middle runs).
 #
 # usage: bench/ceiling.sh
 # Environment: ROWS=100000 (SQLite rows per run), BATCHES="26 50", SCHEMAS="full min log",
@@ -157,9 +160,14 @@ FROM generate_series(1, $batch) g ON CONFLICT DO NOTHING;"
             fi
             printf '\\set r random(0, 999)\n%s\n' "$insert" >"$WORK/pg.sql"
             busy0=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
-            tps=$(pgbench -h 127.0.0.1 -p "$PGPORT" -U "$PGUSER" -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" \
-                -f "$WORK/pg.sql" "$PGDB" 2>&1 | awk '/^tps/ {print $3}')
-            [ -n "$tps" ] || { echo "ceiling.sh: pgbench failed ($schema, batch $batch)" >&2; exit 1; }
+            if ! pgbench -h 127.0.0.1 -p "$PGPORT" -U "$PGUSER" -n -M prepared -c "$CLIENTS" -j 2 -T "$DURATION" \
+                -f "$WORK/pg.sql" "$PGDB" >"$WORK/pgbench.log" 2>&1; then
+                echo "ceiling.sh: pgbench failed ($schema, batch $batch):" >&2
+                tail -n 5 "$WORK/pgbench.log" >&2
+                exit 1
+            fi
+            tps=$(awk '/^tps/ {print $3; exit}' "$WORK/pgbench.log")
+            [ -n "$tps" ] || { echo "ceiling.sh: no tps in pgbench's output ($schema, batch $batch)" >&2; exit 1; }
             busy1=$(awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat)
             hz=$(getconf CLK_TCK)
             runs+=("$(awk -v t="$tps" -v b="$batch" -v d="$DURATION" -v busy=$((busy1 - busy0)) -v hz="$hz" \
