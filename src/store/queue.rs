@@ -33,11 +33,19 @@ pub struct Lease<'a> {
 /// something analyzes the table (autovacuum within a minute or so when it is on; never when it is
 /// off, as on the benchmark machine), and the claim's UPDATE then found its few rows by a
 /// sequential scan of the whole inbox, 4-8 ms per claim at 34,000 rows (auto_explain,
-/// docs/benchmarks.md).
-/// Planned afresh each time it finds them through the primary key, for a fraction of a
-/// millisecond of planning; SQLite plans by its rules, not by the table's size.
+/// docs/benchmarks.md). Planned afresh each time it finds them through the primary key, for a
+/// fraction of a millisecond of planning; SQLite plans by its rules, not by the table's size.
 fn keeps_plan(backend: Backend) -> bool {
     backend == Backend::Sqlite
+}
+
+/// `INDEXED BY {table}_{index}` on SQLite, which has no statistics to choose a partial index by;
+/// nothing on PostgreSQL, whose planner does.
+fn index_hint(backend: Backend, table: &str, index: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("INDEXED BY {table}_{index}"),
+        Backend::Postgres => String::new(),
+    }
 }
 
 impl Queue {
@@ -96,10 +104,7 @@ impl Queue {
         // the partial index of ready rows keeps a claim proportional to the subjects with work,
         // and the one of running rows keeps the second net a seek however long the subject's
         // backlog.
-        let (hint, running_hint) = match backend {
-            Backend::Sqlite => (format!("INDEXED BY {t}_ready"), format!("INDEXED BY {t}_running")),
-            Backend::Postgres => (String::new(), String::new()),
-        };
+        let (hint, running_hint) = (index_hint(backend, t, "ready"), index_hint(backend, t, "running"));
         let candidates = format!(
             "SELECT d.seq FROM {t} d {hint} \
              WHERE d.state IN ('pending', 'running') AND d.blocked = 0 \
@@ -175,10 +180,7 @@ impl Queue {
     /// with one subject's 64,000 deliveries waiting.
     pub async fn ready_orphans(&self, db: &Db) -> Result<u64> {
         let t = self.table;
-        let hint = match db.backend() {
-            Backend::Sqlite => format!("INDEXED BY {t}_waiting"),
-            Backend::Postgres => String::new(),
-        };
+        let hint = index_hint(db.backend(), t, "waiting");
         let waiting = "w.state = 'pending' AND w.blocked = 1";
         let sql = format!(
             "WITH RECURSIVE subjects (subject) AS ( \
