@@ -244,20 +244,19 @@ async fn writer(
         // comes back with the result; after a failure it goes back to the pool, which tests it.
         let db2 = db.clone();
         let joined = tokio::spawn(async move {
-            let (mut conn, since) = conn?;
+            let (mut conn, since) = match conn {
+                Ok(c) => c,
+                Err(e) => return (Err(e), completions, None),
+            };
             let r = commit(&db2, &mut conn, &deliveries, &completions, &asks, now).await;
             let keep = r.is_ok().then_some((conn, since));
-            Ok::<_, crate::store::StoreError>((r, completions, keep))
+            (r, completions, keep)
         })
-        .await;
-        let joined = match joined {
-            Ok(Ok((r, completions, keep))) => {
-                held = keep;
-                Ok((r, completions))
-            }
-            Ok(Err(e)) => Ok((Err(e), Vec::new())),
-            Err(e) => Err(e),
-        };
+        .await
+        .map(|(r, completions, keep)| {
+            held = keep;
+            (r, completions)
+        });
         let n = (insert_replies.len(), complete_replies.len(), claim_replies.len());
         let done = match joined {
             Ok((Ok(done), completions)) => {

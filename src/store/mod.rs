@@ -199,17 +199,13 @@ impl Db {
     }
 
     /// A connection a writer keeps for several transactions ([`Db::begin_on`]): the SQLite
-    /// writer's one connection, or one of PostgreSQL's pool. Handing a connection back to the pool
-    /// and taking it again costs round trips (sqlx tests it on release, and on PostgreSQL also
-    /// when it is taken), which the
-    /// intake's writer would otherwise pay per batch; it gives the connection back now and then
-    /// so that other writers get their turn.
+    /// writer's one connection, or one of PostgreSQL's pool (there `writer` is the pool). Handing
+    /// a connection back to the pool and taking it again costs round trips (sqlx tests it on
+    /// release, and on PostgreSQL also when it is taken), which the intake's writer would
+    /// otherwise pay per batch; it gives the connection back now and then so that other writers
+    /// get their turn.
     pub async fn acquire_writer(&self) -> Result<PoolConnection<Any>> {
-        let conn = match self.backend {
-            Backend::Sqlite => self.writer.acquire().await?,
-            Backend::Postgres => self.pool.acquire().await?,
-        };
-        Ok(conn)
+        Ok(self.writer.acquire().await?)
     }
 
     /// Starts a write transaction (as [`Db::begin_write`]) on a connection the caller holds.
