@@ -389,15 +389,19 @@ async fn bodies_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
 }
 both_backends!(bodies_are_stored_compressed_and_read_back_exactly);
 
+/// The intake's group commit on `db`, on its own: no server, no worker to wake.
+fn intake(db: &shipgate::store::Db) -> shipgate::queue::ingest::Ingestor {
+    use shipgate::queue::ingest::{Ingestor, Wakes};
+    let wakes = Wakes { stored: Default::default(), relay: Default::default() };
+    Ingestor::start(db.clone(), shipgate::clock::Clock::system(), wakes)
+}
+
 /// The intake's writers keep a connection while deliveries keep coming (taking one from the pool
 /// costs round trips) and give it back once they stop: the relay, the scheduler and the API need
 /// the pool, and on SQLite the writer pool has one connection.
 async fn writers_give_their_connections_back_when_deliveries_stop(db: &TestDb) {
-    use shipgate::queue::ingest::{Ingestor, Wakes};
-    use std::sync::Arc;
     let db = db.connect().await;
-    let wakes = Wakes { stored: Arc::new(tokio::sync::Notify::new()), relay: Arc::new(tokio::sync::Notify::new()) };
-    let ingest = Ingestor::start(db.clone(), shipgate::clock::Clock::system(), wakes);
+    let ingest = intake(&db);
     let mut tasks = Vec::new();
     for i in 0..200 {
         let ingest = ingest.clone();
@@ -434,8 +438,6 @@ both_backends!(writers_give_their_connections_back_when_deliveries_stop);
 /// what was stored reach the database file soon after the commits, without any commit doing it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_checkpoints_run_beside_the_writer() {
-    use shipgate::queue::ingest::{Ingestor, Wakes};
-    use std::sync::Arc;
     let tdb = TestDb::sqlite().await;
     let db = tdb.connect().await;
     let (n,): (i64,) = sqlx::query_as("PRAGMA wal_autocheckpoint").fetch_one(db.writer()).await.unwrap();
@@ -444,8 +446,7 @@ async fn sqlite_checkpoints_run_beside_the_writer() {
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(db.writer()).await.unwrap();
     let file = std::path::PathBuf::from(tdb.url.strip_prefix("sqlite://").unwrap());
     let before = std::fs::metadata(&file).unwrap().len();
-    let wakes = Wakes { stored: Arc::new(tokio::sync::Notify::new()), relay: Arc::new(tokio::sync::Notify::new()) };
-    let ingest = Ingestor::start(db.clone(), shipgate::clock::Clock::system(), wakes);
+    let ingest = intake(&db);
     for i in 0..50 {
         let mut d = common::delivery(&format!("ckpt-{i}"), "s");
         d.body = format!("{{\"id\":\"ckpt-{i}\",\"pad\":\"{}\"}}", "x".repeat(4000));
