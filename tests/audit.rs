@@ -350,8 +350,9 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     gh.install(INST, &[REPO]);
     gh.team("acme", "backend-leads", &[BOB]);
     gh.file(REPO, ".github/shipgate.yml", POLICY);
-    for (_, login) in [ALICE, BOB, CAROL, DAVE] {
+    for (id, login) in [ALICE, BOB, CAROL, DAVE] {
         gh.permission(REPO, login, "write");
+        gh.user(login, id);
     }
     gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
     gh.ci(REPO, SHA, "build", "in_progress", None);

@@ -96,6 +96,10 @@ async fn status_with_id(
     v["deployment"]["environment"] = json!(environment);
     v["deployment"]["payload"] = payload;
     v["deployment"]["created_at"] = json!("2026-11-29T10:00:00Z");
+    // The team's pipeline: a GitHub Actions workflow (a deployment someone makes by hand with
+    // their own token is never evidence: tests/attacks.rs).
+    v["deployment"]["creator"] = fake_github::actions_creator();
+    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
     v["deployment_status"]["state"] = json!(state);
     v["deployment_status"]["environment"] = json!(environment);
     v["deployment_status"]["created_at"] = json!(at);
@@ -282,14 +286,22 @@ async fn a_full_lifecycle_closes_the_issue_with_the_time_to_deploy(db: &TestDb) 
     assert!(w.gh.labels(REPO, 5).contains(&"deployed".to_string()));
     let row = shipgate::store::requests::get(&w.app.db, INST, REPO_ID, 5).await.unwrap().unwrap();
     assert_eq!(row.deploy_state.as_deref(), Some("success"));
+    let _ = w.gh.app_comments(REPO, 5);
     w.done().await;
 }
 both_backends!(a_full_lifecycle_closes_the_issue_with_the_time_to_deploy);
 
 async fn a_failure_offers_rollback_which_deploys_the_last_good_sha(db: &TestDb) {
     let w = World::with_policy(db, &policy("deployment")).await;
-    // An earlier deployment by the team's pipeline succeeded.
+    // An earlier deployment the App made (for request #4) succeeded; a later one that the App
+    // neither made nor approved did too, and is never rolled back to.
+    let now = shipgate::clock::Clock::system().now_ms();
+    shipgate::store::objects::put(&w.app.db, INST, "deployment", &format!("{REPO}:request-4-77"), 900, now)
+        .await
+        .unwrap();
     status(&w, 900, OLD, "production", "success", "2026-11-28T09:00:00Z", json!({})).await;
+    let other = "dddddddddddddddddddddddddddddddddddddd04";
+    status(&w, 901, other, "production", "success", "2026-11-28T10:00:00Z", json!({})).await;
     approved(&w).await;
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
@@ -348,13 +360,12 @@ async fn approved_without_staging(w: &World) {
 }
 
 async fn a_command_on_pr_1_never_reaches_a_request_that_links_pr_12(db: &TestDb) {
-    use shipgate::handlers::requests::pr_needle;
-    use shipgate::store::requests as store;
+    use shipgate::store::requests::{self as store, Link};
     let w = World::with_policy(db, &policy("deployment")).await;
     approved(&w).await; // request #5 links PR #12
-    let linked = |n| {
+    let linked = |n: i64| {
         let db = w.app.db.clone();
-        async move { store::open_mentioning(&db, INST, REPO_ID, &pr_needle(n)).await.unwrap() }
+        async move { store::open_linking(&db, INST, REPO_ID, Link::Pr, &n.to_string()).await.unwrap() }
     };
     assert_eq!(linked(12).await, vec![5]);
     assert!(linked(1).await.is_empty(), "PR #1 is not PR #12");

@@ -227,31 +227,36 @@ async fn missing_fields_are_named_and_an_edit_fixes_them(db: &TestDb) {
 }
 both_backends!(missing_fields_are_named_and_an_edit_fixes_them);
 
-async fn out_of_order_ci_and_approval_before_the_label(db: &TestDb) {
+async fn out_of_order_ci_counts_and_approvals_before_the_label_do_not(db: &TestDb) {
     let w = World::new(db).await;
-    // The issue exists without the label; CI finishes and the approvals come first.
+    // The issue exists without the label; CI finishes and approvals are written first.
     w.issue_event("opened", &body("production", "#12"), false).await;
     w.check_completed(SHA, "build", "success").await;
     w.comment(BOB, "/approve").await;
     w.comment(ALICE, "/approve").await;
     w.settle().await;
     assert!(w.gh.app_comments(REPO, 5).is_empty(), "not a request yet");
-    // Then the label: the request is read with everything that came before.
+    // Then the label: the checks count (they are facts about the commit); the approvals do not
+    // (SPEC §3.4: only comments written after the issue became a request carry commands).
     w.issue_event("labeled", &body("production", "#12"), true).await;
     w.settle().await;
     let c = w.sticky();
-    assert!(c.contains("The gate is open"), "{c}");
-    assert_eq!(w.gate(SHA).0, "success");
+    assert!(row(&c, "Tests").contains("✅"), "{c}");
+    assert!(row(&c, "Approvals").contains("waiting for pm, backend-lead"), "{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
+    w.sticky();
     w.done().await;
 }
-both_backends!(out_of_order_ci_and_approval_before_the_label);
+both_backends!(out_of_order_ci_counts_and_approvals_before_the_label_do_not);
 
 async fn staging_first_waits_for_the_same_sha_on_staging(db: &TestDb) {
     let w = World::new(db).await;
-    let policy = POLICY.replace(
-        "    require_checks: all\n    dismiss",
-        "    require_checks: all\n    require_staging_first: true\n    dismiss",
-    );
+    let policy =
+        POLICY.replace("    require_checks: all\n", "    require_checks: all\n    require_staging_first: true\n");
     assert!(policy.contains("require_staging_first: true"));
     w.gh.file(REPO, ".github/shipgate.yml", &policy);
     w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
@@ -364,24 +369,25 @@ fn check_config_gives_the_verdict_offline() {
     assert!(text.contains("bad.yml:6:") && text.contains("unknown role `qa`"), "{text}");
 }
 
-/// An edit of the rollback plan (or the environment, or the PRs) makes earlier approvals stale.
+/// Any edit of the request's content makes earlier approvals stale (SPEC §3.3); white space and
+/// ticks in its own testing checklist do not.
 async fn an_edit_of_the_plan_makes_approvals_stale(db: &TestDb) {
     let w = World::new(db).await;
     w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
-    w.issue_event("labeled", &body("production", "#12"), true).await;
+    let with_list = format!("{}\nTESTING:\n- [ ] Unit tests\n", body("production", "#12"));
+    w.issue_event("labeled", &with_list, true).await;
     w.comment(BOB, "/approve").await;
     w.comment(ALICE, "/approve").await;
     w.settle().await;
     assert_eq!(w.gate(SHA).0, "success");
     w.sticky();
-    // Only the reason changes: approvals stand.
-    w.issue_event("edited", &body("production", "#12").replace("new endpoint", "a new endpoint"), true).await;
+    // A tick and extra spaces: approvals stand.
+    let ticked = with_list.replace("- [ ] Unit tests", "- [x] Unit tests").replace("new endpoint", "new   endpoint");
+    w.issue_event("edited", &ticked, true).await;
     w.settle().await;
-    assert_eq!(w.gate(SHA).0, "success");
-    w.sticky();
-    // The rollback plan changes: they no longer count.
-    let changed = body("production", "#12").replace("revert the PR and redeploy", "restore the last backup");
-    w.issue_event("edited", &changed, true).await;
+    assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
+    // The reason changes: they no longer count.
+    w.issue_event("edited", &ticked.replace("new   endpoint", "a new endpoint"), true).await;
     w.settle().await;
     let c = w.sticky();
     assert!(c.contains("@alice: the request changed after it was given"), "{c}");

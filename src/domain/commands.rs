@@ -1,5 +1,7 @@
 //! Commands in comments (SPEC §3.4): `/approve [environment]`, `/approve cancel`,
-//! `/deny <reason>`, `/hold`, `/unhold`, `/deploy`, `/rollback`, `/recheck`.
+//! `/deny <reason>`, `/undeny`, `/hold`, `/unhold` (or `/hold cancel`), `/deploy`, `/rollback`,
+//! `/recheck`; on a pull request that several requests link, a `#N` word names the request
+//! (`/approve #45`).
 //!
 //! A command is a line whose first non-space character is `/`, in ordinary text of the comment
 //! (a paragraph, a list item's text, a setext heading). The comment is read with pulldown-cmark,
@@ -28,6 +30,8 @@ pub enum Command {
     Deny {
         reason: String,
     },
+    /// `/undeny`: lifts a denial (its author or a repository admin).
+    Undeny,
     Hold,
     Unhold,
     Deploy,
@@ -43,6 +47,7 @@ impl Command {
             Command::Approve { .. } => "approve",
             Command::ApproveCancel => "approve cancel",
             Command::Deny { .. } => "deny",
+            Command::Undeny => "undeny",
             Command::Hold => "hold",
             Command::Unhold => "unhold",
             Command::Deploy => "deploy",
@@ -64,11 +69,17 @@ pub struct CommandError {
 }
 
 /// The command names, in the order used to break ties between suggestions.
-const NAMES: [&str; 7] = ["approve", "deny", "hold", "unhold", "deploy", "rollback", "recheck"];
+const NAMES: [&str; 8] = ["approve", "deny", "undeny", "hold", "unhold", "deploy", "rollback", "recheck"];
 
 /// The commands in a comment, in order: one result per command line. Lines that are not commands
 /// (including `/words` far from any command name) produce nothing. Never panics.
 pub fn parse(comment: &str) -> Vec<Result<Command, CommandError>> {
+    parse_targeted(comment).into_iter().map(|(_, c)| c).collect()
+}
+
+/// Like [`parse`], with the request each command names (`/approve #45`: a `#N` word among its
+/// arguments), for commands written on a pull request that several requests link.
+pub fn parse_targeted(comment: &str) -> Vec<(Option<i64>, Result<Command, CommandError>)> {
     let lines = LineIndex::new(comment);
     let options = Options::ENABLE_TABLES
         | Options::ENABLE_STRIKETHROUGH
@@ -95,8 +106,9 @@ pub fn parse(comment: &str) -> Vec<Result<Command, CommandError>> {
                     continue;
                 }
                 last_line = Some(number);
-                if let Some(result) = parse_command(number, text) {
-                    out.push(result);
+                let (text, target) = split_target(text);
+                if let Some(result) = parse_command(number, &text) {
+                    out.push((target, result));
                 }
             }
             _ => {}
@@ -149,6 +161,22 @@ impl LineIndex {
     }
 }
 
+/// A command line without its `#N` word (the request it names), and N.
+fn split_target(text: &str) -> (String, Option<i64>) {
+    let mut target = None;
+    let mut words = Vec::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        match word.strip_prefix('#').and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0) {
+            Some(n) if i > 0 && target.is_none() => target = Some(n),
+            _ => words.push(word),
+        }
+    }
+    if target.is_none() {
+        return (text.to_string(), None);
+    }
+    (words.join(" "), target)
+}
+
 /// Reads one command line (`text` starts with `/`). `None` when it is not a command at all.
 fn parse_command(line: usize, text: &str) -> Option<Result<Command, CommandError>> {
     let body = text.strip_prefix('/')?;
@@ -193,7 +221,9 @@ fn parse_command(line: usize, text: &str) -> Option<Result<Command, CommandError
         }
         "deny" if args.is_empty() => error("`/deny` needs a reason, e.g. `/deny tests are flaky`".to_string(), None),
         "deny" => Some(Ok(Command::Deny { reason: args.to_string() })),
+        "hold" if args.eq_ignore_ascii_case("cancel") => Some(Ok(Command::Unhold)),
         "hold" => no_args(Command::Hold),
+        "undeny" => no_args(Command::Undeny),
         "unhold" => no_args(Command::Unhold),
         "deploy" => no_args(Command::Deploy),
         "rollback" => no_args(Command::Rollback),

@@ -47,6 +47,30 @@ pub struct PrFacts {
     pub files: Option<Vec<String>>,
     /// Check runs and statuses on the head SHA (the App's own excluded).
     pub checks: Vec<CheckFact>,
+    /// GitHub lists fewer files than the PR changes (over 3,000): every path-bound rule applies.
+    #[serde(default)]
+    pub files_truncated: bool,
+    /// Ids of everyone who authored or committed a commit of the PR (read when an approval needs
+    /// them): like the author, they cannot approve it unless self-approval is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushers: Option<Vec<i64>>,
+}
+
+impl PrFacts {
+    /// Whether `user` wrote the PR or pushed a commit to it.
+    pub fn touched_by(&self, user: i64) -> bool {
+        self.author.id == user || self.pushers.iter().flatten().any(|p| *p == user)
+    }
+}
+
+/// Whether an approval rule applies to these PRs: no `when_paths`, a changed file (under its new
+/// or its previous name) matches, or a PR changes more files than GitHub lists.
+pub fn rule_applies(rule: &super::policy::ApprovalRule, prs: &[PrFacts]) -> bool {
+    if rule.when_paths.is_empty() {
+        return true;
+    }
+    prs.iter().any(|p| p.files_truncated)
+        || rule.applies_to(prs.iter().flat_map(|p| p.files.iter().flatten()).map(String::as_str))
 }
 
 /// A stored approval.
@@ -127,21 +151,20 @@ pub fn is_own_check(name: &str) -> bool {
     name.starts_with("shipgate /")
 }
 
-/// Does an approval still hold for the current heads and revision?
-pub fn approval_is_current(a: &ApprovalFact, heads: &[String], revision: i64, env: &Environment) -> Option<String> {
+/// Does an approval still hold for the current heads and revision? Approvals are always bound
+/// to the commits they were given for (SPEC §3.3): `None` when it holds, else why not.
+pub fn approval_is_current(a: &ApprovalFact, heads: &[String], revision: i64) -> Option<String> {
     if a.revision != revision {
         return Some("the request changed after it was given".into());
     }
-    if env.dismiss_stale_approvals {
-        let mut given: Vec<&String> = a.head_shas.iter().collect();
-        let mut now: Vec<&String> = heads.iter().collect();
-        given.sort();
-        now.sort();
-        if given != now {
-            let short =
-                |v: &[&String]| v.iter().map(|s| s.chars().take(7).collect::<String>()).collect::<Vec<_>>().join(", ");
-            return Some(format!("given for {}, the head is now {}", short(&given), short(&now)));
-        }
+    let mut given: Vec<&String> = a.head_shas.iter().collect();
+    let mut now: Vec<&String> = heads.iter().collect();
+    given.sort();
+    now.sort();
+    if given != now {
+        let short =
+            |v: &[&String]| v.iter().map(|s| s.chars().take(7).collect::<String>()).collect::<Vec<_>>().join(", ");
+        return Some(format!("given for {}, the head is now {}", short(&given), short(&now)));
     }
     None
 }
@@ -270,17 +293,19 @@ fn classify(c: &CheckFact, pr: i64, failing: &mut Vec<String>, pending: &mut Vec
 }
 
 fn approvals_gate(i: &GateInput<'_>, env: &Environment) -> (Gate, Vec<RoleStatus>) {
-    let files: Vec<&str> = i.prs.iter().flat_map(|p| p.files.iter().flatten()).map(String::as_str).collect();
     let heads: Vec<String> = i.prs.iter().map(|p| p.head_sha.clone()).collect();
     let env_name = i.environment.unwrap_or_default();
-    let authors: BTreeSet<i64> = i.prs.iter().map(|p| p.author.id).chain([i.requester.id]).collect();
+    let authors: BTreeSet<i64> = i
+        .prs
+        .iter()
+        .flat_map(|p| std::iter::once(p.author.id).chain(p.pushers.iter().flatten().copied()))
+        .chain([i.requester.id])
+        .collect();
 
     // The roles this request needs.
     let mut needed = Vec::new();
     for rule in &env.approvals {
-        if rule.applies_to(files.iter().copied())
-            && !needed.iter().any(|(r, _): &(String, Option<String>)| *r == rule.role)
-        {
+        if rule_applies(rule, i.prs) && !needed.iter().any(|(r, _): &(String, Option<String>)| *r == rule.role) {
             let because = (!rule.when_paths.is_empty()).then(|| rule.when_paths.join(", "));
             needed.push((rule.role.clone(), because));
         }
@@ -292,7 +317,7 @@ fn approvals_gate(i: &GateInput<'_>, env: &Environment) -> (Gate, Vec<RoleStatus
         .approvals
         .iter()
         .filter(|a| a.environment.eq_ignore_ascii_case(env_name))
-        .filter(|a| approval_is_current(a, &heads, i.revision, env).is_none())
+        .filter(|a| approval_is_current(a, &heads, i.revision).is_none())
         .filter(|a| env.allow_self_approval || !authors.contains(&a.user.id))
         .filter(|a| seen.insert(a.user.id))
         .collect();
@@ -371,6 +396,12 @@ fn who_may(policy: &Policy, role: &str) -> String {
         Some(r) => {
             let mut v: Vec<String> = r.users.iter().map(|u| format!("@{u}")).collect();
             v.extend(r.teams.iter().map(|t| format!("@{}/{}", t.org, t.slug)));
+            if let Some(p) = r.permission {
+                v.push(match p {
+                    super::policy::Permission::Admin => "repository admins".to_string(),
+                    p => format!("anyone with {} or higher permission", p.as_str()),
+                });
+            }
             if v.is_empty() { "nobody (the role is empty)".into() } else { v.join(", ") }
         }
     }

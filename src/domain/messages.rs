@@ -39,6 +39,9 @@ pub struct RequestView<'a> {
     pub deploy: Option<&'a DeployView>,
     /// When the request was made (durations without an in_progress status start here).
     pub created_at: i64,
+    /// What else people should know (a login that now belongs to another account, a PR with
+    /// more files than GitHub lists).
+    pub notes: &'a [String],
 }
 
 /// A request's deployment, for the sticky comment and the summaries.
@@ -250,6 +253,12 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
             let _ = writeln!(s, "- @{login}: {why}; approve again with `/approve`");
         }
     }
+    if !v.notes.is_empty() {
+        let _ = writeln!(s, "\n**Notes:**");
+        for note in v.notes {
+            let _ = writeln!(s, "- {note}");
+        }
+    }
     if !v.problems.is_empty() {
         let _ = writeln!(s, "\n### What the request is missing\n");
         for p in v.problems {
@@ -344,6 +353,46 @@ pub fn refusal(command: &str, why: &str, instead: &str) -> String {
     format!("`{command}` was not accepted: {why}. {instead}")
 }
 
+/// The reply to a comment edited to carry a command.
+pub fn edited_command() -> String {
+    "an edited comment carries no command: nothing was applied. Write a new comment to give it.".to_string()
+}
+
+/// The reply to a command on a pull request that several open requests link, without naming one
+/// of them (or naming requests that do not link it).
+pub fn which_request(linking: &[i64], strangers: &std::collections::BTreeSet<i64>) -> String {
+    let list: Vec<String> = linking.iter().map(|n| format!("#{n}")).collect();
+    let example = linking.first().map(|n| format!("`/approve #{n}`")).unwrap_or_default();
+    let mut text = String::new();
+    if !strangers.is_empty() {
+        let names: Vec<String> = strangers.iter().map(|n| format!("#{n}")).collect();
+        text.push_str(&format!("{} does not link this pull request. ", names.join(", ")));
+    }
+    if linking.len() > 1 {
+        text.push_str(&format!(
+            "several open deployment requests link this pull request ({}): say which, e.g. {example}. ",
+            list.join(", ")
+        ));
+    }
+    text.push_str("Nothing was applied.");
+    text
+}
+
+/// A deployment of a commit the request covers that the App neither made nor approved, seen while
+/// the request's gate was closed.
+pub fn ungated_deployment(id: i64, sha: &str, environment: &str, state: &str, origin: &str) -> String {
+    let short: String = sha.chars().take(7).collect();
+    let who = match origin {
+        "actions" => "a GitHub Actions workflow",
+        _ => "someone, by hand",
+    };
+    format!(
+        "⚠️ **Deployment outside the gate**: deployment {id} of `{short}` to {environment} ({state}) was made by {who} \
+         while this request's gate was closed. It is not this request's deployment and is not counted as a success; \
+         it is recorded in the audit log."
+    )
+}
+
 fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -416,6 +465,7 @@ mod tests {
             environment: Some("production"),
             eval: &e,
             stale: &stale,
+            notes: &[],
             config_errors: &[],
             problems: &[],
             review_approved: false,
@@ -434,6 +484,7 @@ mod tests {
             environment: Some("production"),
             eval: &e,
             stale: &[],
+            notes: &[],
             config_errors: &[],
             problems: &[],
             review_approved: true,
@@ -469,6 +520,7 @@ mod tests {
             environment: Some("production"),
             eval: &e,
             stale: &[],
+            notes: &[],
             config_errors: &errors,
             problems: &problems,
             review_approved: false,

@@ -43,26 +43,19 @@ pub const CATEGORIES: [&str; 5] = ["Lint", "Type-check", "Test", "Build", "Deplo
 
 /// The built-in default policy of SPEC §2, as YAML. `parse(DEFAULT_POLICY_YAML)` equals
 /// [`default_policy()`] (a test holds them together); useful as a template for repositories.
+/// It fails closed: nobody is trusted by a name the App made up; production needs one approval
+/// from someone with maintain or admin permission on the repository.
 pub const DEFAULT_POLICY_YAML: &str = r#"label: DEPLOYMENT_REQUEST            # case-insensitive match
 roles:
-  pm:            { users: [alice], teams: [acme/product] }
-  backend-lead:  { teams: [acme/backend-leads] }
-  frontend-lead: { teams: [acme/frontend-leads] }
-  devops:        { teams: [acme/sre] }
+  maintainers:   { permission: maintain }   # everyone with maintain or admin on the repository
 environments:
   production:
     approvals:
-      - role: pm
-      - role: backend-lead
-        when_paths: ["apps/backend/**", "api/**", "migrations/**"]
-      - role: frontend-lead
-        when_paths: ["apps/frontend/**"]
+      - role: maintainers
     require_checks: all              # or a list of check names
-    require_staging_first: true      # the same SHA must have deployed to staging
-    dismiss_stale_approvals: true    # a new push drops earlier approvals
+    require_staging_first: false     # true: the same commit must have deployed to staging
     allow_self_approval: false
-    max_rollback_minutes: 5
-    deploy: protection_rule          # or: deployment (the App creates it) | none
+    deploy: none                     # or: protection_rule | deployment (the App creates it)
   staging:
     approvals: []
     require_checks: all
@@ -70,11 +63,7 @@ ci:
   incident_branches: [main]          # failures here open an incident issue
   ignore_conclusions: [cancelled, skipped]
   debug_within: 1h                   # then escalate
-  escalate_to: devops
   block_deploys_while_red: true
-report:
-  weekly: { day: monday, time: "09:30", timezone: UTC }
-  targets: { uptime: 99.5, deploy_success: 98, ci_green: 95, mttd_minutes: 30, mttr_minutes: 5 }
 "#;
 
 // ---------------------------------------------------------------------------------------------
@@ -134,12 +123,45 @@ impl Policy {
     }
 }
 
-/// A role: the GitHub users and teams whose members may approve for it.
+/// A role: the GitHub users, the teams whose members, and the repository permission level whose
+/// holders may approve for it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Role {
-    /// GitHub logins, as written (GitHub compares logins case-insensitively).
+    /// GitHub logins, as written (GitHub compares logins case-insensitively). Each is resolved to
+    /// its account id and pinned the first time it is seen.
     pub users: Vec<String>,
     pub teams: Vec<TeamRef>,
+    /// Everyone with at least this permission on the repository.
+    pub permission: Option<Permission>,
+}
+
+/// A repository permission level, lowest first (GitHub's `role_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Permission {
+    Read,
+    Triage,
+    Write,
+    Maintain,
+    Admin,
+}
+
+impl Permission {
+    pub const NAMES: [&'static str; 5] = ["read", "triage", "write", "maintain", "admin"];
+
+    pub fn parse(s: &str) -> Option<Permission> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "read" | "pull" => Permission::Read,
+            "triage" => Permission::Triage,
+            "write" | "push" => Permission::Write,
+            "maintain" => Permission::Maintain,
+            "admin" => Permission::Admin,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
 }
 
 /// A GitHub team, written `org/team-slug`.
@@ -172,8 +194,6 @@ pub struct Environment {
     pub require_staging_first: bool,
     /// The GitHub environment that counts as staging. Default `"staging"`.
     pub staging_environment: String,
-    /// A new push drops earlier approvals. Default true.
-    pub dismiss_stale_approvals: bool,
     /// The requester or PR author may approve. Default false.
     pub allow_self_approval: bool,
     /// One person may fill two roles of one request. Default false.
@@ -193,7 +213,6 @@ impl Default for Environment {
             require_checks: RequireChecks::All,
             require_staging_first: false,
             staging_environment: "staging".to_owned(),
-            dismiss_stale_approvals: true,
             allow_self_approval: false,
             allow_multiple_roles: false,
             max_rollback_minutes: None,
@@ -468,53 +487,29 @@ pub struct ConfigError {
 
 /// The built-in policy of SPEC §2, which applies when a repository has no policy file.
 pub fn default_policy() -> Policy {
-    let role = |users: &[&str], teams: &[&str]| Role {
-        users: users.iter().map(|u| (*u).to_owned()).collect(),
-        teams: teams
-            .iter()
-            .map(|t| {
-                let (org, slug) = t.split_once('/').unwrap_or(("", t));
-                TeamRef { org: org.to_owned(), slug: slug.to_owned() }
-            })
-            .collect(),
-    };
-    let approval = |role: &str, paths: &[&str]| {
-        ApprovalRule::new(role, paths.iter().map(|p| (*p).to_owned()).collect()).expect("the built-in globs compile")
-    };
-    let roles = BTreeMap::from([
-        ("pm".to_owned(), role(&["alice"], &["acme/product"])),
-        ("backend-lead".to_owned(), role(&[], &["acme/backend-leads"])),
-        ("frontend-lead".to_owned(), role(&[], &["acme/frontend-leads"])),
-        ("devops".to_owned(), role(&[], &["acme/sre"])),
-    ]);
+    let maintainers = Role { permission: Some(Permission::Maintain), ..Role::default() };
     let production = Environment {
-        approvals: vec![
-            approval("pm", &[]),
-            approval("backend-lead", &["apps/backend/**", "api/**", "migrations/**"]),
-            approval("frontend-lead", &["apps/frontend/**"]),
-        ],
+        approvals: vec![ApprovalRule::new("maintainers", vec![]).expect("no globs")],
         require_checks: RequireChecks::All,
-        require_staging_first: true,
-        dismiss_stale_approvals: true,
+        require_staging_first: false,
         allow_self_approval: false,
-        max_rollback_minutes: Some(5),
-        deploy: DeployMode::ProtectionRule,
+        deploy: DeployMode::None,
         ..Environment::default()
     };
     let staging = Environment { approvals: Vec::new(), require_checks: RequireChecks::All, ..Environment::default() };
     Policy {
         label: DEFAULT_LABEL.to_owned(),
-        roles,
+        roles: BTreeMap::from([("maintainers".to_owned(), maintainers)]),
         environments: BTreeMap::from([("production".to_owned(), production), ("staging".to_owned(), staging)]),
         ci: CiPolicy {
             incident_branches: vec!["main".to_owned()],
             ignore_conclusions: vec!["cancelled".to_owned(), "skipped".to_owned()],
             debug_within_minutes: 60,
-            escalate_to: Some("devops".to_owned()),
+            escalate_to: None,
             block_deploys_while_red: true,
             categories: default_categories(),
         },
-        report: ReportPolicy { weekly: Some(WeeklySchedule::default()), targets: Targets::default() },
+        report: ReportPolicy { weekly: None, targets: Targets::default() },
     }
 }
 
@@ -752,13 +747,12 @@ fn to_usize(n: u64) -> usize {
 // ---------------------------------------------------------------------------------------------
 
 const TOP_KEYS: &[&str] = &["label", "roles", "environments", "ci", "report"];
-const ROLE_KEYS: &[&str] = &["users", "teams"];
+const ROLE_KEYS: &[&str] = &["users", "teams", "permission"];
 const ENV_KEYS: &[&str] = &[
     "approvals",
     "require_checks",
     "require_staging_first",
     "staging_environment",
-    "dismiss_stale_approvals",
     "allow_self_approval",
     "allow_multiple_roles",
     "max_rollback_minutes",
@@ -1040,10 +1034,13 @@ impl<'s> Checker<'s> {
             names.defined.insert(name.clone());
             let what = format!("`roles.{}`", show(&name));
             if matches!(value.value, Node::Null) {
-                self.error(key, format!("role `{}` is empty: give it `users` and/or `teams`", show(&name)));
+                self.error(
+                    key,
+                    format!("role `{}` is empty: give it `users`, `teams` and/or `permission`", show(&name)),
+                );
                 continue;
             }
-            let fields = self.fields(value, &what, " with `users` and/or `teams`", ROLE_KEYS);
+            let fields = self.fields(value, &what, " with `users`, `teams` and/or `permission`", ROLE_KEYS);
             let mut role = Role::default();
             if let Some(users) = fields.get("users") {
                 for (login, item) in self.string_list(users, "users", " of GitHub logins, like `[alice, bob]`") {
@@ -1061,7 +1058,22 @@ impl<'s> Checker<'s> {
                     }
                 }
             }
-            if role.users.is_empty() && role.teams.is_empty() {
+            if let Some(node) = fields.get("permission")
+                && let Some(text) = self.string(node, "permission")
+            {
+                match Permission::parse(text.trim()) {
+                    Some(p) => role.permission = Some(p),
+                    None => self.error(
+                        node,
+                        format!(
+                            "`permission` must be one of {}, found `{}`",
+                            Permission::NAMES.join(", "),
+                            show(&text)
+                        ),
+                    ),
+                }
+            }
+            if role.users.is_empty() && role.teams.is_empty() && role.permission.is_none() {
                 names.empty.insert(name.clone());
             }
             roles.insert(name, role);
@@ -1152,7 +1164,6 @@ impl<'s> Checker<'s> {
         }
         for (key, slot) in [
             ("require_staging_first", &mut env.require_staging_first),
-            ("dismiss_stale_approvals", &mut env.dismiss_stale_approvals),
             ("allow_self_approval", &mut env.allow_self_approval),
             ("allow_multiple_roles", &mut env.allow_multiple_roles),
         ] {
@@ -1499,6 +1510,11 @@ fn position(node: &N) -> (usize, usize) {
 }
 
 fn unknown_key_message(name: &str, what: &str, allowed: &[&str]) -> String {
+    if name == "dismiss_stale_approvals" {
+        return "`dismiss_stale_approvals` was removed: approvals are always bound to the commit they were given \
+                for, and a new push makes them stale; delete this line"
+            .to_owned();
+    }
     let mut message = format!("unknown key `{}` in {what}", show(name));
     if let Some(close) = suggest(name, allowed.iter().copied()) {
         message.push_str(&format!("; did you mean `{close}`?"));
@@ -1734,40 +1750,45 @@ mod tests {
     }
 
     #[test]
-    fn the_default_policy_holds_the_spec_values() {
+    fn the_default_policy_fails_closed() {
         let policy = default_policy();
         assert_eq!(policy.label, "DEPLOYMENT_REQUEST");
-        assert_eq!(policy.roles.keys().collect::<Vec<_>>(), ["backend-lead", "devops", "frontend-lead", "pm"]);
-        assert_eq!(policy.roles["pm"].users, ["alice"]);
-        assert_eq!(policy.roles["pm"].teams, [TeamRef { org: "acme".into(), slug: "product".into() }]);
-        assert_eq!(policy.roles["devops"].teams[0].to_string(), "acme/sre");
-        let production = policy.environment("production").unwrap();
+        // No user or team is named: one role, by repository permission.
+        assert_eq!(policy.roles.keys().collect::<Vec<_>>(), ["maintainers"]);
         assert_eq!(
-            production.approvals.iter().map(|a| a.role.as_str()).collect::<Vec<_>>(),
-            ["pm", "backend-lead", "frontend-lead"]
+            policy.roles["maintainers"],
+            Role { users: vec![], teams: vec![], permission: Some(Permission::Maintain) }
         );
-        assert_eq!(production.approvals[1].when_paths, ["apps/backend/**", "api/**", "migrations/**"]);
-        assert!(
-            production.require_staging_first && production.dismiss_stale_approvals && !production.allow_self_approval
-        );
+        let production = policy.environment("production").unwrap();
+        assert_eq!(production.approvals.iter().map(|a| a.role.as_str()).collect::<Vec<_>>(), ["maintainers"]);
+        assert!(production.approvals[0].when_paths.is_empty());
+        assert_eq!(production.require_checks, RequireChecks::All);
+        assert!(!production.require_staging_first && !production.allow_self_approval);
         assert!(!production.allow_multiple_roles);
-        assert_eq!(production.max_rollback_minutes, Some(5));
-        assert_eq!(production.deploy, DeployMode::ProtectionRule);
-        assert_eq!(production.staging_environment, "staging");
-        assert_eq!(production.branch, None);
+        assert_eq!(production.deploy, DeployMode::None);
         let staging = policy.environment("staging").unwrap();
         assert_eq!(staging, &Environment::default());
-        assert_eq!(policy.ci.incident_branches, ["main"]);
-        assert_eq!(policy.ci.ignore_conclusions, ["cancelled", "skipped"]);
-        assert_eq!(policy.ci.debug_within_minutes, 60);
-        assert_eq!(policy.ci.escalate_to.as_deref(), Some("devops"));
+        assert!(staging.approvals.is_empty());
+        assert_eq!(policy.ci.escalate_to, None);
         assert!(policy.ci.block_deploys_while_red);
-        assert!(!CiPolicy::default().block_deploys_while_red);
-        let weekly = policy.report.weekly.as_ref().unwrap();
-        assert_eq!((weekly.day, weekly.hour, weekly.minute, weekly.timezone.as_str()), (Weekday::Monday, 9, 30, "UTC"));
-        assert_eq!(
-            policy.report.targets,
-            Targets { uptime: 99.5, deploy_success: 98.0, ci_green: 95.0, mttd_minutes: 30.0, mttr_minutes: 5.0 }
+        assert_eq!(policy.report.weekly, None);
+    }
+
+    #[test]
+    fn permission_roles_and_the_removed_dismiss_setting() {
+        let policy = ok("roles:\n  m: { permission: Maintain }\n  a: { permission: admin, users: [x] }\n");
+        assert_eq!(policy.roles["m"].permission, Some(Permission::Maintain));
+        assert_eq!(policy.roles["a"].permission, Some(Permission::Admin));
+        assert!(Permission::Admin > Permission::Maintain && Permission::Maintain > Permission::Write);
+        let (line, column, message) = one_error("roles:\n  m: { permission: owner }\n");
+        assert_eq!((line, column), (2, 20));
+        assert!(message.contains("`permission` must be one of read, triage, write, maintain, admin"), "{message}");
+        let (line, _, message) =
+            one_error("environments:\n  production:\n    approvals: []\n    dismiss_stale_approvals: false\n");
+        assert_eq!(line, 4);
+        assert!(
+            message.contains("`dismiss_stale_approvals` was removed") && message.contains("always bound"),
+            "{message}"
         );
     }
 
@@ -1808,7 +1829,6 @@ mod tests {
             "    require_checks: [\"ci / test\", lint]\n",
             "    require_staging_first: true\n",
             "    staging_environment: preprod\n",
-            "    dismiss_stale_approvals: false\n",
             "    allow_self_approval: true\n",
             "    allow_multiple_roles: true\n",
             "    max_rollback_minutes: 15\n",
@@ -1831,12 +1851,7 @@ mod tests {
         assert_eq!(name, "Production");
         assert_eq!(env.approvals, [ApprovalRule::new("qa", vec!["src/".into(), "/docs/*.md".into()]).unwrap()]);
         assert_eq!(env.require_checks, RequireChecks::Named(vec!["ci / test".into(), "lint".into()]));
-        assert!(
-            env.require_staging_first
-                && !env.dismiss_stale_approvals
-                && env.allow_self_approval
-                && env.allow_multiple_roles
-        );
+        assert!(env.require_staging_first && env.allow_self_approval && env.allow_multiple_roles);
         assert_eq!(env.staging_environment, "preprod");
         assert_eq!(env.max_rollback_minutes, Some(15));
         assert_eq!(env.deploy, DeployMode::Deployment);
@@ -1969,8 +1984,8 @@ mod tests {
                 3,
                 5,
                 "unknown key `aprovals` in `environments.production`; did you mean `approvals`? (allowed: approvals, \
-                 require_checks, require_staging_first, staging_environment, dismiss_stale_approvals, \
-                 allow_self_approval, allow_multiple_roles, max_rollback_minutes, deploy, branch)"
+                 require_checks, require_staging_first, staging_environment, allow_self_approval, \
+                 allow_multiple_roles, max_rollback_minutes, deploy, branch)"
                     .into()
             )
         );
@@ -1996,7 +2011,11 @@ mod tests {
         );
         assert_eq!(
             one_error("roles:\n  pm: { users: [a], team: [acme/x] }\n"),
-            (2, 21, "unknown key `team` in `roles.pm`; did you mean `teams`? (allowed: users, teams)".into())
+            (
+                2,
+                21,
+                "unknown key `team` in `roles.pm`; did you mean `teams`? (allowed: users, teams, permission)".into()
+            )
         );
         assert_eq!(
             one_error("report: { weekly: { day: monday, hour: 9 } }\n"),
@@ -2074,7 +2093,10 @@ mod tests {
                     .into()
             )
         );
-        assert_eq!(one_error("roles:\n  pm:\n"), (2, 3, "role `pm` is empty: give it `users` and/or `teams`".into()));
+        assert_eq!(
+            one_error("roles:\n  pm:\n"),
+            (2, 3, "role `pm` is empty: give it `users`, `teams` and/or `permission`".into())
+        );
         assert_eq!(
             one_error("roles:\n  pm: { users: alice }\n"),
             (

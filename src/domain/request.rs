@@ -97,6 +97,33 @@ impl Problem {
 // Judging a parsed request
 
 impl ChangeRequest {
+    /// A digest of the request's content as approvers read it: the environment (the policy's
+    /// name for it), service, reason, impact, linked PRs and commit, infrastructure and migration,
+    /// steps, verification, rollback plan and documentation. Any change makes approvals stale
+    /// (SPEC §3.3); white space inside a field does not count, nor do ticks in the testing list.
+    pub fn fingerprint(&self, environment: Option<&str>) -> String {
+        use sha2::{Digest, Sha256};
+        let norm = |f: &Option<String>| f.as_deref().map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "));
+        let content = serde_json::json!({
+            "environment": environment,
+            "service": norm(&self.service),
+            "reason": norm(&self.reason),
+            "downtime": norm(&self.downtime),
+            "rollback_time": norm(&self.rollback_time),
+            "dependencies": norm(&self.dependencies),
+            "data_migration": norm(&self.data_migration),
+            "pull_requests": self.pull_requests.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "commit": self.commit,
+            "infrastructure_changes": norm(&self.infrastructure_changes),
+            "database_migration": norm(&self.database_migration),
+            "deployment_steps": norm(&self.deployment_steps),
+            "verification": norm(&self.verification),
+            "rollback_plan": norm(&self.rollback_plan),
+            "documentation": norm(&self.documentation),
+        });
+        format!("v2:{}", hex::encode(Sha256::digest(content.to_string().as_bytes())))
+    }
+
     /// Everything that is missing or invalid, by field name, given the environments the policy
     /// defines and the rollback limit for the chosen environment (`None` = no limit; it is called
     /// with the policy's own spelling of the environment). Does NOT check that PRs exist (the

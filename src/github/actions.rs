@@ -467,12 +467,21 @@ impl Action {
     }
 }
 
+/// The App's own comment carrying `tag`: written by a bot through this App. A person's comment
+/// that happens to contain the marker is never taken for it (and never edited).
 async fn find_comment(gh: &GitHub, auth: Auth, repo: &str, issue: i64, tag: &str) -> Result<Option<i64>, ActionError> {
     let comments = gh.get_all(auth, &format!("/repos/{repo}/issues/{issue}/comments"), None).await?;
     Ok(comments
         .iter()
+        .filter(|c| is_own_comment(c, gh.app_id()))
         .find(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
         .and_then(|c| c.get("id").and_then(Value::as_i64)))
+}
+
+/// Was this comment written by the App (`app_id`)? A bot account, and the App that performed it.
+pub fn is_own_comment(c: &Value, app_id: Option<i64>) -> bool {
+    c["user"]["type"].as_str() == Some("Bot")
+        && app_id.is_some_and(|id| c["performed_via_github_app"]["id"].as_i64() == Some(id))
 }
 
 async fn find_issue(
@@ -489,6 +498,7 @@ async fn find_issue(
     let issues = gh.get_all(auth, &path, None).await?;
     Ok(issues
         .iter()
+        .filter(|i| is_own_comment(i, gh.app_id()))
         .find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
         .and_then(|i| i.get("number").and_then(Value::as_i64)))
 }

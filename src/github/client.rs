@@ -160,6 +160,11 @@ pub struct GitHub {
 }
 
 impl GitHub {
+    /// The App's numeric id, when it has credentials and the id is a number (a client id is not).
+    pub fn app_id(&self) -> Option<i64> {
+        self.app.as_ref().and_then(|a| a.app_id().parse().ok())
+    }
+
     /// `app` None: dry-run; every call fails with `DryRun`.
     pub fn new(cfg: GithubConfig, app: Option<AppAuth>, clock: Clock) -> Result<GitHub, GhError> {
         let octo = Octocrab::builder()

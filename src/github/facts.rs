@@ -82,7 +82,12 @@ pub struct PullRequest {
     pub head_sha: String,
     pub author: User,
     pub state: String,
+    /// How many files GitHub says the PR changes (it lists at most 3,000).
+    pub changed_files: Option<u64>,
 }
+
+/// The most files GitHub's files API lists for a pull request.
+pub const MAX_LISTED_FILES: u64 = 3000;
 
 pub async fn pull_request(
     gh: &GitHub,
@@ -103,13 +108,47 @@ pub async fn pull_request(
         head_sha: v["head"]["sha"].as_str().unwrap_or_default().to_string(),
         author: User::of(&v["user"]),
         state: if merged { "merged".into() } else { v["state"].as_str().unwrap_or("open").to_string() },
+        changed_files: v["changed_files"].as_u64(),
     }))
 }
 
+/// The files a PR changes, a renamed file under both its new and its previous name.
 pub async fn changed_files(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Vec<String>, GhError> {
     let list =
         gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/pulls/{number}/files"), None).await?;
-    Ok(list.iter().filter_map(|f| f["filename"].as_str().map(str::to_string)).collect())
+    Ok(list
+        .iter()
+        .flat_map(|f| [f["filename"].as_str(), f["previous_filename"].as_str()])
+        .flatten()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Ids of everyone who authored or committed a commit of the PR (GitHub lists up to 250).
+pub async fn pushers(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Vec<i64>, GhError> {
+    let list =
+        gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/pulls/{number}/commits"), None).await?;
+    let mut ids: Vec<i64> =
+        list.iter().flat_map(|c| [c["author"]["id"].as_i64(), c["committer"]["id"].as_i64()]).flatten().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// The account id a login belongs to now (None: no such account).
+pub async fn user_id(gh: &GitHub, installation: i64, login: &str) -> Result<Option<i64>, GhError> {
+    let r =
+        gh.request(Auth::Installation(installation), Method::GET, &format!("/users/{}", encode(login)), None).await?;
+    if r.status == 404 {
+        return Ok(None);
+    }
+    let v: Value = r.ok(&Method::GET)?.json()?;
+    Ok(v["id"].as_i64())
+}
+
+/// Was this deployment (an API or webhook `deployment` object) made by GitHub Actions?
+pub fn made_by_actions(d: &Value) -> bool {
+    d["performed_via_github_app"]["slug"].as_str() == Some("github-actions")
 }
 
 /// True when the latest review of some reviewer approves and none requests changes.
@@ -156,20 +195,25 @@ pub async fn checks(gh: &GitHub, installation: i64, repo: &str, sha: &str) -> Re
     Ok(out)
 }
 
-/// Has `sha` deployed successfully to `environment`? (The deployments API; a later issue also
-/// learns this from `deployment_status` events.)
+/// Has `sha` deployed successfully to `environment` in a deployment GitHub Actions or this App
+/// (`app_id`) made? (The deployments API, when no `deployment_status` event told the App.) One a
+/// person made with their own token is no evidence.
 pub async fn deployed_ok(
     gh: &GitHub,
     installation: i64,
     repo: &str,
     sha: &str,
     environment: &str,
+    app_id: Option<i64>,
 ) -> Result<bool, GhError> {
     let auth = Auth::Installation(installation);
     let list = gh
         .get_all(auth, &format!("/repos/{repo}/deployments?sha={sha}&environment={}", encode(environment)), None)
         .await?;
-    for d in list.iter().take(10) {
+    let trusted = |d: &&Value| {
+        made_by_actions(d) || app_id.is_some_and(|id| d["performed_via_github_app"]["id"].as_i64() == Some(id))
+    };
+    for d in list.iter().filter(trusted).take(10) {
         let Some(id) = d["id"].as_i64() else { continue };
         let statuses = gh.get_all(auth, &format!("/repos/{repo}/deployments/{id}/statuses"), None).await?;
         // Newest first: the latest status decides.
@@ -188,26 +232,9 @@ pub async fn permission(gh: &GitHub, installation: i64, repo: &str, login: &str)
         return Ok("none".into());
     }
     let v: Value = r.ok(&Method::GET)?.json()?;
-    Ok(v["role_name"].as_str().or(v["permission"].as_str()).unwrap_or("none").to_string())
-}
-
-/// Comments on an issue, oldest first: (id, user, is bot, body).
-pub async fn issue_comments(
-    gh: &GitHub,
-    installation: i64,
-    repo: &str,
-    issue: i64,
-) -> Result<Vec<(i64, User, bool, String)>, GhError> {
-    let list =
-        gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/issues/{issue}/comments"), None).await?;
-    Ok(list
-        .iter()
-        .map(|c| {
-            let user = User::of(&c["user"]);
-            let bot = c["user"]["type"].as_str() == Some("Bot") || user.login.ends_with("[bot]");
-            (c["id"].as_i64().unwrap_or_default(), user, bot, c["body"].as_str().unwrap_or_default().to_string())
-        })
-        .collect())
+    // `role_name` is the finer level (maintain, triage); a custom role falls back to `permission`.
+    let role = v["role_name"].as_str().filter(|r| crate::domain::policy::Permission::parse(r).is_some());
+    Ok(role.or(v["permission"].as_str()).unwrap_or("none").to_string())
 }
 
 /// The issue itself (for a recheck that carries no issue payload).
@@ -253,29 +280,6 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// The SHA of the newest deployment to `environment` whose latest status is success, other than
-/// `except` (for `/rollback` when the App has not seen that environment's deployments).
-pub async fn last_successful_deployment(
-    gh: &GitHub,
-    installation: i64,
-    repo: &str,
-    environment: &str,
-    except: &str,
-) -> Result<Option<String>, GhError> {
-    let auth = Auth::Installation(installation);
-    let list =
-        gh.get_all(auth, &format!("/repos/{repo}/deployments?environment={}", encode(environment)), None).await?;
-    // Newest first; a handful is enough.
-    for d in list.iter().filter(|d| d["sha"].as_str().is_some_and(|s| s != except)).take(20) {
-        let Some(id) = d["id"].as_i64() else { continue };
-        let statuses = gh.get_all(auth, &format!("/repos/{repo}/deployments/{id}/statuses"), None).await?;
-        if statuses.first().and_then(|s| s["state"].as_str()) == Some("success") {
-            return Ok(d["sha"].as_str().map(str::to_string));
-        }
-    }
-    Ok(None)
 }
 
 /// The jobs of one attempt of a workflow run, with their steps (all pages).

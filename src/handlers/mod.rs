@@ -29,6 +29,9 @@ use crate::store::requests::{self as store_requests, ApprovalChange, RequestRow}
 use crate::store::tenancy::{self, InstallationRecord, RepositoryRecord};
 use crate::store::{Db, Result as StoreResult};
 
+/// The App's own event names start with this; `POST /webhook` refuses them.
+pub const INTERNAL_EVENT_PREFIX: &str = "shipgate_";
+
 /// What a handler is given.
 pub struct Ctx {
     pub db: Db,
@@ -106,6 +109,19 @@ pub enum Effect {
     /// A state change for the audit log.
     Audit(Box<AuditEntry>),
     SaveRequest(Box<RequestRow>),
+    /// What a request links (its PRs and the commits it covers), replacing what it linked.
+    SaveLinks {
+        installation: i64,
+        repository_id: i64,
+        issue: i64,
+        links: Vec<(store_requests::Link, String)>,
+    },
+    /// A login named in a policy, pinned to the account it belongs to (first time seen only).
+    PinLogin {
+        installation: i64,
+        login: String,
+        user_id: i64,
+    },
     SaveApproval(ApprovalChange),
     SavePolicy {
         installation: i64,
@@ -124,12 +140,13 @@ pub enum Effect {
         repository: String,
         issue: i64,
     },
-    /// A command on a linked PR, for the request's own subject.
+    /// A comment on a linked PR (`created`, `edited` or `deleted`), for the request's own subject.
     ForwardComment {
         installation: i64,
         repository_id: i64,
         repository: String,
         issue: i64,
+        action: String,
         comment: serde_json::Value,
     },
     /// A deployment's status (kept so that staging-first and the report need not ask GitHub).
@@ -190,6 +207,12 @@ impl Effect {
             },
             Effect::Audit(entry) => audit::append(tx, entry, Some(&cause.id), now).await,
             Effect::SaveRequest(r) => store_requests::save(tx, r).await,
+            Effect::SaveLinks { installation, repository_id, issue, links } => {
+                store_requests::save_links(tx, *installation, *repository_id, *issue, links).await
+            }
+            Effect::PinLogin { installation, login, user_id } => {
+                store_requests::pin_login(tx, *installation, login, *user_id, now).await
+            }
             Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
             Effect::SavePolicy { installation, repository_id, blob, yaml } => {
                 store_requests::save_policy(tx, *installation, *repository_id, blob, yaml.as_deref(), now).await
@@ -200,10 +223,10 @@ impl Effect {
             Effect::Recheck { installation, repository_id, repository, issue }
             | Effect::ForwardComment { installation, repository_id, repository, issue, .. } => {
                 let (kind, event, body) = match self {
-                    Effect::ForwardComment { comment, .. } => (
+                    Effect::ForwardComment { comment, action, .. } => (
                         "forward",
                         requests::FORWARDED_COMMENT_EVENT,
-                        requests::forwarded_body(*installation, *repository_id, repository, *issue, comment),
+                        requests::forwarded_body(*installation, *repository_id, repository, *issue, action, comment),
                     ),
                     _ => (
                         "recheck",

@@ -13,14 +13,14 @@ use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands::{self, Command};
 use crate::domain::gate::{self, ApprovalFact, CheckFact, Evaluation, GateInput, PrFacts, User};
 use crate::domain::messages::{self, DeployView, RequestView};
-use crate::domain::policy::{self, ConfigError, DeployMode, Policy};
+use crate::domain::policy::{self, ConfigError, DeployMode, Permission, Policy};
 use crate::domain::request::{self, Problem};
 use crate::github::actions::Action;
 use crate::github::client::{GhError, parse_rfc3339_ms};
 use crate::github::facts;
 use crate::store::audit::AuditEntry;
 use crate::store::deploys::{self, DeploymentRow, RuleRow};
-use crate::store::requests::{self as store, ApprovalChange, RequestRow};
+use crate::store::requests::{self as store, ApprovalChange, Link, RequestRow};
 
 /// The state labels the App manages.
 pub const STATE_LABELS: &[&str] =
@@ -51,6 +51,17 @@ struct Remembered {
     /// A digest of what was last shown (comment and check runs): unchanged, nothing is sent.
     #[serde(default)]
     shown: String,
+    /// When the issue last became a request (GitHub's time, Unix ms): comments written before
+    /// never carry commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_since: Option<i64>,
+    /// Why the revision last changed (said of the approvals it made stale).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    revised: String,
+    /// Logins of the policy seen on another account than the one they were pinned to: said on
+    /// the request for as long as it lives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    identity_notes: Vec<String>,
 }
 
 /// What triggered an evaluation.
@@ -58,11 +69,27 @@ pub enum Trigger {
     Issue {
         action: String,
     },
+    /// A new comment, on the request itself (`on_pr` None) or on linked PR `on_pr`.
     Comment {
         id: i64,
         user: User,
         bot: bool,
         body: String,
+        /// When GitHub says it was written (Unix ms), if the payload says.
+        created_at: Option<i64>,
+        on_pr: Option<i64>,
+        /// For a comment on a PR: whether this request is the only open one that links it
+        /// (commands without a `#N` apply only then).
+        sole: bool,
+    },
+    /// Comment `id` (written by `author`) was edited, by anyone, to `body`; `before` is its old
+    /// text when the payload says. An edit never carries a command.
+    CommentEdited {
+        id: i64,
+        author: User,
+        body: String,
+        before: Option<String>,
+        on_pr: Option<i64>,
     },
     CommentDeleted {
         id: i64,
@@ -121,7 +148,8 @@ pub(crate) async fn load_policy(
         Some(text) => match policy::parse(&text) {
             Ok(p) => (p, vec![]),
             // A broken file never falls back: the label still works, every gate stays closed.
-            Err(errors) => (Policy { label: policy::default_policy().label, ..policy::default_policy() }, errors),
+            // No roles or environments from any other policy either: nobody is shown as an approver.
+            Err(errors) => (Policy::default(), errors),
         },
     })
 }
@@ -168,9 +196,21 @@ pub async fn evaluate(
     let known: Vec<&str> = policy.environments.keys().map(String::as_str).collect();
     let mut problems: Vec<Problem> =
         req.problems(&known, |e| policy.environment(e).and_then(|env| env.max_rollback_minutes));
+    if !config_errors.is_empty() {
+        // The environments are unknown while the policy is broken: that is the policy's fault.
+        problems.retain(|p| p.field != "environment");
+    }
     problems.extend(req.pr_problems(&t.repo));
     // The policy's own name for the environment (aliases and case resolved).
-    let environment = req.environment_key(&known).map(str::to_string);
+    let environment = req.environment_key(&known).map(str::to_string).or_else(|| {
+        // A broken policy defines no environment: the request's own word names the check run,
+        // which stays closed.
+        req.environment
+            .as_deref()
+            .filter(|_| !config_errors.is_empty())
+            .map(request::normalize_environment)
+            .filter(|e| !e.is_empty())
+    });
     let env_policy = environment.as_deref().and_then(|e| policy.environment(e));
 
     // Linked pull requests, their heads, files and checks.
@@ -187,7 +227,7 @@ pub async fn evaluate(
         remembered.prs.iter().map(|p| p.number).chain(remembered.missing_prs.iter().copied()).collect();
     let reuse = match &trigger {
         Trigger::Comment { body, .. } => !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck))),
-        Trigger::CommentDeleted { .. } | Trigger::Deployment { .. } => true,
+        Trigger::CommentDeleted { .. } | Trigger::CommentEdited { .. } | Trigger::Deployment { .. } => true,
         _ => false,
     } && existing.is_some()
         && remembered_numbers == numbers.iter().copied().collect::<BTreeSet<i64>>();
@@ -200,6 +240,8 @@ pub async fn evaluate(
         match facts::pull_request(&ctx.github, t.installation, &t.repo, *n).await {
             Ok(Some(pr)) => {
                 let before = remembered.prs.iter().find(|p| p.number == *n && p.head_sha == pr.head_sha);
+                let pushers = before.and_then(|b| b.pushers.clone());
+                let files_truncated = pr.changed_files.is_some_and(|n| n > facts::MAX_LISTED_FILES);
                 let files = match (need_files, before.and_then(|b| b.files.clone())) {
                     (false, _) => None,
                     (true, Some(f)) => Some(f),
@@ -218,6 +260,8 @@ pub async fn evaluate(
                     state: pr.state,
                     files,
                     checks,
+                    files_truncated,
+                    pushers,
                 });
             }
             Ok(None) => missing_prs.push(*n),
@@ -232,10 +276,36 @@ pub async fn evaluate(
     }
     let shown_before = std::mem::take(&mut remembered.shown);
     let commit = req.commit.clone().filter(|c| numbers.is_empty() && is_full_sha(c)).map(|c| c.to_ascii_lowercase());
-    remembered = Remembered { prs: prs.clone(), missing_prs, review_approved, commit, shown: String::new() };
+    let links: Vec<(Link, String)> = numbers
+        .iter()
+        .map(|n| (Link::Pr, n.to_string()))
+        .chain(prs.iter().filter(|p| !p.head_sha.is_empty()).map(|p| (Link::Sha, p.head_sha.clone())))
+        .chain(commit.iter().map(|c| (Link::Sha, c.clone())))
+        .collect();
+    let active = open && labelled;
+    let was_active = existing.as_ref().map(|r| r.open == 1 && r.labelled == 1);
+    let mut active_since = remembered.active_since;
+    if active && was_active != Some(true) {
+        // GitHub's time of the event that made it a request, when the payload says.
+        active_since = issue["updated_at"].as_str().and_then(parse_rfc3339_ms);
+    }
+    let revised_before = std::mem::take(&mut remembered.revised);
+    let identity_notes = std::mem::take(&mut remembered.identity_notes);
+    remembered = Remembered {
+        prs: prs.clone(),
+        missing_prs,
+        review_approved,
+        commit,
+        shown: String::new(),
+        active_since,
+        revised: revised_before,
+        identity_notes,
+    };
 
-    // Revision: the environment, the PRs and the rollback plan; a change makes approvals stale.
-    let fingerprint = format!(
+    // Revision: any change of the request's content makes approvals stale (SPEC §3.3), and so
+    // does closing or unlabelling it (reopening or labelling it again starts over).
+    let fingerprint = req.fingerprint(environment.as_deref());
+    let legacy_fingerprint = format!(
         "{}|{:?}|{}|{}",
         environment.clone().unwrap_or_default(),
         numbers,
@@ -262,8 +332,22 @@ pub async fn evaluate(
     });
     let before = existing.clone();
     if row.fingerprint != fingerprint {
-        row.revision += 1;
+        // A request stored before content fingerprints keeps its revision if nothing changed.
+        if row.fingerprint != legacy_fingerprint {
+            row.revision += 1;
+            remembered.revised = "the request changed after it was given".into();
+        }
         row.fingerprint = fingerprint;
+    }
+    if let Some(was) = was_active
+        && was != active
+    {
+        row.revision += 1;
+        remembered.revised = if active {
+            "the request was closed or unlabelled since; approvals start over".into()
+        } else {
+            "the request was closed or unlabelled".into()
+        };
     }
     row.labelled = labelled as i64;
     row.open = open as i64;
@@ -299,71 +383,106 @@ pub async fn evaluate(
         .collect();
     let heads: Vec<String> = prs.iter().map(|p| p.head_sha.clone()).collect();
 
-    // Who holds which role (users by login, teams by member id).
-    let mut people: Vec<User> = approvals.iter().map(|(a, _)| a.user.clone()).collect();
-    let mut comment_commands: Vec<(i64, User, String)> = Vec::new();
-    match &trigger {
-        Trigger::Comment { id, user, bot: false, body } => comment_commands.push((*id, user.clone(), body.clone())),
-        Trigger::Issue { .. } if existing.is_none() => {
-            // A new request: commands written before the label count too (out of order).
-            match facts::issue_comments(&ctx.github, t.installation, &t.repo, t.issue).await {
-                Ok(list) => comment_commands.extend(list.into_iter().filter(|c| !c.2).map(|(id, u, _, b)| (id, u, b))),
-                Err(GhError::DryRun) => {}
-                Err(e) => return Err(gh_err(e)),
+    // The commands of a new comment (never of an edited one, never of one written before the
+    // issue became a request).
+    let mut replies: Vec<Effect> = Vec::new();
+    let mut comment_commands: Vec<CommentCommand> = Vec::new();
+    if let Trigger::Comment { id, user, bot: false, body, created_at, on_pr, sole } = &trigger {
+        let before_request =
+            on_pr.is_some() && created_at.zip(remembered.active_since).is_some_and(|(at, since)| at < since);
+        for (target, parsed) in commands::parse_targeted(body) {
+            // On a PR: only what is meant for this request (named, or the only one linking it).
+            let meant = match (on_pr, target) {
+                (None, _) => true,
+                (Some(_), Some(n)) => n == t.issue,
+                (Some(_), None) => *sole,
+            };
+            if !meant {
+                continue;
             }
+            let parsed = match parsed {
+                Ok(_) if before_request => Err(commands::CommandError {
+                    line: 0,
+                    text: String::new(),
+                    message: "it was written before the issue became a deployment request".into(),
+                    suggestion: None,
+                }),
+                other => other,
+            };
+            comment_commands.push((*id, user.clone(), target, parsed));
         }
-        _ => {}
     }
+
+    // Who holds which role: users by pinned account id, teams by member id, permission levels.
+    let mut people: Vec<User> = approvals.iter().map(|(a, _)| a.user.clone()).collect();
     people.extend(comment_commands.iter().map(|c| c.1.clone()));
     // Only the roles this request needs (its environment's rules that apply to the changed
     // files): no team is read for nothing.
-    let files: Vec<&str> = prs.iter().flat_map(|p| p.files.iter().flatten()).map(String::as_str).collect();
     let env_roles: BTreeSet<&str> = env_policy
-        .map(|e| e.approvals.iter().filter(|a| a.applies_to(files.iter().copied())).map(|a| a.role.as_str()).collect())
+        .map(|e| e.approvals.iter().filter(|a| gate::rule_applies(a, &prs)).map(|a| a.role.as_str()).collect())
         .unwrap_or_default();
-    let holders = role_holders(&ctx, t.installation, &policy, &env_roles, &people).await?;
+    let mut notes: Vec<String> = Vec::new();
+    for p in prs.iter().filter(|p| p.files_truncated) {
+        notes.push(format!(
+            "#{} changes more files than GitHub lists: every role with `when_paths` is required",
+            p.number
+        ));
+    }
+    let mut perms = Perms::default();
+    let mut identity = std::mem::take(&mut remembered.identity_notes);
+    let holders = role_holders(&ctx, &t, &policy, &env_roles, &people, &mut perms, &mut effects, &mut identity).await?;
+    notes.extend(identity.iter().cloned());
+    remembered.identity_notes = identity;
     let holds = |u: &User, role: &str| holders.get(role).is_some_and(|ids| ids.contains(&u.id));
 
     // Commands.
-    let mut replies: Vec<Effect> = Vec::new();
     // `/deploy` and `/rollback` need the gate's verdict: answered after the evaluation.
     let mut deploy_asks: Vec<(i64, User, Command)> = Vec::new();
-    for (comment_id, sender, text) in &comment_commands {
-        for parsed in commands::parse(text) {
-            let (accepted, reply) = match parsed {
-                Err(e) => (false, Some(e.message.clone())),
-                Ok(cmd @ (Command::Deploy | Command::Rollback)) => {
-                    if matches!(trigger, Trigger::Comment { .. }) {
-                        deploy_asks.push((*comment_id, sender.clone(), cmd));
-                    }
-                    continue;
-                }
-                Ok(cmd) => {
-                    apply_command(
-                        &ctx,
-                        &t,
-                        &policy,
-                        env_policy.is_some(),
-                        &env_roles,
-                        environment.as_deref(),
-                        &cmd,
-                        *comment_id,
-                        sender,
-                        &author,
-                        &prs,
-                        &heads,
-                        &mut row,
-                        &mut approvals,
-                        &holds,
-                        &mut effects,
-                    )
-                    .await?
-                }
-            };
-            if matches!(trigger, Trigger::Comment { .. }) {
-                answer(&mut replies, &t, *comment_id, sender, accepted, reply);
+    let on_pr = match &trigger {
+        Trigger::Comment { on_pr, .. } => *on_pr,
+        _ => None,
+    };
+    for (comment_id, sender, target, parsed) in comment_commands {
+        let (accepted, reply) = match parsed {
+            Err(e) => (false, Some(e.message.clone())),
+            Ok(cmd) if target.is_some_and(|n| n != t.issue) => {
+                let why = format!("it names #{}, and this is #{}", target.unwrap_or_default(), t.issue);
+                (false, Some(messages::refusal(&format!("/{}", cmd.name()), &why, "Write it on that request.")))
             }
-        }
+            // A closed (still labelled) request takes `/rollback` only.
+            Ok(cmd) if !(active || matches!(cmd, Command::Rollback) && labelled) => {
+                let why =
+                    if labelled { "the request is closed" } else { "the issue is no longer a deployment request" };
+                (false, Some(messages::refusal(&format!("/{}", cmd.name()), why, "Reopen it first.")))
+            }
+            Ok(cmd @ (Command::Deploy | Command::Rollback)) => {
+                deploy_asks.push((comment_id, sender.clone(), cmd));
+                continue;
+            }
+            Ok(cmd) => {
+                apply_command(
+                    &ctx,
+                    &t,
+                    &policy,
+                    env_policy.is_some(),
+                    &env_roles,
+                    environment.as_deref(),
+                    &cmd,
+                    comment_id,
+                    &sender,
+                    &author,
+                    &mut prs,
+                    &heads,
+                    &mut row,
+                    &mut approvals,
+                    &holds,
+                    &mut perms,
+                    &mut effects,
+                )
+                .await?
+            }
+        };
+        answer(&mut replies, &t, on_pr, comment_id, &sender, accepted, reply);
     }
     if let Trigger::CommentDeleted { id } = trigger
         && let Some(pos) = approvals.iter().position(|(a, _)| a.comment_id == id)
@@ -377,12 +496,36 @@ pub async fn evaluate(
             Some("the approving comment was deleted"),
         )));
     }
+    if let Trigger::CommentEdited { id, author: writer, body, before, on_pr } = &trigger {
+        let approves = |text: &str| commands::parse(text).iter().any(|c| matches!(c, Ok(Command::Approve { .. })));
+        if let Some(pos) = approvals.iter().position(|(a, _)| a.comment_id == *id)
+            && !approves(body)
+        {
+            let (a, roles) = approvals.remove(pos);
+            effects.push(Effect::SaveApproval(approval_change(
+                &t,
+                &a,
+                &roles,
+                "withdrawn",
+                Some("the approving comment was edited and no longer says `/approve`"),
+            )));
+        }
+        // A command edited in is answered (on the request; a PR's edits are answered there).
+        let was: Vec<String> = before.as_deref().map(command_names).unwrap_or_default();
+        let added = command_names(body).into_iter().any(|c| !was.contains(&c));
+        if added && on_pr.is_none() && active {
+            answer(&mut replies, &t, None, *id, writer, false, Some(messages::edited_command()));
+        }
+    }
+    remembered.prs = prs.clone();
 
     // Stale approvals: marked, and said in the comment.
     let mut stale = Vec::new();
     let mut current = Vec::new();
     for (a, roles) in &approvals {
-        let why = env_policy.and_then(|e| gate::approval_is_current(a, &heads, row.revision, e));
+        let why = env_policy.and_then(|_| gate::approval_is_current(a, &heads, row.revision)).map(|why| {
+            if a.revision != row.revision && !remembered.revised.is_empty() { remembered.revised.clone() } else { why }
+        });
         match why {
             Some(why) => {
                 stale.push((a.user.login.clone(), why.clone()));
@@ -402,7 +545,16 @@ pub async fn evaluate(
             if deploys::succeeded(&ctx.db, t.installation, t.repo_id, &env.staging_environment, &p.head_sha).await? {
                 continue; // seen in a deployment_status event
             }
-            match facts::deployed_ok(&ctx.github, t.installation, &t.repo, &p.head_sha, &env.staging_environment).await
+            let app_id = ctx.github.app_id();
+            match facts::deployed_ok(
+                &ctx.github,
+                t.installation,
+                &t.repo,
+                &p.head_sha,
+                &env.staging_environment,
+                app_id,
+            )
+            .await
             {
                 Ok(ok) => all &= ok,
                 Err(GhError::DryRun) => all = false,
@@ -436,10 +588,34 @@ pub async fn evaluate(
 
     // A deployment status forwarded to this request.
     let mut deployment = None;
-    if let Trigger::Deployment { id } = &trigger
-        && let Some(d) = deploys::get(&ctx.db, t.installation, t.repo_id, *id).await?
-        && row.deployment_id.is_none_or(|cur| *id >= cur)
+    let forwarded = match &trigger {
+        Trigger::Deployment { id } => deploys::get(&ctx.db, t.installation, t.repo_id, *id).await?,
+        _ => None,
+    };
+    // Someone else's deployment of a commit this request covers: never its own, never a success
+    // of the request; while the gate was closed it is reported loudly.
+    if let Some(d) = forwarded.as_ref().filter(|d| d.issue != Some(t.issue)) {
+        let gate_was_open = before.as_ref().is_some_and(|b| b.gate_open == 1);
+        if !gate_was_open {
+            effects.push(Effect::Act(Action::UpsertComment {
+                repo: t.repo.clone(),
+                issue: t.issue,
+                marker: format!("ungated-{}", d.deployment_id),
+                body: messages::ungated_deployment(d.deployment_id, &d.sha, &d.environment, &d.state, &d.origin),
+            }));
+            effects.push(audit_entry(
+                &t,
+                "deployment.ungated",
+                None,
+                json!({ "deployment_id": d.deployment_id, "state": d.state, "sha": d.sha,
+                        "environment": d.environment, "origin": d.origin }),
+            ));
+        }
+    }
+    if let Some(d) = forwarded.filter(|d| d.issue == Some(t.issue))
+        && row.deployment_id.is_none_or(|cur| d.deployment_id >= cur)
     {
+        let id = &d.deployment_id;
         if row.deployment_id != Some(*id) || row.deploy_state.as_deref() != Some(d.state.as_str()) {
             effects.push(audit_entry(
                 &t,
@@ -489,7 +665,7 @@ pub async fn evaluate(
             &mut effects,
         )
         .await?;
-        answer(&mut replies, &t, *comment_id, sender, accepted, reply);
+        answer(&mut replies, &t, on_pr, *comment_id, sender, accepted, reply);
     }
 
     // Runs waiting on the App's protection rule for this environment and these commits.
@@ -721,6 +897,7 @@ pub async fn evaluate(
         staging_ok: staging_ok.unwrap_or(false),
         deploy: deploy_view.as_ref(),
         created_at: deploy_created,
+        notes: &notes,
     });
     let (conclusion, _, summary) = messages::check_run(&eval, t.issue);
     let digest = {
@@ -756,8 +933,45 @@ pub async fn evaluate(
         }
     }
     effects.push(Effect::SaveRequest(Box::new(row)));
+    effects.push(Effect::SaveLinks { installation: t.installation, repository_id: t.repo_id, issue: t.issue, links });
     effects.extend(replies);
     Ok(Handled::ok(effects))
+}
+
+/// A command of a comment: (comment id, its author, the request it names, the command).
+type CommentCommand = (i64, User, Option<i64>, Result<Command, commands::CommandError>);
+
+/// The names of the commands a comment carries (errors included), to tell what an edit added.
+fn command_names(text: &str) -> Vec<String> {
+    commands::parse_targeted(text)
+        .into_iter()
+        .map(|(target, c)| match c {
+            Ok(c) => format!("{}{:?}", c.name(), target),
+            Err(e) => e.text,
+        })
+        .collect()
+}
+
+/// Repository permissions read during one evaluation, by lowercase login (None: no access, or
+/// not readable, as in dry-run).
+#[derive(Default)]
+struct Perms(BTreeMap<String, Option<Permission>>);
+
+impl Perms {
+    async fn of(&mut self, ctx: &Ctx, t: &Target, user: &User) -> Result<Option<Permission>, HandlerError> {
+        let key = user.login.to_ascii_lowercase();
+        if let Some(p) = self.0.get(&key) {
+            return Ok(*p);
+        }
+        let p = match facts::permission(&ctx.github, t.installation, &t.repo, &user.login).await {
+            Ok(p) => Permission::parse(&p),
+            // Dry-run reads nothing: never assume access.
+            Err(GhError::DryRun) => None,
+            Err(e) => return Err(gh_err(e)),
+        };
+        self.0.insert(key, p);
+        Ok(p)
+    }
 }
 
 fn check_runs(t: &Target, env: &str, prs: &[PrFacts], eval: &Evaluation) -> Vec<Effect> {
@@ -798,31 +1012,78 @@ fn approval_change(t: &Target, a: &ApprovalFact, roles: &str, state: &str, note:
     }
 }
 
-/// For each role, the ids of `people` who hold it now.
+/// For each role, the ids of `people` who hold it now: a login named in the policy counts only
+/// for the account it was pinned to (resolved and pinned the first time it is seen), a team by
+/// member id, a permission level by the repository's answer. A login that now belongs to another
+/// account is said in `notes`.
+#[allow(clippy::too_many_arguments)]
 async fn role_holders(
     ctx: &Ctx,
-    installation: i64,
+    t: &Target,
     policy: &Policy,
     roles: &BTreeSet<&str>,
     people: &[User],
+    perms: &mut Perms,
+    effects: &mut Vec<Effect>,
+    notes: &mut Vec<String>,
 ) -> Result<BTreeMap<String, BTreeSet<i64>>, HandlerError> {
     let mut out: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     if people.is_empty() {
         return Ok(out);
     }
     let now = ctx.clock.now_ms();
+    let wanted: Vec<String> = policy
+        .roles
+        .iter()
+        .filter(|(n, _)| roles.contains(n.as_str()))
+        .flat_map(|(_, r)| r.users.iter())
+        .filter(|u| people.iter().any(|p| p.login.eq_ignore_ascii_case(u)))
+        .map(|u| u.to_ascii_lowercase())
+        .collect();
+    let mut pinned = store::pinned_logins(&ctx.db, t.installation, &wanted).await?;
+    for login in wanted.iter().filter(|l| !pinned.contains_key(*l)).cloned().collect::<Vec<_>>() {
+        match facts::user_id(&ctx.github, t.installation, &login).await {
+            Ok(Some(id)) => {
+                effects.push(Effect::PinLogin { installation: t.installation, login: login.clone(), user_id: id });
+                pinned.insert(login, id);
+            }
+            Ok(None) | Err(GhError::DryRun) => {}
+            Err(e) => return Err(gh_err(e)),
+        }
+    }
     for (name, role) in policy.roles.iter().filter(|(n, _)| roles.contains(n.as_str())) {
         let mut ids = BTreeSet::new();
         for p in people {
-            if role.users.iter().any(|u| u.eq_ignore_ascii_case(&p.login)) {
-                ids.insert(p.id);
+            let Some(login) = role.users.iter().find(|u| u.eq_ignore_ascii_case(&p.login)) else { continue };
+            match pinned.get(&login.to_ascii_lowercase()) {
+                Some(id) if *id == p.id => {
+                    ids.insert(p.id);
+                }
+                Some(id) => {
+                    let note = format!(
+                        "`{login}` now belongs to another account (id {}) than the one the policy's `{login}` was \
+                         pinned to (id {id}): it fills no role. Update `.github/shipgate.yml` if the person renamed.",
+                        p.id
+                    );
+                    if !notes.contains(&note) {
+                        notes.push(note);
+                    }
+                }
+                None => {}
             }
         }
         for team in &role.teams {
-            match ctx.teams.members(&ctx.github, installation, &team.org, &team.slug, now).await {
+            match ctx.teams.members(&ctx.github, t.installation, &team.org, &team.slug, now).await {
                 Ok(members) => ids.extend(people.iter().filter(|p| members.contains(&p.id)).map(|p| p.id)),
                 Err(GhError::DryRun) => {}
                 Err(e) => return Err(gh_err(e)),
+            }
+        }
+        if let Some(level) = role.permission {
+            for p in people {
+                if perms.of(ctx, t, p).await?.is_some_and(|have| have >= level) {
+                    ids.insert(p.id);
+                }
             }
         }
         out.insert(name.clone(), ids);
@@ -843,11 +1104,12 @@ async fn apply_command(
     comment_id: i64,
     sender: &User,
     author: &User,
-    prs: &[PrFacts],
+    prs: &mut [PrFacts],
     heads: &[String],
     row: &mut RequestRow,
     approvals: &mut Vec<(ApprovalFact, String)>,
     holds: &(dyn Fn(&User, &str) -> bool + Sync),
+    perms: &mut Perms,
     effects: &mut Vec<Effect>,
 ) -> Result<(bool, Option<String>), HandlerError> {
     let env = environment.unwrap_or_default();
@@ -856,6 +1118,7 @@ async fn apply_command(
     let held: Vec<String> = env_roles.iter().filter(|r| holds(sender, r)).cloned().collect();
     let name = format!("/{}", cmd.name());
     let refuse = |why: String, instead: &str| Ok((false, Some(messages::refusal(&name, &why, instead))));
+    let is_requester = sender.id == author.id || sender.id == row.author_id;
     match cmd {
         Command::Approve { environment: asked } => {
             if !env_known {
@@ -876,12 +1139,26 @@ async fn apply_command(
                 );
             }
             let allow_self = policy.environment(env).is_some_and(|e| e.allow_self_approval);
-            let is_author = sender.id == author.id || prs.iter().any(|p| p.author.id == sender.id);
-            if is_author && !allow_self {
-                return refuse(
-                    "you cannot approve your own request or pull request".into(),
-                    "Ask another role holder.",
-                );
+            if !allow_self {
+                if is_requester || prs.iter().any(|p| p.author.id == sender.id) {
+                    return refuse(
+                        "you cannot approve your own request or pull request".into(),
+                        "Ask another role holder.",
+                    );
+                }
+                // Whoever pushed a commit to a linked PR cannot approve it either.
+                for p in prs.iter_mut() {
+                    if p.pushers.is_none() {
+                        match facts::pushers(&ctx.github, t.installation, &t.repo, p.number).await {
+                            Ok(ids) => p.pushers = Some(ids),
+                            Err(GhError::DryRun) => {}
+                            Err(e) => return Err(gh_err(e)),
+                        }
+                    }
+                    if p.touched_by(sender.id) {
+                        return refuse(format!("you pushed a commit to #{}", p.number), "Ask another role holder.");
+                    }
+                }
             }
             let fact = ApprovalFact {
                 comment_id,
@@ -921,35 +1198,72 @@ async fn apply_command(
                 );
             }
             row.denied_by = Some(sender.login.clone());
+            row.denied_by_id = Some(sender.id);
             row.deny_reason = Some(reason.clone());
             Ok((true, None))
         }
-        Command::Hold | Command::Unhold => {
-            let perm = match facts::permission(&ctx.github, t.installation, &t.repo, &sender.login).await {
-                Ok(p) => p,
-                Err(GhError::DryRun) => "write".into(),
-                Err(e) => return Err(gh_err(e)),
+        Command::Undeny => {
+            if row.denied_by.is_none() {
+                return refuse("the request is not denied".into(), "Nothing to lift.");
+            }
+            let by_denier = match row.denied_by_id {
+                Some(id) => id == sender.id,
+                None => row.denied_by.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(&sender.login)),
             };
-            if !matches!(perm.as_str(), "admin" | "maintain" | "write") {
-                return refuse("it needs write access to the repository".into(), "Ask a maintainer.");
+            if !by_denier && perms.of(ctx, t, sender).await? != Some(Permission::Admin) {
+                return refuse(
+                    format!(
+                        "only @{} (who denied it) or a repository admin may lift the denial",
+                        row.denied_by.clone().unwrap_or_default()
+                    ),
+                    "Ask them.",
+                );
             }
-            if matches!(cmd, Command::Hold) {
-                row.hold_by = Some(sender.login.clone());
-            } else {
-                row.hold_by = None;
+            row.denied_by = None;
+            row.denied_by_id = None;
+            row.deny_reason = None;
+            Ok((true, None))
+        }
+        Command::Hold => {
+            if perms.of(ctx, t, sender).await?.is_none_or(|p| p < Permission::Write) {
+                return refuse(
+                    "it needs write access to the repository (and the App could not confirm yours)".into(),
+                    "Ask a maintainer.",
+                );
             }
+            row.hold_by = Some(sender.login.clone());
+            row.hold_by_id = Some(sender.id);
+            Ok((true, None))
+        }
+        Command::Unhold => {
+            let Some(holder) = row.hold_by.clone() else {
+                return refuse("the request is not on hold".into(), "Nothing to lift.");
+            };
+            let own = match row.hold_by_id {
+                Some(id) => id == sender.id,
+                None => holder.eq_ignore_ascii_case(&sender.login),
+            };
+            // The holder, a holder of a role the environment needs (not the requester), or an admin.
+            let allowed = own
+                || (!held.is_empty() && !is_requester)
+                || perms.of(ctx, t, sender).await? == Some(Permission::Admin);
+            if !allowed {
+                return refuse(
+                    format!(
+                        "only @{holder} (who placed the hold), a holder of a role {env} needs, or a repository admin \
+                         may lift it"
+                    ),
+                    "Ask them.",
+                );
+            }
+            row.hold_by = None;
+            row.hold_by_id = None;
             Ok((true, None))
         }
         Command::Recheck => Ok((true, None)),
         // Answered after the evaluation (they need the gate's verdict): see `deploy_command`.
         Command::Deploy | Command::Rollback => Ok((true, None)),
     }
-}
-
-/// What a request's stored facts contain when it links PR `n`: `"number":N,` (the comma ends the
-/// number, so PR #1 does not match a request that links #12).
-pub fn pr_needle(n: i64) -> String {
-    format!("\"number\":{n},")
 }
 
 /// The repository and issue of an event payload.
@@ -981,37 +1295,12 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let bot = c["user"]["type"].as_str() == Some("Bot")
         || user.login.ends_with("[bot]")
         || v["sender"]["type"].as_str() == Some("Bot");
-    let trigger = match v["action"].as_str() {
-        // Only new comments carry commands; an edit never adds an approval.
-        Some("created") if bot => return Ok(Handled::ignored()),
-        Some("created") => Trigger::Comment {
-            id: c["id"].as_i64().unwrap_or_default(),
-            user,
-            bot,
-            body: c["body"].as_str().unwrap_or_default().to_string(),
-        },
-        Some("deleted") => Trigger::CommentDeleted { id: c["id"].as_i64().unwrap_or_default() },
-        _ => return Ok(Handled::ignored()),
-    };
-    // A command on a linked PR goes to the requests that link it, in their own order.
-    if v["issue"]["pull_request"].is_object() {
-        let Trigger::Comment { body, .. } = &trigger else { return Ok(Handled::ignored()) };
-        if commands::parse(body).is_empty() {
-            return Ok(Handled::ignored());
-        }
-        let needle = pr_needle(t.issue);
-        let effects: Vec<Effect> = store::open_mentioning(&ctx.db, t.installation, t.repo_id, &needle)
-            .await?
-            .into_iter()
-            .map(|issue| Effect::ForwardComment {
-                installation: t.installation,
-                repository_id: t.repo_id,
-                repository: t.repo.clone(),
-                issue,
-                comment: c.clone(),
-            })
-            .collect();
-        return Ok(if effects.is_empty() { Handled::ignored() } else { Handled::ok(effects) });
+    let on_pr = v["issue"]["pull_request"].is_object().then_some(t.issue);
+    let action = v["action"].as_str().unwrap_or_default();
+    let trigger = comment_trigger(action, c, bot, on_pr, true, v["changes"]["body"]["from"].as_str());
+    let Some(trigger) = trigger else { return Ok(Handled::ignored()) };
+    if let Some(pr) = on_pr {
+        return on_pr_comment(&ctx, &t, pr, trigger).await;
     }
     if store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?.is_none()
         && !matches!(trigger, Trigger::Comment { .. })
@@ -1022,17 +1311,125 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     evaluate(ctx, t, Some(issue), trigger).await
 }
 
-/// A command written on a linked PR, forwarded to the request (see `on_comment`).
+/// The trigger of an `issue_comment` action: new comments carry commands (never a bot's), edits
+/// and deletions can only take an approval back.
+fn comment_trigger(
+    action: &str,
+    c: &Value,
+    bot: bool,
+    on_pr: Option<i64>,
+    sole: bool,
+    before: Option<&str>,
+) -> Option<Trigger> {
+    let id = c["id"].as_i64().unwrap_or_default();
+    let body = c["body"].as_str().unwrap_or_default().to_string();
+    let user = User::of(&c["user"]);
+    match action {
+        "created" if bot => None,
+        "created" => Some(Trigger::Comment {
+            id,
+            user,
+            bot,
+            body,
+            created_at: c["created_at"].as_str().and_then(parse_rfc3339_ms),
+            on_pr,
+            sole,
+        }),
+        "edited" => Some(Trigger::CommentEdited { id, author: user, body, before: before.map(str::to_string), on_pr }),
+        "deleted" => Some(Trigger::CommentDeleted { id }),
+        _ => None,
+    }
+}
+
+/// A comment on pull request `pr`. A command goes to the request it is meant for, in that
+/// request's own order: the only open request that links the PR, or the one it names
+/// (`/approve #45`); when several link it and it names none, the App asks which and applies
+/// nothing. An edit or a deletion goes to every request the comment approved.
+async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Result<Handled, HandlerError> {
+    let c = &ctx.payload::<Value>()?["comment"];
+    let forward = |issue: i64, action: &str, sole: bool, before: Option<&str>| Effect::ForwardComment {
+        installation: t.installation,
+        repository_id: t.repo_id,
+        repository: t.repo.clone(),
+        issue,
+        action: action.into(),
+        comment: json!({ "comment": c, "pr": pr, "sole": sole, "before": before }),
+    };
+    let pr_reply = |id: i64, user: &User, text: String| {
+        Effect::Act(Action::UpsertComment {
+            repo: t.repo.clone(),
+            issue: pr,
+            marker: format!("reply-{id}"),
+            body: format!("@{} {text}", user.login),
+        })
+    };
+    let mut effects = Vec::new();
+    match &trigger {
+        Trigger::Comment { id, user, body, .. } => {
+            let parsed = commands::parse_targeted(body);
+            if parsed.is_empty() {
+                return Ok(Handled::ignored());
+            }
+            let linking = store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?;
+            if linking.is_empty() {
+                return Ok(Handled::ignored());
+            }
+            let sole = linking.len() == 1;
+            let mut to: BTreeSet<i64> = BTreeSet::new();
+            let mut unnamed = false;
+            let mut strangers = BTreeSet::new();
+            for (target, _) in &parsed {
+                match target {
+                    Some(n) if linking.contains(n) => {
+                        to.insert(*n);
+                    }
+                    Some(n) => {
+                        strangers.insert(*n);
+                    }
+                    None if sole => {
+                        to.insert(linking[0]);
+                    }
+                    None => unnamed = true,
+                }
+            }
+            if unnamed || !strangers.is_empty() {
+                effects.push(pr_reply(*id, user, messages::which_request(&linking, &strangers)));
+            }
+            effects.extend(to.into_iter().map(|issue| forward(issue, "created", sole, None)));
+        }
+        Trigger::CommentEdited { id, author, body, before, .. } => {
+            for issue in store::approved_by_comment(&ctx.db, t.installation, t.repo_id, *id).await? {
+                effects.push(forward(issue, "edited", false, before.as_deref()));
+            }
+            let was: Vec<String> = before.as_deref().map(command_names).unwrap_or_default();
+            if command_names(body).into_iter().any(|n| !was.contains(&n))
+                && !store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?.is_empty()
+            {
+                effects.push(pr_reply(*id, author, messages::edited_command()));
+            }
+        }
+        Trigger::CommentDeleted { id } => {
+            for issue in store::approved_by_comment(&ctx.db, t.installation, t.repo_id, *id).await? {
+                effects.push(forward(issue, "deleted", false, None));
+            }
+        }
+        _ => {}
+    }
+    Ok(if effects.is_empty() { Handled::ignored() } else { Handled::ok(effects) })
+}
+
+/// A comment on a linked PR, forwarded to the request (see `on_pr_comment`).
 pub async fn on_forwarded_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
     let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
-    let c = &v["comment"];
-    let user = User::of(&c["user"]);
-    let trigger = Trigger::Comment {
-        id: c["id"].as_i64().unwrap_or_default(),
-        user,
-        bot: false,
-        body: c["body"].as_str().unwrap_or_default().to_string(),
+    // Deliveries queued before `forward` existed carry the comment alone (a new command).
+    let f =
+        if v["forward"].is_object() { v["forward"].clone() } else { json!({ "comment": v["comment"], "sole": true }) };
+    let action = v["action"].as_str().filter(|a| *a != "forwarded").unwrap_or("created");
+    let pr = f["pr"].as_i64().unwrap_or(-1);
+    let sole = f["sole"].as_bool().unwrap_or(false);
+    let Some(trigger) = comment_trigger(action, &f["comment"], false, Some(pr), sole, f["before"].as_str()) else {
+        return Ok(Handled::ignored());
     };
     evaluate(ctx, t, None, trigger).await
 }
@@ -1060,31 +1457,25 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         targets = store::open_in_installation(&ctx.db, installation).await?;
     } else if let (Some(repo_id), Some(repo)) = (v["repository"]["id"].as_i64(), v["repository"]["full_name"].as_str())
     {
-        let needles: Vec<String> = match event {
+        let sha = |v: &Value| (Link::Sha, v.as_str().unwrap_or("-").to_string());
+        let pr = |n: Option<i64>| (Link::Pr, n.unwrap_or(-1).to_string());
+        let needles: Vec<(Link, String)> = match event {
             "pull_request" if matches!(action, "synchronize" | "closed" | "reopened" | "edited") => {
-                vec![pr_needle(v["number"].as_i64().or(v["pull_request"]["number"].as_i64()).unwrap_or(-1))]
+                vec![pr(v["number"].as_i64().or(v["pull_request"]["number"].as_i64()))]
             }
-            "check_run" if action == "completed" => {
-                vec![v["check_run"]["head_sha"].as_str().unwrap_or("-").to_string()]
-            }
-            "check_suite" if action == "completed" => {
-                vec![v["check_suite"]["head_sha"].as_str().unwrap_or("-").to_string()]
-            }
-            "workflow_run" if action == "completed" => {
-                vec![v["workflow_run"]["head_sha"].as_str().unwrap_or("-").to_string()]
-            }
-            "status" => vec![v["sha"].as_str().unwrap_or("-").to_string()],
-            "pull_request_review" => {
-                vec![pr_needle(v["pull_request"]["number"].as_i64().unwrap_or(-1))]
-            }
+            "check_run" if action == "completed" => vec![sha(&v["check_run"]["head_sha"])],
+            "check_suite" if action == "completed" => vec![sha(&v["check_suite"]["head_sha"])],
+            "workflow_run" if action == "completed" => vec![sha(&v["workflow_run"]["head_sha"])],
+            "status" => vec![sha(&v["sha"])],
+            "pull_request_review" => vec![pr(v["pull_request"]["number"].as_i64())],
             _ => vec![],
         };
         // The App's own check runs do not change any gate.
         if event == "check_run" && v["check_run"]["name"].as_str().is_some_and(gate::is_own_check) {
             return Ok(Handled::ignored());
         }
-        for n in needles {
-            for issue in store::open_mentioning(&ctx.db, installation, repo_id, &n).await? {
+        for (kind, value) in needles {
+            for issue in store::open_linking(&ctx.db, installation, repo_id, kind, &value).await? {
                 if !targets.iter().any(|t| t.0 == repo_id && t.2 == issue) {
                     targets.push((repo_id, repo.to_string(), issue));
                 }
@@ -1121,8 +1512,18 @@ fn internal_body(
     v.to_string()
 }
 
-pub fn forwarded_body(installation: i64, repository_id: i64, repository: &str, issue: i64, comment: &Value) -> String {
-    internal_body(installation, repository_id, repository, issue, "forwarded", ("comment", comment.clone()))
+/// A comment on a linked PR for request `issue`: `action` is the comment's (`created`, `edited`,
+/// `deleted`), `forward` holds the comment, whether the request is the only one linking the PR
+/// (`sole`) and an edited comment's old text (`before`).
+pub fn forwarded_body(
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    issue: i64,
+    action: &str,
+    forward: &Value,
+) -> String {
+    internal_body(installation, repository_id, repository, issue, action, ("forward", forward.clone()))
 }
 
 pub fn recheck_body(installation: i64, repository_id: i64, repository: &str, issue: i64, cause: &str) -> String {
@@ -1202,9 +1603,11 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
 }
 
 /// The reaction to an accepted command, or a reply saying why it was refused.
+/// (A comment on linked PR `on_pr` is answered there.)
 fn answer(
     replies: &mut Vec<Effect>,
     t: &Target,
+    on_pr: Option<i64>,
     comment_id: i64,
     sender: &User,
     accepted: bool,
@@ -1216,7 +1619,7 @@ fn answer(
     if let Some(why) = reply {
         replies.push(Effect::Act(Action::UpsertComment {
             repo: t.repo.clone(),
-            issue: t.issue,
+            issue: on_pr.unwrap_or(t.issue),
             marker: format!("reply-{comment_id}"),
             body: format!("@{} {why}", sender.login),
         }));
@@ -1345,17 +1748,9 @@ async fn deploy_command(
             let Some(current) = row.deploy_sha.clone().filter(|_| row.deploy_state.is_some()) else {
                 return refuse("nothing of this request has been deployed".into(), "Nothing to roll back.");
             };
-            let local = deploys::last_success(&ctx.db, t.installation, t.repo_id, env, &current).await?;
-            let found = match local {
-                Some(sha) => Some(sha),
-                None => {
-                    match facts::last_successful_deployment(&ctx.github, t.installation, &t.repo, env, &current).await {
-                        Ok(found) => found,
-                        Err(GhError::DryRun) => None,
-                        Err(e) => return Err(gh_err(e)),
-                    }
-                }
-            };
+            // Only a commit the App itself deployed or approved there; never one that only a
+            // deployment someone made by hand vouches for.
+            let found = deploys::last_success(&ctx.db, t.installation, t.repo_id, env, &current).await?;
             let Some(sha) = found else {
                 return refuse(format!("no earlier commit deployed successfully to {env}"), "Roll back by hand.");
             };
@@ -1436,17 +1831,16 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     let now = ctx.clock.now_ms();
     let status_at = st["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(now);
     let created_at = dep["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(status_at);
-    // A deployment the App made names its request and its key; the key must be the request's
-    // own (anyone who can create deployments can copy a payload).
-    let hint = dep["payload"]["shipgate_request"].as_i64();
-    let key = dep["payload"]["shipgate_key"].as_str();
-    let hinted = match (hint, key) {
-        (Some(n), Some(key)) => store::get(&ctx.db, installation, repo_id, n)
-            .await?
-            .filter(|r| r.deploy_key.as_deref() == Some(key))
-            .map(|r| r.issue),
-        _ => None,
+    // Whose deployment is it? Known by the id GitHub gave it: one the App created, or one it
+    // approved through its protection rule. A key or a request number in a payload is anyone's to
+    // write, and never proof.
+    let own = deploys::own_deployment(&ctx.db, installation, repo_id, &repo, id).await?;
+    let origin = match &own {
+        Some((origin, _)) => origin.clone(),
+        None if facts::made_by_actions(dep) || v["workflow_run"]["id"].is_i64() => "actions".to_string(),
+        None => "manual".to_string(),
     };
+    let owner = own.map(|(_, issue)| issue);
     let mut effects = vec![Effect::RecordDeployment(Box::new(DeploymentRow {
         installation_id: installation,
         repository_id: repo_id,
@@ -1454,22 +1848,23 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         environment: environment.clone(),
         sha: sha.to_string(),
         git_ref: dep["ref"].as_str().map(str::to_string),
-        issue: hinted,
+        issue: owner,
         state: state.to_string(),
         status_at,
         status_id: st["id"].as_i64().unwrap_or_default(),
         created_at,
         started_at: (state == "in_progress").then_some(status_at),
         finished_at: deploys::is_final(state).then_some(status_at),
+        origin,
     }))];
-    let mentioning = store::open_mentioning(&ctx.db, installation, repo_id, sha).await?;
-    let targets: Vec<i64> = match hinted {
-        Some(n) => vec![n],
-        None => {
-            let in_env = store::open_for_environment(&ctx.db, installation, repo_id, &environment).await?;
-            mentioning.iter().copied().filter(|n| in_env.contains(n)).collect()
-        }
-    };
+    let covering = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha).await?;
+    // The request it belongs to; and the requests for that environment that cover its commit,
+    // which report it loudly if it happened while their gate was closed.
+    let mut targets: Vec<i64> = owner.into_iter().collect();
+    if matches!(state, "in_progress" | "success") {
+        let in_env = store::open_for_environment(&ctx.db, installation, repo_id, &environment).await?;
+        targets.extend(covering.iter().copied().filter(|n| in_env.contains(n) && Some(*n) != owner));
+    }
     for issue in &targets {
         effects.push(Effect::ForwardDeployment {
             installation,
@@ -1479,8 +1874,9 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
             deployment_id: id,
         });
     }
+    // A success may be the staging evidence another request waits for.
     if state == "success" {
-        for issue in mentioning.into_iter().filter(|n| !targets.contains(n)) {
+        for issue in covering.into_iter().filter(|n| !targets.contains(n)) {
             effects.push(Effect::Recheck { installation, repository_id: repo_id, repository: repo.clone(), issue });
         }
     }
@@ -1533,7 +1929,7 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
     // The environment's open requests whose commits (linked PR heads, or the commit a request
     // without PRs names) include the run's.
     let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
-    let covering: Vec<i64> = store::open_mentioning(&ctx.db, installation, repo_id, sha)
+    let covering: Vec<i64> = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha)
         .await?
         .into_iter()
         .filter(|n| in_env.contains(n))

@@ -84,6 +84,11 @@ async fn accept(
     if !valid_event(event) {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_request", "missing or invalid X-GitHub-Event header"));
     }
+    // The App's own events (rechecks, forwarded commands and deployments) never come from outside,
+    // signed or not: only the worker makes them.
+    if event.starts_with(crate::handlers::INTERNAL_EVENT_PREFIX) {
+        return Err(refuse(StatusCode::BAD_REQUEST, "bad_request", format!("`{event}` is not a GitHub event")));
+    }
     if !valid_delivery_id(delivery_id) {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_request", "missing or invalid X-GitHub-Delivery header"));
     }

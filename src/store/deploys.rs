@@ -22,7 +22,13 @@ pub struct DeploymentRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Who made it: `app` (created by the App), `approved` (approved through its protection
+    /// rule), `actions` (a GitHub Actions workflow) or `manual` (anyone else's token).
+    pub origin: String,
 }
+
+/// Origins whose deployments count as a request's own, and as the commit to roll back to.
+pub const APP_ORIGINS: &str = "('app', 'approved')";
 
 /// Is `state` the end of a deployment?
 pub fn is_final(state: &str) -> bool {
@@ -39,10 +45,11 @@ pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<
         AND excluded.status_id >= deployments.status_id))";
     let sql = format!(
         "INSERT INTO deployments (installation_id, repository_id, deployment_id, environment, sha, ref, issue, state, \
-         status_at, status_id, created_at, started_at, finished_at, succeeded_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         status_at, status_id, created_at, started_at, finished_at, succeeded_at, origin) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
          ON CONFLICT (installation_id, repository_id, deployment_id) DO UPDATE SET \
          issue = COALESCE(deployments.issue, excluded.issue), \
+         origin = CASE WHEN deployments.origin IN ('app', 'approved') THEN deployments.origin ELSE excluded.origin END, \
          state = CASE WHEN {NEWER} THEN excluded.state ELSE deployments.state END, \
          finished_at = CASE WHEN {NEWER} \
              THEN COALESCE(excluded.finished_at, deployments.finished_at) \
@@ -69,13 +76,14 @@ pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<
         .bind(d.started_at)
         .bind(d.finished_at)
         .bind((d.state == "success").then_some(d.status_at))
+        .bind(&d.origin)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
 const DEPLOYMENT_COLUMNS: &str = "installation_id, repository_id, deployment_id, environment, sha, ref AS git_ref, \
-    issue, state, status_at, status_id, created_at, started_at, finished_at";
+    issue, state, status_at, status_id, created_at, started_at, finished_at, origin";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: i64) -> Result<Option<DeploymentRow>> {
     let sql = format!(
@@ -90,11 +98,54 @@ pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: 
         .await?)
 }
 
-/// Has `sha` deployed successfully to `environment` (as far as the App has seen)?
+/// Is deployment `deployment_id` of `repository` the App's own? `("app", issue)` when the App
+/// created it for request `issue` (the id GitHub answered, kept in `github_objects`), or
+/// `("approved", issue)` when request `issue` approved it through the App's protection rule.
+pub async fn own_deployment(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    deployment_id: i64,
+) -> Result<Option<(String, i64)>> {
+    let approved: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT issue FROM protection_rules WHERE installation_id = $1 AND repository_id = $2 \
+         AND deployment_id = $3 AND state = 'approved' LIMIT 1",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(deployment_id)
+    .fetch_optional(db.pool())
+    .await?;
+    if let Some((Some(issue),)) = approved {
+        return Ok(Some(("approved".into(), issue)));
+    }
+    let created: Vec<(String,)> = sqlx::query_as(
+        "SELECT key FROM github_objects WHERE installation_id = $1 AND kind = 'deployment' AND github_id = $2",
+    )
+    .bind(installation)
+    .bind(deployment_id)
+    .fetch_all(db.pool())
+    .await?;
+    // Keys are `{owner/name}:{request|rollback}-{issue}-{comment id}`.
+    let prefix = format!("{repository}:");
+    for (key,) in created {
+        let Some(rest) = key.strip_prefix(&prefix) else { continue };
+        let mut parts = rest.split('-');
+        if let (Some("request" | "rollback"), Some(Ok(issue))) = (parts.next(), parts.next().map(str::parse::<i64>)) {
+            return Ok(Some(("app".into(), issue)));
+        }
+    }
+    Ok(None)
+}
+
+/// Has `sha` deployed successfully to `environment` (as far as the App has seen), in a deployment
+/// made by the App or by GitHub Actions? One a person made with their own token is no evidence.
 pub async fn succeeded(db: &Db, installation: i64, repository_id: i64, environment: &str, sha: &str) -> Result<bool> {
     let row: Option<(i64,)> = sqlx::query_as(
         "SELECT deployment_id FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
-         AND LOWER(environment) = LOWER($3) AND sha = $4 AND succeeded_at IS NOT NULL LIMIT 1",
+         AND LOWER(environment) = LOWER($3) AND sha = $4 AND succeeded_at IS NOT NULL \
+         AND origin IN ('app', 'approved', 'actions') LIMIT 1",
     )
     .bind(installation)
     .bind(repository_id)
@@ -105,7 +156,8 @@ pub async fn succeeded(db: &Db, installation: i64, repository_id: i64, environme
     Ok(row.is_some())
 }
 
-/// The SHA of the newest successful deployment to `environment` other than `except`.
+/// The SHA of the newest successful deployment to `environment` other than `except` that the App
+/// created or approved (never one only a hand-made deployment vouches for).
 pub async fn last_success(
     db: &Db,
     installation: i64,
@@ -116,6 +168,7 @@ pub async fn last_success(
     let row: Option<(String,)> = sqlx::query_as(
         "SELECT sha FROM deployments WHERE installation_id = $1 AND repository_id = $2 \
          AND LOWER(environment) = LOWER($3) AND succeeded_at IS NOT NULL AND sha <> $4 \
+         AND origin IN ('app', 'approved') \
          ORDER BY succeeded_at DESC, deployment_id DESC LIMIT 1",
     )
     .bind(installation)

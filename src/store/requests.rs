@@ -38,6 +38,9 @@ pub struct RequestRow {
     pub approved_at: Option<i64>,
     /// When `/deploy` or `/rollback` asked for the current deployment.
     pub deploy_requested_at: Option<i64>,
+    /// The account that placed the hold, and the one that denied (logins are for display).
+    pub hold_by_id: Option<i64>,
+    pub denied_by_id: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
@@ -58,7 +61,7 @@ pub struct ApprovalRow {
 /// Every column of `requests`, in `RequestRow`'s order.
 pub const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
     environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at, \
-    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at, deploy_requested_at";
+    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at, deploy_requested_at, hold_by_id, denied_by_id";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Option<RequestRow>> {
     let sql =
@@ -71,18 +74,129 @@ pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> 
         .await?)
 }
 
-/// Open requests of a repository whose stored facts mention `needle` (a head SHA or `"number":N`).
-pub async fn open_mentioning(db: &Db, installation: i64, repository_id: i64, needle: &str) -> Result<Vec<i64>> {
+/// What a request links: a pull request (by number) or a commit it covers (a full SHA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Link {
+    Pr,
+    Sha,
+}
+
+impl Link {
+    fn as_str(self) -> &'static str {
+        match self {
+            Link::Pr => "pr",
+            Link::Sha => "sha",
+        }
+    }
+}
+
+/// Open requests of a repository that link `value` as `kind` (a PR number, or a full SHA
+/// compared lowercase), by index.
+pub async fn open_linking(db: &Db, installation: i64, repository_id: i64, kind: Link, value: &str) -> Result<Vec<i64>> {
     let rows: Vec<(i64,)> = sqlx::query_as(
-        "SELECT issue FROM requests WHERE installation_id = $1 AND repository_id = $2 AND open = 1 AND labelled = 1 \
-         AND facts LIKE $3 ORDER BY issue",
+        "SELECT r.issue FROM request_links l JOIN requests r ON r.installation_id = l.installation_id \
+         AND r.repository_id = l.repository_id AND r.issue = l.issue \
+         WHERE l.installation_id = $1 AND l.repository_id = $2 AND l.kind = $3 AND l.value = $4 \
+         AND r.open = 1 AND r.labelled = 1 ORDER BY r.issue",
     )
     .bind(installation)
     .bind(repository_id)
-    .bind(format!("%{needle}%"))
+    .bind(kind.as_str())
+    .bind(value.to_ascii_lowercase())
     .fetch_all(db.pool())
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Replaces what request `issue` links.
+pub async fn save_links(
+    tx: &mut Transaction<'_, Any>,
+    installation: i64,
+    repository_id: i64,
+    issue: i64,
+    links: &[(Link, String)],
+) -> Result<()> {
+    sqlx::query("DELETE FROM request_links WHERE installation_id = $1 AND repository_id = $2 AND issue = $3")
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .execute(&mut **tx)
+        .await?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (kind, value) in links {
+        let value = value.to_ascii_lowercase();
+        if !seen.insert((*kind, value.clone())) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO request_links (installation_id, repository_id, issue, kind, value) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .bind(kind.as_str())
+        .bind(value)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Requests of a repository holding an approval given by comment `comment_id` (a comment on a
+/// linked PR approves on the request it was applied to).
+pub async fn approved_by_comment(db: &Db, installation: i64, repository_id: i64, comment_id: i64) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT DISTINCT issue FROM approvals WHERE installation_id = $1 AND repository_id = $2 AND comment_id = $3 \
+         AND state = 'active' ORDER BY issue",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(comment_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// The account ids that policy logins were pinned to: lowercase login -> id.
+pub async fn pinned_logins(
+    db: &Db,
+    installation: i64,
+    logins: &[String],
+) -> Result<std::collections::BTreeMap<String, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for login in logins {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT user_id FROM pinned_logins WHERE installation_id = $1 AND login = $2")
+                .bind(installation)
+                .bind(login.to_ascii_lowercase())
+                .fetch_optional(db.pool())
+                .await?;
+        if let Some((id,)) = row {
+            out.insert(login.to_ascii_lowercase(), id);
+        }
+    }
+    Ok(out)
+}
+
+/// Pins `login` to account `user_id`; a login pinned already keeps its first account.
+pub async fn pin_login(
+    tx: &mut Transaction<'_, Any>,
+    installation: i64,
+    login: &str,
+    user_id: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pinned_logins (installation_id, login, user_id, pinned_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (installation_id, login) DO NOTHING",
+    )
+    .bind(installation)
+    .bind(login.to_ascii_lowercase())
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Open requests of an installation: (repository id, repository, issue).
@@ -99,14 +213,15 @@ pub async fn open_in_installation(db: &Db, installation: i64) -> Result<Vec<(i64
 pub async fn save(tx: &mut Transaction<'_, Any>, r: &RequestRow) -> Result<()> {
     let sql = format!(
         "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
          labelled = excluded.labelled, open = excluded.open, environment = excluded.environment, \
          fingerprint = excluded.fingerprint, revision = excluded.revision, hold_by = excluded.hold_by, \
          denied_by = excluded.denied_by, deny_reason = excluded.deny_reason, gate_open = excluded.gate_open, \
          state = excluded.state, facts = excluded.facts, labels = excluded.labels, updated_at = excluded.updated_at, \
          deploy_key = excluded.deploy_key, deployment_id = excluded.deployment_id, deploy_state = excluded.deploy_state, \
          deploy_sha = excluded.deploy_sha, approved_at = excluded.approved_at, \
-         deploy_requested_at = excluded.deploy_requested_at"
+         deploy_requested_at = excluded.deploy_requested_at, hold_by_id = excluded.hold_by_id, \
+         denied_by_id = excluded.denied_by_id"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(r.installation_id)
@@ -135,6 +250,8 @@ pub async fn save(tx: &mut Transaction<'_, Any>, r: &RequestRow) -> Result<()> {
         .bind(&r.deploy_sha)
         .bind(r.approved_at)
         .bind(r.deploy_requested_at)
+        .bind(r.hold_by_id)
+        .bind(r.denied_by_id)
         .execute(&mut **tx)
         .await?;
     Ok(())

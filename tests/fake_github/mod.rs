@@ -110,6 +110,12 @@ pub struct Pull {
     pub files: Vec<String>,
     /// (reviewer id, APPROVED | CHANGES_REQUESTED | COMMENTED)
     pub reviews: Vec<(i64, String)>,
+    /// Renamed files: (new name, previous name); listed after `files`.
+    pub renames: Vec<(String, String)>,
+    /// What GitHub says in `changed_files` when more than it lists (None: the files listed).
+    pub changed_files: Option<usize>,
+    /// Who pushed commits besides the author: (id, login), one commit each.
+    pub pushers: Vec<(i64, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -176,6 +182,8 @@ pub struct Model {
     pub run_jobs: BTreeMap<(String, i64, i64), Vec<Value>>,
     /// The head label (`owner:branch`) of pull requests by (repo, number).
     pub pull_heads: BTreeMap<(String, i64), String>,
+    /// Accounts by login (what `/users/{login}` answers now): login -> id.
+    pub users: BTreeMap<String, i64>,
 }
 
 impl Model {
@@ -242,7 +250,7 @@ impl FakeGitHub {
             author: author.1.into(),
             state: "open".into(),
             files: files.iter().map(|f| f.to_string()).collect(),
-            reviews: vec![],
+            ..Pull::default()
         };
         self.model().pulls.insert((repo.to_string(), number), p);
         self
@@ -286,15 +294,39 @@ impl FakeGitHub {
     }
 
     /// A deployment of `sha` to `environment` whose latest status is `state` (made by the team's
-    /// pipeline, not the App).
+    /// GitHub Actions pipeline, not the App).
     pub fn deployment(&self, repo: &str, sha: &str, environment: &str, state: &str) {
+        self.deployment_made(
+            repo,
+            sha,
+            environment,
+            state,
+            actions_creator(),
+            json!({ "id": 15368, "slug": "github-actions" }),
+        )
+    }
+
+    /// A deployment someone made by hand with their own token (no App performed it).
+    pub fn deployment_by_hand(&self, repo: &str, who: (i64, &str), sha: &str, environment: &str, state: &str) {
+        let creator = json!({ "id": who.0, "login": who.1, "type": "User" });
+        self.deployment_made(repo, sha, environment, state, creator, Value::Null)
+    }
+
+    fn deployment_made(&self, repo: &str, sha: &str, environment: &str, state: &str, creator: Value, app: Value) {
         let mut m = self.model();
         let id = m.id();
         m.deployments.push((
             repo.into(),
-            json!({ "id": id, "sha": sha, "ref": sha, "environment": environment, "payload": {} }),
+            json!({ "id": id, "sha": sha, "ref": sha, "environment": environment, "payload": {},
+                    "creator": creator, "performed_via_github_app": app }),
         ));
         m.deployment_statuses.push((repo.into(), id, json!({ "id": id * 10, "state": state })));
+    }
+
+    /// `login` is now the account `id` (a new account, or a rename).
+    pub fn user(&self, login: &str, id: i64) -> &Self {
+        self.model().users.insert(login.to_ascii_lowercase(), id);
+        self
     }
 
     /// The App's check runs on a SHA: (name, conclusion, summary).
@@ -648,12 +680,20 @@ pub fn issue_json(i: &Issue) -> Value {
             "user": { "id": i.author_id, "login": i.author, "type": "User" } })
 }
 
+/// The user GitHub Actions creates deployments as.
+pub fn actions_creator() -> Value {
+    json!({ "login": "github-actions[bot]", "id": 41898282, "type": "Bot" })
+}
+
 fn bot() -> Value {
     json!({ "login": format!("{APP_SLUG}[bot]"), "id": 9_000_001, "type": "Bot" })
 }
 
 fn comment_json(c: &Comment) -> Value {
+    let app = (c.user == format!("{APP_SLUG}[bot]"))
+        .then(|| json!({ "id": APP_ID.parse::<i64>().unwrap_or_default(), "slug": APP_SLUG }));
     json!({ "id": c.id, "body": c.body, "user": { "login": c.user, "id": c.user_id, "type": if c.user.ends_with("[bot]") { "Bot" } else { "User" } },
+            "performed_via_github_app": app,
             "html_url": format!("https://github.com/{}/issues/{}#issuecomment-{}", c.repo, c.issue, c.id) })
 }
 
@@ -850,7 +890,13 @@ fn route(
                 .issues
                 .iter()
                 .filter(|((r, _), i)| *r == repo && label.as_ref().is_none_or(|l| i.labels.contains(l)))
-                .map(|(_, i)| json!({ "number": i.number, "title": i.title, "body": i.body, "state": i.state }))
+                .map(|(_, i)| {
+                    let by_app = i.author == format!("{APP_SLUG}[bot]");
+                    json!({ "number": i.number, "title": i.title, "body": i.body, "state": i.state,
+                            "user": { "login": i.author, "id": if by_app { 9_000_001 } else { i.author_id },
+                                      "type": if by_app { "Bot" } else { "User" } },
+                            "performed_via_github_app": by_app.then(|| json!({ "id": APP_ID.parse::<i64>().unwrap_or_default(), "slug": APP_SLUG })) })
+                })
                 .collect();
             paged(list, query, &ctx.base, &concrete, None)
         }
@@ -965,7 +1011,8 @@ fn route(
                 Some(pr) => answer(
                     200,
                     json!({ "number": n, "state": if pr.state == "merged" { "closed" } else { pr.state.as_str() }, "merged": pr.state == "merged",
-                            "head": { "sha": pr.head_sha, "ref": "feature" }, "user": { "id": pr.author_id, "login": pr.author, "type": "User" } }),
+                            "head": { "sha": pr.head_sha, "ref": "feature" }, "user": { "id": pr.author_id, "login": pr.author, "type": "User" },
+                            "changed_files": pr.changed_files.unwrap_or(pr.files.len() + pr.renames.len()) }),
                 ),
                 None => not_found(),
             }
@@ -974,7 +1021,31 @@ fn route(
             let n = num("pull_number");
             match m.pulls.get(&(repo.clone(), n)) {
                 Some(pr) => {
-                    let list = pr.files.iter().map(|f| json!({ "filename": f, "status": "modified" })).collect();
+                    let mut list: Vec<Value> =
+                        pr.files.iter().map(|f| json!({ "filename": f, "status": "modified" })).collect();
+                    list.extend(
+                        pr.renames.iter().map(
+                            |(new, old)| json!({ "filename": new, "previous_filename": old, "status": "renamed" }),
+                        ),
+                    );
+                    paged(list, query, &ctx.base, &concrete, None)
+                }
+                None => not_found(),
+            }
+        }
+        "pulls/list-commits" => {
+            let n = num("pull_number");
+            match m.pulls.get(&(repo.clone(), n)) {
+                Some(pr) => {
+                    let people = std::iter::once((pr.author_id, pr.author.clone())).chain(pr.pushers.iter().cloned());
+                    let list = people
+                        .enumerate()
+                        .map(|(i, (id, login))| {
+                            let who = json!({ "id": id, "login": login, "type": "User" });
+                            json!({ "sha": format!("{:040x}", i + 1), "author": who, "committer": who,
+                                    "commit": { "message": "change" } })
+                        })
+                        .collect();
                     paged(list, query, &ctx.base, &concrete, None)
                 }
                 None => not_found(),
@@ -1032,6 +1103,10 @@ fn route(
                     json!({ "type": "file", "sha": format!("blob{}", text.len()), "encoding": "base64", "content": content, "path": param("path") }),
                 )
             }
+            None => not_found(),
+        },
+        "users/get-by-username" => match m.users.get(&param("username").to_ascii_lowercase()) {
+            Some(id) => answer(200, json!({ "id": id, "login": param("username"), "type": "User" })),
             None => not_found(),
         },
         "issues/get" => {

@@ -39,7 +39,6 @@ environments:
       - role: frontend-lead
         when_paths: ["apps/frontend/**"]
     require_checks: all
-    dismiss_stale_approvals: true
     allow_self_approval: false
     max_rollback_minutes: 5
   staging:
@@ -117,8 +116,8 @@ impl World {
         gh.team("acme", "backend-leads", &[BOB]).team("acme", "product", &[]).team("acme", "frontend-leads", &[]);
         gh.file(REPO, ".github/shipgate.yml", policy);
         for (id, login) in [ALICE, BOB, CAROL, DAVE, EVE] {
-            let _ = id;
             gh.permission(REPO, login, "write");
+            gh.user(login, id);
         }
         gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
         let opts = Options { github: Some(fast_github(&gh.url)), ..Options::default() };
