@@ -679,3 +679,33 @@ async fn the_app_edits_only_comments_it_wrote(db: &TestDb) {
     w.done().await;
 }
 both_backends!(the_app_edits_only_comments_it_wrote);
+
+// 11. The cached policy was refreshed only by a push whose commit list named the file: a push
+// with a cut-short list (GitHub lists at most 20 commits) left an older, looser policy in force.
+async fn a_push_whose_commit_list_omits_the_policy_still_reloads_it(db: &TestDb) {
+    let w = World::new(db).await;
+    approved_by_bob_and_alice(&w).await;
+    w.sticky();
+    // The file now requires a frontend lead for everything; the push lists other files only.
+    w.gh.file(REPO, ".github/shipgate.yml", &POLICY.replace("        when_paths: [\"apps/frontend/**\"]\n", ""));
+    let after = "dddddddddddddddddddddddddddddddddddddddd";
+    let mut v = w.base("push.none.0");
+    v["ref"] = json!("refs/heads/main");
+    v["repository"]["default_branch"] = json!("main");
+    v["after"] = json!(after);
+    v["commits"] = json!([{ "id": after, "added": [], "removed": [], "modified": ["README.md"] }]);
+    assert_eq!(w.app.deliver("push", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let c = w.sticky();
+    assert!(row(&c, "Approvals").contains("waiting for frontend-lead"), "{c}");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    // A push that changes nothing of the policy costs one read and nothing else.
+    let before = w.gh.calls().len();
+    v["after"] = json!("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+    assert_eq!(w.app.deliver("push", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let calls: Vec<String> = w.gh.calls()[before..].iter().map(|c| c.operation.clone()).collect();
+    assert_eq!(calls, vec!["repos/get-content"], "{calls:?}");
+    w.done().await;
+}
+both_backends!(a_push_whose_commit_list_omits_the_policy_still_reloads_it);

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Ctx, Effect, Handled, HandlerError, requests};
+use super::repo::{gh_err, repo_of};
+use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::ci::{self, Alert, Incident, RunInfo, RunKind};
 use crate::domain::policy::Policy;
 use crate::github::actions::Action;
@@ -19,10 +20,6 @@ use crate::github::client::{GhError, parse_rfc3339_ms};
 use crate::github::facts;
 use crate::store::incidents::{self as store, Change, FlakyRow, IncidentRow, PrCommentRow, RunRow};
 use crate::store::{Db, objects, outbox, scheduler};
-
-fn gh_err(e: GhError) -> HandlerError {
-    HandlerError::Retry(e.to_string())
-}
 
 fn ci_effect(c: Change) -> Effect {
     Effect::Ci(Box::new(c))
@@ -46,7 +43,7 @@ async fn load_policy(
     repo: &str,
     effects: &mut Vec<Effect>,
 ) -> Result<Policy, HandlerError> {
-    Ok(requests::load_policy(ctx, installation, repo_id, repo, effects).await?.0)
+    Ok(super::repo::load_policy(ctx, installation, repo_id, repo, effects).await?.0)
 }
 
 /// Rechecks of the repository's open deployment requests (their CI gate may change).
@@ -59,30 +56,18 @@ async fn recheck_requests(ctx: &Ctx, installation: i64, repo_id: i64) -> Result<
         .collect())
 }
 
-/// Both results' effects, each once.
-fn merge(a: Handled, b: Vec<Effect>) -> Handled {
-    let mut effects = a.effects;
-    for e in b {
-        if !effects.contains(&e) {
-            effects.push(e);
-        }
-    }
-    if effects.is_empty() { Handled { outcome: a.outcome, effects } } else { Handled::ok(effects) }
-}
-
-/// `workflow_run`: the deployment requests' recheck (as before), and the CI incident work.
-pub async fn on_workflow_run(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
-    let related = requests::on_related(ctx.clone()).await?;
+/// `workflow_run`: the CI incident work (the deployment requests' recheck is registered beside
+/// it, in `Registry::standard`).
+pub async fn on_workflow_run(ctx: Arc<Ctx>) -> Result<Vec<Effect>, HandlerError> {
     let v: Value = ctx.payload()?;
-    let effects = workflow_run(&ctx, &v).await?;
-    Ok(merge(related, effects))
+    workflow_run(&ctx, &v).await
 }
 
 async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError> {
     if v["action"].as_str() != Some("completed") {
         return Ok(vec![]);
     }
-    let Some((installation, repo_id, repo)) = requests::repo_of(ctx, v) else { return Ok(vec![]) };
+    let Some((installation, repo_id, repo)) = repo_of(ctx, v) else { return Ok(vec![]) };
     let repo = repo.as_str();
     let wr = &v["workflow_run"];
     let (Some(conclusion), Some(run_id)) = (wr["conclusion"].as_str(), wr["id"].as_i64()) else {
@@ -496,7 +481,7 @@ fn alert_of(event: &str, v: &Value, now: i64) -> Alert {
 /// created or reopened opens a `security` incident, escalated at once; fixed or dismissed closes it.
 pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
-    let Some((installation, repo_id, repo)) = requests::repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
     let repo = repo.as_str();
     let event = ctx.delivery.event.as_str();
     let action = v["action"].as_str().unwrap_or_default();
@@ -583,14 +568,6 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         _ => return Ok(Handled::ignored()),
     }
     Ok(Handled::ok(effects))
-}
-
-/// For `block_deploys_while_red`: the open CI incident on `branch` (None: the default branch),
-/// as the gate table names it.
-pub async fn red_on(db: &Db, repository_id: i64, branch: Option<&str>) -> Result<Option<String>, HandlerError> {
-    Ok(store::open_ci_on(db, repository_id, branch)
-        .await?
-        .map(|i| format!("{} (since {})", i.title, ci::format_time(i.first_failure_at))))
 }
 
 /// A claim older than this, never finished, was left by a replica that stopped: taken over.

@@ -4,6 +4,7 @@
 
 pub mod ci;
 pub mod installation;
+pub mod repo;
 pub mod requests;
 
 use std::collections::HashMap;
@@ -329,6 +330,17 @@ fn internal_delivery(
     }
 }
 
+/// Both results' effects, each once.
+fn merge(a: Handled, b: Vec<Effect>) -> Handled {
+    let mut effects = a.effects;
+    for e in b {
+        if !effects.contains(&e) {
+            effects.push(e);
+        }
+    }
+    if effects.is_empty() { Handled { outcome: a.outcome, effects } } else { Handled::ok(effects) }
+}
+
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Handled, HandlerError>> + Send>>;
 pub type HandlerFn = Arc<dyn Fn(Arc<Ctx>) -> HandlerFuture + Send + Sync>;
 
@@ -369,8 +381,11 @@ impl Registry {
         ] {
             r.on(event, None, requests::on_related);
         }
-        // Replaces the registration above; also returns on_related's rechecks.
-        r.on("workflow_run", None, ci::on_workflow_run);
+        // Replaces the registration above: the requests' rechecks and the CI incident work.
+        r.on("workflow_run", None, |ctx: Arc<Ctx>| async move {
+            let related = requests::on_related(ctx.clone()).await?;
+            Ok(merge(related, ci::on_workflow_run(ctx).await?))
+        });
         for event in ["dependabot_alert", "code_scanning_alert", "secret_scanning_alert"] {
             r.on(event, None, ci::on_security_alert);
         }

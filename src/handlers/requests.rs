@@ -9,11 +9,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::repo::{gh_err, load_policy, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands::{self, Command};
 use crate::domain::gate::{self, ApprovalFact, CheckFact, Evaluation, GateInput, PrFacts, User};
 use crate::domain::messages::{self, DeployView, RequestView};
-use crate::domain::policy::{self, ConfigError, DeployMode, Permission, Policy};
+use crate::domain::policy::{self, DeployMode, Permission, Policy};
 use crate::domain::request::{self, Problem};
 use crate::github::actions::Action;
 use crate::github::client::{GhError, parse_rfc3339_ms};
@@ -28,15 +29,6 @@ pub const STATE_LABELS: &[&str] =
 
 /// The internal event asking for a request to be evaluated again.
 pub const RECHECK_EVENT: &str = "shipgate_recheck";
-
-fn gh_err(e: GhError) -> HandlerError {
-    match e {
-        GhError::Status { status, .. } if (400..500).contains(&status) && status != 429 => {
-            HandlerError::Retry(e.to_string())
-        }
-        other => HandlerError::Retry(other.to_string()),
-    }
-}
 
 /// Facts remembered between evaluations.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -107,51 +99,6 @@ pub struct Target {
     pub repo_id: i64,
     pub repo: String,
     pub issue: i64,
-}
-
-/// The policy for a repository: from the cache, or fetched (and cached by blob SHA).
-pub(crate) async fn load_policy(
-    ctx: &Ctx,
-    installation: i64,
-    repo_id: i64,
-    repo: &str,
-    effects: &mut Vec<Effect>,
-) -> Result<(Policy, Vec<ConfigError>), HandlerError> {
-    let cached = crate::store::requests::policy(&ctx.db, installation, repo_id).await?;
-    let yaml = match cached {
-        Some((_, yaml)) => yaml,
-        None => match facts::policy_file(&ctx.github, installation, repo).await {
-            Ok(Some((sha, text))) => {
-                effects.push(Effect::SavePolicy {
-                    installation,
-                    repository_id: repo_id,
-                    blob: sha,
-                    yaml: Some(text.clone()),
-                });
-                Some(text)
-            }
-            Ok(None) => {
-                effects.push(Effect::SavePolicy {
-                    installation,
-                    repository_id: repo_id,
-                    blob: String::new(),
-                    yaml: None,
-                });
-                None
-            }
-            Err(GhError::DryRun) => None,
-            Err(e) => return Err(gh_err(e)),
-        },
-    };
-    Ok(match yaml {
-        None => (policy::default_policy(), vec![]),
-        Some(text) => match policy::parse(&text) {
-            Ok(p) => (p, vec![]),
-            // A broken file never falls back: the label still works, every gate stays closed.
-            // No roles or environments from any other policy either: nobody is shown as an approver.
-            Err(errors) => (Policy::default(), errors),
-        },
-    })
 }
 
 /// Evaluates one request. `issue` is the issue payload when the event carried it.
@@ -567,7 +514,7 @@ pub async fn evaluate(
     let requester = User { id: row.author_id, login: row.author_login.clone() };
     // CI red on the branch the environment deploys from (its `branch`, else the default branch).
     let ci_red = match env_policy.filter(|_| policy.ci.block_deploys_while_red) {
-        Some(env) => super::ci::red_on(&ctx.db, t.repo_id, env.branch.as_deref()).await?,
+        Some(env) => super::repo::red_on(&ctx.db, t.repo_id, env.branch.as_deref()).await?,
         None => None,
     };
     let eval = gate::evaluate(&GateInput {
@@ -1543,26 +1490,43 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     if v["ref"].as_str() != Some(&format!("refs/heads/{default}")) {
         return Ok(Handled::ignored());
     }
+    // Every move of the default branch re-reads the policy: a push's commit list can be cut
+    // short (GitHub lists at most 20 commits) or the push missed, so the file's blob SHA decides
+    // whether it changed, not the list.
     let touched = v["commits"].as_array().into_iter().flatten().any(|c| {
         ["added", "modified", "removed"]
             .iter()
             .any(|k| c[*k].as_array().into_iter().flatten().any(|f| f.as_str() == Some(POLICY_PATH)))
     });
-    if !touched {
-        return Ok(Handled::ignored());
-    }
     let after = v["after"].as_str().unwrap_or_default().to_string();
     let mut effects = Vec::new();
     let file = match facts::policy_file(&ctx.github, installation, repo).await {
         Ok(f) => f,
-        Err(GhError::DryRun) => None,
+        Err(GhError::DryRun) => return Ok(Handled::ignored()),
         Err(e) => return Err(gh_err(e)),
     };
     let (blob, yaml) = match &file {
         Some((sha, text)) => (sha.clone(), Some(text.clone())),
         None => (String::new(), None),
     };
+    let cached = store::policy(&ctx.db, installation, repo_id).await?;
+    let changed = cached.as_ref().is_none_or(|(b, _)| *b != blob);
+    if !changed && !touched {
+        return Ok(Handled::ignored());
+    }
     effects.push(Effect::SavePolicy { installation, repository_id: repo_id, blob, yaml: yaml.clone() });
+    if changed {
+        effects.push(Effect::Audit(Box::new(AuditEntry {
+            installation_id: installation,
+            repository_id: Some(repo_id),
+            repository: Some(repo.to_string()),
+            issue: None,
+            kind: "policy.changed".into(),
+            actor_id: v["sender"]["id"].as_i64(),
+            actor_login: v["sender"]["login"].as_str().map(str::to_string),
+            detail: json!({ "blob": file.as_ref().map(|f| f.0.clone()), "commit": after, "valid": yaml.as_deref().map(|y| policy::parse(y).is_ok()) }),
+        })));
+    }
     let (conclusion, title, summary) = match yaml.as_deref().map(policy::parse) {
         None => ("success", "No .github/shipgate.yml: the built-in policy applies".to_string(), String::new()),
         Some(Ok(p)) => (
@@ -1806,15 +1770,6 @@ pub async fn on_forwarded_deployment(ctx: Arc<Ctx>) -> Result<Handled, HandlerEr
     let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
     let Some(id) = v["deployment"]["id"].as_i64() else { return Ok(Handled::ignored()) };
     evaluate(ctx, t, None, Trigger::Deployment { id }).await
-}
-
-/// The repository of an event: (installation, repository id, owner/name).
-pub(crate) fn repo_of(ctx: &Ctx, v: &Value) -> Option<(i64, i64, String)> {
-    Some((
-        ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64())?,
-        v["repository"]["id"].as_i64()?,
-        v["repository"]["full_name"].as_str()?.to_string(),
-    ))
 }
 
 /// `deployment_status`: kept, and handed to the request it belongs to (by the payload the App

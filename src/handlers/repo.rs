@@ -1,0 +1,81 @@
+//! What the request and CI handlers share about a repository: its policy, the repository an
+//! event names, and whether CI is red on a branch. Both depend on this module, never on each
+//! other.
+
+use crate::domain::ci;
+use crate::domain::policy::{self, ConfigError, Policy};
+use crate::github::client::GhError;
+use crate::github::facts;
+use crate::store::Db;
+use crate::store::incidents as store;
+use serde_json::Value;
+
+use super::{Ctx, Effect, HandlerError};
+
+/// A GitHub error as a handler error (worth retrying: a 4xx other than 429 too, since the
+/// delivery may be retried after the cause is fixed, and is parked after N failures).
+pub(crate) fn gh_err(e: GhError) -> HandlerError {
+    HandlerError::Retry(e.to_string())
+}
+
+/// The policy for a repository: from the cache, or fetched (and cached by blob SHA).
+pub(crate) async fn load_policy(
+    ctx: &Ctx,
+    installation: i64,
+    repo_id: i64,
+    repo: &str,
+    effects: &mut Vec<Effect>,
+) -> Result<(Policy, Vec<ConfigError>), HandlerError> {
+    let cached = crate::store::requests::policy(&ctx.db, installation, repo_id).await?;
+    let yaml = match cached {
+        Some((_, yaml)) => yaml,
+        None => match facts::policy_file(&ctx.github, installation, repo).await {
+            Ok(Some((sha, text))) => {
+                effects.push(Effect::SavePolicy {
+                    installation,
+                    repository_id: repo_id,
+                    blob: sha,
+                    yaml: Some(text.clone()),
+                });
+                Some(text)
+            }
+            Ok(None) => {
+                effects.push(Effect::SavePolicy {
+                    installation,
+                    repository_id: repo_id,
+                    blob: String::new(),
+                    yaml: None,
+                });
+                None
+            }
+            Err(GhError::DryRun) => None,
+            Err(e) => return Err(gh_err(e)),
+        },
+    };
+    Ok(match yaml {
+        None => (policy::default_policy(), vec![]),
+        Some(text) => match policy::parse(&text) {
+            Ok(p) => (p, vec![]),
+            // A broken file never falls back: the label still works, every gate stays closed.
+            // No roles or environments from any other policy either: nobody is shown as an approver.
+            Err(errors) => (Policy::default(), errors),
+        },
+    })
+}
+
+/// The repository of an event: (installation, repository id, owner/name).
+pub(crate) fn repo_of(ctx: &Ctx, v: &Value) -> Option<(i64, i64, String)> {
+    Some((
+        ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64())?,
+        v["repository"]["id"].as_i64()?,
+        v["repository"]["full_name"].as_str()?.to_string(),
+    ))
+}
+
+/// For `block_deploys_while_red`: the open CI incident on `branch` (None: the default branch),
+/// as the gate table names it.
+pub async fn red_on(db: &Db, repository_id: i64, branch: Option<&str>) -> Result<Option<String>, HandlerError> {
+    Ok(store::open_ci_on(db, repository_id, branch)
+        .await?
+        .map(|i| format!("{} (since {})", i.title, ci::format_time(i.first_failure_at))))
+}
