@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use chrono::{DateTime, Datelike, Utc};
 use clap::{Parser, Subcommand};
 
 use crate::clock::Clock;
@@ -492,25 +493,23 @@ fn one_line(s: &str, max: usize) -> String {
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn fmt_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    utc(ms).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), clamped to the dates chrono
+/// represents (±262,000 years).
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let date = utc(z.saturating_mul(86_400_000)).date_naive();
+    (i64::from(date.year()), date.month(), date.day())
+}
+
+/// Unix ms as a UTC time, clamped to the times chrono represents.
+fn utc(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
 }
 
 #[cfg(test)]
@@ -521,5 +520,16 @@ mod tests {
     fn formats_times() {
         assert_eq!(fmt_time(0), "1970-01-01 00:00:00");
         assert_eq!(fmt_time(1_795_942_800_000), "2026-11-29 09:00:00");
+        assert_eq!(fmt_time(-1), "1969-12-31 23:59:59");
+        assert_eq!(fmt_time(1_709_251_199_999), "2024-02-29 23:59:59");
+    }
+
+    #[test]
+    fn days_to_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(civil_from_days(-719_468), (0, 3, 1));
     }
 }

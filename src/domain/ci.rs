@@ -3,6 +3,7 @@
 //! Other), and every text the App writes about CI: the PR comment, the incident issue, its
 //! recovery and its escalation, and security-alert incidents.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::policy::{CiPolicy, Policy};
@@ -184,12 +185,14 @@ fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-/// `2020-10-05 16:33 UTC`
+/// `2020-10-05 16:33 UTC` (clamped to the times chrono represents, ±262,000 years).
 pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = crate::cli::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+    let t = DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    });
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// `1 h 12 min`, `45 min`, `30 s`, `2 d 3 h`.
@@ -566,6 +569,8 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(format_time(1_601_915_629_000), "2020-10-05 16:33 UTC");
+        assert_eq!(format_time(-1), "1969-12-31 23:59 UTC");
+        assert_eq!(format_time(1_709_251_199_999), "2024-02-29 23:59 UTC");
         assert_eq!(format_duration(30_000), "30 s");
         assert_eq!(format_duration(45 * 60_000), "45 min");
         assert_eq!(format_duration(72 * 60_000), "1 h 12 min");

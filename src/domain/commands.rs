@@ -250,7 +250,9 @@ fn suggest(word: &str) -> Option<String> {
     }
     let mut best: Option<(usize, &str)> = None;
     for name in NAMES {
-        let distance = if length >= 3 && name.starts_with(word) { 0 } else { edit_distance(word, name) };
+        // Optimal string alignment over chars: Levenshtein plus adjacent transpositions, so
+        // `/hodl` is one edit from `/hold`.
+        let distance = if length >= 3 && name.starts_with(word) { 0 } else { strsim::osa_distance(word, name) };
         let limit = if name.len() <= 4 { 1 } else { 2 };
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, name));
@@ -258,34 +260,6 @@ fn suggest(word: &str) -> Option<String> {
     }
     // Very short words are only ever prefixes (`/ap` is not a command).
     best.filter(|(distance, _)| length >= 3 || *distance == 0).map(|(_, name)| format!("/{name}"))
-}
-
-/// Optimal string alignment distance (Levenshtein plus adjacent transpositions: `/hodl` is one
-/// edit from `/hold`), over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // rows[i][j]: distance between a[..i] and b[..j]
-    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in rows.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    if let Some(first) = rows.first_mut() {
-        for (j, cell) in first.iter_mut().enumerate() {
-            *cell = j;
-        }
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (rows[i - 1][j] + 1).min(rows[i][j - 1] + 1).min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = d;
-        }
-    }
-    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]

@@ -507,18 +507,7 @@ fn id_of(v: &Value, field: &str) -> Result<i64, ActionError> {
     v.get(field).and_then(Value::as_i64).ok_or_else(|| ActionError::Retry(format!("GitHub's answer has no {field}")))
 }
 
-/// Percent-encodes a path segment or query value.
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use super::client::encode;
 
 #[cfg(test)]
 mod tests {

@@ -12,10 +12,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime};
 use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use octocrab::Octocrab;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -361,9 +366,7 @@ impl GitHub {
     }
 
     async fn backoff(&self, attempt: u32) {
-        let base = self.cfg.retry_base.as_millis() as u64;
-        let d = base.saturating_mul(1 << attempt.min(10)).min(30_000);
-        tokio::time::sleep(Duration::from_millis(d / 2 + fastrand::u64(0..=d / 2))).await;
+        tokio::time::sleep(retry_delay(self.cfg.retry_base, attempt)).await;
     }
 
     /// How long to wait before trying again, if this answer is a rate limit.
@@ -462,38 +465,70 @@ impl GitHub {
     }
 }
 
-/// `2026-11-29T10:00:00Z` (or with an offset) as Unix ms.
-pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, rest) = s.split_once('T').or_else(|| s.split_once(' '))?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let (time, offset_s) = if let Some(t) = rest.strip_suffix('Z') {
-        (t, 0)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (t, off) = rest.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let mut o = off[1..].split(':').map(|p| p.parse::<i64>());
-        let (oh, om) = (o.next()?.ok()?, o.next().unwrap_or(Ok(0)).ok()?);
-        (t, sign * (oh * 3600 + om * 60))
-    } else {
-        (rest, 0)
-    };
-    let mut t = time.split(':');
-    let (h, mi) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
-    let sec_f: f64 = t.next().unwrap_or("0").parse().ok()?;
-    let days = days_from_civil(y, m, day);
-    Some(((days * 86_400 + h * 3600 + mi * 60 - offset_s) as f64 * 1000.0 + sec_f * 1000.0) as i64)
+/// The wait before retry `attempt` (from 1) of a transient failure: exponential with jitter, a
+/// random time in [d/2, d) for d = base·2^attempt, at most 1024·base and 30 s.
+fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    let max = base.saturating_mul(1 << 10).min(Duration::from_secs(30));
+    // backon's jitter adds up to the delay itself, so it is given the halves.
+    ExponentialBuilder::new()
+        .with_jitter()
+        .with_min_delay(base.saturating_mul(2).min(max) / 2)
+        .with_max_delay(max / 2)
+        .without_max_times()
+        .build()
+        .nth(attempt.max(1) as usize - 1)
+        .unwrap_or(max)
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// A time in GitHub's answers and payloads as Unix ms. RFC 3339 (`2026-11-29T10:00:00Z`, with an
+/// offset or a fraction), and the looser shapes some payloads use: a space for the `T`, an offset of
+/// hours only (`+01`), no seconds, no offset at all (taken as UTC).
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    const WITH_OFFSET: [&str; 4] =
+        ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z", "%Y-%m-%d %H:%M%#z"];
+    const WITHOUT_OFFSET: [&str; 4] =
+        ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
+    let s = s.trim();
+    let with_offset = DateTime::parse_from_rfc3339(s)
+        .ok()
+        .or_else(|| WITH_OFFSET.iter().find_map(|f| DateTime::parse_from_str(s, f).ok()));
+    match with_offset {
+        Some(t) => Some(t.timestamp_millis()),
+        None => WITHOUT_OFFSET
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+            .map(|t| t.and_utc().timestamp_millis()),
+    }
+}
+
+/// Standard base64 as the contents API sends it, without its line breaks; tolerant of missing or
+/// misplaced padding and of the URL-safe alphabet (`-`, `_`).
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let unpadded: String = s
+        .chars()
+        .filter_map(|c| match c {
+            '=' => None,
+            '-' => Some('+'),
+            '_' => Some('/'),
+            c => Some(c),
+        })
+        .collect();
+    LENIENT.decode(unpadded).ok()
+}
+
+/// Path segments and query values: everything but ASCII letters, digits and `-_.~` is
+/// percent-encoded (`ci failure/x` → `ci%20failure%2Fx`).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// Percent-encodes a path segment or query value.
+pub fn encode(s: &str) -> String {
+    utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 /// A path with its identifiers replaced, for metrics: `/repos/{owner}/{repo}/issues/{n}/comments`.
@@ -560,5 +595,71 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2026-11-29T09:00:00.5Z"), Some(1_795_942_800_500));
         assert_eq!(parse_rfc3339_ms("2018-04-25 20:42:10"), Some(1_524_688_930_000));
         assert_eq!(parse_rfc3339_ms("nonsense"), None);
+    }
+
+    #[test]
+    fn parses_looser_payload_times() {
+        let t = 1_795_942_800_000; // 2026-11-29T09:00:00Z
+        for (text, want) in [
+            ("2026-11-29T09:00:00.123456Z", t + 123),
+            ("2026-11-29 09:00:00Z", t),
+            ("2026-11-29T04:00:00-05:00", t),
+            ("2026-11-29T10:00:00+01", t),
+            ("2026-11-29T10:00+01:00", t),
+            ("2026-11-29T09:00", t),
+            ("2026-11-29T09:00:00.5", t + 500),
+            ("2026-11-29 09:00", t),
+            (" 2026-11-29T09:00:00Z\n", t),
+            ("2026-11-29T08:59:60Z", t),
+            ("1969-12-31T23:59:59.001Z", -999),
+        ] {
+            assert_eq!(parse_rfc3339_ms(text), Some(want), "{text}");
+        }
+        for bad in
+            ["", "2026-11-29", "2026-11-29T", "2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-11-29T09:00:00 UTC"]
+        {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_grow_jittered_and_capped() {
+        let base = Duration::from_millis(500);
+        for _ in 0..100 {
+            for (attempt, low, high) in
+                [(1, 500, 1000), (2, 1000, 2000), (4, 4000, 8000), (7, 15_000, 30_000), (40, 15_000, 30_000)]
+            {
+                let d = retry_delay(base, attempt);
+                assert!(d >= Duration::from_millis(low) && d <= Duration::from_millis(high), "{attempt}: {d:?}");
+            }
+            // With a small base, the exponent stops at 10.
+            let d = retry_delay(Duration::from_millis(1), 20);
+            assert!(d >= Duration::from_millis(512) && d <= Duration::from_millis(1024), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn base64_of_the_contents_api() {
+        assert_eq!(decode_base64("aGVsbG8gd29ybGQ=").as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(decode_base64("bGFiZWw6IFg=").as_deref(), Some(&b"label: X"[..]));
+        assert_eq!(decode_base64("bGFiZWw6IFg").as_deref(), Some(&b"label: X"[..]));
+        assert_eq!(decode_base64("").as_deref(), Some(&b""[..]));
+        // The URL-safe alphabet, padding anywhere, bits left over after the last byte.
+        assert_eq!(decode_base64("-_-_").as_deref(), Some(&[0xfb, 0xff, 0xbf][..]));
+        assert_eq!(decode_base64("+/+/").as_deref(), Some(&[0xfb, 0xff, 0xbf][..]));
+        assert_eq!(decode_base64("aG=k=").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(decode_base64("aGl=").as_deref(), Some(&b"hi"[..]));
+        for bad in ["!!!", "a", "aGVsb", "aGVs\nbG8=", "aGVs bG8="] {
+            assert_eq!(decode_base64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encodes_path_segments() {
+        assert_eq!(encode("on-hold"), "on-hold");
+        assert_eq!(encode("ci failure/x"), "ci%20failure%2Fx");
+        assert_eq!(encode("a.b_c~d-E9"), "a.b_c~d-E9");
+        assert_eq!(encode("100%&x=1?#+"), "100%25%26x%3D1%3F%23%2B");
+        assert_eq!(encode("café 🚦"), "caf%C3%A9%20%F0%9F%9A%A6");
     }
 }

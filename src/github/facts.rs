@@ -71,7 +71,7 @@ pub async fn policy_file(gh: &GitHub, installation: i64, repo: &str) -> Result<O
     let v: Value = r.ok(&Method::GET)?.json()?;
     let sha = v["sha"].as_str().unwrap_or_default().to_string();
     let b64: String = v["content"].as_str().unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
-    let bytes = base64_decode(&b64)
+    let bytes = super::client::decode_base64(&b64)
         .ok_or_else(|| GhError::Decode { route: "contents".into(), message: "content is not base64".into() })?;
     Ok(Some((sha, String::from_utf8_lossy(&bytes).into_owned())))
 }
@@ -248,40 +248,6 @@ pub async fn issue(gh: &GitHub, installation: i64, repo: &str, number: i64) -> R
     Ok(Some(r.ok(&Method::GET)?.json()?))
 }
 
-/// Standard base64 (GitHub's contents API), tolerant of padding.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|b| *b != b'=').collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, b) in chunk.iter().enumerate() {
-            acc |= val(*b)? << (18 - 6 * i);
-        }
-        let n = chunk.len();
-        if n < 2 {
-            return None;
-        }
-        out.push((acc >> 16) as u8);
-        if n > 2 {
-            out.push((acc >> 8) as u8);
-        }
-        if n > 3 {
-            out.push(acc as u8);
-        }
-    }
-    Some(out)
-}
-
 /// The jobs of one attempt of a workflow run, with their steps (all pages).
 pub async fn run_attempt_jobs(
     gh: &GitHub,
@@ -330,14 +296,4 @@ pub async fn pulls_with_head(
         .iter()
         .filter_map(|p| Some((p["number"].as_i64()?, p["head"]["sha"].as_str().unwrap_or_default().to_string())))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn base64() {
-        assert_eq!(super::base64_decode("aGVsbG8gd29ybGQ=").as_deref(), Some(&b"hello world"[..]));
-        assert_eq!(super::base64_decode("bGFiZWw6IFg=").as_deref(), Some(&b"label: X"[..]));
-        assert_eq!(super::base64_decode("!!!"), None);
-    }
 }

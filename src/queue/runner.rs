@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use sqlx::FromRow;
 use sqlx::any::AnyRow;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -180,13 +181,20 @@ impl<J: Job> Runner<J> {
     }
 }
 
-/// Exponential backoff with full jitter: a random delay in [d/2, d], d = base·2^(attempt-1) ≤ max.
+/// Exponential backoff with jitter: a random delay in [d/2, d], d = base·2^(attempt-1) ≤ max.
 pub fn backoff_ms(cfg: &WorkerConfig, attempt: i64) -> i64 {
-    let base = cfg.retry_base.as_millis() as i64;
-    let max = cfg.retry_max.as_millis() as i64;
-    let exp = (attempt - 1).clamp(0, 30) as u32;
-    let d = base.saturating_mul(1i64 << exp).min(max).max(1);
-    d / 2 + fastrand::i64(0..=d - d / 2)
+    let max = cfg.retry_max.max(Duration::from_millis(1));
+    // backon's jitter adds up to the delay itself, so it is given the halves.
+    let delay = ExponentialBuilder::new()
+        .with_jitter()
+        .with_min_delay(cfg.retry_base.min(max) / 2)
+        .with_max_delay(max / 2)
+        .without_max_times()
+        .build()
+        .nth(attempt.clamp(1, 31) as usize - 1)
+        .unwrap_or(max);
+    // backon computes in f32 seconds: rounding keeps the bounds whole milliseconds.
+    (delay.as_secs_f64() * 1000.0).round() as i64
 }
 
 #[cfg(test)]

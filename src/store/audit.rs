@@ -11,6 +11,7 @@
 //! * No code path updates or deletes an entry, and the database refuses to (triggers in
 //!   migrations/*/0005_audit.sql). [`verify`] walks every chain and names the first broken link.
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -402,13 +403,15 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-/// Unix ms as RFC 3339 UTC, e.g. `2026-11-29T09:00:00.000Z`.
+/// Unix ms as RFC 3339 UTC, e.g. `2026-11-29T09:00:00.000Z` (clamped to the years chrono
+/// represents, ±262,000).
 pub fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = crate::cli::civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
+    let t = DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    });
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// `--since` / `?since=`: a duration back from `now` (`7d`, `24h`, `30m`) or an RFC 3339 time
@@ -434,59 +437,11 @@ pub fn parse_since(s: &str, now: i64) -> std::result::Result<i64, String> {
     parse_rfc3339(s).ok_or_else(bad)
 }
 
+/// RFC 3339 as chrono reads it: `T`, `t` or a space between date and time, `Z`, `z` or `±HH:MM`,
+/// any number of fraction digits (cut to milliseconds), a leap second `:60` as the next second;
+/// ASCII only (chrono would also take U+2212 for the offset's minus).
 fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
-    };
-    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut millis = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return None;
-        }
-        let f = &frac[..digits];
-        millis = format!("{:0<3}", &f[..digits.min(3)]).parse().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && &rest[3..4] == ":" => {
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (oh * 60 + om)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + millis)
-}
-
-/// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    DateTime::parse_from_rfc3339(s).ok().filter(|_| s.is_ascii()).map(|t| t.timestamp_millis())
 }
 
 /// An entry as exported and served by the API: the stored row with the detail as JSON and the
@@ -616,6 +571,47 @@ mod tests {
             assert!(parse_since(bad, now).is_err(), "{bad:?} must be refused");
         }
         assert_eq!(rfc3339(now + 5), "2026-11-29T09:00:00.005Z");
+    }
+
+    #[test]
+    fn since_reads_every_rfc3339_shape() {
+        let now = 1_795_942_800_000; // 2026-11-29T09:00:00Z
+        // `t` or a space for the `T`, `z` for the `Z`, a negative offset, fractions cut to ms.
+        for (text, want) in [
+            ("2026-11-29t09:00:00z", now),
+            ("2026-11-29 09:00:00Z", now),
+            ("2026-11-29T03:30:00-05:30", now),
+            ("2026-11-29T09:00:00.123456789Z", now + 123),
+            ("2026-11-29T09:00:00.1Z", now + 100),
+            ("  2026-11-29T09:00:00Z  ", now),
+            // A leap second is the next second.
+            ("2026-11-29T08:59:60Z", now),
+            ("1969-12-31T23:59:59.5Z", -500),
+            ("2024-02-29T00:00:00Z", 1_709_164_800_000),
+        ] {
+            assert_eq!(parse_since(text, 0), Ok(want), "{text}");
+        }
+        // Dates that do not exist are refused (before chrono they rolled over into the next month).
+        for bad in [
+            "2026-02-29T00:00:00Z",
+            "2026-11-31T00:00:00Z",
+            "2026-11-29T24:00:00Z",
+            "2026-11-29T09:60:00Z",
+            "2026-11-29T09:00:61Z",
+            "2026-11-29T09:00:00+24:00",
+            "2026-11-29T09:00:00+0100",
+            "2026-11-29T09:00:00+01",
+            "2026-11-29T09:00:00.Z",
+            "2026-11-29T09:00Z",
+            "2026-11-29T09:00:00 UTC",
+            "2026-11-29T09:00:00\u{2212}01:00",
+            "+2026-11-29T09:00:00Z",
+        ] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-500), "1969-12-31T23:59:59.500Z");
+        assert_eq!(rfc3339(1_709_164_800_000), "2024-02-29T00:00:00.000Z");
     }
 
     #[test]
