@@ -176,6 +176,11 @@ async fn the_requester_cannot_lift_someone_elses_hold(db: &TestDb) {
     assert!(w.reactions(carol).is_empty() && w.reactions(dave).is_empty());
     w.assert_replied("@carol `/unhold` was not accepted");
     w.assert_replied("@dave `/unhold` was not accepted");
+    // Nor by placing a hold of one's own over it first, in one comment or two.
+    let both = w.comment(CAROL, "/hold\n/unhold").await;
+    w.settle().await;
+    assert!(w.reactions(both).is_empty());
+    w.assert_replied("`/hold` was not accepted: the request is already on hold by @eve");
     assert_eq!(stored(&w).await.hold_by.as_deref(), Some("eve"));
     assert_eq!(w.gate(SHA).0, "action_required");
     // The holder lifts it; a holder of a role the environment needs may lift one too.
@@ -205,6 +210,11 @@ async fn only_the_denier_or_an_admin_lifts_a_denial(db: &TestDb) {
     w.settle().await;
     assert!(w.reactions(bob).is_empty());
     w.assert_replied("@bob `/undeny` was not accepted");
+    // Nor by denying over it and lifting one's own.
+    let both = w.comment(BOB, "/deny me too\n/undeny").await;
+    w.settle().await;
+    assert!(w.reactions(both).is_empty());
+    w.assert_replied("`/deny` was not accepted: the request is already denied by @alice");
     assert_eq!(stored(&w).await.denied_by.as_deref(), Some("alice"));
     w.gh.permission(REPO, "frank", "admin");
     let frank = w.comment(FRANK, "/undeny").await;
@@ -709,3 +719,159 @@ async fn a_push_whose_commit_list_omits_the_policy_still_reloads_it(db: &TestDb)
     w.done().await;
 }
 both_backends!(a_push_whose_commit_list_omits_the_policy_still_reloads_it);
+
+// Review: an approval made stale by a push counted again once the old head was pushed back.
+async fn a_stale_approval_never_comes_back(db: &TestDb) {
+    let w = World::new(db).await;
+    approved_by_bob_and_alice(&w).await;
+    push_to_pr(&w, SHA2).await;
+    w.settle().await;
+    assert!(w.sticky().contains("@bob: given for aaaaaaa, the head is now bbbbbbb"), "{}", w.sticky());
+    // The author force-pushes the approved commit back.
+    w.gh.push_to_pull(REPO, 12, SHA);
+    let mut v = w.base("pull_request.synchronize.0");
+    v["number"] = json!(12);
+    v["pull_request"]["number"] = json!(12);
+    v["pull_request"]["head"]["sha"] = json!(SHA);
+    v["sender"]["node_id"] = json!("force-push");
+    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "action_required", "{}", w.sticky());
+    assert!(active_approvals(&w, 5).await.is_empty());
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_stale_approval_never_comes_back);
+
+// Review: a comment event delivered late carries an old copy of the issue, which said "open".
+async fn a_late_comment_never_reopens_a_closed_request(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    request5(&w, "labeled", &body("production", "#12"), true, "open").await;
+    w.comment(BOB, "/approve").await;
+    w.settle().await;
+    // Closed (GitHub's copy says so at 10:00) ...
+    w.gh.model().issues.get_mut(&(REPO.to_string(), 5)).unwrap().state = "closed".into();
+    let mut v = w.base("issues.labeled.0");
+    v["action"] = json!("closed");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["issue"]["updated_at"] = json!("2026-12-01T10:00:00Z");
+    assert_eq!(w.app.deliver("issues", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    // ... then a comment whose event carries the copy from 09:00, when it was open.
+    let id = w.gh.human_comment_by(REPO, 5, ALICE, "/approve");
+    let mut c = w.base("issue_comment.created.0");
+    c["issue"] = v["issue"].clone();
+    c["issue"]["state"] = json!("open");
+    c["issue"]["updated_at"] = json!("2026-12-01T09:00:00Z");
+    c["comment"]["id"] = json!(id);
+    c["comment"]["body"] = json!("/approve");
+    c["comment"]["user"] = json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &c.to_string()).await, 202);
+    w.settle().await;
+    assert!(w.reactions(id).is_empty());
+    w.assert_replied("@alice `/approve` was not accepted: the request is closed");
+    let r = stored(&w).await;
+    assert_eq!((r.open, r.gate_open), (0, 0), "{r:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_late_comment_never_reopens_a_closed_request);
+
+// Review: a comment's creation delivered after its deletion (or edit) still approved.
+async fn a_creation_delivered_after_its_deletion_carries_nothing(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    request5(&w, "labeled", &body("production", "#12"), true, "open").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    let id = w.gh.human_comment_by(REPO, 5, BOB, "/approve");
+    w.gh.model().comments.retain(|c| c.id != id);
+    comment_on(&w, 5, BOB, BOB, id, "/approve", "deleted").await;
+    w.settle().await;
+    comment_on(&w, 5, BOB, BOB, id, "/approve", "created").await;
+    w.settle().await;
+    assert_eq!(active_approvals(&w, 5).await, vec!["alice"]);
+    assert_eq!(w.gate(SHA).0, "action_required");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_creation_delivered_after_its_deletion_carries_nothing);
+
+// Review: a status posted by someone else on a GitHub Actions staging deployment counted.
+async fn a_status_someone_else_posts_is_no_evidence(db: &TestDb) {
+    let w = World::with_policy(db, &staging_first_policy()).await;
+    approved_by_bob_and_alice_waiting(&w).await;
+    // The pipeline's staging deployment failed; Eve posts `success` on it with her own token.
+    let mut v = w.base("deployment_status.created.0");
+    v["deployment"]["id"] = json!(710);
+    v["deployment"]["sha"] = json!(SHA);
+    v["deployment"]["environment"] = json!("staging");
+    v["deployment"]["creator"] = fake_github::actions_creator();
+    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["id"] = json!(7101);
+    v["deployment_status"]["state"] = json!("success");
+    v["deployment_status"]["environment"] = json!("staging");
+    v["deployment_status"]["creator"] = json!({ "id": EVE.0, "login": EVE.1, "type": "User" });
+    v["deployment_status"]["performed_via_github_app"] = Value::Null;
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert!(row(&w.sticky(), "Staging first").contains("⏳"), "{}", w.sticky());
+    assert_eq!(w.gate(SHA).0, "action_required");
+    assert!(shipgate::store::deploys::get(&w.app.db, INST, REPO_ID, 710).await.unwrap().is_none());
+    w.done().await;
+}
+both_backends!(a_status_someone_else_posts_is_no_evidence);
+
+// Review: commit authors come from git e-mail addresses; the push event's sender does not.
+async fn a_pusher_whose_commits_name_someone_else_cannot_approve(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    request5(&w, "labeled", &body("production", "#12"), true, "open").await;
+    w.settle().await;
+    // Bob pushes SHA2 to Dave's PR with commits that claim another author.
+    w.gh.push_to_pull(REPO, 12, SHA2);
+    w.gh.ci(REPO, SHA2, "build", "completed", Some("success"));
+    let mut v = w.base("pull_request.synchronize.0");
+    v["number"] = json!(12);
+    v["pull_request"]["number"] = json!(12);
+    v["pull_request"]["head"]["sha"] = json!(SHA2);
+    v["sender"] = json!({ "id": BOB.0, "login": BOB.1, "type": "User" });
+    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let bob = w.comment(BOB, "/approve").await;
+    w.settle().await;
+    assert!(w.reactions(bob).is_empty());
+    w.assert_replied("@bob `/approve` was not accepted: you pushed a commit to #12");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_pusher_whose_commits_name_someone_else_cannot_approve);
+
+// Review: when its first attempt failed, the App adopted any deployment carrying its key, which
+// anyone could create first (the key is public: request and comment numbers).
+async fn a_deployment_made_first_with_the_apps_key_is_never_adopted(db: &TestDb) {
+    let w = World::with_policy(db, &deploy_policy()).await;
+    approved_by_bob_and_alice(&w).await;
+    let id = w.gh.human_comment_by(REPO, 5, ALICE, "/deploy");
+    let key = format!("request-5-{id}");
+    w.gh.model().deployments.push((
+        REPO.into(),
+        json!({ "id": 99_999, "sha": OLD, "ref": OLD, "environment": "production",
+                "payload": { "shipgate_key": key, "shipgate_request": 5 },
+                "creator": { "id": EVE.0, "login": EVE.1, "type": "User" }, "performed_via_github_app": null }),
+    ));
+    // The App's first POST fails before GitHub made anything: it looks for its deployment.
+    w.gh.inject("POST", "/deployments", fake_github::Fault::Status(502), 1);
+    comment_on(&w, 5, ALICE, ALICE, id, "/deploy", "created").await;
+    w.settle().await;
+    let adopted = shipgate::store::objects::get(&w.app.db, INST, "deployment", &format!("{REPO}:{key}")).await.unwrap();
+    assert_ne!(adopted, Some(99_999));
+    let own: Vec<Value> =
+        w.gh.model().deployments.iter().filter(|(_, d)| d["ref"] == SHA).map(|(_, d)| d.clone()).collect();
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(adopted, own[0]["id"].as_i64());
+    let _ = w.gh.app_comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(a_deployment_made_first_with_the_apps_key_is_never_adopted);

@@ -413,6 +413,7 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     assert_eq!(
         got,
         vec![
+            expect("r-1", "login.pinned", ""),
             expect("r-1", "request.parsed", "carol"),
             expect("r-3", "approval.given", "bob"),
             expect("r-4", "gate.opened", ""),

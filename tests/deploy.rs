@@ -100,6 +100,8 @@ async fn status_with_id(
     // their own token is never evidence: tests/attacks.rs).
     v["deployment"]["creator"] = fake_github::actions_creator();
     v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["creator"] = fake_github::actions_creator();
+    v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
     v["deployment_status"]["state"] = json!(state);
     v["deployment_status"]["environment"] = json!(environment);
     v["deployment_status"]["created_at"] = json!(at);

@@ -51,7 +51,28 @@ CREATE TABLE pinned_logins (
 -- protection rule), 'actions' (a GitHub Actions workflow), 'manual' (anyone else's token). Only
 -- the App's own count for a request; staging evidence also takes GitHub Actions'.
 ALTER TABLE deployments ADD COLUMN origin TEXT NOT NULL DEFAULT 'manual';
-UPDATE deployments SET origin = 'app' WHERE issue IS NOT NULL;
+-- Existing rows: the App's own only by the id GitHub gave them (never by a payload key, which
+-- anyone can copy): created by the App (github_objects), or approved through its protection rule.
+UPDATE deployments SET origin = 'app' WHERE EXISTS (
+    SELECT 1 FROM github_objects o WHERE o.installation_id = deployments.installation_id
+    AND o.kind = 'deployment' AND o.github_id = deployments.deployment_id);
+UPDATE deployments SET origin = 'approved' WHERE origin = 'manual' AND EXISTS (
+    SELECT 1 FROM protection_rules r WHERE r.installation_id = deployments.installation_id
+    AND r.repository_id = deployments.repository_id AND r.deployment_id = deployments.deployment_id
+    AND r.state = 'approved');
+-- A deployment attached to a request by a payload key alone is not that request's.
+UPDATE deployments SET issue = NULL WHERE origin = 'manual';
 
 -- A deployment's status names it by GitHub's id: is it one the App created?
 CREATE INDEX github_objects_by_id ON github_objects (installation_id, kind, github_id);
+
+-- Who pushed to a pull request, from the `sender` of its `opened`, `synchronize` and `reopened`
+-- events (commit authors come from git e-mail addresses, which anyone can set): like its author,
+-- they cannot approve a request that links it.
+CREATE TABLE pr_pushers (
+    installation_id BIGINT  NOT NULL,
+    repository_id   BIGINT  NOT NULL,
+    pr              BIGINT  NOT NULL,
+    user_id         BIGINT  NOT NULL,
+    PRIMARY KEY (installation_id, repository_id, pr, user_id)
+);

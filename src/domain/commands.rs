@@ -163,6 +163,11 @@ impl LineIndex {
 
 /// A command line without its `#N` word (the request it names), and N.
 fn split_target(text: &str) -> (String, Option<i64>) {
+    // A reason is free text: `/deny breaks #12` names no request.
+    let word = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+    if matches!(word.as_str(), "/deny" | "/breakglass") {
+        return (text.to_string(), None);
+    }
     let mut target = None;
     let mut words = Vec::new();
     for (i, word) in text.split_whitespace().enumerate() {
@@ -273,6 +278,33 @@ mod tests {
 
     fn approve(environment: Option<&str>) -> Command {
         Command::Approve { environment: environment.map(str::to_string) }
+    }
+
+    #[test]
+    fn a_request_is_named_with_a_hash_word() {
+        let t = parse_targeted("/approve #45\n/approve production #45\n/hold cancel #7\n/undeny\n/deny breaks #12\n");
+        let got: Vec<(Option<i64>, Command)> = t.into_iter().map(|(n, c)| (n, c.expect("a command"))).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(45), approve(None)),
+                (Some(45), approve(Some("production"))),
+                (Some(7), Command::Unhold),
+                (None, Command::Undeny),
+                (None, Command::Deny { reason: "breaks #12".into() }),
+            ]
+        );
+        // `#0`, `#-1` and a `#` word first are no request.
+        assert!(parse_targeted("/approve #0").iter().all(|(n, _)| n.is_none()));
+        assert_eq!(
+            parse("/undeny now"),
+            vec![Err(CommandError {
+                line: 1,
+                text: "/undeny now".into(),
+                message: "`/undeny` takes no arguments (got `now`)".into(),
+                suggestion: Some("/undeny".into()),
+            })]
+        );
     }
 
     #[test]

@@ -200,20 +200,7 @@ pub fn closing_summary(
 
 /// A Unix-ms time as `2026-11-29 11:31 UTC`.
 pub fn timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+    super::ci::format_time(ms)
 }
 
 pub fn request_comment(v: &RequestView<'_>) -> String {
@@ -370,26 +357,37 @@ pub fn which_request(linking: &[i64], strangers: &std::collections::BTreeSet<i64
     }
     if linking.len() > 1 {
         text.push_str(&format!(
-            "several open deployment requests link this pull request ({}): say which, e.g. {example}. ",
+            "several open deployment requests link this pull request ({}): say which, e.g. {example}. \
+             The commands that name none were not applied.",
             list.join(", ")
         ));
+    } else {
+        text.push_str("Those commands were not applied.");
     }
-    text.push_str("Nothing was applied.");
     text
 }
 
-/// A deployment of a commit the request covers that the App neither made nor approved, seen while
-/// the request's gate was closed.
-pub fn ungated_deployment(id: i64, sha: &str, environment: &str, state: &str, origin: &str) -> String {
+/// A deployment of a commit the request covers that is not the request's own, seen while the
+/// request's gate was closed: made by someone else, or by the App for another request (`owner`).
+pub fn ungated_deployment(
+    id: i64,
+    sha: &str,
+    environment: &str,
+    state: &str,
+    origin: &str,
+    owner: Option<i64>,
+) -> String {
     let short: String = sha.chars().take(7).collect();
-    let who = match origin {
-        "actions" => "a GitHub Actions workflow",
-        _ => "someone, by hand",
+    let who = match (origin, owner) {
+        ("app", Some(n)) => format!("this App for request #{n}"),
+        ("approved", Some(n)) => format!("a workflow run this App approved for request #{n}"),
+        ("actions", _) => "a GitHub Actions workflow".to_string(),
+        _ => "someone, by hand".to_string(),
     };
     format!(
-        "⚠️ **Deployment outside the gate**: deployment {id} of `{short}` to {environment} ({state}) was made by {who} \
-         while this request's gate was closed. It is not this request's deployment and is not counted as a success; \
-         it is recorded in the audit log."
+        "⚠️ **Deployment outside this request's gate**: deployment {id} of `{short}` to {environment} ({state}) was \
+         made by {who} while this request's gate was closed. It is not this request's deployment and is not counted \
+         as its success; it is recorded in the audit log."
     )
 }
 

@@ -405,7 +405,16 @@ impl Action {
                                 None,
                             )
                             .await?;
-                        let found = list.iter().find(|d| d["payload"]["shipgate_key"].as_str() == Some(key.as_str()));
+                        // Only a deployment this App made, of this commit, to this environment: anyone
+                        // can create one with a copied key.
+                        let app_id = gh.own_app_id().await;
+                        let found = list.iter().find(|d| {
+                            d["payload"]["shipgate_key"].as_str() == Some(key.as_str())
+                                && app_id.is_some_and(|id| d["performed_via_github_app"]["id"].as_i64() == Some(id))
+                                && (d["sha"].as_str() == Some(git_ref.as_str())
+                                    || d["ref"].as_str() == Some(git_ref.as_str()))
+                                && d["environment"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(environment))
+                        });
                         if let Some(id) = found.and_then(|d| d["id"].as_i64()) {
                             objects::put(db, installation, "deployment", &okey, id, now).await?;
                             return Ok(format!("found deployment {id}"));
@@ -471,9 +480,10 @@ impl Action {
 /// that happens to contain the marker is never taken for it (and never edited).
 async fn find_comment(gh: &GitHub, auth: Auth, repo: &str, issue: i64, tag: &str) -> Result<Option<i64>, ActionError> {
     let comments = gh.get_all(auth, &format!("/repos/{repo}/issues/{issue}/comments"), None).await?;
+    let app_id = gh.own_app_id().await;
     Ok(comments
         .iter()
-        .filter(|c| is_own_comment(c, gh.app_id()))
+        .filter(|c| is_own_comment(c, app_id))
         .find(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
         .and_then(|c| c.get("id").and_then(Value::as_i64)))
 }
@@ -496,9 +506,10 @@ async fn find_issue(
         path.push_str(&format!("&labels={}", encode(l)));
     }
     let issues = gh.get_all(auth, &path, None).await?;
+    let app_id = gh.own_app_id().await;
     Ok(issues
         .iter()
-        .filter(|i| is_own_comment(i, gh.app_id()))
+        .filter(|i| is_own_comment(i, app_id))
         .find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
         .and_then(|i| i.get("number").and_then(Value::as_i64)))
 }

@@ -157,6 +157,8 @@ pub struct GitHub {
     cfg: GithubConfig,
     app: Option<AppAuth>,
     tokens: TokenCache,
+    /// The App's numeric id, once read (see `own_app_id`).
+    own_id: tokio::sync::OnceCell<i64>,
     clock: Clock,
     /// The last mutating call per installation.
     mutations: Mutex<HashMap<i64, Slot>>,
@@ -168,6 +170,27 @@ impl GitHub {
     /// The App's numeric id, when it has credentials and the id is a number (a client id is not).
     pub fn app_id(&self) -> Option<i64> {
         self.app.as_ref().and_then(|a| a.app_id().parse().ok())
+    }
+
+    /// The App's numeric id: the configured one, or, for an App configured by its client id,
+    /// what `GET /app` says (read once; a failure is not remembered). None in dry-run. It tells
+    /// the App's own comments, issues and deployments from anyone else's.
+    pub async fn own_app_id(&self) -> Option<i64> {
+        if let Some(id) = self.app_id() {
+            return Some(id);
+        }
+        self.app.as_ref()?;
+        self.own_id
+            .get_or_try_init(|| async {
+                let r = self.request(Auth::App, Method::GET, "/app", None).await?.ok(&Method::GET)?;
+                r.json::<Value>()?["id"].as_i64().ok_or_else(|| GhError::Decode {
+                    route: "/app".into(),
+                    message: "the App's answer has no id".into(),
+                })
+            })
+            .await
+            .ok()
+            .copied()
     }
 
     /// `app` None: dry-run; every call fails with `DryRun`.
@@ -183,6 +206,7 @@ impl GitHub {
             cfg,
             app,
             tokens: TokenCache::default(),
+            own_id: tokio::sync::OnceCell::new(),
             clock,
             mutations: Mutex::default(),
             blocked_until: Mutex::default(),

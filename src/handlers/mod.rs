@@ -123,6 +123,13 @@ pub enum Effect {
         login: String,
         user_id: i64,
     },
+    /// Someone pushed to a pull request (the sender of its push event).
+    RecordPusher {
+        installation: i64,
+        repository_id: i64,
+        pr: i64,
+        user_id: i64,
+    },
     SaveApproval(ApprovalChange),
     SavePolicy {
         installation: i64,
@@ -210,6 +217,9 @@ impl Effect {
             Effect::SaveRequest(r) => store_requests::save(tx, r).await,
             Effect::SaveLinks { installation, repository_id, issue, links } => {
                 store_requests::save_links(tx, *installation, *repository_id, *issue, links).await
+            }
+            Effect::RecordPusher { installation, repository_id, pr, user_id } => {
+                store_requests::record_pusher(tx, *installation, *repository_id, *pr, *user_id).await
             }
             Effect::PinLogin { installation, login, user_id } => {
                 store_requests::pin_login(tx, *installation, login, *user_id, now).await

@@ -54,7 +54,17 @@ struct Remembered {
     /// the request for as long as it lives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     identity_notes: Vec<String>,
+    /// The newest `updated_at` of the issue seen (GitHub's time, Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issue_updated_at: Option<i64>,
+    /// Comments seen edited or deleted (newest last, at most `DEAD_COMMENTS`): a creation
+    /// delivered after them carries no command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    dead_comments: Vec<i64>,
 }
+
+/// How many edited or deleted comment ids a request remembers.
+const DEAD_COMMENTS: usize = 200;
 
 /// What triggered an evaluation.
 pub enum Trigger {
@@ -79,6 +89,8 @@ pub enum Trigger {
     CommentEdited {
         id: i64,
         author: User,
+        /// Who edited it (anyone with write access may edit anyone's comment).
+        editor: User,
         body: String,
         before: Option<String>,
         on_pr: Option<i64>,
@@ -112,7 +124,14 @@ pub async fn evaluate(
     let mut effects = Vec::new();
     let (policy, config_errors) = load_policy(&ctx, t.installation, t.repo_id, &t.repo, &mut effects).await?;
     let existing = store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?;
-    let issue = match issue {
+    let known_at = existing
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<Remembered>(&r.facts).ok())
+        .and_then(|m| m.issue_updated_at);
+    let snapshot_at = |i: &Value| i["updated_at"].as_str().and_then(parse_rfc3339_ms);
+    // An event's copy of the issue older than one already seen (a late or redelivered event) is
+    // not the issue's state: read it afresh, so a stale copy never reopens a closed request.
+    let issue = match issue.filter(|i| snapshot_at(i).zip(known_at).is_none_or(|(at, known)| at >= known)) {
         Some(i) => i,
         None => match facts::issue(&ctx.github, t.installation, &t.repo, t.issue).await {
             Ok(Some(i)) => i,
@@ -121,6 +140,7 @@ pub async fn evaluate(
             Err(e) => return Err(gh_err(e)),
         },
     };
+    let issue_updated_at = snapshot_at(&issue).max(known_at);
     if issue.get("pull_request").is_some_and(|p| !p.is_null()) {
         return Ok(Handled::ignored()); // a PR, not an issue
     }
@@ -238,6 +258,15 @@ pub async fn evaluate(
     }
     let revised_before = std::mem::take(&mut remembered.revised);
     let identity_notes = std::mem::take(&mut remembered.identity_notes);
+    let mut dead_comments = std::mem::take(&mut remembered.dead_comments);
+    if let Trigger::CommentEdited { id, .. } | Trigger::CommentDeleted { id } = &trigger
+        && !dead_comments.contains(id)
+    {
+        dead_comments.push(*id);
+        if dead_comments.len() > DEAD_COMMENTS {
+            dead_comments.remove(0);
+        }
+    }
     remembered = Remembered {
         prs: prs.clone(),
         missing_prs,
@@ -247,6 +276,8 @@ pub async fn evaluate(
         active_since,
         revised: revised_before,
         identity_notes,
+        issue_updated_at,
+        dead_comments,
     };
 
     // Revision: any change of the request's content makes approvals stale (SPEC §3.3), and so
@@ -314,6 +345,13 @@ pub async fn evaluate(
             (a.login.clone(), roles.join(", "), a.created_at)
         })
         .collect();
+    // An approval once stale stays stale (a head pushed back, or content edited back, never
+    // revives it): it must be given again.
+    let was_stale: BTreeMap<i64, String> = stored
+        .iter()
+        .filter(|a| a.state == "stale")
+        .map(|a| (a.comment_id, a.note.clone().unwrap_or_else(|| "it no longer counts".into())))
+        .collect();
     let mut approvals: Vec<(ApprovalFact, String)> = stored
         .into_iter()
         .filter(|a| a.state != "withdrawn")
@@ -334,9 +372,13 @@ pub async fn evaluate(
     // issue became a request).
     let mut replies: Vec<Effect> = Vec::new();
     let mut comment_commands: Vec<CommentCommand> = Vec::new();
-    if let Trigger::Comment { id, user, bot: false, body, created_at, on_pr, sole } = &trigger {
+    if let Trigger::Comment { id, user, bot: false, body, created_at, on_pr, sole } = &trigger
+        && !remembered.dead_comments.contains(id)
+    {
         let before_request =
             on_pr.is_some() && created_at.zip(remembered.active_since).is_some_and(|(at, since)| at < since);
+        // A comment on a PR this request no longer links applies nothing here.
+        let unlinked = on_pr.is_some_and(|pr| !numbers.contains(&pr));
         for (target, parsed) in commands::parse_targeted(body) {
             // On a PR: only what is meant for this request (named, or the only one linking it).
             let meant = match (on_pr, target) {
@@ -347,13 +389,15 @@ pub async fn evaluate(
             if !meant {
                 continue;
             }
+            let refused = |message: &str| commands::CommandError {
+                line: 0,
+                text: String::new(),
+                message: message.into(),
+                suggestion: None,
+            };
             let parsed = match parsed {
-                Ok(_) if before_request => Err(commands::CommandError {
-                    line: 0,
-                    text: String::new(),
-                    message: "it was written before the issue became a deployment request".into(),
-                    suggestion: None,
-                }),
+                Ok(_) if before_request => Err(refused("it was written before the issue became a deployment request")),
+                Ok(_) if unlinked => Err(refused(&format!("#{} no longer links this pull request", t.issue))),
                 other => other,
             };
             comment_commands.push((*id, user.clone(), target, parsed));
@@ -443,7 +487,7 @@ pub async fn evaluate(
             Some("the approving comment was deleted"),
         )));
     }
-    if let Trigger::CommentEdited { id, author: writer, body, before, on_pr } = &trigger {
+    if let Trigger::CommentEdited { id, editor, body, before, on_pr, .. } = &trigger {
         let approves = |text: &str| commands::parse(text).iter().any(|c| matches!(c, Ok(Command::Approve { .. })));
         if let Some(pos) = approvals.iter().position(|(a, _)| a.comment_id == *id)
             && !approves(body)
@@ -461,7 +505,7 @@ pub async fn evaluate(
         let was: Vec<String> = before.as_deref().map(command_names).unwrap_or_default();
         let added = command_names(body).into_iter().any(|c| !was.contains(&c));
         if added && on_pr.is_none() && active {
-            answer(&mut replies, &t, None, *id, writer, false, Some(messages::edited_command()));
+            answer(&mut replies, &t, None, *id, editor, false, Some(messages::edited_command()));
         }
     }
     remembered.prs = prs.clone();
@@ -470,17 +514,27 @@ pub async fn evaluate(
     let mut stale = Vec::new();
     let mut current = Vec::new();
     for (a, roles) in &approvals {
+        if let Some(why) = was_stale.get(&a.comment_id) {
+            stale.push((a.user.clone(), why.clone()));
+            continue;
+        }
         let why = env_policy.and_then(|_| gate::approval_is_current(a, &heads, row.revision)).map(|why| {
             if a.revision != row.revision && !remembered.revised.is_empty() { remembered.revised.clone() } else { why }
         });
         match why {
             Some(why) => {
-                stale.push((a.user.login.clone(), why.clone()));
+                stale.push((a.user.clone(), why.clone()));
                 effects.push(Effect::SaveApproval(approval_change(&t, a, roles, "stale", Some(&why))));
             }
             None => current.push(a.clone()),
         }
     }
+    // A note about a stale approval goes once its author has approved again.
+    let stale: Vec<(String, String)> = stale
+        .into_iter()
+        .filter(|(u, _)| !current.iter().any(|c| c.user.id == u.id))
+        .map(|(u, why)| (u.login, why))
+        .collect();
 
     // Staging first: the same heads deployed successfully to the staging environment.
     let mut staging_ok = None;
@@ -492,7 +546,7 @@ pub async fn evaluate(
             if deploys::succeeded(&ctx.db, t.installation, t.repo_id, &env.staging_environment, &p.head_sha).await? {
                 continue; // seen in a deployment_status event
             }
-            let app_id = ctx.github.app_id();
+            let app_id = ctx.github.own_app_id().await;
             match facts::deployed_ok(
                 &ctx.github,
                 t.installation,
@@ -548,7 +602,14 @@ pub async fn evaluate(
                 repo: t.repo.clone(),
                 issue: t.issue,
                 marker: format!("ungated-{}", d.deployment_id),
-                body: messages::ungated_deployment(d.deployment_id, &d.sha, &d.environment, &d.state, &d.origin),
+                body: messages::ungated_deployment(
+                    d.deployment_id,
+                    &d.sha,
+                    &d.environment,
+                    &d.state,
+                    &d.origin,
+                    d.issue,
+                ),
             }));
             effects.push(audit_entry(
                 &t,
@@ -975,29 +1036,33 @@ async fn role_holders(
     notes: &mut Vec<String>,
 ) -> Result<BTreeMap<String, BTreeSet<i64>>, HandlerError> {
     let mut out: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    if people.is_empty() {
-        return Ok(out);
-    }
-    let now = ctx.clock.now_ms();
-    let wanted: Vec<String> = policy
+    // Every login the needed roles name is resolved and pinned the first time a request needs
+    // it, whoever comments: a login renamed and registered again later fills no role.
+    let mut wanted: Vec<String> = policy
         .roles
         .iter()
         .filter(|(n, _)| roles.contains(n.as_str()))
         .flat_map(|(_, r)| r.users.iter())
-        .filter(|u| people.iter().any(|p| p.login.eq_ignore_ascii_case(u)))
         .map(|u| u.to_ascii_lowercase())
         .collect();
+    wanted.sort();
+    wanted.dedup();
     let mut pinned = store::pinned_logins(&ctx.db, t.installation, &wanted).await?;
     for login in wanted.iter().filter(|l| !pinned.contains_key(*l)).cloned().collect::<Vec<_>>() {
         match facts::user_id(&ctx.github, t.installation, &login).await {
             Ok(Some(id)) => {
                 effects.push(Effect::PinLogin { installation: t.installation, login: login.clone(), user_id: id });
+                effects.push(audit_entry(t, "login.pinned", None, json!({ "login": login, "user_id": id })));
                 pinned.insert(login, id);
             }
             Ok(None) | Err(GhError::DryRun) => {}
             Err(e) => return Err(gh_err(e)),
         }
     }
+    if people.is_empty() {
+        return Ok(out);
+    }
+    let now = ctx.clock.now_ms();
     for (name, role) in policy.roles.iter().filter(|(n, _)| roles.contains(n.as_str())) {
         let mut ids = BTreeSet::new();
         for p in people {
@@ -1102,7 +1167,8 @@ async fn apply_command(
                             Err(e) => return Err(gh_err(e)),
                         }
                     }
-                    if p.touched_by(sender.id) {
+                    let pushed = store::pushers(&ctx.db, t.installation, t.repo_id, p.number).await?;
+                    if p.touched_by(sender.id) || pushed.contains(&sender.id) {
                         return refuse(format!("you pushed a commit to #{}", p.number), "Ask another role holder.");
                     }
                 }
@@ -1144,6 +1210,10 @@ async fn apply_command(
                     "Use `/hold` to stop it instead.",
                 );
             }
+            // One denial at a time: a second would make its author the one who may lift it.
+            if let Some(by) = &row.denied_by {
+                return refuse(format!("the request is already denied by @{by}"), "It stays denied until lifted.");
+            }
             row.denied_by = Some(sender.login.clone());
             row.denied_by_id = Some(sender.id);
             row.deny_reason = Some(reason.clone());
@@ -1177,6 +1247,10 @@ async fn apply_command(
                     "it needs write access to the repository (and the App could not confirm yours)".into(),
                     "Ask a maintainer.",
                 );
+            }
+            // One hold at a time: a second would make its author the one who may lift it.
+            if let Some(by) = &row.hold_by {
+                return refuse(format!("the request is already on hold by @{by}"), "It stays on hold until lifted.");
             }
             row.hold_by = Some(sender.login.clone());
             row.hold_by_id = Some(sender.id);
@@ -1244,7 +1318,8 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         || v["sender"]["type"].as_str() == Some("Bot");
     let on_pr = v["issue"]["pull_request"].is_object().then_some(t.issue);
     let action = v["action"].as_str().unwrap_or_default();
-    let trigger = comment_trigger(action, c, bot, on_pr, true, v["changes"]["body"]["from"].as_str());
+    let editor = User::of(&v["sender"]);
+    let trigger = comment_trigger(action, c, bot, on_pr, true, v["changes"]["body"]["from"].as_str(), editor);
     let Some(trigger) = trigger else { return Ok(Handled::ignored()) };
     if let Some(pr) = on_pr {
         return on_pr_comment(&ctx, &t, pr, trigger).await;
@@ -1267,6 +1342,7 @@ fn comment_trigger(
     on_pr: Option<i64>,
     sole: bool,
     before: Option<&str>,
+    editor: User,
 ) -> Option<Trigger> {
     let id = c["id"].as_i64().unwrap_or_default();
     let body = c["body"].as_str().unwrap_or_default().to_string();
@@ -1282,7 +1358,9 @@ fn comment_trigger(
             on_pr,
             sole,
         }),
-        "edited" => Some(Trigger::CommentEdited { id, author: user, body, before: before.map(str::to_string), on_pr }),
+        "edited" => {
+            Some(Trigger::CommentEdited { id, author: user, editor, body, before: before.map(str::to_string), on_pr })
+        }
         "deleted" => Some(Trigger::CommentDeleted { id }),
         _ => None,
     }
@@ -1294,13 +1372,14 @@ fn comment_trigger(
 /// nothing. An edit or a deletion goes to every request the comment approved.
 async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Result<Handled, HandlerError> {
     let c = &ctx.payload::<Value>()?["comment"];
+    let editor = &ctx.payload::<Value>()?["sender"];
     let forward = |issue: i64, action: &str, sole: bool, before: Option<&str>| Effect::ForwardComment {
         installation: t.installation,
         repository_id: t.repo_id,
         repository: t.repo.clone(),
         issue,
         action: action.into(),
-        comment: json!({ "comment": c, "pr": pr, "sole": sole, "before": before }),
+        comment: json!({ "comment": c, "pr": pr, "sole": sole, "before": before, "editor": editor }),
     };
     let pr_reply = |id: i64, user: &User, text: String| {
         Effect::Act(Action::UpsertComment {
@@ -1344,25 +1423,36 @@ async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Resu
             }
             effects.extend(to.into_iter().map(|issue| forward(issue, "created", sole, None)));
         }
-        Trigger::CommentEdited { id, author, body, before, .. } => {
-            for issue in store::approved_by_comment(&ctx.db, t.installation, t.repo_id, *id).await? {
+        Trigger::CommentEdited { id, editor, body, before, .. } => {
+            // To the requests it approved, and those that link the PR (which remember that it
+            // was edited, should its creation be delivered later).
+            for issue in affected(ctx, t, pr, *id).await? {
                 effects.push(forward(issue, "edited", false, before.as_deref()));
             }
             let was: Vec<String> = before.as_deref().map(command_names).unwrap_or_default();
             if command_names(body).into_iter().any(|n| !was.contains(&n))
                 && !store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?.is_empty()
             {
-                effects.push(pr_reply(*id, author, messages::edited_command()));
+                effects.push(pr_reply(*id, editor, messages::edited_command()));
             }
         }
         Trigger::CommentDeleted { id } => {
-            for issue in store::approved_by_comment(&ctx.db, t.installation, t.repo_id, *id).await? {
+            for issue in affected(ctx, t, pr, *id).await? {
                 effects.push(forward(issue, "deleted", false, None));
             }
         }
         _ => {}
     }
     Ok(if effects.is_empty() { Handled::ignored() } else { Handled::ok(effects) })
+}
+
+/// The requests an edit or deletion of comment `id` on PR `pr` concerns: those it approved, and
+/// the open ones linking the PR.
+async fn affected(ctx: &Ctx, t: &Target, pr: i64, id: i64) -> Result<BTreeSet<i64>, HandlerError> {
+    let mut out: BTreeSet<i64> =
+        store::approved_by_comment(&ctx.db, t.installation, t.repo_id, id).await?.into_iter().collect();
+    out.extend(store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?);
+    Ok(out)
 }
 
 /// A comment on a linked PR, forwarded to the request (see `on_pr_comment`).
@@ -1375,7 +1465,9 @@ pub async fn on_forwarded_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     let action = v["action"].as_str().filter(|a| *a != "forwarded").unwrap_or("created");
     let pr = f["pr"].as_i64().unwrap_or(-1);
     let sole = f["sole"].as_bool().unwrap_or(false);
-    let Some(trigger) = comment_trigger(action, &f["comment"], false, Some(pr), sole, f["before"].as_str()) else {
+    let editor = User::of(&f["editor"]);
+    let Some(trigger) = comment_trigger(action, &f["comment"], false, Some(pr), sole, f["before"].as_str(), editor)
+    else {
         return Ok(Handled::ignored());
     };
     evaluate(ctx, t, None, trigger).await
@@ -1429,13 +1521,27 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             }
         }
     }
-    if targets.is_empty() {
+    // Who pushes to a PR (the event's sender, not the commits' claimed authors) cannot approve it.
+    let mut effects: Vec<Effect> = Vec::new();
+    if event == "pull_request"
+        && matches!(action, "opened" | "synchronize" | "reopened")
+        && let (Some(repository_id), Some(pr), Some(user_id)) = (
+            v["repository"]["id"].as_i64(),
+            v["number"].as_i64().or(v["pull_request"]["number"].as_i64()),
+            v["sender"]["id"].as_i64(),
+        )
+    {
+        effects.push(Effect::RecordPusher { installation, repository_id, pr, user_id });
+    }
+    if targets.is_empty() && effects.is_empty() {
         return Ok(Handled::ignored());
     }
-    let effects = targets
-        .into_iter()
-        .map(|(repository_id, repository, issue)| Effect::Recheck { installation, repository_id, repository, issue })
-        .collect();
+    effects.extend(targets.into_iter().map(|(repository_id, repository, issue)| Effect::Recheck {
+        installation,
+        repository_id,
+        repository,
+        issue,
+    }));
     Ok(Handled::ok(effects))
 }
 
@@ -1581,10 +1687,20 @@ fn answer(
         replies.push(Effect::Act(Action::AddReaction { repo: t.repo.clone(), comment_id, content: "+1".into() }));
     }
     if let Some(why) = reply {
+        let marker = format!("reply-{comment_id}");
+        // One reply per comment: a comment with several commands gets every answer in it.
+        for r in replies.iter_mut() {
+            if let Effect::Act(Action::UpsertComment { marker: m, body, .. }) = r
+                && *m == marker
+            {
+                body.push_str(&format!("\n\n{why}"));
+                return;
+            }
+        }
         replies.push(Effect::Act(Action::UpsertComment {
             repo: t.repo.clone(),
             issue: on_pr.unwrap_or(t.issue),
-            marker: format!("reply-{comment_id}"),
+            marker,
             body: format!("@{} {why}", sender.login),
         }));
     }
@@ -1786,6 +1902,25 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     let now = ctx.clock.now_ms();
     let status_at = st["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(now);
     let created_at = dep["created_at"].as_str().and_then(parse_rfc3339_ms).unwrap_or(status_at);
+    // Who posted the status? GitHub Actions, the App itself, or whoever made the deployment. A
+    // status anyone else posts (with their own token, on someone else's deployment) says nothing.
+    let via = &st["performed_via_github_app"];
+    let trusted_status = via["slug"].as_str() == Some("github-actions")
+        || ctx.github.own_app_id().await.is_some_and(|id| via["id"].as_i64() == Some(id))
+        || st["creator"]["id"].as_i64().is_some_and(|c| Some(c) == dep["creator"]["id"].as_i64());
+    if !trusted_status {
+        return Ok(Handled::ok(vec![Effect::Audit(Box::new(AuditEntry {
+            installation_id: installation,
+            repository_id: Some(repo_id),
+            repository: Some(repo.clone()),
+            issue: None,
+            kind: "deployment.status_ignored".into(),
+            actor_id: st["creator"]["id"].as_i64(),
+            actor_login: st["creator"]["login"].as_str().map(str::to_string),
+            detail: json!({ "deployment_id": id, "state": state, "sha": sha, "environment": environment,
+                            "why": "posted by neither GitHub Actions, the App, nor the deployment's creator" }),
+        }))]));
+    }
     // Whose deployment is it? Known by the id GitHub gave it: one the App created, or one it
     // approved through its protection rule. A key or a request number in a payload is anyone's to
     // write, and never proof.

@@ -142,16 +142,50 @@ pub async fn save_links(
     Ok(())
 }
 
-/// Requests of a repository holding an approval given by comment `comment_id` (a comment on a
-/// linked PR approves on the request it was applied to).
+/// Requests of a repository holding an approval (current or stale, not withdrawn) given by
+/// comment `comment_id` (a comment on a linked PR approves on the request it was applied to).
 pub async fn approved_by_comment(db: &Db, installation: i64, repository_id: i64, comment_id: i64) -> Result<Vec<i64>> {
     let rows: Vec<(i64,)> = sqlx::query_as(
         "SELECT DISTINCT issue FROM approvals WHERE installation_id = $1 AND repository_id = $2 AND comment_id = $3 \
-         AND state = 'active' ORDER BY issue",
+         AND state <> 'withdrawn' ORDER BY issue",
     )
     .bind(installation)
     .bind(repository_id)
     .bind(comment_id)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Records that `user_id` pushed to pull request `pr` (the sender of a push event).
+pub async fn record_pusher(
+    tx: &mut Transaction<'_, Any>,
+    installation: i64,
+    repository_id: i64,
+    pr: i64,
+    user_id: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pr_pushers (installation_id, repository_id, pr, user_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (installation_id, repository_id, pr, user_id) DO NOTHING",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(pr)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Everyone recorded as having pushed to pull request `pr`.
+pub async fn pushers(db: &Db, installation: i64, repository_id: i64, pr: i64) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT user_id FROM pr_pushers WHERE installation_id = $1 AND repository_id = $2 AND pr = $3 ORDER BY user_id",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(pr)
     .fetch_all(db.pool())
     .await?;
     Ok(rows.into_iter().map(|r| r.0).collect())

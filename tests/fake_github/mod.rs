@@ -732,6 +732,10 @@ fn route(
         t
     };
     match op.operation_id.as_str() {
+        "apps/get-authenticated" => answer(
+            200,
+            json!({ "id": APP_ID.parse::<i64>().unwrap_or_default(), "slug": APP_SLUG, "name": "shipgate test" }),
+        ),
         "apps/create-installation-access-token" => {
             let inst = num("installation_id");
             if !m.installations.contains(&inst) {
@@ -964,6 +968,9 @@ fn route(
             let id = m.id();
             let mut d = b.clone();
             d["id"] = json!(id);
+            d["creator"] = bot();
+            d["performed_via_github_app"] =
+                json!({ "id": APP_ID.parse::<i64>().unwrap_or_default(), "slug": APP_SLUG });
             d["sha"] = d["ref"].clone(); // the tests deploy SHAs: GitHub resolves the ref to this
             m.deployments.push((repo.clone(), d.clone()));
             answer(201, d)
