@@ -12,7 +12,7 @@ use super::policy::{ConfigError, Environment, Policy, RequireChecks};
 use super::request::Problem;
 
 /// A GitHub user: the id is the identity, the login is for display.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     pub id: i64,
     pub login: String,

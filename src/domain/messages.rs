@@ -340,6 +340,61 @@ pub fn refusal(command: &str, why: &str, instead: &str) -> String {
     format!("`{command}` was not accepted: {why}. {instead}")
 }
 
+/// The reply to a refused command (`/approve`, …): why, and what to do instead.
+pub fn refusal_text(command: &str, r: &super::flow::Refusal) -> String {
+    use super::flow::Refusal as R;
+    let (why, instead) = match r {
+        R::NamesAnother { named, this } => {
+            (format!("it names #{named}, and this is #{this}"), "Write it on that request.".to_string())
+        }
+        R::Closed => ("the request is closed".into(), "Reopen it first.".into()),
+        R::NotARequest => ("the issue is no longer a deployment request".into(), "Label it again first.".into()),
+        R::NoEnvironment => (
+            "the request names no environment that `.github/shipgate.yml` defines".into(),
+            "Fix the request's Environment first.".into(),
+        ),
+        R::WrongEnvironment { asked, environment } => {
+            (format!("this request deploys to {environment}, not {asked}"), format!("Use `/approve {environment}`."))
+        }
+        R::NoRole { environment, roles } => (
+            format!("you hold none of the roles {environment} needs ({})", roles.join(", ")),
+            "Ask someone who holds one of them.".into(),
+        ),
+        R::SelfApproval => {
+            ("you cannot approve your own request or pull request".into(), "Ask another role holder.".into())
+        }
+        R::Pusher { pr } => (format!("you pushed a commit to #{pr}"), "Ask another role holder.".into()),
+        R::NothingToCancel => ("you have not approved this request".into(), "Nothing to cancel.".into()),
+        R::DenyNeedsRole => (
+            "only a holder of one of the environment's roles may deny".into(),
+            "Use `/hold` to stop it instead.".into(),
+        ),
+        R::AlreadyDenied { by } => {
+            (format!("the request is already denied by @{by}"), "It stays denied until lifted.".into())
+        }
+        R::NotDenied => ("the request is not denied".into(), "Nothing to lift.".into()),
+        R::NotDenier { by } => {
+            (format!("only @{by} (who denied it) or a repository admin may lift the denial"), "Ask them.".into())
+        }
+        R::NeedsWrite => (
+            "it needs write access to the repository (and the App could not confirm yours)".into(),
+            "Ask a maintainer.".into(),
+        ),
+        R::AlreadyOnHold { by } => {
+            (format!("the request is already on hold by @{by}"), "It stays on hold until lifted.".into())
+        }
+        R::NotOnHold => ("the request is not on hold".into(), "Nothing to lift.".into()),
+        R::NotHolder { by, environment } => (
+            format!(
+                "only @{by} (who placed the hold), a holder of a role {environment} needs, or a repository admin may \
+                 lift it"
+            ),
+            "Ask them.".into(),
+        ),
+    };
+    refusal(command, &why, &instead)
+}
+
 /// The reply to a comment edited to carry a command.
 pub fn edited_command() -> String {
     "an edited comment carries no command: nothing was applied. Write a new comment to give it.".to_string()
@@ -382,7 +437,7 @@ pub fn ungated_deployment(
         ("app", Some(n)) => format!("this App for request #{n}"),
         ("approved", Some(n)) => format!("a workflow run this App approved for request #{n}"),
         ("actions", _) => "a GitHub Actions workflow".to_string(),
-        _ => "someone, by hand".to_string(),
+        _ => "someone by hand".to_string(),
     };
     format!(
         "⚠️ **Deployment outside this request's gate**: deployment {id} of `{short}` to {environment} ({state}) was \
@@ -398,6 +453,45 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_refusal_and_reply() {
+        use crate::domain::flow::Refusal as R;
+        let all = [
+            ("/approve", R::NamesAnother { named: 6, this: 5 }),
+            ("/approve", R::Closed),
+            ("/hold", R::NotARequest),
+            ("/approve", R::NoEnvironment),
+            ("/approve", R::WrongEnvironment { asked: "staging".into(), environment: "production".into() }),
+            ("/approve", R::NoRole { environment: "production".into(), roles: vec!["pm".into(), "qa".into()] }),
+            ("/approve", R::SelfApproval),
+            ("/approve", R::Pusher { pr: 12 }),
+            ("/approve cancel", R::NothingToCancel),
+            ("/deny", R::DenyNeedsRole),
+            ("/deny", R::AlreadyDenied { by: "alice".into() }),
+            ("/undeny", R::NotDenied),
+            ("/undeny", R::NotDenier { by: "alice".into() }),
+            ("/hold", R::NeedsWrite),
+            ("/hold", R::AlreadyOnHold { by: "eve".into() }),
+            ("/unhold", R::NotOnHold),
+            ("/unhold", R::NotHolder { by: "eve".into(), environment: "production".into() }),
+        ];
+        let mut text: Vec<String> = all.iter().map(|(c, r)| refusal_text(c, r)).collect();
+        text.push(edited_command());
+        text.push(which_request(&[5, 6], &std::collections::BTreeSet::new()));
+        text.push(which_request(&[5], &std::collections::BTreeSet::from([7])));
+        for (origin, owner) in [("app", Some(46)), ("approved", Some(46)), ("actions", None), ("manual", None)] {
+            text.push(ungated_deployment(
+                900,
+                "cccccccccccccccccccccccccccccccccccccc03",
+                "production",
+                "success",
+                origin,
+                owner,
+            ));
+        }
+        insta::assert_snapshot!(text.join("\n\n"));
+    }
     use crate::domain::gate::{Gate, RoleStatus};
     use crate::domain::request::{ChangeRequest, PrRef};
 

@@ -4,6 +4,7 @@
 
 pub mod ci;
 pub mod commands;
+pub mod flow;
 pub mod gate;
 pub mod messages;
 pub mod policy;

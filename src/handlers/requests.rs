@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::repo::{gh_err, load_policy, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands::{self, Command};
+use crate::domain::flow;
 use crate::domain::gate::{self, ApprovalFact, CheckFact, Evaluation, GateInput, PrFacts, User};
 use crate::domain::messages::{self, DeployView, RequestView};
 use crate::domain::policy::{self, DeployMode, Permission, Policy};
@@ -433,44 +434,72 @@ pub async fn evaluate(
         Trigger::Comment { on_pr, .. } => *on_pr,
         _ => None,
     };
+    let allow_self = env_policy.is_some_and(|e| e.allow_self_approval);
     for (comment_id, sender, target, parsed) in comment_commands {
-        let (accepted, reply) = match parsed {
-            Err(e) => (false, Some(e.message.clone())),
-            Ok(cmd) if target.is_some_and(|n| n != t.issue) => {
-                let why = format!("it names #{}, and this is #{}", target.unwrap_or_default(), t.issue);
-                (false, Some(messages::refusal(&format!("/{}", cmd.name()), &why, "Write it on that request.")))
+        let cmd = match parsed {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                answer(&mut replies, &t, on_pr, comment_id, &sender, false, Some(e.message.clone()));
+                continue;
             }
-            // A closed (still labelled) request takes `/rollback` only.
-            Ok(cmd) if !(active || matches!(cmd, Command::Rollback) && labelled) => {
-                let why =
-                    if labelled { "the request is closed" } else { "the issue is no longer a deployment request" };
-                (false, Some(messages::refusal(&format!("/{}", cmd.name()), why, "Reopen it first.")))
+        };
+        // The facts this command is decided on (read only when it needs them), then the rules.
+        let wanted = flow::plan(&cmd, allow_self);
+        let permission = if wanted.permission { perms.of(&ctx, &t, &sender).await? } else { None };
+        let mut pushers = Vec::new();
+        if wanted.pushers && active {
+            for p in prs.iter_mut() {
+                if p.pushers.is_none() {
+                    match facts::pushers(&ctx.github, t.installation, &t.repo, p.number).await {
+                        Ok(ids) => p.pushers = Some(ids),
+                        Err(GhError::DryRun) => {}
+                        Err(e) => return Err(gh_err(e)),
+                    }
+                }
+                let mut ids = p.pushers.clone().unwrap_or_default();
+                ids.extend(store::pushers(&ctx.db, t.installation, t.repo_id, p.number).await?);
+                pushers.push((p.number, ids));
             }
-            Ok(cmd @ (Command::Deploy | Command::Rollback)) => {
+        }
+        let state = flow::RequestState {
+            active,
+            labelled,
+            issue: t.issue,
+            environment: env_policy.and(environment.clone()),
+            requester: row.author_id,
+            hold: row.hold_by.clone().map(|by| (row.hold_by_id, by)),
+            denial: row.denied_by.clone().map(|by| (row.denied_by_id, by)),
+        };
+        let command_facts = flow::CommandFacts {
+            sender: sender.clone(),
+            target,
+            needed_roles: env_roles.iter().map(|r| r.to_string()).collect(),
+            held_roles: env_roles.iter().filter(|r| holds(&sender, r)).map(|r| r.to_string()).collect(),
+            allow_self_approval: allow_self,
+            pr_authors: prs.iter().map(|p| p.author.id).chain([author.id]).collect(),
+            pushers,
+            permission,
+            has_approved: approvals.iter().any(|(a, _)| a.user.id == sender.id),
+        };
+        let (accepted, reply) = match flow::decide(&cmd, &state, &command_facts) {
+            Err(refusal) => (false, Some(messages::refusal_text(&format!("/{}", cmd.name()), &refusal))),
+            Ok(flow::Outcome::DeployAsk) => {
                 deploy_asks.push((comment_id, sender.clone(), cmd));
                 continue;
             }
-            Ok(cmd) => {
-                apply_command(
-                    &ctx,
+            Ok(outcome) => {
+                apply_outcome(
                     &t,
-                    &policy,
-                    env_policy.is_some(),
-                    &env_roles,
-                    environment.as_deref(),
-                    &cmd,
+                    outcome,
                     comment_id,
                     &sender,
-                    &author,
-                    &mut prs,
+                    environment.as_deref(),
                     &heads,
                     &mut row,
                     &mut approvals,
-                    &holds,
-                    &mut perms,
                     &mut effects,
-                )
-                .await?
+                );
+                (true, None)
             }
         };
         answer(&mut replies, &t, on_pr, comment_id, &sender, accepted, reply);
@@ -1103,94 +1132,35 @@ async fn role_holders(
     Ok(out)
 }
 
-/// Applies one command; returns (accepted, reply).
+/// Applies what an accepted command does (see `flow::decide`) to the request and its approvals.
 #[allow(clippy::too_many_arguments)]
-async fn apply_command(
-    ctx: &Ctx,
+fn apply_outcome(
     t: &Target,
-    policy: &Policy,
-    env_known: bool,
-    needed: &BTreeSet<&str>,
-    environment: Option<&str>,
-    cmd: &Command,
+    outcome: flow::Outcome,
     comment_id: i64,
     sender: &User,
-    author: &User,
-    prs: &mut [PrFacts],
+    environment: Option<&str>,
     heads: &[String],
     row: &mut RequestRow,
     approvals: &mut Vec<(ApprovalFact, String)>,
-    holds: &(dyn Fn(&User, &str) -> bool + Sync),
-    perms: &mut Perms,
     effects: &mut Vec<Effect>,
-) -> Result<(bool, Option<String>), HandlerError> {
-    let env = environment.unwrap_or_default();
-    // The roles this request needs (its environment's rules that apply to the changed files).
-    let env_roles: Vec<String> = needed.iter().map(|r| r.to_string()).collect();
-    let held: Vec<String> = env_roles.iter().filter(|r| holds(sender, r)).cloned().collect();
-    let name = format!("/{}", cmd.name());
-    let refuse = |why: String, instead: &str| Ok((false, Some(messages::refusal(&name, &why, instead))));
-    let is_requester = sender.id == author.id || sender.id == row.author_id;
-    match cmd {
-        Command::Approve { environment: asked } => {
-            if !env_known {
-                return refuse(
-                    "the request names no environment that `.github/shipgate.yml` defines".into(),
-                    "Fix the request's Environment first.",
-                );
-            }
-            if let Some(a) = asked
-                && !a.eq_ignore_ascii_case(env)
-            {
-                return refuse(format!("this request deploys to {env}, not {a}"), &format!("Use `/approve {env}`."));
-            }
-            if held.is_empty() {
-                return refuse(
-                    format!("you hold none of the roles {env} needs ({})", env_roles.join(", ")),
-                    "Ask someone who holds one of them.",
-                );
-            }
-            let allow_self = policy.environment(env).is_some_and(|e| e.allow_self_approval);
-            if !allow_self {
-                if is_requester || prs.iter().any(|p| p.author.id == sender.id) {
-                    return refuse(
-                        "you cannot approve your own request or pull request".into(),
-                        "Ask another role holder.",
-                    );
-                }
-                // Whoever pushed a commit to a linked PR cannot approve it either.
-                for p in prs.iter_mut() {
-                    if p.pushers.is_none() {
-                        match facts::pushers(&ctx.github, t.installation, &t.repo, p.number).await {
-                            Ok(ids) => p.pushers = Some(ids),
-                            Err(GhError::DryRun) => {}
-                            Err(e) => return Err(gh_err(e)),
-                        }
-                    }
-                    let pushed = store::pushers(&ctx.db, t.installation, t.repo_id, p.number).await?;
-                    if p.touched_by(sender.id) || pushed.contains(&sender.id) {
-                        return refuse(format!("you pushed a commit to #{}", p.number), "Ask another role holder.");
-                    }
-                }
-            }
+) {
+    match outcome {
+        flow::Outcome::Approve { roles } => {
             let fact = ApprovalFact {
                 comment_id,
                 user: sender.clone(),
-                environment: env.to_string(),
+                environment: environment.unwrap_or_default().to_string(),
                 head_shas: heads.to_vec(),
                 revision: row.revision,
             };
-            let roles = serde_json::to_string(&held).unwrap_or_else(|_| "[]".into());
+            let roles = serde_json::to_string(&roles).unwrap_or_else(|_| "[]".into());
             effects.push(Effect::SaveApproval(approval_change(t, &fact, &roles, "active", None)));
             approvals.push((fact, roles));
-            Ok((true, None))
         }
-        Command::ApproveCancel => {
+        flow::Outcome::CancelApprovals => {
             let mine: Vec<usize> =
                 approvals.iter().enumerate().filter(|(_, (a, _))| a.user.id == sender.id).map(|(i, _)| i).collect();
-            if mine.is_empty() {
-                return refuse("you have not approved this request".into(), "Nothing to cancel.");
-            }
             for i in mine.into_iter().rev() {
                 let (a, roles) = approvals.remove(i);
                 effects.push(Effect::SaveApproval(approval_change(
@@ -1201,89 +1171,26 @@ async fn apply_command(
                     Some("cancelled with /approve cancel"),
                 )));
             }
-            Ok((true, None))
         }
-        Command::Deny { reason } => {
-            if held.is_empty() {
-                return refuse(
-                    "only a holder of one of the environment's roles may deny".into(),
-                    "Use `/hold` to stop it instead.",
-                );
-            }
-            // One denial at a time: a second would make its author the one who may lift it.
-            if let Some(by) = &row.denied_by {
-                return refuse(format!("the request is already denied by @{by}"), "It stays denied until lifted.");
-            }
+        flow::Outcome::Deny { reason } => {
             row.denied_by = Some(sender.login.clone());
             row.denied_by_id = Some(sender.id);
-            row.deny_reason = Some(reason.clone());
-            Ok((true, None))
+            row.deny_reason = Some(reason);
         }
-        Command::Undeny => {
-            if row.denied_by.is_none() {
-                return refuse("the request is not denied".into(), "Nothing to lift.");
-            }
-            let by_denier = match row.denied_by_id {
-                Some(id) => id == sender.id,
-                None => row.denied_by.as_deref().is_some_and(|l| l.eq_ignore_ascii_case(&sender.login)),
-            };
-            if !by_denier && perms.of(ctx, t, sender).await? != Some(Permission::Admin) {
-                return refuse(
-                    format!(
-                        "only @{} (who denied it) or a repository admin may lift the denial",
-                        row.denied_by.clone().unwrap_or_default()
-                    ),
-                    "Ask them.",
-                );
-            }
+        flow::Outcome::Undeny => {
             row.denied_by = None;
             row.denied_by_id = None;
             row.deny_reason = None;
-            Ok((true, None))
         }
-        Command::Hold => {
-            if perms.of(ctx, t, sender).await?.is_none_or(|p| p < Permission::Write) {
-                return refuse(
-                    "it needs write access to the repository (and the App could not confirm yours)".into(),
-                    "Ask a maintainer.",
-                );
-            }
-            // One hold at a time: a second would make its author the one who may lift it.
-            if let Some(by) = &row.hold_by {
-                return refuse(format!("the request is already on hold by @{by}"), "It stays on hold until lifted.");
-            }
+        flow::Outcome::Hold => {
             row.hold_by = Some(sender.login.clone());
             row.hold_by_id = Some(sender.id);
-            Ok((true, None))
         }
-        Command::Unhold => {
-            let Some(holder) = row.hold_by.clone() else {
-                return refuse("the request is not on hold".into(), "Nothing to lift.");
-            };
-            let own = match row.hold_by_id {
-                Some(id) => id == sender.id,
-                None => holder.eq_ignore_ascii_case(&sender.login),
-            };
-            // The holder, a holder of a role the environment needs (not the requester), or an admin.
-            let allowed = own
-                || (!held.is_empty() && !is_requester)
-                || perms.of(ctx, t, sender).await? == Some(Permission::Admin);
-            if !allowed {
-                return refuse(
-                    format!(
-                        "only @{holder} (who placed the hold), a holder of a role {env} needs, or a repository admin \
-                         may lift it"
-                    ),
-                    "Ask them.",
-                );
-            }
+        flow::Outcome::Unhold => {
             row.hold_by = None;
             row.hold_by_id = None;
-            Ok((true, None))
         }
-        Command::Recheck => Ok((true, None)),
-        // Answered after the evaluation (they need the gate's verdict): see `deploy_command`.
-        Command::Deploy | Command::Rollback => Ok((true, None)),
+        flow::Outcome::Recheck | flow::Outcome::DeployAsk => {}
     }
 }
 
