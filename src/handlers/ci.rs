@@ -52,7 +52,13 @@ async fn recheck_requests(ctx: &Ctx, installation: i64, repo_id: i64) -> Result<
         .await?
         .into_iter()
         .filter(|(id, _, _)| *id == repo_id)
-        .map(|(repository_id, repository, issue)| Effect::Recheck { installation, repository_id, repository, issue })
+        .map(|(repository_id, repository, issue)| Effect::Recheck {
+            installation,
+            repository_id,
+            repository,
+            issue,
+            checks_only: true,
+        })
         .collect())
 }
 

@@ -147,6 +147,8 @@ pub enum Effect {
         repository_id: i64,
         repository: String,
         issue: i64,
+        /// Only checks or statuses changed: the PRs and reviews need not be read again.
+        checks_only: bool,
     },
     /// A comment on a linked PR (`created`, `edited` or `deleted`), for the request's own subject.
     ForwardComment {
@@ -231,7 +233,7 @@ impl Effect {
             Effect::ForgetPolicy { installation, repository_id } => {
                 store_requests::forget_policy(tx, *installation, *repository_id).await
             }
-            Effect::Recheck { installation, repository_id, repository, issue }
+            Effect::Recheck { installation, repository_id, repository, issue, .. }
             | Effect::ForwardComment { installation, repository_id, repository, issue, .. } => {
                 let (kind, event, body) = match self {
                     Effect::ForwardComment { comment, action, .. } => (
@@ -239,11 +241,19 @@ impl Effect {
                         requests::FORWARDED_COMMENT_EVENT,
                         requests::forwarded_body(*installation, *repository_id, repository, *issue, action, comment),
                     ),
-                    _ => (
+                    Effect::Recheck { checks_only, .. } => (
                         "recheck",
                         requests::RECHECK_EVENT,
-                        requests::recheck_body(*installation, *repository_id, repository, *issue, &cause.id),
+                        requests::recheck_body(
+                            *installation,
+                            *repository_id,
+                            repository,
+                            *issue,
+                            &cause.id,
+                            *checks_only,
+                        ),
                     ),
+                    _ => return Ok(()),
                 };
                 let d = internal_delivery(
                     &format!("{kind}-{}", cause.id),

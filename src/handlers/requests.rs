@@ -99,7 +99,10 @@ pub enum Trigger {
     CommentDeleted {
         id: i64,
     },
-    Recheck,
+    /// Evaluate again; `checks_only` when a check run or status caused it (only checks changed).
+    Recheck {
+        checks_only: bool,
+    },
     /// A status of deployment `id` (recorded in the deployments table).
     Deployment {
         id: i64,
@@ -204,7 +207,22 @@ pub async fn evaluate(
         missing_prs = remembered.missing_prs.clone();
         review_approved = remembered.review_approved;
     }
-    for n in numbers.iter().filter(|_| !reuse) {
+    // A recheck caused by a check or status changes only the checks: the PRs, their files and
+    // reviews are what was read last (their own events recheck them), the checks are read again.
+    let checks_only = matches!(trigger, Trigger::Recheck { checks_only: true })
+        && !reuse
+        && existing.is_some()
+        && remembered.missing_prs.is_empty()
+        && remembered.prs.iter().map(|p| p.number).collect::<BTreeSet<i64>>()
+            == numbers.iter().copied().collect::<BTreeSet<i64>>();
+    if checks_only {
+        review_approved = remembered.review_approved;
+        for p in &remembered.prs {
+            let checks = facts::checks(&ctx.github, t.installation, &t.repo, &p.head_sha).await.map_err(gh_err)?;
+            prs.push(PrFacts { checks, ..p.clone() });
+        }
+    }
+    for n in numbers.iter().filter(|_| !reuse && !checks_only) {
         match facts::pull_request(&ctx.github, t.installation, &t.repo, *n).await {
             Ok(Some(pr)) => {
                 let before = remembered.prs.iter().find(|p| p.number == *n && p.head_sha == pr.head_sha);
@@ -1386,7 +1404,8 @@ pub const FORWARDED_COMMENT_EVENT: &str = "shipgate_pr_command";
 pub async fn on_recheck(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
     let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
-    evaluate(ctx, t, None, Trigger::Recheck).await
+    let checks_only = v["checks_only"].as_bool().unwrap_or(false);
+    evaluate(ctx, t, None, Trigger::Recheck { checks_only }).await
 }
 
 /// Events about PRs, checks and teams: ask the requests they touch to be evaluated again.
@@ -1443,11 +1462,13 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     if targets.is_empty() && effects.is_empty() {
         return Ok(Handled::ignored());
     }
+    let checks_only = matches!(event, "check_run" | "check_suite" | "status" | "workflow_run");
     effects.extend(targets.into_iter().map(|(repository_id, repository, issue)| Effect::Recheck {
         installation,
         repository_id,
         repository,
         issue,
+        checks_only,
     }));
     Ok(Handled::ok(effects))
 }
@@ -1486,8 +1507,25 @@ pub fn forwarded_body(
     internal_body(installation, repository_id, repository, issue, action, ("forward", forward.clone()))
 }
 
-pub fn recheck_body(installation: i64, repository_id: i64, repository: &str, issue: i64, cause: &str) -> String {
-    internal_body(installation, repository_id, repository, issue, "recheck", ("cause", json!(cause)))
+pub fn recheck_body(
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    issue: i64,
+    cause: &str,
+    checks_only: bool,
+) -> String {
+    let mut v: Value = serde_json::from_str(&internal_body(
+        installation,
+        repository_id,
+        repository,
+        issue,
+        "recheck",
+        ("cause", json!(cause)),
+    ))
+    .unwrap_or_default();
+    v["checks_only"] = json!(checks_only);
+    v.to_string()
 }
 
 const POLICY_PATH: &str = ".github/shipgate.yml";
@@ -1573,7 +1611,7 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     }
     for (repository_id, repository, issue) in store::open_in_installation(&ctx.db, installation).await? {
         if repository_id == repo_id {
-            effects.push(Effect::Recheck { installation, repository_id, repository, issue });
+            effects.push(Effect::Recheck { installation, repository_id, repository, issue, checks_only: false });
         }
     }
     Ok(Handled::ok(effects))
@@ -1874,7 +1912,13 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     // A success may be the staging evidence another request waits for.
     if state == "success" {
         for issue in covering.into_iter().filter(|n| !targets.contains(n)) {
-            effects.push(Effect::Recheck { installation, repository_id: repo_id, repository: repo.clone(), issue });
+            effects.push(Effect::Recheck {
+                installation,
+                repository_id: repo_id,
+                repository: repo.clone(),
+                issue,
+                checks_only: false,
+            });
         }
     }
     Ok(Handled::ok(effects))
@@ -1941,7 +1985,13 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         }));
     }
     for issue in covering {
-        effects.push(Effect::Recheck { installation, repository_id: repo_id, repository: repo.clone(), issue });
+        effects.push(Effect::Recheck {
+            installation,
+            repository_id: repo_id,
+            repository: repo.clone(),
+            issue,
+            checks_only: false,
+        });
     }
     Ok(Handled::ok(effects))
 }
