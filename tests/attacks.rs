@@ -875,3 +875,34 @@ async fn a_deployment_made_first_with_the_apps_key_is_never_adopted(db: &TestDb)
     w.done().await;
 }
 both_backends!(a_deployment_made_first_with_the_apps_key_is_never_adopted);
+
+// SPEC §3.5: a covered commit deployed while the gate was closed is reported loudly, never
+// taken as the request's deployment.
+async fn a_deployment_while_the_gate_was_closed_is_reported(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    request5(&w, "labeled", &body("production", "#12"), true, "open").await;
+    w.comment(ALICE, "/approve").await; // the backend lead has not approved: the gate is closed
+    w.settle().await;
+    let (creator, app) = by_actions();
+    deployment_status(&w, 820, SHA, "production", "success", creator, app, json!({})).await;
+    w.settle().await;
+    let loud: Vec<String> =
+        w.gh.app_comments(REPO, 5)
+            .into_iter()
+            .filter(|c| c.body.contains("Deployment outside"))
+            .map(|c| c.body)
+            .collect();
+    assert_eq!(loud.len(), 1, "{loud:?}");
+    assert!(loud[0].contains("deployment 820 of `aaaaaaa` to production (success)"), "{}", loud[0]);
+    let r = stored(&w).await;
+    assert_eq!((r.deployment_id, r.deploy_state.as_deref()), (None, None), "{r:?}");
+    assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "open");
+    let filter = shipgate::store::audit::Filter { installation: Some(INST), limit: 100, ..Default::default() };
+    let kinds: Vec<String> =
+        shipgate::store::audit::list(&w.app.db, &filter).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.iter().any(|k| k == "deployment.ungated"), "{kinds:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_deployment_while_the_gate_was_closed_is_reported);
