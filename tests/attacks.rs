@@ -906,3 +906,59 @@ async fn a_deployment_while_the_gate_was_closed_is_reported(db: &TestDb) {
     w.done().await;
 }
 both_backends!(a_deployment_while_the_gate_was_closed_is_reported);
+
+// Links are rows: requests stored before migration 0011 get theirs from the facts they stored,
+// and the deployments a payload key once attached to a request are no longer its own.
+async fn existing_requests_get_their_links_from_the_stored_facts(db: &TestDb) {
+    let store = shipgate::store::Db::connect(&db.url).await.expect("connect");
+    store.migrate_to(10).await.expect("migrations up to 0010");
+    let facts = json!({ "prs": [{ "number": 12, "head_sha": SHA.to_uppercase(), "author": { "id": 301, "login": "dave" },
+                                  "state": "open", "files": null, "checks": [{ "name": SHA2, "status": "completed", "conclusion": "success" }] }],
+                        "missing_prs": [13], "review_approved": false, "shown": "" });
+    let commit = json!({ "prs": [], "missing_prs": [], "review_approved": false, "commit": OLD, "shown": "" });
+    for (issue, facts) in [(5, facts), (6, commit)] {
+        sqlx::query(
+            "INSERT INTO requests (installation_id, repository_id, repository, issue, author_id, author_login, labelled, \
+             open, environment, fingerprint, revision, gate_open, state, facts, labels, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 401, 'carol', 1, 1, 'production', 'x', 1, 0, 'awaiting-approval', $5, '[]', 1, 1)",
+        )
+        .bind(INST)
+        .bind(REPO_ID)
+        .bind(REPO)
+        .bind(issue)
+        .bind(facts.to_string())
+        .execute(store.writer())
+        .await
+        .expect("insert a request");
+    }
+    // A deployment attached to #5 by a copied payload key, and one the App really created.
+    for (id, issue) in [(70, Some(5)), (71, Some(5))] {
+        sqlx::query(
+            "INSERT INTO deployments (installation_id, repository_id, deployment_id, environment, sha, issue, state, \
+             status_at, status_id, created_at, succeeded_at) VALUES ($1, $2, $3, 'production', $4, $5, 'success', 1, 1, 1, 1)",
+        )
+        .bind(INST)
+        .bind(REPO_ID)
+        .bind(id)
+        .bind(OLD)
+        .bind(issue)
+        .execute(store.writer())
+        .await
+        .expect("insert a deployment");
+    }
+    shipgate::store::objects::put(&store, INST, "deployment", &format!("{REPO}:request-5-1"), 71, 1).await.unwrap();
+    store.migrate().await.expect("the rest");
+    use shipgate::store::requests::{Link, open_linking};
+    assert_eq!(open_linking(&store, INST, REPO_ID, Link::Pr, "12").await.unwrap(), vec![5]);
+    assert_eq!(open_linking(&store, INST, REPO_ID, Link::Pr, "13").await.unwrap(), vec![5]);
+    assert_eq!(open_linking(&store, INST, REPO_ID, Link::Sha, SHA).await.unwrap(), vec![5]);
+    assert_eq!(open_linking(&store, INST, REPO_ID, Link::Sha, OLD).await.unwrap(), vec![6]);
+    assert!(open_linking(&store, INST, REPO_ID, Link::Sha, SHA2).await.unwrap().is_empty(), "a check name is no link");
+    assert!(open_linking(&store, INST, REPO_ID, Link::Pr, "1").await.unwrap().is_empty());
+    let forged = shipgate::store::deploys::get(&store, INST, REPO_ID, 70).await.unwrap().unwrap();
+    assert_eq!((forged.origin.as_str(), forged.issue), ("manual", None));
+    let own = shipgate::store::deploys::get(&store, INST, REPO_ID, 71).await.unwrap().unwrap();
+    assert_eq!((own.origin.as_str(), own.issue), ("app", Some(5)));
+    store.pool().close().await;
+}
+both_backends!(existing_requests_get_their_links_from_the_stored_facts);

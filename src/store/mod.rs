@@ -161,6 +161,13 @@ impl Db {
         Ok(())
     }
 
+    /// Applies the migrations up to and including `version` only (the upgrade tests start from
+    /// an older schema with rows in it).
+    pub async fn migrate_to(&self, version: i64) -> Result<()> {
+        self.migrator().run_to(version, &self.writer).await?;
+        Ok(())
+    }
+
     /// True when every migration this binary knows has been applied successfully.
     pub async fn migrations_applied(&self) -> Result<bool> {
         let applied: Vec<(i64,)> = match sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
