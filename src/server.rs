@@ -77,7 +77,7 @@ impl Server {
         if opts.run_worker {
             // SQLite: one writer, so the worker's claims and completions share the intake's commits.
             let (completer, shared_claims) = if ingest.carries_worker() {
-                (Completer::Shared(ingest.clone()), Some(ingest.clone()))
+                (Completer::Shared(std::sync::Arc::new(ingest.clone())), Some(ingest.clone()))
             } else {
                 (Completer::start(db.clone(), opts.clock.clone(), relay_wake.clone()), None)
             };

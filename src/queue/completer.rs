@@ -33,12 +33,21 @@ pub struct Job {
     reply: oneshot::Sender<Recorded>,
 }
 
+/// Something else that commits completions: the intake's group commit (`queue::ingest`
+/// implements it; this module does not depend on the intake).
+pub trait CompletionSink: Send + Sync {
+    fn complete(
+        &self,
+        completion: Completion,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Recorded> + Send + '_>>;
+}
+
 /// Where completions are committed: a task of their own (PostgreSQL), or the intake's group
 /// commit (SQLite, whose one writer the intake and the worker would otherwise take turns on).
 #[derive(Clone)]
 pub enum Completer {
     Own(mpsc::Sender<Job>),
-    Shared(super::ingest::Ingestor),
+    Shared(Arc<dyn CompletionSink>),
 }
 
 impl Completer {

@@ -53,6 +53,15 @@ impl Job {
     }
 }
 
+impl completer::CompletionSink for Ingestor {
+    fn complete(
+        &self,
+        completion: Completion,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Recorded> + Send + '_>> {
+        Box::pin(Ingestor::complete(self, completion))
+    }
+}
+
 #[derive(Clone)]
 pub struct Ingestor {
     tx: mpsc::Sender<Job>,
