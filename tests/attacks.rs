@@ -495,7 +495,7 @@ async fn a_login_that_now_belongs_to_another_account_fills_no_role(db: &TestDb) 
     // alice (101) renames herself; someone else registers `alice` (999).
     w.gh.user("alice", 999);
     w.gh.permission(REPO, "alice", "write");
-    push_to_pr(&w, SHA2).await;
+    w.push_to_pr(SHA2).await;
     w.gh.ci(REPO, SHA2, "build", "completed", Some("success"));
     w.comment(BOB, "/approve").await;
     let impostor = w.comment((999, "alice"), "/approve").await;
@@ -508,15 +508,6 @@ async fn a_login_that_now_belongs_to_another_account_fills_no_role(db: &TestDb) 
     w.done().await;
 }
 both_backends!(a_login_that_now_belongs_to_another_account_fills_no_role);
-
-async fn push_to_pr(w: &World, sha: &str) {
-    w.gh.push_to_pull(REPO, 12, sha);
-    let mut v = w.base("pull_request.synchronize.0");
-    v["number"] = json!(12);
-    v["pull_request"]["number"] = json!(12);
-    v["pull_request"]["head"]["sha"] = json!(sha);
-    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
-}
 
 // 10. A check run named after another request's commit took over its deployment.
 async fn a_check_named_after_another_requests_commit_takes_nothing_over(db: &TestDb) {
@@ -724,7 +715,7 @@ both_backends!(a_push_whose_commit_list_omits_the_policy_still_reloads_it);
 async fn a_stale_approval_never_comes_back(db: &TestDb) {
     let w = World::new(db).await;
     approved_by_bob_and_alice(&w).await;
-    push_to_pr(&w, SHA2).await;
+    w.push_to_pr(SHA2).await;
     w.settle().await;
     assert!(w.sticky().contains("@bob: given for aaaaaaa, the head is now bbbbbbb"), "{}", w.sticky());
     // The author force-pushes the approved commit back.

@@ -54,15 +54,6 @@ async fn the_happy_path(db: &TestDb) {
 }
 both_backends!(the_happy_path);
 
-async fn push_to_pr(w: &World, sha: &str) {
-    w.gh.push_to_pull(REPO, 12, sha);
-    let mut v = w.base("pull_request.synchronize.0");
-    v["number"] = json!(12);
-    v["pull_request"]["number"] = json!(12);
-    v["pull_request"]["head"]["sha"] = json!(sha);
-    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
-}
-
 /// Everything that must not count as an approval, and every refusal says why.
 async fn refusals(db: &TestDb) {
     let w = World::new(db).await;
@@ -129,7 +120,7 @@ async fn a_push_makes_approvals_stale_and_deleting_withdraws(db: &TestDb) {
     assert_eq!(w.gate(SHA).0, "success");
     // A new push: both approvals were given for the old head.
     w.gh.ci(REPO, SHA2, "build", "completed", Some("success"));
-    push_to_pr(&w, SHA2).await;
+    w.push_to_pr(SHA2).await;
     w.settle().await;
     let c = w.sticky();
     assert!(c.contains("@bob: given for aaaaaaa, the head is now bbbbbbb"), "{c}");

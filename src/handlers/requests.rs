@@ -1567,16 +1567,9 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     }
     effects.push(Effect::SavePolicy { installation, repository_id: repo_id, blob, yaml: yaml.clone() });
     if changed {
-        effects.push(Effect::Audit(Box::new(AuditEntry {
-            installation_id: installation,
-            repository_id: Some(repo_id),
-            repository: Some(repo.to_string()),
-            issue: None,
-            kind: "policy.changed".into(),
-            actor_id: v["sender"]["id"].as_i64(),
-            actor_login: v["sender"]["login"].as_str().map(str::to_string),
-            detail: json!({ "blob": file.as_ref().map(|f| f.0.clone()), "commit": after, "valid": yaml.as_deref().map(|y| policy::parse(y).is_ok()) }),
-        })));
+        let valid = yaml.as_deref().map(|y| policy::parse(y).is_ok());
+        let detail = json!({ "blob": file.as_ref().map(|f| f.0.clone()), "commit": after, "valid": valid });
+        effects.push(repo_audit(installation, repo_id, repo, "policy.changed", &v["sender"], detail));
     }
     let (conclusion, title, summary) = match yaml.as_deref().map(policy::parse) {
         None => ("success", "No .github/shipgate.yml: the built-in policy applies".to_string(), String::new()),
@@ -1649,6 +1642,20 @@ fn answer(
             body: format!("@{} {why}", sender.login),
         }));
     }
+}
+
+/// An entry for the audit log about a repository (no request), by the event's sender.
+fn repo_audit(installation: i64, repo_id: i64, repo: &str, kind: &str, sender: &Value, detail: Value) -> Effect {
+    Effect::Audit(Box::new(AuditEntry {
+        installation_id: installation,
+        repository_id: Some(repo_id),
+        repository: Some(repo.to_string()),
+        issue: None,
+        kind: kind.into(),
+        actor_id: sender["id"].as_i64(),
+        actor_login: sender["login"].as_str().map(str::to_string),
+        detail,
+    }))
 }
 
 /// An entry for the audit log about request `t`.
@@ -1854,17 +1861,16 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         || ctx.github.own_app_id().await.is_some_and(|id| via["id"].as_i64() == Some(id))
         || st["creator"]["id"].as_i64().is_some_and(|c| Some(c) == dep["creator"]["id"].as_i64());
     if !trusted_status {
-        return Ok(Handled::ok(vec![Effect::Audit(Box::new(AuditEntry {
-            installation_id: installation,
-            repository_id: Some(repo_id),
-            repository: Some(repo.clone()),
-            issue: None,
-            kind: "deployment.status_ignored".into(),
-            actor_id: st["creator"]["id"].as_i64(),
-            actor_login: st["creator"]["login"].as_str().map(str::to_string),
-            detail: json!({ "deployment_id": id, "state": state, "sha": sha, "environment": environment,
-                            "why": "posted by neither GitHub Actions, the App, nor the deployment's creator" }),
-        }))]));
+        let detail = json!({ "deployment_id": id, "state": state, "sha": sha, "environment": environment,
+                             "why": "posted by neither GitHub Actions, the App, nor the deployment's creator" });
+        return Ok(Handled::ok(vec![repo_audit(
+            installation,
+            repo_id,
+            &repo,
+            "deployment.status_ignored",
+            &st["creator"],
+            detail,
+        )]));
     }
     // Whose deployment is it? Known by the id GitHub gave it: one the App created, or one it
     // approved through its protection rule. A key or a request number in a payload is anyone's to
@@ -1957,16 +1963,8 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         report: None,
         received_at: ctx.clock.now_ms(),
     }))];
-    effects.push(Effect::Audit(Box::new(AuditEntry {
-        installation_id: installation,
-        repository_id: Some(repo_id),
-        repository: Some(repo.clone()),
-        issue: None,
-        kind: "protection_rule.requested".into(),
-        actor_id: v["sender"]["id"].as_i64(),
-        actor_login: v["sender"]["login"].as_str().map(str::to_string),
-        detail: json!({ "run_id": run_id, "environment": environment, "sha": sha, "ref": v["ref"] }),
-    })));
+    let detail = json!({ "run_id": run_id, "environment": environment, "sha": sha, "ref": v["ref"] });
+    effects.push(repo_audit(installation, repo_id, &repo, "protection_rule.requested", &v["sender"], detail));
     // The environment's open requests whose commits (linked PR heads, or the commit a request
     // without PRs names) include the run's.
     let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;

@@ -183,6 +183,16 @@ impl World {
         id
     }
 
+    /// A new push to PR #12: its head moves to `sha`, and a `pull_request.synchronize` delivery.
+    pub async fn push_to_pr(&self, sha: &str) {
+        self.gh.push_to_pull(REPO, 12, sha);
+        let mut v = self.base("pull_request.synchronize.0");
+        v["number"] = json!(12);
+        v["pull_request"]["number"] = json!(12);
+        v["pull_request"]["head"]["sha"] = json!(sha);
+        assert_eq!(self.app.deliver("pull_request", &self.id(), &v.to_string()).await, 202);
+    }
+
     pub async fn check_completed(&self, sha: &str, name: &str, conclusion: &str) {
         self.gh.ci(REPO, sha, name, "completed", Some(conclusion));
         let mut v = self.base("check_run.completed.0");
