@@ -317,7 +317,7 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
     }
     let _ = write!(
         s,
-        "\n<sub>Commands, on a line of their own: `/approve`, `/approve cancel`, `/deny REASON`, `/hold`, `/unhold`, `/deploy`, `/rollback`, `/recheck`. This comment is kept up to date by shipgate.</sub>"
+        "\n<sub>Commands, on a line of their own in a new comment (an edited comment carries none): `/approve`, `/approve cancel`, `/deny REASON`, `/undeny`, `/hold`, `/unhold`, `/deploy`, `/rollback`, `/recheck`; on a pull request that several requests link, name one: `/approve #N`. This comment is kept up to date by shipgate.</sub>"
     );
     s
 }
