@@ -156,8 +156,8 @@ pub enum Effect {
         repository_id: i64,
         repository: String,
         issue: i64,
-        action: String,
-        comment: serde_json::Value,
+        /// An `Internal::PrComment`.
+        trigger: requests::Internal,
     },
     /// A deployment's status (kept so that staging-first and the report need not ask GitHub).
     RecordDeployment(Box<DeploymentRow>),
@@ -234,30 +234,23 @@ impl Effect {
                 store_requests::forget_policy(tx, *installation, *repository_id).await
             }
             Effect::Recheck { installation, repository_id, repository, issue, .. }
-            | Effect::ForwardComment { installation, repository_id, repository, issue, .. } => {
-                let (kind, event, body) = match self {
-                    Effect::ForwardComment { comment, action, .. } => (
-                        "forward",
-                        requests::FORWARDED_COMMENT_EVENT,
-                        requests::forwarded_body(*installation, *repository_id, repository, *issue, action, comment),
-                    ),
-                    Effect::Recheck { checks_only, .. } => (
-                        "recheck",
-                        requests::RECHECK_EVENT,
-                        requests::recheck_body(
-                            *installation,
-                            *repository_id,
-                            repository,
-                            *issue,
-                            &cause.id,
-                            *checks_only,
-                        ),
+            | Effect::ForwardComment { installation, repository_id, repository, issue, .. }
+            | Effect::ForwardDeployment { installation, repository_id, repository, issue, .. } => {
+                let (kind, trigger) = match self {
+                    Effect::ForwardComment { trigger, .. } => ("forward", trigger.clone()),
+                    Effect::Recheck { checks_only, .. } => {
+                        ("recheck", requests::Internal::Recheck { cause: cause.id.clone(), checks_only: *checks_only })
+                    }
+                    Effect::ForwardDeployment { deployment_id, .. } => (
+                        "deployment",
+                        requests::Internal::Deployment { deployment_id: *deployment_id, cause: cause.id.clone() },
                     ),
                     _ => return Ok(()),
                 };
+                let body = requests::internal_body(*installation, *repository_id, repository, *issue, &trigger);
                 let d = internal_delivery(
                     &format!("{kind}-{}", cause.id),
-                    event,
+                    trigger.event(),
                     kind,
                     *installation,
                     *repository_id,
@@ -269,28 +262,6 @@ impl Effect {
                 deliveries::insert_internal(tx, &d).await
             }
             Effect::RecordDeployment(d) => deploys::record(tx, d).await,
-            Effect::ForwardDeployment { installation, repository_id, repository, issue, deployment_id } => {
-                let body = requests::deployment_body(
-                    *installation,
-                    *repository_id,
-                    repository,
-                    *issue,
-                    *deployment_id,
-                    &cause.id,
-                );
-                let d = internal_delivery(
-                    &format!("deployment-{}", cause.id),
-                    requests::DEPLOYMENT_EVENT,
-                    "status",
-                    *installation,
-                    *repository_id,
-                    repository,
-                    *issue,
-                    body,
-                    now,
-                );
-                deliveries::insert_internal(tx, &d).await
-            }
             Effect::SaveRule(r) => deploys::save_rule(tx, r).await,
             Effect::AnswerRule { installation, repository_id, run_id, environment, state, issue, action } => {
                 if deploys::answer_rule(tx, *installation, *repository_id, *run_id, environment, state, *issue, now)
@@ -383,12 +354,12 @@ impl Registry {
         r.on("installation_repositories", None, installation::on_installation_repositories);
         r.on("issues", None, requests::on_issue);
         r.on("issue_comment", None, requests::on_comment);
-        r.on(requests::RECHECK_EVENT, None, requests::on_recheck);
-        r.on(requests::FORWARDED_COMMENT_EVENT, None, requests::on_forwarded_comment);
+        r.on(requests::RECHECK_EVENT, None, requests::on_internal);
+        r.on(requests::FORWARDED_COMMENT_EVENT, None, requests::on_internal);
         r.on("push", None, requests::on_push);
         r.on("deployment_protection_rule", None, requests::on_protection_rule);
         r.on("deployment_status", None, requests::on_deployment_status);
-        r.on(requests::DEPLOYMENT_EVENT, None, requests::on_forwarded_deployment);
+        r.on(requests::DEPLOYMENT_EVENT, None, requests::on_internal);
         for event in [
             "pull_request",
             "pull_request_review",

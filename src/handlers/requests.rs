@@ -1297,14 +1297,20 @@ fn comment_trigger(
 /// nothing. An edit or a deletion goes to every request the comment approved.
 async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Result<Handled, HandlerError> {
     let c = &ctx.payload::<Value>()?["comment"];
-    let editor = &ctx.payload::<Value>()?["sender"];
+    let editor = User::of(&ctx.payload::<Value>()?["sender"]);
     let forward = |issue: i64, action: &str, sole: bool, before: Option<&str>| Effect::ForwardComment {
         installation: t.installation,
         repository_id: t.repo_id,
         repository: t.repo.clone(),
         issue,
-        action: action.into(),
-        comment: json!({ "comment": c, "pr": pr, "sole": sole, "before": before, "editor": editor }),
+        trigger: Internal::PrComment {
+            action: action.into(),
+            pr,
+            sole,
+            comment: c.clone(),
+            before: before.map(str::to_string),
+            editor: Some(editor.clone()),
+        },
     };
     let pr_reply = |id: i64, user: &User, text: String| {
         Effect::Act(Action::UpsertComment {
@@ -1380,33 +1386,8 @@ async fn affected(ctx: &Ctx, t: &Target, pr: i64, id: i64) -> Result<BTreeSet<i6
     Ok(out)
 }
 
-/// A comment on a linked PR, forwarded to the request (see `on_pr_comment`).
-pub async fn on_forwarded_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
-    let v: Value = ctx.payload()?;
-    let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
-    // Deliveries queued before `forward` existed carry the comment alone (a new command).
-    let f =
-        if v["forward"].is_object() { v["forward"].clone() } else { json!({ "comment": v["comment"], "sole": true }) };
-    let action = v["action"].as_str().filter(|a| *a != "forwarded").unwrap_or("created");
-    let pr = f["pr"].as_i64().unwrap_or(-1);
-    let sole = f["sole"].as_bool().unwrap_or(false);
-    let editor = User::of(&f["editor"]);
-    let Some(trigger) = comment_trigger(action, &f["comment"], false, Some(pr), sole, f["before"].as_str(), editor)
-    else {
-        return Ok(Handled::ignored());
-    };
-    evaluate(ctx, t, None, trigger).await
-}
-
 /// The internal event carrying a command from a linked PR to its request.
 pub const FORWARDED_COMMENT_EVENT: &str = "shipgate_pr_command";
-
-pub async fn on_recheck(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
-    let v: Value = ctx.payload()?;
-    let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
-    let checks_only = v["checks_only"].as_bool().unwrap_or(false);
-    evaluate(ctx, t, None, Trigger::Recheck { checks_only }).await
-}
 
 /// Events about PRs, checks and teams: ask the requests they touch to be evaluated again.
 pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
@@ -1473,59 +1454,105 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     Ok(Handled::ok(effects))
 }
 
-/// The body of a delivery the App makes for a request's own subject: a recheck (with its cause),
-/// or a command forwarded from a linked PR (with the comment).
-fn internal_body(
+/// What the App asks of a request's own subject, as data (never a made-up webhook): the body of
+/// its internal deliveries, under `trigger`, beside the repository and issue it is about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Internal {
+    /// Evaluate the request again; `cause` is the delivery that asked (each cause its own body).
+    Recheck {
+        cause: String,
+        /// Only checks or statuses changed.
+        #[serde(default)]
+        checks_only: bool,
+    },
+    /// A comment on linked PR `pr` was created, edited or deleted (`action`).
+    PrComment {
+        action: String,
+        pr: i64,
+        /// This request is the only open one linking the PR.
+        sole: bool,
+        comment: Value,
+        /// An edited comment's old text.
+        #[serde(default)]
+        before: Option<String>,
+        /// Who edited it.
+        #[serde(default)]
+        editor: Option<User>,
+    },
+    /// A status of deployment `deployment_id` (recorded in the deployments table).
+    Deployment { deployment_id: i64, cause: String },
+}
+
+impl Internal {
+    /// The inbox event name it is delivered under (refused on `POST /webhook`).
+    pub fn event(&self) -> &'static str {
+        match self {
+            Internal::Recheck { .. } => RECHECK_EVENT,
+            Internal::PrComment { .. } => FORWARDED_COMMENT_EVENT,
+            Internal::Deployment { .. } => DEPLOYMENT_EVENT,
+        }
+    }
+
+    /// The trigger of the evaluation it asks for.
+    fn trigger(self) -> Option<Trigger> {
+        match self {
+            Internal::Recheck { checks_only, .. } => Some(Trigger::Recheck { checks_only }),
+            Internal::PrComment { action, pr, sole, comment, before, editor } => {
+                comment_trigger(&action, &comment, false, Some(pr), sole, before.as_deref(), editor.unwrap_or_default())
+            }
+            Internal::Deployment { deployment_id, .. } => Some(Trigger::Deployment { id: deployment_id }),
+        }
+    }
+}
+
+/// The body of an internal delivery for request `issue`.
+pub fn internal_body(
     installation: i64,
     repository_id: i64,
     repository: &str,
     issue: i64,
-    action: &str,
-    extra: (&str, Value),
+    trigger: &Internal,
 ) -> String {
-    let mut v = json!({
-        "action": action,
+    json!({
         "installation": { "id": installation },
         "repository": { "id": repository_id, "full_name": repository },
         "issue": { "number": issue },
-    });
-    v[extra.0] = extra.1;
-    v.to_string()
+        "trigger": trigger,
+    })
+    .to_string()
 }
 
-/// A comment on a linked PR for request `issue`: `action` is the comment's (`created`, `edited`,
-/// `deleted`), `forward` holds the comment, whether the request is the only one linking the PR
-/// (`sole`) and an edited comment's old text (`before`).
-pub fn forwarded_body(
-    installation: i64,
-    repository_id: i64,
-    repository: &str,
-    issue: i64,
-    action: &str,
-    forward: &Value,
-) -> String {
-    internal_body(installation, repository_id, repository, issue, action, ("forward", forward.clone()))
+/// The trigger an internal delivery carries. Deliveries queued before `trigger` existed (an
+/// upgrade with work in the inbox) are read in their old shape.
+fn internal_trigger(event: &str, v: &Value) -> Option<Trigger> {
+    if let Ok(internal) = serde_json::from_value::<Internal>(v["trigger"].clone()) {
+        return internal.trigger();
+    }
+    match event {
+        RECHECK_EVENT => Some(Trigger::Recheck { checks_only: v["checks_only"].as_bool().unwrap_or(false) }),
+        DEPLOYMENT_EVENT => v["deployment"]["id"].as_i64().map(|id| Trigger::Deployment { id }),
+        _ => {
+            let f = if v["forward"].is_object() {
+                v["forward"].clone()
+            } else {
+                json!({ "comment": v["comment"], "sole": true })
+            };
+            let action = v["action"].as_str().filter(|a| *a != "forwarded").unwrap_or("created");
+            let editor = User::of(&f["editor"]);
+            let (pr, sole) = (f["pr"].as_i64().unwrap_or(-1), f["sole"].as_bool().unwrap_or(false));
+            comment_trigger(action, &f["comment"], false, Some(pr), sole, f["before"].as_str(), editor)
+        }
+    }
 }
 
-pub fn recheck_body(
-    installation: i64,
-    repository_id: i64,
-    repository: &str,
-    issue: i64,
-    cause: &str,
-    checks_only: bool,
-) -> String {
-    let mut v: Value = serde_json::from_str(&internal_body(
-        installation,
-        repository_id,
-        repository,
-        issue,
-        "recheck",
-        ("cause", json!(cause)),
-    ))
-    .unwrap_or_default();
-    v["checks_only"] = json!(checks_only);
-    v.to_string()
+/// An internal delivery (a recheck, a comment on a linked PR, a deployment status), in the
+/// request's own order.
+pub async fn on_internal(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let v: Value = ctx.payload()?;
+    let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let Some(trigger) = internal_trigger(&ctx.delivery.event, &v) else { return Ok(Handled::ignored()) };
+    evaluate(ctx, t, None, trigger).await
 }
 
 const POLICY_PATH: &str = ".github/shipgate.yml";
@@ -1820,26 +1847,6 @@ const REQUESTED_BLOCKS_MS: i64 = 15 * 60 * 1000;
 /// The internal event carrying a deployment's status to its request.
 pub const DEPLOYMENT_EVENT: &str = "shipgate_deployment";
 
-/// The body names its cause: each status is its own delivery (bodies are deduplicated).
-pub fn deployment_body(
-    installation: i64,
-    repository_id: i64,
-    repository: &str,
-    issue: i64,
-    deployment_id: i64,
-    cause: &str,
-) -> String {
-    let extra = ("deployment", json!({ "id": deployment_id, "cause": cause }));
-    internal_body(installation, repository_id, repository, issue, "status", extra)
-}
-
-pub async fn on_forwarded_deployment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
-    let v: Value = ctx.payload()?;
-    let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
-    let Some(id) = v["deployment"]["id"].as_i64() else { return Ok(Handled::ignored()) };
-    evaluate(ctx, t, None, Trigger::Deployment { id }).await
-}
-
 /// `deployment_status`: kept, and handed to the request it belongs to (by the payload the App
 /// gave the deployment, or by environment and commit); a success also rechecks the requests whose
 /// commits it deployed (staging first).
@@ -1996,4 +2003,43 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
 
 fn is_full_sha(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_triggers_are_data_and_old_queued_bodies_still_read() {
+        let pr = Internal::PrComment {
+            action: "edited".into(),
+            pr: 12,
+            sole: true,
+            comment: json!({ "id": 7, "body": "LGTM", "user": { "id": 201, "login": "bob" } }),
+            before: Some("/approve".into()),
+            editor: Some(User { id: 501, login: "eve".into() }),
+        };
+        let body: Value = serde_json::from_str(&internal_body(1, 2, "o/r", 5, &pr)).expect("json");
+        assert_eq!(body["trigger"]["kind"], "pr_comment");
+        assert_eq!(serde_json::from_value::<Internal>(body["trigger"].clone()).expect("round trip"), pr);
+        match internal_trigger(FORWARDED_COMMENT_EVENT, &body) {
+            Some(Trigger::CommentEdited { id: 7, editor, before: Some(b), on_pr: Some(12), .. }) => {
+                assert_eq!((editor.login.as_str(), b.as_str()), ("eve", "/approve"))
+            }
+            _ => panic!("not the edit"),
+        }
+        let recheck = Internal::Recheck { cause: "d-1".into(), checks_only: true };
+        let body: Value = serde_json::from_str(&internal_body(1, 2, "o/r", 5, &recheck)).expect("json");
+        assert!(matches!(internal_trigger(RECHECK_EVENT, &body), Some(Trigger::Recheck { checks_only: true })));
+        // Bodies queued by the previous version.
+        let old = json!({ "action": "status", "deployment": { "id": 44, "cause": "d-2" }, "issue": { "number": 5 } });
+        assert!(matches!(internal_trigger(DEPLOYMENT_EVENT, &old), Some(Trigger::Deployment { id: 44 })));
+        let old = json!({ "action": "recheck", "cause": "d-3", "issue": { "number": 5 } });
+        assert!(matches!(internal_trigger(RECHECK_EVENT, &old), Some(Trigger::Recheck { checks_only: false })));
+        let old = json!({ "action": "forwarded", "comment": { "id": 8, "body": "/approve", "user": { "id": 101, "login": "alice" } } });
+        match internal_trigger(FORWARDED_COMMENT_EVENT, &old) {
+            Some(Trigger::Comment { id: 8, sole: true, body, .. }) => assert_eq!(body, "/approve"),
+            _ => panic!("not the command"),
+        }
+    }
 }
