@@ -410,6 +410,226 @@ fn who_may(policy: &Policy, role: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::policy;
+
+    const POLICY: &str = r#"
+roles:
+  pm: { users: [alice] }
+  backend-lead: { teams: [acme/backend] }
+environments:
+  production:
+    approvals:
+      - role: pm
+      - role: backend-lead
+        when_paths: ["apps/backend/**"]
+    require_staging_first: true
+  staging:
+    approvals: []
+"#;
+    const HEAD: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+
+    fn user(id: i64, login: &str) -> User {
+        User { id, login: login.into() }
+    }
+
+    /// The facts of one evaluation, built up by each test (policy-bot's test context).
+    struct Facts {
+        policy: Policy,
+        errors: Vec<ConfigError>,
+        problems: Vec<Problem>,
+        environment: Option<&'static str>,
+        prs: Vec<PrFacts>,
+        approvals: Vec<ApprovalFact>,
+        revision: i64,
+        staging_ok: Option<bool>,
+        hold_by: Option<&'static str>,
+        denied: Option<(&'static str, &'static str)>,
+        ci_red: Option<&'static str>,
+    }
+
+    impl Facts {
+        /// Production, one PR by dave (301) touching the backend, checks green, staging done.
+        fn new() -> Facts {
+            Facts {
+                policy: policy::parse(POLICY).expect("policy"),
+                errors: vec![],
+                problems: vec![],
+                environment: Some("production"),
+                prs: vec![PrFacts {
+                    number: 12,
+                    head_sha: HEAD.into(),
+                    author: user(301, "dave"),
+                    state: "open".into(),
+                    files: Some(vec!["apps/backend/api.rs".into()]),
+                    checks: vec![CheckFact {
+                        name: "build".into(),
+                        status: "completed".into(),
+                        conclusion: Some("success".into()),
+                    }],
+                    files_truncated: false,
+                    pushers: Some(vec![301]),
+                }],
+                approvals: vec![],
+                revision: 1,
+                staging_ok: Some(true),
+                hold_by: None,
+                denied: None,
+                ci_red: None,
+            }
+        }
+
+        fn approve(mut self, id: i64, login: &str) -> Facts {
+            let n = self.approvals.len() as i64;
+            self.approvals.push(ApprovalFact {
+                comment_id: 1000 + n,
+                user: user(id, login),
+                environment: "production".into(),
+                head_shas: vec![HEAD.into()],
+                revision: 1,
+            });
+            self
+        }
+
+        fn eval(&self) -> Evaluation {
+            // alice (101) is pm, bob (201) a backend lead, carol (401) the requester is both.
+            let holds = |u: &User, role: &str| match role {
+                "pm" => matches!(u.id, 101 | 401 | 202),
+                "backend-lead" => matches!(u.id, 201 | 401 | 301 | 202),
+                _ => false,
+            };
+            evaluate(&GateInput {
+                policy: &self.policy,
+                policy_errors: &self.errors,
+                problems: &self.problems,
+                environment: self.environment,
+                requester: &user(401, "carol"),
+                prs: &self.prs,
+                approvals: &self.approvals,
+                revision: self.revision,
+                holds: &holds,
+                staging_ok: self.staging_ok,
+                hold_by: self.hold_by,
+                denied: self.denied,
+                ci_red: self.ci_red,
+            })
+        }
+    }
+
+    fn gate(e: &Evaluation, name: &str) -> (GateState, String) {
+        let g = e.gates.iter().find(|g| g.name == name).unwrap_or_else(|| panic!("no {name} gate: {e:?}"));
+        (g.state, g.detail.clone())
+    }
+
+    #[test]
+    fn every_gate_passes_and_the_gate_opens() {
+        let e = Facts::new().approve(101, "alice").approve(201, "bob").eval();
+        assert!(e.open, "{e:?}");
+        assert_eq!(gate(&e, "Approvals").1, "pm by @alice, backend-lead by @bob");
+    }
+
+    #[test]
+    fn a_broken_policy_or_request_closes_it() {
+        let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.errors = vec![ConfigError { line: 3, column: 5, message: "unknown role `qa`".into() }];
+        let e = f.eval();
+        assert!(!e.open);
+        assert_eq!(gate(&e, "Config").0, GateState::Fail);
+        let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.problems = vec![Problem { field: "rollback_plan", message: "missing".into() }];
+        assert_eq!(gate(&f.eval(), "Request"), (GateState::Fail, "missing or invalid: rollback_plan".into()));
+    }
+
+    #[test]
+    fn tests_gate() {
+        let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.prs[0].checks.push(CheckFact { name: "lint".into(), status: "in_progress".into(), conclusion: None });
+        assert_eq!(gate(&f.eval(), "Tests").0, GateState::Pending);
+        f.prs[0].checks[1] =
+            CheckFact { name: "lint".into(), status: "completed".into(), conclusion: Some("failure".into()) };
+        assert_eq!(gate(&f.eval(), "Tests"), (GateState::Fail, "`lint` failure on #12".into()));
+        // The App's own check runs never count; neutral and skipped pass.
+        f.prs[0].checks[1] = CheckFact {
+            name: "shipgate / deploy gate (production)".into(),
+            status: "completed".into(),
+            conclusion: Some("failure".into()),
+        };
+        f.prs[0].checks.push(CheckFact {
+            name: "docs".into(),
+            status: "completed".into(),
+            conclusion: Some("skipped".into()),
+        });
+        assert_eq!(gate(&f.eval(), "Tests").0, GateState::Pass);
+        f.prs[0].checks.clear();
+        assert_eq!(gate(&f.eval(), "Tests").0, GateState::Pending, "no check at all is not green");
+    }
+
+    #[test]
+    fn approvals_gate() {
+        // Missing roles are named.
+        assert_eq!(gate(&Facts::new().approve(101, "alice").eval(), "Approvals").1, "waiting for backend-lead");
+        // The requester, the PR author and a pusher never count.
+        let mut f = Facts::new().approve(101, "alice").approve(401, "carol");
+        assert_eq!(gate(&f.eval(), "Approvals").0, GateState::Pending);
+        f = Facts::new().approve(101, "alice").approve(301, "dave");
+        assert_eq!(gate(&f.eval(), "Approvals").0, GateState::Pending);
+        f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.prs[0].pushers = Some(vec![301, 201]);
+        assert_eq!(gate(&f.eval(), "Approvals").0, GateState::Pending, "bob pushed to the PR");
+        // One person fills one role.
+        assert_eq!(gate(&Facts::new().approve(202, "both").eval(), "Approvals").0, GateState::Pending);
+        // A path-bound role applies only to its files, unless GitHub lists fewer than changed.
+        let mut f = Facts::new().approve(101, "alice");
+        f.prs[0].files = Some(vec!["docs/readme.md".into()]);
+        assert!(f.eval().open, "no backend file: pm alone");
+        f.prs[0].files_truncated = true;
+        assert_eq!(gate(&f.eval(), "Approvals").1, "waiting for backend-lead");
+        // An approval for another environment counts nothing here.
+        let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.approvals[1].environment = "staging".into();
+        assert_eq!(gate(&f.eval(), "Approvals").0, GateState::Pending);
+        // No environment yet.
+        let mut f = Facts::new();
+        f.environment = None;
+        assert_eq!(gate(&f.eval(), "Approvals"), (GateState::Pending, "no environment yet".into()));
+    }
+
+    #[test]
+    fn stale_approvals_say_why() {
+        let a = ApprovalFact {
+            comment_id: 1,
+            user: user(101, "alice"),
+            environment: "production".into(),
+            head_shas: vec![HEAD.into()],
+            revision: 1,
+        };
+        assert_eq!(approval_is_current(&a, &[HEAD.into()], 1), None);
+        assert_eq!(approval_is_current(&a, &[HEAD.into()], 2), Some("the request changed after it was given".into()));
+        let now = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2".to_string();
+        assert_eq!(approval_is_current(&a, &[now], 1), Some("given for aaaaaaa, the head is now bbbbbbb".into()));
+        // Stale approvals do not fill roles.
+        let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.revision = 2;
+        assert_eq!(gate(&f.eval(), "Approvals").1, "waiting for pm, backend-lead");
+    }
+
+    #[test]
+    fn staging_hold_denial_and_red_ci() {
+        let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
+        f.staging_ok = Some(false);
+        assert_eq!(gate(&f.eval(), "Staging first").0, GateState::Pending);
+        f.staging_ok = None;
+        assert_eq!(gate(&f.eval(), "Staging first").0, GateState::Pending);
+        f.staging_ok = Some(true);
+        f.hold_by = Some("eve");
+        assert_eq!(gate(&f.eval(), "Hold"), (GateState::Fail, "on hold by @eve (`/unhold` to release)".into()));
+        f.denied = Some(("alice", "budget"));
+        assert_eq!(gate(&f.eval(), "Hold"), (GateState::Fail, "denied by @alice: budget".into()));
+        f.hold_by = None;
+        f.denied = None;
+        f.ci_red = Some("CI failing on main");
+        assert_eq!(gate(&f.eval(), "Hold").0, GateState::Fail);
+        assert!(!f.eval().open);
+    }
 
     #[test]
     fn matching_fills_as_many_roles_as_possible() {
