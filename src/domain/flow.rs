@@ -123,6 +123,36 @@ pub enum Refusal {
         by: String,
         environment: String,
     },
+    /// `/deploy` or `/rollback` from someone who holds none of `roles` (none: needs write access).
+    NotAnApprover {
+        roles: Vec<String>,
+    },
+    /// `/deploy` while a deployment of this request is under way.
+    DeployUnderWay,
+    /// `/deploy` where the environment deploys another way.
+    NotDeployedByTheApp {
+        environment: String,
+        mode: String,
+    },
+    /// `/deploy` on a closed or unlabelled request.
+    DeployClosed,
+    /// `/deploy` while the gate is closed: what is missing.
+    GateClosed {
+        missing: Vec<String>,
+    },
+    AlreadyDeployed,
+    /// Neither one pull request nor a full commit SHA to deploy.
+    NoCommit,
+    SeveralPullRequests,
+    /// `/rollback` where the environment has `deploy: none`.
+    NoRollbackMode {
+        environment: String,
+    },
+    NothingDeployed,
+    /// No earlier commit that the App deployed or approved there.
+    NoEarlierCommit {
+        environment: String,
+    },
 }
 
 /// What an accepted command does.

@@ -391,6 +391,42 @@ pub fn refusal_text(command: &str, r: &super::flow::Refusal) -> String {
             ),
             "Ask them.".into(),
         ),
+        R::NotAnApprover { roles } => {
+            let who = if roles.is_empty() {
+                "write access".to_string()
+            } else {
+                format!("one of the roles {}", roles.join(", "))
+            };
+            (format!("only an approver may deploy ({who})"), "Ask an approver.".into())
+        }
+        R::DeployUnderWay => {
+            ("a deployment of this request is already under way".into(), "Wait for it to finish.".into())
+        }
+        R::NotDeployedByTheApp { environment, mode } => (
+            format!("{environment} deploys with `deploy: {mode}`, not through the App"),
+            "Deploy with your pipeline once the gate is open.".into(),
+        ),
+        R::DeployClosed => ("the request is closed or no longer labelled".into(), "Reopen it to deploy.".into()),
+        R::GateClosed { missing } => {
+            (format!("the gate is closed ({})", missing.join("; ")), "Wait until it opens.".into())
+        }
+        R::AlreadyDeployed => ("this request is deployed already".into(), "Open a new request to deploy again.".into()),
+        R::NoCommit => (
+            "the request names no pull request and no full commit SHA".into(),
+            "Link the pull request to deploy.".into(),
+        ),
+        R::SeveralPullRequests => (
+            "the request links several pull requests, so there is no single commit to deploy".into(),
+            "Deploy them with your pipeline, or split the request.".into(),
+        ),
+        R::NoRollbackMode { environment } => {
+            (format!("{environment} has `deploy: none`"), "Roll back with your pipeline.".into())
+        }
+        R::NothingDeployed => ("nothing of this request has been deployed".into(), "Nothing to roll back.".into()),
+        R::NoEarlierCommit { environment } => (
+            format!("no earlier commit that this App deployed or approved succeeded in {environment}"),
+            "Roll back by hand.".into(),
+        ),
     };
     refusal(command, &why, &instead)
 }
@@ -475,6 +511,23 @@ mod tests {
             ("/hold", R::AlreadyOnHold { by: "eve".into() }),
             ("/unhold", R::NotOnHold),
             ("/unhold", R::NotHolder { by: "eve".into(), environment: "production".into() }),
+            ("/deploy", R::NotAnApprover { roles: vec!["pm".into()] }),
+            ("/rollback", R::NotAnApprover { roles: vec![] }),
+            ("/deploy", R::DeployUnderWay),
+            ("/deploy", R::NotDeployedByTheApp { environment: "production".into(), mode: "protection_rule".into() }),
+            ("/deploy", R::DeployClosed),
+            (
+                "/deploy",
+                R::GateClosed {
+                    missing: vec!["Approvals: waiting for pm".into(), "Tests: `build` failure on #12".into()],
+                },
+            ),
+            ("/deploy", R::AlreadyDeployed),
+            ("/deploy", R::NoCommit),
+            ("/deploy", R::SeveralPullRequests),
+            ("/rollback", R::NoRollbackMode { environment: "production".into() }),
+            ("/rollback", R::NothingDeployed),
+            ("/rollback", R::NoEarlierCommit { environment: "production".into() }),
         ];
         let mut text: Vec<String> = all.iter().map(|(c, r)| refusal_text(c, r)).collect();
         text.push(edited_command());

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::repo::{gh_err, load_policy, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands::{self, Command};
-use crate::domain::flow;
+use crate::domain::flow::{self, Refusal};
 use crate::domain::gate::{self, ApprovalFact, CheckFact, Evaluation, GateInput, PrFacts, User};
 use crate::domain::messages::{self, DeployView, RequestView};
 use crate::domain::policy::{self, DeployMode, Permission, Policy};
@@ -1721,12 +1721,9 @@ async fn deploy_command(
     effects: &mut Vec<Effect>,
 ) -> Result<(bool, Option<String>), HandlerError> {
     let name = format!("/{}", cmd.name());
-    let refuse = |why: String, instead: &str| Ok((false, Some(messages::refusal(&name, &why, instead))));
+    let refuse = |r: Refusal| Ok((false, Some(messages::refusal_text(&name, &r))));
     let (Some(env), Some(mode)) = (environment, mode) else {
-        return refuse(
-            "the request names no environment that `.github/shipgate.yml` defines".into(),
-            "Fix the request's Environment first.",
-        );
+        return refuse(Refusal::NoEnvironment);
     };
     // An approver: a holder of one of the roles the request needs; where it needs none, anyone
     // with write access.
@@ -1740,13 +1737,7 @@ async fn deploy_command(
         env_roles.iter().any(|r| holds(sender, r))
     };
     if !approver {
-        let roles: Vec<&str> = env_roles.iter().copied().collect();
-        let who = if roles.is_empty() {
-            "write access".to_string()
-        } else {
-            format!("one of the roles {}", roles.join(", "))
-        };
-        return refuse(format!("only an approver may deploy ({who})"), "Ask an approver.");
+        return refuse(Refusal::NotAnApprover { roles: env_roles.iter().map(|r| r.to_string()).collect() });
     }
     // The same comment again (a redelivery under a new id): already done, nothing more to do.
     let key_of = |kind: &str| format!("{kind}-{}-{comment_id}", t.issue);
@@ -1761,57 +1752,48 @@ async fn deploy_command(
     let in_flight =
         requested_recently || matches!(row.deploy_state.as_deref(), Some("queued" | "pending" | "in_progress"));
     if in_flight && matches!(cmd, Command::Deploy) {
-        return refuse("a deployment of this request is already under way".into(), "Wait for it to finish.");
+        return refuse(Refusal::DeployUnderWay);
     }
     let (sha, key, rollback_of) = match cmd {
         Command::Deploy => {
             if mode != DeployMode::Deployment {
-                return refuse(
-                    format!("{env} deploys with `deploy: {}`, not through the App", mode.as_str()),
-                    "Deploy with your pipeline once the gate is open.",
-                );
+                return refuse(Refusal::NotDeployedByTheApp { environment: env.into(), mode: mode.as_str().into() });
             }
             if !active {
-                return refuse("the request is closed or no longer labelled".into(), "Reopen it to deploy.");
+                return refuse(Refusal::DeployClosed);
             }
             if !eval.open {
-                return refuse(format!("the gate is closed ({})", eval.missing().join("; ")), "Wait until it opens.");
+                return refuse(Refusal::GateClosed { missing: eval.missing() });
             }
             if row.deploy_state.as_deref() == Some("success") {
-                return refuse("this request is deployed already".into(), "Open a new request to deploy again.");
+                return refuse(Refusal::AlreadyDeployed);
             }
             let sha = match prs {
                 [one] => one.head_sha.clone(),
                 [] => match req.commit.clone().filter(|c| is_full_sha(c)) {
                     Some(c) => c,
                     None => {
-                        return refuse(
-                            "the request names no pull request and no full commit SHA".into(),
-                            "Link the pull request to deploy.",
-                        );
+                        return refuse(Refusal::NoCommit);
                     }
                 },
                 _ => {
-                    return refuse(
-                        "the request links several pull requests, so there is no single commit to deploy".into(),
-                        "Deploy them with your pipeline, or split the request.",
-                    );
+                    return refuse(Refusal::SeveralPullRequests);
                 }
             };
             (sha, key_of("request"), None)
         }
         _ => {
             if mode == DeployMode::None {
-                return refuse(format!("{env} has `deploy: none`"), "Roll back with your pipeline.");
+                return refuse(Refusal::NoRollbackMode { environment: env.into() });
             }
             let Some(current) = row.deploy_sha.clone().filter(|_| row.deploy_state.is_some()) else {
-                return refuse("nothing of this request has been deployed".into(), "Nothing to roll back.");
+                return refuse(Refusal::NothingDeployed);
             };
             // Only a commit the App itself deployed or approved there; never one that only a
             // deployment someone made by hand vouches for.
             let found = deploys::last_success(&ctx.db, t.installation, t.repo_id, env, &current).await?;
             let Some(sha) = found else {
-                return refuse(format!("no earlier commit deployed successfully to {env}"), "Roll back by hand.");
+                return refuse(Refusal::NoEarlierCommit { environment: env.into() });
             };
             (sha, key_of("rollback"), Some(current))
         }
