@@ -51,7 +51,7 @@ fn approval(installation: i64, repository_id: i64, issue: i64, comment_id: i64, 
         environment: "production".into(),
         head_shas: "abc".into(),
         revision: 1,
-        state: "active".into(),
+        state: shipgate::domain::state::ApprovalState::Active,
         note: None,
     }
 }

@@ -346,7 +346,9 @@ both_backends!(installation_events_keep_the_tenancy_table);
 /// Completions are committed in groups, each in its own savepoint: a delivery whose effects cannot
 /// be applied is rolled back alone (and retried); the others finishing with it are recorded.
 async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &TestDb) {
+    use shipgate::domain::state::ApprovalState;
     use shipgate::handlers::Effect;
+    use shipgate::store::incidents::{Change, RunRow};
     use shipgate::store::requests::ApprovalChange;
     let barrier = Arc::new(tokio::sync::Barrier::new(4)); // the tests' worker concurrency
     let tries = Arc::new(Mutex::new(std::collections::HashMap::<i64, usize>::new()));
@@ -367,9 +369,7 @@ async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &Te
                 // Four at a time finish together, so their completions share a commit.
                 let _ = tokio::time::timeout(Duration::from_millis(300), b.wait()).await;
             }
-            // Odd comments fail to apply on their first attempt (a CHECK constraint refuses the state).
-            let state = if n % 2 == 1 && attempt == 1 { "bogus" } else { "active" };
-            Ok(Handled::ok(vec![Effect::SaveApproval(ApprovalChange {
+            let mut effects = vec![Effect::SaveApproval(ApprovalChange {
                 installation_id: 1,
                 repository_id: 2,
                 issue: 3,
@@ -380,9 +380,32 @@ async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &Te
                 environment: "production".into(),
                 head_shas: String::new(),
                 revision: 1,
-                state: state.into(),
+                state: ApprovalState::Active,
                 note: None,
-            })]))
+            })];
+            // Odd comments fail to apply on their first attempt: a CHECK constraint refuses a CI
+            // run's kind, after the approval was written in the same savepoint.
+            if n % 2 == 1 && attempt == 1 {
+                effects.push(Effect::Ci(Box::new(Change::Run(RunRow {
+                    installation_id: 1,
+                    repository_id: 2,
+                    run_id: n,
+                    attempt: 1,
+                    run_number: 1,
+                    workflow_id: 1,
+                    workflow: "ci".into(),
+                    lane: "main".into(),
+                    branch: "main".into(),
+                    head_sha: String::new(),
+                    event: "push".into(),
+                    conclusion: "failure".into(),
+                    kind: "bogus".into(),
+                    started_at: 0,
+                    completed_at: 0,
+                    failed_jobs: "[]".into(),
+                }))));
+            }
+            Ok(Handled::ok(effects))
         }
     });
     let mut opts = with_registry(reg);

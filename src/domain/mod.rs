@@ -9,6 +9,7 @@ pub mod gate;
 pub mod messages;
 pub mod policy;
 pub mod request;
+pub mod state;
 
 /// Shared by the parsers' never-panic tests.
 #[cfg(test)]

@@ -17,6 +17,7 @@ use crate::domain::gate::{self, ApprovalFact, CheckFact, Evaluation, GateInput, 
 use crate::domain::messages::{self, DeployView, RequestView};
 use crate::domain::policy::{self, DeployMode, Permission, Policy};
 use crate::domain::request::{self, Problem};
+use crate::domain::state::{ApprovalState, RequestStatus, StatusFacts};
 use crate::github::actions::Action;
 use crate::github::client::{GhError, parse_rfc3339_ms};
 use crate::github::facts;
@@ -354,11 +355,12 @@ pub async fn evaluate(
 
     // Approvals so far.
     let stored = store::approvals(&ctx.db, t.installation, t.repo_id, t.issue).await?;
-    let prev_states: BTreeMap<i64, String> = stored.iter().map(|a| (a.comment_id, a.state.clone())).collect();
+    let prev_states: BTreeMap<i64, Option<ApprovalState>> =
+        stored.iter().map(|a| (a.comment_id, ApprovalState::parse(&a.state))).collect();
     // Who approved and when, for a closing summary: (login, roles, at).
     let given: Vec<(String, String, i64)> = stored
         .iter()
-        .filter(|a| a.state == "active")
+        .filter(|a| ApprovalState::parse(&a.state) == Some(ApprovalState::Active))
         .map(|a| {
             let roles: Vec<String> = serde_json::from_str(&a.roles).unwrap_or_default();
             (a.login.clone(), roles.join(", "), a.created_at)
@@ -368,12 +370,12 @@ pub async fn evaluate(
     // revives it): it must be given again.
     let was_stale: BTreeMap<i64, String> = stored
         .iter()
-        .filter(|a| a.state == "stale")
+        .filter(|a| ApprovalState::parse(&a.state) == Some(ApprovalState::Stale))
         .map(|a| (a.comment_id, a.note.clone().unwrap_or_else(|| "it no longer counts".into())))
         .collect();
     let mut approvals: Vec<(ApprovalFact, String)> = stored
         .into_iter()
-        .filter(|a| a.state != "withdrawn")
+        .filter(|a| ApprovalState::parse(&a.state) != Some(ApprovalState::Withdrawn))
         .map(|a| {
             let fact = ApprovalFact {
                 comment_id: a.comment_id,
@@ -530,7 +532,7 @@ pub async fn evaluate(
             &t,
             &a,
             &roles,
-            "withdrawn",
+            ApprovalState::Withdrawn,
             Some("the approving comment was deleted"),
         )));
     }
@@ -544,7 +546,7 @@ pub async fn evaluate(
                 &t,
                 &a,
                 &roles,
-                "withdrawn",
+                ApprovalState::Withdrawn,
                 Some("the approving comment was edited and no longer says `/approve`"),
             )));
         }
@@ -571,7 +573,7 @@ pub async fn evaluate(
         match why {
             Some(why) => {
                 stale.push((a.user.clone(), why.clone()));
-                effects.push(Effect::SaveApproval(approval_change(&t, a, roles, "stale", Some(&why))));
+                effects.push(Effect::SaveApproval(approval_change(&t, a, roles, ApprovalState::Stale, Some(&why))));
             }
             None => current.push(a.clone()),
         }
@@ -793,39 +795,22 @@ pub async fn evaluate(
     if eval.open && before.as_ref().is_none_or(|b| b.gate_open == 0) {
         row.approved_at = Some(now);
     }
-    let deploy_state = row.deploy_state.as_deref().unwrap_or("");
     let rollback = deploy_view.as_ref().is_some_and(|d| d.rollback);
-    row.state = if !labelled || !open {
-        "closed".into()
-    } else if row.denied_by.is_some() {
-        "denied".into()
-    } else if matches!(deploy_state, "queued" | "pending" | "in_progress") {
-        "deploying".into()
-    } else if deploy_state == "success" {
-        if rollback { "rolled-back".into() } else { "deployed".into() }
-    } else if matches!(deploy_state, "failure" | "error") {
-        "deploy-failed".into()
-    } else if row.hold_by.is_some() {
-        "on-hold".into()
-    } else if eval.open {
-        "approved".into()
-    } else {
-        "awaiting-approval".into()
-    };
-    let want: Vec<&str> = match row.state.as_str() {
-        "approved" => vec!["approved"],
-        "on-hold" => vec!["on-hold"],
-        "awaiting-approval" => vec!["awaiting-approval"],
-        "deploying" => vec!["deploying"],
-        "deployed" => vec!["deployed"],
-        "deploy-failed" | "rolled-back" => vec!["deploy-failed"],
-        _ => vec![],
-    };
+    let status = RequestStatus::of(&StatusFacts {
+        active,
+        denied: row.denied_by.is_some(),
+        on_hold: row.hold_by.is_some(),
+        gate_open: eval.open,
+        deploy_state: row.deploy_state.as_deref(),
+        rollback,
+    });
+    row.state = status.as_str().into();
+    let want: Vec<&str> = status.label().into_iter().collect();
     let add: Vec<String> = want.iter().filter(|l| !labels.iter().any(|x| x == *l)).map(|l| l.to_string()).collect();
     let remove: Vec<String> = STATE_LABELS
         .iter()
         .filter(|l| !want.contains(l) && labels.iter().any(|x| x == *l))
-        .filter(|l| row.state != "closed" || !matches!(**l, "deployed" | "deploy-failed"))
+        .filter(|l| status != RequestStatus::Closed || !matches!(**l, "deployed" | "deploy-failed"))
         .map(|l| l.to_string())
         .collect();
 
@@ -919,14 +904,10 @@ pub async fn evaluate(
     let approval_audit: Vec<Effect> = effects
         .iter()
         .filter_map(|e| match e {
-            Effect::SaveApproval(a) if prev_states.get(&a.comment_id) != Some(&a.state) => {
-                let kind = match a.state.as_str() {
-                    "active" => "approval.given",
-                    "withdrawn" => "approval.withdrawn",
-                    _ => "approval.stale",
-                };
+            Effect::SaveApproval(a) if prev_states.get(&a.comment_id) != Some(&Some(a.state)) => {
+                let kind = a.state.audit_kind();
                 let who = User { id: a.user_id, login: a.login.clone() };
-                let by = if a.state == "stale" { None } else { actor.as_ref().or(Some(&who)) };
+                let by = if a.state == ApprovalState::Stale { None } else { actor.as_ref().or(Some(&who)) };
                 Some(audit_entry(
                     &t,
                     kind,
@@ -1050,7 +1031,13 @@ fn check_runs(t: &Target, env: &str, prs: &[PrFacts], eval: &Evaluation) -> Vec<
         .collect()
 }
 
-fn approval_change(t: &Target, a: &ApprovalFact, roles: &str, state: &str, note: Option<&str>) -> ApprovalChange {
+fn approval_change(
+    t: &Target,
+    a: &ApprovalFact,
+    roles: &str,
+    state: ApprovalState,
+    note: Option<&str>,
+) -> ApprovalChange {
     ApprovalChange {
         installation_id: t.installation,
         repository_id: t.repo_id,
@@ -1062,7 +1049,7 @@ fn approval_change(t: &Target, a: &ApprovalFact, roles: &str, state: &str, note:
         environment: a.environment.clone(),
         head_shas: a.head_shas.join(","),
         revision: a.revision,
-        state: state.into(),
+        state,
         note: note.map(str::to_string),
     }
 }
@@ -1173,7 +1160,7 @@ fn apply_outcome(
                 revision: row.revision,
             };
             let roles = serde_json::to_string(&roles).unwrap_or_else(|_| "[]".into());
-            effects.push(Effect::SaveApproval(approval_change(t, &fact, &roles, "active", None)));
+            effects.push(Effect::SaveApproval(approval_change(t, &fact, &roles, ApprovalState::Active, None)));
             approvals.push((fact, roles));
         }
         flow::Outcome::CancelApprovals => {
@@ -1185,7 +1172,7 @@ fn apply_outcome(
                     t,
                     &a,
                     &roles,
-                    "withdrawn",
+                    ApprovalState::Withdrawn,
                     Some("cancelled with /approve cancel"),
                 )));
             }

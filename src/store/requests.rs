@@ -316,7 +316,7 @@ pub struct ApprovalChange {
     pub environment: String,
     pub head_shas: String,
     pub revision: i64,
-    pub state: String,
+    pub state: crate::domain::state::ApprovalState,
     pub note: Option<String>,
 }
 
@@ -337,7 +337,7 @@ pub async fn save_approval(tx: &mut Transaction<'_, Any>, a: &ApprovalChange, no
     .bind(&a.environment)
     .bind(&a.head_shas)
     .bind(a.revision)
-    .bind(&a.state)
+    .bind(a.state.as_str())
     .bind(&a.note)
     .bind(now)
     .execute(&mut **tx)
