@@ -56,13 +56,6 @@ pub struct PrFacts {
     pub pushers: Option<Vec<i64>>,
 }
 
-impl PrFacts {
-    /// Whether `user` wrote the PR or pushed a commit to it.
-    pub fn touched_by(&self, user: i64) -> bool {
-        self.author.id == user || self.pushers.iter().flatten().any(|p| *p == user)
-    }
-}
-
 /// Whether an approval rule applies to these PRs: no `when_paths`, a changed file (under its new
 /// or its previous name) matches, or a PR changes more files than GitHub lists.
 pub fn rule_applies(rule: &super::policy::ApprovalRule, prs: &[PrFacts]) -> bool {
