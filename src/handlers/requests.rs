@@ -524,32 +524,22 @@ pub async fn evaluate(
         };
         answer(&mut replies, &t, on_pr, comment_id, &sender, accepted, reply);
     }
-    if let Trigger::CommentDeleted { id } = trigger
+    // Deleting the approving comment, or editing `/approve` out of it, withdraws the approval.
+    let approves = |text: &str| commands::parse(text).iter().any(|c| matches!(c, Ok(Command::Approve { .. })));
+    let withdrawn = match &trigger {
+        Trigger::CommentDeleted { id } => Some((*id, "the approving comment was deleted")),
+        Trigger::CommentEdited { id, body, .. } if !approves(body) => {
+            Some((*id, "the approving comment was edited and no longer says `/approve`"))
+        }
+        _ => None,
+    };
+    if let Some((id, why)) = withdrawn
         && let Some(pos) = approvals.iter().position(|(a, _)| a.comment_id == id)
     {
         let (a, roles) = approvals.remove(pos);
-        effects.push(Effect::SaveApproval(approval_change(
-            &t,
-            &a,
-            &roles,
-            ApprovalState::Withdrawn,
-            Some("the approving comment was deleted"),
-        )));
+        effects.push(Effect::SaveApproval(approval_change(&t, &a, &roles, ApprovalState::Withdrawn, Some(why))));
     }
     if let Trigger::CommentEdited { id, editor, body, before, on_pr, .. } = &trigger {
-        let approves = |text: &str| commands::parse(text).iter().any(|c| matches!(c, Ok(Command::Approve { .. })));
-        if let Some(pos) = approvals.iter().position(|(a, _)| a.comment_id == *id)
-            && !approves(body)
-        {
-            let (a, roles) = approvals.remove(pos);
-            effects.push(Effect::SaveApproval(approval_change(
-                &t,
-                &a,
-                &roles,
-                ApprovalState::Withdrawn,
-                Some("the approving comment was edited and no longer says `/approve`"),
-            )));
-        }
         // A command edited in is answered (on the request; a PR's edits are answered there).
         let was: Vec<String> = before.as_deref().map(command_names).unwrap_or_default();
         let added = command_names(body).into_iter().any(|c| !was.contains(&c));
