@@ -483,13 +483,14 @@ async fn find_comment(gh: &GitHub, auth: Auth, repo: &str, issue: i64, tag: &str
     let app_id = gh.own_app_id().await;
     Ok(comments
         .iter()
-        .filter(|c| is_own_comment(c, app_id))
+        .filter(|c| by_this_app(c, app_id))
         .find(|c| c.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
         .and_then(|c| c.get("id").and_then(Value::as_i64)))
 }
 
-/// Was this comment written by the App (`app_id`)? A bot account, and the App that performed it.
-pub fn is_own_comment(c: &Value, app_id: Option<i64>) -> bool {
+/// Was this comment or issue written by this App (`app_id`)? A bot account, and the App that
+/// performed it.
+pub fn by_this_app(c: &Value, app_id: Option<i64>) -> bool {
     c["user"]["type"].as_str() == Some("Bot")
         && app_id.is_some_and(|id| c["performed_via_github_app"]["id"].as_i64() == Some(id))
 }
@@ -509,7 +510,7 @@ async fn find_issue(
     let app_id = gh.own_app_id().await;
     Ok(issues
         .iter()
-        .filter(|i| is_own_comment(i, app_id))
+        .filter(|i| by_this_app(i, app_id))
         .find(|i| i.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(tag)))
         .and_then(|i| i.get("number").and_then(Value::as_i64)))
 }

@@ -52,12 +52,8 @@ async fn recheck_requests(ctx: &Ctx, installation: i64, repo_id: i64) -> Result<
         .await?
         .into_iter()
         .filter(|(id, _, _)| *id == repo_id)
-        .map(|(repository_id, repository, issue)| Effect::Recheck {
-            installation,
-            repository_id,
-            repository,
-            issue,
-            checks_only: true,
+        .map(|(repository_id, repository, issue)| {
+            Effect::recheck(installation, repository_id, &repository, issue, true)
         })
         .collect())
 }

@@ -195,6 +195,11 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Evaluate request `issue` again (`checks_only`: only checks or statuses changed).
+    pub fn recheck(installation: i64, repository_id: i64, repository: &str, issue: i64, checks_only: bool) -> Effect {
+        Effect::Recheck { installation, repository_id, repository: repository.to_string(), issue, checks_only }
+    }
+
     /// Applies the effect inside the completion transaction of `cause`; `index` numbers the
     /// delivery's effects (an action's outbox key is the delivery id and this index).
     pub async fn apply(

@@ -129,10 +129,10 @@ pub async fn evaluate(
     let mut effects = Vec::new();
     let (policy, config_errors) = load_policy(&ctx, t.installation, t.repo_id, &t.repo, &mut effects).await?;
     let existing = store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?;
-    let known_at = existing
-        .as_ref()
-        .and_then(|r| serde_json::from_str::<Remembered>(&r.facts).ok())
-        .and_then(|m| m.issue_updated_at);
+    // Facts remembered between evaluations (read once).
+    let mut remembered: Remembered =
+        existing.as_ref().and_then(|r| serde_json::from_str(&r.facts).ok()).unwrap_or_default();
+    let known_at = remembered.issue_updated_at;
     let snapshot_at = |i: &Value| i["updated_at"].as_str().and_then(parse_rfc3339_ms);
     // An event's copy of the issue older than one already seen (a late or redelivered event) is
     // not the issue's state: read it afresh, so a stale copy never reopens a closed request.
@@ -186,8 +186,6 @@ pub async fn evaluate(
     let env_policy = environment.as_deref().and_then(|e| policy.environment(e));
 
     // Linked pull requests, their heads, files and checks.
-    let mut remembered: Remembered =
-        existing.as_ref().and_then(|r| serde_json::from_str(&r.facts).ok()).unwrap_or_default();
     let numbers = req.pr_numbers(&t.repo);
     let need_files = env_policy.is_some_and(|e| e.approvals.iter().any(|a| !a.when_paths.is_empty()));
     let mut prs = Vec::new();
@@ -1220,11 +1218,10 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         || v["sender"]["type"].as_str() == Some("Bot");
     let on_pr = v["issue"]["pull_request"].is_object().then_some(t.issue);
     let action = v["action"].as_str().unwrap_or_default();
-    let editor = User::of(&v["sender"]);
-    let trigger = comment_trigger(action, c, bot, on_pr, true, v["changes"]["body"]["from"].as_str(), editor);
+    let trigger = comment_trigger(action, c, bot, on_pr, true, v["changes"]["body"]["from"].as_str(), editor_of(&v));
     let Some(trigger) = trigger else { return Ok(Handled::ignored()) };
     if let Some(pr) = on_pr {
-        return on_pr_comment(&ctx, &t, pr, trigger).await;
+        return on_pr_comment(&ctx, &t, pr, c, &editor_of(&v), trigger).await;
     }
     if store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?.is_none()
         && !matches!(trigger, Trigger::Comment { .. })
@@ -1272,9 +1269,14 @@ fn comment_trigger(
 /// request's own order: the only open request that links the PR, or the one it names
 /// (`/approve #45`); when several link it and it names none, the App asks which and applies
 /// nothing. An edit or a deletion goes to every request the comment approved.
-async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Result<Handled, HandlerError> {
-    let c = &ctx.payload::<Value>()?["comment"];
-    let editor = User::of(&ctx.payload::<Value>()?["sender"]);
+async fn on_pr_comment(
+    ctx: &Ctx,
+    t: &Target,
+    pr: i64,
+    c: &Value,
+    editor: &User,
+    trigger: Trigger,
+) -> Result<Handled, HandlerError> {
     let forward = |issue: i64, action: &str, sole: bool, before: Option<&str>| Effect::ForwardComment {
         installation: t.installation,
         repository_id: t.repo_id,
@@ -1288,14 +1290,6 @@ async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Resu
             before: before.map(str::to_string),
             editor: Some(editor.clone()),
         },
-    };
-    let pr_reply = |id: i64, user: &User, text: String| {
-        Effect::Act(Action::UpsertComment {
-            repo: t.repo.clone(),
-            issue: pr,
-            marker: format!("reply-{id}"),
-            body: format!("@{} {text}", user.login),
-        })
     };
     let mut effects = Vec::new();
     match &trigger {
@@ -1327,25 +1321,33 @@ async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Resu
                 }
             }
             if unnamed || !strangers.is_empty() {
-                effects.push(pr_reply(*id, user, messages::which_request(&linking, &strangers)));
+                answer(
+                    &mut effects,
+                    t,
+                    Some(pr),
+                    *id,
+                    user,
+                    false,
+                    Some(messages::which_request(&linking, &strangers)),
+                );
             }
             effects.extend(to.into_iter().map(|issue| forward(issue, "created", sole, None)));
         }
         Trigger::CommentEdited { id, editor, body, before, .. } => {
             // To the requests it approved, and those that link the PR (which remember that it
             // was edited, should its creation be delivered later).
-            for issue in affected(ctx, t, pr, *id).await? {
+            let linking = store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?;
+            for issue in affected(ctx, t, *id, &linking).await? {
                 effects.push(forward(issue, "edited", false, before.as_deref()));
             }
             let was: Vec<String> = before.as_deref().map(command_names).unwrap_or_default();
-            if command_names(body).into_iter().any(|n| !was.contains(&n))
-                && !store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?.is_empty()
-            {
-                effects.push(pr_reply(*id, editor, messages::edited_command()));
+            if command_names(body).into_iter().any(|n| !was.contains(&n)) && !linking.is_empty() {
+                answer(&mut effects, t, Some(pr), *id, editor, false, Some(messages::edited_command()));
             }
         }
         Trigger::CommentDeleted { id } => {
-            for issue in affected(ctx, t, pr, *id).await? {
+            let linking = store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?;
+            for issue in affected(ctx, t, *id, &linking).await? {
                 effects.push(forward(issue, "deleted", false, None));
             }
         }
@@ -1354,13 +1356,18 @@ async fn on_pr_comment(ctx: &Ctx, t: &Target, pr: i64, trigger: Trigger) -> Resu
     Ok(if effects.is_empty() { Handled::ignored() } else { Handled::ok(effects) })
 }
 
-/// The requests an edit or deletion of comment `id` on PR `pr` concerns: those it approved, and
-/// the open ones linking the PR.
-async fn affected(ctx: &Ctx, t: &Target, pr: i64, id: i64) -> Result<BTreeSet<i64>, HandlerError> {
+/// The requests an edit or deletion of comment `id` on a PR concerns: those it approved, and the
+/// open ones linking the PR (`linking`).
+async fn affected(ctx: &Ctx, t: &Target, id: i64, linking: &[i64]) -> Result<BTreeSet<i64>, HandlerError> {
     let mut out: BTreeSet<i64> =
         store::approved_by_comment(&ctx.db, t.installation, t.repo_id, id).await?.into_iter().collect();
-    out.extend(store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?);
+    out.extend(linking.iter().copied());
     Ok(out)
+}
+
+/// Who sent a comment event (the editor, for an edit).
+fn editor_of(v: &Value) -> User {
+    User::of(&v["sender"])
 }
 
 /// The internal event carrying a command from a linked PR to its request.
@@ -1421,12 +1428,8 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         return Ok(Handled::ignored());
     }
     let checks_only = matches!(event, "check_run" | "check_suite" | "status" | "workflow_run");
-    effects.extend(targets.into_iter().map(|(repository_id, repository, issue)| Effect::Recheck {
-        installation,
-        repository_id,
-        repository,
-        issue,
-        checks_only,
+    effects.extend(targets.into_iter().map(|(repository_id, repository, issue)| {
+        Effect::recheck(installation, repository_id, &repository, issue, checks_only)
     }));
     Ok(Handled::ok(effects))
 }
@@ -1608,7 +1611,7 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     }
     for (repository_id, repository, issue) in store::open_in_installation(&ctx.db, installation).await? {
         if repository_id == repo_id {
-            effects.push(Effect::Recheck { installation, repository_id, repository, issue, checks_only: false });
+            effects.push(Effect::recheck(installation, repository_id, &repository, issue, false));
         }
     }
     Ok(Handled::ok(effects))
@@ -1884,13 +1887,7 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     // A success may be the staging evidence another request waits for.
     if state == "success" {
         for issue in covering.into_iter().filter(|n| !targets.contains(n)) {
-            effects.push(Effect::Recheck {
-                installation,
-                repository_id: repo_id,
-                repository: repo.clone(),
-                issue,
-                checks_only: false,
-            });
+            effects.push(Effect::recheck(installation, repo_id, &repo, issue, false));
         }
     }
     Ok(Handled::ok(effects))
@@ -1949,13 +1946,7 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         }));
     }
     for issue in covering {
-        effects.push(Effect::Recheck {
-            installation,
-            repository_id: repo_id,
-            repository: repo.clone(),
-            issue,
-            checks_only: false,
-        });
+        effects.push(Effect::recheck(installation, repo_id, &repo, issue, false));
     }
     Ok(Handled::ok(effects))
 }
