@@ -5,14 +5,19 @@
 use std::path::Path;
 
 fn sources(dir: &str) -> Vec<(String, String)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&root).expect("source dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            out.push((path.display().to_string(), std::fs::read_to_string(&path).expect("read")));
+    fn walk(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("source dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((path.display().to_string(), std::fs::read_to_string(&path).expect("read")));
+            }
         }
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    let mut out = Vec::new();
+    walk(&root, &mut out);
     assert!(!out.is_empty(), "no sources in {}", root.display());
     out
 }
@@ -48,4 +53,18 @@ fn siblings_do_not_import_each_other() {
     assert!(!requests.contains("super::ci::"), "handlers/requests imports handlers/ci");
     let completer = file("queue/completer.rs");
     assert!(!completer.contains("ingest::"), "queue/completer imports queue/ingest");
+}
+
+/// The domain decides; it never fetches. No database, no GitHub, no async, no clock: every fact
+/// comes in as a value (`domain::flow::Facts`), so each rule is a plain unit test.
+#[test]
+fn the_domain_is_pure() {
+    let sources = sources("domain");
+    assert!(sources.iter().any(|(p, _)| p.ends_with("flow/mod.rs")), "the decision lives in domain::flow");
+    for (path, text) in sources {
+        for needle in ["crate::store", "crate::github", "tokio", "sqlx", "async fn", ".await", "SystemTime", "Utc::now"]
+        {
+            assert!(!text.contains(needle), "{path} uses {needle}: the domain is pure");
+        }
+    }
 }

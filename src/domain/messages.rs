@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::gate::{Evaluation, GateState};
 use super::request::{ChangeRequest, Problem};
+use super::state::DeployState;
 
 /// The request's sticky comment marker.
 pub const REQUEST_MARKER: &str = "request";
@@ -47,8 +48,7 @@ pub struct RequestView<'a> {
 /// A request's deployment, for the sticky comment and the summaries.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeployView {
-    /// requested | queued | pending | in_progress | success | failure | error | inactive
-    pub state: String,
+    pub state: DeployState,
     pub sha: String,
     pub environment: String,
     pub deployment_id: Option<i64>,
@@ -60,13 +60,13 @@ pub struct DeployView {
 
 impl DeployView {
     pub fn started(&self) -> bool {
-        self.started_at.is_some() || matches!(self.state.as_str(), "in_progress" | "success" | "failure" | "error")
+        self.started_at.is_some() || self.state == DeployState::InProgress || self.state.is_final()
     }
     pub fn succeeded(&self) -> bool {
-        self.state == "success"
+        self.state == DeployState::Success
     }
     pub fn failed(&self) -> bool {
-        matches!(self.state.as_str(), "failure" | "error")
+        self.state.failed()
     }
     /// From the start (or creation) to the end.
     pub fn duration_ms(&self, created_at: i64) -> Option<i64> {
@@ -92,8 +92,8 @@ fn short(sha: &str) -> &str {
 pub fn deploy_line(d: &DeployView, created_at: i64) -> String {
     let what = if d.rollback { "ROLLBACK" } else { "DEPLOY" };
     let sha = short(&d.sha);
-    match d.state.as_str() {
-        "success" => {
+    match d.state {
+        DeployState::Success => {
             let took = d.duration_ms(created_at).map(|ms| format!(" in {}", duration(ms))).unwrap_or_default();
             if d.rollback {
                 format!("↩️ **ROLLED BACK** {} to `{sha}`{took}", d.environment)
@@ -101,12 +101,15 @@ pub fn deploy_line(d: &DeployView, created_at: i64) -> String {
                 format!("✅ **DEPLOYED** `{sha}` to {}{took}", d.environment)
             }
         }
-        "failure" | "error" => format!(
+        DeployState::Failure | DeployState::Error => format!(
             "❌ **{what} FAILED** (`{sha}` to {}, {}): see the rollback plan below; an approver may `/rollback`",
-            d.environment, d.state
+            d.environment,
+            d.state.as_str()
         ),
-        "requested" => format!("📦 **{what} REQUESTED**: `{sha}` to {}, waiting for the pipeline", d.environment),
-        _ => format!("🚀 **DEPLOYING** `{sha}` to {} ({})", d.environment, d.state.replace('_', " ")),
+        DeployState::Requested => {
+            format!("📦 **{what} REQUESTED**: `{sha}` to {}, waiting for the pipeline", d.environment)
+        }
+        _ => format!("🚀 **DEPLOYING** `{sha}` to {} ({})", d.environment, d.state.as_str().replace('_', " ")),
     }
 }
 
@@ -142,8 +145,12 @@ pub fn rule_uncovered(environment: &str, sha: &str) -> String {
 
 /// Posted when a deployment fails: the rollback plan from the request, and `/rollback`.
 pub fn deploy_failed(d: &DeployView, plan: Option<&str>, last_good: Option<&str>) -> String {
-    let mut s =
-        format!("## ❌ Deployment failed\n\n`{}` to {} ended in **{}**.\n", short(&d.sha), d.environment, d.state);
+    let mut s = format!(
+        "## ❌ Deployment failed\n\n`{}` to {} ended in **{}**.\n",
+        short(&d.sha),
+        d.environment,
+        d.state.as_str()
+    );
     let _ = writeln!(s, "\n### Rollback plan (from the request)\n");
     let _ = writeln!(s, "{}", plan.unwrap_or("*The request has no rollback plan.*").trim());
     let _ = match last_good {
@@ -689,7 +696,7 @@ mod tests {
     #[test]
     fn deployment_messages() {
         let d = DeployView {
-            state: "in_progress".into(),
+            state: DeployState::InProgress,
             sha: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1".into(),
             environment: "production".into(),
             deployment_id: Some(7),
@@ -699,14 +706,14 @@ mod tests {
         };
         let created = 1_779_999_000_000;
         insta::assert_snapshot!("deploying", deploy_line(&d, created));
-        let done = DeployView { state: "success".into(), finished_at: Some(1_780_000_252_000), ..d.clone() };
+        let done = DeployView { state: DeployState::Success, finished_at: Some(1_780_000_252_000), ..d.clone() };
         assert_eq!(deploy_line(&done, created), "✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s");
         let approvals = vec![("alice".to_string(), "pm".to_string(), 1_779_999_500_000)];
         insta::assert_snapshot!(
             "closing_summary",
             closing_summary(9, &done, &approvals, created, created, Some(1_779_999_500_000))
         );
-        let failed = DeployView { state: "failure".into(), finished_at: Some(1_780_000_100_000), ..d.clone() };
+        let failed = DeployView { state: DeployState::Failure, finished_at: Some(1_780_000_100_000), ..d.clone() };
         insta::assert_snapshot!(
             "deploy_failed",
             deploy_failed(

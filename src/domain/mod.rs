@@ -2,6 +2,7 @@
 //! (`.github/shipgate.yml`), the change request in an issue body, and the commands in comments;
 //! gate evaluation and the messages the App writes.
 
+pub mod action;
 pub mod ci;
 pub mod commands;
 pub mod flow;

@@ -19,30 +19,91 @@ pub enum RequestStatus {
     Closed,
 }
 
+/// Where a request's deployment stands: `requested` (asked for by `/deploy` or `/rollback`, no
+/// status from GitHub yet), then GitHub's deployment status states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployState {
+    #[default]
+    Requested,
+    Queued,
+    Pending,
+    InProgress,
+    Success,
+    Failure,
+    Error,
+    Inactive,
+}
+
+impl DeployState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployState::Requested => "requested",
+            DeployState::Queued => "queued",
+            DeployState::Pending => "pending",
+            DeployState::InProgress => "in_progress",
+            DeployState::Success => "success",
+            DeployState::Failure => "failure",
+            DeployState::Error => "error",
+            DeployState::Inactive => "inactive",
+        }
+    }
+
+    /// None for a state GitHub may add later (treated as no deployment news).
+    pub fn parse(s: &str) -> Option<DeployState> {
+        Some(match s {
+            "requested" => DeployState::Requested,
+            "queued" => DeployState::Queued,
+            "pending" => DeployState::Pending,
+            "in_progress" => DeployState::InProgress,
+            "success" => DeployState::Success,
+            "failure" => DeployState::Failure,
+            "error" => DeployState::Error,
+            "inactive" => DeployState::Inactive,
+            _ => return None,
+        })
+    }
+
+    /// Under way: queued, pending or in progress.
+    pub fn running(self) -> bool {
+        matches!(self, DeployState::Queued | DeployState::Pending | DeployState::InProgress)
+    }
+
+    /// Ended badly.
+    pub fn failed(self) -> bool {
+        matches!(self, DeployState::Failure | DeployState::Error)
+    }
+
+    /// Ended (well or badly).
+    pub fn is_final(self) -> bool {
+        self == DeployState::Success || self.failed()
+    }
+}
+
 /// What decides a request's status, most important first.
-pub struct StatusFacts<'a> {
+pub struct StatusFacts {
     pub active: bool,
     pub denied: bool,
     pub on_hold: bool,
     pub gate_open: bool,
     /// The latest status of its deployment, if any.
-    pub deploy_state: Option<&'a str>,
+    pub deploy_state: Option<DeployState>,
     /// That deployment was a rollback.
     pub rollback: bool,
 }
 
 impl RequestStatus {
-    pub fn of(f: &StatusFacts<'_>) -> RequestStatus {
-        let deploy = f.deploy_state.unwrap_or("");
+    pub fn of(f: &StatusFacts) -> RequestStatus {
+        let deploy = f.deploy_state;
         if !f.active {
             RequestStatus::Closed
         } else if f.denied {
             RequestStatus::Denied
-        } else if matches!(deploy, "queued" | "pending" | "in_progress") {
+        } else if deploy.is_some_and(DeployState::running) {
             RequestStatus::Deploying
-        } else if deploy == "success" {
+        } else if deploy == Some(DeployState::Success) {
             if f.rollback { RequestStatus::RolledBack } else { RequestStatus::Deployed }
-        } else if matches!(deploy, "failure" | "error") {
+        } else if deploy.is_some_and(DeployState::failed) {
             RequestStatus::DeployFailed
         } else if f.on_hold {
             RequestStatus::OnHold
@@ -117,11 +178,83 @@ impl ApprovalState {
     }
 }
 
+/// A deployment request as stored (`store::requests` reads and writes it; states are text there,
+/// enums here: [`RequestStatus`], [`DeployState`]). `Default` is an empty row, for building one field by field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RequestRow {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub repository: String,
+    pub issue: i64,
+    pub author_id: i64,
+    pub author_login: String,
+    pub labelled: i64,
+    pub open: i64,
+    pub environment: Option<String>,
+    pub fingerprint: String,
+    pub revision: i64,
+    pub hold_by: Option<String>,
+    pub denied_by: Option<String>,
+    pub deny_reason: Option<String>,
+    pub gate_open: i64,
+    pub state: String,
+    pub facts: String,
+    pub labels: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The key of the deployment the App created for it (`/deploy`, `/rollback`).
+    pub deploy_key: Option<String>,
+    /// Its current deployment, once GitHub has reported one.
+    pub deployment_id: Option<i64>,
+    pub deploy_state: Option<String>,
+    pub deploy_sha: Option<String>,
+    /// When the gate last opened.
+    pub approved_at: Option<i64>,
+    /// When `/deploy` or `/rollback` asked for the current deployment.
+    pub deploy_requested_at: Option<i64>,
+    /// The account that placed the hold, and the one that denied (logins are for display).
+    pub hold_by_id: Option<i64>,
+    pub denied_by_id: Option<i64>,
+}
+
+/// What a request links: a pull request (by number) or a commit it covers (a full SHA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Link {
+    Pr,
+    Sha,
+}
+
+impl Link {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Link::Pr => "pr",
+            Link::Sha => "sha",
+        }
+    }
+}
+
+/// A new approval, or a change of state of one (`comment_id` identifies it within the request).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalChange {
+    pub installation_id: i64,
+    pub repository_id: i64,
+    pub issue: i64,
+    pub comment_id: i64,
+    pub user_id: i64,
+    pub login: String,
+    pub roles: String,
+    pub environment: String,
+    pub head_shas: String,
+    pub revision: i64,
+    pub state: ApprovalState,
+    pub note: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn facts() -> StatusFacts<'static> {
+    fn facts() -> StatusFacts {
         StatusFacts {
             active: true,
             denied: false,
@@ -140,19 +273,19 @@ mod tests {
             RequestStatus::of(&StatusFacts { gate_open: true, on_hold: true, ..facts() }),
             RequestStatus::OnHold
         );
-        let deploying = StatusFacts { on_hold: true, deploy_state: Some("in_progress"), ..facts() };
+        let deploying = StatusFacts { on_hold: true, deploy_state: Some(DeployState::InProgress), ..facts() };
         assert_eq!(RequestStatus::of(&deploying), RequestStatus::Deploying);
         assert_eq!(
-            RequestStatus::of(&StatusFacts { deploy_state: Some("success"), ..facts() }),
+            RequestStatus::of(&StatusFacts { deploy_state: Some(DeployState::Success), ..facts() }),
             RequestStatus::Deployed
         );
-        let rolled = StatusFacts { deploy_state: Some("success"), rollback: true, ..facts() };
+        let rolled = StatusFacts { deploy_state: Some(DeployState::Success), rollback: true, ..facts() };
         assert_eq!(RequestStatus::of(&rolled), RequestStatus::RolledBack);
         assert_eq!(
-            RequestStatus::of(&StatusFacts { deploy_state: Some("error"), ..facts() }),
+            RequestStatus::of(&StatusFacts { deploy_state: Some(DeployState::Error), ..facts() }),
             RequestStatus::DeployFailed
         );
-        let denied = StatusFacts { denied: true, deploy_state: Some("in_progress"), ..facts() };
+        let denied = StatusFacts { denied: true, deploy_state: Some(DeployState::InProgress), ..facts() };
         assert_eq!(RequestStatus::of(&denied), RequestStatus::Denied);
         assert_eq!(RequestStatus::of(&StatusFacts { active: false, denied: true, ..facts() }), RequestStatus::Closed);
         assert_eq!(RequestStatus::RolledBack.label(), Some("deploy-failed"));

@@ -5,99 +5,12 @@
 //! deployment by the key in its payload; labels, reactions and assignees are idempotent by nature.
 
 use http::Method;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::client::{Auth, GhError, GitHub};
 use crate::store::{Db, objects};
 
-/// `owner/name`.
-pub type Repo = String;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Action {
-    /// One comment per (issue, marker), edited in place.
-    UpsertComment {
-        repo: Repo,
-        issue: i64,
-        marker: String,
-        body: String,
-    },
-    /// One check run per `external_id` (which names the head SHA), updated in place.
-    UpsertCheckRun {
-        repo: Repo,
-        head_sha: String,
-        name: String,
-        external_id: String,
-        status: String,
-        conclusion: Option<String>,
-        title: String,
-        summary: String,
-        text: Option<String>,
-        details_url: Option<String>,
-    },
-    AddReaction {
-        repo: Repo,
-        comment_id: i64,
-        content: String,
-    },
-    SetLabels {
-        repo: Repo,
-        issue: i64,
-        add: Vec<String>,
-        remove: Vec<String>,
-    },
-    AddAssignees {
-        repo: Repo,
-        issue: i64,
-        assignees: Vec<String>,
-    },
-    /// One issue per marker.
-    CreateIssue {
-        repo: Repo,
-        marker: String,
-        title: String,
-        body: String,
-        labels: Vec<String>,
-    },
-    /// Edits the issue made by `CreateIssue` with this marker (or issue `number`).
-    UpdateIssue {
-        repo: Repo,
-        marker: Option<String>,
-        number: Option<i64>,
-        title: Option<String>,
-        body: Option<String>,
-        state: Option<String>,
-        state_reason: Option<String>,
-    },
-    /// One deployment per `key` (carried in its payload as `shipgate_key`).
-    CreateDeployment {
-        repo: Repo,
-        key: String,
-        git_ref: String,
-        environment: String,
-        description: String,
-        payload: Value,
-    },
-    CreateDeploymentStatus {
-        repo: Repo,
-        deployment_id: i64,
-        state: String,
-        description: String,
-        log_url: Option<String>,
-        environment_url: Option<String>,
-    },
-    /// Approves or rejects a run waiting on a custom deployment protection rule; without `state`,
-    /// posts a status report on it.
-    ReviewProtectionRule {
-        repo: Repo,
-        run_id: i64,
-        environment_name: String,
-        state: Option<String>,
-        comment: String,
-    },
-}
+pub use crate::domain::action::{Action, Repo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActionError {

@@ -266,6 +266,23 @@ impl GitHub {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Response, GhError> {
+        self.request_with(auth, method, path, body, None).await
+    }
+
+    /// A GET that GitHub answers `304 Not Modified` (costing no rate limit) when the resource
+    /// still has entity tag `etag`.
+    pub async fn get_if_changed(&self, auth: Auth, path: &str, etag: Option<&str>) -> Result<Response, GhError> {
+        self.request_with(auth, Method::GET, path, None, etag).await
+    }
+
+    async fn request_with(
+        &self,
+        auth: Auth,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_none_match: Option<&str>,
+    ) -> Result<Response, GhError> {
         if self.app.is_none() {
             return Err(GhError::DryRun);
         }
@@ -282,7 +299,7 @@ impl GitHub {
         if let Some(Some(at)) = last.as_deref() {
             tokio::time::sleep_until(*at + self.cfg.mutation_spacing).await;
         }
-        let result = self.send_with_retries(auth, &method, path, body).await;
+        let result = self.send_with_retries(auth, &method, path, body, if_none_match).await;
         if let Some(l) = last.as_deref_mut() {
             *l = Some(tokio::time::Instant::now());
         }
@@ -299,6 +316,7 @@ impl GitHub {
         method: &Method,
         path: &str,
         body: Option<&Value>,
+        if_none_match: Option<&str>,
     ) -> Result<Response, GhError> {
         let route = route_label(path);
         let idempotent = !matches!(*method, Method::POST);
@@ -308,7 +326,7 @@ impl GitHub {
         loop {
             self.wait_if_blocked(auth).await?;
             let token = self.credentials(auth).await?;
-            let sent = self.send_once(method, path, body, &token, &route).await;
+            let sent = self.send_once(method, path, body, &token, &route, if_none_match).await;
             let r = match sent {
                 Ok(r) => r,
                 Err(e) => {
@@ -361,6 +379,7 @@ impl GitHub {
         body: Option<&Value>,
         token: &Secret,
         route: &str,
+        if_none_match: Option<&str>,
     ) -> Result<Response, GhError> {
         let transport =
             |message: String| GhError::Transport { method: method.to_string(), route: route.to_string(), message };
@@ -374,6 +393,10 @@ impl GitHub {
             .header(http::header::ACCEPT, "application/vnd.github+json")
             .header(http::header::USER_AGENT, concat!("shipgate/", env!("CARGO_PKG_VERSION")))
             .header("x-github-api-version", "2022-11-28");
+        let builder = match if_none_match.and_then(|e| http::HeaderValue::from_str(e).ok()) {
+            Some(etag) => builder.header(http::header::IF_NONE_MATCH, etag),
+            None => builder,
+        };
         let req = self.octo.build_request(builder, body).map_err(|e| transport(e.to_string()))?;
         let fut = async {
             let resp = self.octo.execute(req).await.map_err(|e| transport(e.to_string()))?;
@@ -466,7 +489,7 @@ impl GitHub {
         let method = Method::POST;
         let mut tries = 0;
         let r = loop {
-            match self.send_once(&method, &path, None, &jwt, "/app/installations/{id}/access_tokens").await {
+            match self.send_once(&method, &path, None, &jwt, "/app/installations/{id}/access_tokens", None).await {
                 // Asking for a token twice is harmless, so this POST may be retried.
                 Ok(r) if r.status >= 500 && tries < self.cfg.max_retries => {}
                 Err(_) if tries < self.cfg.max_retries => {}

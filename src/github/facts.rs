@@ -57,23 +57,48 @@ impl TeamCache {
 
 /// `.github/shipgate.yml` on the default branch: Some((blob sha, text)) or None when absent.
 pub async fn policy_file(gh: &GitHub, installation: i64, repo: &str) -> Result<Option<(String, String)>, GhError> {
+    Ok(match policy_file_if_changed(gh, installation, repo, None).await? {
+        PolicyFile::Found { blob, text, .. } => Some((blob, text)),
+        PolicyFile::Missing | PolicyFile::Unchanged => None,
+    })
+}
+
+/// `.github/shipgate.yml` on the default branch, read conditionally.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyFile {
+    /// The same as when it had entity tag `etag` (a 304: no rate limit spent).
+    Unchanged,
+    Missing,
+    Found {
+        blob: String,
+        text: String,
+        /// Its entity tag, for the next conditional read.
+        etag: Option<String>,
+    },
+}
+
+/// The policy file, unless it still has entity tag `etag`.
+pub async fn policy_file_if_changed(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    etag: Option<&str>,
+) -> Result<PolicyFile, GhError> {
     let r = gh
-        .request(
-            Auth::Installation(installation),
-            Method::GET,
-            &format!("/repos/{repo}/contents/.github/shipgate.yml"),
-            None,
-        )
+        .get_if_changed(Auth::Installation(installation), &format!("/repos/{repo}/contents/.github/shipgate.yml"), etag)
         .await?;
-    if r.status == 404 {
-        return Ok(None);
+    match r.status {
+        304 if etag.is_some() => return Ok(PolicyFile::Unchanged),
+        404 => return Ok(PolicyFile::Missing),
+        _ => {}
     }
+    let etag = r.headers.get(http::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_string);
     let v: Value = r.ok(&Method::GET)?.json()?;
-    let sha = v["sha"].as_str().unwrap_or_default().to_string();
+    let blob = v["sha"].as_str().unwrap_or_default().to_string();
     let b64: String = v["content"].as_str().unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
     let bytes = super::client::decode_base64(&b64)
         .ok_or_else(|| GhError::Decode { route: "contents".into(), message: "content is not base64".into() })?;
-    Ok(Some((sha, String::from_utf8_lossy(&bytes).into_owned())))
+    Ok(PolicyFile::Found { blob, text: String::from_utf8_lossy(&bytes).into_owned(), etag })
 }
 
 /// A pull request: None when it does not exist.

@@ -4,6 +4,7 @@ pub mod actions;
 pub mod auth;
 pub mod client;
 pub mod envelope;
+pub mod events;
 pub mod facts;
 pub mod redelivery;
 pub mod signature;

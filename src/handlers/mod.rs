@@ -136,6 +136,8 @@ pub enum Effect {
         repository_id: i64,
         blob: String,
         yaml: Option<String>,
+        /// Its entity tag, for the next conditional read.
+        etag: Option<String>,
     },
     ForgetPolicy {
         installation: i64,
@@ -232,8 +234,17 @@ impl Effect {
                 store_requests::pin_login(tx, *installation, login, *user_id, now).await
             }
             Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
-            Effect::SavePolicy { installation, repository_id, blob, yaml } => {
-                store_requests::save_policy(tx, *installation, *repository_id, blob, yaml.as_deref(), now).await
+            Effect::SavePolicy { installation, repository_id, blob, yaml, etag } => {
+                store_requests::save_policy(
+                    tx,
+                    *installation,
+                    *repository_id,
+                    blob,
+                    yaml.as_deref(),
+                    etag.as_deref(),
+                    now,
+                )
+                .await
             }
             Effect::ForgetPolicy { installation, repository_id } => {
                 store_requests::forget_policy(tx, *installation, *repository_id).await

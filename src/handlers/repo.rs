@@ -29,22 +29,24 @@ pub(crate) async fn load_policy(
     let cached = crate::store::requests::policy(&ctx.db, installation, repo_id).await?;
     let yaml = match cached {
         Some((_, yaml)) => yaml,
-        None => match facts::policy_file(&ctx.github, installation, repo).await {
-            Ok(Some((sha, text))) => {
+        None => match facts::policy_file_if_changed(&ctx.github, installation, repo, None).await {
+            Ok(facts::PolicyFile::Found { blob, text, etag }) => {
                 effects.push(Effect::SavePolicy {
                     installation,
                     repository_id: repo_id,
-                    blob: sha,
+                    blob,
                     yaml: Some(text.clone()),
+                    etag,
                 });
                 Some(text)
             }
-            Ok(None) => {
+            Ok(facts::PolicyFile::Missing | facts::PolicyFile::Unchanged) => {
                 effects.push(Effect::SavePolicy {
                     installation,
                     repository_id: repo_id,
                     blob: String::new(),
                     yaml: None,
+                    etag: None,
                 });
                 None
             }

@@ -4,43 +4,42 @@ use serde::Serialize;
 use sqlx::{Any, Transaction};
 
 use super::{Db, Result};
+pub use crate::domain::state::{ApprovalChange, Link, RequestRow};
 
-/// A deployment request as stored. `Default` is an empty row, for building one field by field.
-#[derive(Clone, Debug, Default, PartialEq, sqlx::FromRow, Serialize)]
-pub struct RequestRow {
-    pub installation_id: i64,
-    pub repository_id: i64,
-    pub repository: String,
-    pub issue: i64,
-    pub author_id: i64,
-    pub author_login: String,
-    pub labelled: i64,
-    pub open: i64,
-    pub environment: Option<String>,
-    pub fingerprint: String,
-    pub revision: i64,
-    pub hold_by: Option<String>,
-    pub denied_by: Option<String>,
-    pub deny_reason: Option<String>,
-    pub gate_open: i64,
-    pub state: String,
-    pub facts: String,
-    pub labels: String,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The key of the deployment the App created for it (`/deploy`, `/rollback`).
-    pub deploy_key: Option<String>,
-    /// Its current deployment, once GitHub has reported one.
-    pub deployment_id: Option<i64>,
-    pub deploy_state: Option<String>,
-    pub deploy_sha: Option<String>,
-    /// When the gate last opened.
-    pub approved_at: Option<i64>,
-    /// When `/deploy` or `/rollback` asked for the current deployment.
-    pub deploy_requested_at: Option<i64>,
-    /// The account that placed the hold, and the one that denied (logins are for display).
-    pub hold_by_id: Option<i64>,
-    pub denied_by_id: Option<i64>,
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for RequestRow {
+    fn from_row(r: &'r sqlx::any::AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        Ok(RequestRow {
+            installation_id: r.try_get("installation_id")?,
+            repository_id: r.try_get("repository_id")?,
+            repository: r.try_get("repository")?,
+            issue: r.try_get("issue")?,
+            author_id: r.try_get("author_id")?,
+            author_login: r.try_get("author_login")?,
+            labelled: r.try_get("labelled")?,
+            open: r.try_get("open")?,
+            environment: r.try_get("environment")?,
+            fingerprint: r.try_get("fingerprint")?,
+            revision: r.try_get("revision")?,
+            hold_by: r.try_get("hold_by")?,
+            denied_by: r.try_get("denied_by")?,
+            deny_reason: r.try_get("deny_reason")?,
+            gate_open: r.try_get("gate_open")?,
+            state: r.try_get("state")?,
+            facts: r.try_get("facts")?,
+            labels: r.try_get("labels")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            deploy_key: r.try_get("deploy_key")?,
+            deployment_id: r.try_get("deployment_id")?,
+            deploy_state: r.try_get("deploy_state")?,
+            deploy_sha: r.try_get("deploy_sha")?,
+            approved_at: r.try_get("approved_at")?,
+            deploy_requested_at: r.try_get("deploy_requested_at")?,
+            hold_by_id: r.try_get("hold_by_id")?,
+            denied_by_id: r.try_get("denied_by_id")?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow, Serialize)]
@@ -72,22 +71,6 @@ pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> 
         .bind(issue)
         .fetch_optional(db.pool())
         .await?)
-}
-
-/// What a request links: a pull request (by number) or a commit it covers (a full SHA).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Link {
-    Pr,
-    Sha,
-}
-
-impl Link {
-    fn as_str(self) -> &'static str {
-        match self {
-            Link::Pr => "pr",
-            Link::Sha => "sha",
-        }
-    }
 }
 
 /// Open requests of a repository that link `value` as `kind` (a PR number, or a full SHA
@@ -303,23 +286,6 @@ pub async fn approvals(db: &Db, installation: i64, repository_id: i64, issue: i6
     .await?)
 }
 
-/// A new approval, or a change of state of one (`comment_id` identifies it within the request).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApprovalChange {
-    pub installation_id: i64,
-    pub repository_id: i64,
-    pub issue: i64,
-    pub comment_id: i64,
-    pub user_id: i64,
-    pub login: String,
-    pub roles: String,
-    pub environment: String,
-    pub head_shas: String,
-    pub revision: i64,
-    pub state: crate::domain::state::ApprovalState,
-    pub note: Option<String>,
-}
-
 pub async fn save_approval(tx: &mut Transaction<'_, Any>, a: &ApprovalChange, now: i64) -> Result<()> {
     sqlx::query(
         "INSERT INTO approvals (installation_id, repository_id, issue, comment_id, user_id, login, roles, environment, \
@@ -354,24 +320,37 @@ pub async fn policy(db: &Db, installation: i64, repository_id: i64) -> Result<Op
         .await?)
 }
 
+/// The entity tag the cached policy was read with (for a conditional read).
+pub async fn policy_etag(db: &Db, installation: i64, repository_id: i64) -> Result<Option<String>> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT etag FROM policies WHERE installation_id = $1 AND repository_id = $2")
+            .bind(installation)
+            .bind(repository_id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.and_then(|r| r.0))
+}
+
 pub async fn save_policy(
     tx: &mut Transaction<'_, Any>,
     installation: i64,
     repository_id: i64,
     blob: &str,
     yaml: Option<&str>,
+    etag: Option<&str>,
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO policies (installation_id, repository_id, blob_sha, yaml, fetched_at) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO policies (installation_id, repository_id, blob_sha, yaml, fetched_at, etag) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (installation_id, repository_id) DO UPDATE SET blob_sha = excluded.blob_sha, yaml = excluded.yaml, \
-         fetched_at = excluded.fetched_at",
+         fetched_at = excluded.fetched_at, etag = excluded.etag",
     )
     .bind(installation)
     .bind(repository_id)
     .bind(blob)
     .bind(yaml)
     .bind(now)
+    .bind(etag)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -1104,11 +1104,27 @@ fn route(
         }
         "repos/get-content" => match m.files.get(&(repo.clone(), param("path"))) {
             Some(text) => {
+                // Like GitHub: the blob SHA follows the content, the entity tag follows the
+                // answer, and `If-None-Match` with the current tag gets a bodiless 304.
+                let blob = {
+                    use std::hash::{Hash, Hasher};
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    text.hash(&mut h);
+                    format!("blob{:016x}", h.finish())
+                };
+                let etag = format!("\"{blob}\"");
+                if headers.get("if-none-match").and_then(|v| v.to_str().ok()) == Some(etag.as_str()) {
+                    let mut r = StatusCode::NOT_MODIFIED.into_response();
+                    r.headers_mut().insert("etag", HeaderValue::from_str(&etag).expect("etag"));
+                    return r;
+                }
                 let content = base64(text.as_bytes());
-                answer(
+                let mut r = answer(
                     200,
-                    json!({ "type": "file", "sha": format!("blob{}", text.len()), "encoding": "base64", "content": content, "path": param("path") }),
-                )
+                    json!({ "type": "file", "sha": blob, "encoding": "base64", "content": content, "path": param("path") }),
+                );
+                r.headers_mut().insert("etag", HeaderValue::from_str(&etag).expect("etag"));
+                r
             }
             None => not_found(),
         },

@@ -1,20 +1,20 @@
 //! Who may do what to a deployment request (SPEC §1, §3.4): the rules for each command, as one
 //! pure function over facts the handler gathered, with a typed [`Refusal`] that
-//! `messages::refusal_text` renders. No I/O: [`plan`] says which facts a command needs (a
+//! `messages::refusal_text` renders. No I/O: [`plan_command`] says which facts a command needs (a
 //! permission read, a PR's pushers), so a command that cannot need them costs no API call.
 //!
-//! The handler asks `plan`, gathers what it says, calls [`decide`], and applies the [`Outcome`]
+//! The handler asks `plan`, gathers what it says, calls [`decide_command`], and applies the [`Outcome`]
 //! (an approval row, a hold, a denial) or answers the refusal.
 
 use serde::Serialize;
 
-use super::commands::Command;
-use super::gate::User;
-use super::policy::Permission;
+use crate::domain::commands::Command;
+use crate::domain::gate::User;
+use crate::domain::policy::Permission;
 
 /// What a command needs read from GitHub before it can be decided.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FactsWanted {
+pub struct CommandWants {
     /// The sender's repository permission.
     pub permission: bool,
     /// Who pushed to the linked PRs (only an approval needs them, and only when self-approval is
@@ -23,11 +23,11 @@ pub struct FactsWanted {
 }
 
 /// The facts a command is decided on.
-pub fn plan(cmd: &Command, allow_self_approval: bool) -> FactsWanted {
+pub fn plan_command(cmd: &Command, allow_self_approval: bool) -> CommandWants {
     match cmd {
-        Command::Approve { .. } => FactsWanted { permission: false, pushers: !allow_self_approval },
-        Command::Hold | Command::Unhold | Command::Undeny => FactsWanted { permission: true, pushers: false },
-        _ => FactsWanted::default(),
+        Command::Approve { .. } => CommandWants { permission: false, pushers: !allow_self_approval },
+        Command::Hold | Command::Unhold | Command::Undeny => CommandWants { permission: true, pushers: false },
+        _ => CommandWants::default(),
     }
 }
 
@@ -176,7 +176,7 @@ pub enum Outcome {
 }
 
 /// Decides one command. Pure: every fact it needs is in `state` and `facts`.
-pub fn decide(cmd: &Command, state: &RequestState, facts: &CommandFacts) -> Result<Outcome, Refusal> {
+pub fn decide_command(cmd: &Command, state: &RequestState, facts: &CommandFacts) -> Result<Outcome, Refusal> {
     if let Some(named) = facts.target.filter(|n| *n != state.issue) {
         return Err(Refusal::NamesAnother { named, this: state.issue });
     }
@@ -303,13 +303,13 @@ mod tests {
 
     #[test]
     fn plan_reads_only_what_a_command_needs() {
-        assert_eq!(plan(&approve(), false), FactsWanted { permission: false, pushers: true });
-        assert_eq!(plan(&approve(), true), FactsWanted::default());
+        assert_eq!(plan_command(&approve(), false), CommandWants { permission: false, pushers: true });
+        assert_eq!(plan_command(&approve(), true), CommandWants::default());
         for cmd in [Command::Hold, Command::Unhold, Command::Undeny] {
-            assert_eq!(plan(&cmd, false), FactsWanted { permission: true, pushers: false }, "{cmd:?}");
+            assert_eq!(plan_command(&cmd, false), CommandWants { permission: true, pushers: false }, "{cmd:?}");
         }
         for cmd in [Command::Recheck, Command::Deploy, Command::Rollback, Command::ApproveCancel] {
-            assert_eq!(plan(&cmd, false), FactsWanted::default(), "{cmd:?}");
+            assert_eq!(plan_command(&cmd, false), CommandWants::default(), "{cmd:?}");
         }
     }
 
@@ -317,118 +317,124 @@ mod tests {
     fn approvals() {
         let alice = user(101, "alice");
         assert_eq!(
-            decide(&approve(), &state(), &facts(alice.clone(), &["pm"])),
+            decide_command(&approve(), &state(), &facts(alice.clone(), &["pm"])),
             Ok(Outcome::Approve { roles: vec!["pm".into()] })
         );
         // No role.
         assert_eq!(
-            decide(&approve(), &state(), &facts(user(501, "eve"), &[])),
+            decide_command(&approve(), &state(), &facts(user(501, "eve"), &[])),
             Err(Refusal::NoRole { environment: "production".into(), roles: vec!["pm".into(), "backend-lead".into()] })
         );
         // The requester, the PR author, a pusher: never, unless self-approval is allowed.
-        assert_eq!(decide(&approve(), &state(), &facts(user(401, "carol"), &["pm"])), Err(Refusal::SelfApproval));
-        assert_eq!(decide(&approve(), &state(), &facts(user(301, "dave"), &["pm"])), Err(Refusal::SelfApproval));
+        assert_eq!(
+            decide_command(&approve(), &state(), &facts(user(401, "carol"), &["pm"])),
+            Err(Refusal::SelfApproval)
+        );
+        assert_eq!(
+            decide_command(&approve(), &state(), &facts(user(301, "dave"), &["pm"])),
+            Err(Refusal::SelfApproval)
+        );
         let mut f = facts(user(201, "bob"), &["backend-lead"]);
         f.pushers = vec![(12, vec![301, 201])];
-        assert_eq!(decide(&approve(), &state(), &f), Err(Refusal::Pusher { pr: 12 }));
+        assert_eq!(decide_command(&approve(), &state(), &f), Err(Refusal::Pusher { pr: 12 }));
         f.allow_self_approval = true;
-        assert!(decide(&approve(), &state(), &f).is_ok());
+        assert!(decide_command(&approve(), &state(), &f).is_ok());
         let mut f = facts(user(401, "carol"), &["pm"]);
         f.allow_self_approval = true;
-        assert!(decide(&approve(), &state(), &f).is_ok());
+        assert!(decide_command(&approve(), &state(), &f).is_ok());
         // The environment.
         let staging = Command::Approve { environment: Some("staging".into()) };
         assert_eq!(
-            decide(&staging, &state(), &facts(alice.clone(), &["pm"])),
+            decide_command(&staging, &state(), &facts(alice.clone(), &["pm"])),
             Err(Refusal::WrongEnvironment { asked: "staging".into(), environment: "production".into() })
         );
         let production = Command::Approve { environment: Some("Production".into()) };
-        assert!(decide(&production, &state(), &facts(alice.clone(), &["pm"])).is_ok());
+        assert!(decide_command(&production, &state(), &facts(alice.clone(), &["pm"])).is_ok());
         let no_env = RequestState { environment: None, ..state() };
-        assert_eq!(decide(&approve(), &no_env, &facts(alice.clone(), &["pm"])), Err(Refusal::NoEnvironment));
+        assert_eq!(decide_command(&approve(), &no_env, &facts(alice.clone(), &["pm"])), Err(Refusal::NoEnvironment));
         // Cancelling needs an approval to cancel.
         assert_eq!(
-            decide(&Command::ApproveCancel, &state(), &facts(alice.clone(), &[])),
+            decide_command(&Command::ApproveCancel, &state(), &facts(alice.clone(), &[])),
             Err(Refusal::NothingToCancel)
         );
         let mut f = facts(alice, &[]);
         f.has_approved = true;
-        assert_eq!(decide(&Command::ApproveCancel, &state(), &f), Ok(Outcome::CancelApprovals));
+        assert_eq!(decide_command(&Command::ApproveCancel, &state(), &f), Ok(Outcome::CancelApprovals));
     }
 
     #[test]
     fn closed_unlabelled_and_other_requests() {
         let alice = facts(user(101, "alice"), &["pm"]);
         let closed = RequestState { active: false, ..state() };
-        assert_eq!(decide(&approve(), &closed, &alice), Err(Refusal::Closed));
-        assert_eq!(decide(&Command::Hold, &closed, &alice), Err(Refusal::Closed));
-        assert_eq!(decide(&Command::Rollback, &closed, &alice), Ok(Outcome::DeployAsk));
+        assert_eq!(decide_command(&approve(), &closed, &alice), Err(Refusal::Closed));
+        assert_eq!(decide_command(&Command::Hold, &closed, &alice), Err(Refusal::Closed));
+        assert_eq!(decide_command(&Command::Rollback, &closed, &alice), Ok(Outcome::DeployAsk));
         let unlabelled = RequestState { active: false, labelled: false, ..state() };
-        assert_eq!(decide(&Command::Rollback, &unlabelled, &alice), Err(Refusal::NotARequest));
+        assert_eq!(decide_command(&Command::Rollback, &unlabelled, &alice), Err(Refusal::NotARequest));
         let mut named = alice.clone();
         named.target = Some(6);
-        assert_eq!(decide(&approve(), &state(), &named), Err(Refusal::NamesAnother { named: 6, this: ISSUE }));
+        assert_eq!(decide_command(&approve(), &state(), &named), Err(Refusal::NamesAnother { named: 6, this: ISSUE }));
         named.target = Some(ISSUE);
-        assert!(decide(&approve(), &state(), &named).is_ok());
+        assert!(decide_command(&approve(), &state(), &named).is_ok());
     }
 
     #[test]
     fn holds() {
         let eve = facts(user(501, "eve"), &[]);
-        assert_eq!(decide(&Command::Hold, &state(), &eve), Ok(Outcome::Hold));
+        assert_eq!(decide_command(&Command::Hold, &state(), &eve), Ok(Outcome::Hold));
         // Write access is needed, and must be confirmed (dry-run reads none).
         for p in [None, Some(Permission::Read), Some(Permission::Triage)] {
             let mut f = eve.clone();
             f.permission = p;
-            assert_eq!(decide(&Command::Hold, &state(), &f), Err(Refusal::NeedsWrite), "{p:?}");
+            assert_eq!(decide_command(&Command::Hold, &state(), &f), Err(Refusal::NeedsWrite), "{p:?}");
         }
         let held = RequestState { hold: Some((Some(501), "eve".into())), ..state() };
         // A second hold would make its author the one who may lift it.
         let carol = facts(user(401, "carol"), &[]);
-        assert_eq!(decide(&Command::Hold, &held, &carol), Err(Refusal::AlreadyOnHold { by: "eve".into() }));
+        assert_eq!(decide_command(&Command::Hold, &held, &carol), Err(Refusal::AlreadyOnHold { by: "eve".into() }));
         // Lifted by the holder, a role holder who is not the requester, or an admin.
-        assert_eq!(decide(&Command::Unhold, &held, &eve), Ok(Outcome::Unhold));
-        assert_eq!(decide(&Command::Unhold, &held, &facts(user(101, "alice"), &["pm"])), Ok(Outcome::Unhold));
+        assert_eq!(decide_command(&Command::Unhold, &held, &eve), Ok(Outcome::Unhold));
+        assert_eq!(decide_command(&Command::Unhold, &held, &facts(user(101, "alice"), &["pm"])), Ok(Outcome::Unhold));
         let mut admin = facts(user(601, "frank"), &[]);
         admin.permission = Some(Permission::Admin);
-        assert_eq!(decide(&Command::Unhold, &held, &admin), Ok(Outcome::Unhold));
+        assert_eq!(decide_command(&Command::Unhold, &held, &admin), Ok(Outcome::Unhold));
         let not = Err(Refusal::NotHolder { by: "eve".into(), environment: "production".into() });
-        assert_eq!(decide(&Command::Unhold, &held, &carol), not);
-        assert_eq!(decide(&Command::Unhold, &held, &facts(user(401, "carol"), &["pm"])), not, "the requester");
-        assert_eq!(decide(&Command::Unhold, &held, &facts(user(301, "dave"), &[])), not);
+        assert_eq!(decide_command(&Command::Unhold, &held, &carol), not);
+        assert_eq!(decide_command(&Command::Unhold, &held, &facts(user(401, "carol"), &["pm"])), not, "the requester");
+        assert_eq!(decide_command(&Command::Unhold, &held, &facts(user(301, "dave"), &[])), not);
         // A renamed holder's old login lifts nothing; a hold stored with a login only compares it.
-        assert_eq!(decide(&Command::Unhold, &held, &facts(user(999, "eve"), &[])), not);
+        assert_eq!(decide_command(&Command::Unhold, &held, &facts(user(999, "eve"), &[])), not);
         let legacy = RequestState { hold: Some((None, "Eve".into())), ..state() };
-        assert_eq!(decide(&Command::Unhold, &legacy, &eve), Ok(Outcome::Unhold));
-        assert_eq!(decide(&Command::Unhold, &state(), &eve), Err(Refusal::NotOnHold));
+        assert_eq!(decide_command(&Command::Unhold, &legacy, &eve), Ok(Outcome::Unhold));
+        assert_eq!(decide_command(&Command::Unhold, &state(), &eve), Err(Refusal::NotOnHold));
     }
 
     #[test]
     fn denials() {
         let alice = facts(user(101, "alice"), &["pm"]);
         assert_eq!(
-            decide(&Command::Deny { reason: "budget".into() }, &state(), &alice),
+            decide_command(&Command::Deny { reason: "budget".into() }, &state(), &alice),
             Ok(Outcome::Deny { reason: "budget".into() })
         );
         assert_eq!(
-            decide(&Command::Deny { reason: "x".into() }, &state(), &facts(user(501, "eve"), &[])),
+            decide_command(&Command::Deny { reason: "x".into() }, &state(), &facts(user(501, "eve"), &[])),
             Err(Refusal::DenyNeedsRole)
         );
         let denied = RequestState { denial: Some((Some(101), "alice".into())), ..state() };
         let bob = facts(user(201, "bob"), &["backend-lead"]);
         assert_eq!(
-            decide(&Command::Deny { reason: "me too".into() }, &denied, &bob),
+            decide_command(&Command::Deny { reason: "me too".into() }, &denied, &bob),
             Err(Refusal::AlreadyDenied { by: "alice".into() })
         );
         // Lifted by the denier or an admin only: another role holder cannot.
-        assert_eq!(decide(&Command::Undeny, &denied, &bob), Err(Refusal::NotDenier { by: "alice".into() }));
-        assert_eq!(decide(&Command::Undeny, &denied, &alice), Ok(Outcome::Undeny));
+        assert_eq!(decide_command(&Command::Undeny, &denied, &bob), Err(Refusal::NotDenier { by: "alice".into() }));
+        assert_eq!(decide_command(&Command::Undeny, &denied, &alice), Ok(Outcome::Undeny));
         let mut admin = facts(user(601, "frank"), &[]);
         admin.permission = Some(Permission::Admin);
-        assert_eq!(decide(&Command::Undeny, &denied, &admin), Ok(Outcome::Undeny));
+        assert_eq!(decide_command(&Command::Undeny, &denied, &admin), Ok(Outcome::Undeny));
         let mut maintainer = admin.clone();
         maintainer.permission = Some(Permission::Maintain);
-        assert!(decide(&Command::Undeny, &denied, &maintainer).is_err());
-        assert_eq!(decide(&Command::Undeny, &state(), &alice), Err(Refusal::NotDenied));
+        assert!(decide_command(&Command::Undeny, &denied, &maintainer).is_err());
+        assert_eq!(decide_command(&Command::Undeny, &state(), &alice), Err(Refusal::NotDenied));
     }
 }

@@ -1,0 +1,516 @@
+//! The request's whole decision, rule by rule, over facts built by hand (policy-bot's test
+//! context): no database, no GitHub, no async.
+
+use super::*;
+use crate::domain::gate::CheckFact;
+use crate::domain::policy;
+
+const POLICY: &str = r#"
+roles:
+  pm: { users: [alice] }
+  sre: { permission: maintain }
+  backend-lead: { teams: [acme/backend] }
+environments:
+  production:
+    approvals:
+      - role: pm
+      - role: backend-lead
+        when_paths: ["apps/backend/**"]
+    deploy: deployment
+  staging:
+    approvals: []
+"#;
+const HEAD: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
+const HEAD2: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
+const ISSUE: i64 = 5;
+
+fn user(id: i64, login: &str) -> User {
+    User { id, login: login.into() }
+}
+
+fn alice() -> User {
+    user(101, "alice")
+}
+
+fn carol() -> User {
+    user(401, "carol")
+}
+
+fn target() -> Target {
+    Target { installation: 1, repo_id: 2, repo: "acme/app".into(), issue: ISSUE }
+}
+
+fn body(env: &str, pr: &str, migration: &str) -> String {
+    format!(
+        "CHANGE REQUEST:\n- Service/component: api\n- Environment: {env}\n- Reason: new endpoint\n\nIMPACT ANALYSIS:\n\
+         - Downtime: none\n- Rollback time: 3 min\n- Dependencies: none\n- Data migration: {migration}\n\nIMPLEMENTATION:\n\
+         1. Code changes {pr}\n4. Deployment steps: merge and deploy\n5. Verification: smoke tests\n\
+         6. Rollback plan: revert the PR and redeploy\n"
+    )
+}
+
+fn pr(head: &str) -> PrFacts {
+    PrFacts {
+        number: 12,
+        head_sha: head.into(),
+        author: user(301, "dave"),
+        state: "open".into(),
+        files: Some(vec!["apps/web/page.tsx".into()]),
+        checks: vec![CheckFact {
+            name: "build".into(),
+            status: "completed".into(),
+            conclusion: Some("success".into()),
+        }],
+        files_truncated: false,
+        pushers: Some(vec![301]),
+    }
+}
+
+/// Production, PR #12 by dave (301) at HEAD with green checks, requested by carol (401), alice
+/// pinned as the `pm`.
+fn facts() -> Facts {
+    Facts {
+        policy: policy::parse(POLICY).expect("policy"),
+        issue: IssueSnapshot {
+            author: carol(),
+            open: true,
+            body: body("production", "#12", "none"),
+            labels: vec!["DEPLOYMENT_REQUEST".into()],
+            updated_at: Some(1_000),
+        },
+        prs: vec![pr(HEAD)],
+        review_approved: true,
+        pinned: [("alice".to_string(), 101)].into(),
+        ..Facts::default()
+    }
+}
+
+fn comment(id: i64, who: User, text: &str) -> Trigger {
+    Trigger::Comment { id, user: who, bot: false, body: text.into(), created_at: Some(2_000), on_pr: None, sole: true }
+}
+
+/// The request after one evaluation of `trigger` on `prev`, as the next evaluation finds it.
+fn after(prev: &Prev, d: &Decision) -> Prev {
+    let mut approvals = prev.approvals.clone();
+    for out in &d.effects {
+        if let Out::SaveApproval(a) = out {
+            let record = ApprovalRecord {
+                comment_id: a.comment_id,
+                user: user(a.user_id, &a.login),
+                roles: a.roles.clone(),
+                environment: a.environment.clone(),
+                head_shas: a.head_shas.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                revision: a.revision,
+                state: Some(a.state),
+                note: a.note.clone(),
+                created_at: 0,
+            };
+            match approvals.iter_mut().find(|x| x.comment_id == a.comment_id) {
+                Some(x) => {
+                    x.state = Some(a.state);
+                    x.note = a.note.clone();
+                }
+                None => approvals.push(record),
+            }
+        }
+    }
+    Prev { row: Some(d.row.clone()), approvals }
+}
+
+fn run(prev: &Prev, trigger: Trigger, f: &Facts) -> (Prev, Decision) {
+    let d = decide(&target(), prev, &trigger, f, 10_000);
+    (after(prev, &d), d)
+}
+
+fn kinds(d: &Decision) -> Vec<String> {
+    d.effects
+        .iter()
+        .filter_map(|o| match o {
+            Out::Audit { kind, .. } => Some(kind.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replies(d: &Decision) -> Vec<String> {
+    d.replies
+        .iter()
+        .filter_map(|a| match a {
+            Action::UpsertComment { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reacted(d: &Decision) -> bool {
+    d.replies.iter().any(|a| matches!(a, Action::AddReaction { .. }))
+}
+
+fn acts(d: &Decision) -> Vec<&Action> {
+    d.effects
+        .iter()
+        .filter_map(|o| match o {
+            Out::Act(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A new request, then alice's approval: the gate opens.
+fn approved() -> (Prev, Facts) {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (prev, d) = run(&prev, comment(7, alice(), "/approve"), &f);
+    assert!(d.row.gate_open == 1, "{:?}", kinds(&d));
+    (prev, f)
+}
+
+#[test]
+fn a_new_request_is_parsed_shown_checked_and_labelled() {
+    let f = facts();
+    let (_, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    assert_eq!(kinds(&d), ["request.parsed"]);
+    assert_eq!(d.row.state, "awaiting-approval");
+    assert_eq!(d.row.gate_open, 0);
+    let a = acts(&d);
+    assert!(matches!(a[0], Action::UpsertComment { marker, .. } if marker == messages::REQUEST_MARKER));
+    assert!(
+        matches!(a[1], Action::UpsertCheckRun { head_sha, conclusion: Some(c), .. } if head_sha == HEAD && c == "action_required")
+    );
+    assert!(matches!(a[2], Action::SetLabels { add, .. } if add == &["awaiting-approval"]));
+    assert_eq!(d.links, [(Link::Pr, "12".to_string()), (Link::Sha, HEAD.to_string())]);
+}
+
+#[test]
+fn an_issue_without_the_label_and_never_a_request_is_no_concern() {
+    let mut f = facts();
+    f.issue.labels.clear();
+    assert!(!concerns(&Prev::default(), &f.policy, &f.issue));
+    let (prev, _) = approved();
+    assert!(concerns(&prev, &f.policy, &f.issue), "a request once is one until its row goes");
+}
+
+#[test]
+fn the_role_holder_approves_and_the_gate_opens() {
+    let (prev, _) = approved();
+    let a = &prev.approvals[0];
+    assert_eq!(
+        (a.user.id, a.state, a.head_shas.as_slice()),
+        (101, Some(ApprovalState::Active), &[HEAD.to_string()][..])
+    );
+    let row = prev.row.expect("row");
+    assert_eq!((row.state.as_str(), row.approved_at), ("approved", Some(10_000)));
+}
+
+#[test]
+fn an_approval_is_audited_with_who_and_what_and_answered_with_a_reaction() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (_, d) = run(&prev, comment(7, alice(), "/approve"), &f);
+    assert_eq!(kinds(&d), ["gate.opened", "approval.given"]);
+    assert!(reacted(&d) && replies(&d).is_empty());
+}
+
+#[test]
+fn someone_without_the_role_is_refused_and_nothing_changes() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (next, d) = run(&prev, comment(7, user(501, "eve"), "/approve"), &f);
+    assert!(next.approvals.is_empty() && d.row.gate_open == 0);
+    assert!(replies(&d)[0].starts_with("@eve "), "{:?}", replies(&d));
+    assert!(!reacted(&d));
+}
+
+#[test]
+fn a_login_pinned_to_another_account_fills_no_role_and_is_said() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    // Someone else now owns the login `alice` (a rename, then a new registration).
+    let (next, d) = run(&prev, comment(7, user(999, "alice"), "/approve"), &f);
+    assert!(next.approvals.is_empty());
+    let remembered: Remembered = serde_json::from_str(&d.row.facts).expect("facts");
+    assert!(remembered.identity_notes[0].contains("now belongs to another account (id 999)"), "{remembered:?}");
+}
+
+#[test]
+fn a_new_head_makes_the_approval_stale_and_a_push_back_never_revives_it() {
+    let (prev, mut f) = approved();
+    f.prs = vec![pr(HEAD2)];
+    let (prev, d) = run(&prev, Trigger::Recheck { checks_only: false }, &f);
+    assert_eq!(kinds(&d), ["gate.closed", "approval.stale"]);
+    assert_eq!(prev.approvals[0].state, Some(ApprovalState::Stale));
+    f.prs = vec![pr(HEAD)];
+    let (_, d) = run(&prev, Trigger::Recheck { checks_only: false }, &f);
+    assert_eq!(d.row.gate_open, 0, "stale stays stale");
+}
+
+#[test]
+fn any_change_of_the_content_makes_approvals_stale() {
+    let (prev, mut f) = approved();
+    f.issue.body = body("production", "#12", "DROP TABLE users;");
+    let (next, d) = run(&prev, Trigger::Issue { action: "edited".into() }, &f);
+    assert_eq!(d.row.revision, 2);
+    assert_eq!(next.approvals[0].note.as_deref(), Some("the request changed after it was given"));
+    assert!(kinds(&d).contains(&"request.revised".to_string()) && d.row.gate_open == 0);
+}
+
+#[test]
+fn closing_and_reopening_starts_over() {
+    let (prev, mut f) = approved();
+    f.issue.open = false;
+    let (prev, d) = run(&prev, Trigger::Issue { action: "closed".into() }, &f);
+    assert_eq!(d.row.state, "closed");
+    f.issue.open = true;
+    let (_, d) = run(&prev, Trigger::Issue { action: "reopened".into() }, &f);
+    assert_eq!((d.row.revision, d.row.gate_open, d.row.state.as_str()), (3, 0, "awaiting-approval"));
+}
+
+#[test]
+fn deleting_or_editing_out_the_approving_comment_withdraws_it() {
+    let (prev, f) = approved();
+    let (next, d) = run(&prev, Trigger::CommentDeleted { id: 7 }, &f);
+    assert_eq!(next.approvals[0].state, Some(ApprovalState::Withdrawn));
+    assert!(kinds(&d).contains(&"approval.withdrawn".to_string()) && d.row.gate_open == 0);
+    let edit = Trigger::CommentEdited {
+        id: 7,
+        author: alice(),
+        editor: user(501, "eve"),
+        body: "LGTM".into(),
+        before: Some("/approve".into()),
+        on_pr: None,
+    };
+    let (next, _) = run(&prev, edit, &f);
+    assert_eq!(
+        next.approvals[0].note.as_deref(),
+        Some("the approving comment was edited and no longer says `/approve`")
+    );
+}
+
+#[test]
+fn a_command_edited_in_is_answered_not_applied() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let edit = Trigger::CommentEdited {
+        id: 8,
+        author: alice(),
+        editor: user(501, "eve"),
+        body: "/approve".into(),
+        before: Some("LGTM".into()),
+        on_pr: None,
+    };
+    let (next, d) = run(&prev, edit, &f);
+    assert!(next.approvals.is_empty());
+    assert_eq!(replies(&d), [format!("@eve {}", messages::edited_command())]);
+    // Its creation, delivered late, carries nothing either.
+    let (next, _) = run(&next, comment(8, alice(), "/approve"), &f);
+    assert!(next.approvals.is_empty());
+}
+
+#[test]
+fn a_comment_on_the_pr_from_before_the_label_carries_no_command() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let early = Trigger::Comment {
+        id: 9,
+        user: alice(),
+        bot: false,
+        body: "/approve".into(),
+        created_at: Some(500),
+        on_pr: Some(12),
+        sole: true,
+    };
+    let (next, d) = run(&prev, early, &f);
+    assert!(next.approvals.is_empty());
+    assert!(replies(&d)[0].contains("written before the issue became a deployment request"));
+}
+
+#[test]
+fn only_the_holder_lifts_a_hold() {
+    let (prev, mut f) = approved();
+    f.permissions = [(501, Some(Permission::Write)), (502, Some(Permission::Write))].into();
+    let (prev, d) = run(&prev, comment(10, user(501, "eve"), "/hold"), &f);
+    assert_eq!((d.row.state.as_str(), d.row.hold_by_id), ("on-hold", Some(501)));
+    let (prev, d) = run(&prev, comment(11, user(502, "mallory"), "/unhold"), &f);
+    assert_eq!(d.row.hold_by_id, Some(501), "{:?}", replies(&d));
+    let (_, d) = run(&prev, comment(12, user(501, "eve"), "/unhold"), &f);
+    assert_eq!((d.row.hold_by_id, d.row.state.as_str()), (None, "approved"));
+}
+
+#[test]
+fn deploy_creates_the_deployment_of_the_approved_head_once() {
+    let (prev, mut f) = approved();
+    f.permissions = [(101, Some(Permission::Write))].into();
+    let (prev, d) = run(&prev, comment(20, alice(), "/deploy"), &f);
+    let created: Vec<_> = acts(&d).into_iter().filter(|a| matches!(a, Action::CreateDeployment { .. })).collect();
+    assert!(
+        matches!(created[..], [Action::CreateDeployment { git_ref, key, .. }] if git_ref == HEAD && key == "request-5-20")
+    );
+    assert_eq!((d.row.deploy_state.as_deref(), d.row.state.as_str()), (Some("requested"), "approved"));
+    // A second `/deploy` while that one is asked for is refused.
+    let (_, d) = run(&prev, comment(21, alice(), "/deploy"), &f);
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::CreateDeployment { .. })), "{:?}", replies(&d));
+}
+
+#[test]
+fn deploy_is_refused_while_the_gate_is_closed() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (_, d) = run(&prev, comment(20, alice(), "/deploy"), &f);
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::CreateDeployment { .. })));
+    assert!(replies(&d)[0].contains("/deploy"), "{:?}", replies(&d));
+}
+
+fn deployment(id: i64, issue: Option<i64>, sha: &str, state: DeployState, origin: &str) -> DeploymentFact {
+    DeploymentFact {
+        deployment_id: id,
+        issue,
+        sha: sha.into(),
+        environment: "production".into(),
+        state,
+        origin: origin.into(),
+        created_at: 9_000,
+        started_at: Some(9_100),
+        finished_at: state.is_final().then_some(9_900),
+    }
+}
+
+#[test]
+fn its_own_successful_deployment_closes_the_request_with_a_summary() {
+    let (prev, mut f) = approved();
+    f.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Success, "app"));
+    let (_, d) = run(&prev, Trigger::Deployment { id: 77 }, &f);
+    assert_eq!(d.row.state, "deployed");
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::UpsertComment { marker, .. } if marker == "summary-77")));
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::UpdateIssue { state: Some(s), .. } if s == "closed")));
+    assert!(kinds(&d).contains(&"request.closed".to_string()));
+}
+
+#[test]
+fn a_failed_deployment_posts_the_rollback_plan_and_rollback_goes_only_to_a_commit_the_app_deployed() {
+    let (prev, mut f) = approved();
+    f.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Failure, "app"));
+    f.last_good = [(("production".to_string(), HEAD.to_string()), None)].into();
+    let (prev, d) = run(&prev, Trigger::Deployment { id: 77 }, &f);
+    assert_eq!(d.row.state, "deploy-failed");
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::UpsertComment { marker, .. } if marker == "deploy-failed-77")));
+    f.deployment = None;
+    f.current_deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Failure, "app"));
+    let (_, d) = run(&prev, comment(30, alice(), "/rollback"), &f);
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::CreateDeployment { .. })), "nothing to roll back to");
+    f.last_good = [(("production".to_string(), HEAD.to_string()), Some(HEAD2.to_string()))].into();
+    let (_, d) = run(&prev, comment(31, alice(), "/rollback"), &f);
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::CreateDeployment { git_ref, .. } if git_ref == HEAD2)));
+}
+
+#[test]
+fn someone_elses_deployment_never_counts_and_is_reported_while_the_gate_is_closed() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let mut f = f;
+    f.deployment = Some(deployment(88, None, HEAD, DeployState::Success, "manual"));
+    let (_, d) = run(&prev, Trigger::Deployment { id: 88 }, &f);
+    assert_eq!((d.row.deployment_id, d.row.state.as_str()), (None, "awaiting-approval"));
+    assert!(kinds(&d).contains(&"deployment.ungated".to_string()));
+}
+
+#[test]
+fn a_waiting_run_is_approved_rejected_or_told_what_is_missing() {
+    let run_for = |sha: &str| WaitingRun { run_id: 3, environment: "production".into(), sha: sha.into() };
+    let f = Facts { waiting_runs: vec![run_for(HEAD)], ..facts() };
+    let (prev, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    assert!(d.effects.iter().any(|o| matches!(o, Out::ReportRule { run_id: 3, .. })));
+    let (prev, d) = run(&prev, comment(7, alice(), "/approve"), &f);
+    assert!(d.effects.iter().any(|o| matches!(o, Out::AnswerRule { state, .. } if state == "approved")));
+    let (_, d) = run(&prev, comment(8, alice(), "/deny not today"), &f);
+    assert!(d.effects.iter().any(|o| matches!(o, Out::AnswerRule { state, .. } if state == "rejected")));
+    // A run of a commit the request does not cover is not its to answer.
+    let f = Facts { waiting_runs: vec![run_for(HEAD2)], ..facts() };
+    let (_, d) = run(&prev, Trigger::Recheck { checks_only: false }, &f);
+    assert!(!d.effects.iter().any(|o| matches!(o, Out::AnswerRule { .. } | Out::ReportRule { .. })));
+}
+
+#[test]
+fn a_recheck_that_changes_nothing_sends_nothing_to_github() {
+    let (prev, f) = approved();
+    let (_, d) = run(&prev, Trigger::Recheck { checks_only: true }, &f);
+    assert!(acts(&d).is_empty() && d.replies.is_empty(), "{:?}", acts(&d));
+    assert!(kinds(&d).is_empty());
+}
+
+#[test]
+fn a_path_rule_asks_for_its_team_only_when_the_files_need_it() {
+    let (prev, mut f) = approved();
+    let trigger = comment(9, user(601, "bob"), "/approve");
+    let more = plan_more(&target(), &prev, &trigger, &f);
+    assert!(more.teams.is_empty() && more.roles == ["pm".to_string()].into());
+    f.prs[0].files = Some(vec!["apps/backend/api.rs".into()]);
+    let more = plan_more(&target(), &prev, &trigger, &f);
+    assert_eq!(more.teams.len(), 1);
+    assert!(more.people.iter().any(|u| u.id == 601) && more.people.iter().any(|u| u.id == 101));
+    // The gate waits for the backend lead; a member of the team fills the role.
+    let (_, d) = run(&prev, Trigger::Recheck { checks_only: false }, &f);
+    assert_eq!(d.row.gate_open, 0);
+    f.team_members = [("acme/backend".to_string(), [601].into())].into();
+    let (_, d) = run(&prev, trigger, &f);
+    assert_eq!(d.row.gate_open, 1, "{:?}", replies(&d));
+}
+
+#[test]
+fn plan_reads_only_what_the_trigger_can_change() {
+    let (prev, f) = approved();
+    let t = target();
+    let p = |trigger: &Trigger| plan(&t, &prev, trigger, &f.policy, &[], &f.issue);
+    assert_eq!(p(&comment(9, alice(), "/approve")).prs, PrReads::Reuse);
+    assert_eq!(p(&comment(9, alice(), "/recheck")).prs, PrReads::Fetch);
+    assert_eq!(p(&Trigger::Recheck { checks_only: true }).prs, PrReads::ChecksOnly);
+    assert_eq!(p(&Trigger::Recheck { checks_only: false }).prs, PrReads::Fetch);
+    assert_eq!(p(&Trigger::Issue { action: "edited".into() }).prs, PrReads::Fetch);
+    let wanted = p(&Trigger::Deployment { id: 4 });
+    assert_eq!((wanted.prs, wanted.deployment, wanted.files), (PrReads::Reuse, Some(4), true));
+    assert_eq!(wanted.waiting_runs.as_deref(), Some("production"));
+    assert_eq!(wanted.ci_red, None, "ci.block_deploys_while_red is off by default");
+    // A new request knows nothing yet: everything is read.
+    assert_eq!(
+        plan(&t, &Prev::default(), &comment(9, alice(), "/approve"), &f.policy, &[], &f.issue).prs,
+        PrReads::Fetch
+    );
+}
+
+#[test]
+fn permissions_and_pushers_are_read_only_for_commands_that_need_them() {
+    let (prev, f) = approved();
+    let t = target();
+    let more = plan_more(&t, &prev, &comment(9, user(501, "eve"), "/hold"), &f);
+    assert_eq!((more.permissions.iter().map(|u| u.id).collect::<Vec<_>>(), more.pushers), (vec![501], false));
+    let more = plan_more(&t, &prev, &comment(9, user(501, "eve"), "/approve"), &f);
+    assert_eq!((more.permissions.len(), more.pushers), (0, true));
+    let more = plan_more(&t, &prev, &Trigger::Recheck { checks_only: false }, &f);
+    assert_eq!((more.permissions.len(), more.pushers, more.people.len()), (0, false, 1));
+    assert_eq!(more.logins, ["alice"]);
+}
+
+#[test]
+fn a_pusher_cannot_approve() {
+    let f = facts();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let f = Facts { recorded_pushers: [(12, vec![101])].into(), ..f };
+    let (next, d) = run(&prev, comment(7, alice(), "/approve"), &f);
+    assert!(next.approvals.is_empty());
+    assert!(replies(&d)[0].contains("#12"), "{:?}", replies(&d));
+}
+
+#[test]
+fn a_new_pin_is_recorded_and_audited_first() {
+    let f = Facts { new_pins: vec![("alice".into(), 101)], ..facts() };
+    let (_, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    assert_eq!(d.effects[0], Out::PinLogin { login: "alice".into(), user_id: 101 });
+    assert_eq!(kinds(&d)[0], "login.pinned");
+}
+
+#[test]
+fn a_stale_copy_of_the_issue_is_not_its_state() {
+    let (prev, _) = approved();
+    assert!(snapshot_is_current(&prev, Some(1_000)));
+    assert!(!snapshot_is_current(&prev, Some(999)));
+    assert!(snapshot_is_current(&prev, None));
+}
