@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::ids::UserId;
 use super::policy::{ConfigError, Environment, Policy, RequireChecks};
 use super::request::Problem;
 
 /// A GitHub user: the id is the identity, the login is for display.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub login: String,
 }
 
@@ -22,7 +23,10 @@ impl User {
     /// A user object of a GitHub payload or answer (`{"id": …, "login": …}`); missing fields are
     /// empty, never a panic.
     pub fn of(v: &serde_json::Value) -> User {
-        User { id: v["id"].as_i64().unwrap_or_default(), login: v["login"].as_str().unwrap_or_default().to_string() }
+        User {
+            id: UserId(v["id"].as_i64().unwrap_or_default()),
+            login: v["login"].as_str().unwrap_or_default().to_string(),
+        }
     }
 }
 
@@ -53,7 +57,7 @@ pub struct PrFacts {
     /// Ids of everyone who authored or committed a commit of the PR (read when an approval needs
     /// them): like the author, they cannot approve it unless self-approval is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pushers: Option<Vec<i64>>,
+    pub pushers: Option<Vec<UserId>>,
 }
 
 /// Whether an approval rule applies to these PRs: no `when_paths`, a changed file (under its new
@@ -288,7 +292,7 @@ fn classify(c: &CheckFact, pr: i64, failing: &mut Vec<String>, pending: &mut Vec
 fn approvals_gate(i: &GateInput<'_>, env: &Environment) -> (Gate, Vec<RoleStatus>) {
     let heads: Vec<String> = i.prs.iter().map(|p| p.head_sha.clone()).collect();
     let env_name = i.environment.unwrap_or_default();
-    let authors: BTreeSet<i64> = i
+    let authors: BTreeSet<UserId> = i
         .prs
         .iter()
         .flat_map(|p| std::iter::once(p.author.id).chain(p.pushers.iter().flatten().copied()))
@@ -422,7 +426,7 @@ environments:
     const HEAD: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1";
 
     fn user(id: i64, login: &str) -> User {
-        User { id, login: login.into() }
+        User { id: UserId(id), login: login.into() }
     }
 
     /// The facts of one evaluation, built up by each test (policy-bot's test context).
@@ -460,7 +464,7 @@ environments:
                         conclusion: Some("success".into()),
                     }],
                     files_truncated: false,
-                    pushers: Some(vec![301]),
+                    pushers: Some(vec![UserId(301)]),
                 }],
                 approvals: vec![],
                 revision: 1,
@@ -486,8 +490,8 @@ environments:
         fn eval(&self) -> Evaluation {
             // alice (101) is pm, bob (201) a backend lead, carol (401) the requester is both.
             let holds = |u: &User, role: &str| match role {
-                "pm" => matches!(u.id, 101 | 401 | 202),
-                "backend-lead" => matches!(u.id, 201 | 401 | 301 | 202),
+                "pm" => matches!(u.id.get(), 101 | 401 | 202),
+                "backend-lead" => matches!(u.id.get(), 201 | 401 | 301 | 202),
                 _ => false,
             };
             evaluate(&GateInput {
@@ -566,7 +570,7 @@ environments:
         f = Facts::new().approve(101, "alice").approve(301, "dave");
         assert_eq!(gate(&f.eval(), "Approvals").0, GateState::Pending);
         f = Facts::new().approve(101, "alice").approve(201, "bob");
-        f.prs[0].pushers = Some(vec![301, 201]);
+        f.prs[0].pushers = Some(vec![UserId(301), UserId(201)]);
         assert_eq!(gate(&f.eval(), "Approvals").0, GateState::Pending, "bob pushed to the PR");
         // One person fills one role.
         assert_eq!(gate(&Facts::new().approve(202, "both").eval(), "Approvals").0, GateState::Pending);

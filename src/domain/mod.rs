@@ -7,6 +7,7 @@ pub mod ci;
 pub mod commands;
 pub mod flow;
 pub mod gate;
+pub mod ids;
 pub mod messages;
 pub mod policy;
 pub mod request;

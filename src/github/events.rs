@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::client::parse_rfc3339_ms;
 use crate::domain::flow::IssueSnapshot;
 use crate::domain::gate::User;
+use crate::domain::ids::UserId;
 
 /// A user or bot in a payload.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct Account {
 
 impl Account {
     pub fn user(&self) -> User {
-        User { id: self.id, login: self.login.clone() }
+        User { id: UserId(self.id), login: self.login.clone() }
     }
 
     /// A bot: by its type, or by GitHub's `[bot]` suffix.

@@ -17,6 +17,7 @@ use crate::domain::flow::{
     command_names,
 };
 use crate::domain::gate::{self, PrFacts, User};
+use crate::domain::ids::UserId;
 use crate::domain::messages;
 use crate::domain::policy::{self, Permission};
 use crate::domain::state::{ApprovalState, DeployState};
@@ -171,13 +172,17 @@ async fn gather_prs(
 async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut Facts) -> Result<(), HandlerError> {
     // Every login the needed roles name is resolved and pinned the first time a request needs
     // it, whoever comments: a login renamed and registered again later fills no role.
-    f.pinned = store::pinned_logins(&ctx.db, t.installation, &more.logins).await?;
+    f.pinned = store::pinned_logins(&ctx.db, t.installation, &more.logins)
+        .await?
+        .into_iter()
+        .map(|(login, id)| (login, UserId(id)))
+        .collect();
     let unpinned: Vec<&String> = more.logins.iter().filter(|l| !f.pinned.contains_key(*l)).collect();
     for login in unpinned {
         match facts::user_id(&ctx.github, t.installation, login).await {
             Ok(Some(id)) => {
-                f.new_pins.push((login.clone(), id));
-                f.pinned.insert(login.clone(), id);
+                f.new_pins.push((login.clone(), UserId(id)));
+                f.pinned.insert(login.clone(), UserId(id));
             }
             Ok(None) | Err(GhError::DryRun) => {}
             Err(e) => return Err(gh_err(e)),
@@ -186,7 +191,7 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
     for team in &more.teams {
         match ctx.teams.members(&ctx.github, t.installation, &team.org, &team.slug, now).await {
             Ok(members) => {
-                f.team_members.insert(format!("{}/{}", team.org, team.slug), members);
+                f.team_members.insert(format!("{}/{}", team.org, team.slug), members.into_iter().map(UserId).collect());
             }
             Err(GhError::DryRun) => {}
             Err(e) => return Err(gh_err(e)),
@@ -205,12 +210,13 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         for p in f.prs.iter_mut() {
             if p.pushers.is_none() {
                 match facts::pushers(&ctx.github, t.installation, &t.repo, p.number).await {
-                    Ok(ids) => p.pushers = Some(ids),
+                    Ok(ids) => p.pushers = Some(ids.into_iter().map(UserId).collect()),
                     Err(GhError::DryRun) => {}
                     Err(e) => return Err(gh_err(e)),
                 }
             }
-            f.recorded_pushers.insert(p.number, store::pushers(&ctx.db, t.installation, t.repo_id, p.number).await?);
+            let recorded = store::pushers(&ctx.db, t.installation, t.repo_id, p.number).await?;
+            f.recorded_pushers.insert(p.number, recorded.into_iter().map(UserId).collect());
         }
     }
     if let Some(staging) = &more.staging {
@@ -243,7 +249,9 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
             Out::Act(action) => Effect::Act(action),
             Out::Audit { kind, actor, detail } => audit_entry(t, &kind, actor.as_ref(), detail),
             Out::SaveApproval(a) => Effect::SaveApproval(a),
-            Out::PinLogin { login, user_id } => Effect::PinLogin { installation: t.installation, login, user_id },
+            Out::PinLogin { login, user_id } => {
+                Effect::PinLogin { installation: t.installation, login, user_id: user_id.get() }
+            }
             Out::AnswerRule { run_id, environment, state, action } => Effect::AnswerRule {
                 installation: t.installation,
                 repository_id: t.repo_id,
@@ -278,7 +286,7 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
 fn approval_record(a: ApprovalRow) -> ApprovalRecord {
     ApprovalRecord {
         comment_id: a.comment_id,
-        user: User { id: a.user_id, login: a.login },
+        user: User { id: UserId(a.user_id), login: a.login },
         roles: a.roles,
         environment: a.environment,
         head_shas: a.head_shas.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
@@ -768,7 +776,7 @@ fn audit_entry(t: &Target, kind: &str, actor: Option<&User>, detail: Value) -> E
         repository: Some(t.repo.clone()),
         issue: Some(t.issue),
         kind: kind.into(),
-        actor_id: actor.map(|u| u.id),
+        actor_id: actor.map(|u| u.id.get()),
         actor_login: actor.map(|u| u.login.clone()),
         detail,
     }))
@@ -932,7 +940,7 @@ mod tests {
             sole: true,
             comment: json!({ "id": 7, "body": "LGTM", "user": { "id": 201, "login": "bob" } }),
             before: Some("/approve".into()),
-            editor: Some(User { id: 501, login: "eve".into() }),
+            editor: Some(User { id: UserId(501), login: "eve".into() }),
         };
         let body: Value = serde_json::from_str(&internal_body(1, 2, "o/r", 5, &pr)).expect("json");
         assert_eq!(body["trigger"]["kind"], "pr_comment");

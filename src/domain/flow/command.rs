@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::domain::commands::Command;
 use crate::domain::gate::User;
+use crate::domain::ids::UserId;
 use crate::domain::policy::Permission;
 
 /// What a command needs read from GitHub before it can be decided.
@@ -42,11 +43,11 @@ pub struct RequestState {
     pub issue: i64,
     /// Its environment, when the policy defines it.
     pub environment: Option<String>,
-    pub requester: i64,
+    pub requester: UserId,
     /// (account id, login) of who placed the hold; id None for holds stored before ids were.
-    pub hold: Option<(Option<i64>, String)>,
+    pub hold: Option<(Option<UserId>, String)>,
     /// (account id, login) of who denied it.
-    pub denial: Option<(Option<i64>, String)>,
+    pub denial: Option<(Option<UserId>, String)>,
 }
 
 /// What is known about the sender and the linked PRs.
@@ -61,9 +62,9 @@ pub struct CommandFacts {
     pub held_roles: Vec<String>,
     pub allow_self_approval: bool,
     /// Authors of the linked PRs.
-    pub pr_authors: Vec<i64>,
+    pub pr_authors: Vec<UserId>,
     /// For each linked PR, its number and who pushed to it (when read).
-    pub pushers: Vec<(i64, Vec<i64>)>,
+    pub pushers: Vec<(i64, Vec<UserId>)>,
     /// The sender's permission on the repository (None: none, or not readable).
     pub permission: Option<Permission>,
     /// Whether the sender has an approval on this request.
@@ -266,7 +267,7 @@ mod tests {
     const ISSUE: i64 = 5;
 
     fn user(id: i64, login: &str) -> User {
-        User { id, login: login.into() }
+        User { id: UserId(id), login: login.into() }
     }
 
     /// An open production request by carol (401) for a PR by dave (301).
@@ -276,7 +277,7 @@ mod tests {
             labelled: true,
             issue: ISSUE,
             environment: Some("production".into()),
-            requester: 401,
+            requester: UserId(401),
             hold: None,
             denial: None,
         }
@@ -290,8 +291,8 @@ mod tests {
             needed_roles: vec!["pm".into(), "backend-lead".into()],
             held_roles: held.iter().map(|r| r.to_string()).collect(),
             allow_self_approval: false,
-            pr_authors: vec![301],
-            pushers: vec![(12, vec![301])],
+            pr_authors: vec![UserId(301)],
+            pushers: vec![(12, vec![UserId(301)])],
             permission: Some(Permission::Write),
             has_approved: false,
         }
@@ -335,7 +336,7 @@ mod tests {
             Err(Refusal::SelfApproval)
         );
         let mut f = facts(user(201, "bob"), &["backend-lead"]);
-        f.pushers = vec![(12, vec![301, 201])];
+        f.pushers = vec![(12, vec![UserId(301), UserId(201)])];
         assert_eq!(decide_command(&approve(), &state(), &f), Err(Refusal::Pusher { pr: 12 }));
         f.allow_self_approval = true;
         assert!(decide_command(&approve(), &state(), &f).is_ok());
@@ -388,7 +389,7 @@ mod tests {
             f.permission = p;
             assert_eq!(decide_command(&Command::Hold, &state(), &f), Err(Refusal::NeedsWrite), "{p:?}");
         }
-        let held = RequestState { hold: Some((Some(501), "eve".into())), ..state() };
+        let held = RequestState { hold: Some((Some(UserId(501)), "eve".into())), ..state() };
         // A second hold would make its author the one who may lift it.
         let carol = facts(user(401, "carol"), &[]);
         assert_eq!(decide_command(&Command::Hold, &held, &carol), Err(Refusal::AlreadyOnHold { by: "eve".into() }));
@@ -420,7 +421,7 @@ mod tests {
             decide_command(&Command::Deny { reason: "x".into() }, &state(), &facts(user(501, "eve"), &[])),
             Err(Refusal::DenyNeedsRole)
         );
-        let denied = RequestState { denial: Some((Some(101), "alice".into())), ..state() };
+        let denied = RequestState { denial: Some((Some(UserId(101)), "alice".into())), ..state() };
         let bob = facts(user(201, "bob"), &["backend-lead"]);
         assert_eq!(
             decide_command(&Command::Deny { reason: "me too".into() }, &denied, &bob),

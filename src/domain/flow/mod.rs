@@ -20,6 +20,7 @@ pub use self::command::{CommandFacts, CommandWants, Outcome, Refusal, RequestSta
 use super::action::Action;
 use super::commands::{self, Command, CommandError};
 use super::gate::{self, ApprovalFact, Evaluation, GateInput, PrFacts, User};
+use super::ids::UserId;
 use super::messages::{self, DeployView, RequestView};
 use super::policy::{ConfigError, DeployMode, Permission, Policy, TeamRef};
 use super::request::{self, ChangeRequest, Problem};
@@ -444,15 +445,15 @@ pub struct Facts {
     /// Every linked PR has an approving review.
     pub review_approved: bool,
     /// The account each login of the needed roles is pinned to (lowercase login).
-    pub pinned: BTreeMap<String, i64>,
+    pub pinned: BTreeMap<String, UserId>,
     /// Of those, the ones pinned just now (recorded and audited).
-    pub new_pins: Vec<(String, i64)>,
+    pub new_pins: Vec<(String, UserId)>,
     /// Members (account ids) of the teams the needed roles name, by `org/slug`.
-    pub team_members: BTreeMap<String, BTreeSet<i64>>,
+    pub team_members: BTreeMap<String, BTreeSet<UserId>>,
     /// Repository permissions, by account id (None: none, or not readable as in dry-run).
-    pub permissions: BTreeMap<i64, Option<Permission>>,
+    pub permissions: BTreeMap<UserId, Option<Permission>>,
     /// Who pushed to each linked PR, from its `pull_request` events (by PR number).
-    pub recorded_pushers: BTreeMap<i64, Vec<i64>>,
+    pub recorded_pushers: BTreeMap<i64, Vec<UserId>>,
     /// The heads were deployed successfully to the staging environment (by the App or Actions).
     pub staging_ok: Option<bool>,
     /// The failing CI run on the environment's branch, if CI is red there.
@@ -479,7 +480,7 @@ pub enum Out {
     /// A policy login pinned to its account.
     PinLogin {
         login: String,
-        user_id: i64,
+        user_id: UserId,
     },
     /// Approve or reject a waiting run (sent only if it is still pending).
     AnswerRule {
@@ -573,8 +574,8 @@ fn role_holders(
     people: &[User],
     facts: &Facts,
     notes: &mut Vec<String>,
-) -> BTreeMap<String, BTreeSet<i64>> {
-    let mut out: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+) -> BTreeMap<String, BTreeSet<UserId>> {
+    let mut out: BTreeMap<String, BTreeSet<UserId>> = BTreeMap::new();
     if people.is_empty() {
         return out;
     }
@@ -628,7 +629,7 @@ fn approval_change(
         repository_id: t.repo_id,
         issue: t.issue,
         comment_id: a.comment_id,
-        user_id: a.user.id,
+        user_id: a.user.id.get(),
         login: a.user.login.clone(),
         roles: roles.to_string(),
         environment: a.environment.clone(),
@@ -877,7 +878,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         repository_id: t.repo_id,
         repository: t.repo.clone(),
         issue: t.issue,
-        author_id: author.id,
+        author_id: author.id.get(),
         author_login: author.login.clone(),
         labelled: 1,
         open: 1,
@@ -995,9 +996,9 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             labelled,
             issue: t.issue,
             environment: env_policy.and(environment.clone()),
-            requester: row.author_id,
-            hold: row.hold_by.clone().map(|by| (row.hold_by_id, by)),
-            denial: row.denied_by.clone().map(|by| (row.denied_by_id, by)),
+            requester: UserId(row.author_id),
+            hold: row.hold_by.clone().map(|by| (row.hold_by_id.map(UserId), by)),
+            denial: row.denied_by.clone().map(|by| (row.denied_by_id.map(UserId), by)),
         };
         let command_facts = CommandFacts {
             sender: sender.clone(),
@@ -1089,7 +1090,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let staging_ok =
         env_policy.filter(|e| e.require_staging_first && !prs.is_empty()).map(|_| facts.staging_ok == Some(true));
 
-    let requester = User { id: row.author_id, login: row.author_login.clone() };
+    let requester = User { id: UserId(row.author_id), login: row.author_login.clone() };
     let eval = gate::evaluate(&GateInput {
         policy,
         policy_errors: &facts.config_errors,
@@ -1368,7 +1369,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         .iter()
         .filter_map(|e| match e {
             Out::SaveApproval(a) if prev_states.get(&a.comment_id) != Some(&Some(a.state)) => {
-                let who = User { id: a.user_id, login: a.login.clone() };
+                let who = User { id: UserId(a.user_id), login: a.login.clone() };
                 let by = if a.state == ApprovalState::Stale { None } else { actor.as_ref().or(Some(&who)) };
                 Some(audit(
                     a.state.audit_kind(),
@@ -1473,7 +1474,7 @@ fn apply_outcome(
         }
         Outcome::Deny { reason } => {
             row.denied_by = Some(sender.login.clone());
-            row.denied_by_id = Some(sender.id);
+            row.denied_by_id = Some(sender.id.get());
             row.deny_reason = Some(reason);
         }
         Outcome::Undeny => {
@@ -1483,7 +1484,7 @@ fn apply_outcome(
         }
         Outcome::Hold => {
             row.hold_by = Some(sender.login.clone());
-            row.hold_by_id = Some(sender.id);
+            row.hold_by_id = Some(sender.id.get());
         }
         Outcome::Unhold => {
             row.hold_by = None;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::domain::gate::CheckFact;
+use crate::domain::ids::UserId;
 use crate::domain::policy;
 
 const POLICY: &str = r#"
@@ -25,7 +26,7 @@ const HEAD2: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2";
 const ISSUE: i64 = 5;
 
 fn user(id: i64, login: &str) -> User {
-    User { id, login: login.into() }
+    User { id: UserId(id), login: login.into() }
 }
 
 fn alice() -> User {
@@ -62,7 +63,7 @@ fn pr(head: &str) -> PrFacts {
             conclusion: Some("success".into()),
         }],
         files_truncated: false,
-        pushers: Some(vec![301]),
+        pushers: Some(vec![UserId(301)]),
     }
 }
 
@@ -80,7 +81,7 @@ fn facts() -> Facts {
         },
         prs: vec![pr(HEAD)],
         review_approved: true,
-        pinned: [("alice".to_string(), 101)].into(),
+        pinned: [("alice".to_string(), UserId(101))].into(),
         ..Facts::default()
     }
 }
@@ -196,7 +197,7 @@ fn the_role_holder_approves_and_the_gate_opens() {
     let a = &prev.approvals[0];
     assert_eq!(
         (a.user.id, a.state, a.head_shas.as_slice()),
-        (101, Some(ApprovalState::Active), &[HEAD.to_string()][..])
+        (UserId(101), Some(ApprovalState::Active), &[HEAD.to_string()][..])
     );
     let row = prev.row.expect("row");
     assert_eq!((row.state.as_str(), row.approved_at), ("approved", Some(10_000)));
@@ -327,7 +328,7 @@ fn a_comment_on_the_pr_from_before_the_label_carries_no_command() {
 #[test]
 fn only_the_holder_lifts_a_hold() {
     let (prev, mut f) = approved();
-    f.permissions = [(501, Some(Permission::Write)), (502, Some(Permission::Write))].into();
+    f.permissions = [(UserId(501), Some(Permission::Write)), (UserId(502), Some(Permission::Write))].into();
     let (prev, d) = run(&prev, comment(10, user(501, "eve"), "/hold"), &f);
     assert_eq!((d.row.state.as_str(), d.row.hold_by_id), ("on-hold", Some(501)));
     let (prev, d) = run(&prev, comment(11, user(502, "mallory"), "/unhold"), &f);
@@ -339,7 +340,7 @@ fn only_the_holder_lifts_a_hold() {
 #[test]
 fn deploy_creates_the_deployment_of_the_approved_head_once() {
     let (prev, mut f) = approved();
-    f.permissions = [(101, Some(Permission::Write))].into();
+    f.permissions = [(UserId(101), Some(Permission::Write))].into();
     let (prev, d) = run(&prev, comment(20, alice(), "/deploy"), &f);
     let created: Vec<_> = acts(&d).into_iter().filter(|a| matches!(a, Action::CreateDeployment { .. })).collect();
     assert!(
@@ -446,11 +447,11 @@ fn a_path_rule_asks_for_its_team_only_when_the_files_need_it() {
     f.prs[0].files = Some(vec!["apps/backend/api.rs".into()]);
     let more = plan_more(&target(), &prev, &trigger, &f);
     assert_eq!(more.teams.len(), 1);
-    assert!(more.people.iter().any(|u| u.id == 601) && more.people.iter().any(|u| u.id == 101));
+    assert!(more.people.iter().any(|u| u.id == UserId(601)) && more.people.iter().any(|u| u.id == UserId(101)));
     // The gate waits for the backend lead; a member of the team fills the role.
     let (_, d) = run(&prev, Trigger::Recheck { checks_only: false }, &f);
     assert_eq!(d.row.gate_open, 0);
-    f.team_members = [("acme/backend".to_string(), [601].into())].into();
+    f.team_members = [("acme/backend".to_string(), [UserId(601)].into())].into();
     let (_, d) = run(&prev, trigger, &f);
     assert_eq!(d.row.gate_open, 1, "{:?}", replies(&d));
 }
@@ -481,7 +482,7 @@ fn permissions_and_pushers_are_read_only_for_commands_that_need_them() {
     let (prev, f) = approved();
     let t = target();
     let more = plan_more(&t, &prev, &comment(9, user(501, "eve"), "/hold"), &f);
-    assert_eq!((more.permissions.iter().map(|u| u.id).collect::<Vec<_>>(), more.pushers), (vec![501], false));
+    assert_eq!((more.permissions.iter().map(|u| u.id).collect::<Vec<_>>(), more.pushers), (vec![UserId(501)], false));
     let more = plan_more(&t, &prev, &comment(9, user(501, "eve"), "/approve"), &f);
     assert_eq!((more.permissions.len(), more.pushers), (0, true));
     let more = plan_more(&t, &prev, &Trigger::Recheck { checks_only: false }, &f);
@@ -493,7 +494,7 @@ fn permissions_and_pushers_are_read_only_for_commands_that_need_them() {
 fn a_pusher_cannot_approve() {
     let f = facts();
     let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
-    let f = Facts { recorded_pushers: [(12, vec![101])].into(), ..f };
+    let f = Facts { recorded_pushers: [(12, vec![UserId(101)])].into(), ..f };
     let (next, d) = run(&prev, comment(7, alice(), "/approve"), &f);
     assert!(next.approvals.is_empty());
     assert!(replies(&d)[0].contains("#12"), "{:?}", replies(&d));
@@ -501,9 +502,9 @@ fn a_pusher_cannot_approve() {
 
 #[test]
 fn a_new_pin_is_recorded_and_audited_first() {
-    let f = Facts { new_pins: vec![("alice".into(), 101)], ..facts() };
+    let f = Facts { new_pins: vec![("alice".into(), UserId(101))], ..facts() };
     let (_, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
-    assert_eq!(d.effects[0], Out::PinLogin { login: "alice".into(), user_id: 101 });
+    assert_eq!(d.effects[0], Out::PinLogin { login: "alice".into(), user_id: UserId(101) });
     assert_eq!(kinds(&d)[0], "login.pinned");
 }
 
