@@ -1,5 +1,5 @@
 //! The command line: `shipgate serve | migrate | deliveries list|show|retry | actions list|retry | installations |
-//! audit verify|export | api-token create|list|revoke`.
+//! audit verify|export | api-token create|list|revoke | check-config | simulate`.
 
 use std::io::Write;
 
@@ -48,6 +48,20 @@ pub enum Command {
     /// Check a `.github/shipgate.yml` offline: exit 0 when valid, 1 when not (errors with line
     /// and column).
     CheckConfig { file: std::path::PathBuf },
+    /// What the App would show for a request, offline: the sticky comment and check run from a
+    /// policy, a request body and what GitHub would say (exit 0 whatever the verdict, 1 on bad input).
+    Simulate {
+        /// The policy (`.github/shipgate.yml`).
+        #[arg(long)]
+        policy: std::path::PathBuf,
+        /// The request: the issue body.
+        #[arg(long)]
+        request: std::path::PathBuf,
+        /// PRs, files, checks, team members, permissions and who approves (see
+        /// examples/simulate/facts.yml); without it, none.
+        #[arg(long)]
+        facts: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +188,40 @@ pub fn check_config(file: &std::path::Path, out: &mut dyn Write) -> anyhow::Resu
     }
 }
 
+/// `shipgate simulate`: the App's own decision over the given files, printed.
+pub fn simulate(
+    policy: &std::path::Path,
+    request: &std::path::Path,
+    facts: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let read =
+        |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()));
+    let inputs = (|| Ok::<_, String>((read(policy)?, read(request)?, facts.map(read).transpose()?)))();
+    let result = inputs.and_then(|(p, r, f)| crate::simulate::simulate(&p, &r, f.as_deref()));
+    match result {
+        Ok(s) => {
+            writeln!(out, "{}", s.comment.trim_end())?;
+            writeln!(out)?;
+            match &s.check_run {
+                Some((conclusion, title, summary)) => {
+                    writeln!(out, "--- check run: {conclusion}: {title}")?;
+                    writeln!(out, "{}", summary.trim_end())?;
+                }
+                None => writeln!(out, "--- no check run (no linked pull request, or no environment)")?,
+            }
+            for r in &s.replies {
+                writeln!(out, "--- reply: {r}")?;
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            Ok(1)
+        }
+    }
+}
+
 /// Runs a command that only needs the database. Writes to `out`; returns the exit code.
 pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) -> anyhow::Result<i32> {
     let db = Db::connect(&cfg.database_url).await?;
@@ -203,7 +251,9 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
             db.migrate().await?;
             api_token_command(&db, command, out).await?
         }
-        Command::Serve | Command::CheckConfig { .. } => unreachable!("not a database command"),
+        Command::Serve | Command::CheckConfig { .. } | Command::Simulate { .. } => {
+            unreachable!("not a database command")
+        }
     };
     db.close().await;
     Ok(code)

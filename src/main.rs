@@ -16,6 +16,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Simulate { policy, request, facts } = &cli.command {
+        // Offline too: the App's decision over files.
+        return match shipgate::cli::simulate(policy, request, facts.as_deref(), &mut std::io::stdout()) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

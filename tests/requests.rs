@@ -390,3 +390,31 @@ async fn an_edit_of_the_plan_makes_approvals_stale(db: &TestDb) {
     w.done().await;
 }
 both_backends!(an_edit_of_the_plan_makes_approvals_stale);
+
+/// `shipgate simulate` over the README's example files shows what the running App shows for the
+/// same facts: the same decision code, no second implementation.
+async fn simulate_shows_what_the_app_shows(db: &TestDb) {
+    let example = |name: &str| {
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/simulate").join(name))
+            .expect("example")
+    };
+    let w = World::new(db).await;
+    w.gh.file(REPO, ".github/shipgate.yml", &example("shipgate.yml"));
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &example("request.md"), true).await;
+    w.settle().await;
+    w.comment(BOB, "/approve").await;
+    w.settle().await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    let app = w.sticky();
+    let s = shipgate::simulate::simulate(&example("shipgate.yml"), &example("request.md"), Some(&example("facts.yml")))
+        .expect("simulate");
+    assert!(app.contains("The gate is open"), "{app}");
+    // The App's comment carries its hidden marker, added when it is sent.
+    let marker = shipgate::github::actions::marker_tag(shipgate::domain::messages::REQUEST_MARKER);
+    assert_eq!(app.replace(&marker, "").trim_end(), s.comment.trim_end());
+    assert_eq!(s.check_run.map(|c| c.0), Some(w.gate(SHA).0));
+    w.done().await;
+}
+both_backends!(simulate_shows_what_the_app_shows);
