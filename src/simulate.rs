@@ -162,6 +162,8 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
                     .collect(),
                 files_truncated: false,
                 pushers: Some(vec![p.author.user().id]),
+                merge_commit: None,
+                merged_at: None,
             })
             .collect(),
         review_approved: file.reviews_approved,

@@ -58,6 +58,12 @@ pub struct PrFacts {
     /// them): like the author, they cannot approve it unless self-approval is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushers: Option<Vec<UserId>>,
+    /// Once merged: the commit the merge produced on the base branch (SPEC §3.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_commit: Option<String>,
+    /// When it was merged (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_at: Option<i64>,
 }
 
 /// Whether an approval rule applies to these PRs: no `when_paths`, a changed file (under its new
@@ -465,6 +471,8 @@ environments:
                     }],
                     files_truncated: false,
                     pushers: Some(vec![UserId(301)]),
+                    merge_commit: None,
+                    merged_at: None,
                 }],
                 approvals: vec![],
                 revision: 1,

@@ -101,6 +101,15 @@ pub async fn policy_file_if_changed(
     Ok(PolicyFile::Found { blob, text: String::from_utf8_lossy(&bytes).into_owned(), etag })
 }
 
+/// The numbers of the pull requests GitHub associates with a commit (for a merge commit on the
+/// base branch: the PR merged into it). A hint of where to look, never proof of coverage.
+pub async fn pulls_of_commit(gh: &GitHub, installation: i64, repo: &str, sha: &str) -> Result<Vec<i64>, GhError> {
+    let list = gh
+        .get_all(Auth::Installation(installation), &format!("/repos/{repo}/commits/{}/pulls", encode(sha)), None)
+        .await?;
+    Ok(list.iter().filter_map(|p| p["number"].as_i64()).collect())
+}
+
 /// A pull request: None when it does not exist.
 pub struct PullRequest {
     pub number: i64,
@@ -109,6 +118,11 @@ pub struct PullRequest {
     pub state: String,
     /// How many files GitHub says the PR changes (it lists at most 3,000).
     pub changed_files: Option<u64>,
+    /// Once merged: the commit the merge produced on the base branch (merge, squash or rebase).
+    /// GitHub also fills `merge_commit_sha` for an open PR (a test merge): that one is never read.
+    pub merge_commit: Option<String>,
+    /// When it was merged (Unix ms).
+    pub merged_at: Option<i64>,
 }
 
 /// The most files GitHub's files API lists for a pull request.
@@ -134,6 +148,11 @@ pub async fn pull_request(
         author: User::of(&v["user"]),
         state: if merged { "merged".into() } else { v["state"].as_str().unwrap_or("open").to_string() },
         changed_files: v["changed_files"].as_u64(),
+        merge_commit: v["merge_commit_sha"]
+            .as_str()
+            .filter(|s| merged && s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase),
+        merged_at: v["merged_at"].as_str().and_then(super::client::parse_rfc3339_ms).filter(|_| merged),
     }))
 }
 

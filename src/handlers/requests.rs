@@ -155,6 +155,8 @@ async fn gather_prs(
                             files,
                             checks,
                             files_truncated,
+                            merge_commit: pr.merge_commit,
+                            merged_at: pr.merged_at,
                         });
                     }
                     Ok(None) => f.missing_prs.push(*n),
@@ -221,12 +223,27 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
     }
     if let Some(staging) = &more.staging {
         let mut all = true;
-        for p in &f.prs {
-            if deploys::succeeded(&ctx.db, t.installation, t.repo_id, staging, &p.head_sha).await? {
+        // A trusted staging deployment of the approved heads, or of the merge commit that
+        // contains them.
+        let merged = flow::merge_commit(&f.prs).map(str::to_string);
+        let mut commits: Vec<&str> = f.prs.iter().map(|p| p.head_sha.as_str()).collect();
+        if let Some(m) = merged.as_deref() {
+            let app_id = ctx.github.own_app_id().await;
+            if deploys::succeeded(&ctx.db, t.installation, t.repo_id, staging, m).await?
+                || facts::deployed_ok(&ctx.github, t.installation, &t.repo, m, staging, app_id)
+                    .await
+                    .or_else(|e| if matches!(e, GhError::DryRun) { Ok(false) } else { Err(e) })
+                    .map_err(gh_err)?
+            {
+                commits.clear();
+            }
+        }
+        for sha in commits {
+            if deploys::succeeded(&ctx.db, t.installation, t.repo_id, staging, sha).await? {
                 continue; // seen in a deployment_status event
             }
             let app_id = ctx.github.own_app_id().await;
-            match facts::deployed_ok(&ctx.github, t.installation, &t.repo, &p.head_sha, staging, app_id).await {
+            match facts::deployed_ok(&ctx.github, t.installation, &t.repo, sha, staging, app_id).await {
                 Ok(ok) => all &= ok,
                 Err(GhError::DryRun) => all = false,
                 Err(e) => return Err(gh_err(e)),
@@ -913,7 +930,29 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         .into_iter()
         .filter(|n| in_env.contains(n))
         .collect();
+    // None covers it yet: perhaps a merge commit whose PR's `closed` event is late or was missed.
+    // GitHub's list of PRs associated with the commit says which requests to evaluate again; each
+    // reads its PRs, and covers the commit only if a PR's own `merge_commit_sha` is this one.
+    let mut merged_into = Vec::new();
     if covering.is_empty() {
+        match facts::pulls_of_commit(&ctx.github, installation, &repo, sha).await {
+            Ok(numbers) => {
+                for n in numbers {
+                    for issue in store::open_linking(&ctx.db, installation, repo_id, Link::Pr, &n.to_string()).await? {
+                        if in_env.contains(&issue) && !merged_into.contains(&issue) {
+                            merged_into.push(issue);
+                        }
+                    }
+                }
+            }
+            Err(GhError::DryRun) => {}
+            Err(e) => return Err(gh_err(e)),
+        }
+    }
+    for issue in &merged_into {
+        effects.push(Effect::recheck(installation, repo_id, &repo, *issue, false));
+    }
+    if covering.is_empty() && merged_into.is_empty() {
         effects.push(Effect::Act(Action::ReviewProtectionRule {
             repo: repo.clone(),
             run_id,

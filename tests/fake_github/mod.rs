@@ -116,6 +116,8 @@ pub struct Pull {
     pub changed_files: Option<usize>,
     /// Who pushed commits besides the author: (id, login), one commit each.
     pub pushers: Vec<(i64, String)>,
+    /// Once merged: the commit the merge produced on the base branch.
+    pub merge_commit: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -254,6 +256,14 @@ impl FakeGitHub {
         };
         self.model().pulls.insert((repo.to_string(), number), p);
         self
+    }
+
+    /// The PR is merged (merge, squash or rebase alike): `merge_sha` is the commit on `main`.
+    pub fn merge_pull(&self, repo: &str, number: i64, merge_sha: &str) {
+        if let Some(p) = self.model().pulls.get_mut(&(repo.to_string(), number)) {
+            p.state = "merged".into();
+            p.merge_commit = Some(merge_sha.into());
+        }
     }
 
     /// A new push to a PR: its head moves.
@@ -1017,12 +1027,31 @@ fn route(
             match m.pulls.get(&(repo.clone(), n)) {
                 Some(pr) => answer(
                     200,
+                    // Like GitHub, an open PR has a `merge_commit_sha` too: a test merge, never to be
+                    // taken for the merge.
                     json!({ "number": n, "state": if pr.state == "merged" { "closed" } else { pr.state.as_str() }, "merged": pr.state == "merged",
+                            "merge_commit_sha": pr.merge_commit.clone().unwrap_or_else(|| "f".repeat(40)),
+                            "merged_at": pr.merge_commit.as_ref().map(|_| "2026-12-01T10:00:00Z"),
                             "head": { "sha": pr.head_sha, "ref": "feature" }, "user": { "id": pr.author_id, "login": pr.author, "type": "User" },
                             "changed_files": pr.changed_files.unwrap_or(pr.files.len() + pr.renames.len()) }),
                 ),
                 None => not_found(),
             }
+        }
+        "repos/list-pull-requests-associated-with-commit" => {
+            let sha = param("commit_sha");
+            let list: Vec<Value> = m
+                .pulls
+                .iter()
+                .filter(|((r, _), p)| {
+                    *r == repo && (p.head_sha == sha || p.merge_commit.as_deref() == Some(sha.as_str()))
+                })
+                .map(|((_, n), p)| {
+                    json!({ "number": n, "state": if p.state == "merged" { "closed" } else { p.state.as_str() },
+                            "merge_commit_sha": p.merge_commit, "head": { "sha": p.head_sha } })
+                })
+                .collect();
+            paged(list, query, &ctx.base, &concrete, None)
         }
         "pulls/list-files" => {
             let n = num("pull_number");

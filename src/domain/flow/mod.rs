@@ -674,6 +674,16 @@ pub fn answer(
     }
 }
 
+/// The merge commit a request covers once its linked PRs are merged (SPEC §3.5): with every
+/// linked PR merged, the commit the last merge produced, which contains them all. None while one
+/// is open (or was closed unmerged).
+pub fn merge_commit(prs: &[PrFacts]) -> Option<&str> {
+    if prs.is_empty() || prs.iter().any(|p| p.merge_commit.is_none()) {
+        return None;
+    }
+    prs.iter().enumerate().max_by_key(|(i, p)| (p.merged_at, *i)).and_then(|(_, p)| p.merge_commit.as_deref())
+}
+
 fn is_full_sha(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -753,10 +763,12 @@ fn decide_deploy(
             if state == Some(DeployState::Success) {
                 return Err(Refusal::AlreadyDeployed);
             }
-            let sha = match a.prs {
-                [one] => one.head_sha.clone(),
-                [] => a.req.commit.clone().filter(|c| is_full_sha(c)).ok_or(Refusal::NoCommit)?,
-                _ => return Err(Refusal::SeveralPullRequests),
+            let sha = match (merge_commit(a.prs), a.prs) {
+                // Merged: the commit on the base branch that contains the approved heads.
+                (Some(merged), _) => merged.to_string(),
+                (None, [one]) => one.head_sha.clone(),
+                (None, []) => a.req.commit.clone().filter(|c| is_full_sha(c)).ok_or(Refusal::NoCommit)?,
+                (None, _) => return Err(Refusal::SeveralPullRequests),
             };
             (sha, key_of("request"), None)
         }
@@ -832,6 +844,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         .iter()
         .map(|n| (Link::Pr, n.to_string()))
         .chain(prs.iter().filter(|p| !p.head_sha.is_empty()).map(|p| (Link::Sha, p.head_sha.clone())))
+        .chain(merge_commit(&prs).map(|m| (Link::Sha, m.to_string())))
         .chain(commit.iter().map(|c| (Link::Sha, c.clone())))
         .collect();
     let was_active = existing.map(|r| r.open == 1 && r.labelled == 1);
@@ -956,6 +969,14 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     // Only the roles this request needs (its environment's rules that apply to the changed files).
     let env_roles = needed_roles(policy, environment.as_deref(), &prs);
     let mut notes: Vec<String> = Vec::new();
+    if let Some(merged) = merge_commit(&prs) {
+        let which = if prs.len() > 1 { "all linked pull requests are merged; the last merge" } else { "merged as" };
+        notes.push(format!(
+            "Merged: {which} `{}` is covered too, with the approvals given for the heads it contains (deploying the \
+             base branch after the merge).",
+            &merged[..merged.len().min(7)]
+        ));
+    }
     for p in prs.iter().filter(|p| p.files_truncated) {
         notes.push(format!(
             "#{} changes more files than GitHub lists: every role with `when_paths` is required",
@@ -1199,8 +1220,12 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
 
     // Runs waiting on the App's protection rule for this environment and these commits.
     // Full SHAs only: a short prefix is cheap to collide with.
-    let approved_shas: Vec<String> =
-        if prs.is_empty() { req.commit.iter().filter(|c| is_full_sha(c)).cloned().collect() } else { heads.clone() };
+    let merged = merge_commit(&prs);
+    let approved_shas: Vec<String> = if prs.is_empty() {
+        req.commit.iter().filter(|c| is_full_sha(c)).cloned().collect()
+    } else {
+        heads.iter().cloned().chain(merged.map(str::to_string)).collect()
+    };
     let covers = |sha: &str| approved_shas.iter().any(|a| sha.eq_ignore_ascii_case(a));
     if let Some(env) = environment.as_deref()
         && active
@@ -1210,7 +1235,13 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 continue;
             }
             // Approvals count for a run only if they were given for its commit.
-            let given_for_sha = prs.is_empty() || current.iter().all(|a| a.head_shas.iter().any(|h| h == &rule.sha));
+            // Approvals given for the heads that were merged carry to the merge commit.
+            let is_merge = merged.is_some_and(|m| m.eq_ignore_ascii_case(&rule.sha));
+            let given_for_sha = prs.is_empty()
+                || current.iter().all(|a| {
+                    a.head_shas.iter().any(|h| h == &rule.sha)
+                        || (is_merge && heads.iter().all(|h| a.head_shas.contains(h)))
+                });
             let review = |state: Option<&str>, comment: String| Action::ReviewProtectionRule {
                 repo: t.repo.clone(),
                 run_id: rule.run_id,

@@ -64,6 +64,8 @@ fn pr(head: &str) -> PrFacts {
         }],
         files_truncated: false,
         pushers: Some(vec![UserId(301)]),
+        merge_commit: None,
+        merged_at: None,
     }
 }
 
