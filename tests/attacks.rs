@@ -954,3 +954,44 @@ async fn existing_requests_get_their_links_from_the_stored_facts(db: &TestDb) {
     store.pool().close().await;
 }
 both_backends!(existing_requests_get_their_links_from_the_stored_facts);
+
+// Review: GitHub's schema makes `comment.user` (issue_comment.*) and `issue.user` (issues.opened,
+// edited, labeled, unlabeled) nullable. The old handler read them with serde_json::Value and
+// carried on; the typed payload refuses the whole delivery (parked), so the event's effect is lost.
+async fn a_null_comment_user_still_withdraws_the_approval(db: &TestDb) {
+    let w = World::new(db).await;
+    approved_by_bob_and_alice(&w).await;
+    let bob = w.gh.model().comments.iter().find(|c| c.user == "bob").unwrap().id;
+    let mut v = w.base("issue_comment.deleted.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"]["id"] = json!(bob);
+    v["comment"]["body"] = json!("/approve");
+    v["comment"]["user"] = Value::Null; // schema: nullable
+    v["sender"] = json!({ "id": EVE.0, "login": EVE.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert_eq!(active_approvals(&w, 5).await, vec!["alice"], "the deleted comment's approval still counts");
+    assert_eq!(w.gate(SHA).0, "action_required");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_null_comment_user_still_withdraws_the_approval);
+
+async fn a_content_edit_with_a_null_issue_user_still_makes_approvals_stale(db: &TestDb) {
+    let w = World::new(db).await;
+    approved_by_bob_and_alice(&w).await;
+    let changed = body("production", "#12").replace("Data migration: none", "Data migration: DROP TABLE users");
+    {
+        let mut m = w.gh.model();
+        m.issues.get_mut(&(REPO.to_string(), 5)).unwrap().body = changed.clone();
+    }
+    let mut v = w.base("issues.edited.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["issue"]["user"] = Value::Null; // schema (webhook-issues-edited): nullable
+    assert_eq!(w.app.deliver("issues", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "action_required", "the edited request still passes on its old approvals");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_content_edit_with_a_null_issue_user_still_makes_approvals_stale);

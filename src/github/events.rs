@@ -4,13 +4,23 @@
 //! (Checked against the real payloads in `tests/fixtures/webhooks`, copied from
 //! `../shared/corpora`: see the tests.)
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::client::parse_rfc3339_ms;
 use crate::domain::flow::IssueSnapshot;
 use crate::domain::gate::User;
 use crate::domain::ids::UserId;
+
+/// A field GitHub may send as `null` (a deleted account's comment has `"user": null`): read as
+/// its default, like a missing one.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 /// A user or bot in a payload.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -35,7 +45,7 @@ impl Account {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RepositoryRef {
     pub id: i64,
     pub full_name: String,
@@ -46,14 +56,34 @@ pub struct RepositoryRef {
     pub master_branch: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstallationRef {
     pub id: i64,
 }
 
+/// A label: an object with a name in webhooks, possibly a bare string in the REST API.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(from = "LabelRepr")]
 pub struct Label {
     pub name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LabelRepr {
+    Name(String),
+    Object {
+        #[serde(default, deserialize_with = "null_as_default")]
+        name: String,
+    },
+}
+
+impl From<LabelRepr> for Label {
+    fn from(r: LabelRepr) -> Label {
+        match r {
+            LabelRepr::Name(name) | LabelRepr::Object { name } => Label { name },
+        }
+    }
 }
 
 /// An issue (or a pull request seen as an issue).
@@ -65,9 +95,9 @@ pub struct Issue {
     pub state: Option<String>,
     #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub user: Account,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub labels: Vec<Label>,
     #[serde(default)]
     pub updated_at: Option<String>,
@@ -118,7 +148,7 @@ pub struct Comment {
     pub id: i64,
     #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub user: Account,
     #[serde(default)]
     pub created_at: Option<String>,
@@ -153,7 +183,7 @@ pub struct IssueCommentEvent {
     pub repository: RepositoryRef,
     #[serde(default)]
     pub installation: Option<InstallationRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sender: Account,
 }
 
@@ -237,7 +267,7 @@ pub struct ProtectionRuleEvent {
     pub repository: RepositoryRef,
     #[serde(default)]
     pub installation: Option<InstallationRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sender: Account,
 }
 
@@ -275,7 +305,7 @@ pub struct PushEvent {
     pub repository: RepositoryRef,
     #[serde(default)]
     pub installation: Option<InstallationRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub sender: Account,
 }
 
@@ -346,5 +376,23 @@ mod tests {
         assert!(Issue::read(&serde_json::json!({ "number": "five" })).is_none());
         let closed = Issue::read(&serde_json::json!({ "number": 5, "state": "closed" })).expect("issue");
         assert!(!closed.snapshot().open && !closed.is_pull_request());
+    }
+
+    /// GitHub's webhook schemas: `comment.user` is `nullable: true` in issue_comment.{created,edited,deleted};
+    /// `issue.user` is nullable in issues.{opened,edited,labeled,unlabeled}. The REST issue
+    /// (`GET /repos/{o}/{r}/issues/{n}`, read by `Issue::read`) has `user: nullable-simple-user` and
+    /// `labels: [string | {name?...}]`. The old handler read all of these with serde_json::Value.
+    #[test]
+    fn schema_legal_nulls_are_read_not_refused() {
+        let mut v = corpus("webhooks/issue_comment.deleted.0.json");
+        v["comment"]["user"] = Value::Null;
+        assert!(serde_json::from_value::<IssueCommentEvent>(v).is_ok(), "issue_comment with comment.user null");
+        let mut v = corpus("webhooks/issues.edited.0.json");
+        v["issue"]["user"] = Value::Null;
+        assert!(serde_json::from_value::<IssuesEvent>(v).is_ok(), "issues.edited with issue.user null");
+        let rest = serde_json::json!({ "number": 5, "state": "open", "user": null, "labels": [{ "name": "DEPLOYMENT_REQUEST" }] });
+        assert!(Issue::read(&rest).is_some(), "REST issue with user null");
+        let rest = serde_json::json!({ "number": 5, "state": "open", "user": { "id": 1, "login": "a" }, "labels": ["DEPLOYMENT_REQUEST"] });
+        assert!(Issue::read(&rest).is_some(), "REST issue with a label given as a string");
     }
 }

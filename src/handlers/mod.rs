@@ -183,6 +183,25 @@ pub enum Effect {
         issue: i64,
         action: Action,
     },
+    /// Decides a job waiting at `/gate/wait` (read there; nothing is sent to GitHub).
+    AnswerWait {
+        installation: i64,
+        repository_id: i64,
+        run_id: i64,
+        environment: String,
+        state: String,
+        issue: i64,
+    },
+    /// What a job waiting at `/gate/wait` waits for.
+    ReportWait {
+        installation: i64,
+        repository_id: i64,
+        run_id: i64,
+        environment: String,
+        issue: Option<i64>,
+        missing: Vec<String>,
+        text: String,
+    },
     /// A status report on a waiting run, sent only when it says something new.
     ReportRule {
         installation: i64,
@@ -295,6 +314,36 @@ impl Effect {
                 }
                 Ok(())
             }
+            Effect::AnswerWait { installation, repository_id, run_id, environment, state, issue } => {
+                crate::store::gate_waits::answer(
+                    tx,
+                    *installation,
+                    *repository_id,
+                    *run_id,
+                    environment,
+                    state,
+                    *issue,
+                    now,
+                )
+                .await?;
+                crate::store::gate_waits::DECIDED.notify_waiters();
+                Ok(())
+            }
+            Effect::ReportWait { installation, repository_id, run_id, environment, issue, missing, text } => {
+                crate::store::gate_waits::report(
+                    tx,
+                    *installation,
+                    *repository_id,
+                    *run_id,
+                    environment,
+                    *issue,
+                    missing,
+                    text,
+                )
+                .await?;
+                crate::store::gate_waits::DECIDED.notify_waiters();
+                Ok(())
+            }
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
             Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,
             Effect::DeleteInstallation { id } => tenancy::mark_deleted(tx, *id, now).await,
@@ -374,6 +423,7 @@ impl Registry {
         r.on(requests::FORWARDED_COMMENT_EVENT, None, requests::on_internal);
         r.on("push", None, requests::on_push);
         r.on("deployment_protection_rule", None, requests::on_protection_rule);
+        r.on(requests::GATE_WAIT_EVENT, None, requests::on_gate_wait);
         r.on("deployment_status", None, requests::on_deployment_status);
         r.on(requests::DEPLOYMENT_EVENT, None, requests::on_internal);
         for event in [

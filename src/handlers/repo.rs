@@ -40,6 +40,7 @@ pub(crate) async fn load_policy(
                 });
                 Some(text)
             }
+            // (Unchanged never comes back from a read without an entity tag.)
             Ok(facts::PolicyFile::Missing | facts::PolicyFile::Unchanged) => {
                 effects.push(Effect::SavePolicy {
                     installation,

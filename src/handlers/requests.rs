@@ -30,6 +30,7 @@ use crate::github::events::{
 use crate::github::facts;
 use crate::store::audit::AuditEntry;
 use crate::store::deploys::{self, DeploymentRow, RuleRow};
+use crate::store::gate_waits;
 use crate::store::requests::{self as store, ApprovalRow, Link};
 
 /// The internal event asking for a request to be evaluated again.
@@ -94,8 +95,23 @@ pub async fn evaluate(
         f.waiting_runs = deploys::pending_rules(&ctx.db, t.installation, t.repo_id, env)
             .await?
             .into_iter()
-            .map(|r| WaitingRun { run_id: r.run_id, environment: r.environment, sha: r.sha })
+            .map(|r| WaitingRun {
+                run_id: r.run_id,
+                environment: r.environment,
+                sha: r.sha,
+                workflow: false,
+                git_ref: r.git_ref,
+            })
             .collect();
+        f.waiting_runs.extend(gate_waits::pending(&ctx.db, t.installation, t.repo_id, env).await?.into_iter().map(
+            |w| WaitingRun {
+                run_id: w.run_id,
+                environment: w.environment,
+                sha: w.sha,
+                workflow: true,
+                git_ref: Some(w.git_ref),
+            },
+        ));
     }
     if let Some(branch) = &wanted.ci_red {
         f.ci_red = super::repo::red_on(&ctx.db, t.repo_id, branch.as_deref()).await?;
@@ -269,7 +285,27 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
             Out::PinLogin { login, user_id } => {
                 Effect::PinLogin { installation: t.installation, login, user_id: user_id.get() }
             }
-            Out::AnswerRule { run_id, environment, state, action } => Effect::AnswerRule {
+            Out::AnswerRule { run_id, environment, state, workflow: true, .. } => Effect::AnswerWait {
+                installation: t.installation,
+                repository_id: t.repo_id,
+                run_id,
+                environment,
+                state,
+                issue: t.issue,
+            },
+            Out::ReportRule { run_id, environment, workflow: true, missing, action, .. } => Effect::ReportWait {
+                installation: t.installation,
+                repository_id: t.repo_id,
+                run_id,
+                environment,
+                issue: Some(t.issue),
+                missing,
+                text: match action {
+                    Action::ReviewProtectionRule { comment, .. } => comment,
+                    _ => String::new(),
+                },
+            },
+            Out::AnswerRule { run_id, environment, state, action, .. } => Effect::AnswerRule {
                 installation: t.installation,
                 repository_id: t.repo_id,
                 run_id,
@@ -278,7 +314,7 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
                 issue: t.issue,
                 action,
             },
-            Out::ReportRule { run_id, environment, digest, action } => Effect::ReportRule {
+            Out::ReportRule { run_id, environment, digest, action, .. } => Effect::ReportRule {
                 installation: t.installation,
                 repository_id: t.repo_id,
                 run_id,
@@ -349,7 +385,18 @@ fn target_of(ctx: &Ctx, repo: &RepositoryRef, installation: Option<&Installation
     })
 }
 
+/// Only the action: an `issues` action the gate ignores is never parsed further (nor refused).
+#[derive(Deserialize)]
+struct ActionOnly {
+    #[serde(default)]
+    action: String,
+}
+
 pub async fn on_issue(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let a: ActionOnly = ctx.payload()?;
+    if !matches!(a.action.as_str(), "opened" | "edited" | "labeled" | "unlabeled" | "closed" | "reopened") {
+        return Ok(Handled::ignored());
+    }
     let e: IssuesEvent = ctx.payload()?;
     let Some(t) = target_of(&ctx, &e.repository, e.installation.as_ref(), e.issue.number) else {
         return Ok(Handled::ignored());
@@ -700,7 +747,10 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         (facts::PolicyFile::Found { blob, text, etag }, _) => (blob, Some(text), etag),
         (facts::PolicyFile::Missing, _) => (String::new(), None, None),
         (facts::PolicyFile::Unchanged, Some((blob, yaml))) => (blob.clone(), yaml.clone(), etag),
-        (facts::PolicyFile::Unchanged, None) => (String::new(), None, None),
+        // Never: a conditional read is made only with a cached row.
+        (facts::PolicyFile::Unchanged, None) => {
+            return Err(HandlerError::Retry("GitHub answered 304 to a read without an entity tag".into()));
+        }
     };
     let changed = cached.as_ref().is_none_or(|(b, _)| *b != blob);
     if !changed && !touched {
@@ -820,7 +870,8 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     // Who posted the status? GitHub Actions, the App itself, or whoever made the deployment. A
     // status anyone else posts (with their own token, on someone else's deployment) says nothing.
     let via = st.performed_via_github_app.clone().unwrap_or_default();
-    let creator = |a: &Option<Account>| a.as_ref().map(|c| c.id);
+    // An account without an id is nobody: it never matches another.
+    let creator = |a: &Option<Account>| a.as_ref().map(|c| c.id).filter(|id| *id != 0);
     let trusted_status = via.slug.as_deref() == Some("github-actions")
         || ctx.github.own_app_id().await.is_some_and(|own| via.id == Some(own))
         || creator(&st.creator).is_some_and(|c| Some(c) == creator(&dep.creator));
@@ -924,35 +975,8 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
     effects.push(repo_audit(installation, repo_id, &repo, "protection_rule.requested", Some(&e.sender), detail));
     // The environment's open requests whose commits (linked PR heads, or the commit a request
     // without PRs names) include the run's.
-    let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
-    let covering: Vec<i64> = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha)
-        .await?
-        .into_iter()
-        .filter(|n| in_env.contains(n))
-        .collect();
-    // None covers it yet: perhaps a merge commit whose PR's `closed` event is late or was missed.
-    // GitHub's list of PRs associated with the commit says which requests to evaluate again; each
-    // reads its PRs, and covers the commit only if a PR's own `merge_commit_sha` is this one.
-    let mut merged_into = Vec::new();
+    let covering = covering_requests(&ctx, installation, repo_id, &repo, environment, sha).await?;
     if covering.is_empty() {
-        match facts::pulls_of_commit(&ctx.github, installation, &repo, sha).await {
-            Ok(numbers) => {
-                for n in numbers {
-                    for issue in store::open_linking(&ctx.db, installation, repo_id, Link::Pr, &n.to_string()).await? {
-                        if in_env.contains(&issue) && !merged_into.contains(&issue) {
-                            merged_into.push(issue);
-                        }
-                    }
-                }
-            }
-            Err(GhError::DryRun) => {}
-            Err(e) => return Err(gh_err(e)),
-        }
-    }
-    for issue in &merged_into {
-        effects.push(Effect::recheck(installation, repo_id, &repo, *issue, false));
-    }
-    if covering.is_empty() && merged_into.is_empty() {
         effects.push(Effect::Act(Action::ReviewProtectionRule {
             repo: repo.clone(),
             run_id,
@@ -965,6 +989,84 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         effects.push(Effect::recheck(installation, repo_id, &repo, issue, false));
     }
     Ok(Handled::ok(effects))
+}
+
+/// The open requests for `environment` to evaluate for a run waiting on commit `sha`: those whose
+/// links include the commit (linked PR heads, merge commits, or the commit a request without PRs
+/// names); with none, perhaps a merge commit whose PR's `closed` event is late or was missed:
+/// GitHub's list of PRs associated with the commit says which requests to evaluate again (each
+/// reads its PRs, and covers the commit only if a PR's own `merge_commit_sha` is this one).
+async fn covering_requests(
+    ctx: &Ctx,
+    installation: i64,
+    repo_id: i64,
+    repo: &str,
+    environment: &str,
+    sha: &str,
+) -> Result<Vec<i64>, HandlerError> {
+    let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
+    let covering: Vec<i64> = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha)
+        .await?
+        .into_iter()
+        .filter(|n| in_env.contains(n))
+        .collect();
+    if !covering.is_empty() {
+        return Ok(covering);
+    }
+    let mut merged_into = Vec::new();
+    match facts::pulls_of_commit(&ctx.github, installation, repo, sha).await {
+        Ok(numbers) => {
+            for n in numbers {
+                for issue in store::open_linking(&ctx.db, installation, repo_id, Link::Pr, &n.to_string()).await? {
+                    if in_env.contains(&issue) && !merged_into.contains(&issue) {
+                        merged_into.push(issue);
+                    }
+                }
+            }
+        }
+        Err(GhError::DryRun) => {}
+        Err(e) => return Err(gh_err(e)),
+    }
+    Ok(merged_into)
+}
+
+/// The internal event of a job that began waiting at `POST /gate/wait` (stored by the HTTP call,
+/// worked off in the repository's order like a protection rule).
+pub const GATE_WAIT_EVENT: &str = "shipgate_gate_wait";
+
+/// What `POST /gate/wait` hands to the worker: the run, from its verified OIDC token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateWaitBody {
+    pub installation: InstallationRef,
+    pub repository: RepositoryRef,
+    pub run_id: i64,
+    pub environment: String,
+    pub sha: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+}
+
+/// A job began waiting at `/gate/wait`: the requests that cover its commit are evaluated again
+/// (their decision answers it); with none, it is told so.
+pub async fn on_gate_wait(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let w: GateWaitBody = ctx.payload()?;
+    let (installation, repo_id, repo) = (w.installation.id, w.repository.id, w.repository.full_name.clone());
+    let covering = covering_requests(&ctx, installation, repo_id, &repo, &w.environment, &w.sha).await?;
+    if covering.is_empty() {
+        let text = messages::rule_uncovered(&w.environment, &w.sha);
+        return Ok(Handled::ok(vec![Effect::ReportWait {
+            installation,
+            repository_id: repo_id,
+            run_id: w.run_id,
+            environment: w.environment.clone(),
+            issue: None,
+            missing: vec![text.clone()],
+            text,
+        }]));
+    }
+    Ok(Handled::ok(
+        covering.into_iter().map(|issue| Effect::recheck(installation, repo_id, &repo, issue, false)).collect(),
+    ))
 }
 
 #[cfg(test)]

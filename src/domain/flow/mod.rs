@@ -172,12 +172,17 @@ pub struct DeploymentFact {
     pub finished_at: Option<i64>,
 }
 
-/// A workflow run waiting on the App's protection rule.
+/// A workflow run waiting on the gate: on the App's protection rule, or (deploy mode `workflow`)
+/// a job at `POST /gate/wait`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WaitingRun {
     pub run_id: i64,
     pub environment: String,
     pub sha: String,
+    /// A job at `/gate/wait` (answered there, not on GitHub).
+    pub workflow: bool,
+    /// The ref the run is on (`refs/heads/main`), as its OIDC token says.
+    pub git_ref: Option<String>,
 }
 
 /// The request as stored before this evaluation.
@@ -482,11 +487,13 @@ pub enum Out {
         login: String,
         user_id: UserId,
     },
-    /// Approve or reject a waiting run (sent only if it is still pending).
+    /// Approve or reject a waiting run (sent only if it is still pending; a job at `/gate/wait`
+    /// reads the answer there, and `action` is not sent).
     AnswerRule {
         run_id: i64,
         environment: String,
         state: String,
+        workflow: bool,
         action: Action,
     },
     /// A status report on a waiting run (sent only when it says something new).
@@ -494,6 +501,9 @@ pub enum Out {
         run_id: i64,
         environment: String,
         digest: String,
+        workflow: bool,
+        /// What the gate waits for, line by line.
+        missing: Vec<String>,
         action: Action,
     },
 }
@@ -1253,23 +1263,35 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 run_id: rule.run_id,
                 environment: rule.environment.clone(),
                 state: state.into(),
+                workflow: rule.workflow,
                 action: review(Some(state), comment),
             };
-            let detail = json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment });
+            let kind = if rule.workflow { "gate_wait" } else { "protection_rule" };
+            let detail =
+                json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment, "ref": rule.git_ref });
+            // A job at /gate/wait deploys only from the branch the environment names.
+            let wrong_branch = env_policy
+                .and_then(|e| e.branch.as_deref())
+                .filter(|b| rule.workflow && rule.git_ref.as_deref() != Some(format!("refs/heads/{b}").as_str()));
             if let Some(by) = row.denied_by.as_deref() {
                 let reason = row.deny_reason.clone().unwrap_or_default();
                 out.push(answer_rule("rejected", messages::rule_rejected(t.issue, by, &reason)));
-                out.push(audit("protection_rule.rejected", None, detail));
-            } else if eval.open && given_for_sha {
+                out.push(audit(&format!("{kind}.rejected"), None, detail));
+            } else if eval.open && given_for_sha && wrong_branch.is_none() {
                 let approvers: Vec<String> = current.iter().map(|a| a.user.login.clone()).collect();
                 out.push(answer_rule(
                     "approved",
                     messages::rule_approved(t.issue, &rule.environment, &rule.sha, &approvers),
                 ));
-                out.push(audit("protection_rule.approved", None, detail));
+                out.push(audit(&format!("{kind}.approved"), None, detail));
             } else {
                 let mut missing = eval.missing();
-                if eval.open {
+                if let Some(branch) = wrong_branch {
+                    missing.push(format!(
+                        "Branch: {env} deploys from `{branch}`; this run is on `{}`",
+                        rule.git_ref.as_deref().unwrap_or("an unknown ref")
+                    ));
+                } else if eval.open {
                     missing.push(format!("Approvals: given for other commits than {}", &rule.sha));
                 }
                 let comment = messages::rule_waiting(t.issue, &missing);
@@ -1280,6 +1302,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                         use sha2::{Digest, Sha256};
                         hex::encode(Sha256::digest(comment.as_bytes()))
                     },
+                    workflow: rule.workflow,
+                    missing,
                     action: review(None, comment),
                 });
             }

@@ -418,7 +418,12 @@ fn someone_elses_deployment_never_counts_and_is_reported_while_the_gate_is_close
 
 #[test]
 fn a_waiting_run_is_approved_rejected_or_told_what_is_missing() {
-    let run_for = |sha: &str| WaitingRun { run_id: 3, environment: "production".into(), sha: sha.into() };
+    let run_for = |sha: &str| WaitingRun {
+        run_id: 3,
+        environment: "production".into(),
+        sha: sha.into(),
+        ..WaitingRun::default()
+    };
     let f = Facts { waiting_runs: vec![run_for(HEAD)], ..facts() };
     let (prev, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
     assert!(d.effects.iter().any(|o| matches!(o, Out::ReportRule { run_id: 3, .. })));
@@ -516,4 +521,275 @@ fn a_stale_copy_of_the_issue_is_not_its_state() {
     assert!(snapshot_is_current(&prev, Some(1_000)));
     assert!(!snapshot_is_current(&prev, Some(999)));
     assert!(snapshot_is_current(&prev, None));
+}
+
+// ---- Does plan/plan_more ask for every fact decide uses? (from an independent review) ----------
+// For many (policy, prev, trigger) combinations, decide over the full universe of facts must equal
+// decide over only the facts plan/plan_more asked for (what the handler gathers).
+
+const POLICY_WIDE: &str = r#"
+roles:
+  pm: { users: [alice] }
+  sre: { permission: maintain }
+  backend-lead: { teams: [acme/backend] }
+ci:
+  block_deploys_while_red: true
+environments:
+  production:
+    approvals:
+      - role: pm
+      - role: sre
+      - role: backend-lead
+        when_paths: ["apps/backend/**"]
+    deploy: deployment
+    require_staging_first: true
+  staging:
+    approvals: []
+    deploy: deployment
+"#;
+
+fn universe(policy_text: &str, env: &str) -> Facts {
+    let mut p = pr(HEAD);
+    p.files = Some(vec!["apps/backend/api.rs".into()]);
+    Facts {
+        policy: policy::parse(policy_text).expect("policy"),
+        issue: IssueSnapshot {
+            author: carol(),
+            open: true,
+            body: body(env, "#12", "none"),
+            labels: vec!["DEPLOYMENT_REQUEST".into()],
+            updated_at: Some(1_000),
+        },
+        prs: vec![p],
+        review_approved: true,
+        pinned: [("alice".to_string(), UserId(101))].into(),
+        team_members: [("acme/backend".to_string(), [UserId(601)].into())].into(),
+        permissions: [
+            (UserId(101), Some(Permission::Write)),
+            (UserId(601), Some(Permission::Maintain)),
+            (UserId(501), Some(Permission::Write)),
+            (UserId(701), Some(Permission::Admin)),
+            (UserId(401), Some(Permission::Write)),
+            (UserId(301), Some(Permission::Write)),
+        ]
+        .into(),
+        recorded_pushers: [(12, vec![UserId(301)])].into(),
+        staging_ok: Some(true),
+        ci_red: None,
+        deployment: None,
+        current_deployment: None,
+        last_good: Default::default(),
+        waiting_runs: vec![WaitingRun {
+            run_id: 3,
+            environment: env.into(),
+            sha: HEAD.into(),
+            ..WaitingRun::default()
+        }],
+        ..Facts::default()
+    }
+}
+
+/// What the handler would have gathered: the universe, cut down to what plan/plan_more ask for.
+fn gathered(prev: &Prev, trigger: &Trigger, u: &Facts) -> Facts {
+    let t = target();
+    let w = plan(&t, prev, trigger, &u.policy, &u.config_errors, &u.issue);
+    let mut f = Facts {
+        policy: u.policy.clone(),
+        config_errors: u.config_errors.clone(),
+        issue: u.issue.clone(),
+        ..Facts::default()
+    };
+    match w.prs {
+        PrReads::Reuse => {
+            let r = prev.remembered();
+            f.prs = r.prs;
+            f.missing_prs = r.missing_prs;
+            f.review_approved = r.review_approved;
+        }
+        _ => {
+            f.prs = u.prs.iter().map(|p| PrFacts { pushers: None, ..p.clone() }).collect();
+            f.review_approved = u.review_approved;
+            // pushers carried over from memory when the head is the same
+            let r = prev.remembered();
+            for p in f.prs.iter_mut() {
+                p.pushers = r
+                    .prs
+                    .iter()
+                    .find(|q| q.number == p.number && q.head_sha == p.head_sha)
+                    .and_then(|q| q.pushers.clone());
+            }
+        }
+    }
+    if let Some(id) = w.deployment {
+        f.deployment = u.deployment.clone().filter(|d| d.deployment_id == id);
+    }
+    if let Some(id) = w.current_deployment {
+        f.current_deployment =
+            [u.current_deployment.clone(), u.deployment.clone()].into_iter().flatten().find(|d| d.deployment_id == id);
+    }
+    if let Some(env) = &w.waiting_runs {
+        f.waiting_runs = u.waiting_runs.iter().filter(|r| &r.environment == env).cloned().collect();
+    }
+    if w.ci_red.is_some() {
+        f.ci_red = u.ci_red.clone();
+    }
+    let more = plan_more(&t, prev, trigger, &f);
+    f.pinned = u.pinned.iter().filter(|(l, _)| more.logins.contains(l)).map(|(l, i)| (l.clone(), *i)).collect();
+    for team in &more.teams {
+        let k = format!("{}/{}", team.org, team.slug);
+        if let Some(m) = u.team_members.get(&k) {
+            f.team_members.insert(k, m.clone());
+        }
+    }
+    for user in &more.permissions {
+        f.permissions.insert(user.id, u.permissions.get(&user.id).copied().flatten());
+    }
+    if more.pushers {
+        for p in f.prs.iter_mut() {
+            if p.pushers.is_none() {
+                p.pushers = u.prs.iter().find(|q| q.number == p.number).and_then(|q| q.pushers.clone());
+            }
+            f.recorded_pushers.insert(p.number, u.recorded_pushers.get(&p.number).cloned().unwrap_or_default());
+        }
+    }
+    if more.staging.is_some() {
+        f.staging_ok = u.staging_ok;
+    }
+    for k in &more.last_good {
+        f.last_good.insert(k.clone(), u.last_good.get(k).cloned().flatten());
+    }
+    f
+}
+
+fn assert_same(prev: &Prev, trigger: &Trigger, u: &Facts, what: &str) -> Decision {
+    // The triggering deployment is a fact of a Deployment trigger only.
+    let mut u = u.clone();
+    if !matches!(trigger, Trigger::Deployment { .. }) {
+        u.deployment = None;
+    }
+    let u = &u;
+    let g = gathered(prev, trigger, u);
+    let norm = |mut d: Decision| {
+        let mut r: Remembered = serde_json::from_str(&d.row.facts).unwrap_or_default();
+        for p in r.prs.iter_mut() {
+            p.pushers = None;
+        }
+        d.row.facts = serde_json::to_string(&r).unwrap();
+        d
+    };
+    let full = norm(decide(&target(), prev, trigger, u, 10_000));
+    let part = norm(decide(&target(), prev, trigger, &g, 10_000));
+    if full != part {
+        let show = |d: &Decision| {
+            format!(
+                "row.state={} gate={} hold={:?} deny={:?} deploy={:?}\nreplies={:?}\nkinds={:?}",
+                d.row.state,
+                d.row.gate_open,
+                d.row.hold_by,
+                d.row.denied_by,
+                d.row.deploy_state,
+                replies(d),
+                kinds(d)
+            )
+        };
+        let a = format!("{:#?}", full);
+        let b = format!("{:#?}", part);
+        for (x, y) in a.lines().zip(b.lines()) {
+            if x != y {
+                eprintln!("FULL   {x}\nPLANNED {y}");
+            }
+        }
+        panic!("{what}: decide differs with only the planned facts\nFULL: {}\nPLANNED: {}", show(&full), show(&part));
+    }
+    full
+}
+
+#[test]
+fn plan_asks_for_every_fact_decide_uses() {
+    let people =
+        [user(101, "alice"), user(601, "bob"), user(501, "eve"), user(701, "frank"), carol(), user(301, "dave")];
+    let cmds = [
+        "/approve",
+        "/approve cancel",
+        "/deny no",
+        "/undeny",
+        "/hold",
+        "/unhold",
+        "/deploy",
+        "/rollback",
+        "/recheck",
+        "/hold\n/deploy",
+        "/approve\n/deploy",
+        "/deploy\n/rollback",
+        "/unhold\n/deploy",
+        "/undeny\n/deploy",
+    ];
+    for (ptext, env) in
+        [(POLICY_WIDE, "production"), (POLICY_WIDE, "staging"), (POLICY, "production"), (POLICY, "staging")]
+    {
+        let u = universe(ptext, env);
+        // a few previous states, built by running decide over the universe
+        let (p0, _) = (Prev::default(), ());
+        let (p1, _) = run(&p0, Trigger::Issue { action: "labeled".into() }, &u);
+        let (p2, _) = run(&p1, comment(7, alice(), "/approve"), &u);
+        let (p3, _) = run(&p2, comment(8, user(601, "bob"), "/approve"), &u);
+        let (p4, _) = run(&p3, comment(9, user(501, "eve"), "/hold"), &u);
+        let (p5, _) = run(&p3, comment(10, alice(), "/deny nope"), &u);
+        let mut ud = u.clone();
+        ud.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Failure, "app"));
+        if let Some(d) = ud.deployment.as_mut() {
+            d.environment = env.into();
+        }
+        ud.last_good = [((env.to_string(), HEAD.to_string()), Some(HEAD2.to_string()))].into();
+        let mut p6 = p3.clone();
+        if let Some(r) = p6.row.as_mut() {
+            r.deployment_id = Some(77);
+            r.deploy_sha = Some(HEAD.into());
+            r.deploy_state = Some("failure".into());
+        }
+        ud.current_deployment = ud.deployment.clone();
+        if ud.policy.ci.block_deploys_while_red {
+            ud.ci_red = Some("run 9".into());
+        }
+        ud.last_good.insert((env.to_string(), HEAD2.to_string()), Some("c".repeat(40)));
+        let mut p7 = p3.clone();
+        if let Some(r) = p7.row.as_mut() {
+            r.deploy_sha = Some(HEAD2.into());
+            r.deploy_state = Some("success".into());
+        }
+        for (pi, prev) in [&p0, &p1, &p2, &p3, &p4, &p5, &p6, &p7].into_iter().enumerate() {
+            for who in &people {
+                for c in cmds {
+                    let tr = comment(50, who.clone(), c);
+                    assert_same(prev, &tr, &ud, &format!("{env} prev#{pi} {} {c:?}", who.login));
+                }
+            }
+            assert_same(prev, &Trigger::Recheck { checks_only: false }, &ud, &format!("{env} prev#{pi} recheck"));
+            let mut closed = ud.clone();
+            closed.issue.open = false;
+            for who in &people {
+                for c in cmds {
+                    assert_same(
+                        prev,
+                        &comment(51, who.clone(), c),
+                        &closed,
+                        &format!("{env} prev#{pi} closed {} {c:?}", who.login),
+                    );
+                    let onpr = Trigger::Comment {
+                        id: 52,
+                        user: who.clone(),
+                        bot: false,
+                        body: c.into(),
+                        created_at: Some(2_000),
+                        on_pr: Some(12),
+                        sole: true,
+                    };
+                    assert_same(prev, &onpr, &ud, &format!("{env} prev#{pi} on PR {} {c:?}", who.login));
+                }
+            }
+            assert_same(prev, &Trigger::Recheck { checks_only: true }, &ud, &format!("{env} prev#{pi} recheck checks"));
+            assert_same(prev, &Trigger::Deployment { id: 77 }, &ud, &format!("{env} prev#{pi} deployment"));
+            assert_same(prev, &Trigger::CommentDeleted { id: 7 }, &ud, &format!("{env} prev#{pi} deleted"));
+        }
+    }
 }
