@@ -96,6 +96,14 @@ pub struct Config {
     pub log_json: bool,
     /// `SHIPGATE_ADMIN_TOKEN`: a bearer token for /api/... that reads every installation.
     pub admin_token: Option<Secret>,
+    /// `POST /gate/wait`: whose OIDC tokens are accepted (`SHIPGATE_OIDC_ISSUER`,
+    /// `SHIPGATE_OIDC_AUDIENCE`, `SHIPGATE_OIDC_JWKS_REFRESH_SECS`).
+    pub oidc: crate::github::oidc::OidcConfig,
+    /// `SHIPGATE_GATE_WAIT_MAX_SECS` (600): the longest long poll.
+    pub gate_wait_max: Duration,
+    /// `SHIPGATE_GATE_WAIT_POLL_MS` (2000): how often a waiting call reads its answer when no
+    /// decision in this process wakes it (another replica's, say).
+    pub gate_wait_poll: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -206,7 +214,24 @@ impl Config {
             t => t.map(Secret::new),
         };
 
+        let mut oidc = crate::github::oidc::OidcConfig::default();
+        if let Some(issuer) = get("SHIPGATE_OIDC_ISSUER") {
+            oidc.issuer = issuer.trim_end_matches('/').to_string();
+        }
+        if let Some(audience) = get("SHIPGATE_OIDC_AUDIENCE") {
+            oidc.audience = audience;
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_OIDC_JWKS_REFRESH_SECS")? {
+            oidc.jwks_refresh = Duration::from_secs(n);
+        }
+        let gate_wait_max = Duration::from_secs(parse_num(&get, "SHIPGATE_GATE_WAIT_MAX_SECS")?.unwrap_or(600));
+        let gate_wait_poll =
+            Duration::from_millis(parse_num(&get, "SHIPGATE_GATE_WAIT_POLL_MS")?.unwrap_or(2000).max(10));
+
         Ok(Config {
+            oidc,
+            gate_wait_max,
+            gate_wait_poll,
             listen,
             database_url,
             webhook_secrets,
@@ -252,6 +277,9 @@ impl Config {
             max_body_bytes: MAX_BODY_BYTES,
             log_json: false,
             admin_token: None,
+            oidc: crate::github::oidc::OidcConfig::default(),
+            gate_wait_max: Duration::from_secs(600),
+            gate_wait_poll: Duration::from_millis(200),
         }
     }
 }

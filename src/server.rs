@@ -69,6 +69,15 @@ impl Server {
             clock: opts.clock.clone(),
             max_body_bytes: cfg.max_body_bytes,
             admin_token: cfg.admin_token.clone(),
+            oidc: match crate::github::oidc::OidcVerifier::new(cfg.oidc.clone(), opts.clock.clone()) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no HTTP client for the OIDC issuer: POST /gate/wait answers 503");
+                    None
+                }
+            },
+            gate_wait_max: cfg.gate_wait_max,
+            gate_wait_poll: cfg.gate_wait_poll,
         });
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();

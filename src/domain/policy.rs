@@ -285,6 +285,9 @@ pub enum DeployMode {
     ProtectionRule,
     /// `/deploy` makes the App create a GitHub Deployment.
     Deployment,
+    /// The deploying job asks the App first (`POST /gate/wait` with its OIDC token, the
+    /// composite action in `action/`): works on every GitHub plan.
+    Workflow,
     /// The App only gates; something else deploys.
     #[default]
     None,
@@ -296,6 +299,7 @@ impl DeployMode {
         match self {
             DeployMode::ProtectionRule => "protection_rule",
             DeployMode::Deployment => "deployment",
+            DeployMode::Workflow => "workflow",
             DeployMode::None => "none",
         }
     }
@@ -1183,13 +1187,14 @@ impl<'s> Checker<'s> {
         }
         if let Some(node) = fields.get("deploy") {
             let text = self.scalar_text(node).unwrap_or_default();
-            let modes = [DeployMode::ProtectionRule, DeployMode::Deployment, DeployMode::None];
+            let modes = [DeployMode::ProtectionRule, DeployMode::Deployment, DeployMode::Workflow, DeployMode::None];
             match modes.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(text.trim())) {
                 Some(mode) if matches!(node.value, Node::Str(_)) => env.deploy = mode,
                 _ => {
                     let found = self.describe(node);
-                    let mut message =
-                        format!("`deploy` must be `protection_rule`, `deployment` or `none`, found {found}");
+                    let mut message = format!(
+                        "`deploy` must be `protection_rule`, `workflow`, `deployment` or `none`, found {found}"
+                    );
                     if let Some(close) = suggest(&text, modes.iter().map(|m| m.as_str())) {
                         message.push_str(&format!("; did you mean `{close}`?"));
                     }
@@ -2238,14 +2243,18 @@ mod tests {
             (
                 3,
                 13,
-                "`deploy` must be `protection_rule`, `deployment` or `none`, found the string `deplyment`; did you \
+                "`deploy` must be `protection_rule`, `workflow`, `deployment` or `none`, found the string `deplyment`; did you \
                  mean `deployment`?"
                     .into()
             )
         );
         assert_eq!(
             one_error("environments:\n  p:\n    deploy: 3\n"),
-            (3, 13, "`deploy` must be `protection_rule`, `deployment` or `none`, found the number `3`".into())
+            (
+                3,
+                13,
+                "`deploy` must be `protection_rule`, `workflow`, `deployment` or `none`, found the number `3`".into()
+            )
         );
         assert_eq!(ok("environments: { p: { deploy: none } }\n").environments["p"].deploy, DeployMode::None);
     }

@@ -6,5 +6,6 @@ pub mod client;
 pub mod envelope;
 pub mod events;
 pub mod facts;
+pub mod oidc;
 pub mod redelivery;
 pub mod signature;

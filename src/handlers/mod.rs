@@ -191,6 +191,8 @@ pub enum Effect {
         environment: String,
         state: String,
         issue: i64,
+        /// The App's words (who approved, or who denied and why).
+        text: String,
     },
     /// What a job waiting at `/gate/wait` waits for.
     ReportWait {
@@ -314,7 +316,7 @@ impl Effect {
                 }
                 Ok(())
             }
-            Effect::AnswerWait { installation, repository_id, run_id, environment, state, issue } => {
+            Effect::AnswerWait { installation, repository_id, run_id, environment, state, issue, text } => {
                 crate::store::gate_waits::answer(
                     tx,
                     *installation,
@@ -323,6 +325,7 @@ impl Effect {
                     environment,
                     state,
                     *issue,
+                    text,
                     now,
                 )
                 .await?;

@@ -285,13 +285,17 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
             Out::PinLogin { login, user_id } => {
                 Effect::PinLogin { installation: t.installation, login, user_id: user_id.get() }
             }
-            Out::AnswerRule { run_id, environment, state, workflow: true, .. } => Effect::AnswerWait {
+            Out::AnswerRule { run_id, environment, state, workflow: true, action } => Effect::AnswerWait {
                 installation: t.installation,
                 repository_id: t.repo_id,
                 run_id,
                 environment,
                 state,
                 issue: t.issue,
+                text: match action {
+                    Action::ReviewProtectionRule { comment, .. } => comment,
+                    _ => String::new(),
+                },
             },
             Out::ReportRule { run_id, environment, workflow: true, missing, action, .. } => Effect::ReportWait {
                 installation: t.installation,
@@ -892,6 +896,14 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     // write, and never proof.
     let own = deploys::own_deployment(&ctx.db, installation, repo_id, &repo, id).await?;
     let by_actions = dep.performed_via_github_app.as_ref().and_then(|a| a.slug.as_deref()) == Some("github-actions");
+    // Made by a workflow run that the gate answered `open` at /gate/wait, for this commit and
+    // environment: a deployment the App approved.
+    let own = match (own, &e.workflow_run) {
+        (None, Some(run)) => gate_waits::approved_run(&ctx.db, installation, repo_id, run.id, &environment, sha)
+            .await?
+            .map(|issue| ("approved".to_string(), issue)),
+        (own, _) => own,
+    };
     let origin = match &own {
         Some((origin, _)) => origin.clone(),
         None if by_actions || e.workflow_run.is_some() => "actions".to_string(),
@@ -1044,6 +1056,9 @@ pub struct GateWaitBody {
     pub sha: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// This wait's own id: each call of the job is a new delivery, never a replay of the last.
+    #[serde(default)]
+    pub wait_id: String,
 }
 
 /// A job began waiting at `/gate/wait`: the requests that cover its commit are evaluated again

@@ -1,6 +1,7 @@
 //! The HTTP surface: `POST /webhook`, health, readiness, metrics and the read-only `/api`.
 
 pub mod api;
+pub mod gate;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -25,11 +26,18 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The /api admin token (`SHIPGATE_ADMIN_TOKEN`), if any.
     pub admin_token: Option<Secret>,
+    /// Verifies the OIDC tokens of jobs at `/gate/wait`.
+    pub oidc: Option<Arc<crate::github::oidc::OidcVerifier>>,
+    /// The longest long poll of `/gate/wait`.
+    pub gate_wait_max: std::time::Duration,
+    /// How often a waiting `/gate/wait` reads its row when no decision in this process wakes it.
+    pub gate_wait_poll: std::time::Duration,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook", post(webhook::receive))
+        .route("/gate/wait", post(gate::wait))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

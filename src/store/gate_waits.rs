@@ -28,14 +28,14 @@ const COLUMNS: &str = "installation_id, repository_id, repository, run_id, envir
     missing, report, received_at, answered_at";
 
 /// A new wait of the run (or the same run waiting again): pending until a request decides, for
-/// this commit and ref (a re-run of the run waits afresh; an earlier answer never carries over).
+/// this commit and ref (a re-run of the run waits afresh; an earlier answer never carries over,
+/// though what it last waited for is kept until the next report).
 pub async fn begin(db: &Db, w: &GateWait) -> Result<()> {
     sqlx::query(
         "INSERT INTO gate_waits (installation_id, repository_id, repository, run_id, environment, sha, git_ref, state, \
          missing, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', '[]', $8) \
          ON CONFLICT (installation_id, repository_id, run_id, environment) DO UPDATE SET state = 'pending', \
-         sha = excluded.sha, git_ref = excluded.git_ref, issue = NULL, missing = '[]', report = NULL, \
-         received_at = excluded.received_at, answered_at = NULL",
+         sha = excluded.sha, git_ref = excluded.git_ref, received_at = excluded.received_at, answered_at = NULL",
     )
     .bind(w.installation_id)
     .bind(w.repository_id)
@@ -94,11 +94,12 @@ pub async fn answer(
     environment: &str,
     state: &str,
     issue: i64,
+    text: &str,
     now: i64,
 ) -> Result<bool> {
     let r = sqlx::query(
-        "UPDATE gate_waits SET state = $1, issue = $2, answered_at = $3 WHERE installation_id = $4 \
-         AND repository_id = $5 AND run_id = $6 AND environment = $7 AND state = 'pending'",
+        "UPDATE gate_waits SET state = $1, issue = $2, answered_at = $3, report = $8, missing = '[]' \
+         WHERE installation_id = $4 AND repository_id = $5 AND run_id = $6 AND environment = $7 AND state = 'pending'",
     )
     .bind(state)
     .bind(issue)
@@ -107,6 +108,7 @@ pub async fn answer(
     .bind(repository_id)
     .bind(run_id)
     .bind(environment)
+    .bind(text)
     .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected() == 1)

@@ -163,3 +163,32 @@ pub async fn repositories(db: &Db, installation_id: i64) -> Result<Vec<Repositor
     .fetch_all(db.pool())
     .await?)
 }
+
+/// The installation that serves repository `repository_id`, and the repository's name: from the
+/// repositories the App was told about, else from the requests or policy it keeps for it (an
+/// installation made before shipgate ran is not listed). None when no installation serves it, or
+/// the one that did is deleted or suspended.
+pub async fn serving(db: &Db, repository_id: i64) -> Result<Option<(i64, String)>> {
+    let listed: Option<(i64, String)> = sqlx::query_as(
+        "SELECT installation_id, full_name FROM repositories WHERE id = $1 AND removed_at IS NULL LIMIT 1",
+    )
+    .bind(repository_id)
+    .fetch_optional(db.pool())
+    .await?;
+    let found = match listed {
+        Some(found) => Some(found),
+        None => {
+            sqlx::query_as(
+                "SELECT installation_id, repository FROM requests WHERE repository_id = $1 \
+                 ORDER BY updated_at DESC LIMIT 1",
+            )
+            .bind(repository_id)
+            .fetch_optional(db.pool())
+            .await?
+        }
+    };
+    match found {
+        Some((installation, name)) if !blocked(db, installation).await? => Ok(Some((installation, name))),
+        _ => Ok(None),
+    }
+}

@@ -111,6 +111,11 @@ impl World {
 
     /// A world whose repository has `policy` as its `.github/shipgate.yml`.
     pub async fn with_policy(db: &TestDb, policy: &str) -> World {
+        World::with_config(db, policy, |_| {}).await
+    }
+
+    /// As `with_policy`, with the App's settings changed by `tweak`.
+    pub async fn with_config(db: &TestDb, policy: &str, tweak: impl FnOnce(&mut Config)) -> World {
         let gh = FakeGitHub::start().await;
         gh.install(INST, &[REPO]);
         gh.team("acme", "backend-leads", &[BOB]).team("acme", "product", &[]).team("acme", "frontend-leads", &[]);
@@ -121,7 +126,9 @@ impl World {
         }
         gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
         let opts = Options { github: Some(fast_github(&gh.url)), ..Options::default() };
-        let app = TestApp::start_with(app_config(db, &gh), opts).await;
+        let mut cfg = app_config(db, &gh);
+        tweak(&mut cfg);
+        let app = TestApp::start_with(cfg, opts).await;
         World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
     }
 
