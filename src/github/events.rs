@@ -320,6 +320,53 @@ impl PushEvent {
     }
 }
 
+/// A PR, a check or a run, by the fields a recheck needs.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Subject {
+    #[serde(default)]
+    pub number: Option<i64>,
+    #[serde(default)]
+    pub head_sha: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// The events that only ask the requests they touch to be evaluated again: `pull_request`,
+/// `pull_request_review`, `check_run`, `check_suite`, `workflow_run`, `status`, `membership` and
+/// `team`, by the fields they share (each event fills its own).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct RelatedEvent {
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub installation: Option<InstallationRef>,
+    #[serde(default)]
+    pub repository: Option<RepositoryRef>,
+    /// `pull_request`: the PR's number.
+    #[serde(default)]
+    pub number: Option<i64>,
+    #[serde(default)]
+    pub pull_request: Option<Subject>,
+    #[serde(default)]
+    pub check_run: Option<Subject>,
+    #[serde(default)]
+    pub check_suite: Option<Subject>,
+    #[serde(default)]
+    pub workflow_run: Option<Subject>,
+    /// `status`: the commit.
+    #[serde(default)]
+    pub sha: Option<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub sender: Account,
+}
+
+impl RelatedEvent {
+    /// The PR it is about (`pull_request`, `pull_request_review`).
+    pub fn pr_number(&self) -> Option<i64> {
+        self.number.or(self.pull_request.as_ref().and_then(|p| p.number))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +407,14 @@ mod tests {
         for (name, v) in each("deployment_status.") {
             let e: DeploymentStatusEvent = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(e.deployment.id, v["deployment"]["id"].as_i64().expect("id"), "{name}");
+        }
+        for prefix in
+            ["pull_request.", "pull_request_review.", "check_run.", "check_suite.", "workflow_run.", "status."]
+        {
+            for (name, v) in each(prefix) {
+                let e: RelatedEvent = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(e.repository.map(|r| r.id), v["repository"]["id"].as_i64(), "{name}");
+            }
         }
         for (name, v) in each("push.") {
             let e: PushEvent = serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));

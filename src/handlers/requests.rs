@@ -25,7 +25,7 @@ use crate::github::actions::Action;
 use crate::github::client::{GhError, parse_rfc3339_ms};
 use crate::github::events::{
     Account, Comment, DeploymentStatusEvent, InstallationRef, Issue, IssueCommentEvent, IssuesEvent,
-    ProtectionRuleEvent, PushEvent, RepositoryRef,
+    ProtectionRuleEvent, PushEvent, RelatedEvent, RepositoryRef, Subject,
 };
 use crate::github::facts;
 use crate::store::audit::AuditEntry;
@@ -555,33 +555,34 @@ pub const FORWARDED_COMMENT_EVENT: &str = "shipgate_pr_command";
 
 /// Events about PRs, checks and teams: ask the requests they touch to be evaluated again.
 pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
-    let v: Value = ctx.payload()?;
-    let Some(installation) = ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64()) else {
+    let v: RelatedEvent = ctx.payload()?;
+    let Some(installation) = ctx.delivery.installation_id.or(v.installation.as_ref().map(|i| i.id)) else {
         return Ok(Handled::ignored());
     };
     let event = ctx.delivery.event.as_str();
-    let action = v["action"].as_str().unwrap_or_default();
+    let action = v.action.as_deref().unwrap_or_default();
     let mut targets: Vec<(i64, String, i64)> = Vec::new();
     if matches!(event, "membership" | "team") {
         ctx.teams.forget(installation);
         targets = store::open_in_installation(&ctx.db, installation).await?;
-    } else if let (Some(repo_id), Some(repo)) = (v["repository"]["id"].as_i64(), v["repository"]["full_name"].as_str())
-    {
-        let sha = |v: &Value| (Link::Sha, v.as_str().unwrap_or("-").to_string());
+    } else if let Some(repository) = &v.repository {
+        let (repo_id, repo) = (repository.id, repository.full_name.as_str());
+        let sha = |s: Option<&Subject>| (Link::Sha, s.and_then(|s| s.head_sha.clone()).unwrap_or_else(|| "-".into()));
         let pr = |n: Option<i64>| (Link::Pr, n.unwrap_or(-1).to_string());
         let needles: Vec<(Link, String)> = match event {
             "pull_request" if matches!(action, "synchronize" | "closed" | "reopened" | "edited") => {
-                vec![pr(v["number"].as_i64().or(v["pull_request"]["number"].as_i64()))]
+                vec![pr(v.pr_number())]
             }
-            "check_run" if action == "completed" => vec![sha(&v["check_run"]["head_sha"])],
-            "check_suite" if action == "completed" => vec![sha(&v["check_suite"]["head_sha"])],
-            "workflow_run" if action == "completed" => vec![sha(&v["workflow_run"]["head_sha"])],
-            "status" => vec![sha(&v["sha"])],
-            "pull_request_review" => vec![pr(v["pull_request"]["number"].as_i64())],
+            "check_run" if action == "completed" => vec![sha(v.check_run.as_ref())],
+            "check_suite" if action == "completed" => vec![sha(v.check_suite.as_ref())],
+            "workflow_run" if action == "completed" => vec![sha(v.workflow_run.as_ref())],
+            "status" => vec![(Link::Sha, v.sha.clone().unwrap_or_else(|| "-".into()))],
+            "pull_request_review" => vec![pr(v.pr_number())],
             _ => vec![],
         };
         // The App's own check runs do not change any gate.
-        if event == "check_run" && v["check_run"]["name"].as_str().is_some_and(gate::is_own_check) {
+        if event == "check_run" && v.check_run.as_ref().and_then(|c| c.name.as_deref()).is_some_and(gate::is_own_check)
+        {
             return Ok(Handled::ignored());
         }
         for (kind, value) in needles {
@@ -596,13 +597,10 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let mut effects: Vec<Effect> = Vec::new();
     if event == "pull_request"
         && matches!(action, "opened" | "synchronize" | "reopened")
-        && let (Some(repository_id), Some(pr), Some(user_id)) = (
-            v["repository"]["id"].as_i64(),
-            v["number"].as_i64().or(v["pull_request"]["number"].as_i64()),
-            v["sender"]["id"].as_i64(),
-        )
+        && let (Some(repository), Some(pr)) = (&v.repository, v.pr_number())
+        && v.sender.id != 0
     {
-        effects.push(Effect::RecordPusher { installation, repository_id, pr, user_id });
+        effects.push(Effect::RecordPusher { installation, repository_id: repository.id, pr, user_id: v.sender.id });
     }
     if targets.is_empty() && effects.is_empty() {
         return Ok(Handled::ignored());
