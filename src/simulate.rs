@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::domain::action::Action;
 use crate::domain::flow::{self, Facts, IssueSnapshot, Out, Prev, Target, Trigger};
 use crate::domain::gate::{CheckFact, PrFacts, User};
-use crate::domain::ids::UserId;
+use crate::domain::ids::{InstallationId, IssueNumber, RepoId, UserId};
 use crate::domain::messages;
 use crate::domain::policy::{self, Permission};
 
@@ -110,10 +110,10 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
         None => FactsFile::default(),
     };
     let t = Target {
-        installation: 1,
-        repo_id: 1,
+        installation: InstallationId(1),
+        repo_id: RepoId(1),
         repo: file.repository.clone().unwrap_or_else(|| "acme/app".into()),
-        issue: file.issue.unwrap_or(1),
+        issue: IssueNumber(file.issue.unwrap_or(1)),
     };
     let requester =
         file.requester.clone().map(|a| a.user()).unwrap_or(User { id: UserId(1), login: "requester".into() });

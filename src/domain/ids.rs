@@ -30,3 +30,38 @@ impl UserId {
         self.0
     }
 }
+
+/// Declares an id newtype: its number for storage and GitHub's API, displayed as the number.
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+
+        impl $name {
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+id!(
+    /// An installation of the App.
+    InstallationId
+);
+id!(
+    /// A repository, by GitHub's id (its name can change; the id does not).
+    RepoId
+);
+id!(
+    /// An issue's (or a pull request's) number within its repository.
+    IssueNumber
+);

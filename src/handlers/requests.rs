@@ -17,7 +17,7 @@ use crate::domain::flow::{
     command_names,
 };
 use crate::domain::gate::{self, PrFacts, User};
-use crate::domain::ids::UserId;
+use crate::domain::ids::{InstallationId, IssueNumber, RepoId, UserId};
 use crate::domain::messages;
 use crate::domain::policy::{self, Permission};
 use crate::domain::state::{ApprovalState, DeployState};
@@ -49,10 +49,11 @@ pub async fn evaluate(
 ) -> Result<Handled, HandlerError> {
     let now = ctx.clock.now_ms();
     let mut effects = Vec::new();
-    let (policy, config_errors) = load_policy(&ctx, t.installation, t.repo_id, &t.repo, &mut effects).await?;
+    let (policy, config_errors) =
+        load_policy(&ctx, t.installation.get(), t.repo_id.get(), &t.repo, &mut effects).await?;
     let prev = Prev {
-        row: store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?,
-        approvals: store::approvals(&ctx.db, t.installation, t.repo_id, t.issue)
+        row: store::get(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get()).await?,
+        approvals: store::approvals(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get())
             .await?
             .into_iter()
             .map(approval_record)
@@ -60,13 +61,13 @@ pub async fn evaluate(
     };
     let issue = match issue.filter(|i| flow::snapshot_is_current(&prev, i.updated_at())) {
         Some(i) => i,
-        None => match facts::issue(&ctx.github, t.installation, &t.repo, t.issue).await {
+        None => match facts::issue(&ctx.github, t.installation.get(), &t.repo, t.issue.get()).await {
             Ok(Some(i)) => match Issue::read(&i) {
                 Some(i) => i,
                 None => {
                     return Err(HandlerError::Permanent(format!(
                         "issue #{} as GitHub returned it is unreadable",
-                        t.issue
+                        t.issue.get()
                     )));
                 }
             },
@@ -86,13 +87,15 @@ pub async fn evaluate(
     let mut f = Facts { policy, config_errors, issue, ..Facts::default() };
     gather_prs(&ctx, &t, &prev, &wanted, &mut f).await?;
     if let Some(id) = wanted.deployment {
-        f.deployment = deploys::get(&ctx.db, t.installation, t.repo_id, id).await?.and_then(deployment_fact);
+        f.deployment =
+            deploys::get(&ctx.db, t.installation.get(), t.repo_id.get(), id).await?.and_then(deployment_fact);
     }
     if let Some(id) = wanted.current_deployment {
-        f.current_deployment = deploys::get(&ctx.db, t.installation, t.repo_id, id).await?.and_then(deployment_fact);
+        f.current_deployment =
+            deploys::get(&ctx.db, t.installation.get(), t.repo_id.get(), id).await?.and_then(deployment_fact);
     }
     if let Some(env) = &wanted.waiting_runs {
-        f.waiting_runs = deploys::pending_rules(&ctx.db, t.installation, t.repo_id, env)
+        f.waiting_runs = deploys::pending_rules(&ctx.db, t.installation.get(), t.repo_id.get(), env)
             .await?
             .into_iter()
             .map(|r| WaitingRun {
@@ -103,18 +106,20 @@ pub async fn evaluate(
                 git_ref: r.git_ref,
             })
             .collect();
-        f.waiting_runs.extend(gate_waits::pending(&ctx.db, t.installation, t.repo_id, env).await?.into_iter().map(
-            |w| WaitingRun {
-                run_id: w.run_id,
-                environment: w.environment,
-                sha: w.sha,
-                workflow: true,
-                git_ref: Some(w.git_ref),
-            },
-        ));
+        f.waiting_runs.extend(
+            gate_waits::pending(&ctx.db, t.installation.get(), t.repo_id.get(), env).await?.into_iter().map(|w| {
+                WaitingRun {
+                    run_id: w.run_id,
+                    environment: w.environment,
+                    sha: w.sha,
+                    workflow: true,
+                    git_ref: Some(w.git_ref),
+                }
+            }),
+        );
     }
     if let Some(branch) = &wanted.ci_red {
-        f.ci_red = super::repo::red_on(&ctx.db, t.repo_id, branch.as_deref()).await?;
+        f.ci_red = super::repo::red_on(&ctx.db, t.repo_id.get(), branch.as_deref()).await?;
     }
     let more = flow::plan_more(&t, &prev, &trigger, &f);
     gather_more(&ctx, &t, &more, now, &mut f).await?;
@@ -140,14 +145,15 @@ async fn gather_prs(
         PrReads::ChecksOnly => {
             f.review_approved = remembered.review_approved;
             for p in remembered.prs {
-                let checks = facts::checks(&ctx.github, t.installation, &t.repo, &p.head_sha).await.map_err(gh_err)?;
+                let checks =
+                    facts::checks(&ctx.github, t.installation.get(), &t.repo, &p.head_sha).await.map_err(gh_err)?;
                 f.prs.push(PrFacts { checks, ..p });
             }
         }
         PrReads::Fetch => {
             f.review_approved = !wanted.numbers.is_empty();
             for n in &wanted.numbers {
-                match facts::pull_request(&ctx.github, t.installation, &t.repo, *n).await {
+                match facts::pull_request(&ctx.github, t.installation.get(), &t.repo, *n).await {
                     Ok(Some(pr)) => {
                         let before = remembered.prs.iter().find(|p| p.number == *n && p.head_sha == pr.head_sha);
                         let files_truncated = pr.changed_files.is_some_and(|n| n > facts::MAX_LISTED_FILES);
@@ -155,13 +161,17 @@ async fn gather_prs(
                             (false, _) => None,
                             (true, Some(files)) => Some(files),
                             (true, None) => Some(
-                                facts::changed_files(&ctx.github, t.installation, &t.repo, *n).await.map_err(gh_err)?,
+                                facts::changed_files(&ctx.github, t.installation.get(), &t.repo, *n)
+                                    .await
+                                    .map_err(gh_err)?,
                             ),
                         };
-                        let checks =
-                            facts::checks(&ctx.github, t.installation, &t.repo, &pr.head_sha).await.map_err(gh_err)?;
-                        f.review_approved &=
-                            facts::review_approved(&ctx.github, t.installation, &t.repo, *n).await.map_err(gh_err)?;
+                        let checks = facts::checks(&ctx.github, t.installation.get(), &t.repo, &pr.head_sha)
+                            .await
+                            .map_err(gh_err)?;
+                        f.review_approved &= facts::review_approved(&ctx.github, t.installation.get(), &t.repo, *n)
+                            .await
+                            .map_err(gh_err)?;
                         f.prs.push(PrFacts {
                             number: *n,
                             pushers: before.and_then(|b| b.pushers.clone()),
@@ -190,14 +200,14 @@ async fn gather_prs(
 async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut Facts) -> Result<(), HandlerError> {
     // Every login the needed roles name is resolved and pinned the first time a request needs
     // it, whoever comments: a login renamed and registered again later fills no role.
-    f.pinned = store::pinned_logins(&ctx.db, t.installation, &more.logins)
+    f.pinned = store::pinned_logins(&ctx.db, t.installation.get(), &more.logins)
         .await?
         .into_iter()
         .map(|(login, id)| (login, UserId(id)))
         .collect();
     let unpinned: Vec<&String> = more.logins.iter().filter(|l| !f.pinned.contains_key(*l)).collect();
     for login in unpinned {
-        match facts::user_id(&ctx.github, t.installation, login).await {
+        match facts::user_id(&ctx.github, t.installation.get(), login).await {
             Ok(Some(id)) => {
                 f.new_pins.push((login.clone(), UserId(id)));
                 f.pinned.insert(login.clone(), UserId(id));
@@ -207,7 +217,7 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         }
     }
     for team in &more.teams {
-        match ctx.teams.members(&ctx.github, t.installation, &team.org, &team.slug, now).await {
+        match ctx.teams.members(&ctx.github, t.installation.get(), &team.org, &team.slug, now).await {
             Ok(members) => {
                 f.team_members.insert(format!("{}/{}", team.org, team.slug), members.into_iter().map(UserId).collect());
             }
@@ -216,7 +226,7 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         }
     }
     for user in &more.permissions {
-        let p = match facts::permission(&ctx.github, t.installation, &t.repo, &user.login).await {
+        let p = match facts::permission(&ctx.github, t.installation.get(), &t.repo, &user.login).await {
             Ok(p) => Permission::parse(&p),
             // Dry-run reads nothing: never assume access.
             Err(GhError::DryRun) => None,
@@ -227,13 +237,13 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
     if more.pushers {
         for p in f.prs.iter_mut() {
             if p.pushers.is_none() {
-                match facts::pushers(&ctx.github, t.installation, &t.repo, p.number).await {
+                match facts::pushers(&ctx.github, t.installation.get(), &t.repo, p.number).await {
                     Ok(ids) => p.pushers = Some(ids.into_iter().map(UserId).collect()),
                     Err(GhError::DryRun) => {}
                     Err(e) => return Err(gh_err(e)),
                 }
             }
-            let recorded = store::pushers(&ctx.db, t.installation, t.repo_id, p.number).await?;
+            let recorded = store::pushers(&ctx.db, t.installation.get(), t.repo_id.get(), p.number).await?;
             f.recorded_pushers.insert(p.number, recorded.into_iter().map(UserId).collect());
         }
     }
@@ -245,8 +255,8 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         let mut commits: Vec<&str> = f.prs.iter().map(|p| p.head_sha.as_str()).collect();
         if let Some(m) = merged.as_deref() {
             let app_id = ctx.github.own_app_id().await;
-            if deploys::succeeded(&ctx.db, t.installation, t.repo_id, staging, m).await?
-                || facts::deployed_ok(&ctx.github, t.installation, &t.repo, m, staging, app_id)
+            if deploys::succeeded(&ctx.db, t.installation.get(), t.repo_id.get(), staging, m).await?
+                || facts::deployed_ok(&ctx.github, t.installation.get(), &t.repo, m, staging, app_id)
                     .await
                     .or_else(|e| if matches!(e, GhError::DryRun) { Ok(false) } else { Err(e) })
                     .map_err(gh_err)?
@@ -255,11 +265,11 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
             }
         }
         for sha in commits {
-            if deploys::succeeded(&ctx.db, t.installation, t.repo_id, staging, sha).await? {
+            if deploys::succeeded(&ctx.db, t.installation.get(), t.repo_id.get(), staging, sha).await? {
                 continue; // seen in a deployment_status event
             }
             let app_id = ctx.github.own_app_id().await;
-            match facts::deployed_ok(&ctx.github, t.installation, &t.repo, sha, staging, app_id).await {
+            match facts::deployed_ok(&ctx.github, t.installation.get(), &t.repo, sha, staging, app_id).await {
                 Ok(ok) => all &= ok,
                 Err(GhError::DryRun) => all = false,
                 Err(e) => return Err(gh_err(e)),
@@ -268,7 +278,7 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         f.staging_ok = Some(all);
     }
     for (env, sha) in &more.last_good {
-        let found = deploys::last_success(&ctx.db, t.installation, t.repo_id, env, sha).await?;
+        let found = deploys::last_success(&ctx.db, t.installation.get(), t.repo_id.get(), env, sha).await?;
         f.last_good.insert((env.clone(), sha.clone()), found);
     }
     Ok(())
@@ -283,26 +293,26 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
             Out::Audit { kind, actor, detail } => audit_entry(t, &kind, actor.as_ref(), detail),
             Out::SaveApproval(a) => Effect::SaveApproval(a),
             Out::PinLogin { login, user_id } => {
-                Effect::PinLogin { installation: t.installation, login, user_id: user_id.get() }
+                Effect::PinLogin { installation: t.installation.get(), login, user_id: user_id.get() }
             }
             Out::AnswerRule { run_id, environment, state, workflow: true, action } => Effect::AnswerWait {
-                installation: t.installation,
-                repository_id: t.repo_id,
+                installation: t.installation.get(),
+                repository_id: t.repo_id.get(),
                 run_id,
                 environment,
                 state,
-                issue: t.issue,
+                issue: t.issue.get(),
                 text: match action {
                     Action::ReviewProtectionRule { comment, .. } => comment,
                     _ => String::new(),
                 },
             },
             Out::ReportRule { run_id, environment, workflow: true, missing, action, .. } => Effect::ReportWait {
-                installation: t.installation,
-                repository_id: t.repo_id,
+                installation: t.installation.get(),
+                repository_id: t.repo_id.get(),
                 run_id,
                 environment,
-                issue: Some(t.issue),
+                issue: Some(t.issue.get()),
                 missing,
                 text: match action {
                     Action::ReviewProtectionRule { comment, .. } => comment,
@@ -310,17 +320,17 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
                 },
             },
             Out::AnswerRule { run_id, environment, state, action, .. } => Effect::AnswerRule {
-                installation: t.installation,
-                repository_id: t.repo_id,
+                installation: t.installation.get(),
+                repository_id: t.repo_id.get(),
                 run_id,
                 environment,
                 state,
-                issue: t.issue,
+                issue: t.issue.get(),
                 action,
             },
             Out::ReportRule { run_id, environment, digest, action, .. } => Effect::ReportRule {
-                installation: t.installation,
-                repository_id: t.repo_id,
+                installation: t.installation.get(),
+                repository_id: t.repo_id.get(),
                 run_id,
                 environment,
                 digest,
@@ -330,9 +340,9 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
     }
     effects.push(Effect::SaveRequest(Box::new(d.row)));
     effects.push(Effect::SaveLinks {
-        installation: t.installation,
-        repository_id: t.repo_id,
-        issue: t.issue,
+        installation: t.installation.get(),
+        repository_id: t.repo_id.get(),
+        issue: t.issue.get(),
         links: d.links,
     });
     effects.extend(d.replies.into_iter().map(Effect::Act));
@@ -372,20 +382,20 @@ fn deployment_fact(d: DeploymentRow) -> Option<DeploymentFact> {
 /// The repository and issue of an event payload.
 pub fn target(ctx: &Ctx, v: &Value) -> Option<Target> {
     Some(Target {
-        installation: ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64())?,
-        repo_id: v["repository"]["id"].as_i64()?,
+        installation: InstallationId(ctx.delivery.installation_id.or_else(|| v["installation"]["id"].as_i64())?),
+        repo_id: RepoId(v["repository"]["id"].as_i64()?),
         repo: v["repository"]["full_name"].as_str()?.to_string(),
-        issue: v["issue"]["number"].as_i64()?,
+        issue: IssueNumber(v["issue"]["number"].as_i64()?),
     })
 }
 
 /// The request an event is about, from its repository, installation and issue number.
 fn target_of(ctx: &Ctx, repo: &RepositoryRef, installation: Option<&InstallationRef>, issue: i64) -> Option<Target> {
     Some(Target {
-        installation: ctx.delivery.installation_id.or(installation.map(|i| i.id))?,
-        repo_id: repo.id,
+        installation: InstallationId(ctx.delivery.installation_id.or(installation.map(|i| i.id))?),
+        repo_id: RepoId(repo.id),
         repo: repo.full_name.clone(),
-        issue,
+        issue: IssueNumber(issue),
     })
 }
 
@@ -417,7 +427,7 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         return Ok(Handled::ignored());
     };
     let bot = e.comment.user.is_bot() || e.sender.kind.as_deref() == Some("Bot");
-    let on_pr = e.issue.is_pull_request().then_some(t.issue);
+    let on_pr = e.issue.is_pull_request().then_some(t.issue.get());
     let editor = e.sender.user();
     let Some(trigger) = comment_trigger(&e.action, &e.comment, bot, on_pr, true, e.before(), editor.clone()) else {
         return Ok(Handled::ignored());
@@ -425,7 +435,7 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     if let Some(pr) = on_pr {
         return on_pr_comment(&ctx, &t, pr, &e.comment, &editor, trigger).await;
     }
-    if store::get(&ctx.db, t.installation, t.repo_id, t.issue).await?.is_none()
+    if store::get(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get()).await?.is_none()
         && !matches!(trigger, Trigger::Comment { .. })
     {
         return Ok(Handled::ignored());
@@ -471,8 +481,8 @@ async fn on_pr_comment(
 ) -> Result<Handled, HandlerError> {
     let c = serde_json::to_value(c).unwrap_or_default();
     let forward = |issue: i64, action: &str, sole: bool, before: Option<&str>| Effect::ForwardComment {
-        installation: t.installation,
-        repository_id: t.repo_id,
+        installation: t.installation.get(),
+        repository_id: t.repo_id.get(),
         repository: t.repo.clone(),
         issue,
         trigger: Internal::PrComment {
@@ -491,7 +501,8 @@ async fn on_pr_comment(
             if parsed.is_empty() {
                 return Ok(Handled::ignored());
             }
-            let linking = store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?;
+            let linking =
+                store::open_linking(&ctx.db, t.installation.get(), t.repo_id.get(), Link::Pr, &pr.to_string()).await?;
             if linking.is_empty() {
                 return Ok(Handled::ignored());
             }
@@ -521,7 +532,8 @@ async fn on_pr_comment(
         Trigger::CommentEdited { id, editor, body, before, .. } => {
             // To the requests it approved, and those that link the PR (which remember that it
             // was edited, should its creation be delivered later).
-            let linking = store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?;
+            let linking =
+                store::open_linking(&ctx.db, t.installation.get(), t.repo_id.get(), Link::Pr, &pr.to_string()).await?;
             for issue in affected(ctx, t, *id, &linking).await? {
                 effects.push(forward(issue, "edited", false, before.as_deref()));
             }
@@ -531,7 +543,8 @@ async fn on_pr_comment(
             }
         }
         Trigger::CommentDeleted { id } => {
-            let linking = store::open_linking(&ctx.db, t.installation, t.repo_id, Link::Pr, &pr.to_string()).await?;
+            let linking =
+                store::open_linking(&ctx.db, t.installation.get(), t.repo_id.get(), Link::Pr, &pr.to_string()).await?;
             for issue in affected(ctx, t, *id, &linking).await? {
                 effects.push(forward(issue, "deleted", false, None));
             }
@@ -545,7 +558,7 @@ async fn on_pr_comment(
 /// open ones linking the PR (`linking`).
 async fn affected(ctx: &Ctx, t: &Target, id: i64, linking: &[i64]) -> Result<BTreeSet<i64>, HandlerError> {
     let mut out: BTreeSet<i64> =
-        store::approved_by_comment(&ctx.db, t.installation, t.repo_id, id).await?.into_iter().collect();
+        store::approved_by_comment(&ctx.db, t.installation.get(), t.repo_id.get(), id).await?.into_iter().collect();
     out.extend(linking.iter().copied());
     Ok(out)
 }
@@ -840,10 +853,10 @@ fn repo_audit(
 /// An entry for the audit log about request `t`.
 fn audit_entry(t: &Target, kind: &str, actor: Option<&User>, detail: Value) -> Effect {
     Effect::Audit(Box::new(AuditEntry {
-        installation_id: t.installation,
-        repository_id: Some(t.repo_id),
+        installation_id: t.installation.get(),
+        repository_id: Some(t.repo_id.get()),
         repository: Some(t.repo.clone()),
-        issue: Some(t.issue),
+        issue: Some(t.issue.get()),
         kind: kind.into(),
         actor_id: actor.map(|u| u.id.get()),
         actor_login: actor.map(|u| u.login.clone()),

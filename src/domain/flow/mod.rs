@@ -20,7 +20,7 @@ pub use self::command::{CommandFacts, CommandWants, Outcome, Refusal, RequestSta
 use super::action::Action;
 use super::commands::{self, Command, CommandError};
 use super::gate::{self, ApprovalFact, Evaluation, GateInput, PrFacts, User};
-use super::ids::UserId;
+use super::ids::{InstallationId, IssueNumber, RepoId, UserId};
 use super::messages::{self, DeployView, RequestView};
 use super::policy::{ConfigError, DeployMode, Permission, Policy, TeamRef};
 use super::request::{self, ChangeRequest, Problem};
@@ -39,10 +39,10 @@ const DEAD_COMMENTS: usize = 200;
 /// The repository and issue an evaluation is about.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Target {
-    pub installation: i64,
-    pub repo_id: i64,
+    pub installation: InstallationId,
+    pub repo_id: RepoId,
     pub repo: String,
-    pub issue: i64,
+    pub issue: IssueNumber,
 }
 
 /// What triggered an evaluation.
@@ -550,13 +550,13 @@ fn comment_commands(t: &Target, trigger: &Trigger, remembered: &Remembered, numb
         .filter(|(target, _)| match (on_pr, target) {
             // On a PR: only what is meant for this request (named, or the only one linking it).
             (None, _) => true,
-            (Some(_), Some(n)) => *n == t.issue,
+            (Some(_), Some(n)) => *n == t.issue.get(),
             (Some(_), None) => *sole,
         })
         .map(|(target, parsed)| {
             let parsed = match parsed {
                 Ok(_) if before_request => Err(refused("it was written before the issue became a deployment request")),
-                Ok(_) if unlinked => Err(refused(&format!("#{} no longer links this pull request", t.issue))),
+                Ok(_) if unlinked => Err(refused(&format!("#{} no longer links this pull request", t.issue.get()))),
                 other => other,
             };
             CommentCommand { comment_id: *id, sender: user.clone(), target, parsed }
@@ -635,9 +635,9 @@ fn approval_change(
     note: Option<&str>,
 ) -> ApprovalChange {
     ApprovalChange {
-        installation_id: t.installation,
-        repository_id: t.repo_id,
-        issue: t.issue,
+        installation_id: t.installation.get(),
+        repository_id: t.repo_id.get(),
+        issue: t.issue.get(),
         comment_id: a.comment_id,
         user_id: a.user.id.get(),
         login: a.user.login.clone(),
@@ -677,7 +677,7 @@ pub fn answer(
         }
         replies.push(Action::UpsertComment {
             repo: t.repo.clone(),
-            issue: on_pr.unwrap_or(t.issue),
+            issue: on_pr.unwrap_or(t.issue.get()),
             marker,
             body: format!("@{} {why}", sender.login),
         });
@@ -745,7 +745,7 @@ fn decide_deploy(
         return Err(Refusal::NotAnApprover { roles: a.roles.iter().map(|r| r.to_string()).collect() });
     }
     // The same comment again (a redelivery under a new id): already done, nothing more to do.
-    let key_of = |kind: &str| format!("{kind}-{}-{comment_id}", a.t.issue);
+    let key_of = |kind: &str| format!("{kind}-{}-{comment_id}", a.t.issue.get());
     if row.deploy_key.as_deref().is_some_and(|k| k == key_of("request") || k == key_of("rollback")) {
         return Ok(());
     }
@@ -803,10 +803,10 @@ fn decide_deploy(
         git_ref: sha.clone(),
         environment: env.to_string(),
         description: match &rollback_of {
-            Some(_) => format!("Rollback for deployment request #{}", t.issue),
-            None => format!("Deployment request #{}", t.issue),
+            Some(_) => format!("Rollback for deployment request #{}", t.issue.get()),
+            None => format!("Deployment request #{}", t.issue.get()),
         },
-        payload: json!({ "shipgate_request": t.issue, "shipgate_rollback_of": rollback_of, "requested_by": sender.login }),
+        payload: json!({ "shipgate_request": t.issue.get(), "shipgate_rollback_of": rollback_of, "requested_by": sender.login }),
     }));
     out.push(audit(
         if rollback_of.is_some() { "deployment.rollback_requested" } else { "deployment.requested" },
@@ -897,10 +897,10 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         req.rollback_plan.clone().unwrap_or_default().trim()
     );
     let mut row = existing.cloned().unwrap_or(RequestRow {
-        installation_id: t.installation,
-        repository_id: t.repo_id,
+        installation_id: t.installation.get(),
+        repository_id: t.repo_id.get(),
         repository: t.repo.clone(),
-        issue: t.issue,
+        issue: t.issue.get(),
         author_id: author.id.get(),
         author_login: author.login.clone(),
         labelled: 1,
@@ -1025,7 +1025,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         let state = RequestState {
             active,
             labelled,
-            issue: t.issue,
+            issue: t.issue.get(),
             environment: env_policy.and(environment.clone()),
             requester: UserId(row.author_id),
             hold: row.hold_by.clone().map(|by| (row.hold_by_id.map(UserId), by)),
@@ -1143,12 +1143,12 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let before = existing;
     // Someone else's deployment of a commit this request covers: never its own, never a success
     // of the request; while the gate was closed it is reported loudly.
-    if let Some(d) = facts.deployment.as_ref().filter(|d| d.issue != Some(t.issue)) {
+    if let Some(d) = facts.deployment.as_ref().filter(|d| d.issue != Some(t.issue.get())) {
         let gate_was_open = before.is_some_and(|b| b.gate_open == 1);
         if !gate_was_open {
             out.push(Out::Act(Action::UpsertComment {
                 repo: t.repo.clone(),
-                issue: t.issue,
+                issue: t.issue.get(),
                 marker: format!("ungated-{}", d.deployment_id),
                 body: messages::ungated_deployment(
                     d.deployment_id,
@@ -1167,7 +1167,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             ));
         }
     }
-    if let Some(d) = facts.deployment.as_ref().filter(|d| d.issue == Some(t.issue))
+    if let Some(d) = facts.deployment.as_ref().filter(|d| d.issue == Some(t.issue.get()))
         && row.deployment_id.is_none_or(|cur| d.deployment_id >= cur)
     {
         let id = d.deployment_id;
@@ -1275,13 +1275,13 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 .filter(|b| rule.workflow && rule.git_ref.as_deref() != Some(format!("refs/heads/{b}").as_str()));
             if let Some(by) = row.denied_by.as_deref() {
                 let reason = row.deny_reason.clone().unwrap_or_default();
-                out.push(answer_rule("rejected", messages::rule_rejected(t.issue, by, &reason)));
+                out.push(answer_rule("rejected", messages::rule_rejected(t.issue.get(), by, &reason)));
                 out.push(audit(&format!("{kind}.rejected"), None, detail));
             } else if eval.open && given_for_sha && wrong_branch.is_none() {
                 let approvers: Vec<String> = current.iter().map(|a| a.user.login.clone()).collect();
                 out.push(answer_rule(
                     "approved",
-                    messages::rule_approved(t.issue, &rule.environment, &rule.sha, &approvers),
+                    messages::rule_approved(t.issue.get(), &rule.environment, &rule.sha, &approvers),
                 ));
                 out.push(audit(&format!("{kind}.approved"), None, detail));
             } else {
@@ -1294,7 +1294,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 } else if eval.open {
                     missing.push(format!("Approvals: given for other commits than {}", &rule.sha));
                 }
-                let comment = messages::rule_waiting(t.issue, &missing);
+                let comment = messages::rule_waiting(t.issue.get(), &missing);
                 out.push(Out::ReportRule {
                     run_id: rule.run_id,
                     environment: rule.environment.clone(),
@@ -1349,7 +1349,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 })
                 .count();
             let mut text =
-                messages::closing_summary(t.issue, d, &given, row.created_at, deploy_created, row.approved_at);
+                messages::closing_summary(t.issue.get(), d, &given, row.created_at, deploy_created, row.approved_at);
             if unticked > 0 {
                 text.push_str(&format!(
                     "\n{unticked} item(s) of the request's own checklist are not ticked: tick them and close the issue."
@@ -1357,7 +1357,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             }
             out.push(Out::Act(Action::UpsertComment {
                 repo: t.repo.clone(),
-                issue: t.issue,
+                issue: t.issue.get(),
                 marker: format!("summary-{id}"),
                 body: text,
             }));
@@ -1365,7 +1365,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 out.push(Out::Act(Action::UpdateIssue {
                     repo: t.repo.clone(),
                     marker: None,
-                    number: Some(t.issue),
+                    number: Some(t.issue.get()),
                     title: None,
                     body: None,
                     state: Some("closed".into()),
@@ -1381,7 +1381,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             let last_good = facts.last_good.get(&(d.environment.clone(), d.sha.clone())).cloned().flatten();
             out.push(Out::Act(Action::UpsertComment {
                 repo: t.repo.clone(),
-                issue: t.issue,
+                issue: t.issue.get(),
                 marker: format!("deploy-failed-{id}"),
                 body: messages::deploy_failed(d, req.rollback_plan.as_deref(), last_good.as_deref()),
             }));
@@ -1452,7 +1452,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         created_at: deploy_created,
         notes: &notes,
     });
-    let (conclusion, title, summary) = messages::check_run(&eval, t.issue);
+    let (conclusion, title, summary) = messages::check_run(&eval, t.issue.get());
     let digest = sha256_hex(&[&body, &conclusion, &summary, &heads.join(","), environment.as_deref().unwrap_or("")]);
     remembered.shown = digest.clone();
     row.facts = serde_json::to_string(&remembered).unwrap_or_else(|_| "{}".into());
@@ -1460,7 +1460,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     if digest != shown_before {
         out.push(Out::Act(Action::UpsertComment {
             repo: t.repo.clone(),
-            issue: t.issue,
+            issue: t.issue.get(),
             marker: messages::REQUEST_MARKER.into(),
             body,
         }));
@@ -1470,7 +1470,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                     repo: t.repo.clone(),
                     head_sha: p.head_sha.clone(),
                     name: messages::check_name(env),
-                    external_id: format!("gate:{}:{env}:{}", t.issue, p.head_sha),
+                    external_id: format!("gate:{}:{env}:{}", t.issue.get(), p.head_sha),
                     status: "completed".into(),
                     conclusion: Some(conclusion.clone()),
                     title: title.clone(),
@@ -1481,7 +1481,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             }
         }
         if !add.is_empty() || !remove.is_empty() {
-            out.push(Out::Act(Action::SetLabels { repo: t.repo.clone(), issue: t.issue, add, remove }));
+            out.push(Out::Act(Action::SetLabels { repo: t.repo.clone(), issue: t.issue.get(), add, remove }));
         }
     }
     Decision { row, links, effects: out, replies }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::gate::CheckFact;
-use crate::domain::ids::UserId;
+use crate::domain::ids::{InstallationId, IssueNumber, RepoId, UserId};
 use crate::domain::policy;
 
 const POLICY: &str = r#"
@@ -38,7 +38,7 @@ fn carol() -> User {
 }
 
 fn target() -> Target {
-    Target { installation: 1, repo_id: 2, repo: "acme/app".into(), issue: ISSUE }
+    Target { installation: InstallationId(1), repo_id: RepoId(2), repo: "acme/app".into(), issue: IssueNumber(ISSUE) }
 }
 
 fn body(env: &str, pr: &str, migration: &str) -> String {
