@@ -533,6 +533,9 @@ async fn a_critical_dependabot_alert_opens_a_security_incident_escalated_at_once
         v["alert"]["security_vulnerability"]["severity"] = json!(severity);
         v["alert"]["created_at"] = json!(rfc3339(w.t0));
         v["alert"]["html_url"] = json!(format!("https://github.com/{REPO}/security/dependabot/{number}"));
+        // A private repository: its incidents are issues (a public one's are not: below).
+        v["repository"]["private"] = json!(true);
+        v["repository"]["visibility"] = json!("private");
         v
     };
     let created = alert("dependabot_alert.created.0", 20, "critical");
@@ -565,6 +568,45 @@ async fn a_critical_dependabot_alert_opens_a_security_incident_escalated_at_once
     w.done().await;
 }
 both_backends!(a_critical_dependabot_alert_opens_a_security_incident_escalated_at_once);
+
+/// SPEC §4.1: on a public repository a security alert is never disclosed in a public issue; the
+/// incident is kept by the App and shown in the API.
+async fn a_security_alert_on_a_public_repository_is_never_a_public_issue(db: &TestDb) {
+    let w = World::new(db).await;
+    let mut v = w.base("dependabot_alert.created.0");
+    v["alert"]["number"] = json!(30);
+    v["alert"]["security_advisory"]["severity"] = json!("critical");
+    v["alert"]["created_at"] = json!(rfc3339(w.t0));
+    v["repository"]["private"] = json!(false);
+    v["repository"]["visibility"] = json!("public");
+    assert_eq!(w.app().deliver("dependabot_alert", &w.id(), &v.to_string()).await, 202);
+    // Nor when the payload does not say (it fails closed).
+    let mut v = w.base("dependabot_alert.created.0");
+    v["alert"]["number"] = json!(31);
+    v["alert"]["security_advisory"]["severity"] = json!("high");
+    v["alert"]["created_at"] = json!(rfc3339(w.t0));
+    v["repository"].as_object_mut().expect("repo").remove("private");
+    v["repository"].as_object_mut().expect("repo").remove("visibility");
+    assert_eq!(w.app().deliver("dependabot_alert", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert!(w.gh.issues_labelled(REPO, "security").is_empty());
+    assert!(w.gh.model().issues.values().all(|i| !i.title.contains("alert")), "no issue about the alert at all");
+    let rows = w.incidents().await;
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert!(rows.iter().all(|r| r.kind == "security" && r.state == "open" && r.escalated_at.is_some()), "{rows:#?}");
+    // Fixed: closed in the App, still no issue.
+    let mut fixed = w.base("dependabot_alert.fixed.0");
+    fixed["alert"]["number"] = json!(30);
+    fixed["alert"]["fixed_at"] = json!(rfc3339(w.t0 + 10 * MIN));
+    fixed["repository"]["private"] = json!(false);
+    assert_eq!(w.app().deliver("dependabot_alert", &w.id(), &fixed.to_string()).await, 202);
+    w.settle().await;
+    assert!(w.gh.issues_labelled(REPO, "security").is_empty());
+    let closed = w.incidents().await.into_iter().filter(|r| r.state == "closed").count();
+    assert_eq!(closed, 1);
+    w.done().await;
+}
+both_backends!(a_security_alert_on_a_public_repository_is_never_a_public_issue);
 
 fn request_body() -> String {
     "CHANGE REQUEST:\n- Service/component: api\n- Environment: production\n- Reason: new endpoint\n\nIMPACT ANALYSIS:\n\

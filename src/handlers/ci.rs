@@ -481,6 +481,9 @@ fn alert_of(event: &str, v: &Value, now: i64) -> Alert {
 
 /// `dependabot_alert`, `code_scanning_alert`, `secret_scanning_alert`: a high or critical alert
 /// created or reopened opens a `security` incident, escalated at once; fixed or dismissed closes it.
+/// As an issue only in a private or internal repository: in a public one (or one whose visibility
+/// the payload does not say) the incident is kept by the App and shown in the API, never disclosed
+/// in a public issue (SPEC §4.1).
 pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
     let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
@@ -489,6 +492,9 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let action = v["action"].as_str().unwrap_or_default();
     let now = ctx.clock.now_ms();
     let alert = alert_of(event, &v, now);
+    let visibility = v["repository"]["visibility"].as_str();
+    let private =
+        v["repository"]["private"].as_bool() == Some(true) || matches!(visibility, Some("private" | "internal"));
     let subject = format!("{event}:{}", alert.number);
     let newest = store::newest(&ctx.db, repo_id, "security", &subject).await?;
     let open = newest.clone().filter(|i| i.state == "open");
@@ -504,13 +510,21 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             let opened =
                 if action == "created" { alert.created_at } else { time_of(&v["alert"]["updated_at"]).unwrap_or(now) };
             let title = ci::security_title(&alert);
-            effects.push(Effect::Act(Action::CreateIssue {
-                repo: repo.to_string(),
-                marker: marker.clone(),
-                title: title.clone(),
-                body: ci::security_body(&alert, policy.ci.escalate_to.as_deref()),
-                labels: vec![ci::SECURITY_LABEL.into()],
-            }));
+            if private {
+                effects.push(Effect::Act(Action::CreateIssue {
+                    repo: repo.to_string(),
+                    marker: marker.clone(),
+                    title: title.clone(),
+                    body: ci::security_body(&alert, policy.ci.escalate_to.as_deref()),
+                    labels: vec![ci::SECURITY_LABEL.into()],
+                }));
+            } else {
+                tracing::info!(
+                    repository = repo,
+                    alert = alert.number,
+                    "security alert on a public repository: kept, not disclosed in an issue"
+                );
+            }
             effects.push(ci_effect(Change::Incident(IncidentRow {
                 id: IncidentRow::id_for(repo_id, &marker),
                 installation_id: installation,
@@ -531,7 +545,9 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                 failures: 1,
                 deadline: now, // escalated at once
                 mentions: ci::mentions(&policy).join(" "),
-                escalated_at: None,
+                // Public: no issue to comment on, and nothing to disclose; there is no private
+                // channel yet, so it counts as escalated at once (shown in the API).
+                escalated_at: (!private).then_some(now),
                 recovered_at: None,
                 ttr_ms: None,
                 flaky: 0,
@@ -556,15 +572,18 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             row.recovered_at = Some(closed);
             row.ttr_ms = Some(ttr);
             let doc: Alert = serde_json::from_str(&row.details).unwrap_or(alert);
-            effects.push(Effect::Act(Action::UpdateIssue {
-                repo: repo.to_string(),
-                marker: Some(row.marker.clone()),
-                number: None,
-                title: None,
-                body: Some(ci::security_closed_body(&doc, how, ttr)),
-                state: Some("closed".into()),
-                state_reason: Some("completed".into()),
-            }));
+            // An incident kept by the App (a public repository) has no issue to close.
+            if private {
+                effects.push(Effect::Act(Action::UpdateIssue {
+                    repo: repo.to_string(),
+                    marker: Some(row.marker.clone()),
+                    number: None,
+                    title: None,
+                    body: Some(ci::security_closed_body(&doc, how, ttr)),
+                    state: Some("closed".into()),
+                    state_reason: Some("completed".into()),
+                }));
+            }
             effects.push(ci_effect(Change::Incident(row)));
         }
         _ => return Ok(Handled::ignored()),

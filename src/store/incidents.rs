@@ -172,9 +172,9 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
             sqlx::query(
                 "INSERT INTO incidents (id, installation_id, repository_id, repository, kind, subject, seq, marker, title, \
                  branch, on_default, state, opened_at, first_failure_at, last_run_number, last_attempt, failures, deadline, \
-                 mentions, recovered_at, ttr_ms, flaky, details, updated_at) \
+                 mentions, recovered_at, ttr_ms, flaky, details, updated_at, escalated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-                 $23, $24) ON CONFLICT (id) DO UPDATE SET repository = excluded.repository, title = excluded.title, \
+                 $23, $24, $25) ON CONFLICT (id) DO UPDATE SET repository = excluded.repository, title = excluded.title, \
                  state = excluded.state, first_failure_at = excluded.first_failure_at, \
                  last_run_number = excluded.last_run_number, last_attempt = excluded.last_attempt, \
                  failures = excluded.failures, deadline = excluded.deadline, mentions = excluded.mentions, \
@@ -205,6 +205,9 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
             .bind(i.flaky)
             .bind(&i.details)
             .bind(now)
+            // Set only by a new incident that needs no escalation round (one kept by the App);
+            // afterwards only escalation sets it.
+            .bind(i.escalated_at)
             .execute(&mut **tx)
             .await?;
         }
