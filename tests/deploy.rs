@@ -264,26 +264,35 @@ async fn a_full_lifecycle_closes_the_issue_with_the_time_to_deploy(db: &TestDb) 
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
     let (id, _, _, payload) = created(&w).remove(0);
-    status(&w, id, SHA, "production", "in_progress", "2026-11-29T10:01:00Z", payload.clone()).await;
+    // The pipeline starts a minute after the gate opened (now) and succeeds 4m 12s later.
+    let at = |secs: i64| {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        chrono::DateTime::from_timestamp_millis((ms / 1000 + secs) * 1000).unwrap().to_rfc3339()
+    };
+    let (started, finished) = (at(60), at(60 + 252));
+    status(&w, id, SHA, "production", "in_progress", &started, payload.clone()).await;
     w.settle().await;
     let c = w.sticky();
     assert!(c.contains("🚀 **DEPLOYING** `aaaaaaa` to production"), "{c}");
     assert!(c.contains("- [x] Create deployment ticket (record start time)"), "{c}");
     assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deploying"]);
-    status(&w, id, SHA, "production", "success", "2026-11-29T10:05:12Z", payload.clone()).await;
+    status(&w, id, SHA, "production", "success", &finished, payload.clone()).await;
     w.settle().await;
     let c = w.sticky();
-    assert!(c.contains("✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s"), "{c}");
+    assert!(c.contains("✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s, 5m 1"), "{c}");
+    assert!(c.contains(" after the gate opened"), "{c}");
     assert!(c.contains("- [x] Close deployment ticket (record end time)"), "{c}");
     assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deployed"]);
     let summary: Vec<_> =
         w.gh.app_comments(REPO, 5).into_iter().filter(|c| c.body.contains("is done")).map(|c| c.body).collect();
     assert_eq!(summary.len(), 1, "{summary:?}");
-    assert!(summary[0].contains("| Time to deploy | 4m 12s |"), "{}", summary[0]);
+    // The time to deploy runs from the gate opening (SPEC §3.5); the deployment's own time beside it.
+    assert!(summary[0].contains("| Time to deploy (gate opened → success) | 5m 1"), "{}", summary[0]);
+    assert!(summary[0].contains("| The deployment itself (start → success) | 4m 12s |"), "{}", summary[0]);
     assert!(summary[0].contains("@alice (pm)"), "{}", summary[0]);
     assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "closed");
     // A late in_progress (out of order) changes nothing.
-    status(&w, id, SHA, "production", "in_progress", "2026-11-29T10:02:00Z", payload).await;
+    status(&w, id, SHA, "production", "in_progress", &at(120), payload).await;
     w.settle().await;
     assert!(w.gh.labels(REPO, 5).contains(&"deployed".to_string()));
     let row = shipgate::store::requests::get(&w.app.db, INST, REPO_ID, 5).await.unwrap().unwrap();

@@ -56,6 +56,8 @@ pub struct DeployView {
     pub finished_at: Option<i64>,
     /// A deployment made by `/rollback`.
     pub rollback: bool,
+    /// When the request's gate opened (the start of the time to deploy).
+    pub gate_opened_at: Option<i64>,
 }
 
 impl DeployView {
@@ -68,7 +70,12 @@ impl DeployView {
     pub fn failed(&self) -> bool {
         self.state.failed()
     }
-    /// From the start (or creation) to the end.
+    /// The time to deploy (the seed's MTTD): from the gate opening to the success.
+    pub fn time_to_deploy_ms(&self) -> Option<i64> {
+        Some(self.finished_at? - self.gate_opened_at?).filter(|d| *d >= 0)
+    }
+
+    /// The deployment's own duration: from its start (or creation) to its end.
     pub fn duration_ms(&self, created_at: i64) -> Option<i64> {
         Some(self.finished_at? - self.started_at.unwrap_or(created_at)).filter(|d| *d >= 0)
     }
@@ -98,7 +105,8 @@ pub fn deploy_line(d: &DeployView, created_at: i64) -> String {
             if d.rollback {
                 format!("↩️ **ROLLED BACK** {} to `{sha}`{took}", d.environment)
             } else {
-                format!("✅ **DEPLOYED** `{sha}` to {}{took}", d.environment)
+                let after = d.time_to_deploy_ms().map(|ms| format!(", {} after the gate opened", duration(ms)));
+                format!("✅ **DEPLOYED** `{sha}` to {}{took}{}", d.environment, after.unwrap_or_default())
             }
         }
         DeployState::Failure | DeployState::Error => format!(
@@ -196,8 +204,11 @@ pub fn closing_summary(
     if let Some(at) = d.finished_at {
         let _ = writeln!(s, "| Deployment finished | {} |", timestamp(at));
     }
+    if let Some(ms) = d.finished_at.zip(approved_at).map(|(f, a)| f - a).filter(|ms| *ms >= 0) {
+        let _ = writeln!(s, "| Time to deploy (gate opened → success) | {} |", duration(ms));
+    }
     if let Some(ms) = d.duration_ms(deploy_created) {
-        let _ = writeln!(s, "| Time to deploy | {} |", duration(ms));
+        let _ = writeln!(s, "| The deployment itself (start → success) | {} |", duration(ms));
     }
     if let Some(ms) = d.finished_at.map(|f| f - created_at) {
         let _ = writeln!(s, "| From request to production | {} |", duration(ms));
@@ -703,11 +714,15 @@ mod tests {
             started_at: Some(1_780_000_000_000),
             finished_at: None,
             rollback: false,
+            gate_opened_at: Some(1_779_999_500_000),
         };
         let created = 1_779_999_000_000;
         insta::assert_snapshot!("deploying", deploy_line(&d, created));
         let done = DeployView { state: DeployState::Success, finished_at: Some(1_780_000_252_000), ..d.clone() };
-        assert_eq!(deploy_line(&done, created), "✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s");
+        assert_eq!(
+            deploy_line(&done, created),
+            "✅ **DEPLOYED** `aaaaaaa` to production in 4m 12s, 12m 32s after the gate opened"
+        );
         let approvals = vec![("alice".to_string(), "pm".to_string(), 1_779_999_500_000)];
         insta::assert_snapshot!(
             "closing_summary",

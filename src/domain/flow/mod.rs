@@ -1196,6 +1196,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         started_at: deployment.as_ref().and_then(|d| d.started_at),
         finished_at: deployment.as_ref().and_then(|d| d.finished_at),
         rollback: row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-")),
+        gate_opened_at: row.approved_at,
     });
     let deploy_created = deployment.as_ref().map(|d| d.created_at).unwrap_or(row.created_at);
 
@@ -1374,7 +1375,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 out.push(audit(
                     "request.closed",
                     None,
-                    json!({ "by": "shipgate", "deployment_id": id, "time_to_deploy_ms": d.duration_ms(deploy_created) }),
+                    json!({ "by": "shipgate", "deployment_id": id, "time_to_deploy_ms": d.time_to_deploy_ms(),
+                            "deployment_duration_ms": d.duration_ms(deploy_created) }),
                 ));
             }
         } else if d.failed() {
