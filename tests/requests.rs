@@ -418,3 +418,33 @@ async fn simulate_shows_what_the_app_shows(db: &TestDb) {
     w.done().await;
 }
 both_backends!(simulate_shows_what_the_app_shows);
+
+/// SPEC §3.2: a box a person ticks in the App's sticky comment stays ticked when the App edits it.
+async fn a_persons_tick_survives_an_app_edit(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let sticky = w.gh.app_comments(REPO, 5).into_iter().find(|c| c.body.contains("<!-- shipgate:request -->")).unwrap();
+    // Carol ticks "Release notes prepared" in the App's comment: GitHub keeps the body and sends
+    // an edit by her of the App's comment.
+    let ticked = sticky.body.replace("- [ ] Release notes prepared", "- [x] Release notes prepared");
+    w.gh.model().comments.iter_mut().find(|c| c.id == sticky.id).unwrap().body = ticked.clone();
+    let mut v = w.base("issue_comment.edited.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"] =
+        fake_github::comment_json(&w.gh.model().comments.iter().find(|c| c.id == sticky.id).unwrap().clone());
+    v["changes"] = json!({ "body": { "from": sticky.body } });
+    v["sender"] = json!({ "id": CAROL.0, "login": CAROL.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    // The App edits its comment (an approval): the tick is still there.
+    w.comment(BOB, "/approve").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("✅ @bob"), "the App edited it: {c}");
+    assert!(c.contains("- [x] Release notes prepared"), "{c}");
+    assert!(w.replies().is_empty());
+    w.done().await;
+}
+both_backends!(a_persons_tick_survives_an_app_edit);

@@ -9,6 +9,37 @@ use super::state::DeployState;
 
 /// The request's sticky comment marker.
 pub const REQUEST_MARKER: &str = "request";
+
+/// The checklist items that are a person's to tick (the App ticks the others). A box a person
+/// ticks in the sticky comment stays ticked when the App edits it.
+pub const PERSON_ITEMS: &[&str] = &[
+    "Release notes prepared",
+    "Monitoring dashboards checked",
+    "Monitor application logs and metrics",
+    "Smoke tests passing",
+    "No errors in monitoring",
+    "Document any issues",
+    "Verify all services healthy (Prometheus)",
+    "Check key metrics (response time, error rate)",
+    // Until the App sends notifications, telling the team is a person's job.
+    "Notify team",
+    "Plan post-mortem if any issues",
+];
+
+/// The person's items ticked in a version of the sticky comment.
+pub fn ticked_items(body: &str) -> Vec<String> {
+    body.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- [x] ").or_else(|| l.trim_start().strip_prefix("- [X] ")))
+        .map(str::trim)
+        .filter(|item| PERSON_ITEMS.contains(item))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a comment body is the App's sticky request comment (by its hidden marker).
+pub fn is_request_comment(body: &str) -> bool {
+    body.contains(&format!("<!-- shipgate:{REQUEST_MARKER} -->"))
+}
 pub const CHECK_NAME_PREFIX: &str = "shipgate / deploy gate";
 
 pub fn check_name(environment: &str) -> String {
@@ -35,6 +66,8 @@ pub struct RequestView<'a> {
     pub problems: &'a [Problem],
     /// Checklist facts the App can verify.
     pub review_approved: bool,
+    /// The person's items someone ticked in the comment.
+    pub ticked: &'a [String],
     pub staging_ok: bool,
     /// The request's current deployment, if any.
     pub deploy: Option<&'a DeployView>,
@@ -295,10 +328,20 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
         ("Pull requests", (!prs.is_empty()).then(|| prs.join(", ")).or(r.commit.clone())),
         ("Downtime", r.downtime.clone()),
         ("Rollback time", r.rollback_time.clone()),
-        ("Rollback plan", r.rollback_plan.as_ref().map(|p| p.lines().next().unwrap_or("").to_string())),
+        ("Rollback plan", r.rollback_plan.clone()),
     ];
     for (k, val) in rows {
-        let _ = writeln!(s, "| {k} | {} |", val.map(|x| escape(&x)).unwrap_or_else(|| "— *missing*".into()));
+        let _ = writeln!(s, "| {k} | {} |", val.map(|x| cell(&x)).unwrap_or_else(|| "— *missing*".into()));
+    }
+    // Shown whole, when the request gives them: what approvers approve.
+    for (k, val) in [
+        ("Data migration", &r.data_migration),
+        ("Deployment steps", &r.deployment_steps),
+        ("Verification", &r.verification),
+    ] {
+        if let Some(val) = val.as_ref().filter(|v| !v.trim().is_empty()) {
+            let _ = writeln!(s, "| {k} | {} |", cell(val));
+        }
     }
     let tests_green = v.eval.gates.iter().any(|g| g.name == "Tests" && g.state == GateState::Pass);
     let tick = |b: bool| if b { "x" } else { " " };
@@ -306,10 +349,11 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
     let _ = writeln!(s, "**Pre-deployment**");
     let _ = writeln!(s, "- [{}] All tests passing (lint, unit, integration, E2E) (shipgate)", tick(tests_green));
     let _ = writeln!(s, "- [{}] Code review approved (shipgate)", tick(v.review_approved));
-    let _ = writeln!(s, "- [ ] Release notes prepared");
+    let mine = |item: &str| tick(v.ticked.iter().any(|t| t == item));
+    let _ = writeln!(s, "- [{}] Release notes prepared", mine("Release notes prepared"));
     let _ = writeln!(s, "- [{}] Rollback plan documented (shipgate)", tick(r.rollback_plan.is_some()));
     let _ = writeln!(s, "- [{}] Staging deployment successful (shipgate)", tick(v.staging_ok));
-    let _ = writeln!(s, "- [ ] Monitoring dashboards checked");
+    let _ = writeln!(s, "- [{}] Monitoring dashboards checked", mine("Monitoring dashboards checked"));
     let started = v.deploy.is_some_and(DeployView::started);
     let ended = v.deploy.is_some_and(DeployView::succeeded);
     let _ = writeln!(s, "\n**Deployment**");
@@ -321,17 +365,19 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
         ("No errors in monitoring", false),
         ("Document any issues", false),
     ] {
-        let _ = writeln!(s, "- [{}] {item}", tick(done));
+        let done = if PERSON_ITEMS.contains(&item) { mine(item) } else { tick(done) };
+        let _ = writeln!(s, "- [{done}] {item}");
     }
     let _ = writeln!(s, "\n**Post-deployment**");
     for (item, done) in [
         ("Verify all services healthy (Prometheus)", false),
         ("Check key metrics (response time, error rate)", false),
-        ("Notify team (shipgate)", ended),
+        ("Notify team", false),
         ("Close deployment ticket (record end time) (shipgate)", ended),
         ("Plan post-mortem if any issues", false),
     ] {
-        let _ = writeln!(s, "- [{}] {item}", tick(done));
+        let done = if PERSON_ITEMS.contains(&item) { mine(item) } else { tick(done) };
+        let _ = writeln!(s, "- [{done}] {item}");
     }
     let _ = write!(
         s,
@@ -504,6 +550,11 @@ fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// A table cell that keeps every line of a multi-line field.
+fn cell(s: &str) -> String {
+    s.trim().replace('|', "\\|").lines().map(str::trim_end).collect::<Vec<_>>().join("<br>")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,6 +675,7 @@ mod tests {
         let e = eval(false);
         let stale = vec![("carol".to_string(), "given for aaaaaaa, the head is now bbbbbbb".to_string())];
         let v = RequestView {
+            ticked: &[],
             request: &request(),
             environment: Some("production"),
             eval: &e,
@@ -643,6 +695,7 @@ mod tests {
     fn open_request_comment_and_check_run() {
         let e = eval(true);
         let v = RequestView {
+            ticked: &[],
             request: &request(),
             environment: Some("production"),
             eval: &e,
@@ -679,6 +732,7 @@ mod tests {
         let errors = vec!["line 4, column 7: unknown role `qa` (defined: pm, backend-lead)".to_string()];
         let req = ChangeRequest { rollback_plan: None, pull_requests: vec![], ..request() };
         let v = RequestView {
+            ticked: &[],
             request: &req,
             environment: Some("production"),
             eval: &e,

@@ -699,7 +699,7 @@ fn bot() -> Value {
     json!({ "login": format!("{APP_SLUG}[bot]"), "id": 9_000_001, "type": "Bot" })
 }
 
-fn comment_json(c: &Comment) -> Value {
+pub fn comment_json(c: &Comment) -> Value {
     let app = (c.user == format!("{APP_SLUG}[bot]"))
         .then(|| json!({ "id": APP_ID.parse::<i64>().unwrap_or_default(), "slug": APP_SLUG }));
     json!({ "id": c.id, "body": c.body, "user": { "login": c.user, "id": c.user_id, "type": if c.user.ends_with("[bot]") { "Bot" } else { "User" } },

@@ -127,6 +127,10 @@ pub struct Remembered {
     /// delivered after them carries no command.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dead_comments: Vec<i64>,
+    /// The person's checklist items someone ticked in the sticky comment (kept when the App edits
+    /// it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ticked: Vec<String>,
 }
 
 /// The issue, as the event (or a fresh read) shows it.
@@ -884,7 +888,15 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         identity_notes: std::mem::take(&mut remembered.identity_notes),
         issue_updated_at,
         dead_comments,
+        ticked: std::mem::take(&mut remembered.ticked),
     };
+    // Someone ticked (or unticked) their boxes in the App's sticky comment: kept from now on.
+    if let Trigger::CommentEdited { author, body, .. } = trigger
+        && author.login.ends_with("[bot]")
+        && messages::is_request_comment(body)
+    {
+        remembered.ticked = messages::ticked_items(body);
+    }
 
     // Revision: any change of the request's content makes approvals stale (SPEC §3.3), and so
     // does closing or unlabelling it (reopening or labelling it again starts over).
@@ -1449,6 +1461,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         config_errors: &config_lines,
         problems: &problems,
         review_approved: facts.review_approved,
+        ticked: &remembered.ticked,
         staging_ok: staging_ok.unwrap_or(false),
         deploy: deploy_view.as_ref(),
         created_at: deploy_created,

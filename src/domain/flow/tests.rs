@@ -793,3 +793,85 @@ fn plan_asks_for_every_fact_decide_uses() {
         }
     }
 }
+
+#[test]
+fn a_box_a_person_ticks_in_the_sticky_comment_stays_ticked() {
+    let f = facts();
+    let (prev, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let sticky = acts(&d)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::UpsertComment { marker, body, .. } if marker == messages::REQUEST_MARKER => Some(body.clone()),
+            _ => None,
+        })
+        .expect("sticky");
+    assert!(sticky.contains("- [ ] Smoke tests passing") && sticky.contains("- [ ] Notify team\n"), "{sticky}");
+    // Someone ticks two boxes in the App's comment (GitHub sends the edit, the App as author),
+    // and a box of the App's own, which the App decides.
+    let ticked = format!(
+        "{}\n\n<!-- shipgate:request -->",
+        sticky
+            .replace("- [ ] Smoke tests passing", "- [x] Smoke tests passing")
+            .replace("- [ ] Notify team", "- [x] Notify team")
+            .replace("- [ ] Code review approved (shipgate)", "- [x] Code review approved (shipgate)")
+    );
+    let edit = Trigger::CommentEdited {
+        id: 900,
+        author: user(9, "shipgate[bot]"),
+        editor: alice(),
+        body: ticked,
+        before: Some(sticky),
+        on_pr: None,
+    };
+    let f2 = Facts { review_approved: false, ..f.clone() };
+    let (prev, d) = run(&prev, edit, &f2);
+    let (_, d2) = run(&prev, comment(7, alice(), "/approve"), &f2);
+    for d in [&d, &d2] {
+        let body = acts(d)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::UpsertComment { marker, body, .. } if marker == messages::REQUEST_MARKER => Some(body.clone()),
+                _ => None,
+            })
+            .expect("the App edits its comment");
+        assert!(body.contains("- [x] Smoke tests passing") && body.contains("- [x] Notify team"), "{body}");
+        assert!(body.contains("- [ ] Code review approved (shipgate)"), "the App's own boxes are the App's: {body}");
+    }
+    // The same edit in someone else's comment (a copy of the marker) ticks nothing.
+    let fake = Trigger::CommentEdited {
+        id: 901,
+        author: user(501, "eve"),
+        editor: user(501, "eve"),
+        body: "- [x] Release notes prepared\n<!-- shipgate:request -->".into(),
+        before: None,
+        on_pr: None,
+    };
+    let (_, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let _ = d;
+    let (p1, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (p2, _) = run(&p1, fake, &f);
+    let r: Remembered = serde_json::from_str(&p2.row.expect("row").facts).expect("facts");
+    assert!(r.ticked.is_empty());
+}
+
+#[test]
+fn multi_line_fields_are_shown_whole() {
+    let mut f = facts();
+    f.issue.body = f.issue.body.replace(
+        "6. Rollback plan: revert the PR and redeploy\n",
+        "6. Rollback plan:\n   - revert the PR\n   - run the down migration\n   - redeploy\n",
+    );
+    let (_, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let body = acts(&d)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::UpsertComment { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .expect("sticky");
+    let row = body.lines().find(|l| l.starts_with("| Rollback plan |")).expect("row");
+    assert!(
+        row.contains("revert the PR") && row.contains("run the down migration") && row.contains("redeploy"),
+        "{row}"
+    );
+}
