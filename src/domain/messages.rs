@@ -169,7 +169,14 @@ pub fn rule_rejected(issue: i64, by: &str, reason: &str) -> String {
 }
 
 pub fn rule_waiting(issue: i64, missing: &[String]) -> String {
-    let mut s = format!("shipgate: deployment request #{issue} is not approved yet. Waiting for:");
+    // "Not approved" only when approvals are what it waits for (tests or a red branch may hold an
+    // approved request).
+    let what = if missing.iter().any(|m| m.starts_with("Approvals")) {
+        "is not approved yet"
+    } else {
+        "is approved, but its gate is still closed"
+    };
+    let mut s = format!("shipgate: deployment request #{issue} {what}. Waiting for:");
     for m in missing {
         let _ = write!(s, "\n- {m}");
     }
@@ -461,7 +468,8 @@ pub fn refusal_text(command: &str, r: &super::flow::Refusal) -> String {
             } else {
                 format!("one of the roles {}", roles.join(", "))
             };
-            (format!("only an approver may deploy ({who})"), "Ask an approver.".into())
+            let act = if command == "/rollback" { "roll back" } else { "deploy" };
+            (format!("only an approver may {act} ({who})"), "Ask someone who may.".into())
         }
         R::DeployUnderWay => {
             ("a deployment of this request is already under way".into(), "Wait for it to finish.".into())

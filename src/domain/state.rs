@@ -7,7 +7,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RequestStatus {
+    /// The request itself is incomplete or invalid (a field missing, a PR that is not one).
+    Incomplete,
     AwaitingApproval,
+    /// Every approval is in, but something else holds the gate (tests, a red branch, staging).
+    Blocked,
     Approved,
     OnHold,
     Denied,
@@ -86,6 +90,10 @@ pub struct StatusFacts {
     pub denied: bool,
     pub on_hold: bool,
     pub gate_open: bool,
+    /// The request itself is incomplete or invalid.
+    pub incomplete: bool,
+    /// Every approval it needs is in.
+    pub approvals_complete: bool,
     /// The latest status of its deployment, if any.
     pub deploy_state: Option<DeployState>,
     /// That deployment was a rollback.
@@ -109,6 +117,10 @@ impl RequestStatus {
             RequestStatus::OnHold
         } else if f.gate_open {
             RequestStatus::Approved
+        } else if f.incomplete {
+            RequestStatus::Incomplete
+        } else if f.approvals_complete {
+            RequestStatus::Blocked
         } else {
             RequestStatus::AwaitingApproval
         }
@@ -116,7 +128,9 @@ impl RequestStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            RequestStatus::Incomplete => "incomplete",
             RequestStatus::AwaitingApproval => "awaiting-approval",
+            RequestStatus::Blocked => "blocked",
             RequestStatus::Approved => "approved",
             RequestStatus::OnHold => "on-hold",
             RequestStatus::Denied => "denied",
@@ -260,9 +274,23 @@ mod tests {
             denied: false,
             on_hold: false,
             gate_open: false,
+            incomplete: false,
+            approvals_complete: false,
             deploy_state: None,
             rollback: false,
         }
+    }
+    #[test]
+    fn incomplete_and_blocked_say_what_holds_the_request() {
+        let incomplete = StatusFacts { incomplete: true, ..facts() };
+        assert_eq!(RequestStatus::of(&incomplete).label(), Some("incomplete"));
+        let blocked = StatusFacts { approvals_complete: true, ..facts() };
+        assert_eq!(RequestStatus::of(&blocked).label(), Some("blocked"));
+        let open = StatusFacts { approvals_complete: true, gate_open: true, ..facts() };
+        assert_eq!(RequestStatus::of(&open).label(), Some("approved"));
+        let held = StatusFacts { approvals_complete: true, on_hold: true, ..facts() };
+        assert_eq!(RequestStatus::of(&held).label(), Some("on-hold"));
+        assert_eq!(RequestStatus::of(&facts()).label(), Some("awaiting-approval"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::state::{ApprovalChange, ApprovalState, DeployState, Link, RequestRow,
 
 /// The state labels the App manages.
 pub const STATE_LABELS: &[&str] =
-    &["awaiting-approval", "approved", "on-hold", "deploying", "deployed", "deploy-failed"];
+    &["incomplete", "awaiting-approval", "blocked", "approved", "on-hold", "deploying", "deployed", "deploy-failed"];
 
 /// How long a deployment the App asked for, with no status from GitHub yet, blocks another `/deploy`.
 pub const REQUESTED_BLOCKS_MS: i64 = 15 * 60 * 1000;
@@ -1334,6 +1334,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         denied: row.denied_by.is_some(),
         on_hold: row.hold_by.is_some(),
         gate_open: eval.open,
+        incomplete: eval.gates.iter().any(|g| g.name == "Request" && g.state == gate::GateState::Fail),
+        approvals_complete: eval.gates.iter().any(|g| g.name == "Approvals" && g.state == gate::GateState::Pass),
         deploy_state: deploy_state(&row),
         rollback,
     });
