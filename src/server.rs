@@ -62,6 +62,7 @@ impl Server {
         let relay_wake = Arc::new(Notify::new());
         let wakes = Wakes { stored: wake.clone(), relay: relay_wake.clone() };
         let ingest = Ingestor::start(db.clone(), opts.clock.clone(), wakes);
+        let (shutdown, rx) = watch::channel(false);
         let state = Arc::new(AppState {
             db: db.clone(),
             ingest: ingest.clone(),
@@ -78,8 +79,8 @@ impl Server {
             },
             gate_wait_max: cfg.gate_wait_max,
             gate_wait_poll: cfg.gate_wait_poll,
+            shutdown: rx.clone(),
         });
-        let (shutdown, rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut worker_id = None;
         let github = Arc::new(github_client(cfg, opts.github, opts.clock.clone())?);

@@ -164,6 +164,8 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
                 pushers: Some(vec![p.author.user().id]),
                 merge_commit: None,
                 merged_at: None,
+                base_ref: None,
+                default_branch: None,
             })
             .collect(),
         review_approved: file.reviews_approved,

@@ -217,3 +217,66 @@ async fn an_open_prs_test_merge_commit_is_never_covered(db: &TestDb) {
     w.done().await;
 }
 both_backends!(an_open_prs_test_merge_commit_is_never_covered);
+
+// ---- review2 ---------------------------------------------------------------------------------
+
+/// A writer changes the approved PR's base to a branch of their own (`evil`, = main + an unreviewed
+/// commit) and merges it there: the head is unchanged, so the approvals stay current, and the merge
+/// commit (evil + the approved change) must not be covered: it is not on the environment's branch.
+async fn a_merge_into_another_branch_is_not_covered(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule", false)).await;
+    approved(&w).await;
+    w.gh.retarget_pull(REPO, 12, "evil");
+    merged(&w).await;
+    waiting_run(&w, 807, MERGED).await;
+    let a = answers(&w, 807);
+    assert!(!a.iter().any(|x| x.0 == "approved"), "a merge into `evil` was approved: {a:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_merge_into_another_branch_is_not_covered);
+
+/// The same with `/deploy` (deploy mode `deployment`): the App must not deploy the merge commit
+/// on `evil`.
+async fn deploy_never_deploys_a_merge_into_another_branch(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment", false)).await;
+    approved(&w).await;
+    w.gh.retarget_pull(REPO, 12, "evil");
+    merged(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let refs: Vec<String> =
+        w.gh.model()
+            .deployments
+            .iter()
+            .filter(|(r, d)| r == REPO && d["payload"]["shipgate_key"].is_string())
+            .map(|(_, d)| d["ref"].as_str().unwrap_or_default().to_string())
+            .collect();
+    assert!(!refs.contains(&MERGED.to_string()), "deployed the merge into `evil`: {refs:?}");
+    let _ = w.replies();
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(deploy_never_deploys_a_merge_into_another_branch);
+
+/// A request for #12 and #13; only #12 is merged. The run deploying its merge commit is found
+/// through GET /commits/{sha}/pulls, the request is rechecked, does not cover it, and says nothing:
+/// the run gets no status report at all (a commit nobody covers gets one).
+async fn a_run_for_a_partly_merged_request_is_told_why_it_waits(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule", false)).await;
+    w.gh.pull(REPO, 13, DAVE, SHA2, &["apps/backend/db.rs"]);
+    w.check_completed(SHA, "build", "success").await;
+    w.check_completed(SHA2, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12, #13"), true).await;
+    w.settle().await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    merged(&w).await;
+    waiting_run(&w, 808, MERGED).await;
+    let a = answers(&w, 808);
+    assert!(!a.is_empty(), "the run was never told anything");
+    assert!(!a.iter().any(|x| x.0 == "approved"), "{a:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_run_for_a_partly_merged_request_is_told_why_it_waits);

@@ -243,7 +243,9 @@ async fn a_deployment_by_an_opened_run_is_the_requests(db: &TestDb) {
     v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
     v["deployment_status"]["state"] = json!("success");
     v["deployment_status"]["environment"] = json!("production");
-    v["deployment_status"]["created_at"] = json!("2026-12-01T10:05:00Z");
+    // Made by the job after the gate answered it.
+    v["deployment"]["created_at"] = json!(chrono::Utc::now().to_rfc3339());
+    v["deployment_status"]["created_at"] = json!(chrono::Utc::now().to_rfc3339());
     v["workflow_run"] = json!({ "id": RUN });
     assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
     w.settle().await;
@@ -291,9 +293,13 @@ async fn the_actions_script_waits_and_opens(db: &TestDb) {
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("the gate is open"), "{text}");
-    // Denied: it fails at once.
+    // The answer is the attempt's for good (like a protection rule's); a re-run of the run is a
+    // new attempt, which waits afresh. Denied: it fails at once.
     w.comment(ALICE, "/deny rollback first").await;
     w.settle().await;
+    let mut again = issuer.claims(REPO, REPO_ID, SHA, Some("production"), RUN);
+    again["run_attempt"] = json!("2");
+    issuer.hand_out(again);
     let out = run(60).await.expect("run");
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("denied") && text.contains("rollback first"), "{text}");
@@ -301,3 +307,332 @@ async fn the_actions_script_waits_and_opens(db: &TestDb) {
     w.done().await;
 }
 both_backends!(the_actions_script_waits_and_opens);
+
+// ---- review2 ---------------------------------------------------------------------------------
+
+const POLICY_NO_BRANCH: &str = r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm: { users: [alice] }
+environments:
+  production:
+    approvals:
+      - role: pm
+    require_checks: all
+    deploy: workflow
+  staging:
+    approvals: []
+"#;
+
+async fn world_with(db: &TestDb, policy: &str, poll: Duration) -> (World, FakeIssuer) {
+    let issuer = FakeIssuer::start().await;
+    let url = issuer.url.clone();
+    let w = World::with_config(db, policy, |cfg| {
+        cfg.oidc.issuer = url;
+        cfg.gate_wait_poll = poll;
+    })
+    .await;
+    (w, issuer)
+}
+
+fn token_on(issuer: &FakeIssuer, sha: &str, git_ref: &str, run: i64) -> String {
+    let mut c = issuer.claims(REPO, REPO_ID, sha, Some("production"), run);
+    c["ref"] = json!(git_ref);
+    fake_oidc::sign(&c, fake_oidc::KID)
+}
+
+/// PR #12 approved against `main`, retargeted to `evil` (main + an unreviewed commit) and merged
+/// there; a job on `evil` deploys the merge commit. No `branch:` means the default branch (SPEC §2:
+/// "where post-merge deploys of this environment come from"; policy.rs: None = the default branch).
+async fn a_merge_into_another_branch_never_opens_a_job(db: &TestDb) {
+    let (w, issuer) = world_with(db, POLICY_NO_BRANCH, Duration::from_millis(100)).await;
+    request(&w).await;
+    approve(&w).await;
+    w.gh.retarget_pull(REPO, 12, "evil");
+    w.gh.merge_pull(REPO, 12, MERGED);
+    let (status, a) = ask(&w, &token_on(&issuer, MERGED, "refs/heads/evil", RUN), json!({ "wait_seconds": 5 })).await;
+    assert_eq!(status, 200, "{a}");
+    assert_ne!(a["state"], "open", "{a}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_merge_into_another_branch_never_opens_a_job);
+
+/// A request for #12 and #13; #12 is merged, #13 not yet. The job deploying `main` (the merge of
+/// #12) must be told why it waits; today the request is rechecked on every poll and says nothing,
+/// so the job reads "the App has not evaluated the requests for this commit yet" until it times out.
+async fn a_job_for_a_partly_merged_request_is_answered(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    w.gh.pull(REPO, 13, DAVE, SHA2, &["apps/backend/db.rs"]);
+    w.check_completed(SHA, "build", "success").await;
+    w.check_completed(SHA2, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12, #13"), true).await;
+    w.settle().await;
+    approve(&w).await;
+    w.gh.merge_pull(REPO, 12, MERGED);
+    let (status, a) = ask(&w, &token(&issuer, MERGED), json!({ "wait_seconds": 3 })).await;
+    assert_eq!((status, a["state"].as_str()), (200, Some("waiting")), "{a}");
+    assert!(!a["missing"].to_string().contains("has not evaluated"), "never answered: {a}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_job_for_a_partly_merged_request_is_answered);
+
+/// The request's links still name the old head (the `synchronize` delivery is late); a job for
+/// the old head is rechecked and never answered.
+async fn a_job_for_a_head_the_request_no_longer_covers_is_answered(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    request(&w).await;
+    approve(&w).await;
+    w.gh.push_to_pull(REPO, 12, SHA2);
+    let (status, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 3 })).await;
+    assert_eq!((status, a["state"].as_str()), (200, Some("waiting")), "{a}");
+    assert!(!a["missing"].to_string().contains("has not evaluated"), "never answered: {a}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_job_for_a_head_the_request_no_longer_covers_is_answered);
+
+/// One job polling (or a writer with its token calling in a loop with wait_seconds 0) makes every
+/// call a full re-evaluation that reads GitHub again: the installation's rate limit is the limit.
+async fn polls_of_one_job_do_not_read_github_each_time(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    request(&w).await;
+    let t = token(&issuer, SHA);
+    let _ = ask(&w, &t, json!({ "wait_seconds": 0 })).await;
+    w.settle().await;
+    let before = w.gh.calls().len();
+    for _ in 0..20 {
+        let _ = ask(&w, &t, json!({ "wait_seconds": 0 })).await;
+    }
+    w.settle().await;
+    let uncovered = token(&issuer, "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee");
+    for _ in 0..20 {
+        let _ = ask(&w, &uncovered, json!({ "wait_seconds": 0 })).await;
+    }
+    w.settle().await;
+    let calls = w.gh.calls().len() - before;
+    let counts = w.gh.call_counts();
+    assert!(calls <= 10, "40 polls of two jobs made {calls} GitHub calls: {counts:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(polls_of_one_job_do_not_read_github_each_time);
+
+/// A long poll holds the App's shutdown (axum's graceful shutdown waits for it): up to
+/// SHIPGATE_GATE_WAIT_MAX_SECS (600 s) per deploy of the App, longer than any orchestrator waits.
+async fn a_long_poll_does_not_hold_the_shutdown(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    request(&w).await;
+    let t = token(&issuer, SHA);
+    let http = w.app.http.clone();
+    let url = format!("{}/gate/wait", w.app.url);
+    let polling = tokio::spawn(async move {
+        http.post(url).bearer_auth(t).json(&json!({ "wait_seconds": 30 })).send().await.map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    w.sticky();
+    let started = std::time::Instant::now();
+    w.done().await;
+    let took = started.elapsed();
+    polling.abort();
+    assert!(took < Duration::from_secs(5), "shutdown waited {took:?} for a long poll");
+}
+both_backends!(a_long_poll_does_not_hold_the_shutdown);
+
+/// A decision wakes the waiting call before its transaction commits (Effect::apply calls
+/// DECIDED.notify_waiters inside the completion transaction): the call reads `pending` and then
+/// sleeps until the poll interval. With a long poll interval the job learns of it at its deadline.
+async fn a_decision_in_this_process_answers_the_long_poll_at_once(db: &TestDb) {
+    let (w, issuer) = world_with(db, POLICY_WORKFLOW, Duration::from_secs(30)).await;
+    request(&w).await;
+    let t = token(&issuer, SHA);
+    let _ = ask(&w, &t, json!({ "wait_seconds": 0 })).await;
+    w.settle().await;
+    let asked = {
+        let http = w.app.http.clone();
+        let url = format!("{}/gate/wait", w.app.url);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = http.post(url).bearer_auth(t).json(&json!({ "wait_seconds": 20 })).send().await.expect("send");
+            (started.elapsed(), r.json::<Value>().await.expect("json"))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    approve(&w).await;
+    let (took, a) = asked.await.expect("join");
+    assert_eq!(a["state"], "open", "{a}");
+    assert!(took < Duration::from_secs(10), "answered at the deadline, not when decided: {took:?}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_decision_in_this_process_answers_the_long_poll_at_once);
+
+/// While the issuer fails, every token (any kid, from anyone who can reach the port) makes the App
+/// fetch the discovery document again: the refresh limit counts successful fetches only.
+async fn a_failing_issuer_is_not_asked_on_every_request(db: &TestDb) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || {
+            let h = h.clone();
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::BAD_GATEWAY, "down")
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let issuer = FakeIssuer::start().await;
+    let u = url.clone();
+    let w = World::with_config(db, POLICY_WORKFLOW, |cfg| cfg.oidc.issuer = u).await;
+    let mut claims = issuer.claims(REPO, REPO_ID, SHA, Some("production"), RUN);
+    claims["iss"] = json!(url);
+    for i in 0..10 {
+        let (status, a) = ask(&w, &fake_oidc::sign(&claims, &format!("k{i}")), json!({})).await;
+        assert_eq!(status, 503, "{a}");
+    }
+    let n = hits.load(Ordering::SeqCst);
+    assert!(n <= 1, "ten unauthenticated requests made {n} fetches of the issuer");
+    w.done().await;
+}
+both_backends!(a_failing_issuer_is_not_asked_on_every_request);
+
+/// The repository is removed from the installation (`installation_repositories` removed): no
+/// installation serves it any more, but tenancy::serving falls back to the requests kept for it.
+async fn a_repository_removed_from_the_installation_is_not_served(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    request(&w).await;
+    approve(&w).await;
+    for action in ["added", "removed"] {
+        // The fixture whole (the world's payloads keep only the installation's id).
+        let mut v: Value = serde_json::from_str(&common::fixture("installation_repositories.removed.0")).expect("json");
+        v["installation"]["id"] = json!(INST);
+        v["action"] = json!(action);
+        let list = json!([{ "id": REPO_ID, "full_name": REPO, "name": "app", "private": false }]);
+        v["repositories_added"] = if action == "added" { list.clone() } else { json!([]) };
+        v["repositories_removed"] = if action == "removed" { list } else { json!([]) };
+        assert_eq!(w.app.deliver("installation_repositories", &w.id(), &v.to_string()).await, 202);
+        w.settle().await;
+    }
+    let (status, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 2 })).await;
+    assert_eq!(status, 403, "{a}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_repository_removed_from_the_installation_is_not_served);
+
+fn status_of(w: &World, deployment: i64, state: &str, created_at: &str, run: i64) -> Value {
+    let mut v = w.base("deployment_status.created.0");
+    v["deployment_status"]["id"] = json!(deployment * 10 + if state == "success" { 2 } else { 1 });
+    v["deployment"]["id"] = json!(deployment);
+    v["deployment"]["sha"] = json!(SHA);
+    v["deployment"]["environment"] = json!("production");
+    v["deployment"]["payload"] = json!({});
+    v["deployment"]["created_at"] = json!(created_at);
+    v["deployment"]["creator"] = fake_github::actions_creator();
+    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["creator"] = fake_github::actions_creator();
+    v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["state"] = json!(state);
+    v["deployment_status"]["environment"] = json!("production");
+    v["deployment_status"]["created_at"] = json!(created_at);
+    v["workflow_run"] = json!({ "id": run });
+    v
+}
+
+async fn origin_of(w: &World, deployment: i64) -> (String, Option<i64>) {
+    sqlx::query_as("SELECT origin, issue FROM deployments WHERE deployment_id = $1")
+        .bind(deployment)
+        .fetch_one(w.app.db.pool())
+        .await
+        .expect("deployment row")
+}
+
+/// A job of the run deploys without the step while another job of the same run waits; once the
+/// gate opens for the run, the ungated deployment's later statuses make it the request's own
+/// (origin `approved`), though it started while the gate was closed.
+async fn a_deployment_started_before_the_gate_opened_is_not_the_requests(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    request(&w).await;
+    let (_, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 0 })).await;
+    assert_eq!(a["state"], "waiting", "{a}");
+    let v = status_of(&w, 973, "in_progress", "2026-12-01T10:00:00Z", RUN);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    approve(&w).await;
+    let (_, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 10 })).await;
+    assert_eq!(a["state"], "open", "{a}");
+    let v = status_of(&w, 973, "success", "2026-12-01T10:01:00Z", RUN);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let _ = w.gh.comments(REPO, 5);
+    let (origin, _) = origin_of(&w, 973).await;
+    assert_ne!(origin, "approved", "an ungated deployment became the request's own");
+    w.done().await;
+}
+both_backends!(a_deployment_started_before_the_gate_opened_is_not_the_requests);
+
+/// The gate opened for run RUN; then the request is put on hold; then a second job of the same
+/// run (a matrix sibling, a re-run attempt, or the first job's token replayed) waits again:
+/// begin() sets the run's row back to pending, and the deployment the first job made while the
+/// gate was open is no longer the request's own.
+async fn a_second_wait_of_an_opened_run_keeps_the_first_deployment_the_requests(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    request(&w).await;
+    approve(&w).await;
+    let t = token(&issuer, SHA);
+    let (_, a) = ask(&w, &t, json!({ "wait_seconds": 10 })).await;
+    assert_eq!(a["state"], "open", "{a}");
+    w.comment(EVE, "/hold").await;
+    w.settle().await;
+    let (_, a) = ask(&w, &t, json!({ "wait_seconds": 0 })).await;
+    w.settle().await;
+    let _ = a;
+    // The first job deployed after the gate opened for it.
+    let v = status_of(&w, 974, "success", &chrono::Utc::now().to_rfc3339(), RUN);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let _ = w.gh.comments(REPO, 5);
+    let (origin, issue) = origin_of(&w, 974).await;
+    assert_eq!((origin.as_str(), issue), ("approved", Some(5)), "the opened run's deployment lost its request");
+    w.done().await;
+}
+both_backends!(a_second_wait_of_an_opened_run_keeps_the_first_deployment_the_requests);
+
+const POLICY_UNICODE: &str = r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm: { users: [alice] }
+environments:
+  préprod:
+    approvals:
+      - role: pm
+    require_checks: all
+    deploy: workflow
+"#;
+
+/// The job names its environment in another case (GitHub's environment names ignore case). ASCII
+/// works; a non-ASCII letter is matched by PostgreSQL's LOWER (open_for_environment,
+/// gate_waits::pending) but not by decide's eq_ignore_ascii_case: on PostgreSQL the job is never
+/// answered; on SQLite (ASCII LOWER) it is told no request covers it.
+async fn a_job_naming_its_environment_in_another_case_is_answered(db: &TestDb) {
+    let (w, issuer) = world_with(db, POLICY_UNICODE, Duration::from_millis(100)).await;
+    w.check_completed(SHA, "build", "success").await;
+    w.issue_event("labeled", &body("préprod", "#12"), true).await;
+    w.settle().await;
+    approve(&w).await;
+    let c = issuer.claims(REPO, REPO_ID, SHA, Some("PRÉPROD"), RUN);
+    let (status, a) = ask(&w, &fake_oidc::sign(&c, fake_oidc::KID), json!({ "wait_seconds": 3 })).await;
+    assert_eq!((status, a["state"].as_str()), (200, Some("open")), "{a}");
+    w.sticky();
+    w.done().await;
+}
+both_backends!(a_job_naming_its_environment_in_another_case_is_answered);

@@ -1,11 +1,13 @@
 -- Workflow enforcement (issue 13, SPEC §3.5 `workflow`): a job's wait at `POST /gate/wait`,
--- proven by its GitHub Actions OIDC token. One row per (run, environment); each new wait of the
--- run sets it back to 'pending' until a request decides. Times are Unix ms.
+-- proven by its GitHub Actions OIDC token. One row per (run, attempt, environment): the jobs of one
+-- attempt share its answer, which never changes once given (like a protection rule's); a re-run
+-- attempt waits afresh. Times are Unix ms.
 CREATE TABLE gate_waits (
     installation_id BIGINT  NOT NULL,
     repository_id   BIGINT  NOT NULL,
     repository      TEXT    NOT NULL,
     run_id          BIGINT  NOT NULL,
+    run_attempt     BIGINT  NOT NULL,
     environment     TEXT    NOT NULL,
     sha             TEXT    NOT NULL,
     git_ref         TEXT    NOT NULL,
@@ -16,6 +18,6 @@ CREATE TABLE gate_waits (
     report          TEXT,
     received_at     BIGINT  NOT NULL,
     answered_at     BIGINT,
-    PRIMARY KEY (installation_id, repository_id, run_id, environment)
+    PRIMARY KEY (installation_id, repository_id, run_id, run_attempt, environment)
 );
-CREATE INDEX gate_waits_pending ON gate_waits (installation_id, repository_id, environment, state);
+CREATE INDEX gate_waits_pending ON gate_waits (installation_id, repository_id, state);

@@ -64,6 +64,12 @@ pub struct PrFacts {
     /// When it was merged (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_at: Option<i64>,
+    /// The branch it merges into (a merge elsewhere than where the environment deploys from is not
+    /// covered), and the repository's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
 }
 
 /// Whether an approval rule applies to these PRs: no `when_paths`, a changed file (under its new
@@ -473,6 +479,8 @@ environments:
                     pushers: Some(vec![UserId(301)]),
                     merge_commit: None,
                     merged_at: None,
+                    base_ref: None,
+                    default_branch: None,
                 }],
                 approvals: vec![],
                 revision: 1,

@@ -1665,7 +1665,7 @@ fn list_of(names: &[String]) -> String {
 }
 
 /// Case-insensitive comparison (Unicode lowercase, character by character).
-fn eq_fold(a: &str, b: &str) -> bool {
+pub fn eq_fold(a: &str, b: &str) -> bool {
     a == b || a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
 }
 

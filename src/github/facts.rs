@@ -123,6 +123,9 @@ pub struct PullRequest {
     pub merge_commit: Option<String>,
     /// When it was merged (Unix ms).
     pub merged_at: Option<i64>,
+    /// The branch it merges into, and the repository's default branch.
+    pub base_ref: Option<String>,
+    pub default_branch: Option<String>,
 }
 
 /// The most files GitHub's files API lists for a pull request.
@@ -153,6 +156,8 @@ pub async fn pull_request(
             .filter(|s| merged && s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit()))
             .map(str::to_ascii_lowercase),
         merged_at: v["merged_at"].as_str().and_then(super::client::parse_rfc3339_ms).filter(|_| merged),
+        base_ref: v["base"]["ref"].as_str().map(str::to_string),
+        default_branch: v["base"]["repo"]["default_branch"].as_str().map(str::to_string),
     }))
 }
 

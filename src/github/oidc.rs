@@ -56,6 +56,9 @@ pub struct ActionsClaims {
     /// `push`, `workflow_dispatch`, `pull_request`, …
     pub event_name: String,
     pub run_id: String,
+    /// Which attempt of the run (a re-run is a new attempt).
+    #[serde(default)]
+    pub run_attempt: Option<String>,
     #[serde(default)]
     pub actor: Option<String>,
     #[serde(default)]
@@ -97,6 +100,9 @@ pub struct OidcVerifier {
     clock: Clock,
     /// The keys and when they were fetched (Unix ms).
     keys: Mutex<Option<(JwkSet, i64)>>,
+    /// When the keys were last asked for, successfully or not (Unix ms): an unknown key, or an
+    /// issuer that fails, is asked again only after `jwks_refresh`.
+    asked_at: Mutex<Option<i64>>,
     /// Serializes fetches of the keys.
     fetching: tokio::sync::Mutex<()>,
 }
@@ -108,7 +114,14 @@ impl OidcVerifier {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(|e| e.to_string())?;
-        Ok(OidcVerifier { cfg, http, clock, keys: Mutex::new(None), fetching: tokio::sync::Mutex::new(()) })
+        Ok(OidcVerifier {
+            cfg,
+            http,
+            clock,
+            keys: Mutex::new(None),
+            asked_at: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn audience(&self) -> &str {
@@ -154,11 +167,17 @@ impl OidcVerifier {
         if let Some(jwk) = cached(&self.keys) {
             return DecodingKey::from_jwk(&jwk).map_err(|e| OidcError::Issuer(e.to_string()));
         }
-        let fetched_at = self.keys.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, at)| *at);
+        let asked_at = *self.asked_at.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.clock.now_ms();
-        if fetched_at.is_some_and(|at| now - at < self.cfg.jwks_refresh.as_millis() as i64) {
-            return Err(OidcError::UnknownKey(kid.to_string()));
+        if asked_at.is_some_and(|at| now - at < self.cfg.jwks_refresh.as_millis() as i64) {
+            let have_keys = self.keys.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+            return Err(if have_keys {
+                OidcError::UnknownKey(kid.to_string())
+            } else {
+                OidcError::Issuer("the issuer failed a moment ago; not asked again yet".into())
+            });
         }
+        *self.asked_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         let set = self.fetch_keys().await?;
         let jwk = set.find(kid).cloned();
         *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Some((set, now));

@@ -188,6 +188,7 @@ pub enum Effect {
         installation: i64,
         repository_id: i64,
         run_id: i64,
+        run_attempt: i64,
         environment: String,
         state: String,
         issue: i64,
@@ -199,6 +200,7 @@ pub enum Effect {
         installation: i64,
         repository_id: i64,
         run_id: i64,
+        run_attempt: i64,
         environment: String,
         issue: Option<i64>,
         missing: Vec<String>,
@@ -218,6 +220,12 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// Whether it answers or reports on a job waiting at `/gate/wait` (its HTTP call is woken once
+    /// the transaction commits).
+    pub fn decides_a_wait(&self) -> bool {
+        matches!(self, Effect::AnswerWait { .. } | Effect::ReportWait { .. })
+    }
+
     /// Evaluate request `issue` again (`checks_only`: only checks or statuses changed).
     pub fn recheck(installation: i64, repository_id: i64, repository: &str, issue: i64, checks_only: bool) -> Effect {
         Effect::Recheck { installation, repository_id, repository: repository.to_string(), issue, checks_only }
@@ -316,36 +324,44 @@ impl Effect {
                 }
                 Ok(())
             }
-            Effect::AnswerWait { installation, repository_id, run_id, environment, state, issue, text } => {
-                crate::store::gate_waits::answer(
-                    tx,
-                    *installation,
-                    *repository_id,
-                    *run_id,
+            Effect::AnswerWait {
+                installation,
+                repository_id,
+                run_id,
+                run_attempt,
+                environment,
+                state,
+                issue,
+                text,
+            } => {
+                let k = crate::store::gate_waits::WaitKey {
+                    installation: *installation,
+                    repository_id: *repository_id,
+                    run_id: *run_id,
+                    run_attempt: *run_attempt,
                     environment,
-                    state,
-                    *issue,
-                    text,
-                    now,
-                )
-                .await?;
-                crate::store::gate_waits::DECIDED.notify_waiters();
+                };
+                crate::store::gate_waits::answer(tx, &k, state, *issue, text, now).await?;
                 Ok(())
             }
-            Effect::ReportWait { installation, repository_id, run_id, environment, issue, missing, text } => {
-                crate::store::gate_waits::report(
-                    tx,
-                    *installation,
-                    *repository_id,
-                    *run_id,
+            Effect::ReportWait {
+                installation,
+                repository_id,
+                run_id,
+                run_attempt,
+                environment,
+                issue,
+                missing,
+                text,
+            } => {
+                let k = crate::store::gate_waits::WaitKey {
+                    installation: *installation,
+                    repository_id: *repository_id,
+                    run_id: *run_id,
+                    run_attempt: *run_attempt,
                     environment,
-                    *issue,
-                    missing,
-                    text,
-                )
-                .await?;
-                crate::store::gate_waits::DECIDED.notify_waiters();
-                Ok(())
+                };
+                crate::store::gate_waits::report(tx, &k, *issue, missing, text).await
             }
             Effect::UpsertInstallation(i) => tenancy::upsert_installation(tx, i, now).await,
             Effect::SuspendInstallation { id, suspended } => tenancy::set_suspended(tx, *id, *suspended, now).await,

@@ -104,19 +104,22 @@ pub async fn evaluate(
                 sha: r.sha,
                 workflow: false,
                 git_ref: r.git_ref,
+                run_attempt: 0,
+                candidate: None,
             })
             .collect();
-        f.waiting_runs.extend(
-            gate_waits::pending(&ctx.db, t.installation.get(), t.repo_id.get(), env).await?.into_iter().map(|w| {
-                WaitingRun {
-                    run_id: w.run_id,
-                    environment: w.environment,
-                    sha: w.sha,
-                    workflow: true,
-                    git_ref: Some(w.git_ref),
-                }
-            }),
-        );
+        // Jobs at /gate/wait: the environment matched as the policy matches names (the same on
+        // every database).
+        let waits = gate_waits::pending(&ctx.db, t.installation.get(), t.repo_id.get()).await?;
+        f.waiting_runs.extend(waits.into_iter().filter(|w| policy::eq_fold(&w.environment, env)).map(|w| WaitingRun {
+            run_id: w.run_id,
+            environment: w.environment,
+            sha: w.sha,
+            workflow: true,
+            git_ref: Some(w.git_ref),
+            run_attempt: w.run_attempt,
+            candidate: w.issue,
+        }));
     }
     if let Some(branch) = &wanted.ci_red {
         f.ci_red = super::repo::red_on(&ctx.db, t.repo_id.get(), branch.as_deref()).await?;
@@ -183,6 +186,8 @@ async fn gather_prs(
                             files_truncated,
                             merge_commit: pr.merge_commit,
                             merged_at: pr.merged_at,
+                            base_ref: pr.base_ref,
+                            default_branch: pr.default_branch,
                         });
                     }
                     Ok(None) => f.missing_prs.push(*n),
@@ -251,7 +256,7 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         let mut all = true;
         // A trusted staging deployment of the approved heads, or of the merge commit that
         // contains them.
-        let merged = flow::merge_commit(&f.prs).map(str::to_string);
+        let merged = flow::merge_commit(&f.prs, more.branch.as_deref()).map(str::to_string);
         let mut commits: Vec<&str> = f.prs.iter().map(|p| p.head_sha.as_str()).collect();
         if let Some(m) = merged.as_deref() {
             let app_id = ctx.github.own_app_id().await;
@@ -295,10 +300,11 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
             Out::PinLogin { login, user_id } => {
                 Effect::PinLogin { installation: t.installation.get(), login, user_id: user_id.get() }
             }
-            Out::AnswerRule { run_id, environment, state, workflow: true, action } => Effect::AnswerWait {
+            Out::AnswerRule { run_id, run_attempt, environment, state, workflow: true, action } => Effect::AnswerWait {
                 installation: t.installation.get(),
                 repository_id: t.repo_id.get(),
                 run_id,
+                run_attempt,
                 environment,
                 state,
                 issue: t.issue.get(),
@@ -307,18 +313,21 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
                     _ => String::new(),
                 },
             },
-            Out::ReportRule { run_id, environment, workflow: true, missing, action, .. } => Effect::ReportWait {
-                installation: t.installation.get(),
-                repository_id: t.repo_id.get(),
-                run_id,
-                environment,
-                issue: Some(t.issue.get()),
-                missing,
-                text: match action {
-                    Action::ReviewProtectionRule { comment, .. } => comment,
-                    _ => String::new(),
-                },
-            },
+            Out::ReportRule { run_id, run_attempt, environment, workflow: true, missing, action, .. } => {
+                Effect::ReportWait {
+                    installation: t.installation.get(),
+                    repository_id: t.repo_id.get(),
+                    run_id,
+                    run_attempt,
+                    environment,
+                    issue: Some(t.issue.get()),
+                    missing,
+                    text: match action {
+                        Action::ReviewProtectionRule { comment, .. } => comment,
+                        _ => String::new(),
+                    },
+                }
+            }
             Out::AnswerRule { run_id, environment, state, action, .. } => Effect::AnswerRule {
                 installation: t.installation.get(),
                 repository_id: t.repo_id.get(),
@@ -910,9 +919,11 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
     // Made by a workflow run that the gate answered `open` at /gate/wait, for this commit and
     // environment: a deployment the App approved.
     let own = match (own, &e.workflow_run) {
-        (None, Some(run)) => gate_waits::approved_run(&ctx.db, installation, repo_id, run.id, &environment, sha)
-            .await?
-            .map(|issue| ("approved".to_string(), issue)),
+        (None, Some(run)) => {
+            gate_waits::approved_run(&ctx.db, installation, repo_id, run.id, &environment, sha, created_at)
+                .await?
+                .map(|issue| ("approved".to_string(), issue))
+        }
         (own, _) => own,
     };
     let origin = match &own {
@@ -999,7 +1010,9 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
     // The environment's open requests whose commits (linked PR heads, or the commit a request
     // without PRs names) include the run's.
     let covering = covering_requests(&ctx, installation, repo_id, &repo, environment, sha).await?;
-    if covering.is_empty() {
+    // Until a request's decision says otherwise, the run is told that none covers its commit yet
+    // (a request found only through the commit's PR may not: a partly merged one, say).
+    if !covering.direct {
         effects.push(Effect::Act(Action::ReviewProtectionRule {
             repo: repo.clone(),
             run_id,
@@ -1008,10 +1021,17 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
             comment: messages::rule_uncovered(environment, sha),
         }));
     }
-    for issue in covering {
+    for issue in covering.requests {
         effects.push(Effect::recheck(installation, repo_id, &repo, issue, false));
     }
     Ok(Handled::ok(effects))
+}
+
+/// The requests that may cover a waiting run's commit.
+struct Covering {
+    requests: Vec<i64>,
+    /// Found by their links to the commit itself (not only through its PR).
+    direct: bool,
 }
 
 /// The open requests for `environment` to evaluate for a run waiting on commit `sha`: those whose
@@ -1026,7 +1046,7 @@ async fn covering_requests(
     repo: &str,
     environment: &str,
     sha: &str,
-) -> Result<Vec<i64>, HandlerError> {
+) -> Result<Covering, HandlerError> {
     let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
     let covering: Vec<i64> = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha)
         .await?
@@ -1034,7 +1054,7 @@ async fn covering_requests(
         .filter(|n| in_env.contains(n))
         .collect();
     if !covering.is_empty() {
-        return Ok(covering);
+        return Ok(Covering { requests: covering, direct: true });
     }
     let mut merged_into = Vec::new();
     match facts::pulls_of_commit(&ctx.github, installation, repo, sha).await {
@@ -1050,7 +1070,7 @@ async fn covering_requests(
         Err(GhError::DryRun) => {}
         Err(e) => return Err(gh_err(e)),
     }
-    Ok(merged_into)
+    Ok(Covering { requests: merged_into, direct: false })
 }
 
 /// The internal event of a job that began waiting at `POST /gate/wait` (stored by the HTTP call,
@@ -1063,36 +1083,52 @@ pub struct GateWaitBody {
     pub installation: InstallationRef,
     pub repository: RepositoryRef,
     pub run_id: i64,
+    #[serde(default)]
+    pub run_attempt: i64,
+    /// As the job's token names it.
     pub environment: String,
     pub sha: String,
     #[serde(rename = "ref")]
     pub git_ref: String,
-    /// This wait's own id: each call of the job is a new delivery, never a replay of the last.
+    /// This wait's own id (each attempt's first call is its own delivery).
     #[serde(default)]
     pub wait_id: String,
 }
 
-/// A job began waiting at `/gate/wait`: the requests that cover its commit are evaluated again
-/// (their decision answers it); with none, it is told so.
+/// A job began waiting at `/gate/wait`: the requests for its environment that may cover its
+/// commit are evaluated again (their decision answers it: the first of them says why it does not,
+/// if so); with none, it is told so at once. Either way it is never left unanswered.
 pub async fn on_gate_wait(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let w: GateWaitBody = ctx.payload()?;
     let (installation, repo_id, repo) = (w.installation.id, w.repository.id, w.repository.full_name.clone());
-    let covering = covering_requests(&ctx, installation, repo_id, &repo, &w.environment, &w.sha).await?;
-    if covering.is_empty() {
-        let text = messages::rule_uncovered(&w.environment, &w.sha);
-        return Ok(Handled::ok(vec![Effect::ReportWait {
-            installation,
-            repository_id: repo_id,
-            run_id: w.run_id,
-            environment: w.environment.clone(),
-            issue: None,
-            missing: vec![text.clone()],
-            text,
-        }]));
+    let report = |issue: Option<i64>, line: String| Effect::ReportWait {
+        installation,
+        repository_id: repo_id,
+        run_id: w.run_id,
+        run_attempt: w.run_attempt,
+        environment: w.environment.clone(),
+        issue,
+        missing: vec![line.clone()],
+        text: line,
+    };
+    // The policy's own name for the environment (names compare as the policy compares them).
+    let mut effects = Vec::new();
+    let (policy, _) = load_policy(&ctx, installation, repo_id, &repo, &mut effects).await?;
+    let Some((environment, _)) = policy.environment_entry(&w.environment) else {
+        effects
+            .push(report(None, format!("`{}` is not an environment of {repo}'s .github/shipgate.yml", w.environment)));
+        return Ok(Handled::ok(effects));
+    };
+    let environment = environment.to_string();
+    let covering = covering_requests(&ctx, installation, repo_id, &repo, &environment, &w.sha).await?.requests;
+    match covering.first() {
+        None => effects.push(report(None, messages::rule_uncovered(&environment, &w.sha))),
+        Some(first) => {
+            effects.push(report(Some(*first), format!("a decision: request #{first} is being evaluated")));
+            effects.extend(covering.iter().map(|issue| Effect::recheck(installation, repo_id, &repo, *issue, false)));
+        }
     }
-    Ok(Handled::ok(
-        covering.into_iter().map(|issue| Effect::recheck(installation, repo_id, &repo, issue, false)).collect(),
-    ))
+    Ok(Handled::ok(effects))
 }
 
 #[cfg(test)]

@@ -118,6 +118,13 @@ pub async fn wait(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     let (Ok(repository_id), Ok(run_id)) = (claims.repository_id.parse::<i64>(), claims.run_id.parse::<i64>()) else {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the token's repository_id or run_id is not a number");
     };
+    let run_attempt = match claims.run_attempt.as_deref().map(str::parse::<i64>) {
+        None => 1,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the token's run_attempt is not a number");
+        }
+    };
     let sha = claims.sha.to_ascii_lowercase();
     if sha.len() != 40 || !sha.chars().all(|c| c.is_ascii_hexdigit()) {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "the token's sha is not a commit SHA");
@@ -139,6 +146,7 @@ pub async fn wait(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
         repository_id,
         repository: claims.repository.clone(),
         run_id,
+        run_attempt,
         environment: environment.clone(),
         sha: sha.clone(),
         git_ref: claims.git_ref.clone(),
@@ -149,23 +157,87 @@ pub async fn wait(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
         received_at: now,
         answered_at: None,
     };
-    if let Err(e) = gate_waits::begin(&st.db, &w).await {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string());
+    let first = match gate_waits::begin(&st.db, &w).await {
+        Ok(first) => first,
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string()),
+    };
+    // Only the attempt's first call asks for an evaluation: later calls (polls, matrix siblings,
+    // a replayed token) read the answer, and cost GitHub nothing. The wait is answered again by
+    // every evaluation of the requests for its environment while it is pending.
+    if first
+        && let Err(e) = enqueue(
+            &st,
+            installation,
+            repository_id,
+            &claims.repository,
+            run_id,
+            run_attempt,
+            &environment,
+            &sha,
+            &claims.git_ref,
+            now,
+        )
+        .await
+    {
+        return e;
     }
-    let wait_id = format!("{repository_id}-{run_id}-{now}-{:08x}", fastrand::u32(..));
+    tracing::info!(repository = %claims.repository, run_id, run_attempt, environment = %environment, sha = %sha, first, "gate wait");
+
+    // The long poll: until a decision, the time the job asked for (bounded), or the App stops.
+    let wait = Duration::from_secs(req.wait_seconds.unwrap_or(0)).min(st.gate_wait_max);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = st.shutdown.clone();
+    loop {
+        let woken = gate_waits::DECIDED.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let row = match gate_waits::get(&st.db, installation, repository_id, run_id, run_attempt, &environment).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", "the wait was not stored"),
+            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string()),
+        };
+        let now = tokio::time::Instant::now();
+        if row.state != "pending" || now >= deadline || *shutdown.borrow() {
+            return (StatusCode::OK, Json(answer(&row))).into_response();
+        }
+        let next = (now + st.gate_wait_poll).min(deadline);
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// The internal delivery asking the worker to evaluate the requests for a new wait.
+#[allow(clippy::too_many_arguments)]
+async fn enqueue(
+    st: &AppState,
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    run_id: i64,
+    run_attempt: i64,
+    environment: &str,
+    sha: &str,
+    git_ref: &str,
+    now: i64,
+) -> Result<(), Response> {
+    let wait_id = format!("{repository_id}-{run_id}-{run_attempt}-{now}-{:08x}", fastrand::u32(..));
     let body = GateWaitBody {
         wait_id: wait_id.clone(),
         installation: InstallationRef { id: installation },
         repository: RepositoryRef {
             id: repository_id,
-            full_name: claims.repository.clone(),
+            full_name: repository.to_string(),
             default_branch: None,
             master_branch: None,
         },
         run_id,
-        environment: environment.clone(),
-        sha: sha.clone(),
-        git_ref: claims.git_ref.clone(),
+        run_attempt,
+        environment: environment.to_string(),
+        sha: sha.to_string(),
+        git_ref: git_ref.to_string(),
     };
     let text = serde_json::to_string(&body).unwrap_or_default();
     let delivery = NewDelivery {
@@ -173,39 +245,16 @@ pub async fn wait(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
         event: GATE_WAIT_EVENT.into(),
         action: Some("wait".into()),
         installation_id: Some(installation),
-        repository: Some(claims.repository.clone()),
+        repository: Some(repository.to_string()),
         subject: format!("repo:{repository_id}"),
         received_at: now,
         body_sha256: hex::encode(Sha256::digest(text.as_bytes())),
         body: text,
         body_lz4: None,
     };
-    if let Err(e) = st.ingest.ingest(delivery).await {
-        return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", format!("not stored, try again later: {e}"));
-    }
-    tracing::info!(repository = %claims.repository, run_id, environment = %environment, sha = %sha, "gate wait");
-
-    // The long poll: until a decision, or the time the job asked for (bounded).
-    let wait = Duration::from_secs(req.wait_seconds.unwrap_or(0)).min(st.gate_wait_max);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let woken = gate_waits::DECIDED.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        let row = match gate_waits::get(&st.db, installation, repository_id, run_id, &environment).await {
-            Ok(Some(row)) => row,
-            Ok(None) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", "the wait was not stored"),
-            Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", e.to_string()),
-        };
-        let now = tokio::time::Instant::now();
-        if row.state != "pending" || now >= deadline {
-            return (StatusCode::OK, Json(answer(&row))).into_response();
-        }
-        let next = (now + st.gate_wait_poll).min(deadline);
-        tokio::select! {
-            _ = &mut woken => {}
-            _ = tokio::time::sleep_until(next) => {}
-        }
+    match st.ingest.ingest(delivery).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", format!("not stored, try again later: {e}"))),
     }
 }
 

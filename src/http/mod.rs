@@ -32,6 +32,8 @@ pub struct AppState {
     pub gate_wait_max: std::time::Duration,
     /// How often a waiting `/gate/wait` reads its row when no decision in this process wakes it.
     pub gate_wait_poll: std::time::Duration,
+    /// True once the App is stopping: long polls answer at once, so shutdown never waits on them.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -105,6 +105,10 @@ async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake
                 if acted {
                     relay_wake.notify_one();
                 }
+                // Committed: the calls waiting at /gate/wait read their answer now.
+                if completions.iter().zip(&results).any(|(c, r)| matches!(r, Ok(true)) && decides_waits(c)) {
+                    crate::store::gate_waits::DECIDED.notify_waiters();
+                }
                 results
             }
             Ok((Err(e), _)) => {
@@ -120,6 +124,11 @@ async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake
             let _ = reply.send(result);
         }
     }
+}
+
+/// Does the completion answer or report on a job waiting at `/gate/wait`?
+pub(crate) fn decides_waits(c: &Completion) -> bool {
+    c.handled.effects.iter().any(Effect::decides_a_wait)
 }
 
 /// Does the completion put something in the outbox (for the relay)?

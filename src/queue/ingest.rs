@@ -346,5 +346,9 @@ async fn commit(
         claimed.push(r);
     }
     tx.commit().await?;
+    // Committed: the calls waiting at /gate/wait read their answer now.
+    if completions.iter().zip(&recorded).any(|(c, r)| matches!(r, Ok(true)) && completer::decides_waits(c)) {
+        crate::store::gate_waits::DECIDED.notify_waiters();
+    }
     Ok(Done { stored, ready, recorded, claimed })
 }

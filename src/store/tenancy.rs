@@ -169,14 +169,16 @@ pub async fn repositories(db: &Db, installation_id: i64) -> Result<Vec<Repositor
 /// installation made before shipgate ran is not listed). None when no installation serves it, or
 /// the one that did is deleted or suspended.
 pub async fn serving(db: &Db, repository_id: i64) -> Result<Option<(i64, String)>> {
-    let listed: Option<(i64, String)> = sqlx::query_as(
-        "SELECT installation_id, full_name FROM repositories WHERE id = $1 AND removed_at IS NULL LIMIT 1",
-    )
-    .bind(repository_id)
-    .fetch_optional(db.pool())
-    .await?;
+    let listed: Option<(i64, String, Option<i64>)> =
+        sqlx::query_as("SELECT installation_id, full_name, removed_at FROM repositories WHERE id = $1 LIMIT 1")
+            .bind(repository_id)
+            .fetch_optional(db.pool())
+            .await?;
     let found = match listed {
-        Some(found) => Some(found),
+        // Removed from the installation (or transferred away): served by nobody, whatever the
+        // requests kept for it say.
+        Some((_, _, Some(_removed))) => return Ok(None),
+        Some((installation, name, None)) => Some((installation, name)),
         None => {
             sqlx::query_as(
                 "SELECT installation_id, repository FROM requests WHERE repository_id = $1 \

@@ -118,6 +118,8 @@ pub struct Pull {
     pub pushers: Vec<(i64, String)>,
     /// Once merged: the commit the merge produced on the base branch.
     pub merge_commit: Option<String>,
+    /// The branch the PR merges into (None: `main`).
+    pub base: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -263,6 +265,13 @@ impl FakeGitHub {
         if let Some(p) = self.model().pulls.get_mut(&(repo.to_string(), number)) {
             p.state = "merged".into();
             p.merge_commit = Some(merge_sha.into());
+        }
+    }
+
+    /// The PR's base branch is changed (`pull_request.edited` with `changes.base`; the head stays).
+    pub fn retarget_pull(&self, repo: &str, number: i64, base: &str) {
+        if let Some(p) = self.model().pulls.get_mut(&(repo.to_string(), number)) {
+            p.base = Some(base.into());
         }
     }
 
@@ -1032,7 +1041,7 @@ fn route(
                     json!({ "number": n, "state": if pr.state == "merged" { "closed" } else { pr.state.as_str() }, "merged": pr.state == "merged",
                             "merge_commit_sha": pr.merge_commit.clone().unwrap_or_else(|| "f".repeat(40)),
                             "merged_at": pr.merge_commit.as_ref().map(|_| "2026-12-01T10:00:00Z"),
-                            "head": { "sha": pr.head_sha, "ref": "feature" }, "user": { "id": pr.author_id, "login": pr.author, "type": "User" },
+                            "head": { "sha": pr.head_sha, "ref": "feature" }, "base": { "ref": pr.base.clone().unwrap_or_else(|| "main".into()), "repo": { "default_branch": "main" } }, "user": { "id": pr.author_id, "login": pr.author, "type": "User" },
                             "changed_files": pr.changed_files.unwrap_or(pr.files.len() + pr.renames.len()) }),
                 ),
                 None => not_found(),

@@ -185,6 +185,10 @@ pub struct WaitingRun {
     pub sha: String,
     /// A job at `/gate/wait` (answered there, not on GitHub).
     pub workflow: bool,
+    /// The run's attempt (a job at `/gate/wait`; 0 for a protection rule).
+    pub run_attempt: i64,
+    /// The request the wait was routed to (it says why it does not cover the commit, if so).
+    pub candidate: Option<i64>,
     /// The ref the run is on (`refs/heads/main`), as its OIDC token says.
     pub git_ref: Option<String>,
 }
@@ -351,6 +355,9 @@ pub struct MoreWanted {
     pub pushers: bool,
     /// The staging environment whose deployments of the heads are the staging evidence.
     pub staging: Option<String>,
+    /// The branch the environment deploys from (None: the default branch): a merge commit counts
+    /// as staging evidence only for a merge into it.
+    pub branch: Option<String>,
     /// (environment, commit) pairs whose last successful deployment before them is needed.
     pub last_good: Vec<(String, String)>,
 }
@@ -414,6 +421,7 @@ pub fn plan_more(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts) -> M
     teams.sort_by(|a, b| (&a.org, &a.slug).cmp(&(&b.org, &b.slug)));
     teams.dedup();
     MoreWanted {
+        branch: env_policy.and_then(|e| e.branch.clone()),
         teams,
         staging: env_policy
             .filter(|e| e.require_staging_first && !facts.prs.is_empty())
@@ -495,6 +503,7 @@ pub enum Out {
     /// reads the answer there, and `action` is not sent).
     AnswerRule {
         run_id: i64,
+        run_attempt: i64,
         environment: String,
         state: String,
         workflow: bool,
@@ -503,6 +512,7 @@ pub enum Out {
     /// A status report on a waiting run (sent only when it says something new).
     ReportRule {
         run_id: i64,
+        run_attempt: i64,
         environment: String,
         digest: String,
         workflow: bool,
@@ -691,8 +701,16 @@ pub fn answer(
 /// The merge commit a request covers once its linked PRs are merged (SPEC §3.5): with every
 /// linked PR merged, the commit the last merge produced, which contains them all. None while one
 /// is open (or was closed unmerged).
-pub fn merge_commit(prs: &[PrFacts]) -> Option<&str> {
+///
+/// Only a merge into the branch the environment deploys from (`branch`, else the repository's
+/// default branch): a PR retargeted to another branch and merged there brings that branch's other
+/// commits into its merge commit, which nobody approved.
+pub fn merge_commit<'a>(prs: &'a [PrFacts], branch: Option<&str>) -> Option<&'a str> {
     if prs.is_empty() || prs.iter().any(|p| p.merge_commit.is_none()) {
+        return None;
+    }
+    let target = branch.map(str::to_string).or_else(|| prs.iter().find_map(|p| p.default_branch.clone()))?;
+    if prs.iter().any(|p| p.base_ref.as_deref() != Some(target.as_str())) {
         return None;
     }
     prs.iter().enumerate().max_by_key(|(i, p)| (p.merged_at, *i)).and_then(|(_, p)| p.merge_commit.as_deref())
@@ -728,6 +746,8 @@ struct DeployAsk<'a> {
     eval: &'a Evaluation,
     active: bool,
     prs: &'a [PrFacts],
+    /// The branch the environment deploys from (None: the default branch).
+    branch: Option<&'a str>,
     req: &'a ChangeRequest,
     facts: &'a Facts,
     now: i64,
@@ -777,7 +797,7 @@ fn decide_deploy(
             if state == Some(DeployState::Success) {
                 return Err(Refusal::AlreadyDeployed);
             }
-            let sha = match (merge_commit(a.prs), a.prs) {
+            let sha = match (merge_commit(a.prs, a.branch), a.prs) {
                 // Merged: the commit on the base branch that contains the approved heads.
                 (Some(merged), _) => merged.to_string(),
                 (None, [one]) => one.head_sha.clone(),
@@ -846,6 +866,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         out.push(audit("login.pinned", None, json!({ "login": login, "user_id": id })));
     }
 
+    let env_branch = env_policy.and_then(|e| e.branch.as_deref());
     // The commands of a new comment (read before this evaluation's memory is rebuilt).
     let comment_cmds = comment_commands(t, trigger, &remembered, &numbers);
     let prs = facts.prs.clone();
@@ -858,7 +879,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         .iter()
         .map(|n| (Link::Pr, n.to_string()))
         .chain(prs.iter().filter(|p| !p.head_sha.is_empty()).map(|p| (Link::Sha, p.head_sha.clone())))
-        .chain(merge_commit(&prs).map(|m| (Link::Sha, m.to_string())))
+        .chain(merge_commit(&prs, env_branch).map(|m| (Link::Sha, m.to_string())))
         .chain(commit.iter().map(|c| (Link::Sha, c.clone())))
         .collect();
     let was_active = existing.map(|r| r.open == 1 && r.labelled == 1);
@@ -991,7 +1012,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     // Only the roles this request needs (its environment's rules that apply to the changed files).
     let env_roles = needed_roles(policy, environment.as_deref(), &prs);
     let mut notes: Vec<String> = Vec::new();
-    if let Some(merged) = merge_commit(&prs) {
+    if let Some(merged) = merge_commit(&prs, env_branch) {
         let which = if prs.len() > 1 { "all linked pull requests are merged; the last merge" } else { "merged as" };
         notes.push(format!(
             "Merged: {which} `{}` is covered too, with the approvals given for the heads it contains (deploying the \
@@ -1230,6 +1251,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             eval: &eval,
             active,
             prs: &prs,
+            branch: env_branch,
             req: &req,
             facts,
             now,
@@ -1243,7 +1265,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
 
     // Runs waiting on the App's protection rule for this environment and these commits.
     // Full SHAs only: a short prefix is cheap to collide with.
-    let merged = merge_commit(&prs);
+    let merged = merge_commit(&prs, env_branch);
     let approved_shas: Vec<String> = if prs.is_empty() {
         req.commit.iter().filter(|c| is_full_sha(c)).cloned().collect()
     } else {
@@ -1253,8 +1275,43 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     if let Some(env) = environment.as_deref()
         && active
     {
-        for rule in facts.waiting_runs.iter().filter(|r| r.environment.eq_ignore_ascii_case(env)) {
+        for rule in facts.waiting_runs.iter().filter(|r| super::policy::eq_fold(&r.environment, env)) {
             if !covers(&rule.sha) {
+                // A job routed here (its PR is linked) that this request does not cover is told
+                // why, so that it never waits unanswered.
+                if rule.workflow && rule.candidate == Some(t.issue.get()) {
+                    let why = if !prs.is_empty() && prs.iter().all(|p| p.merge_commit.is_some()) && merged.is_none() {
+                        "its pull requests were merged elsewhere than the branch this environment deploys from"
+                            .to_string()
+                    } else if prs.iter().any(|p| p.merge_commit.is_some()) {
+                        "it covers the merge commit only once all its pull requests are merged".to_string()
+                    } else {
+                        "it covers the heads of its pull requests and, once they are merged, their merge commit"
+                            .to_string()
+                    };
+                    let missing = vec![format!(
+                        "Request #{} does not cover {}: {why} ({})",
+                        t.issue,
+                        &rule.sha[..rule.sha.len().min(7)],
+                        approved_shas.iter().map(|s| s[..s.len().min(7)].to_string()).collect::<Vec<_>>().join(", ")
+                    )];
+                    let comment = messages::rule_waiting(t.issue.get(), &missing);
+                    out.push(Out::ReportRule {
+                        run_id: rule.run_id,
+                        run_attempt: rule.run_attempt,
+                        environment: rule.environment.clone(),
+                        digest: String::new(),
+                        workflow: true,
+                        missing,
+                        action: Action::ReviewProtectionRule {
+                            repo: t.repo.clone(),
+                            run_id: rule.run_id,
+                            environment_name: rule.environment.clone(),
+                            state: None,
+                            comment,
+                        },
+                    });
+                }
                 continue;
             }
             // Approvals count for a run only if they were given for its commit.
@@ -1274,6 +1331,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             };
             let answer_rule = |state: &str, comment: String| Out::AnswerRule {
                 run_id: rule.run_id,
+                run_attempt: rule.run_attempt,
                 environment: rule.environment.clone(),
                 state: state.into(),
                 workflow: rule.workflow,
@@ -1282,9 +1340,11 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             let kind = if rule.workflow { "gate_wait" } else { "protection_rule" };
             let detail =
                 json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment, "ref": rule.git_ref });
-            // A job at /gate/wait deploys only from the branch the environment names.
-            let wrong_branch = env_policy
-                .and_then(|e| e.branch.as_deref())
+            // A job at /gate/wait deploys only from the branch the environment deploys from (its
+            // `branch`, else the default branch; unknown without a PR).
+            let deploy_branch =
+                env_branch.map(str::to_string).or_else(|| prs.iter().find_map(|p| p.default_branch.clone()));
+            let wrong_branch = deploy_branch
                 .filter(|b| rule.workflow && rule.git_ref.as_deref() != Some(format!("refs/heads/{b}").as_str()));
             if let Some(by) = row.denied_by.as_deref() {
                 let reason = row.deny_reason.clone().unwrap_or_default();
@@ -1310,6 +1370,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 let comment = messages::rule_waiting(t.issue.get(), &missing);
                 out.push(Out::ReportRule {
                     run_id: rule.run_id,
+                    run_attempt: rule.run_attempt,
                     environment: rule.environment.clone(),
                     digest: {
                         use sha2::{Digest, Sha256};

@@ -66,6 +66,8 @@ fn pr(head: &str) -> PrFacts {
         pushers: Some(vec![UserId(301)]),
         merge_commit: None,
         merged_at: None,
+        base_ref: None,
+        default_branch: None,
     }
 }
 
