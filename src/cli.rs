@@ -112,6 +112,9 @@ pub enum ActionsCommand {
     },
     /// Send a parked action again, with a fresh set of attempts.
     Retry { seq: i64 },
+    /// Print one action whole: what it does, and the text a comment or check run would have
+    /// (what dry-run would have sent).
+    Show { seq: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +390,38 @@ async fn actions_command(db: &Db, cmd: &ActionsCommand, out: &mut dyn Write) -> 
             if rows.is_empty() {
                 writeln!(out, "(no actions)")?;
             }
+            Ok(0)
+        }
+        ActionsCommand::Show { seq } => {
+            let Some(r) = outbox::get(db, *seq).await? else {
+                writeln!(out, "action {seq} does not exist")?;
+                return Ok(1);
+            };
+            writeln!(out, "action {}: {} ({}), installation {}", r.seq, r.kind, r.state, r.installation_id)?;
+            writeln!(out, "created {}, {} attempt(s), key {}", fmt_time(r.created_at), r.attempts, r.key)?;
+            if let Some(d) = &r.delivery_id {
+                writeln!(out, "caused by delivery {d}")?;
+            }
+            if let Some(note) = r.last_error.as_deref().or(r.outcome.as_deref()) {
+                writeln!(out, "outcome: {note}")?;
+            }
+            let action: serde_json::Value = serde_json::from_str(&r.action).unwrap_or(serde_json::Value::Null);
+            writeln!(out)?;
+            // The texts (a comment's body, a check run's summary, a review's comment) as written.
+            let mut fields = serde_json::Map::new();
+            if let Some(map) = action.as_object() {
+                for (k, v) in map {
+                    match (k.as_str(), v.as_str()) {
+                        ("body" | "summary" | "text" | "comment", Some(text)) => {
+                            writeln!(out, "--- {k}:\n{text}\n---")?;
+                        }
+                        _ => {
+                            fields.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::Value::Object(fields))?)?;
             Ok(0)
         }
         ActionsCommand::Retry { seq } => {

@@ -475,3 +475,72 @@ async fn statuses_of_one_second_keep_their_order_and_a_success_survives_inactive
     w.done().await;
 }
 both_backends!(statuses_of_one_second_keep_their_order_and_a_success_survives_inactive);
+
+/// SPEC §3.5: in deploy mode `protection_rule`, `/rollback` re-runs the workflow run that last
+/// deployed successfully to the environment through the gate, and approves its waiting deployment
+/// (whatever the gate says now).
+async fn rollback_reruns_the_run_that_last_deployed_and_approves_it(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    // Earlier, run 700 deployed OLD to production through the App's protection rule.
+    let now = shipgate::clock::Clock::system().now_ms();
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    shipgate::store::deploys::save_rule(
+        &mut tx,
+        &shipgate::store::deploys::RuleRow {
+            installation_id: INST,
+            repository_id: REPO_ID,
+            repository: REPO.into(),
+            run_id: 700,
+            environment: "production".into(),
+            sha: OLD.into(),
+            git_ref: Some("refs/heads/main".into()),
+            deployment_id: 900,
+            state: "pending".into(),
+            issue: None,
+            report: None,
+            received_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    shipgate::store::deploys::answer_rule(&mut tx, INST, REPO_ID, 700, "production", "approved", 4, now).await.unwrap();
+    tx.commit().await.unwrap();
+    status(&w, 900, OLD, "production", "success", "2026-11-28T09:00:00Z", json!({})).await;
+    // Request #5 is approved; run 777 deploys its head; the deployment fails.
+    approved(&w).await;
+    protection_rule(&w, 777, "production", SHA).await;
+    w.settle().await;
+    assert_eq!(reviews(&w, 777)[0].0, "approved");
+    status(&w, 145988746, SHA, "production", "failure", "2026-11-29T10:03:00Z", json!({})).await;
+    w.settle().await;
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deploy-failed"]);
+    // /rollback: run 700 is re-run (no deployment is created).
+    w.comment(ALICE, "/rollback").await;
+    w.settle().await;
+    assert_eq!(w.gh.model().reruns, vec![(REPO.to_string(), 700)]);
+    assert!(created(&w).is_empty());
+    // Its re-run waits on the gate for OLD: approved by the request's rollback, though the gate is
+    // closed (the head failed) and OLD is no commit the request covers.
+    let mut v = w.base("deployment_protection_rule.requested.0");
+    v["environment"] = json!("production");
+    v["sha"] = json!(OLD);
+    v["ref"] = json!("refs/heads/main");
+    v["deployment_callback_url"] =
+        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/700/deployment_protection_rule"));
+    v["deployment"]["id"] = json!(950);
+    v["deployment"]["environment"] = json!("production");
+    v["deployment"]["sha"] = json!(OLD);
+    assert_eq!(w.app.deliver("deployment_protection_rule", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let r = reviews(&w, 700);
+    assert_eq!(r.last().map(|x| x.0.as_str()), Some("approved"), "{r:?}");
+    assert!(r.last().unwrap().1.contains("rolls production back to ccccccc"), "{r:?}");
+    // The re-run deploys; its success is the request's rollback.
+    status(&w, 950, OLD, "production", "success", "2026-11-29T10:10:00Z", json!({})).await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("ROLLED BACK"), "{c}");
+    w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(rollback_reruns_the_run_that_last_deployed_and_approves_it);

@@ -215,6 +215,15 @@ async fn a_permanent_refusal_parks_the_action(db: &TestDb) {
     shipgate::cli::run_db_command(&db.config(), &cmd, &mut out).await.expect("cli");
     let text = String::from_utf8(out).expect("utf-8");
     assert!(text.contains("upsert_comment") && text.contains("403"), "{text}");
+    // `actions show SEQ`: the action whole, its comment's body as it would be written.
+    let cmd = shipgate::cli::Command::Actions { command: shipgate::cli::ActionsCommand::Show { seq: parked[0].seq } };
+    let mut out = Vec::new();
+    assert_eq!(shipgate::cli::run_db_command(&db.config(), &cmd, &mut out).await.expect("cli"), 0);
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.contains("upsert_comment (parked)") && text.contains("--- body:") && text.contains("403"), "{text}");
+    let cmd = shipgate::cli::Command::Actions { command: shipgate::cli::ActionsCommand::Show { seq: 999_999 } };
+    let mut out = Vec::new();
+    assert_eq!(shipgate::cli::run_db_command(&db.config(), &cmd, &mut out).await.expect("cli"), 1);
     let cmd = shipgate::cli::Command::Actions { command: shipgate::cli::ActionsCommand::Retry { seq: parked[0].seq } };
     let mut out = Vec::new();
     assert_eq!(shipgate::cli::run_db_command(&db.config(), &cmd, &mut out).await.expect("cli"), 0);

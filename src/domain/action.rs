@@ -90,4 +90,12 @@ pub enum Action {
         state: Option<String>,
         comment: String,
     },
+    /// Re-runs a workflow run (`/rollback` in deploy modes `protection_rule` and `workflow`: the
+    /// run that last deployed successfully deploys its commit again, and waits on the gate).
+    RerunWorkflow {
+        repo: Repo,
+        run_id: i64,
+        /// The rollback it is (request and comment): said in the log, and the subject's key.
+        key: String,
+    },
 }

@@ -60,6 +60,7 @@ impl Action {
             Action::CreateDeployment { .. } => "create_deployment",
             Action::CreateDeploymentStatus { .. } => "create_deployment_status",
             Action::ReviewProtectionRule { .. } => "review_protection_rule",
+            Action::RerunWorkflow { .. } => "rerun_workflow",
         }
     }
 
@@ -74,7 +75,8 @@ impl Action {
             | Action::UpdateIssue { repo, .. }
             | Action::CreateDeployment { repo, .. }
             | Action::CreateDeploymentStatus { repo, .. }
-            | Action::ReviewProtectionRule { repo, .. } => repo,
+            | Action::ReviewProtectionRule { repo, .. }
+            | Action::RerunWorkflow { repo, .. } => repo,
         }
     }
 
@@ -90,6 +92,7 @@ impl Action {
             Action::UpdateIssue { repo, number, .. } => format!("{repo}#{}", number.unwrap_or(0)),
             Action::CreateDeployment { repo, key, .. } => format!("{repo}:deployment:{key}"),
             Action::CreateDeploymentStatus { repo, deployment_id, .. } => format!("{repo}:deployment:{deployment_id}"),
+            Action::RerunWorkflow { repo, key, .. } => format!("{repo}:rerun:{key}"),
             other => other.repo().to_string(),
         }
     }
@@ -384,6 +387,18 @@ impl Action {
                     Some(s) => format!("run {run_id} {s} for {environment_name}"),
                     None => format!("status reported on run {run_id}"),
                 })
+            }
+            Action::RerunWorkflow { repo, run_id, key } => {
+                // Once per rollback: a retry after a lost answer finds the re-run recorded.
+                let object = format!("{repo}:rerun:{key}");
+                if objects::get(db, installation, "rerun", &object).await?.is_some() {
+                    return Ok(format!("run {run_id} was re-run already ({key})"));
+                }
+                let path = format!("/repos/{repo}/actions/runs/{run_id}/rerun");
+                let r = gh.request(auth, Method::POST, &path, Some(&json!({}))).await?;
+                r.ok(&Method::POST)?;
+                objects::put(db, installation, "rerun", &object, *run_id, now).await?;
+                Ok(format!("run {run_id} re-run ({key})"))
             }
         }
     }

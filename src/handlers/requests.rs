@@ -284,6 +284,10 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
     }
     for (env, sha) in &more.last_good {
         let found = deploys::last_success(&ctx.db, t.installation.get(), t.repo_id.get(), env, sha).await?;
+        if let Some(good) = &found {
+            let run = deploys::run_of_success(&ctx.db, t.installation.get(), t.repo_id.get(), env, good).await?;
+            f.last_good_run.insert(good.clone(), run);
+        }
         f.last_good.insert((env.clone(), sha.clone()), found);
     }
     Ok(())
@@ -1053,6 +1057,12 @@ async fn covering_requests(
         .into_iter()
         .filter(|n| in_env.contains(n))
         .collect();
+    let mut covering = covering;
+    for issue in store::rolling_back_to(&ctx.db, installation, repo_id, environment, sha).await? {
+        if !covering.contains(&issue) {
+            covering.push(issue);
+        }
+    }
     if !covering.is_empty() {
         return Ok(Covering { requests: covering, direct: true });
     }

@@ -180,6 +180,49 @@ pub async fn last_success(
     Ok(row.map(|r| r.0))
 }
 
+/// The workflow run that deployed `sha` successfully to `environment` through the gate (the App
+/// approved its protection rule, or answered its job at `/gate/wait`), newest first: what
+/// `/rollback` re-runs in deploy modes `protection_rule` and `workflow`.
+pub async fn run_of_success(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    environment: &str,
+    sha: &str,
+) -> Result<Option<i64>> {
+    let by_rule: Option<(i64,)> = sqlx::query_as(
+        "SELECT p.run_id FROM protection_rules p JOIN deployments d ON d.installation_id = p.installation_id \
+         AND d.repository_id = p.repository_id AND d.deployment_id = p.deployment_id \
+         WHERE p.installation_id = $1 AND p.repository_id = $2 AND p.state = 'approved' AND d.sha = $3 \
+         AND LOWER(d.environment) = LOWER($4) AND d.succeeded_at IS NOT NULL \
+         ORDER BY d.succeeded_at DESC LIMIT 1",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(sha)
+    .bind(environment)
+    .fetch_optional(db.pool())
+    .await?;
+    if let Some((run,)) = by_rule {
+        return Ok(Some(run));
+    }
+    let by_wait: Option<(i64,)> = sqlx::query_as(
+        "SELECT g.run_id FROM gate_waits g WHERE g.installation_id = $1 AND g.repository_id = $2 \
+         AND g.state = 'approved' AND LOWER(g.sha) = LOWER($3) AND LOWER(g.environment) = LOWER($4) \
+         AND EXISTS (SELECT 1 FROM deployments d WHERE d.installation_id = g.installation_id \
+         AND d.repository_id = g.repository_id AND d.sha = $3 AND LOWER(d.environment) = LOWER($4) \
+         AND d.succeeded_at IS NOT NULL AND d.origin = 'approved') \
+         ORDER BY g.answered_at DESC LIMIT 1",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(sha)
+    .bind(environment)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(by_wait.map(|r| r.0))
+}
+
 /// A workflow run waiting on the App's protection rule.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct RuleRow {

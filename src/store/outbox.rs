@@ -122,6 +122,17 @@ pub async fn list(db: &Db, state: Option<&str>, limit: i64) -> Result<Vec<Action
     .await?)
 }
 
+/// One action, by its sequence number.
+pub async fn get(db: &Db, seq: i64) -> Result<Option<ActionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT seq, key, installation_id, kind, action, delivery_id, created_at, state, outcome, attempts, last_error, \
+         finished_at FROM outbox WHERE seq = $1",
+    )
+    .bind(seq)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
 pub async fn stats(db: &Db) -> Result<QueueStats> {
     QUEUE.stats(db, "created_at").await
 }

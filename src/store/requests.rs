@@ -366,6 +366,33 @@ pub async fn forget_policy(tx: &mut Transaction<'_, Any>, installation: i64, rep
 }
 
 /// Open requests of a repository for `environment` (case-insensitive).
+/// Requests (open or closed, still labelled) whose `/rollback` waits for a run deploying `sha` to
+/// `environment`: they approve it.
+pub async fn rolling_back_to(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    environment: &str,
+    sha: &str,
+) -> Result<Vec<i64>> {
+    let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "SELECT issue, deploy_key FROM requests WHERE installation_id = $1 AND repository_id = $2 AND labelled = 1 \
+         AND deploy_state IN ('requested', 'queued', 'pending', 'in_progress') AND LOWER(deploy_sha) = LOWER($3) \
+         AND LOWER(environment) = LOWER($4) ORDER BY issue",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(sha)
+    .bind(environment)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, k)| k.as_deref().is_some_and(|k| k.starts_with("rollback-")))
+        .map(|r| r.0)
+        .collect())
+}
+
 pub async fn open_for_environment(
     db: &Db,
     installation: i64,

@@ -169,6 +169,8 @@ pub struct Model {
     pub deployments: Vec<(String, Value)>,
     pub deployment_statuses: Vec<(String, i64, Value)>,
     pub protection_reviews: Vec<(String, i64, Value)>,
+    /// Workflow runs re-run: (repo, run id).
+    pub reruns: Vec<(String, i64)>,
     pub hook_deliveries: Vec<HookDelivery>,
     pub pulls: BTreeMap<(String, i64), Pull>,
     /// Commit statuses: (repo, sha, context, state).
@@ -1025,6 +1027,10 @@ fn route(
             let id = num("deployment_id");
             m.deployment_statuses.push((repo.clone(), id, b.clone()));
             answer(201, json!({ "id": id * 10, "state": s("state") }))
+        }
+        "actions/re-run-workflow" => {
+            m.reruns.push((repo.clone(), num("run_id")));
+            answer(201, json!({}))
         }
         "actions/review-custom-gates-for-run" => {
             let run = num("run_id");

@@ -332,7 +332,10 @@ pub fn plan(
             _ => None,
         },
         current_deployment: prev.row.as_ref().and_then(|r| r.deployment_id),
-        waiting_runs: r.environment.clone().filter(|_| r.open && r.labelled),
+        waiting_runs: r
+            .environment
+            .clone()
+            .filter(|_| r.labelled && (r.open || prev.row.as_ref().is_some_and(rolling_back))),
         ci_red: env_policy.filter(|_| policy.ci.block_deploys_while_red).map(|e| e.branch.clone()),
     }
 }
@@ -481,6 +484,9 @@ pub struct Facts {
     pub current_deployment: Option<DeploymentFact>,
     /// The last commit the App deployed or approved successfully before (environment, commit).
     pub last_good: BTreeMap<(String, String), Option<String>>,
+    /// The workflow run that deployed each of those commits through the gate (what `/rollback`
+    /// re-runs in deploy modes `protection_rule` and `workflow`).
+    pub last_good_run: BTreeMap<String, Option<i64>>,
     pub waiting_runs: Vec<WaitingRun>,
 }
 
@@ -720,6 +726,12 @@ fn is_full_sha(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// A `/rollback` of this request waits for its run: asked for, and not reported on yet.
+fn rolling_back(row: &RequestRow) -> bool {
+    row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-"))
+        && deploy_state(row).is_some_and(|s| s == DeployState::Requested || s.running())
+}
+
 fn deploy_state(row: &RequestRow) -> Option<DeployState> {
     row.deploy_state.as_deref().and_then(DeployState::parse)
 }
@@ -821,6 +833,26 @@ fn decide_deploy(
         }
     };
     let t = a.t;
+    if let (Some(current), DeployMode::ProtectionRule | DeployMode::Workflow) = (&rollback_of, mode) {
+        // The run that last deployed that commit here deploys it again; its waiting deployment is
+        // approved by this request (below, with the waiting runs).
+        let Some(run_id) = a.facts.last_good_run.get(&sha).copied().flatten() else {
+            return Err(Refusal::NoEarlierCommit { environment: env.into() });
+        };
+        out.push(Out::Act(Action::RerunWorkflow { repo: t.repo.clone(), run_id, key: key.clone() }));
+        out.push(audit(
+            "deployment.rollback_requested",
+            Some(sender),
+            json!({ "sha": sha, "environment": env, "key": key, "rollback_of": current, "run_id": run_id,
+                    "comment_id": comment_id }),
+        ));
+        row.deploy_key = Some(key);
+        row.deploy_sha = Some(sha);
+        row.deploy_state = Some(DeployState::Requested.as_str().into());
+        row.deploy_requested_at = Some(a.now);
+        row.deployment_id = None;
+        return Ok(());
+    }
     out.push(Out::Act(Action::CreateDeployment {
         repo: t.repo.clone(),
         key: key.clone(),
@@ -875,7 +907,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     }
     let shown_before = std::mem::take(&mut remembered.shown);
     let commit = req.commit.clone().filter(|c| numbers.is_empty() && is_full_sha(c)).map(|c| c.to_ascii_lowercase());
-    let links: Vec<(Link, String)> = numbers
+    let mut links: Vec<(Link, String)> = numbers
         .iter()
         .map(|n| (Link::Pr, n.to_string()))
         .chain(prs.iter().filter(|p| !p.head_sha.is_empty()).map(|p| (Link::Sha, p.head_sha.clone())))
@@ -1272,10 +1304,48 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         heads.iter().cloned().chain(merged.map(str::to_string)).collect()
     };
     let covers = |sha: &str| approved_shas.iter().any(|a| sha.eq_ignore_ascii_case(a));
+    // A rollback this request asked for: the run it re-ran deploys the last good commit, and is
+    // approved whatever the gate says (SPEC §3.5: never blocked by red CI or approvals).
+    let rollback_sha = row.deploy_sha.clone().filter(|_| rolling_back(&row));
+    if let Some(rollback_sha) = &rollback_sha {
+        links.push((Link::Sha, rollback_sha.to_ascii_lowercase()));
+    }
     if let Some(env) = environment.as_deref()
-        && active
+        && (active || rollback_sha.is_some())
     {
         for rule in facts.waiting_runs.iter().filter(|r| super::policy::eq_fold(&r.environment, env)) {
+            if rollback_sha.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&rule.sha)) {
+                let comment = format!(
+                    "Approved by shipgate: deployment request #{} rolls {} back to {}.",
+                    t.issue,
+                    rule.environment,
+                    &rule.sha[..rule.sha.len().min(7)]
+                );
+                out.push(Out::AnswerRule {
+                    run_id: rule.run_id,
+                    run_attempt: rule.run_attempt,
+                    environment: rule.environment.clone(),
+                    state: "approved".into(),
+                    workflow: rule.workflow,
+                    action: Action::ReviewProtectionRule {
+                        repo: t.repo.clone(),
+                        run_id: rule.run_id,
+                        environment_name: rule.environment.clone(),
+                        state: Some("approved".into()),
+                        comment,
+                    },
+                });
+                let kind = if rule.workflow { "gate_wait.approved" } else { "protection_rule.approved" };
+                out.push(audit(
+                    kind,
+                    None,
+                    json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment, "rollback": true }),
+                ));
+                continue;
+            }
+            if !active {
+                continue;
+            }
             if !covers(&rule.sha) {
                 // A job routed here (its PR is linked) that this request does not cover is told
                 // why, so that it never waits unanswered.
