@@ -241,7 +241,11 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     if cfg.dry_run() {
         tracing::warn!(
-            "no GitHub App credentials (GITHUB_APP_ID, GITHUB_PRIVATE_KEY): dry-run mode, nothing is sent to GitHub"
+            "no GitHub App credentials (GITHUB_APP_ID, GITHUB_PRIVATE_KEY): dry-run mode. The App reads nothing from \
+             GitHub and sends nothing: requests are evaluated from their webhooks alone (the policy file, pull \
+             requests, checks, teams and permissions are not read, and say so; nothing can be approved or \
+             deployed). `shipgate actions list` and `shipgate actions show SEQ` show what it would have sent; \
+             `shipgate simulate` evaluates a policy against facts from a file."
         );
     }
     let listener = TcpListener::bind(cfg.listen)

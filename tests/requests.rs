@@ -448,3 +448,27 @@ async fn a_persons_tick_survives_an_app_edit(db: &TestDb) {
     w.done().await;
 }
 both_backends!(a_persons_tick_survives_an_app_edit);
+
+/// SPEC §6: in dry-run no text pretends a read that did not happen: the policy file and the
+/// linked PR were not read, and the sticky comment the App would write says so.
+async fn dry_run_texts_never_pretend_a_read(db: &TestDb) {
+    let app = common::TestApp::start(db, shipgate::server::Options::default()).await;
+    let mut v = payload("issues.labeled.0");
+    v["action"] = json!("labeled");
+    v["issue"] = json!({ "number": 5, "title": "Deploy", "body": body("production", "#12"), "state": "open",
+                        "labels": [{ "name": "DEPLOYMENT_REQUEST" }], "user": { "id": CAROL.0, "login": CAROL.1, "type": "User" } });
+    assert_eq!(app.deliver("issues", "d-1", &v.to_string()).await, 202);
+    world::settle(&app.db).await;
+    let actions = shipgate::store::outbox::list(&app.db, None, 50).await.expect("list");
+    let sticky = actions
+        .iter()
+        .filter_map(|a| serde_json::from_str::<serde_json::Value>(&a.action).ok())
+        .find(|a| a["marker"] == "request")
+        .expect("the sticky comment the App would write");
+    let body = sticky["body"].as_str().unwrap_or_default();
+    assert!(body.contains("`.github/shipgate.yml` not read (dry-run"), "{body}");
+    assert!(body.contains("#12 not read (dry-run"), "{body}");
+    assert!(!body.contains("is valid") && !body.contains("no linked pull request"), "{body}");
+    app.shutdown().await;
+}
+both_backends!(dry_run_texts_never_pretend_a_read);

@@ -153,6 +153,16 @@ pub struct GateInput<'a> {
     pub denied: Option<(&'a str, &'a str)>,
     /// An open CI incident on the target branch (SPEC §3.3.5), if any.
     pub ci_red: Option<&'a str>,
+    /// Dry-run (no GitHub credentials): what could not be read, said as such (never as a verdict
+    /// about the repository): the policy file, and these linked PRs.
+    pub unread: Unread<'a>,
+}
+
+/// What dry-run could not read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unread<'a> {
+    pub policy: bool,
+    pub prs: &'a [i64],
 }
 
 /// The App's own check runs do not count as tests.
@@ -183,7 +193,14 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
     let mut roles = Vec::new();
 
     // 1. The policy and the request.
-    if i.policy_errors.is_empty() {
+    if i.unread.policy {
+        gates.push(Gate {
+            name: "Config",
+            state: GateState::Pending,
+            detail: "`.github/shipgate.yml` not read (dry-run: no GitHub credentials); the built-in policy applies"
+                .into(),
+        });
+    } else if i.policy_errors.is_empty() {
         gates.push(Gate { name: "Config", state: GateState::Pass, detail: "`.github/shipgate.yml` is valid".into() });
     } else {
         let first = &i.policy_errors[0];
@@ -210,7 +227,16 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
     let env = i.environment.and_then(|e| i.policy.environment(e));
 
     // 2. Tests on each linked PR's head.
-    gates.push(tests_gate(i.prs, env.map(|e| &e.require_checks)));
+    if i.prs.is_empty() && !i.unread.prs.is_empty() {
+        let list: Vec<String> = i.unread.prs.iter().map(|n| format!("#{n}")).collect();
+        gates.push(Gate {
+            name: "Tests",
+            state: GateState::Pending,
+            detail: format!("{} not read (dry-run: no GitHub credentials)", list.join(", ")),
+        });
+    } else {
+        gates.push(tests_gate(i.prs, env.map(|e| &e.require_checks)));
+    }
 
     // 3. Approvals.
     match env {
@@ -524,6 +550,7 @@ environments:
                 hold_by: self.hold_by,
                 denied: self.denied,
                 ci_red: self.ci_red,
+                unread: Unread::default(),
             })
         }
     }

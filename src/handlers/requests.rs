@@ -84,7 +84,9 @@ pub async fn evaluate(
         return Ok(Handled::ignored());
     }
     let wanted = flow::plan(&t, &prev, &trigger, &policy, &config_errors, &issue);
-    let mut f = Facts { policy, config_errors, issue, ..Facts::default() };
+    let dry_run = ctx.github.dry_run();
+    let policy_unread = dry_run && store::policy(&ctx.db, t.installation.get(), t.repo_id.get()).await?.is_none();
+    let mut f = Facts { policy, config_errors, issue, dry_run, policy_unread, ..Facts::default() };
     gather_prs(&ctx, &t, &prev, &wanted, &mut f).await?;
     if let Some(id) = wanted.deployment {
         f.deployment =

@@ -488,6 +488,10 @@ pub struct Facts {
     /// re-runs in deploy modes `protection_rule` and `workflow`).
     pub last_good_run: BTreeMap<String, Option<i64>>,
     pub waiting_runs: Vec<WaitingRun>,
+    /// Dry-run (no GitHub credentials): nothing was read from GitHub.
+    pub dry_run: bool,
+    /// The policy file was never read (dry-run, nothing cached): the built-in policy applies.
+    pub policy_unread: bool,
 }
 
 /// What the App does about the request, in order.
@@ -1201,6 +1205,10 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         hold_by: row.hold_by.as_deref(),
         denied: row.denied_by.as_deref().map(|by| (by, row.deny_reason.as_deref().unwrap_or(""))),
         ci_red: env_policy.and(facts.ci_red.as_deref()),
+        unread: gate::Unread {
+            policy: facts.dry_run && facts.policy_unread,
+            prs: if facts.dry_run { &numbers } else { &[] },
+        },
     });
 
     // A deployment status forwarded to this request.
