@@ -562,6 +562,10 @@ async fn a_critical_dependabot_alert_opens_a_security_incident_escalated_at_once
     let issues = w.gh.issues_labelled(REPO, "security");
     assert_eq!(issues[0].state, "closed");
     assert!(issues[0].body.starts_with("## ✅ Resolved: the alert was fixed after 1 h 30 min"), "{}", issues[0].body);
+    // The escalation comment no longer says the incident is open.
+    let e = escalations(&w, issues[0].number);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("## ✅ Resolved after escalation"), "{}", e[0]);
     let rows = w.incidents().await;
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].kind.as_str(), rows[0].state.as_str(), rows[0].ttr_ms), ("security", "closed", Some(90 * MIN)));
@@ -650,6 +654,10 @@ async fn an_open_incident_closes_the_deploy_gate_until_recovery(db: &TestDb) {
     let c = sticky(&w);
     let hold = c.lines().find(|l| l.starts_with("| Hold |")).unwrap_or_default().to_string();
     assert!(hold.contains("CI is red on the target branch: 🔴 CI failing: test on main"), "{c}");
+    // The row names the incident's issue (GitHub links `#N`).
+    let incident = w.gh.issues_labelled(REPO, "ci-failure");
+    assert_eq!(incident.len(), 1);
+    assert!(hold.contains(&format!("(#{}, since", incident[0].number)), "{hold}");
     assert!(!c.contains("The gate is open"), "{c}");
 
     // Recovery rechecks the request: the gate opens.

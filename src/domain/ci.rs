@@ -392,6 +392,15 @@ pub fn mentions(policy: &Policy) -> Vec<String> {
 }
 
 /// The one comment posted on an incident still open at its deadline.
+/// The escalation comment once the incident is closed: it no longer says the incident is open.
+pub fn escalation_resolved(title: &str, escalated_at: i64, closed_at: i64) -> String {
+    format!(
+        "## ✅ Resolved after escalation: {title}\n\nEscalated at {}; resolved at {}.",
+        format_time(escalated_at),
+        format_time(closed_at)
+    )
+}
+
 pub fn escalation_comment(title: &str, deadline: i64, mentions: &str, security: bool) -> String {
     let who = if mentions.trim().is_empty() {
         "Nobody to mention: name a role in `ci.escalate_to` of `.github/shipgate.yml`.".to_string()

@@ -343,6 +343,7 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 state: Some("closed".into()),
                 state_reason: Some("completed".into()),
             }));
+            effects.extend(escalation_resolved(ctx, &row, run.completed_at).await?);
             effects.push(ci_effect(Change::Incident(row)));
             true
         }
@@ -583,12 +584,29 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     state: Some("closed".into()),
                     state_reason: Some("completed".into()),
                 }));
+                effects.extend(escalation_resolved(&ctx, &row, closed).await?);
             }
             effects.push(ci_effect(Change::Incident(row)));
         }
         _ => return Ok(Handled::ignored()),
     }
     Ok(Handled::ok(effects))
+}
+
+/// The escalation comment of an incident being closed, rewritten so that it no longer says the
+/// incident is open (none when it was never escalated, or its issue is not known).
+async fn escalation_resolved(ctx: &Ctx, row: &IncidentRow, closed_at: i64) -> Result<Vec<Effect>, HandlerError> {
+    let Some(escalated_at) = row.escalated_at else { return Ok(vec![]) };
+    let key = format!("{}:{}", row.repository, row.marker);
+    let Some(issue) = objects::get(&ctx.db, row.installation_id, "issue", &key).await?.filter(|n| *n > 0) else {
+        return Ok(vec![]);
+    };
+    Ok(vec![Effect::Act(Action::UpsertComment {
+        repo: row.repository.clone(),
+        issue,
+        marker: ci::ESCALATION_MARKER.into(),
+        body: ci::escalation_resolved(&row.title, escalated_at, closed_at),
+    })])
 }
 
 /// A claim older than this, never finished, was left by a replica that stopped: taken over.

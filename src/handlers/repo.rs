@@ -77,8 +77,14 @@ pub(crate) fn repo_of(ctx: &Ctx, v: &Value) -> Option<(i64, i64, String)> {
 
 /// For `block_deploys_while_red`: the open CI incident on `branch` (None: the default branch),
 /// as the gate table names it.
+/// The incident's issue is named (`#N`, which GitHub links) once it exists.
 pub async fn red_on(db: &Db, repository_id: i64, branch: Option<&str>) -> Result<Option<String>, HandlerError> {
-    Ok(store::open_ci_on(db, repository_id, branch)
-        .await?
-        .map(|i| format!("{} (since {})", i.title, ci::format_time(i.first_failure_at))))
+    let Some(i) = store::open_ci_on(db, repository_id, branch).await? else { return Ok(None) };
+    let key = format!("{}:{}", i.repository, i.marker);
+    let issue = crate::store::objects::get(db, i.installation_id, "issue", &key).await?.filter(|n| *n > 0);
+    let since = ci::format_time(i.first_failure_at);
+    Ok(Some(match issue {
+        Some(n) => format!("{} (#{n}, since {since})", i.title),
+        None => format!("{} (since {since})", i.title),
+    }))
 }
