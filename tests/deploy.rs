@@ -317,7 +317,22 @@ async fn a_failure_offers_rollback_which_deploys_the_last_good_sha(db: &TestDb) 
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
     let (id, _, _, payload) = created(&w).remove(0);
-    status(&w, id, SHA, "production", "failure", "2026-11-29T10:03:00Z", payload).await;
+    let mut v = w.base("deployment_status.created.0");
+    v["deployment_status"]["id"] = json!(STATUS_IDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    v["deployment"]["id"] = json!(id);
+    v["deployment"]["sha"] = json!(SHA);
+    v["deployment"]["environment"] = json!("production");
+    v["deployment"]["payload"] = payload;
+    v["deployment"]["created_at"] = json!("2026-11-29T10:00:00Z");
+    v["deployment"]["creator"] = fake_github::actions_creator();
+    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["creator"] = fake_github::actions_creator();
+    v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["state"] = json!("failure");
+    v["deployment_status"]["environment"] = json!("production");
+    v["deployment_status"]["created_at"] = json!("2026-11-29T10:03:00Z");
+    v["deployment_status"]["log_url"] = json!("https://github.com/acme/app/actions/runs/4711");
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
     w.settle().await;
     assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deploy-failed"]);
     let failed: Vec<_> =
@@ -328,6 +343,11 @@ async fn a_failure_offers_rollback_which_deploys_the_last_good_sha(db: &TestDb) 
             .collect();
     assert_eq!(failed.len(), 1);
     assert!(failed[0].contains("revert the PR and redeploy"), "the request's rollback plan: {}", failed[0]);
+    assert!(
+        failed[0].contains("[The failing run's log](https://github.com/acme/app/actions/runs/4711)"),
+        "{}",
+        failed[0]
+    );
     assert!(failed[0].contains("`/rollback` to deploy `ccccccc`"), "{}", failed[0]);
     assert!(w.sticky().contains("❌ **DEPLOY FAILED**"));
     assert_eq!(w.gh.model().issues[&(REPO.to_string(), 5)].state, "open");

@@ -91,6 +91,8 @@ pub struct DeployView {
     pub rollback: bool,
     /// When the request's gate opened (the start of the time to deploy).
     pub gate_opened_at: Option<i64>,
+    /// The log of the run that deployed.
+    pub log_url: Option<String>,
 }
 
 impl DeployView {
@@ -199,6 +201,9 @@ pub fn deploy_failed(d: &DeployView, plan: Option<&str>, last_good: Option<&str>
         d.environment,
         d.state.as_str()
     );
+    if let Some(url) = d.log_url.as_deref().filter(|u| u.starts_with("https://")) {
+        let _ = writeln!(s, "\n[The failing run's log]({url})");
+    }
     let _ = writeln!(s, "\n### Rollback plan (from the request)\n");
     let _ = writeln!(s, "{}", plan.unwrap_or("*The request has no rollback plan.*").trim());
     let _ = match last_good {
@@ -777,6 +782,7 @@ mod tests {
             finished_at: None,
             rollback: false,
             gate_opened_at: Some(1_779_999_500_000),
+            log_url: Some("https://github.com/acme/app/actions/runs/7".into()),
         };
         let created = 1_779_999_000_000;
         insta::assert_snapshot!("deploying", deploy_line(&d, created));

@@ -231,11 +231,17 @@ pub struct DeploymentStatus {
     pub creator: Option<Account>,
     #[serde(default)]
     pub performed_via_github_app: Option<AppRef>,
+    #[serde(default)]
+    pub log_url: Option<String>,
+    #[serde(default)]
+    pub target_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct WorkflowRunRef {
     pub id: i64,
+    #[serde(default)]
+    pub html_url: Option<String>,
 }
 
 /// `deployment_status`.

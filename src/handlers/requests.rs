@@ -391,6 +391,7 @@ fn deployment_fact(d: DeploymentRow) -> Option<DeploymentFact> {
         created_at: d.created_at,
         started_at: d.started_at,
         finished_at: d.finished_at,
+        log_url: d.log_url,
     })
 }
 
@@ -953,6 +954,16 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         started_at: (state == "in_progress").then_some(status_at),
         finished_at: deploys::is_final(state).then_some(status_at),
         origin,
+        // The run's log: the status's own link, else the workflow run's page (https only).
+        log_url: [
+            st.log_url.as_deref(),
+            st.target_url.as_deref(),
+            e.workflow_run.as_ref().and_then(|r| r.html_url.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|u| u.starts_with("https://"))
+        .map(str::to_string),
     }))];
     let covering = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha).await?;
     // The request it belongs to; and the requests for that environment that cover its commit,

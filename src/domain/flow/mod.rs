@@ -174,6 +174,8 @@ pub struct DeploymentFact {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The log of the run that deployed (its newest status's link).
+    pub log_url: Option<String>,
 }
 
 /// A workflow run waiting on the gate: on the App's protection rule, or (deploy mode `workflow`)
@@ -1270,6 +1272,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         finished_at: deployment.as_ref().and_then(|d| d.finished_at),
         rollback: row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-")),
         gate_opened_at: row.approved_at,
+        log_url: deployment.as_ref().and_then(|d| d.log_url.clone()),
     });
     let deploy_created = deployment.as_ref().map(|d| d.created_at).unwrap_or(row.created_at);
 

@@ -376,6 +376,7 @@ fn deployment(id: i64, issue: Option<i64>, sha: &str, state: DeployState, origin
         created_at: 9_000,
         started_at: Some(9_100),
         finished_at: state.is_final().then_some(9_900),
+        log_url: None,
     }
 }
 
