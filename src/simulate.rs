@@ -158,6 +158,7 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
                         name: c.name.clone(),
                         status: c.status.clone().unwrap_or_else(|| "completed".into()),
                         conclusion: c.conclusion.clone(),
+                        run_id: None,
                     })
                     .collect(),
                 files_truncated: false,

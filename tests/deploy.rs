@@ -564,3 +564,28 @@ async fn rollback_reruns_the_run_that_last_deployed_and_approves_it(db: &TestDb)
     w.done().await;
 }
 both_backends!(rollback_reruns_the_run_that_last_deployed_and_approves_it);
+
+/// SPEC §3.5: the Tests gate leaves out the check runs of the workflow run that is itself asking
+/// to deploy (a deploy job in the same workflow as the tests waits on the gate: its own check run
+/// would otherwise keep the gate waiting for itself).
+async fn the_waiting_deploy_job_is_not_a_test_the_gate_waits_for(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    approved(&w).await;
+    // Run 778 built and is now waiting to deploy: its deploy job's check run is in progress.
+    w.gh.ci_job(REPO, SHA, "deploy-production", "in_progress", 778);
+    protection_rule(&w, 778, "production", SHA).await;
+    w.settle().await;
+    let r = reviews(&w, 778);
+    assert_eq!(r.last().map(|x| x.0.as_str()), Some("approved"), "{r:?}\n{}", w.sticky());
+    // Once it deploys, its job is still no test: the gate stays open.
+    w.comment(ALICE, "/recheck").await;
+    w.settle().await;
+    assert!(w.sticky().contains("The gate is open"), "{}", w.sticky());
+    // Another run's job in progress is still a test the gate waits for.
+    w.gh.ci_job(REPO, SHA, "e2e", "in_progress", 779);
+    w.comment(ALICE, "/recheck").await;
+    w.settle().await;
+    assert!(row(&w.sticky(), "Tests").contains("`e2e` is in progress"), "{}", w.sticky());
+    w.done().await;
+}
+both_backends!(the_waiting_deploy_job_is_not_a_test_the_gate_waits_for);

@@ -37,6 +37,9 @@ pub struct CheckFact {
     /// queued | in_progress | completed
     pub status: String,
     pub conclusion: Option<String>,
+    /// The GitHub Actions run it belongs to (from its details URL), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<i64>,
 }
 
 /// A linked pull request as GitHub last described it.
@@ -153,6 +156,9 @@ pub struct GateInput<'a> {
     pub denied: Option<(&'a str, &'a str)>,
     /// An open CI incident on the target branch (SPEC §3.3.5), if any.
     pub ci_red: Option<&'a str>,
+    /// Workflow runs waiting on this request to deploy: their own check runs (the deploy job
+    /// itself, waiting) are not tests the gate waits for.
+    pub deploying_runs: &'a [i64],
     /// Dry-run (no GitHub credentials): what could not be read, said as such (never as a verdict
     /// about the repository): the policy file, and these linked PRs.
     pub unread: Unread<'a>,
@@ -235,7 +241,7 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
             detail: format!("{} not read (dry-run: no GitHub credentials)", list.join(", ")),
         });
     } else {
-        gates.push(tests_gate(i.prs, env.map(|e| &e.require_checks)));
+        gates.push(tests_gate(i.prs, env.map(|e| &e.require_checks), i.deploying_runs));
     }
 
     // 3. Approvals.
@@ -277,14 +283,19 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
     Evaluation { gates, roles, open }
 }
 
-fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>) -> Gate {
+fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>, deploying_runs: &[i64]) -> Gate {
     if prs.is_empty() {
         return Gate { name: "Tests", state: GateState::Pending, detail: "no linked pull request".into() };
     }
     let mut failing = Vec::new();
     let mut pending = Vec::new();
     for pr in prs {
-        let checks: Vec<&CheckFact> = pr.checks.iter().filter(|c| !is_own_check(&c.name)).collect();
+        let checks: Vec<&CheckFact> = pr
+            .checks
+            .iter()
+            .filter(|c| !is_own_check(&c.name))
+            .filter(|c| c.run_id.is_none_or(|run| !deploying_runs.contains(&run)))
+            .collect();
         let sha: String = pr.head_sha.chars().take(7).collect();
         match require {
             Some(RequireChecks::Named(names)) => {
@@ -500,6 +511,7 @@ environments:
                         name: "build".into(),
                         status: "completed".into(),
                         conclusion: Some("success".into()),
+                        run_id: None,
                     }],
                     files_truncated: false,
                     pushers: Some(vec![UserId(301)]),
@@ -550,6 +562,7 @@ environments:
                 hold_by: self.hold_by,
                 denied: self.denied,
                 ci_red: self.ci_red,
+                deploying_runs: &[],
                 unread: Unread::default(),
             })
         }
@@ -582,21 +595,32 @@ environments:
     #[test]
     fn tests_gate() {
         let mut f = Facts::new().approve(101, "alice").approve(201, "bob");
-        f.prs[0].checks.push(CheckFact { name: "lint".into(), status: "in_progress".into(), conclusion: None });
+        f.prs[0].checks.push(CheckFact {
+            name: "lint".into(),
+            status: "in_progress".into(),
+            conclusion: None,
+            run_id: None,
+        });
         assert_eq!(gate(&f.eval(), "Tests").0, GateState::Pending);
-        f.prs[0].checks[1] =
-            CheckFact { name: "lint".into(), status: "completed".into(), conclusion: Some("failure".into()) };
+        f.prs[0].checks[1] = CheckFact {
+            name: "lint".into(),
+            status: "completed".into(),
+            conclusion: Some("failure".into()),
+            run_id: None,
+        };
         assert_eq!(gate(&f.eval(), "Tests"), (GateState::Fail, "`lint` failure on #12".into()));
         // The App's own check runs never count; neutral and skipped pass.
         f.prs[0].checks[1] = CheckFact {
             name: "shipgate / deploy gate (production)".into(),
             status: "completed".into(),
             conclusion: Some("failure".into()),
+            run_id: None,
         };
         f.prs[0].checks.push(CheckFact {
             name: "docs".into(),
             status: "completed".into(),
             conclusion: Some("skipped".into()),
+            run_id: None,
         });
         assert_eq!(gate(&f.eval(), "Tests").0, GateState::Pass);
         f.prs[0].checks.clear();

@@ -123,6 +123,9 @@ pub async fn evaluate(
             candidate: w.issue,
         }));
     }
+    if prev.row.is_some() {
+        f.approved_runs = deploys::approved_runs(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get()).await?;
+    }
     if let Some(branch) = &wanted.ci_red {
         f.ci_red = super::repo::red_on(&ctx.db, t.repo_id.get(), branch.as_deref()).await?;
     }

@@ -228,6 +228,22 @@ pub async fn run_of_success(
     Ok(by_wait.map(|r| r.0))
 }
 
+/// The workflow runs request `issue` let deploy (its protection rule answers and `/gate/wait`
+/// answers): their own jobs are deploys, not tests.
+pub async fn approved_runs(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Vec<i64>> {
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT run_id FROM protection_rules WHERE installation_id = $1 AND repository_id = $2 AND issue = $3 \
+         AND state = 'approved' UNION SELECT run_id FROM gate_waits WHERE installation_id = $1 \
+         AND repository_id = $2 AND issue = $3 AND state = 'approved'",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(issue)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
 /// A workflow run waiting on the App's protection rule.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct RuleRow {

@@ -298,6 +298,17 @@ impl FakeGitHub {
         m.check_runs.push(CheckRun { id, repo: repo.into(), head_sha: sha.into(), body });
     }
 
+    /// A check run of a GitHub Actions job of run `run_id` (its details URL names the run).
+    pub fn ci_job(&self, repo: &str, sha: &str, name: &str, status: &str, run_id: i64) {
+        self.ci(repo, sha, name, status, None);
+        let mut m = self.model();
+        if let Some(r) = m.check_runs.iter_mut().find(|r| r.repo == repo && r.head_sha == sha && r.body["name"] == name)
+        {
+            r.body["details_url"] =
+                json!(format!("https://github.com/{repo}/actions/runs/{run_id}/job/{}", run_id * 10));
+        }
+    }
+
     pub fn team(&self, org: &str, slug: &str, members: &[(i64, &str)]) -> &Self {
         let list = members.iter().map(|(i, l)| (*i, l.to_string())).collect();
         self.model().teams.insert((org.to_string(), slug.to_string()), list);

@@ -490,6 +490,8 @@ pub struct Facts {
     /// re-runs in deploy modes `protection_rule` and `workflow`).
     pub last_good_run: BTreeMap<String, Option<i64>>,
     pub waiting_runs: Vec<WaitingRun>,
+    /// The workflow runs this request let deploy (their jobs are deploys, not tests).
+    pub approved_runs: Vec<i64>,
     /// Dry-run (no GitHub credentials): nothing was read from GitHub.
     pub dry_run: bool,
     /// The policy file was never read (dry-run, nothing cached): the built-in policy applies.
@@ -1193,6 +1195,19 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         env_policy.filter(|e| e.require_staging_first && !prs.is_empty()).map(|_| facts.staging_ok == Some(true));
 
     let requester = User { id: UserId(row.author_id), login: row.author_login.clone() };
+    // The runs waiting on this request to deploy to its environment: their own jobs are not tests.
+    let deploying_runs: Vec<i64> = environment
+        .as_deref()
+        .map(|env| {
+            facts
+                .waiting_runs
+                .iter()
+                .filter(|r| super::policy::eq_fold(&r.environment, env))
+                .map(|r| r.run_id)
+                .collect()
+        })
+        .unwrap_or_default();
+    let deploying_runs: Vec<i64> = deploying_runs.into_iter().chain(facts.approved_runs.iter().copied()).collect();
     let eval = gate::evaluate(&GateInput {
         policy,
         policy_errors: &facts.config_errors,
@@ -1207,6 +1222,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         hold_by: row.hold_by.as_deref(),
         denied: row.denied_by.as_deref().map(|by| (by, row.deny_reason.as_deref().unwrap_or(""))),
         ci_red: env_policy.and(facts.ci_red.as_deref()),
+        deploying_runs: &deploying_runs,
         unread: gate::Unread {
             policy: facts.dry_run && facts.policy_unread,
             prs: if facts.dry_run { &numbers } else { &[] },

@@ -61,6 +61,7 @@ fn pr(head: &str) -> PrFacts {
             name: "build".into(),
             status: "completed".into(),
             conclusion: Some("success".into()),
+            run_id: None,
         }],
         files_truncated: false,
         pushers: Some(vec![UserId(301)]),
