@@ -179,6 +179,9 @@ pub struct RunInfo {
     pub author: String,
     pub actor: String,
     pub jobs: Vec<FailedJob>,
+    /// The jobs were not read (dry-run): said as such, never as "the workflow could not start".
+    #[serde(default)]
+    pub jobs_unread: bool,
 }
 
 fn short(sha: &str) -> &str {
@@ -209,7 +212,10 @@ pub fn format_duration(ms: i64) -> String {
     }
 }
 
-fn jobs_table(jobs: &[FailedJob]) -> String {
+fn jobs_table(jobs: &[FailedJob], unread: bool) -> String {
+    if jobs.is_empty() && unread {
+        return "The run's jobs were not read (dry-run: no GitHub credentials).\n".into();
+    }
     if jobs.is_empty() {
         return "No failed job was found: the workflow could not start (check its YAML, its permissions and \
                 the runners), or the run is gone.\n"
@@ -268,7 +274,7 @@ pub fn pr_failure_comment(workflow: &str, run: &RunInfo) -> String {
         run.branch,
         short(&run.head_sha),
         run.conclusion,
-        jobs_table(&run.jobs),
+        jobs_table(&run.jobs, run.jobs_unread),
         checklist(&run.jobs),
     )
 }
@@ -355,7 +361,7 @@ pub fn incident_body(i: &Incident) -> String {
         format_time(i.deadline),
         i.failures,
         run_link(&i.workflow, &i.latest),
-        jobs_table(&i.latest.jobs),
+        jobs_table(&i.latest.jobs, i.latest.jobs_unread),
         checklist(&i.latest.jobs),
         i.workflow,
         i.branch,
@@ -516,7 +522,19 @@ mod tests {
             author: "Matthias Fax".into(),
             actor: "Codertocat".into(),
             jobs,
+            jobs_unread: false,
         }
+    }
+
+    #[test]
+    fn jobs_not_read_in_dry_run_are_said_as_such() {
+        let mut r = run(vec![]);
+        r.jobs_unread = true;
+        assert_eq!(
+            jobs_table(&r.jobs, r.jobs_unread),
+            "The run's jobs were not read (dry-run: no GitHub credentials).\n"
+        );
+        assert!(jobs_table(&r.jobs, false).contains("could not start"));
     }
 
     #[test]

@@ -113,12 +113,13 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
             .unwrap_or_default()
             .to_string(),
         jobs: vec![],
+        jobs_unread: false,
     };
     // One jobs listing per failed run; none for a pass or an ignored conclusion.
     if kind == RunKind::Failure {
         match facts::run_attempt_jobs(&ctx.github, installation, repo, run_id, attempt).await {
             Ok(jobs) => run.jobs = ci::failed_jobs(&jobs, &policy.ci),
-            Err(GhError::DryRun) => {}
+            Err(GhError::DryRun) => run.jobs_unread = true,
             // The run was deleted meanwhile: report it without its jobs rather than retry forever.
             Err(e) if e.status() == Some(404) => tracing::warn!(run_id, "the run's jobs are gone (404)"),
             Err(e) => return Err(gh_err(e)),
