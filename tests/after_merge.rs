@@ -90,21 +90,45 @@ fn answers(w: &World, run: i64) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn the_merge_commit_of_an_approved_request_is_approved_at_once(db: &TestDb) {
+/// Merge, squash and rebase merges alike: GitHub reports the commit each produced on `main` as the
+/// PR's `merge_commit_sha` (a merge commit, the squashed commit, the last rebased commit).
+async fn merged_as_is_approved_at_once(db: &TestDb, kind: &str, merged_as: &str, run: i64) {
     let w = World::with_policy(db, &policy("protection_rule", false)).await;
     approved(&w).await;
-    merged(&w).await;
+    w.gh.merge_pull(REPO, 12, merged_as);
+    let mut v = w.base("pull_request.closed.0");
+    v["number"] = json!(12);
+    v["pull_request"]["number"] = json!(12);
+    v["pull_request"]["merged"] = json!(true);
+    v["pull_request"]["merge_commit_sha"] = json!(merged_as);
+    v["pull_request"]["head"]["sha"] = json!(SHA);
+    assert_eq!(w.app.deliver("pull_request", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
     let c = w.sticky();
-    assert!(c.contains("Merged: merged as `ddddddd` is covered too"), "{c}");
-    waiting_run(&w, 801, MERGED).await;
-    let a = answers(&w, 801);
-    assert_eq!(a.len(), 1, "{a:?}");
-    assert_eq!(a[0].0, "approved", "{a:?}");
-    assert!(a[0].1.contains(&MERGED[..7]), "{a:?}");
+    assert!(c.contains(&format!("Merged: merged as `{}` is covered too", &merged_as[..7])), "{kind}: {c}");
+    waiting_run(&w, run, merged_as).await;
+    let a = answers(&w, run);
+    assert_eq!(a.len(), 1, "{kind}: {a:?}");
+    assert_eq!(a[0].0, "approved", "{kind}: {a:?}");
+    assert!(a[0].1.contains(&merged_as[..7]), "{kind}: {a:?}");
     w.sticky();
     w.done().await;
 }
+
+async fn the_merge_commit_of_an_approved_request_is_approved_at_once(db: &TestDb) {
+    merged_as_is_approved_at_once(db, "merge", MERGED, 801).await;
+}
 both_backends!(the_merge_commit_of_an_approved_request_is_approved_at_once);
+
+async fn a_squash_merge_commit_is_approved_at_once(db: &TestDb) {
+    merged_as_is_approved_at_once(db, "squash", "5555555555555555555555555555555555555555", 811).await;
+}
+both_backends!(a_squash_merge_commit_is_approved_at_once);
+
+async fn a_rebase_merges_last_commit_is_approved_at_once(db: &TestDb) {
+    merged_as_is_approved_at_once(db, "rebase", "7777777777777777777777777777777777777777", 821).await;
+}
+both_backends!(a_rebase_merges_last_commit_is_approved_at_once);
 
 async fn approvals_after_the_merge_open_the_waiting_run(db: &TestDb) {
     let w = World::with_policy(db, &policy("protection_rule", false)).await;

@@ -132,8 +132,11 @@ impl World {
         World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
     }
 
+    /// A delivery id, unique in the process (several worlds may share a database).
     pub fn id(&self) -> String {
-        format!("d-{}", self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        static ALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        format!("d-{}", ALL.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
     }
 
     pub fn base(&self, name: &str) -> Value {
