@@ -581,6 +581,22 @@ async fn the_waiting_deploy_job_is_not_a_test_the_gate_waits_for(db: &TestDb) {
     w.comment(ALICE, "/recheck").await;
     w.settle().await;
     assert!(w.sticky().contains("The gate is open"), "{}", w.sticky());
+    // A failed job of the deploying run itself still fails the gate.
+    w.gh.ci_job(REPO, SHA, "unit", "completed", 778);
+    {
+        let mut m = w.gh.model();
+        let r = m.check_runs.iter_mut().find(|r| r.head_sha == SHA && r.body["name"] == "unit").unwrap();
+        r.body["conclusion"] = json!("failure");
+    }
+    w.comment(ALICE, "/recheck").await;
+    w.settle().await;
+    assert!(row(&w.sticky(), "Tests").contains("`unit`"), "{}", w.sticky());
+    w.gh.ci_job(REPO, SHA, "unit", "completed", 778);
+    {
+        let mut m = w.gh.model();
+        let r = m.check_runs.iter_mut().find(|r| r.head_sha == SHA && r.body["name"] == "unit").unwrap();
+        r.body["conclusion"] = json!("success");
+    }
     // Another run's job in progress is still a test the gate waits for.
     w.gh.ci_job(REPO, SHA, "e2e", "in_progress", 779);
     w.comment(ALICE, "/recheck").await;

@@ -294,7 +294,9 @@ fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>, deploying_runs: 
             .checks
             .iter()
             .filter(|c| !is_own_check(&c.name))
-            .filter(|c| c.run_id.is_none_or(|run| !deploying_runs.contains(&run)))
+            // The deploying run's unfinished jobs (the deploy job waiting on the gate); its
+            // finished ones, a failed test included, still count.
+            .filter(|c| c.status == "completed" || c.run_id.is_none_or(|run| !deploying_runs.contains(&run)))
             .collect();
         let sha: String = pr.head_sha.chars().take(7).collect();
         match require {
