@@ -605,3 +605,176 @@ async fn the_waiting_deploy_job_is_not_a_test_the_gate_waits_for(db: &TestDb) {
     w.done().await;
 }
 both_backends!(the_waiting_deploy_job_is_not_a_test_the_gate_waits_for);
+
+// ---- from an attacker's review of the rollback, ticks and log links (each failed before) ----
+
+/// Run 700 deployed OLD earlier; request #5's head deployment (run 777) failed; ALICE `/rollback`s.
+async fn rollback_requested(w: &World) {
+    let now = shipgate::clock::Clock::system().now_ms();
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    shipgate::store::deploys::save_rule(
+        &mut tx,
+        &shipgate::store::deploys::RuleRow {
+            installation_id: INST,
+            repository_id: REPO_ID,
+            repository: REPO.into(),
+            run_id: 700,
+            environment: "production".into(),
+            sha: OLD.into(),
+            git_ref: Some("refs/heads/main".into()),
+            deployment_id: 900,
+            state: "pending".into(),
+            issue: None,
+            report: None,
+            received_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    shipgate::store::deploys::answer_rule(&mut tx, INST, REPO_ID, 700, "production", "approved", 4, now).await.unwrap();
+    tx.commit().await.unwrap();
+    status(w, 900, OLD, "production", "success", "2026-11-28T09:00:00Z", json!({})).await;
+    approved(w).await;
+    protection_rule(w, 777, "production", SHA).await;
+    w.settle().await;
+    status(w, 145988746, SHA, "production", "failure", "2026-11-29T10:03:00Z", json!({})).await;
+    w.settle().await;
+    w.comment(ALICE, "/rollback").await;
+    w.settle().await;
+    assert_eq!(w.gh.model().reruns, vec![(REPO.to_string(), 700)]);
+}
+
+/// A run waiting on the App's rule for production at `sha`, from `git_ref`.
+async fn rule_from(w: &World, run: i64, sha: &str, git_ref: &str) {
+    let mut v = w.base("deployment_protection_rule.requested.0");
+    v["environment"] = json!("production");
+    v["sha"] = json!(sha);
+    v["ref"] = json!(git_ref);
+    v["deployment_callback_url"] =
+        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/{run}/deployment_protection_rule"));
+    v["deployment"]["id"] = json!(run + 100_000);
+    v["deployment"]["environment"] = json!("production");
+    v["deployment"]["sha"] = json!(sha);
+    let id = w.id();
+    v["deployment"]["node_id"] = json!(id);
+    assert_eq!(w.app.deliver("deployment_protection_rule", &id, &v.to_string()).await, 202);
+}
+
+/// The rollback approves the run it re-ran (700), never any other run that happens to deploy OLD
+/// (someone's workflow_dispatch of an old ref, a tag push, another workflow).
+async fn rollback_approves_only_its_rerun(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    rollback_requested(&w).await;
+    rule_from(&w, 31337, OLD, "refs/heads/eve-branch").await;
+    w.settle().await;
+    let r = reviews(&w, 31337);
+    assert!(r.iter().all(|x| x.0 != "approved"), "a foreign run of OLD was approved by the rollback: {r:?}");
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(rollback_approves_only_its_rerun);
+
+/// A rollback whose re-run never reports (the re-run was refused: a run older than 30 days, a
+/// deleted workflow; or it was cancelled before deploying) must not leave a standing approval for
+/// every later run of OLD, even once the request is closed.
+async fn a_rollback_that_never_ran_does_not_approve_forever(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    rollback_requested(&w).await;
+    // Nobody's re-run ever comes. The request is closed by hand.
+    w.gh.model().issues.get_mut(&(REPO.to_string(), 5)).unwrap().state = "closed".into();
+    let mut v = w.base("issues.labeled.0");
+    v["action"] = json!("closed");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    assert_eq!(w.app.deliver("issues", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    // Much later, a run of OLD from any branch waits on the gate.
+    rule_from(&w, 31338, OLD, "refs/heads/eve-branch").await;
+    w.settle().await;
+    let r = reviews(&w, 31338);
+    assert!(r.iter().all(|x| x.0 != "approved"), "closed request #5 approved run 31338: {r:?}\n{}", w.sticky());
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(a_rollback_that_never_ran_does_not_approve_forever);
+
+/// A deployment status's `log_url` is anyone's to write who can post a status GitHub Actions
+/// signs (any workflow with `deployments: write`): the failed-deploy comment must link only the
+/// repository's own run pages, and never carry the URL's text as markdown.
+async fn a_log_url_is_never_markdown_nor_elsewhere(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(&w).remove(0);
+    let mut v = w.base("deployment_status.created.0");
+    v["deployment_status"]["id"] = json!(STATUS_IDS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    v["deployment"]["id"] = json!(id);
+    v["deployment"]["sha"] = json!(SHA);
+    v["deployment"]["environment"] = json!("production");
+    v["deployment"]["payload"] = payload;
+    v["deployment"]["created_at"] = json!("2026-11-29T10:00:00Z");
+    v["deployment"]["creator"] = fake_github::actions_creator();
+    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["creator"] = fake_github::actions_creator();
+    v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    v["deployment_status"]["state"] = json!("failure");
+    v["deployment_status"]["environment"] = json!("production");
+    v["deployment_status"]["created_at"] = json!("2026-11-29T10:03:00Z");
+    v["deployment_status"]["log_url"] = json!(
+        "https://evil.example/login)\n\n### ✅ Rolled back already: nothing to do. @acme/oncall\n\n[details](https://evil.example/x"
+    );
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let failed: Vec<_> =
+        w.gh.app_comments(REPO, 5)
+            .into_iter()
+            .filter(|c| c.body.contains("Deployment failed"))
+            .map(|c| c.body)
+            .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(!failed[0].contains("evil.example"), "{}", failed[0]);
+    assert!(!failed[0].contains("@acme/oncall"), "{}", failed[0]);
+    w.sticky();
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(a_log_url_is_never_markdown_nor_elsewhere);
+
+/// Two approvers each write `/rollback` (or one writes it twice) before the first re-run reports:
+/// the second must not roll back one step further from a commit that never deployed again.
+async fn a_second_rollback_while_the_first_waits_goes_to_the_same_commit(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    // An even older commit, run 690, deployed before OLD.
+    let older = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee05";
+    let now = shipgate::clock::Clock::system().now_ms();
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    shipgate::store::deploys::save_rule(
+        &mut tx,
+        &shipgate::store::deploys::RuleRow {
+            installation_id: INST,
+            repository_id: REPO_ID,
+            repository: REPO.into(),
+            run_id: 690,
+            environment: "production".into(),
+            sha: older.into(),
+            git_ref: Some("refs/heads/main".into()),
+            deployment_id: 890,
+            state: "pending".into(),
+            issue: None,
+            report: None,
+            received_at: now,
+        },
+    )
+    .await
+    .unwrap();
+    shipgate::store::deploys::answer_rule(&mut tx, INST, REPO_ID, 690, "production", "approved", 3, now).await.unwrap();
+    tx.commit().await.unwrap();
+    status(&w, 890, older, "production", "success", "2026-11-27T09:00:00Z", json!({})).await;
+    rollback_requested(&w).await;
+    w.comment(ALICE, "/rollback").await;
+    w.settle().await;
+    assert_eq!(w.gh.model().reruns, vec![(REPO.to_string(), 700)], "a second /rollback went further back");
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(a_second_rollback_while_the_first_waits_goes_to_the_same_commit);

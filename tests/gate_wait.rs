@@ -636,3 +636,143 @@ async fn a_job_naming_its_environment_in_another_case_is_answered(db: &TestDb) {
     w.done().await;
 }
 both_backends!(a_job_naming_its_environment_in_another_case_is_answered);
+
+// ---- from an attacker's review of the rollback, ticks and log links (each failed before) ----
+
+const OLD: &str = "cccccccccccccccccccccccccccccccccccccc03";
+
+fn status_at(w: &World, deployment: i64, sha: &str, state: &str, created_at: &str, run: i64) -> Value {
+    let mut v = status_of(w, deployment, state, created_at, run);
+    v["deployment"]["sha"] = json!(sha);
+    v
+}
+
+fn token_with(issuer: &FakeIssuer, sha: &str, run: i64, attempt: &str, git_ref: &str) -> String {
+    let mut c = issuer.claims(REPO, REPO_ID, sha, Some("production"), run);
+    c["run_attempt"] = json!(attempt);
+    c["ref"] = json!(git_ref);
+    fake_oidc::sign(&c, fake_oidc::KID)
+}
+
+/// Workflow mode: run 600 (answered `open` for request #4 long ago) deployed OLD; #5's head
+/// deployment failed; `/rollback` re-runs 600. Its attempt 2 waits, is opened by the rollback and
+/// deploys: that success must be #5's rollback (ROLLED BACK), and the rollback must end.
+async fn workflow_rollback_rerun_deployment_is_the_requests(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    let now = shipgate::clock::Clock::system().now_ms();
+    let old = shipgate::store::gate_waits::GateWait {
+        installation_id: INST,
+        repository_id: REPO_ID,
+        repository: REPO.into(),
+        run_id: 600,
+        run_attempt: 1,
+        environment: "production".into(),
+        sha: OLD.into(),
+        git_ref: "refs/heads/main".into(),
+        state: "pending".into(),
+        issue: None,
+        missing: "[]".into(),
+        report: None,
+        received_at: now - 86_400_000,
+        answered_at: None,
+    };
+    assert!(shipgate::store::gate_waits::begin(&w.app.db, &old).await.unwrap());
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    let k = shipgate::store::gate_waits::WaitKey {
+        installation: INST,
+        repository_id: REPO_ID,
+        run_id: 600,
+        run_attempt: 1,
+        environment: "production",
+    };
+    shipgate::store::gate_waits::answer(&mut tx, &k, "approved", 4, "open", now - 86_400_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let yesterday = chrono::DateTime::from_timestamp_millis(now - 86_000_000).unwrap().to_rfc3339();
+    let v = status_at(&w, 960, OLD, "success", &yesterday, 600);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    // #5: approved, its head deployed by RUN, failed.
+    request(&w).await;
+    approve(&w).await;
+    let (_, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 10 })).await;
+    assert_eq!(a["state"], "open", "{a}");
+    let v = status_of(&w, 970, "failure", &chrono::Utc::now().to_rfc3339(), RUN);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    w.comment(ALICE, "/rollback").await;
+    w.settle().await;
+    assert_eq!(w.gh.model().reruns, vec![(REPO.to_string(), 600)], "{}", w.sticky());
+    // Attempt 2 of run 600 waits: opened by the rollback.
+    let (_, a) = ask(&w, &token_with(&issuer, OLD, 600, "2", "refs/heads/main"), json!({ "wait_seconds": 10 })).await;
+    assert_eq!(a["state"], "open", "{a}");
+    // It deploys OLD (the deployment made after the answer).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let at = chrono::Utc::now().to_rfc3339();
+    let v = status_at(&w, 980, OLD, "success", &at, 600);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let row: (Option<i64>,) = sqlx::query_as("SELECT issue FROM deployments WHERE deployment_id = 980")
+        .fetch_one(w.app.db.pool())
+        .await
+        .unwrap();
+    let c = w.sticky();
+    assert_eq!(row.0, Some(5), "the rollback's deployment is attributed to request {:?}\n{c}", row.0);
+    assert!(c.contains("ROLLED BACK"), "{c}");
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(workflow_rollback_rerun_deployment_is_the_requests);
+
+/// Workflow mode: while #5's rollback waits for run 600, a job of another run, on another branch,
+/// at OLD (a workflow_dispatch of an old ref with the inputs its author chose) is opened by the
+/// rollback: it skips the check that a job at /gate/wait deploys from the environment's branch.
+async fn workflow_rollback_opens_only_its_rerun(db: &TestDb) {
+    let (w, issuer) = world(db).await;
+    let now = shipgate::clock::Clock::system().now_ms();
+    let old = shipgate::store::gate_waits::GateWait {
+        installation_id: INST,
+        repository_id: REPO_ID,
+        repository: REPO.into(),
+        run_id: 600,
+        run_attempt: 1,
+        environment: "production".into(),
+        sha: OLD.into(),
+        git_ref: "refs/heads/main".into(),
+        state: "pending".into(),
+        issue: None,
+        missing: "[]".into(),
+        report: None,
+        received_at: now - 86_400_000,
+        answered_at: None,
+    };
+    assert!(shipgate::store::gate_waits::begin(&w.app.db, &old).await.unwrap());
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    let k = shipgate::store::gate_waits::WaitKey {
+        installation: INST,
+        repository_id: REPO_ID,
+        run_id: 600,
+        run_attempt: 1,
+        environment: "production",
+    };
+    shipgate::store::gate_waits::answer(&mut tx, &k, "approved", 4, "open", now - 86_400_000).await.unwrap();
+    tx.commit().await.unwrap();
+    let yesterday = chrono::DateTime::from_timestamp_millis(now - 86_000_000).unwrap().to_rfc3339();
+    let v = status_at(&w, 960, OLD, "success", &yesterday, 600);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    request(&w).await;
+    approve(&w).await;
+    let (_, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 10 })).await;
+    assert_eq!(a["state"], "open", "{a}");
+    let v = status_of(&w, 970, "failure", &chrono::Utc::now().to_rfc3339(), RUN);
+    assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    w.comment(ALICE, "/rollback").await;
+    w.settle().await;
+    let (_, a) =
+        ask(&w, &token_with(&issuer, OLD, 31339, "1", "refs/heads/eve-branch"), json!({ "wait_seconds": 2 })).await;
+    assert_ne!(a["state"], "open", "eve's run of OLD from eve-branch was opened: {a}");
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(workflow_rollback_opens_only_its_rerun);

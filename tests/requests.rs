@@ -472,3 +472,55 @@ async fn dry_run_texts_never_pretend_a_read(db: &TestDb) {
     app.shutdown().await;
 }
 both_backends!(dry_run_texts_never_pretend_a_read);
+
+/// From an attacker's review: only a person's edit of the App's own comment carries ticks. A comment by another bot
+/// (a workflow's `github-actions[bot]`, with the marker copied) ticks nothing; and the webhook of
+/// the App's own earlier edit (delivered late, or redelivered) never unticks what a person ticked.
+async fn ticks_come_only_from_a_persons_edit_of_the_apps_comment(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("success"));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let sticky = w.gh.app_comments(REPO, 5).into_iter().find(|c| c.body.contains("<!-- shipgate:request -->")).unwrap();
+    // 1. A workflow posts (as github-actions[bot]) a copy of the marker with ticks, then edits it.
+    let forged = format!("{}\n- [x] Smoke tests passing\n- [x] Notify team", "<!-- shipgate:request -->");
+    let id = w.gh.human_comment_by(REPO, 5, (41898282, "github-actions[bot]"), &forged);
+    w.comment_event((41898282, "github-actions[bot]"), &forged, "edited", Some(id)).await;
+    w.settle().await;
+    w.comment(BOB, "/approve").await;
+    w.settle().await;
+    let c = w.gh.model().comments.iter().find(|c| c.id == sticky.id).unwrap().body.clone();
+    assert!(c.contains("- [ ] Smoke tests passing"), "another bot's comment ticked the App's boxes: {c}");
+    // 2. Carol ticks a box in the App's comment.
+    let sticky = w.gh.app_comments(REPO, 5).into_iter().find(|c| c.id == sticky.id).unwrap();
+    let before = sticky.body.clone();
+    let ticked = before.replace("- [ ] Release notes prepared", "- [x] Release notes prepared");
+    w.gh.model().comments.iter_mut().find(|c| c.id == sticky.id).unwrap().body = ticked.clone();
+    let mut v = w.base("issue_comment.edited.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"] =
+        fake_github::comment_json(&w.gh.model().comments.iter().find(|c| c.id == sticky.id).unwrap().clone());
+    v["changes"] = json!({ "body": { "from": before } });
+    v["sender"] = json!({ "id": CAROL.0, "login": CAROL.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    assert!(
+        w.gh.model().comments.iter().find(|c| c.id == sticky.id).unwrap().body.contains("- [x] Release notes prepared")
+    );
+    // 3. The webhook of the App's own earlier edit (body without her tick) comes late.
+    let mut stale = sticky.clone();
+    stale.body = before.clone();
+    let mut v = w.base("issue_comment.edited.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"] = fake_github::comment_json(&stale);
+    v["changes"] = json!({ "body": { "from": "older" } });
+    v["sender"] = v["comment"]["user"].clone();
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let c = w.gh.model().comments.iter().find(|c| c.id == sticky.id).unwrap().body.clone();
+    assert!(c.contains("- [x] Release notes prepared"), "the App's own stale edit unticked Carol's box: {c}");
+    w.gh.model().comments.retain(|c| c.id != id);
+    let _ = w.gh.comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(ticks_come_only_from_a_persons_edit_of_the_apps_comment);

@@ -229,6 +229,9 @@ pub struct RequestRow {
     /// The account that placed the hold, and the one that denied (logins are for display).
     pub hold_by_id: Option<i64>,
     pub denied_by_id: Option<i64>,
+    /// The workflow run a pending `/rollback` re-ran: only its waiting deployment is approved,
+    /// once (then None).
+    pub rollback_run_id: Option<i64>,
 }
 
 /// What a request links: a pull request (by number) or a commit it covers (a full SHA).

@@ -152,6 +152,9 @@ pub struct Comment {
     pub user: Account,
     #[serde(default)]
     pub created_at: Option<String>,
+    /// The App that wrote it, for a bot's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performed_via_github_app: Option<AppRef>,
 }
 
 impl Comment {
@@ -210,7 +213,7 @@ pub struct Deployment {
     pub performed_via_github_app: Option<AppRef>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AppRef {
     #[serde(default)]
     pub id: Option<i64>,

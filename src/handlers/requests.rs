@@ -448,7 +448,13 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let bot = e.comment.user.is_bot() || e.sender.kind.as_deref() == Some("Bot");
     let on_pr = e.issue.is_pull_request().then_some(t.issue.get());
     let editor = e.sender.user();
-    let Some(trigger) = comment_trigger(&e.action, &e.comment, bot, on_pr, true, e.before(), editor.clone()) else {
+    // An edit of this App's own comment (verified by the App's id), by a person.
+    let own = ctx.github.own_app_id().await;
+    let by_app = e.comment.user.is_bot()
+        && own.is_some_and(|id| e.comment.performed_via_github_app.as_ref().and_then(|a| a.id) == Some(id))
+        && !e.sender.is_bot();
+    let Some(trigger) = comment_trigger(&e.action, &e.comment, bot, on_pr, true, e.before(), editor.clone(), by_app)
+    else {
         return Ok(Handled::ignored());
     };
     if let Some(pr) = on_pr {
@@ -464,6 +470,7 @@ pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
 
 /// The trigger of an `issue_comment` action: new comments carry commands (never a bot's), edits
 /// and deletions can only take an approval back.
+#[allow(clippy::too_many_arguments)]
 fn comment_trigger(
     action: &str,
     c: &Comment,
@@ -472,15 +479,22 @@ fn comment_trigger(
     sole: bool,
     before: Option<&str>,
     editor: User,
+    by_app: bool,
 ) -> Option<Trigger> {
     let (id, user) = (c.id, c.user.user());
     let body = c.body.clone().unwrap_or_default();
     match action {
         "created" if bot => None,
         "created" => Some(Trigger::Comment { id, user, bot, body, created_at: c.created_at(), on_pr, sole }),
-        "edited" => {
-            Some(Trigger::CommentEdited { id, author: user, editor, body, before: before.map(str::to_string), on_pr })
-        }
+        "edited" => Some(Trigger::CommentEdited {
+            id,
+            author: user,
+            editor,
+            body,
+            before: before.map(str::to_string),
+            on_pr,
+            by_app,
+        }),
         "deleted" => Some(Trigger::CommentDeleted { id }),
         _ => None,
     }
@@ -690,7 +704,16 @@ impl Internal {
             Internal::Recheck { checks_only, .. } => Some(Trigger::Recheck { checks_only }),
             Internal::PrComment { action, pr, sole, comment, before, editor } => {
                 let comment: Comment = serde_json::from_value(comment).ok()?;
-                comment_trigger(&action, &comment, false, Some(pr), sole, before.as_deref(), editor.unwrap_or_default())
+                comment_trigger(
+                    &action,
+                    &comment,
+                    false,
+                    Some(pr),
+                    sole,
+                    before.as_deref(),
+                    editor.unwrap_or_default(),
+                    false,
+                )
             }
             Internal::Deployment { deployment_id, .. } => Some(Trigger::Deployment { id: deployment_id }),
         }
@@ -733,7 +756,7 @@ fn internal_trigger(event: &str, v: &Value) -> Option<Trigger> {
             let editor = User::of(&f["editor"]);
             let (pr, sole) = (f["pr"].as_i64().unwrap_or(-1), f["sole"].as_bool().unwrap_or(false));
             let comment: Comment = serde_json::from_value(f["comment"].clone()).ok()?;
-            comment_trigger(action, &comment, false, Some(pr), sole, f["before"].as_str(), editor)
+            comment_trigger(action, &comment, false, Some(pr), sole, f["before"].as_str(), editor, false)
         }
     }
 }
@@ -957,15 +980,16 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         started_at: (state == "in_progress").then_some(status_at),
         finished_at: deploys::is_final(state).then_some(status_at),
         origin,
-        // The run's log: the status's own link, else the workflow run's page (https only).
+        // The run's log: only a page of this repository's own Actions runs, whole (a status's link
+        // is the workflow's to write; anything else is never put in the App's comment).
         log_url: [
+            e.workflow_run.as_ref().and_then(|r| r.html_url.as_deref()),
             st.log_url.as_deref(),
             st.target_url.as_deref(),
-            e.workflow_run.as_ref().and_then(|r| r.html_url.as_deref()),
         ]
         .into_iter()
         .flatten()
-        .find(|u| u.starts_with("https://"))
+        .find(|u| is_run_page(u, &repo))
         .map(str::to_string),
     }))];
     let covering = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha).await?;
@@ -1029,7 +1053,7 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
     effects.push(repo_audit(installation, repo_id, &repo, "protection_rule.requested", Some(&e.sender), detail));
     // The environment's open requests whose commits (linked PR heads, or the commit a request
     // without PRs names) include the run's.
-    let covering = covering_requests(&ctx, installation, repo_id, &repo, environment, sha).await?;
+    let covering = covering_requests(&ctx, installation, repo_id, &repo, environment, sha, run_id).await?;
     // Until a request's decision says otherwise, the run is told that none covers its commit yet
     // (a request found only through the commit's PR may not: a partly merged one, say).
     if !covering.direct {
@@ -1045,6 +1069,21 @@ pub async fn on_protection_rule(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> 
         effects.push(Effect::recheck(installation, repo_id, &repo, issue, false));
     }
     Ok(Handled::ok(effects))
+}
+
+/// A page of one of `repo`'s own Actions runs (or one of its jobs), and nothing else:
+/// `https://HOST/{repo}/actions/runs/{id}` with an optional `/job/{id}`.
+fn is_run_page(url: &str, repo: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else { return false };
+    let Some((host, path)) = rest.split_once('/') else { return false };
+    let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    let Some(run) = path.strip_prefix(&format!("{repo}/actions/runs/")) else { return false };
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    host_ok
+        && match run.split_once("/job/") {
+            Some((run, job)) => digits(run) && digits(job),
+            None => digits(run),
+        }
 }
 
 /// The requests that may cover a waiting run's commit.
@@ -1066,6 +1105,7 @@ async fn covering_requests(
     repo: &str,
     environment: &str,
     sha: &str,
+    run_id: i64,
 ) -> Result<Covering, HandlerError> {
     let in_env = store::open_for_environment(&ctx.db, installation, repo_id, environment).await?;
     let covering: Vec<i64> = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha)
@@ -1074,7 +1114,8 @@ async fn covering_requests(
         .filter(|n| in_env.contains(n))
         .collect();
     let mut covering = covering;
-    for issue in store::rolling_back_to(&ctx.db, installation, repo_id, environment, sha).await? {
+    // A request whose pending `/rollback` re-ran this very run (for this commit).
+    for issue in store::rolling_back_to(&ctx.db, installation, repo_id, environment, sha, run_id).await? {
         if !covering.contains(&issue) {
             covering.push(issue);
         }
@@ -1146,7 +1187,8 @@ pub async fn on_gate_wait(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         return Ok(Handled::ok(effects));
     };
     let environment = environment.to_string();
-    let covering = covering_requests(&ctx, installation, repo_id, &repo, &environment, &w.sha).await?.requests;
+    let covering =
+        covering_requests(&ctx, installation, repo_id, &repo, &environment, &w.sha, w.run_id).await?.requests;
     match covering.first() {
         None => effects.push(report(None, messages::rule_uncovered(&environment, &w.sha))),
         Some(first) => {

@@ -164,7 +164,7 @@ pub async fn approved_run(
 ) -> Result<Option<i64>> {
     let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(
         "SELECT environment, issue, answered_at FROM gate_waits WHERE installation_id = $1 AND repository_id = $2 \
-         AND run_id = $3 AND LOWER(sha) = LOWER($4) AND state = 'approved' ORDER BY run_attempt",
+         AND run_id = $3 AND LOWER(sha) = LOWER($4) AND state = 'approved' ORDER BY run_attempt DESC",
     )
     .bind(installation)
     .bind(repository_id)

@@ -38,6 +38,7 @@ impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for RequestRow {
             deploy_requested_at: r.try_get("deploy_requested_at")?,
             hold_by_id: r.try_get("hold_by_id")?,
             denied_by_id: r.try_get("denied_by_id")?,
+            rollback_run_id: r.try_get("rollback_run_id")?,
         })
     }
 }
@@ -60,7 +61,7 @@ pub struct ApprovalRow {
 /// Every column of `requests`, in `RequestRow`'s order.
 pub const COLUMNS: &str = "installation_id, repository_id, repository, issue, author_id, author_login, labelled, open, \
     environment, fingerprint, revision, hold_by, denied_by, deny_reason, gate_open, state, facts, labels, created_at, updated_at, \
-    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at, deploy_requested_at, hold_by_id, denied_by_id";
+    deploy_key, deployment_id, deploy_state, deploy_sha, approved_at, deploy_requested_at, hold_by_id, denied_by_id, rollback_run_id";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Option<RequestRow>> {
     let sql =
@@ -230,7 +231,7 @@ pub async fn open_in_installation(db: &Db, installation: i64) -> Result<Vec<(i64
 pub async fn save(tx: &mut Transaction<'_, Any>, r: &RequestRow) -> Result<()> {
     let sql = format!(
         "INSERT INTO requests ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
+         $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET repository = excluded.repository, \
          labelled = excluded.labelled, open = excluded.open, environment = excluded.environment, \
          fingerprint = excluded.fingerprint, revision = excluded.revision, hold_by = excluded.hold_by, \
          denied_by = excluded.denied_by, deny_reason = excluded.deny_reason, gate_open = excluded.gate_open, \
@@ -238,7 +239,7 @@ pub async fn save(tx: &mut Transaction<'_, Any>, r: &RequestRow) -> Result<()> {
          deploy_key = excluded.deploy_key, deployment_id = excluded.deployment_id, deploy_state = excluded.deploy_state, \
          deploy_sha = excluded.deploy_sha, approved_at = excluded.approved_at, \
          deploy_requested_at = excluded.deploy_requested_at, hold_by_id = excluded.hold_by_id, \
-         denied_by_id = excluded.denied_by_id"
+         denied_by_id = excluded.denied_by_id, rollback_run_id = excluded.rollback_run_id"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(r.installation_id)
@@ -269,6 +270,7 @@ pub async fn save(tx: &mut Transaction<'_, Any>, r: &RequestRow) -> Result<()> {
         .bind(r.deploy_requested_at)
         .bind(r.hold_by_id)
         .bind(r.denied_by_id)
+        .bind(r.rollback_run_id)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -374,16 +376,18 @@ pub async fn rolling_back_to(
     repository_id: i64,
     environment: &str,
     sha: &str,
+    run_id: i64,
 ) -> Result<Vec<i64>> {
     let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
         "SELECT issue, deploy_key FROM requests WHERE installation_id = $1 AND repository_id = $2 AND labelled = 1 \
-         AND deploy_state IN ('requested', 'queued', 'pending', 'in_progress') AND LOWER(deploy_sha) = LOWER($3) \
+         AND deploy_state = 'requested' AND LOWER(deploy_sha) = LOWER($3) AND rollback_run_id = $5 \
          AND LOWER(environment) = LOWER($4) ORDER BY issue",
     )
     .bind(installation)
     .bind(repository_id)
     .bind(sha)
     .bind(environment)
+    .bind(run_id)
     .fetch_all(db.pool())
     .await?;
     Ok(rows

@@ -74,6 +74,9 @@ pub enum Trigger {
         body: String,
         before: Option<String>,
         on_pr: Option<i64>,
+        /// The comment is this App's own (verified by the App's id), edited by a person: only
+        /// such an edit of the sticky comment carries a person's ticks.
+        by_app: bool,
     },
     CommentDeleted {
         id: i64,
@@ -337,7 +340,7 @@ pub fn plan(
         waiting_runs: r
             .environment
             .clone()
-            .filter(|_| r.labelled && (r.open || prev.row.as_ref().is_some_and(rolling_back))),
+            .filter(|_| r.labelled && (r.open || prev.row.as_ref().is_some_and(|row| row.rollback_run_id.is_some()))),
         ci_red: env_policy.filter(|_| policy.ci.block_deploys_while_red).map(|e| e.branch.clone()),
     }
 }
@@ -734,10 +737,17 @@ fn is_full_sha(s: &str) -> bool {
     s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
-/// A `/rollback` of this request waits for its run: asked for, and not reported on yet.
-fn rolling_back(row: &RequestRow) -> bool {
-    row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-"))
-        && deploy_state(row).is_some_and(|s| s == DeployState::Requested || s.running())
+/// How long a `/rollback`'s re-run may take to come and wait on the gate: after that, its run is
+/// no longer approved (a re-run GitHub refused, or one cancelled before it deployed).
+pub const ROLLBACK_WAITS_MS: i64 = 60 * 60 * 1000;
+
+/// A `/rollback` of this request waits for the run it re-ran (`rollback_run_id`): asked for, not
+/// answered yet, and not too long ago.
+fn rolling_back(row: &RequestRow, now: i64) -> bool {
+    row.rollback_run_id.is_some()
+        && row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-"))
+        && deploy_state(row) == Some(DeployState::Requested)
+        && row.deploy_requested_at.is_some_and(|at| now - at < ROLLBACK_WAITS_MS)
 }
 
 fn deploy_state(row: &RequestRow) -> Option<DeployState> {
@@ -803,6 +813,11 @@ fn decide_deploy(
     if in_flight && matches!(cmd, Command::Deploy) {
         return Err(Refusal::DeployUnderWay);
     }
+    // A rollback under way is not rolled back one step further by a second `/rollback`.
+    let rolling = row.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-"));
+    if in_flight && rolling && matches!(cmd, Command::Rollback) {
+        return Err(Refusal::DeployUnderWay);
+    }
     let (sha, key, rollback_of) = match cmd {
         Command::Deploy => {
             if mode != DeployMode::Deployment {
@@ -848,6 +863,7 @@ fn decide_deploy(
             return Err(Refusal::NoEarlierCommit { environment: env.into() });
         };
         out.push(Out::Act(Action::RerunWorkflow { repo: t.repo.clone(), run_id, key: key.clone() }));
+        row.rollback_run_id = Some(run_id);
         out.push(audit(
             "deployment.rollback_requested",
             Some(sender),
@@ -952,8 +968,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         ticked: std::mem::take(&mut remembered.ticked),
     };
     // Someone ticked (or unticked) their boxes in the App's sticky comment: kept from now on.
-    if let Trigger::CommentEdited { author, body, .. } = trigger
-        && author.login.ends_with("[bot]")
+    if let Trigger::CommentEdited { body, by_app: true, .. } = trigger
         && messages::is_request_comment(body)
     {
         remembered.ticked = messages::ticked_items(body);
@@ -1333,7 +1348,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let covers = |sha: &str| approved_shas.iter().any(|a| sha.eq_ignore_ascii_case(a));
     // A rollback this request asked for: the run it re-ran deploys the last good commit, and is
     // approved whatever the gate says (SPEC §3.5: never blocked by red CI or approvals).
-    let rollback_sha = row.deploy_sha.clone().filter(|_| rolling_back(&row));
+    let rollback = row.rollback_run_id.zip(row.deploy_sha.clone()).filter(|_| rolling_back(&row, now));
+    let rollback_sha = rollback.as_ref().map(|(_, sha)| sha.clone());
     if let Some(rollback_sha) = &rollback_sha {
         links.push((Link::Sha, rollback_sha.to_ascii_lowercase()));
     }
@@ -1341,7 +1357,11 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         && (active || rollback_sha.is_some())
     {
         for rule in facts.waiting_runs.iter().filter(|r| super::policy::eq_fold(&r.environment, env)) {
-            if rollback_sha.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(&rule.sha)) {
+            // Only the run the rollback re-ran, of the commit it rolls back to; once.
+            if rollback.as_ref().is_some_and(|(run, sha)| *run == rule.run_id && sha.eq_ignore_ascii_case(&rule.sha))
+                && row.rollback_run_id.is_some()
+            {
+                row.rollback_run_id = None;
                 let comment = format!(
                     "Approved by shipgate: deployment request #{} rolls {} back to {}.",
                     t.issue,

@@ -284,6 +284,7 @@ fn deleting_or_editing_out_the_approving_comment_withdraws_it() {
         body: "LGTM".into(),
         before: Some("/approve".into()),
         on_pr: None,
+        by_app: false,
     };
     let (next, _) = run(&prev, edit, &f);
     assert_eq!(
@@ -303,6 +304,7 @@ fn a_command_edited_in_is_answered_not_applied() {
         body: "/approve".into(),
         before: Some("LGTM".into()),
         on_pr: None,
+        by_app: false,
     };
     let (next, d) = run(&prev, edit, &f);
     assert!(next.approvals.is_empty());
@@ -826,6 +828,7 @@ fn a_box_a_person_ticks_in_the_sticky_comment_stays_ticked() {
         body: ticked,
         before: Some(sticky),
         on_pr: None,
+        by_app: true,
     };
     let f2 = Facts { review_approved: false, ..f.clone() };
     let (prev, d) = run(&prev, edit, &f2);
@@ -849,6 +852,7 @@ fn a_box_a_person_ticks_in_the_sticky_comment_stays_ticked() {
         body: "- [x] Release notes prepared\n<!-- shipgate:request -->".into(),
         before: None,
         on_pr: None,
+        by_app: false,
     };
     let (_, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
     let _ = d;
