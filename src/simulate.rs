@@ -216,24 +216,7 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
             _ => None,
         }));
         // What the App would store: the approvals it accepted, the row.
-        let mut approvals = prev.approvals.clone();
-        for o in &d.effects {
-            if let Out::SaveApproval(a) = o {
-                approvals.retain(|x| x.comment_id != a.comment_id);
-                approvals.push(flow::ApprovalRecord {
-                    comment_id: a.comment_id,
-                    user: User { id: UserId(a.user_id), login: a.login.clone() },
-                    roles: a.roles.clone(),
-                    environment: a.environment.clone(),
-                    head_shas: a.head_shas.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-                    revision: a.revision,
-                    state: Some(a.state),
-                    note: a.note.clone(),
-                    created_at: now,
-                });
-            }
-        }
-        prev = Prev { row: Some(d.row), approvals };
+        prev = prev.after(&d, now);
     }
     Ok(out)
 }

@@ -501,43 +501,8 @@ both_backends!(statuses_of_one_second_keep_their_order_and_a_success_survives_in
 /// (whatever the gate says now).
 async fn rollback_reruns_the_run_that_last_deployed_and_approves_it(db: &TestDb) {
     let w = World::with_policy(db, &policy("protection_rule")).await;
-    // Earlier, run 700 deployed OLD to production through the App's protection rule.
-    let now = shipgate::clock::Clock::system().now_ms();
-    let mut tx = w.app.db.begin_write().await.unwrap();
-    shipgate::store::deploys::save_rule(
-        &mut tx,
-        &shipgate::store::deploys::RuleRow {
-            installation_id: INST,
-            repository_id: REPO_ID,
-            repository: REPO.into(),
-            run_id: 700,
-            environment: "production".into(),
-            sha: OLD.into(),
-            git_ref: Some("refs/heads/main".into()),
-            deployment_id: 900,
-            state: "pending".into(),
-            issue: None,
-            report: None,
-            received_at: now,
-        },
-    )
-    .await
-    .unwrap();
-    shipgate::store::deploys::answer_rule(&mut tx, INST, REPO_ID, 700, "production", "approved", 4, now).await.unwrap();
-    tx.commit().await.unwrap();
-    status(&w, 900, OLD, "production", "success", "2026-11-28T09:00:00Z", json!({})).await;
-    // Request #5 is approved; run 777 deploys its head; the deployment fails.
-    approved(&w).await;
-    protection_rule(&w, 777, "production", SHA).await;
-    w.settle().await;
-    assert_eq!(reviews(&w, 777)[0].0, "approved");
-    status(&w, 145988746, SHA, "production", "failure", "2026-11-29T10:03:00Z", json!({})).await;
-    w.settle().await;
-    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deploy-failed"]);
-    // /rollback: run 700 is re-run (no deployment is created).
-    w.comment(ALICE, "/rollback").await;
-    w.settle().await;
-    assert_eq!(w.gh.model().reruns, vec![(REPO.to_string(), 700)]);
+    // Run 700 deployed OLD through the App's rule; #5's head failed; /rollback re-runs run 700.
+    rollback_requested(&w).await;
     assert!(created(&w).is_empty());
     // Its re-run waits on the gate for OLD: approved by the request's rollback, though the gate is
     // closed (the head failed) and OLD is no commit the request covers.

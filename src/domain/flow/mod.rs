@@ -206,6 +206,33 @@ pub struct Prev {
 }
 
 impl Prev {
+    /// The request as the next evaluation finds it once `d` is stored (approvals created or
+    /// changed at `now`): what the store would read back, for the simulator and the tests.
+    pub fn after(&self, d: &Decision, now: i64) -> Prev {
+        let mut approvals = self.approvals.clone();
+        for out in &d.effects {
+            let Out::SaveApproval(a) = out else { continue };
+            match approvals.iter_mut().find(|x| x.comment_id == a.comment_id) {
+                Some(x) => {
+                    x.state = Some(a.state);
+                    x.note = a.note.clone();
+                }
+                None => approvals.push(ApprovalRecord {
+                    comment_id: a.comment_id,
+                    user: User { id: UserId(a.user_id), login: a.login.clone() },
+                    roles: a.roles.clone(),
+                    environment: a.environment.clone(),
+                    head_shas: a.head_shas.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                    revision: a.revision,
+                    state: Some(a.state),
+                    note: a.note.clone(),
+                    created_at: now,
+                }),
+            }
+        }
+        Prev { row: Some(d.row.clone()), approvals }
+    }
+
     /// What the last evaluation remembered.
     pub fn remembered(&self) -> Remembered {
         self.row.as_ref().and_then(|r| serde_json::from_str(&r.facts).ok()).unwrap_or_default()

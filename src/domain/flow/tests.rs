@@ -95,32 +95,9 @@ fn comment(id: i64, who: User, text: &str) -> Trigger {
     Trigger::Comment { id, user: who, bot: false, body: text.into(), created_at: Some(2_000), on_pr: None, sole: true }
 }
 
-/// The request after one evaluation of `trigger` on `prev`, as the next evaluation finds it.
+/// The request after one evaluation, as the next evaluation finds it.
 fn after(prev: &Prev, d: &Decision) -> Prev {
-    let mut approvals = prev.approvals.clone();
-    for out in &d.effects {
-        if let Out::SaveApproval(a) = out {
-            let record = ApprovalRecord {
-                comment_id: a.comment_id,
-                user: user(a.user_id, &a.login),
-                roles: a.roles.clone(),
-                environment: a.environment.clone(),
-                head_shas: a.head_shas.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-                revision: a.revision,
-                state: Some(a.state),
-                note: a.note.clone(),
-                created_at: 0,
-            };
-            match approvals.iter_mut().find(|x| x.comment_id == a.comment_id) {
-                Some(x) => {
-                    x.state = Some(a.state);
-                    x.note = a.note.clone();
-                }
-                None => approvals.push(record),
-            }
-        }
-    }
-    Prev { row: Some(d.row.clone()), approvals }
+    prev.after(d, 0)
 }
 
 fn run(prev: &Prev, trigger: Trigger, f: &Facts) -> (Prev, Decision) {
