@@ -224,9 +224,11 @@ pub async fn checks(gh: &GitHub, installation: i64, repo: &str, sha: &str) -> Re
             name: r["name"].as_str().unwrap_or_default().to_string(),
             status: r["status"].as_str().unwrap_or("queued").to_string(),
             conclusion: r["conclusion"].as_str().map(str::to_string),
-            // A job of a GitHub Actions run: `…/actions/runs/{run_id}/job/{job_id}`.
+            // A job of a GitHub Actions run (`…/actions/runs/{run_id}/job/{job_id}`): only a check
+            // run GitHub Actions made says which run it belongs to.
             run_id: r["details_url"]
                 .as_str()
+                .filter(|_| r["app"]["slug"].as_str() == Some("github-actions"))
                 .and_then(|u| u.split("/actions/runs/").nth(1))
                 .and_then(|rest| rest.split('/').next())
                 .and_then(|id| id.parse().ok()),

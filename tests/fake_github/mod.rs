@@ -306,6 +306,7 @@ impl FakeGitHub {
         {
             r.body["details_url"] =
                 json!(format!("https://github.com/{repo}/actions/runs/{run_id}/job/{}", run_id * 10));
+            r.body["app"] = json!({ "id": 15368, "slug": "github-actions" });
         }
     }
 
