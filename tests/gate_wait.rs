@@ -230,23 +230,9 @@ async fn a_deployment_by_an_opened_run_is_the_requests(db: &TestDb) {
     approve(&w).await;
     let (_, a) = ask(&w, &token(&issuer, SHA), json!({ "wait_seconds": 10 })).await;
     assert_eq!(a["state"], "open", "{a}");
-    // The job deploys: GitHub Actions creates the deployment for the environment, in that run.
-    let mut v = w.base("deployment_status.created.0");
-    v["deployment_status"]["id"] = json!(9100);
-    v["deployment"]["id"] = json!(970);
-    v["deployment"]["sha"] = json!(SHA);
-    v["deployment"]["environment"] = json!("production");
-    v["deployment"]["payload"] = json!({});
-    v["deployment"]["creator"] = fake_github::actions_creator();
-    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
-    v["deployment_status"]["creator"] = fake_github::actions_creator();
-    v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
-    v["deployment_status"]["state"] = json!("success");
-    v["deployment_status"]["environment"] = json!("production");
-    // Made by the job after the gate answered it.
-    v["deployment"]["created_at"] = json!(chrono::Utc::now().to_rfc3339());
-    v["deployment_status"]["created_at"] = json!(chrono::Utc::now().to_rfc3339());
-    v["workflow_run"] = json!({ "id": RUN });
+    // The job deploys: GitHub Actions creates the deployment for the environment, in that run,
+    // after the gate answered it.
+    let v = status_of(&w, 970, "success", &chrono::Utc::now().to_rfc3339(), RUN);
     assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
     w.settle().await;
     let c = w.sticky();

@@ -108,8 +108,8 @@ pub struct Issue {
 
 impl Issue {
     /// An issue object (of a payload, or as the REST API returns it); None if it is not one.
-    pub fn read(v: &Value) -> Option<Issue> {
-        serde_json::from_value(v.clone()).ok()
+    pub fn read(v: Value) -> Option<Issue> {
+        serde_json::from_value(v).ok()
     }
 
     pub fn is_pull_request(&self) -> bool {
@@ -437,8 +437,8 @@ mod tests {
     #[test]
     fn a_payload_of_the_wrong_shape_is_refused_not_guessed() {
         assert!(serde_json::from_value::<IssueCommentEvent>(serde_json::json!({ "action": "created" })).is_err());
-        assert!(Issue::read(&serde_json::json!({ "number": "five" })).is_none());
-        let closed = Issue::read(&serde_json::json!({ "number": 5, "state": "closed" })).expect("issue");
+        assert!(Issue::read(serde_json::json!({ "number": "five" })).is_none());
+        let closed = Issue::read(serde_json::json!({ "number": 5, "state": "closed" })).expect("issue");
         assert!(!closed.snapshot().open && !closed.is_pull_request());
     }
 
@@ -455,8 +455,8 @@ mod tests {
         v["issue"]["user"] = Value::Null;
         assert!(serde_json::from_value::<IssuesEvent>(v).is_ok(), "issues.edited with issue.user null");
         let rest = serde_json::json!({ "number": 5, "state": "open", "user": null, "labels": [{ "name": "DEPLOYMENT_REQUEST" }] });
-        assert!(Issue::read(&rest).is_some(), "REST issue with user null");
+        assert!(Issue::read(rest).is_some(), "REST issue with user null");
         let rest = serde_json::json!({ "number": 5, "state": "open", "user": { "id": 1, "login": "a" }, "labels": ["DEPLOYMENT_REQUEST"] });
-        assert!(Issue::read(&rest).is_some(), "REST issue with a label given as a string");
+        assert!(Issue::read(rest).is_some(), "REST issue with a label given as a string");
     }
 }

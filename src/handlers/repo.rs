@@ -26,7 +26,21 @@ pub(crate) async fn load_policy(
     repo: &str,
     effects: &mut Vec<Effect>,
 ) -> Result<(Policy, Vec<ConfigError>), HandlerError> {
+    let (policy, errors, _) = load_policy_read(ctx, installation, repo_id, repo, effects).await?;
+    Ok((policy, errors))
+}
+
+/// As [`load_policy`], and whether the file was never read (dry-run, nothing cached: the built-in
+/// policy applies without anyone having looked).
+pub(crate) async fn load_policy_read(
+    ctx: &Ctx,
+    installation: i64,
+    repo_id: i64,
+    repo: &str,
+    effects: &mut Vec<Effect>,
+) -> Result<(Policy, Vec<ConfigError>, bool), HandlerError> {
     let cached = crate::store::requests::policy(&ctx.db, installation, repo_id).await?;
+    let mut unread = false;
     let yaml = match cached {
         Some((_, yaml)) => yaml,
         None => match facts::policy_file_if_changed(&ctx.github, installation, repo, None).await {
@@ -51,17 +65,20 @@ pub(crate) async fn load_policy(
                 });
                 None
             }
-            Err(GhError::DryRun) => None,
+            Err(GhError::DryRun) => {
+                unread = true;
+                None
+            }
             Err(e) => return Err(gh_err(e)),
         },
     };
     Ok(match yaml {
-        None => (policy::default_policy(), vec![]),
+        None => (policy::default_policy(), vec![], unread),
         Some(text) => match policy::parse(&text) {
-            Ok(p) => (p, vec![]),
+            Ok(p) => (p, vec![], false),
             // A broken file never falls back: the label still works, every gate stays closed.
             // No roles or environments from any other policy either: nobody is shown as an approver.
-            Err(errors) => (Policy::default(), errors),
+            Err(errors) => (Policy::default(), errors, false),
         },
     })
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::repo::{gh_err, load_policy};
+use super::repo::{gh_err, load_policy, load_policy_read};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands;
 use crate::domain::flow::{
@@ -49,20 +49,14 @@ pub async fn evaluate(
 ) -> Result<Handled, HandlerError> {
     let now = ctx.clock.now_ms();
     let mut effects = Vec::new();
-    let (policy, config_errors) =
-        load_policy(&ctx, t.installation.get(), t.repo_id.get(), &t.repo, &mut effects).await?;
-    let prev = Prev {
-        row: store::get(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get()).await?,
-        approvals: store::approvals(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get())
-            .await?
-            .into_iter()
-            .map(approval_record)
-            .collect(),
-    };
+    let (policy, config_errors, policy_unread) =
+        load_policy_read(&ctx, t.installation.get(), t.repo_id.get(), &t.repo, &mut effects).await?;
+    // The approvals are read only once the issue turns out to be a request (below).
+    let mut prev = Prev::new(store::get(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get()).await?, vec![]);
     let issue = match issue.filter(|i| flow::snapshot_is_current(&prev, i.updated_at())) {
         Some(i) => i,
         None => match facts::issue(&ctx.github, t.installation.get(), &t.repo, t.issue.get()).await {
-            Ok(Some(i)) => match Issue::read(&i) {
+            Ok(Some(i)) => match Issue::read(i) {
                 Some(i) => i,
                 None => {
                     return Err(HandlerError::Permanent(format!(
@@ -83,9 +77,13 @@ pub async fn evaluate(
     if !flow::concerns(&prev, &policy, &issue) {
         return Ok(Handled::ignored());
     }
+    prev.approvals = store::approvals(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get())
+        .await?
+        .into_iter()
+        .map(approval_record)
+        .collect();
     let wanted = flow::plan(&t, &prev, &trigger, &policy, &config_errors, &issue);
     let dry_run = ctx.github.dry_run();
-    let policy_unread = dry_run && store::policy(&ctx.db, t.installation.get(), t.repo_id.get()).await?.is_none();
     let mut f = Facts { policy, config_errors, issue, dry_run, policy_unread, ..Facts::default() };
     gather_prs(&ctx, &t, &prev, &wanted, &mut f).await?;
     if let Some(id) = wanted.deployment {
@@ -143,7 +141,7 @@ async fn gather_prs(
     wanted: &FactsWanted,
     f: &mut Facts,
 ) -> Result<(), HandlerError> {
-    let remembered = prev.remembered();
+    let remembered = prev.remembered().clone();
     match wanted.prs {
         PrReads::Reuse => {
             f.prs = remembered.prs;
@@ -790,10 +788,9 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let after = e.after.clone();
     let mut effects = Vec::new();
     // A conditional read: GitHub answers 304 (no rate limit spent) when the file is as cached.
-    let cached = store::policy(&ctx.db, installation, repo_id).await?;
-    let etag = match cached {
-        Some(_) => store::policy_etag(&ctx.db, installation, repo_id).await?,
-        None => None,
+    let (cached, etag) = match store::policy_with_etag(&ctx.db, installation, repo_id).await? {
+        Some((blob, yaml, etag)) => (Some((blob, yaml)), etag),
+        None => (None, None),
     };
     let read = match facts::policy_file_if_changed(&ctx.github, installation, repo, etag.as_deref()).await {
         Ok(f) => f,

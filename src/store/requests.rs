@@ -322,15 +322,17 @@ pub async fn policy(db: &Db, installation: i64, repository_id: i64) -> Result<Op
         .await?)
 }
 
-/// The entity tag the cached policy was read with (for a conditional read).
-pub async fn policy_etag(db: &Db, installation: i64, repository_id: i64) -> Result<Option<String>> {
-    let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT etag FROM policies WHERE installation_id = $1 AND repository_id = $2")
-            .bind(installation)
-            .bind(repository_id)
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(row.and_then(|r| r.0))
+/// The cached policy (blob SHA, text) and the entity tag it was read with (for a conditional read).
+pub async fn policy_with_etag(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+) -> Result<Option<(String, Option<String>, Option<String>)>> {
+    Ok(sqlx::query_as("SELECT blob_sha, yaml, etag FROM policies WHERE installation_id = $1 AND repository_id = $2")
+        .bind(installation)
+        .bind(repository_id)
+        .fetch_optional(db.pool())
+        .await?)
 }
 
 pub async fn save_policy(

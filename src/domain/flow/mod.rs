@@ -203,9 +203,16 @@ pub struct WaitingRun {
 pub struct Prev {
     pub row: Option<RequestRow>,
     pub approvals: Vec<ApprovalRecord>,
+    /// The row's `facts`, read once.
+    memory: Remembered,
 }
 
 impl Prev {
+    pub fn new(row: Option<RequestRow>, approvals: Vec<ApprovalRecord>) -> Prev {
+        let memory = row.as_ref().and_then(|r| serde_json::from_str(&r.facts).ok()).unwrap_or_default();
+        Prev { row, approvals, memory }
+    }
+
     /// The request as the next evaluation finds it once `d` is stored (approvals created or
     /// changed at `now`): what the store would read back, for the simulator and the tests.
     pub fn after(&self, d: &Decision, now: i64) -> Prev {
@@ -230,12 +237,12 @@ impl Prev {
                 }),
             }
         }
-        Prev { row: Some(d.row.clone()), approvals }
+        Prev::new(Some(d.row.clone()), approvals)
     }
 
     /// What the last evaluation remembered.
-    pub fn remembered(&self) -> Remembered {
-        self.row.as_ref().and_then(|r| serde_json::from_str(&r.facts).ok()).unwrap_or_default()
+    pub fn remembered(&self) -> &Remembered {
+        &self.memory
     }
 }
 
@@ -420,7 +427,7 @@ pub fn plan_more(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts) -> M
         .filter(|a| a.state.is_some_and(|s| s != ApprovalState::Withdrawn))
         .map(|a| a.user.clone())
         .collect();
-    let cmds = comment_commands(t, trigger, &remembered, &r.numbers);
+    let cmds = comment_commands(t, trigger, remembered, &r.numbers);
     people.extend(cmds.iter().map(|c| c.sender.clone()));
     let permission_roles = policy.roles.iter().any(|(n, r)| roles.contains(n.as_str()) && r.permission.is_some());
     let mut permissions: Vec<User> = if permission_roles { people.clone() } else { Vec::new() };
@@ -742,6 +749,12 @@ pub fn answer(
     }
 }
 
+/// The branch an environment deploys from: its `branch`, else the repository's default branch (as
+/// the linked PRs tell it; unknown without one).
+fn deploy_branch(branch: Option<&str>, prs: &[PrFacts]) -> Option<String> {
+    branch.map(str::to_string).or_else(|| prs.iter().find_map(|p| p.default_branch.clone()))
+}
+
 /// The merge commit a request covers once its linked PRs are merged (SPEC §3.5): with every
 /// linked PR merged, the commit the last merge produced, which contains them all. None while one
 /// is open (or was closed unmerged).
@@ -753,7 +766,7 @@ pub fn merge_commit<'a>(prs: &'a [PrFacts], branch: Option<&str>) -> Option<&'a 
     if prs.is_empty() || prs.iter().any(|p| p.merge_commit.is_none()) {
         return None;
     }
-    let target = branch.map(str::to_string).or_else(|| prs.iter().find_map(|p| p.default_branch.clone()))?;
+    let target = deploy_branch(branch, prs)?;
     if prs.iter().any(|p| p.base_ref.as_deref() != Some(target.as_str())) {
         return None;
     }
@@ -935,7 +948,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let mut out: Vec<Out> = Vec::new();
     let mut replies: Vec<Action> = Vec::new();
     let existing = prev.row.as_ref();
-    let mut remembered = prev.remembered();
+    let mut remembered = prev.remembered().clone();
     let issue = &facts.issue;
     let Reading { req, environment, numbers, labelled, open, mut problems } =
         read(t, policy, &facts.config_errors, issue);
@@ -1486,9 +1499,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment, "ref": rule.git_ref });
             // A job at /gate/wait deploys only from the branch the environment deploys from (its
             // `branch`, else the default branch; unknown without a PR).
-            let deploy_branch =
-                env_branch.map(str::to_string).or_else(|| prs.iter().find_map(|p| p.default_branch.clone()));
-            let wrong_branch = deploy_branch
+            let wrong_branch = deploy_branch(env_branch, &prs)
                 .filter(|b| rule.workflow && rule.git_ref.as_deref() != Some(format!("refs/heads/{b}").as_str()));
             if let Some(by) = row.denied_by.as_deref() {
                 let reason = row.deny_reason.clone().unwrap_or_default();

@@ -585,8 +585,8 @@ fn gathered(prev: &Prev, trigger: &Trigger, u: &Facts) -> Facts {
     match w.prs {
         PrReads::Reuse => {
             let r = prev.remembered();
-            f.prs = r.prs;
-            f.missing_prs = r.missing_prs;
+            f.prs = r.prs.clone();
+            f.missing_prs = r.missing_prs.clone();
             f.review_approved = r.review_approved;
         }
         _ => {
