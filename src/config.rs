@@ -104,6 +104,9 @@ pub struct Config {
     /// `SHIPGATE_GATE_WAIT_POLL_MS` (2000): how often a waiting call reads its answer when no
     /// decision in this process wakes it (another replica's, say).
     pub gate_wait_poll: Duration,
+    /// How the evaluations asked for by check events are coalesced (`SHIPGATE_COALESCE_QUIET_MS`,
+    /// 2000; `SHIPGATE_COALESCE_VERDICT_MS`, 10000; `SHIPGATE_COALESCE_REFRESH_MS`, 60000).
+    pub coalesce: crate::domain::flow::signal::Coalesce,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -228,7 +231,19 @@ impl Config {
         let gate_wait_poll =
             Duration::from_millis(parse_num(&get, "SHIPGATE_GATE_WAIT_POLL_MS")?.unwrap_or(2000).max(10));
 
+        let mut coalesce = crate::domain::flow::signal::Coalesce::default();
+        if let Some(n) = parse_num(&get, "SHIPGATE_COALESCE_QUIET_MS")? {
+            coalesce.quiet = Duration::from_millis(n);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_COALESCE_VERDICT_MS")? {
+            coalesce.verdict_within = Duration::from_millis(n);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_COALESCE_REFRESH_MS")? {
+            coalesce.refresh_within = Duration::from_millis(n);
+        }
+
         Ok(Config {
+            coalesce,
             oidc,
             gate_wait_max,
             gate_wait_poll,
@@ -280,6 +295,11 @@ impl Config {
             oidc: crate::github::oidc::OidcConfig::default(),
             gate_wait_max: Duration::from_secs(600),
             gate_wait_poll: Duration::from_millis(200),
+            coalesce: crate::domain::flow::signal::Coalesce {
+                quiet: Duration::from_millis(30),
+                verdict_within: Duration::from_millis(200),
+                refresh_within: Duration::from_millis(500),
+            },
         }
     }
 }

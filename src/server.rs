@@ -97,9 +97,17 @@ impl Server {
                 clock: opts.clock.clone(),
                 github: github.clone(),
                 teams: Arc::new(crate::github::facts::TeamCache::default()),
+                coalesce: cfg.coalesce,
                 completer,
                 shared_claims,
             };
+            tasks.push(tokio::spawn(crate::queue::coalescer::run(
+                db.clone(),
+                opts.clock.clone(),
+                wake.clone(),
+                cfg.worker.poll_interval,
+                rx.clone(),
+            )));
             let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.info.id.clone());
             tasks.push(worker.spawn(rx.clone()));

@@ -283,7 +283,7 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
     Evaluation { gates, roles, open }
 }
 
-fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>, deploying_runs: &[i64]) -> Gate {
+pub fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>, deploying_runs: &[i64]) -> Gate {
     if prs.is_empty() {
         return Gate { name: "Tests", state: GateState::Pending, detail: "no linked pull request".into() };
     }

@@ -338,6 +338,17 @@ pub struct Subject {
     pub head_sha: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// `check_run`, `check_suite`, `workflow_run`: queued | in_progress | completed …
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    /// `check_run`: where its details are (a GitHub Actions job names its run).
+    #[serde(default)]
+    pub details_url: Option<String>,
+    /// `check_run`: the App that made it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub app: AppRef,
 }
 
 /// The events that only ask the requests they touch to be evaluated again: `pull_request`,
@@ -362,9 +373,13 @@ pub struct RelatedEvent {
     pub check_suite: Option<Subject>,
     #[serde(default)]
     pub workflow_run: Option<Subject>,
-    /// `status`: the commit.
+    /// `status`: the commit, the status's context and its state.
     #[serde(default)]
     pub sha: Option<String>,
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub sender: Account,
 }

@@ -215,6 +215,16 @@ pub async fn review_approved(gh: &GitHub, installation: i64, repo: &str, number:
 }
 
 /// Check runs and commit statuses on `sha` (statuses as completed/pending checks).
+/// The GitHub Actions run a check run is a job of (`…/actions/runs/{run_id}/job/{job_id}`): only
+/// a check run GitHub Actions made (`app_slug`) says which run it belongs to.
+pub fn actions_run_id(details_url: Option<&str>, app_slug: Option<&str>) -> Option<i64> {
+    details_url
+        .filter(|_| app_slug == Some("github-actions"))
+        .and_then(|u| u.split("/actions/runs/").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|id| id.parse().ok())
+}
+
 pub async fn checks(gh: &GitHub, installation: i64, repo: &str, sha: &str) -> Result<Vec<CheckFact>, GhError> {
     let auth = Auth::Installation(installation);
     let runs = gh.get_all(auth, &format!("/repos/{repo}/commits/{sha}/check-runs"), Some("check_runs")).await?;
@@ -224,14 +234,7 @@ pub async fn checks(gh: &GitHub, installation: i64, repo: &str, sha: &str) -> Re
             name: r["name"].as_str().unwrap_or_default().to_string(),
             status: r["status"].as_str().unwrap_or("queued").to_string(),
             conclusion: r["conclusion"].as_str().map(str::to_string),
-            // A job of a GitHub Actions run (`…/actions/runs/{run_id}/job/{job_id}`): only a check
-            // run GitHub Actions made says which run it belongs to.
-            run_id: r["details_url"]
-                .as_str()
-                .filter(|_| r["app"]["slug"].as_str() == Some("github-actions"))
-                .and_then(|u| u.split("/actions/runs/").nth(1))
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|id| id.parse().ok()),
+            run_id: actions_run_id(r["details_url"].as_str(), r["app"]["slug"].as_str()),
         })
         .collect();
     let r =

@@ -41,6 +41,8 @@ pub struct Ctx {
     /// Read-only calls for facts (changes to GitHub go through actions and the outbox).
     pub github: Arc<GitHub>,
     pub teams: Arc<TeamCache>,
+    /// How check events' evaluations are coalesced.
+    pub coalesce: crate::domain::flow::signal::Coalesce,
 }
 
 impl Ctx {
@@ -151,6 +153,25 @@ pub enum Effect {
         issue: i64,
         /// Only checks or statuses changed: the PRs and reviews need not be read again.
         checks_only: bool,
+        /// The check event that caused it: folded into what the request last read, and evaluated
+        /// with the rest of its burst (`domain::flow::signal`).
+        signal: Option<crate::domain::flow::signal::Signal>,
+    },
+    /// What a request remembers, with check events folded in (its row's `facts`).
+    SaveFacts {
+        installation: i64,
+        repository_id: i64,
+        issue: i64,
+        facts: String,
+    },
+    /// A coalesced evaluation of request `issue` (scheduled, or moved within its deadline).
+    ScheduleRecheck {
+        installation: i64,
+        repository_id: i64,
+        repository: String,
+        issue: i64,
+        significance: crate::domain::flow::signal::Significance,
+        coalesce: crate::domain::flow::signal::Coalesce,
     },
     /// A comment on a linked PR (`created`, `edited` or `deleted`), for the request's own subject.
     ForwardComment {
@@ -228,7 +249,19 @@ impl Effect {
 
     /// Evaluate request `issue` again (`checks_only`: only checks or statuses changed).
     pub fn recheck(installation: i64, repository_id: i64, repository: &str, issue: i64, checks_only: bool) -> Effect {
-        Effect::Recheck { installation, repository_id, repository: repository.to_string(), issue, checks_only }
+        Effect::Recheck {
+            installation,
+            repository_id,
+            repository: repository.to_string(),
+            issue,
+            checks_only,
+            signal: None,
+        }
+    }
+
+    /// Whether it schedules a coalesced evaluation (the timer is woken once it commits).
+    pub fn schedules_a_recheck(&self) -> bool {
+        matches!(self, Effect::ScheduleRecheck { .. })
     }
 
     /// Applies the effect inside the completion transaction of `cause`; `index` numbers the
@@ -283,9 +316,15 @@ impl Effect {
             | Effect::ForwardDeployment { installation, repository_id, repository, issue, .. } => {
                 let (kind, trigger) = match self {
                     Effect::ForwardComment { trigger, .. } => ("forward", trigger.clone()),
-                    Effect::Recheck { checks_only, .. } => {
-                        ("recheck", requests::Internal::Recheck { cause: cause.id.clone(), checks_only: *checks_only })
-                    }
+                    Effect::Recheck { checks_only, signal, .. } => (
+                        "recheck",
+                        requests::Internal::Recheck {
+                            cause: cause.id.clone(),
+                            checks_only: *checks_only,
+                            signal: signal.clone(),
+                            coalesced: false,
+                        },
+                    ),
                     Effect::ForwardDeployment { deployment_id, .. } => (
                         "deployment",
                         requests::Internal::Deployment { deployment_id: *deployment_id, cause: cause.id.clone() },
@@ -305,6 +344,22 @@ impl Effect {
                     now,
                 );
                 deliveries::insert_internal(tx, &d).await
+            }
+            Effect::SaveFacts { installation, repository_id, issue, facts } => {
+                store_requests::save_facts(tx, *installation, *repository_id, *issue, facts).await
+            }
+            Effect::ScheduleRecheck { installation, repository_id, repository, issue, significance, coalesce } => {
+                crate::store::rechecks::schedule(
+                    tx,
+                    *installation,
+                    *repository_id,
+                    repository,
+                    *issue,
+                    *significance,
+                    coalesce,
+                    now,
+                )
+                .await
             }
             Effect::RecordDeployment(d) => deploys::record(tx, d).await,
             Effect::SaveRule(r) => deploys::save_rule(tx, r).await,
@@ -380,7 +435,7 @@ impl Effect {
 /// A delivery the App makes for a request's own subject (`repo:{id}#{issue}`), so that it runs
 /// in that request's order; `id_prefix` names its cause.
 #[allow(clippy::too_many_arguments)]
-fn internal_delivery(
+pub(crate) fn internal_delivery(
     id_prefix: &str,
     event: &str,
     action: &str,

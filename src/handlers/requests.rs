@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::repo::{gh_err, load_policy, load_policy_read};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::commands;
+use crate::domain::flow::signal::{self, Signal, Significance};
 use crate::domain::flow::{
     self, ApprovalRecord, Decision, DeploymentFact, Facts, FactsWanted, MoreWanted, Out, PrReads, Prev, WaitingRun,
     command_names,
@@ -650,10 +651,41 @@ pub async fn on_related(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         return Ok(Handled::ignored());
     }
     let checks_only = matches!(event, "check_run" | "check_suite" | "status" | "workflow_run");
-    effects.extend(targets.into_iter().map(|(repository_id, repository, issue)| {
-        Effect::recheck(installation, repository_id, &repository, issue, checks_only)
+    let signal = check_signal(event, &v);
+    effects.extend(targets.into_iter().map(|(repository_id, repository, issue)| Effect::Recheck {
+        installation,
+        repository_id,
+        repository,
+        issue,
+        checks_only,
+        signal: signal.clone(),
     }));
     Ok(Handled::ok(effects))
+}
+
+/// What a check event says of a commit's checks, to be folded into the requests it touches
+/// (None: not a check event, or one too thin to fold in, which is evaluated as it comes).
+fn check_signal(event: &str, v: &RelatedEvent) -> Option<Signal> {
+    let head = |s: &Option<Subject>| s.as_ref().and_then(|s| s.head_sha.clone()).filter(|h| !h.is_empty());
+    match event {
+        "check_run" => {
+            let run = v.check_run.as_ref()?;
+            Some(Signal::CheckRun {
+                sha: head(&v.check_run)?,
+                name: run.name.clone()?,
+                conclusion: run.conclusion.clone(),
+                run_id: facts::actions_run_id(run.details_url.as_deref(), run.app.slug.as_deref()),
+            })
+        }
+        "status" => Some(Signal::Status {
+            sha: v.sha.clone().filter(|s| !s.is_empty())?,
+            context: v.context.clone()?,
+            state: v.state.clone()?,
+        }),
+        "check_suite" => Some(Signal::Suite { sha: head(&v.check_suite)? }),
+        "workflow_run" => Some(Signal::Suite { sha: head(&v.workflow_run)? }),
+        _ => None,
+    }
 }
 
 /// What the App asks of a request's own subject, as data (never a made-up webhook): the body of
@@ -667,6 +699,13 @@ pub enum Internal {
         /// Only checks or statuses changed.
         #[serde(default)]
         checks_only: bool,
+        /// The check event that caused it: folded in, and evaluated with the rest of its burst.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<Signal>,
+        /// The coalesced evaluation of a burst (made by the timer): nothing to do when the
+        /// request was read afresh since.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        coalesced: bool,
     },
     /// A comment on linked PR `pr` was created, edited or deleted (`action`).
     PrComment {
@@ -764,8 +803,57 @@ fn internal_trigger(event: &str, v: &Value) -> Option<Trigger> {
 pub async fn on_internal(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let v: Value = ctx.payload()?;
     let Some(t) = target(&ctx, &v) else { return Ok(Handled::ignored()) };
+    match serde_json::from_value::<Internal>(v["trigger"].clone()) {
+        Ok(Internal::Recheck { signal: Some(signal), .. }) => return absorb(ctx, t, signal).await,
+        Ok(Internal::Recheck { coalesced: true, .. }) => {
+            let row = store::get(&ctx.db, t.installation.get(), t.repo_id.get(), t.issue.get()).await?;
+            if !Prev::new(row, vec![]).remembered().absorbed {
+                // Read afresh since its events came (a comment, a push): nothing left to do.
+                return Ok(Handled { outcome: "superseded", effects: vec![] });
+            }
+        }
+        _ => {}
+    }
     let Some(trigger) = internal_trigger(&ctx.delivery.event, &v) else { return Ok(Handled::ignored()) };
     evaluate(ctx, t, None, trigger).await
+}
+
+/// A check event for request `t`: folded into what it last read; an evaluation is scheduled
+/// when the event can change the verdict or what the request shows, at once when it closes a
+/// passing Tests gate (`domain::flow::signal`). No call to GitHub.
+async fn absorb(ctx: Arc<Ctx>, t: Target, signal: Signal) -> Result<Handled, HandlerError> {
+    let (inst, repo_id, issue) = (t.installation.get(), t.repo_id.get(), t.issue.get());
+    let Some(row) = store::get(&ctx.db, inst, repo_id, issue).await? else {
+        // Never evaluated yet: nothing to fold into.
+        return evaluate(ctx, t, None, Trigger::Recheck { checks_only: true }).await;
+    };
+    if row.open == 0 || row.labelled == 0 {
+        return Ok(Handled::ignored());
+    }
+    let mut effects = Vec::new();
+    let (policy, _, _) = load_policy_read(&ctx, inst, repo_id, &t.repo, &mut effects).await?;
+    let require = row.environment.as_deref().and_then(|e| policy.environment(e)).map(|e| &e.require_checks);
+    let prev = Prev::new(Some(row), vec![]);
+    let (remembered, significance) = signal::absorb(prev.remembered(), require, &signal);
+    tracing::debug!(?significance, sha = signal.sha(), "check event folded into the request");
+    if significance == Significance::Nothing {
+        return Ok(if effects.is_empty() { Handled::ignored() } else { Handled::ok(effects) });
+    }
+    effects.push(Effect::SaveFacts {
+        installation: inst,
+        repository_id: repo_id,
+        issue,
+        facts: serde_json::to_string(&remembered).map_err(|e| HandlerError::Permanent(e.to_string()))?,
+    });
+    effects.push(Effect::ScheduleRecheck {
+        installation: inst,
+        repository_id: repo_id,
+        repository: t.repo.clone(),
+        issue,
+        significance,
+        coalesce: ctx.coalesce,
+    });
+    Ok(Handled { outcome: "absorbed", effects })
 }
 
 const POLICY_PATH: &str = ".github/shipgate.yml";
@@ -1219,7 +1307,7 @@ mod tests {
             }
             _ => panic!("not the edit"),
         }
-        let recheck = Internal::Recheck { cause: "d-1".into(), checks_only: true };
+        let recheck = Internal::Recheck { cause: "d-1".into(), checks_only: true, signal: None, coalesced: false };
         let body: Value = serde_json::from_str(&internal_body(1, 2, "o/r", 5, &recheck)).expect("json");
         assert!(matches!(internal_trigger(RECHECK_EVENT, &body), Some(Trigger::Recheck { checks_only: true })));
         // Bodies queued by the previous version.

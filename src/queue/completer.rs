@@ -109,6 +109,10 @@ async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake
                 if completions.iter().zip(&results).any(|(c, r)| matches!(r, Ok(true)) && decides_waits(c)) {
                     crate::store::gate_waits::DECIDED.notify_waiters();
                 }
+                // Committed: the timer looks at the coalesced evaluations again.
+                if completions.iter().zip(&results).any(|(c, r)| matches!(r, Ok(true)) && schedules_rechecks(c)) {
+                    crate::store::rechecks::SCHEDULED.notify_waiters();
+                }
                 results
             }
             Ok((Err(e), _)) => {
@@ -129,6 +133,11 @@ async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake
 /// Does the completion answer or report on a job waiting at `/gate/wait`?
 pub(crate) fn decides_waits(c: &Completion) -> bool {
     c.handled.effects.iter().any(Effect::decides_a_wait)
+}
+
+/// Does the completion schedule a coalesced evaluation?
+pub(crate) fn schedules_rechecks(c: &Completion) -> bool {
+    c.handled.effects.iter().any(Effect::schedules_a_recheck)
 }
 
 /// Does the completion put something in the outbox (for the relay)?

@@ -350,5 +350,8 @@ async fn commit(
     if completions.iter().zip(&recorded).any(|(c, r)| matches!(r, Ok(true)) && completer::decides_waits(c)) {
         crate::store::gate_waits::DECIDED.notify_waiters();
     }
+    if completions.iter().zip(&recorded).any(|(c, r)| matches!(r, Ok(true)) && completer::schedules_rechecks(c)) {
+        crate::store::rechecks::SCHEDULED.notify_waiters();
+    }
     Ok(Done { stored, ready, recorded, claimed })
 }

@@ -1,5 +1,6 @@
 //! Queues: the group-committed intake, the generic leased-queue runner, and its jobs.
 
+pub mod coalescer;
 pub mod completer;
 pub mod ingest;
 pub mod relay;

@@ -28,6 +28,8 @@ pub struct Deliveries {
     pub clock: Clock,
     pub github: Arc<GitHub>,
     pub teams: Arc<TeamCache>,
+    /// How check events' evaluations are coalesced.
+    pub coalesce: crate::domain::flow::signal::Coalesce,
     /// Records results, many deliveries per commit.
     pub completer: Completer,
     /// SQLite: claims go through the intake's group commit too (None: the queue's own claim).
@@ -87,6 +89,7 @@ impl Deliveries {
                     delivery: c.clone(),
                     github: self.github.clone(),
                     teams: self.teams.clone(),
+                    coalesce: self.coalesce,
                 });
                 match tokio::time::timeout(HANDLER_TIMEOUT, h(ctx)).await {
                     Ok(r) => r,

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod objects;
 pub mod outbox;
 pub mod queue;
+pub mod rechecks;
 pub mod requests;
 pub mod scheduler;
 pub mod tenancy;

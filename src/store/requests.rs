@@ -141,6 +141,25 @@ pub async fn approved_by_comment(db: &Db, installation: i64, repository_id: i64,
     Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
+/// What request `issue` remembers (`facts`), with check events folded in; nothing else of the
+/// request changes (not even when it was last updated).
+pub async fn save_facts(
+    tx: &mut Transaction<'_, Any>,
+    installation: i64,
+    repository_id: i64,
+    issue: i64,
+    facts: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE requests SET facts = $1 WHERE installation_id = $2 AND repository_id = $3 AND issue = $4")
+        .bind(facts)
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Records that `user_id` pushed to pull request `pr` (the sender of a push event).
 pub async fn record_pusher(
     tx: &mut Transaction<'_, Any>,

@@ -224,7 +224,9 @@ pub async fn drain(db: &Db, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let s = shipgate::store::deliveries::stats(db).await.expect("stats");
-        if s.pending == 0 && s.running == 0 {
+        // Coalesced evaluations not yet due are work still to come.
+        let due = shipgate::store::rechecks::count(db).await.expect("rechecks due");
+        if s.pending == 0 && s.running == 0 && due == 0 {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "queue not drained in {timeout:?}: {s:?}");

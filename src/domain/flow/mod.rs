@@ -10,6 +10,7 @@
 //! `command.rs` for the rules of each command).
 
 pub mod command;
+pub mod signal;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -134,6 +135,14 @@ pub struct Remembered {
     /// it).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ticked: Vec<String>,
+    /// Check events were folded into `prs` since they were read ([`signal::absorb`]): what they
+    /// say is not taken for a fact, so the next evaluation reads the checks again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absorbed: bool,
+    /// The workflow runs that were waiting on this request to deploy (their unfinished jobs are
+    /// not tests), for [`signal::absorb`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deploying_runs: Vec<i64>,
 }
 
 /// The issue, as the event (or a fresh read) shows it.
@@ -351,7 +360,9 @@ pub fn plan(
         _ => false,
     } && prev.row.is_some()
         && known == linked;
-    let checks_only = matches!(trigger, Trigger::Recheck { checks_only: true })
+    // Check events folded in since the last read are not facts: the checks are read again.
+    let (reuse, absorbed) = (reuse && !remembered.absorbed, reuse && remembered.absorbed);
+    let checks_only = (matches!(trigger, Trigger::Recheck { checks_only: true }) || absorbed)
         && !reuse
         && prev.row.is_some()
         && remembered.missing_prs.is_empty()
@@ -1006,6 +1017,9 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         issue_updated_at,
         dead_comments,
         ticked: std::mem::take(&mut remembered.ticked),
+        // Whatever was absorbed, this evaluation read the checks again (`plan` saw to it).
+        absorbed: false,
+        deploying_runs: Vec::new(),
     };
     // Someone ticked (or unticked) their boxes in the App's sticky comment: kept from now on.
     if let Trigger::CommentEdited { body, by_app: true, .. } = trigger
@@ -1263,6 +1277,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         })
         .unwrap_or_default();
     let deploying_runs: Vec<i64> = deploying_runs.into_iter().chain(facts.approved_runs.iter().copied()).collect();
+    remembered.deploying_runs = deploying_runs.clone();
     let eval = gate::evaluate(&GateInput {
         policy,
         policy_errors: &facts.config_errors,

@@ -460,6 +460,19 @@ fn plan_reads_only_what_the_trigger_can_change() {
     assert_eq!((wanted.prs, wanted.deployment, wanted.files), (PrReads::Reuse, Some(4), true));
     assert_eq!(wanted.waiting_runs.as_deref(), Some("production"));
     assert_eq!(wanted.ci_red, None, "ci.block_deploys_while_red is off by default");
+
+    // Check events folded in since the last read are no facts: whatever comes next reads the
+    // checks again, and a decision made on them has nothing absorbed left.
+    let mut row = prev.row.clone().unwrap();
+    let mut rem = prev.remembered().clone();
+    rem.absorbed = true;
+    row.facts = serde_json::to_string(&rem).unwrap();
+    let dirty = Prev::new(Some(row), prev.approvals.clone());
+    for trigger in [comment(9, alice(), "/approve"), Trigger::Deployment { id: 4 }] {
+        assert_eq!(plan(&t, &dirty, &trigger, &f.policy, &[], &f.issue).prs, PrReads::ChecksOnly, "{trigger:?}");
+    }
+    let (after, _) = run(&dirty, comment(9, alice(), "/approve"), &f);
+    assert!(!after.remembered().absorbed);
     // A new request knows nothing yet: everything is read.
     assert_eq!(
         plan(&t, &Prev::default(), &comment(9, alice(), "/approve"), &f.policy, &[], &f.issue).prs,
@@ -657,6 +670,9 @@ fn assert_same(prev: &Prev, trigger: &Trigger, u: &Facts, what: &str) -> Decisio
         for p in r.prs.iter_mut() {
             p.pushers = None;
         }
+        // Which runs were deploying is remembered only to classify check events between
+        // evaluations (`signal::absorb`), never to decide; unread, it is simply not known.
+        r.deploying_runs.clear();
         d.row.facts = serde_json::to_string(&r).unwrap();
         d
     };

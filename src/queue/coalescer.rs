@@ -1,0 +1,91 @@
+//! The timer of coalesced evaluations (issue 14): when a request's burst of check events is due
+//! (`store::rechecks`), one internal recheck delivery goes into the request's own order, and the
+//! row goes, in one transaction. Across replicas a row is taken once (the delete decides), and a
+//! row that moved meanwhile (another event came) waits for its new time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::clock::Clock;
+use crate::handlers::internal_delivery;
+use crate::handlers::requests::{Internal, internal_body};
+use crate::store::rechecks::{self, DueRow};
+use crate::store::{Db, Result, deliveries};
+
+/// Rows fired per round.
+const BATCH: i64 = 200;
+
+/// Fires what is due at `now`: the number of evaluations queued.
+pub async fn fire_due(db: &Db, now: i64) -> Result<usize> {
+    let mut fired = 0;
+    for row in rechecks::due(db, now, BATCH).await? {
+        let mut tx = db.begin_write().await?;
+        if rechecks::take(&mut tx, &row).await? {
+            deliveries::insert_internal(&mut tx, &delivery(&row, now)).await?;
+            fired += 1;
+        }
+        tx.commit().await?;
+        tracing::debug!(
+            repository = %row.repository,
+            issue = row.issue,
+            events = row.events,
+            waited_ms = now - row.first_at,
+            "coalesced evaluation queued"
+        );
+    }
+    Ok(fired)
+}
+
+/// The internal delivery of `row`'s evaluation: unique per burst (its first event's time and
+/// its count, and a random part for two bursts of one millisecond).
+fn delivery(row: &DueRow, now: i64) -> deliveries::NewDelivery {
+    let cause = format!("burst-{}-{}-{:08x}", row.first_at, row.events, fastrand::u32(..));
+    let trigger = Internal::Recheck { cause: cause.clone(), checks_only: true, signal: None, coalesced: true };
+    let body = internal_body(row.installation_id, row.repository_id, &row.repository, row.issue, &trigger);
+    internal_delivery(
+        &format!("coalesced-{cause}"),
+        trigger.event(),
+        "coalesced",
+        row.installation_id,
+        row.repository_id,
+        &row.repository,
+        row.issue,
+        body,
+        now,
+    )
+}
+
+/// Runs until `stop`: fires what is due, then sleeps until the next row is due, something is
+/// scheduled in this process, or `poll` has passed (rows another replica scheduled).
+pub async fn run(db: Db, clock: Clock, worker: Arc<Notify>, poll: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        // Registered before reading, so that a row scheduled meanwhile wakes this round.
+        let scheduled = rechecks::SCHEDULED.notified();
+        tokio::pin!(scheduled);
+        scheduled.as_mut().enable();
+        let now = clock.now_ms();
+        match fire_due(&db, now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("shipgate_coalesced_evaluations_total").increment(n as u64);
+                worker.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "queueing coalesced evaluations failed"),
+        }
+        let wait = match rechecks::next_due(&db).await {
+            Ok(Some(at)) => Duration::from_millis((at - clock.now_ms()).max(0) as u64).min(poll),
+            Ok(None) => poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the next coalesced evaluation failed");
+                poll.max(Duration::from_millis(500))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = &mut scheduled => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
