@@ -332,7 +332,9 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
                     a.error.map(|e| format!(": {e}")).unwrap_or_default()
                 )?;
             }
-            if !no_body && let Some(body) = deliveries::body(db, r.seq).await? {
+            if !no_body && deliveries::body(db, r.seq).await?.is_some_and(|b| b.is_empty()) {
+                writeln!(out, "(body dropped: older than SHIPGATE_RETENTION_DAYS; the row is kept for history)")?;
+            } else if !no_body && let Some(body) = deliveries::body(db, r.seq).await? {
                 let pretty = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| serde_json::to_string_pretty(&v).ok())
@@ -346,6 +348,10 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
                 writeln!(out, "no delivery {id:?}")?;
                 return Ok(1);
             };
+            if deliveries::body(db, r.seq).await?.is_some_and(|b| b.is_empty()) {
+                writeln!(out, "delivery {} cannot be retried: its body was dropped after SHIPGATE_RETENTION_DAYS", r.id)?;
+                return Ok(1);
+            }
             if deliveries::retry(db, r.seq, Clock::system().now_ms()).await? {
                 writeln!(out, "delivery {} (seq {}) is pending again; a running App will process it", r.id, r.seq)?;
                 Ok(0)

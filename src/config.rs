@@ -91,7 +91,11 @@ pub struct Config {
     /// How often failed webhook deliveries are asked for again (0: never).
     pub redelivery_interval: Duration,
     pub worker: WorkerConfig,
+    /// `SHIPGATE_RETENTION_DAYS` (14): how long a processed delivery keeps its body.
     pub retention: Duration,
+    /// `SHIPGATE_HISTORY_DAYS` (400; 0: for ever): how long its row is kept (for figures, history,
+    /// and refusing a replay).
+    pub history: Option<Duration>,
     pub max_body_bytes: usize,
     pub log_json: bool,
     /// `SHIPGATE_ADMIN_TOKEN`: a bearer token for /api/... that reads every installation.
@@ -190,6 +194,16 @@ impl Config {
             worker.poll_interval = Duration::from_millis(n.max(10));
         }
         let retention_days = parse_num(&get, "SHIPGATE_RETENTION_DAYS")?.unwrap_or(14);
+        let history_days = parse_num(&get, "SHIPGATE_HISTORY_DAYS")?.unwrap_or(400);
+        if history_days != 0 && history_days < retention_days {
+            return Err(ConfigError::Invalid {
+                var: "SHIPGATE_HISTORY_DAYS",
+                msg: format!(
+                    "{history_days} is shorter than SHIPGATE_RETENTION_DAYS ({retention_days}): rows would go before \
+                     their bodies"
+                ),
+            });
+        }
         let mutation_spacing = Duration::from_millis(parse_num(&get, "SHIPGATE_MUTATION_SPACING_MS")?.unwrap_or(1000));
         let redelivery_interval = Duration::from_secs(parse_num(&get, "SHIPGATE_REDELIVERY_SECS")?.unwrap_or(600));
         let log_json = match get("SHIPGATE_LOG_FORMAT").as_deref() {
@@ -257,6 +271,7 @@ impl Config {
             redelivery_interval,
             worker,
             retention: Duration::from_secs(retention_days * 24 * 3600),
+            history: (history_days != 0).then(|| Duration::from_secs(history_days * 24 * 3600)),
             max_body_bytes: MAX_BODY_BYTES,
             log_json,
             admin_token,
@@ -289,6 +304,7 @@ impl Config {
                 shutdown_grace: Duration::from_secs(5),
             },
             retention: Duration::from_secs(14 * 24 * 3600),
+            history: Some(Duration::from_secs(400 * 24 * 3600)),
             max_body_bytes: MAX_BODY_BYTES,
             log_json: false,
             admin_token: None,
@@ -378,5 +394,18 @@ mod tests {
         assert!(e.to_string().starts_with("SHIPGATE_WORKERS"), "{e}");
         let e = cfg(&[("SHIPGATE_LISTEN", "nowhere")]).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn retention_and_history() {
+        let c = cfg(&[]).expect("defaults");
+        assert_eq!(c.retention, Duration::from_secs(14 * 86_400));
+        assert_eq!(c.history, Some(Duration::from_secs(400 * 86_400)));
+        assert_eq!(cfg(&[("SHIPGATE_HISTORY_DAYS", "0")]).expect("for ever").history, None);
+        let e = cfg(&[("SHIPGATE_RETENTION_DAYS", "30"), ("SHIPGATE_HISTORY_DAYS", "7")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_HISTORY_DAYS"), "{e}");
+        let c = cfg(&[("SHIPGATE_COALESCE_QUIET_MS", "500")]).expect("coalesce");
+        assert_eq!(c.coalesce.quiet, Duration::from_millis(500));
+        assert_eq!(c.coalesce.verdict_within, Duration::from_secs(10));
     }
 }

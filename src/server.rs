@@ -22,7 +22,7 @@ use crate::queue::relay::{Actions, Relay};
 use crate::queue::worker::{Deliveries, Worker};
 use crate::store::{Db, deliveries, scheduler};
 
-/// How often done deliveries past the retention period are deleted.
+/// How often old deliveries' bodies are dropped, and rows past the history period deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Options a test (or an embedding program) may change.
@@ -115,7 +115,7 @@ impl Server {
             let relay = Relay::new(db.clone(), actions, cfg.worker.clone(), opts.clock.clone(), relay_wake);
             tasks.push(relay.spawn(rx.clone()));
         }
-        tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, rx.clone())));
+        tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, cfg.history, rx.clone())));
         tasks.push(tokio::spawn(escalation_loop(db.clone(), opts.clock.clone(), rx.clone())));
         if !cfg.redelivery_interval.is_zero() && !github.dry_run() {
             let every = cfg.redelivery_interval;
@@ -204,13 +204,26 @@ async fn redelivery_loop(db: Db, gh: Arc<GitHub>, clock: Clock, every: Duration,
     }
 }
 
-async fn prune_loop(db: Db, clock: Clock, retention: Duration, mut stop: watch::Receiver<bool>) {
+async fn prune_loop(
+    db: Db,
+    clock: Clock,
+    retention: Duration,
+    history: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let cutoff = clock.now_ms() - retention.as_millis() as i64;
-        match deliveries::prune(&db, cutoff, 1000).await {
+        let now = clock.now_ms();
+        match deliveries::drop_bodies(&db, now - retention.as_millis() as i64, 1000).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "old processed deliveries deleted"),
-            Err(e) => tracing::warn!(error = %e, "pruning old deliveries failed"),
+            Ok(n) => tracing::info!(dropped = n, "bodies of old processed deliveries dropped"),
+            Err(e) => tracing::warn!(error = %e, "dropping old delivery bodies failed"),
+        }
+        if let Some(history) = history {
+            match deliveries::prune(&db, now - history.as_millis() as i64, 1000).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "processed deliveries past SHIPGATE_HISTORY_DAYS deleted"),
+                Err(e) => tracing::warn!(error = %e, "pruning old deliveries failed"),
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}

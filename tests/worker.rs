@@ -277,8 +277,19 @@ async fn old_processed_deliveries_are_pruned(db: &TestDb) {
     common::drain(&app.db, Duration::from_secs(10)).await;
     let now = Clock::system().now_ms();
     // Nothing is old enough yet.
+    assert_eq!(deliveries::drop_bodies(&app.db, now - 14 * 86_400_000, 1000).await.expect("drop"), 0);
     assert_eq!(deliveries::prune(&app.db, now - 14 * 86_400_000, 1000).await.expect("prune"), 0);
-    // Fifteen days later the done delivery goes, with its attempts; the parked one stays.
+    // Fifteen days later the done delivery's body goes; its row stays, and a replay of it under
+    // another id is still refused by its body's hash. The parked one keeps its body.
+    assert_eq!(deliveries::drop_bodies(&app.db, now + 86_400_000, 1).await.expect("drop"), 1);
+    assert_eq!(deliveries::drop_bodies(&app.db, now + 86_400_000, 1).await.expect("drop"), 0, "once");
+    let old = deliveries::find(&app.db, "old-1").await.expect("find").expect("the row stays");
+    assert_eq!(deliveries::body(&app.db, old.seq).await.expect("body").as_deref(), Some(""));
+    let parked = deliveries::find(&app.db, "parked-1").await.expect("find").expect("parked");
+    assert!(!deliveries::body(&app.db, parked.seq).await.expect("body").unwrap_or_default().is_empty());
+    assert_eq!(app.deliver("ping", "old-1-again", &fixture("ping.none.0")).await, 200, "a replay is refused");
+    assert!(deliveries::find(&app.db, "old-1-again").await.expect("find").is_none());
+    // Past the history period the row goes, with its attempts; the parked one stays.
     assert_eq!(deliveries::prune(&app.db, now + 86_400_000, 1000).await.expect("prune"), 1);
     assert!(deliveries::find(&app.db, "old-1").await.expect("find").is_none());
     assert!(deliveries::find(&app.db, "parked-1").await.expect("find").is_some());

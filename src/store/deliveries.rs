@@ -389,6 +389,36 @@ pub async fn stats(db: &Db) -> Result<QueueStats> {
     QUEUE.stats(db, "received_at").await
 }
 
+/// Drops the bodies of done deliveries finished before `cutoff`, a batch at a time: the rows stay
+/// (their event, outcome, times and attempts, and the body's hash, so that a replay is still
+/// refused). Parked ones keep theirs (they may be retried).
+pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
+    let mut total = 0;
+    let hint = match db.backend() {
+        super::Backend::Sqlite => "INDEXED BY deliveries_bodies",
+        super::Backend::Postgres => "",
+    };
+    let sql = format!(
+        "UPDATE deliveries SET body = '', body_lz4 = NULL WHERE seq IN (SELECT seq FROM deliveries {hint} \
+         WHERE state = 'done' AND (body <> '' OR body_lz4 IS NOT NULL) AND finished_at < $1 \
+         ORDER BY finished_at LIMIT $2)"
+    );
+    loop {
+        let mut tx = db.begin_write().await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(cutoff).bind(batch).execute(&mut *tx).await?;
+        tx.commit().await?;
+        total += r.rows_affected();
+        if r.rows_affected() < batch as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Whether a stored body was dropped by the retention (an empty text and nothing compressed).
+pub fn body_dropped(body: &str, body_lz4: Option<&[u8]>) -> bool {
+    body.is_empty() && body_lz4.is_none()
+}
+
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.
 pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     let mut total = 0;

@@ -109,11 +109,13 @@ impl Db {
                         // (`Db::checkpoint`), so a commit checkpoints by itself only past 20,000
                         // WAL pages (~80 MB, a backstop that lets the WAL start over), not every
                         // 1,000: a checkpoint inside a commit made every ~12th batch of a busy
-                        // intake wait for it.
+                        // intake wait for it. Once the WAL starts over, it is cut back to
+                        // 64 MiB: a burst's WAL does not keep its size for ever.
                         conn.execute(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 20000;",
+                             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 20000; \
+                             PRAGMA journal_size_limit = 67108864;",
                         )
                         .await?;
                         Ok(())
