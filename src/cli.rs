@@ -349,7 +349,11 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
                 return Ok(1);
             };
             if deliveries::body(db, r.seq).await?.is_some_and(|b| b.is_empty()) {
-                writeln!(out, "delivery {} cannot be retried: its body was dropped after SHIPGATE_RETENTION_DAYS", r.id)?;
+                writeln!(
+                    out,
+                    "delivery {} cannot be retried: its body was dropped after SHIPGATE_RETENTION_DAYS",
+                    r.id
+                )?;
                 return Ok(1);
             }
             if deliveries::retry(db, r.seq, Clock::system().now_ms()).await? {

@@ -300,7 +300,7 @@ async fn health_readiness_and_metrics(db: &TestDb) {
         "shipgate_webhook_deliveries_total{event=\"ping\",outcome=\"duplicate\"}",
         "shipgate_webhook_ingest_seconds_bucket",
         "shipgate_queue_depth{queue=\"inbox\",state=\"pending\"} 0",
-        "shipgate_queue_depth{queue=\"inbox\",state=\"done\"} 1",
+        "shipgate_queue_depth{queue=\"inbox\",state=\"parked\"}",
         "shipgate_queue_depth{queue=\"outbox\",state=\"pending\"} 0",
         "shipgate_queue_oldest_open_age_seconds",
         "shipgate_deliveries_processed_total{event=\"ping\",result=\"ok\"}",

@@ -8,3 +8,5 @@ CREATE INDEX deliveries_bodies ON deliveries (finished_at)
 -- in a 2-million-row inbox; 2% keeps the dead rows, and the index pages they hold, small.
 ALTER TABLE deliveries SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
 ALTER TABLE outbox SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+-- The read API finds a request by repository name and issue (`/api/requests/{owner}/{repo}/{n}`).
+CREATE INDEX requests_repository ON requests (repository, issue);

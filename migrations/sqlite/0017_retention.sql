@@ -3,3 +3,5 @@
 -- SHIPGATE_HISTORY_DAYS (400). The bodies still held, oldest first: the pruner's index.
 CREATE INDEX deliveries_bodies ON deliveries (finished_at)
     WHERE state = 'done' AND (body <> '' OR body_lz4 IS NOT NULL);
+-- The read API finds a request by repository name and issue (`/api/requests/{owner}/{repo}/{n}`).
+CREATE INDEX requests_repository ON requests (repository, issue);

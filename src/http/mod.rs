@@ -72,7 +72,7 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     for (queue, stats) in [("inbox", deliveries::stats(&st.db).await), ("outbox", outbox::stats(&st.db).await)] {
         match stats {
             Ok(s) => {
-                let depth = [("pending", s.pending), ("running", s.running), ("done", s.done), ("parked", s.parked)];
+                let depth = [("pending", s.pending), ("running", s.running), ("parked", s.parked)];
                 for (state, n) in depth {
                     metrics::gauge!("shipgate_queue_depth", "queue" => queue, "state" => state).set(n as f64);
                 }

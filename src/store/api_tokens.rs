@@ -32,11 +32,11 @@ pub fn generate() -> Result<String> {
 }
 
 /// Creates a token for `installation` and returns it: the only time it is ever seen.
-/// Refuses an installation the App has never heard of.
+/// Refuses an installation the App has never heard of (no installation event, no request).
 pub async fn create(db: &Db, installation: i64, name: Option<&str>, now: i64) -> Result<(TokenRow, String)> {
     let known: Option<(i64,)> = sqlx::query_as(
         "SELECT id FROM installations WHERE id = $1 \
-         UNION SELECT installation_id FROM deliveries WHERE installation_id = $1 LIMIT 1",
+         UNION SELECT installation_id FROM requests WHERE installation_id = $1 LIMIT 1",
     )
     .bind(installation)
     .fetch_optional(db.pool())

@@ -285,9 +285,14 @@ impl Queue {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Rows per state, and the oldest open row's creation time (`time_column`).
+    /// Open and parked rows per state, and the oldest open row's creation time (`time_column`).
+    /// Finished rows are not counted: there are millions after a year, and a scrape must not read
+    /// them all (`shipgate_deliveries_processed_total` counts them as they finish).
     pub async fn stats(&self, db: &Db, time_column: &str) -> Result<QueueStats> {
-        let sql = format!("SELECT state, COUNT(*) FROM {} GROUP BY state", self.table);
+        let sql = format!(
+            "SELECT state, COUNT(*) FROM {} WHERE state IN ('pending', 'running', 'parked') GROUP BY state",
+            self.table
+        );
         let rows: Vec<(String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(db.pool()).await?;
         let mut s = QueueStats::default();
         for (state, n) in rows {
@@ -295,7 +300,7 @@ impl Queue {
                 "pending" => s.pending = n,
                 "running" => s.running = n,
                 "parked" => s.parked = n,
-                _ => s.done += n,
+                _ => {}
             }
         }
         let sql = format!(
@@ -312,8 +317,6 @@ impl Queue {
 pub struct QueueStats {
     pub pending: i64,
     pub running: i64,
-    /// Finished rows (done and any other final state but parked).
-    pub done: i64,
     pub parked: i64,
     /// Creation time of the oldest pending or running row.
     pub oldest_open_at: Option<i64>,
