@@ -9,7 +9,7 @@ mod world;
 use std::time::Duration;
 
 use common::TestDb;
-use serde_json::json;
+use serde_json::{Value, json};
 use shipgate::handlers::requests::RECHECK_EVENT;
 use world::*;
 
@@ -181,3 +181,201 @@ async fn a_folded_event_is_not_a_fact(db: &TestDb) {
     w.done().await;
 }
 both_backends!(a_folded_event_is_not_a_fact);
+
+// An attacker's review of the folding (each test failed on its first version).
+
+fn policy(mode: &str) -> String {
+    format!(
+        r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm: {{ users: [alice] }}
+  backend-lead: {{ teams: [acme/backend-leads] }}
+environments:
+  production:
+    approvals:
+      - role: pm
+    require_checks: all
+    deploy: {mode}
+  staging:
+    approvals: []
+"#
+    )
+}
+
+/// Commit status `context` on `sha` is now `state` (replacing the earlier one, as GitHub's
+/// combined status shows the latest per context), and GitHub's `status` event.
+async fn set_status(w: &World, sha: &str, context: &str, state: &str) {
+    {
+        let mut m = w.gh.model();
+        m.statuses.retain(|(r, s, c, _)| !(r == REPO && s == sha && c == context));
+        m.statuses.push((REPO.into(), sha.into(), context.into(), state.into()));
+    }
+    let mut v = w.base("status.none.0");
+    v["sha"] = json!(sha);
+    v["context"] = json!(context);
+    v["state"] = json!(state);
+    assert_eq!(w.app.deliver("status", &w.id(), &v.to_string()).await, 202);
+}
+
+fn created(w: &World) -> Vec<Value> {
+    w.gh.model()
+        .deployments
+        .iter()
+        .filter(|(r, d)| r == REPO && d["payload"]["shipgate_key"].is_string())
+        .map(|(_, d)| d.clone())
+        .collect()
+}
+
+/// A check run and a commit status with the same name (`ci`): the run is green, the status
+/// pending. The status goes green: every check is green, the gate must open (it did when every
+/// event was evaluated).
+async fn a_status_named_like_a_check_run_opens_the_gate(db: &TestDb) {
+    let w = World::with_policy(db, &policy("protection_rule")).await;
+    w.gh.ci(REPO, SHA, "ci", "completed", Some("success"));
+    w.gh.model().statuses.push((REPO.into(), SHA.into(), "ci".into(), "pending".into()));
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert!(row(&w.sticky(), "Tests").contains("`ci` is in progress"), "{}", w.sticky());
+    assert_ne!(w.gate(SHA).0, "success");
+
+    set_status(&w, SHA, "ci", "success").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success", "the gate never opened:\n{}", w.sticky());
+    assert!(w.sticky().contains("The gate is open"));
+    w.done().await;
+}
+both_backends!(a_status_named_like_a_check_run_opens_the_gate);
+
+/// The gate is open; a second check starts on the head (GitHub routes no event for a start) and a
+/// quick one completes green. The completed event used to make the App read the head's checks and
+/// close the gate; now it is folded in as "nothing", the App never reads, and `/deploy` creates a
+/// deployment while `e2e` is still running.
+async fn a_green_event_on_an_open_gate_still_reads_the_checks(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    w.check_completed(SHA, "build", "success").await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
+
+    w.gh.ci(REPO, SHA, "e2e", "in_progress", None);
+    w.check_completed(SHA, "lint", "success").await;
+    w.settle().await;
+    let gate = w.gate(SHA).0;
+    let sticky = w.sticky();
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let d = created(&w);
+    assert!(d.is_empty(), "deployed while e2e runs: {d:?}\ngate {gate}\n{sticky}");
+    assert_ne!(gate, "success", "{sticky}");
+    w.assert_replied("the gate is closed (Tests: `e2e` is in progress on #12)");
+    w.done().await;
+}
+both_backends!(a_green_event_on_an_open_gate_still_reads_the_checks);
+
+/// Writes fail while reads work (SQLite disk full, a PostgreSQL failover to a read-only node,
+/// a constraint): the coalescer retries a due row with no pause at all, warning each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coalescer_does_not_spin_when_writes_fail() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    let tdb = TestDb::sqlite().await;
+    let db = tdb.connect().await;
+    let now = shipgate::clock::Clock::system().now_ms();
+    let mut tx = db.begin_write().await.unwrap();
+    let cfg = shipgate::domain::flow::signal::Coalesce::default();
+    shipgate::store::rechecks::schedule(
+        &mut tx,
+        INST,
+        REPO_ID,
+        REPO,
+        5,
+        shipgate::domain::flow::signal::Significance::Closes,
+        &cfg,
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // Every write of a coalesced delivery fails.
+    sqlx::query(
+        "CREATE TRIGGER no_room BEFORE INSERT ON deliveries WHEN NEW.id LIKE 'coalesced-%' \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let sub = tracing_subscriber::registry().with(Count(warnings.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let timer = tokio::spawn(
+        shipgate::queue::coalescer::run(
+            db.clone(),
+            shipgate::clock::Clock::system(),
+            Arc::new(tokio::sync::Notify::new()),
+            Duration::from_secs(1),
+            stop_rx,
+        )
+        .with_subscriber(sub),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_tx.send(true).unwrap();
+    timer.await.unwrap();
+    let n = warnings.load(Ordering::SeqCst);
+    eprintln!("{n} failed rounds in 2 s");
+    assert!(n <= 10, "{n} failed rounds in 2 s: the timer spins");
+    tdb.cleanup().await;
+}
+
+/// Held: an event scheduled while the timer takes the row (PostgreSQL, two transactions).
+async fn take_races_schedule(db: &TestDb) {
+    use shipgate::domain::flow::signal::{Coalesce, Significance};
+    use shipgate::store::rechecks;
+    let d = db.connect().await;
+    let cfg = Coalesce::default();
+    let now = shipgate::clock::Clock::system().now_ms() - 5_000;
+    let mut tx = d.begin_write().await.unwrap();
+    rechecks::schedule(&mut tx, INST, REPO_ID, REPO, 5, Significance::Verdict, &cfg, now).await.unwrap();
+    tx.commit().await.unwrap();
+    let due = rechecks::due(&d, now + 3_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    // An event moves the row; the timer tries to take it meanwhile.
+    let mut tx = d.begin_write().await.unwrap();
+    rechecks::schedule(&mut tx, INST, REPO_ID, REPO, 5, Significance::Display, &cfg, now + 3_000).await.unwrap();
+    let d2 = d.clone();
+    let row = due[0].clone();
+    let taker = tokio::spawn(async move {
+        let mut tx = d2.begin_write().await.unwrap();
+        let took = rechecks::take(&mut tx, &row).await.unwrap();
+        tx.commit().await.unwrap();
+        took
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    assert!(!taker.await.unwrap(), "a row that moved was taken");
+    assert_eq!(rechecks::count(&d).await.unwrap(), 1);
+    // Taken first, then an event that read the old row: the new row keeps the old deadline.
+    let due = rechecks::due(&d, now + 10_000, 10).await.unwrap();
+    let mut tx = d.begin_write().await.unwrap();
+    assert!(rechecks::take(&mut tx, &due[0]).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(rechecks::count(&d).await.unwrap(), 0);
+}
+both_backends!(take_races_schedule);

@@ -316,8 +316,10 @@ impl Effect {
             | Effect::ForwardDeployment { installation, repository_id, repository, issue, .. } => {
                 let (kind, trigger) = match self {
                     Effect::ForwardComment { trigger, .. } => ("forward", trigger.clone()),
+                    // A folded check event and a recheck for one request from one delivery
+                    // (`workflow_run`: the request's and the CI incident's) are two deliveries.
                     Effect::Recheck { checks_only, signal, .. } => (
-                        "recheck",
+                        if signal.is_some() { "absorb" } else { "recheck" },
                         requests::Internal::Recheck {
                             cause: cause.id.clone(),
                             checks_only: *checks_only,

@@ -682,8 +682,14 @@ fn check_signal(event: &str, v: &RelatedEvent) -> Option<Signal> {
             context: v.context.clone()?,
             state: v.state.clone()?,
         }),
-        "check_suite" => Some(Signal::Suite { sha: head(&v.check_suite)? }),
-        "workflow_run" => Some(Signal::Suite { sha: head(&v.workflow_run)? }),
+        "check_suite" => Some(Signal::Suite {
+            sha: head(&v.check_suite)?,
+            conclusion: v.check_suite.as_ref().and_then(|s| s.conclusion.clone()),
+        }),
+        "workflow_run" => Some(Signal::Suite {
+            sha: head(&v.workflow_run)?,
+            conclusion: v.workflow_run.as_ref().and_then(|s| s.conclusion.clone()),
+        }),
         _ => None,
     }
 }

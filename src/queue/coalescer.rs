@@ -17,25 +17,40 @@ use crate::store::{Db, Result, deliveries};
 /// Rows fired per round.
 const BATCH: i64 = 200;
 
-/// Fires what is due at `now`: the number of evaluations queued.
-pub async fn fire_due(db: &Db, now: i64) -> Result<usize> {
-    let mut fired = 0;
+/// Fires what is due at `now`: the evaluations queued, and the rows that failed (each row on its
+/// own: one that cannot be written does not hold back the others).
+pub async fn fire_due(db: &Db, now: i64) -> Result<(usize, usize)> {
+    let (mut fired, mut failed) = (0, 0);
     for row in rechecks::due(db, now, BATCH).await? {
-        let mut tx = db.begin_write().await?;
-        if rechecks::take(&mut tx, &row).await? {
-            deliveries::insert_internal(&mut tx, &delivery(&row, now)).await?;
-            fired += 1;
+        match fire(db, &row, now).await {
+            Ok(true) => {
+                fired += 1;
+                tracing::debug!(
+                    repository = %row.repository,
+                    issue = row.issue,
+                    events = row.events,
+                    waited_ms = now - row.first_at,
+                    "coalesced evaluation queued"
+                );
+            }
+            Ok(false) => {} // moved, or another replica took it
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(repository = %row.repository, issue = row.issue, error = %e, "queueing a coalesced evaluation failed");
+            }
         }
-        tx.commit().await?;
-        tracing::debug!(
-            repository = %row.repository,
-            issue = row.issue,
-            events = row.events,
-            waited_ms = now - row.first_at,
-            "coalesced evaluation queued"
-        );
     }
-    Ok(fired)
+    Ok((fired, failed))
+}
+
+async fn fire(db: &Db, row: &DueRow, now: i64) -> Result<bool> {
+    let mut tx = db.begin_write().await?;
+    if !rechecks::take(&mut tx, row).await? {
+        return Ok(false);
+    }
+    deliveries::insert_internal(&mut tx, &delivery(row, now)).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The internal delivery of `row`'s evaluation: unique per burst (its first event's time and
@@ -58,33 +73,48 @@ fn delivery(row: &DueRow, now: i64) -> deliveries::NewDelivery {
 }
 
 /// Runs until `stop`: fires what is due, then sleeps until the next row is due, something is
-/// scheduled in this process, or `poll` has passed (rows another replica scheduled).
+/// scheduled in this process, or `poll` has passed (rows another replica scheduled). After a
+/// failure it backs off (from `poll`, at least 500 ms, doubling up to a minute) instead of trying
+/// the same rows again at once.
 pub async fn run(db: Db, clock: Clock, worker: Arc<Notify>, poll: Duration, mut stop: watch::Receiver<bool>) {
+    let mut backoff: Option<Duration> = None;
     loop {
         // Registered before reading, so that a row scheduled meanwhile wakes this round.
         let scheduled = rechecks::SCHEDULED.notified();
         tokio::pin!(scheduled);
         scheduled.as_mut().enable();
-        let now = clock.now_ms();
-        match fire_due(&db, now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!("shipgate_coalesced_evaluations_total").increment(n as u64);
-                worker.notify_one();
+        let failed = match fire_due(&db, clock.now_ms()).await {
+            Ok((fired, failed)) => {
+                if fired > 0 {
+                    metrics::counter!("shipgate_coalesced_evaluations_total").increment(fired as u64);
+                    worker.notify_one();
+                }
+                failed > 0
             }
-            Err(e) => tracing::warn!(error = %e, "queueing coalesced evaluations failed"),
-        }
-        let wait = match rechecks::next_due(&db).await {
-            Ok(Some(at)) => Duration::from_millis((at - clock.now_ms()).max(0) as u64).min(poll),
-            Ok(None) => poll,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the next coalesced evaluation failed");
-                poll.max(Duration::from_millis(500))
+                tracing::warn!(error = %e, "reading the coalesced evaluations due failed");
+                true
+            }
+        };
+        let wait = if failed {
+            let next = backoff.map_or(poll.max(Duration::from_millis(500)), |b| (b * 2).min(Duration::from_secs(60)));
+            backoff = Some(next);
+            next
+        } else {
+            backoff = None;
+            match rechecks::next_due(&db).await {
+                Ok(Some(at)) => Duration::from_millis((at - clock.now_ms()).max(0) as u64).min(poll),
+                Ok(None) => poll,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the next coalesced evaluation failed");
+                    poll.max(Duration::from_millis(500))
+                }
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = &mut scheduled => {}
+            // A new row is worth a look, unless the last round failed.
+            _ = &mut scheduled, if !failed => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -335,8 +335,15 @@ async fn record_attempt(
 /// Adds a delivery the App made itself (a recheck) inside a transaction; an id already there is
 /// ignored.
 pub async fn insert_internal(tx: &mut Transaction<'_, Any>, d: &NewDelivery) -> Result<()> {
-    insert_batch_in(tx, &[d]).await?;
-    Ok(())
+    match insert_batch_in(tx, &[d]).await?.first() {
+        Some(InsertOutcome::Duplicate) | Some(InsertOutcome::Replay) => {
+            // Each internal delivery's id names its cause and kind: a second one is a bug, and
+            // its work would be lost without a trace.
+            tracing::error!(id = %d.id, event = %d.event, "an internal delivery with this id or body exists: not queued");
+            Err(super::StoreError::Invalid(format!("internal delivery {} is not unique", d.id)))
+        }
+        _ => Ok(()),
+    }
 }
 
 const ROW_COLUMNS: &str = "seq, id, event, action, installation_id, repository, subject, received_at, state, \

@@ -33,13 +33,17 @@ pub enum Signal {
     Status { sha: String, context: String, state: String },
     /// A check suite or workflow run completed on `sha`: its check runs come with events of their
     /// own, but it may say something they do not (a run the App never heard of).
-    Suite { sha: String },
+    Suite {
+        sha: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conclusion: Option<String>,
+    },
 }
 
 impl Signal {
     pub fn sha(&self) -> &str {
         match self {
-            Signal::CheckRun { sha, .. } | Signal::Status { sha, .. } | Signal::Suite { sha } => sha,
+            Signal::CheckRun { sha, .. } | Signal::Status { sha, .. } | Signal::Suite { sha, .. } => sha,
         }
     }
 
@@ -90,45 +94,62 @@ fn tests_gate(rem: &Remembered, require: Option<&RequireChecks>) -> (GateState, 
 /// Folds `signal` into `rem`, the facts the request's last evaluation read (and what it absorbed
 /// since): the facts to remember now and what the event can change. `require` is what the
 /// request's environment requires of checks (None: no environment).
+///
+/// The classification errs towards reading: while the Tests gate passes, any news of a head's
+/// checks is read at once, as every event was before events were folded (a check that started
+/// sends no event the App hears, and a passing gate must not stand on a stale list); a check
+/// name the head has twice (a check run and a commit status) is not folded by name; a suite or
+/// workflow run that did not succeed can change the verdict.
 pub fn absorb(rem: &Remembered, require: Option<&RequireChecks>, signal: &Signal) -> (Remembered, Significance) {
     let sha = signal.sha();
     let on_a_head = rem.prs.iter().any(|p| p.head_sha.eq_ignore_ascii_case(sha));
+    let before = tests_gate(rem, require);
     let mut after = rem.clone();
-    let significance = match signal.fact() {
-        // Checks on a commit that is no linked PR's head (a merge commit, a covered commit) are
-        // no test the gate waits for.
-        Some(_) if !on_a_head => Significance::Nothing,
-        // A suite or run on a head: it may bring news of a check the App has not heard of.
-        None if on_a_head || rem.prs.is_empty() => Significance::Display,
-        None => Significance::Nothing,
-        Some(fact) => {
-            for pr in after.prs.iter_mut().filter(|p| p.head_sha.eq_ignore_ascii_case(sha)) {
-                match pr.checks.iter_mut().find(|c| c.name == fact.name) {
-                    Some(c) => {
-                        c.status = fact.status.clone();
-                        c.conclusion = fact.conclusion.clone();
-                        c.run_id = fact.run_id.or(c.run_id);
-                    }
-                    None => pr.checks.push(fact.clone()),
+    // The news folded into the head's checks, by name.
+    let mut twice = false;
+    if let Some(fact) = signal.fact().filter(|_| on_a_head) {
+        for pr in after.prs.iter_mut().filter(|p| p.head_sha.eq_ignore_ascii_case(sha)) {
+            twice |= pr.checks.iter().filter(|c| c.name == fact.name).count() > 1;
+            match pr.checks.iter_mut().find(|c| c.name == fact.name) {
+                Some(c) => {
+                    c.status = fact.status.clone();
+                    c.conclusion = fact.conclusion.clone();
+                    c.run_id = fact.run_id.or(c.run_id);
                 }
-            }
-            let (before, now) = (tests_gate(rem, require), tests_gate(&after, require));
-            if before.0 == GateState::Pass && now.0 != GateState::Pass {
-                Significance::Closes
-            } else if before.0 != now.0 {
-                Significance::Verdict
-            } else if before.1 != now.1 {
-                Significance::Display
-            } else {
-                Significance::Nothing
+                None => pr.checks.push(fact.clone()),
             }
         }
+    }
+    let now = tests_gate(&after, require);
+    let significance = match signal {
+        // Checks on a commit that is no linked PR's head (a merge commit, a covered commit) are
+        // no test the gate waits for; a suite there neither, unless the request has no PR read.
+        _ if !on_a_head && (signal.fact().is_some() || !rem.prs.is_empty()) => Significance::Nothing,
+        // The gate passed as last read: read at once. Passing only as folded, an evaluation is
+        // due already (within the verdict's deadline, or at once): this keeps it so.
+        _ if before.0 == GateState::Pass => {
+            if rem.absorbed {
+                Significance::Verdict
+            } else {
+                Significance::Closes
+            }
+        }
+        Signal::Suite { conclusion: Some(c), .. } if !passed(c) => Significance::Verdict,
+        Signal::Suite { .. } => Significance::Display,
+        _ if before.0 != now.0 || twice => Significance::Verdict,
+        _ if before.1 != now.1 => Significance::Display,
+        _ => Significance::Nothing,
     };
     if significance == Significance::Nothing {
         return (rem.clone(), significance);
     }
     after.absorbed = true;
     (after, significance)
+}
+
+/// A conclusion the Tests gate counts as green.
+fn passed(conclusion: &str) -> bool {
+    matches!(conclusion, "success" | "neutral" | "skipped")
 }
 
 /// How evaluations asked for by check events are coalesced (settings; see `Config`).
@@ -231,6 +252,10 @@ mod tests {
             rem = next;
         }
         assert_eq!(tests_gate(&rem, Some(&RequireChecks::All)).0, GateState::Pass);
+        // Passing only as folded: the evaluation it asked for is due already, news keeps it so
+        // (not one evaluation per late suite event).
+        let suite = Signal::Suite { sha: HEAD.into(), conclusion: Some("success".into()) };
+        assert_eq!(absorb(&rem, Some(&RequireChecks::All), &suite).1, Significance::Verdict);
     }
 
     #[test]
@@ -246,6 +271,12 @@ mod tests {
         assert_eq!(s, Significance::Closes);
         let (_, s) = absorb(&green, None, &run("b", "failure"));
         assert_eq!(s, Significance::Closes, "a check the App has not seen counts too");
+        // While the gate passes, any news of the head is read at once: a green check the App has
+        // not seen may come with others that started without an event.
+        let (_, s) = absorb(&green, None, &run("lint", "success"));
+        assert_eq!(s, Significance::Closes);
+        let (_, s) = absorb(&green, None, &Signal::Suite { sha: HEAD.into(), conclusion: Some("success".into()) });
+        assert_eq!(s, Significance::Closes);
         let (_, s) = absorb(
             &green,
             None,
@@ -268,9 +299,20 @@ mod tests {
         // The same news twice (a redelivery).
         let (rem, _) = absorb(&rem, None, &run("build", "failure"));
         assert_eq!(absorb(&rem, None, &run("build", "failure")).1, Significance::Nothing);
-        // A suite on the head may bring news; elsewhere it does not.
-        assert_eq!(absorb(&rem, None, &Signal::Suite { sha: HEAD.into() }).1, Significance::Display);
-        assert_eq!(absorb(&rem, None, &Signal::Suite { sha: "c".repeat(40) }).1, Significance::Nothing);
+        // A suite on the head may bring news, a failed one about the verdict; elsewhere it does
+        // not.
+        let suite = |c: &str, sha: &str| Signal::Suite { sha: sha.into(), conclusion: Some(c.into()) };
+        assert_eq!(absorb(&rem, None, &suite("success", HEAD)).1, Significance::Display);
+        assert_eq!(absorb(&rem, None, &suite("failure", HEAD)).1, Significance::Verdict);
+        assert_eq!(absorb(&rem, None, &suite("failure", &"c".repeat(40))).1, Significance::Nothing);
+    }
+
+    #[test]
+    fn a_name_the_head_has_twice_is_not_folded_by_name() {
+        // A check run `ci` (green) and a commit status `ci` (pending): the status's news.
+        let rem = remembered(vec![check("ci", "completed", Some("success")), check("ci", "in_progress", None)]);
+        let status = Signal::Status { sha: HEAD.into(), context: "ci".into(), state: "success".into() };
+        assert_eq!(absorb(&rem, None, &status).1, Significance::Verdict);
     }
 
     #[test]
