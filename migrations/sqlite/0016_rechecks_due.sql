@@ -10,6 +10,7 @@ CREATE TABLE rechecks_due (
     deadline        BIGINT  NOT NULL,   -- the latest the evaluation may come
     due_at          BIGINT  NOT NULL,   -- when it comes if nothing else arrives
     events          BIGINT  NOT NULL,   -- events folded in
+    verdict         BIGINT  NOT NULL DEFAULT 0, -- 1: one of them can change the verdict
     PRIMARY KEY (installation_id, repository_id, issue)
 );
 CREATE INDEX rechecks_due_at ON rechecks_due (due_at);

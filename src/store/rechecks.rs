@@ -18,15 +18,22 @@ pub struct DueRow {
     pub deadline: i64,
     pub due_at: i64,
     pub events: i64,
+    pub verdict: i64,
 }
 
 impl DueRow {
     fn due(&self) -> Due {
-        Due { first_at: self.first_at, deadline: self.deadline, due_at: self.due_at, events: self.events }
+        Due {
+            first_at: self.first_at,
+            deadline: self.deadline,
+            due_at: self.due_at,
+            events: self.events,
+            verdict: self.verdict != 0,
+        }
     }
 }
 
-const COLUMNS: &str = "installation_id, repository_id, issue, repository, first_at, deadline, due_at, events";
+const COLUMNS: &str = "installation_id, repository_id, issue, repository, first_at, deadline, due_at, events, verdict";
 
 /// An event of `significance` for request `issue` at `now`: its evaluation is scheduled, or the
 /// one already scheduled moves (later while the burst goes on, never past its deadline). Runs in
@@ -54,10 +61,10 @@ pub async fn schedule(
         return Ok(());
     };
     sqlx::query(
-        "INSERT INTO rechecks_due (installation_id, repository_id, issue, repository, first_at, deadline, due_at, events) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET \
+        "INSERT INTO rechecks_due (installation_id, repository_id, issue, repository, first_at, deadline, due_at, events, \
+         verdict) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (installation_id, repository_id, issue) DO UPDATE SET \
          repository = excluded.repository, first_at = excluded.first_at, deadline = excluded.deadline, \
-         due_at = excluded.due_at, events = excluded.events",
+         due_at = excluded.due_at, events = excluded.events, verdict = excluded.verdict",
     )
     .bind(installation)
     .bind(repository_id)
@@ -67,6 +74,7 @@ pub async fn schedule(
     .bind(due.deadline)
     .bind(due.due_at)
     .bind(due.events)
+    .bind(i64::from(due.verdict))
     .execute(&mut **tx)
     .await?;
     Ok(())

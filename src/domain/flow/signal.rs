@@ -155,13 +155,13 @@ fn passed(conclusion: &str) -> bool {
 /// How evaluations asked for by check events are coalesced (settings; see `Config`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Coalesce {
-    /// Evaluate once no event has come for this long (`SHIPGATE_COALESCE_QUIET_MS`, 2 s).
+    /// Once an event that can change the verdict has come, evaluate when no event has come for
+    /// this long (`SHIPGATE_COALESCE_QUIET_MS`, 2 s) ...
     pub quiet: Duration,
-    /// ... and no later than this after the first event that can change the verdict
-    /// (`SHIPGATE_COALESCE_VERDICT_MS`, 10 s),
+    /// ... and no later than this after it (`SHIPGATE_COALESCE_VERDICT_MS`, 10 s).
     pub verdict_within: Duration,
-    /// ... or after the first that changes only what the request shows
-    /// (`SHIPGATE_COALESCE_REFRESH_MS`, 60 s).
+    /// Events that change only what the request shows are shown this long after the first of
+    /// them at the latest (`SHIPGATE_COALESCE_REFRESH_MS`, 60 s), with whatever came meanwhile.
     pub refresh_within: Duration,
 }
 
@@ -186,10 +186,15 @@ pub struct Due {
     pub due_at: i64,
     /// The events folded in.
     pub events: i64,
+    /// One of them can change the verdict: the burst's end is waited for (quiet), no longer.
+    pub verdict: bool,
 }
 
 /// When the evaluation comes once an event of `significance` arrives at `now` (None: the event
-/// asks for none).
+/// asks for none). An event that can change the verdict is evaluated once the burst has been
+/// quiet, within `verdict_within`; one that closes a passing gate, at once; one that changes only
+/// what is shown waits for the refresh deadline (a burst of them costs one evaluation a minute,
+/// not one per pause), unless the burst also changes the verdict.
 pub fn schedule(existing: Option<Due>, now: i64, significance: Significance, cfg: &Coalesce) -> Option<Due> {
     let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
     let within = match significance {
@@ -199,11 +204,13 @@ pub fn schedule(existing: Option<Due>, now: i64, significance: Significance, cfg
         Significance::Display => ms(cfg.refresh_within),
     };
     let deadline = existing.map_or(i64::MAX, |d| d.deadline).min(now.saturating_add(within));
+    let verdict = significance != Significance::Display || existing.is_some_and(|d| d.verdict);
     Some(Due {
         first_at: existing.map_or(now, |d| d.first_at),
         deadline,
-        due_at: now.saturating_add(ms(cfg.quiet)).min(deadline),
+        due_at: if verdict { now.saturating_add(ms(cfg.quiet)).min(deadline) } else { deadline },
         events: existing.map_or(0, |d| d.events) + 1,
+        verdict,
     })
 }
 
@@ -328,27 +335,30 @@ mod tests {
     #[test]
     fn coalescing_waits_for_quiet_within_a_deadline() {
         let cfg = Coalesce::default();
-        // A steady burst, one event a second: due 2 s after each, never past 10 s after the
-        // first event that can change the verdict.
+        // A steady burst, one event a second, the sixth can change the verdict: from then on due
+        // 2 s after each event, never past 10 s after it.
         let mut due = None;
         for t in 0..30 {
             let s = if t == 5 { Significance::Verdict } else { Significance::Display };
             due = schedule(due, t * 1000, s, &cfg);
             let d = due.unwrap();
             assert_eq!(d.first_at, 0);
-            assert_eq!(d.due_at, (t * 1000 + 2000).min(15_000), "at {t}s");
+            let want = if t < 5 { 60_000 } else { (t * 1000 + 2000).min(15_000) };
+            assert_eq!(d.due_at, want, "at {t}s");
         }
         assert_eq!(due.unwrap().events, 30);
-        // Only display changes: within 60 s of the first.
+        // Only what is shown changes: once, 60 s after the first, however the events come.
         let mut due = None;
-        for t in 0..100 {
+        for t in [0, 1, 5, 9, 30, 59, 100] {
             due = schedule(due, t * 1000, Significance::Display, &cfg);
+            assert_eq!(due.unwrap().due_at, 60_000);
         }
-        assert_eq!(due.unwrap().due_at, 60_000);
-        // Closing: at once; nothing: as it was.
+        // Closing: at once, and later news keeps it so; nothing: as it was.
         let d = schedule(None, 500, Significance::Display, &cfg);
         assert_eq!(schedule(d, 700, Significance::Nothing, &cfg), d);
-        assert_eq!(schedule(d, 700, Significance::Closes, &cfg).unwrap().due_at, 700);
+        let closed = schedule(d, 700, Significance::Closes, &cfg);
+        assert_eq!(closed.unwrap().due_at, 700);
+        assert_eq!(schedule(closed, 800, Significance::Display, &cfg).unwrap().due_at, 700);
         assert_eq!(schedule(None, 700, Significance::Nothing, &cfg), None);
     }
 }
