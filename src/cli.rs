@@ -139,6 +139,9 @@ pub enum DeliveriesCommand {
     },
     /// Process a parked (or done) delivery again, with a fresh set of attempts.
     Retry { id: String },
+    /// Apply the retention now, as the running App does every hour: drop the bodies of deliveries
+    /// processed more than SHIPGATE_RETENTION_DAYS ago, delete the rows past SHIPGATE_HISTORY_DAYS.
+    Prune,
 }
 
 /// `shipgate check-config FILE`: the verdict the App would give, offline.
@@ -232,6 +235,17 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         Command::Migrate => {
             db.migrate().await?;
             writeln!(out, "migrations applied ({})", db.backend().name())?;
+            0
+        }
+        Command::Deliveries { command: DeliveriesCommand::Prune } => {
+            db.migrate().await?;
+            let now = Clock::system().now_ms();
+            let dropped = deliveries::drop_bodies(&db, now - cfg.retention.as_millis() as i64, 5000).await?;
+            let deleted = match cfg.history {
+                Some(h) => deliveries::prune(&db, now - h.as_millis() as i64, 5000).await?,
+                None => 0,
+            };
+            writeln!(out, "bodies dropped: {dropped}; rows deleted: {deleted}")?;
             0
         }
         Command::Deliveries { command } => {
@@ -343,6 +357,7 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
             }
             Ok(0)
         }
+        DeliveriesCommand::Prune => unreachable!("run_db_command handles it: it needs the settings"),
         DeliveriesCommand::Retry { id } => {
             let Some(r) = deliveries::find(db, id).await? else {
                 writeln!(out, "no delivery {id:?}")?;

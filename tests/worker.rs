@@ -289,9 +289,28 @@ async fn old_processed_deliveries_are_pruned(db: &TestDb) {
     assert!(!deliveries::body(&app.db, parked.seq).await.expect("body").unwrap_or_default().is_empty());
     assert_eq!(app.deliver("ping", "old-1-again", &fixture("ping.none.0")).await, 200, "a replay is refused");
     assert!(deliveries::find(&app.db, "old-1-again").await.expect("find").is_none());
+    // `shipgate deliveries prune` applies the configured retention now (here: every body of a
+    // processed delivery, rows kept for ever); `show` says the body was dropped.
+    let ping = app.deliver("ping", "new-1", &fixture("ping.none.1")).await;
+    assert_eq!(ping, 202);
+    common::drain(&app.db, Duration::from_secs(10)).await;
+    let mut cfg = db.config();
+    cfg.retention = Duration::ZERO;
+    cfg.history = None;
+    let mut out = Vec::new();
+    let cmd = Command::Deliveries { command: DeliveriesCommand::Prune };
+    assert_eq!(run_db_command(&cfg, &cmd, &mut out).await.expect("prune"), 0);
+    assert_eq!(String::from_utf8(out).unwrap(), "bodies dropped: 1; rows deleted: 0\n");
+    let (code, text) = cli(db, DeliveriesCommand::Show { id: "new-1".into(), no_body: false }).await;
+    assert_eq!(code, 0);
+    assert!(text.contains("(body dropped: older than SHIPGATE_RETENTION_DAYS"), "{text}");
+    let (code, text) = cli(db, DeliveriesCommand::Retry { id: "new-1".into() }).await;
+    assert_eq!(code, 1);
+    assert!(text.contains("its body was dropped"), "{text}");
     // Past the history period the row goes, with its attempts; the parked one stays.
-    assert_eq!(deliveries::prune(&app.db, now + 86_400_000, 1000).await.expect("prune"), 1);
+    assert_eq!(deliveries::prune(&app.db, now + 86_400_000, 1000).await.expect("prune"), 2);
     assert!(deliveries::find(&app.db, "old-1").await.expect("find").is_none());
+    assert!(deliveries::find(&app.db, "new-1").await.expect("find").is_none());
     assert!(deliveries::find(&app.db, "parked-1").await.expect("find").is_some());
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM delivery_attempts").await, 1);
     app.shutdown().await;
