@@ -136,7 +136,7 @@ for backend in $BACKENDS; do
     # The retention, as the running App applies it every hour: a year's bodies but the last 14
     # days' go (the rows stay).
     t0=$(date +%s)
-    DATABASE_URL=$full "$WORK/shipgate" deliveries prune >&2
+    DATABASE_URL=$full SHIPGATE_HISTORY_DAYS=400 "$WORK/shipgate" deliveries prune >&2
     prune_s=$(( $(date +%s) - t0 ))
     [ "$backend" = postgres ] && psql -X -q -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d shipgate_scale_history -c "VACUUM ANALYZE" >/dev/null
     record "$backend" history generated "{\"seconds\": $gen_s, \"deliveries\": ${deliveries:-0}, \"mb_before_retention\": $raw, \"prune_seconds\": $prune_s}"
