@@ -620,15 +620,8 @@ fn request_body() -> String {
         .to_string()
 }
 
-async fn an_open_incident_closes_the_deploy_gate_until_recovery(db: &TestDb) {
-    let w = World::new(db).await;
-    w.gh.pull(REPO, 12, (301, "dave"), SHA3, &["src/a.rs"]);
-    w.gh.ci(REPO, SHA3, "build", "completed", Some("success"));
-    w.gh.run_jobs(REPO, 1000, 1, &unit_fails());
-    w.run(&push(1000, 1, "failure", SHA1, 0)).await;
-    w.settle().await;
-    assert_eq!(w.incident_issues().len(), 1);
-    // A deployment request for production (deployed from the default branch).
+/// Deployment request #5 for production (deployed from the default branch), labelled, settled.
+async fn label_request(w: &World) {
     {
         let mut m = w.gh.model();
         let i = m.issues.entry((REPO.to_string(), 5)).or_default();
@@ -646,11 +639,25 @@ async fn an_open_incident_closes_the_deploy_gate_until_recovery(db: &TestDb) {
     v["label"] = json!({ "name": "DEPLOYMENT_REQUEST" });
     assert_eq!(w.app().deliver("issues", &w.id(), &v.to_string()).await, 202);
     w.settle().await;
-    let sticky = |w: &World| {
-        let c = w.marked(5, "request");
-        assert_eq!(c.len(), 1);
-        c[0].body.clone()
-    };
+}
+
+/// The request's sticky comment (the test has read it).
+fn sticky(w: &World) -> String {
+    let c = w.marked(5, "request");
+    assert_eq!(c.len(), 1);
+    c[0].body.clone()
+}
+
+async fn an_open_incident_closes_the_deploy_gate_until_recovery(db: &TestDb) {
+    let w = World::new(db).await;
+    w.gh.pull(REPO, 12, (301, "dave"), SHA3, &["src/a.rs"]);
+    w.gh.ci(REPO, SHA3, "build", "completed", Some("success"));
+    w.gh.run_jobs(REPO, 1000, 1, &unit_fails());
+    w.run(&push(1000, 1, "failure", SHA1, 0)).await;
+    w.settle().await;
+    assert_eq!(w.incident_issues().len(), 1);
+    // A deployment request for production (deployed from the default branch).
+    label_request(&w).await;
     let c = sticky(&w);
     let hold = c.lines().find(|l| l.starts_with("| Hold |")).unwrap_or_default().to_string();
     assert!(hold.contains("CI is red on the target branch: 🔴 CI failing: test on main"), "{c}");
@@ -761,35 +768,13 @@ both_backends!(a_run_whose_jobs_are_gone_still_opens_the_incident);
 /// PR #12 (head SHA3, green) is merged into `main` as SHA1; its request for
 /// production is open (no approval needed). `main`'s CI then fails on SHA1: the incident opens and
 /// must close the gate (`block_deploys_while_red`). The incident's recheck and the
-/// `workflow_run`'s own folded-in recheck share one delivery id; the latter (a suite on a commit
-/// that is no PR head: "nothing") is kept, the former dropped.
+/// `workflow_run`'s own folded-in event once shared one delivery id, and the recheck was dropped.
 async fn red_main_after_merge_closes_the_open_gate(db: &TestDb) {
     let w = World::new(db).await;
     w.gh.pull(REPO, 12, (301, "dave"), SHA3, &["src/a.rs"]);
     w.gh.ci(REPO, SHA3, "build", "completed", Some("success"));
     w.gh.merge_pull(REPO, 12, SHA1);
-    {
-        let mut m = w.gh.model();
-        let i = m.issues.entry((REPO.to_string(), 5)).or_default();
-        i.number = 5;
-        i.title = "Deploy api".into();
-        i.body = request_body();
-        i.state = "open".into();
-        i.author_id = 401;
-        i.author = "carol".into();
-        i.labels = vec!["DEPLOYMENT_REQUEST".into()];
-    }
-    let mut v = w.base("issues.labeled.0");
-    v["action"] = json!("labeled");
-    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
-    v["label"] = json!({ "name": "DEPLOYMENT_REQUEST" });
-    assert_eq!(w.app().deliver("issues", &w.id(), &v.to_string()).await, 202);
-    w.settle().await;
-    let sticky = |w: &World| {
-        let c = w.marked(5, "request");
-        assert_eq!(c.len(), 1);
-        c[0].body.clone()
-    };
+    label_request(&w).await;
     let c = sticky(&w);
     assert!(c.contains("The gate is open"), "{c}");
     assert!(c.contains("Merged: merged as `1111111` is covered too"), "{c}");

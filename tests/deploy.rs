@@ -13,22 +13,7 @@ use world::*;
 const OLD: &str = "cccccccccccccccccccccccccccccccccccccc03";
 
 fn policy(mode: &str) -> String {
-    format!(
-        r#"
-label: DEPLOYMENT_REQUEST
-roles:
-  pm: {{ users: [alice] }}
-  backend-lead: {{ teams: [acme/backend-leads] }}
-environments:
-  production:
-    approvals:
-      - role: pm
-    require_checks: all
-    deploy: {mode}
-  staging:
-    approvals: []
-"#
-    )
+    deploy_policy(mode)
 }
 
 /// Request #5 for production linking PR #12 (head SHA), CI green, approved by the PM.

@@ -185,22 +185,7 @@ both_backends!(a_folded_event_is_not_a_fact);
 // An attacker's review of the folding (each test failed on its first version).
 
 fn policy(mode: &str) -> String {
-    format!(
-        r#"
-label: DEPLOYMENT_REQUEST
-roles:
-  pm: {{ users: [alice] }}
-  backend-lead: {{ teams: [acme/backend-leads] }}
-environments:
-  production:
-    approvals:
-      - role: pm
-    require_checks: all
-    deploy: {mode}
-  staging:
-    approvals: []
-"#
-    )
+    deploy_policy(mode)
 }
 
 /// Commit status `context` on `sha` is now `state` (replacing the earlier one, as GitHub's

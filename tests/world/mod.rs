@@ -65,6 +65,26 @@ pub fn payload(name: &str) -> Value {
     v
 }
 
+/// A policy whose production needs the pm only and deploys in `mode` (SPEC §3.5).
+pub fn deploy_policy(mode: &str) -> String {
+    format!(
+        r#"
+label: DEPLOYMENT_REQUEST
+roles:
+  pm: {{ users: [alice] }}
+  backend-lead: {{ teams: [acme/backend-leads] }}
+environments:
+  production:
+    approvals:
+      - role: pm
+    require_checks: all
+    deploy: {mode}
+  staging:
+    approvals: []
+"#
+    )
+}
+
 /// The App's settings for acting on `gh`: App credentials and its URL.
 pub fn app_config(db: &TestDb, gh: &FakeGitHub) -> Config {
     let mut cfg = db.config();
