@@ -346,9 +346,10 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
                     a.error.map(|e| format!(": {e}")).unwrap_or_default()
                 )?;
             }
-            if !no_body && deliveries::body(db, r.seq).await?.is_some_and(|b| b.is_empty()) {
+            let body = if *no_body { None } else { deliveries::body(db, r.seq).await? };
+            if body.as_deref() == Some("") {
                 writeln!(out, "(body dropped: older than SHIPGATE_RETENTION_DAYS; the row is kept for history)")?;
-            } else if !no_body && let Some(body) = deliveries::body(db, r.seq).await? {
+            } else if let Some(body) = body {
                 let pretty = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| serde_json::to_string_pretty(&v).ok())

@@ -400,7 +400,6 @@ pub async fn stats(db: &Db) -> Result<QueueStats> {
 /// (their event, outcome, times and attempts, and the body's hash, so that a replay is still
 /// refused). Parked ones keep theirs (they may be retried).
 pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
-    let mut total = 0;
     let hint = match db.backend() {
         super::Backend::Sqlite => "INDEXED BY deliveries_bodies",
         super::Backend::Postgres => "",
@@ -410,35 +409,23 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
          WHERE state = 'done' AND (body <> '' OR body_lz4 IS NOT NULL) AND finished_at < $1 \
          ORDER BY finished_at LIMIT $2)"
     );
-    loop {
-        let mut tx = db.begin_write().await?;
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(cutoff).bind(batch).execute(&mut *tx).await?;
-        tx.commit().await?;
-        total += r.rows_affected();
-        if r.rows_affected() < batch as u64 {
-            return Ok(total);
-        }
-    }
-}
-
-/// Whether a stored body was dropped by the retention (an empty text and nothing compressed).
-pub fn body_dropped(body: &str, body_lz4: Option<&[u8]>) -> bool {
-    body.is_empty() && body_lz4.is_none()
+    in_batches(db, &sql, cutoff, batch).await
 }
 
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.
 pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
+    let sql = "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
+               WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
+    in_batches(db, sql, cutoff, batch).await
+}
+
+/// Runs `sql` ($1 the cutoff, $2 the batch size), one transaction per batch, until a batch comes
+/// back short: the rows it changed in all.
+async fn in_batches(db: &Db, sql: &str, cutoff: i64, batch: i64) -> Result<u64> {
     let mut total = 0;
     loop {
         let mut tx = db.begin_write().await?;
-        let r = sqlx::query(
-            "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
-             WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)",
-        )
-        .bind(cutoff)
-        .bind(batch)
-        .execute(&mut *tx)
-        .await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).bind(cutoff).bind(batch).execute(&mut *tx).await?;
         tx.commit().await?;
         total += r.rows_affected();
         if r.rows_affected() < batch as u64 {
