@@ -43,9 +43,11 @@ async fn suite_completed(w: &World, sha: &str) {
 /// An approved request whose PR head has `n` queued check runs.
 async fn approved_with_queued_checks(db: &TestDb, n: usize) -> World {
     let w = World::with_config(db, POLICY, |c| {
-        c.coalesce.quiet = Duration::from_millis(400);
-        c.coalesce.verdict_within = Duration::from_millis(2_000);
-        c.coalesce.refresh_within = Duration::from_millis(6_000);
+        // The production quiet and verdict deadline: the burst (about a second here) is
+        // coalesced however slowly a loaded machine delivers it (a 400 ms quiet split it under
+        // CI's load); display-only news within 5 s, so that settling never waits a minute.
+        c.coalesce = Default::default();
+        c.coalesce.refresh_within = Duration::from_secs(5);
     })
     .await;
     for i in 0..n {
@@ -90,7 +92,7 @@ async fn fifty_green_checks(db: &TestDb) {
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     suite_completed(&w, SHA).await;
-    gate_becomes(&w, "success", Duration::from_secs(20)).await;
+    gate_becomes(&w, "success", Duration::from_secs(40)).await;
     let c = w.sticky();
     assert!(row(&c, "Tests").contains("✅"), "{c}");
     assert!(c.contains("The gate is open"), "{c}");
@@ -115,7 +117,7 @@ async fn a_failure_mid_storm(db: &TestDb) {
     suite_completed(&w, SHA).await;
     w.settle().await;
     // Every event's effect is in: the last evaluation saw every check.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
         w.settle().await;
         let c = w.sticky();
@@ -133,7 +135,7 @@ async fn a_failure_mid_storm(db: &TestDb) {
 
     // The failed job is re-run and goes green: the gate opens.
     w.check_completed(SHA, "job-20", "success").await;
-    gate_becomes(&w, "success", Duration::from_secs(20)).await;
+    gate_becomes(&w, "success", Duration::from_secs(40)).await;
     assert!(row(&w.sticky(), "Tests").contains("✅"));
     w.done().await;
 }
