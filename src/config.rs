@@ -93,8 +93,8 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// `SHIPGATE_RETENTION_DAYS` (14): how long a processed delivery keeps its body.
     pub retention: Duration,
-    /// `SHIPGATE_HISTORY_DAYS` (400 on PostgreSQL, the retention on SQLite; 0: for ever): how long
-    /// its row is kept (for figures, history, and refusing a replay).
+    /// `SHIPGATE_HISTORY_DAYS` (400; 0: for ever): how long its row is kept (for figures, history,
+    /// and refusing a replay).
     pub history: Option<Duration>,
     pub max_body_bytes: usize,
     pub log_json: bool,
@@ -194,12 +194,7 @@ impl Config {
             worker.poll_interval = Duration::from_millis(n.max(10));
         }
         let retention_days = parse_num(&get, "SHIPGATE_RETENTION_DAYS")?.unwrap_or(14);
-        // On SQLite a body dropped in place frees no page for reuse (it sits in its row's leaf
-        // page; rows are appended): until bodies live in a table of their own, SQLite keeps rows
-        // only as long as bodies, so that the file stays bounded (docs/benchmarks.md, issue 14).
-        let sqlite = crate::store::normalize_url(&database_url).0 == crate::store::Backend::Sqlite;
-        let history_days =
-            parse_num(&get, "SHIPGATE_HISTORY_DAYS")?.unwrap_or(if sqlite { retention_days } else { 400 });
+        let history_days = parse_num(&get, "SHIPGATE_HISTORY_DAYS")?.unwrap_or(400);
         if history_days != 0 && history_days < retention_days {
             return Err(ConfigError::Invalid {
                 var: "SHIPGATE_HISTORY_DAYS",
@@ -405,12 +400,11 @@ mod tests {
     fn retention_and_history() {
         let c = cfg(&[]).expect("defaults");
         assert_eq!(c.retention, Duration::from_secs(14 * 86_400));
-        // SQLite (the default database): rows go with their bodies; PostgreSQL keeps them 400 days.
-        assert_eq!(c.history, Some(Duration::from_secs(14 * 86_400)));
+        assert_eq!(c.history, Some(Duration::from_secs(400 * 86_400)));
         let c = cfg(&[("DATABASE_URL", "postgres://x@h/db")]).expect("postgres");
         assert_eq!(c.history, Some(Duration::from_secs(400 * 86_400)));
-        let c = cfg(&[("SHIPGATE_HISTORY_DAYS", "400")]).expect("sqlite, asked for");
-        assert_eq!(c.history, Some(Duration::from_secs(400 * 86_400)));
+        let c = cfg(&[("SHIPGATE_HISTORY_DAYS", "30")]).expect("asked for");
+        assert_eq!(c.history, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(cfg(&[("SHIPGATE_HISTORY_DAYS", "0")]).expect("for ever").history, None);
         let e = cfg(&[("SHIPGATE_RETENTION_DAYS", "30"), ("SHIPGATE_HISTORY_DAYS", "7")]).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_HISTORY_DAYS"), "{e}");

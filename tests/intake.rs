@@ -375,11 +375,12 @@ async fn bodies_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
     let body = fixture("issue_comment.created.0");
     assert_eq!(app.deliver("issue_comment", "z-1", &body).await, 202);
     let row = shipgate::store::deliveries::find(&app.db, "z-1").await.unwrap().expect("stored");
-    let (text, z): (String, Option<Vec<u8>>) = sqlx::query_as("SELECT body, body_lz4 FROM deliveries WHERE seq = $1")
-        .bind(row.seq)
-        .fetch_one(app.db.pool())
-        .await
-        .unwrap();
+    let (text, z): (String, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT body, body_lz4 FROM delivery_bodies WHERE seq = $1")
+            .bind(row.seq)
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
     let z = z.expect("compressed");
     assert!(text.is_empty() && z.len() * 2 < body.len(), "{} compressed bytes for {}", z.len(), body.len());
     assert_eq!(shipgate::store::deliveries::body(&app.db, row.seq).await.unwrap().as_deref(), Some(body.as_str()));

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::store::deliveries::DeliveryRow;
+use crate::store::filter::{self, Filter};
 use crate::store::requests::{self, RequestRow};
 use crate::store::{StoreError, api_tokens, audit, deliveries};
 
@@ -239,23 +240,16 @@ async fn list_requests(
             }
         }
     };
+    let mut f = Filter::new();
+    f.eq("installation_id", scope.installation()).eq("repository", p.repo()?).eq("state", p.get("state"));
+    // A row value: both backends walk the primary key from the cursor.
+    f.and_all("(installation_id, repository_id, issue) > (?, ?, ?)", [after.0.into(), after.1.into(), after.2.into()]);
     let sql = format!(
-        "SELECT {REQUEST_COLUMNS} FROM requests WHERE ($1 IS NULL OR installation_id = $1) \
-         AND ($2 IS NULL OR repository = $2) AND ($3 IS NULL OR state = $3) \
-         AND (installation_id > $4 OR (installation_id = $4 AND (repository_id > $5 \
-              OR (repository_id = $5 AND issue > $6)))) \
-         ORDER BY installation_id, repository_id, issue LIMIT $7"
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE {} ORDER BY installation_id, repository_id, issue LIMIT {}",
+        f.sql(),
+        f.next()
     );
-    let rows: Vec<RequestRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(scope.installation())
-        .bind(p.repo()?)
-        .bind(p.get("state"))
-        .bind(after.0)
-        .bind(after.1)
-        .bind(after.2)
-        .bind(limit)
-        .fetch_all(st.db.pool())
-        .await?;
+    let rows: Vec<RequestRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
     let last = rows.last().map(|r| format!("{}-{}-{}", r.installation_id, r.repository_id, r.issue));
     let items = rows.iter().map(|r| with_json_columns(r, &["facts", "labels"])).collect();
     Ok(page(items, limit, || last))
@@ -325,17 +319,10 @@ async fn list_deliveries(
     {
         return Err(ApiError::bad_request("status must be one of pending, running, done, parked"));
     }
-    let sql = format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE ($1 IS NULL OR installation_id = $1) \
-         AND ($2 IS NULL OR state = $2) AND seq > $3 ORDER BY seq LIMIT $4"
-    );
-    let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(scope.installation())
-        .bind(status)
-        .bind(p.seq_cursor()?)
-        .bind(limit)
-        .fetch_all(st.db.pool())
-        .await?;
+    let mut f = Filter::new();
+    f.eq("installation_id", scope.installation()).eq("state", status).and("seq > ?", p.seq_cursor()?);
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {} ORDER BY seq LIMIT {}", f.sql(), f.next());
+    let rows: Vec<DeliveryRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
     let last = rows.last().map(|r| r.seq.to_string());
     let items = rows.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
     Ok(page(items, limit, || last))
@@ -375,20 +362,14 @@ async fn list_incidents(
         return Err(ApiError::bad_request("kind must be ci or security"));
     }
     // The cursor is the last row's id (incident ids sort as text).
-    let sql = format!(
-        "SELECT {INCIDENT_COLUMNS} FROM incidents WHERE ($1 IS NULL OR installation_id = $1) \
-         AND ($2 IS NULL OR repository = $2) AND ($3 IS NULL OR state = $3) AND ($4 IS NULL OR kind = $4) \
-         AND id > $5 ORDER BY id LIMIT $6"
-    );
-    let rows: Vec<IncidentRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(scope.installation())
-        .bind(p.repo()?)
-        .bind(p.get("state"))
-        .bind(p.get("kind"))
-        .bind(p.get("after").unwrap_or(""))
-        .bind(limit)
-        .fetch_all(st.db.pool())
-        .await?;
+    let mut f = Filter::new();
+    f.eq("installation_id", scope.installation())
+        .eq("repository", p.repo()?)
+        .eq("state", p.get("state"))
+        .eq("kind", p.get("kind"))
+        .and("id > ?", p.get("after").unwrap_or(""));
+    let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {} ORDER BY id LIMIT {}", f.sql(), f.next());
+    let rows: Vec<IncidentRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
     let last = rows.last().map(|r| r.id.clone());
     let items = rows.iter().map(|r| with_json_columns(r, &["details"])).collect();
     Ok(page(items, limit, || last))

@@ -223,18 +223,13 @@ pub struct Filter<'a> {
 
 /// Entries in append order (by `seq`).
 pub async fn list(db: &Db, f: &Filter<'_>) -> Result<Vec<AuditRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 AND at >= $2 AND ($3 IS NULL OR installation_id = $3) \
-         AND ($4 IS NULL OR repository = $4) ORDER BY seq LIMIT $5"
-    );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(f.after.unwrap_or(0))
-        .bind(f.since.unwrap_or(i64::MIN))
-        .bind(f.installation)
-        .bind(f.repository)
-        .bind(f.limit)
-        .fetch_all(db.pool())
-        .await?)
+    let mut w = super::filter::Filter::new();
+    w.and("seq > ?", f.after.unwrap_or(0)).eq("installation_id", f.installation).eq("repository", f.repository);
+    if let Some(since) = f.since {
+        w.and("at >= ?", since);
+    }
+    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq LIMIT {}", w.sql(), w.next());
+    Ok(super::filter::query_as(sql, &w, &[f.limit.into()]).fetch_all(db.pool()).await?)
 }
 
 /// What [`verify`] found.

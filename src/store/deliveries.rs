@@ -94,8 +94,15 @@ pub struct AttemptRow {
     pub error: Option<String>,
 }
 
-/// Rows per INSERT statement (10 parameters each: well inside SQLite's and PostgreSQL's limits).
-const ROWS_PER_STATEMENT: usize = 256;
+/// Parameters per row of the intake's INSERT.
+const PARAMS_PER_ROW: usize = 8;
+
+/// Rows per INSERT statement. Not more: SQLite finds a numbered parameter's name by a linear walk
+/// of the statement's parameters (`sqlite3_bind_parameter_name`, which the driver calls for each
+/// one), so binding a statement costs the square of its parameters: at 256 rows (2,560
+/// parameters) that walk was most of a row's cost in the history generator's profile. A burst at
+/// the intake rarely gathers more than the connections sending it.
+const ROWS_PER_STATEMENT: usize = 64;
 
 /// Stores a batch of deliveries in one transaction (one commit, one fsync): the group commit of
 /// the intake. Outcomes are in the order of `batch`.
@@ -140,14 +147,14 @@ pub async fn insert_batch_ready(
 async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<(Vec<InsertOutcome>, bool)> {
     use std::collections::{HashMap, HashSet};
     let mut sql = String::from(
-        "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, \
-         body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) VALUES ",
+        "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, \
+         body_sha256, blocked, state, attempts, next_attempt_at) VALUES ",
     );
     // A row waits when its subject already has an open delivery: for a subject's first row in
     // the batch an EXISTS (stopping at the first open row), for its later rows simply yes.
     let mut seen: HashSet<&str> = HashSet::new();
     for (i, d) in batch.iter().enumerate() {
-        let b = i * 10;
+        let b = i * PARAMS_PER_ROW;
         if i > 0 {
             sql.push_str(", ");
         }
@@ -161,7 +168,7 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
             "1".to_string()
         };
         sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, {blocked}, 'pending', 0, ${})",
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, {blocked}, 'pending', 0, ${})",
             b + 1,
             b + 2,
             b + 3,
@@ -170,8 +177,6 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
             b + 6,
             b + 7,
             b + 8,
-            b + 9,
-            b + 10,
             b + 7
         ));
     }
@@ -186,13 +191,31 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
             .bind(&d.repository)
             .bind(&d.subject)
             .bind(d.received_at)
-            .bind(&d.body)
-            .bind(&d.body_sha256)
-            .bind(&d.body_lz4);
+            .bind(&d.body_sha256);
     }
     let returned = q.fetch_all(&mut **tx).await?;
     let mut ready = returned.iter().any(|r| r.2 == 0);
     let mut stored: HashMap<String, i64> = returned.into_iter().map(|r| (r.0, r.1)).collect();
+
+    // The bodies of the rows stored, in their own table (see migration 0018).
+    // A second copy of an id in the batch is a duplicate: the first copy's body is the one stored.
+    let mut bodied: HashSet<&str> = HashSet::new();
+    let with_body: Vec<(i64, &NewDelivery)> = batch
+        .iter()
+        .filter_map(|d| stored.get(&d.id).filter(|_| bodied.insert(d.id.as_str())).map(|seq| (*seq, *d)))
+        .collect();
+    if !with_body.is_empty() {
+        let rows = (0..with_body.len())
+            .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("INSERT INTO delivery_bodies (seq, body, body_lz4) VALUES {rows}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (seq, d) in &with_body {
+            q = q.bind(*seq).bind(&d.body).bind(&d.body_lz4);
+        }
+        q.execute(&mut **tx).await?;
+    }
 
     // What was not stored is a duplicate id or a replayed body (possibly within this batch).
     let missing: Vec<&str> = batch.iter().filter(|d| !stored.contains_key(&d.id)).map(|d| d.id.as_str()).collect();
@@ -244,7 +267,9 @@ fn placeholders(from: usize, n: usize) -> String {
 
 pub const QUEUE: Queue = Queue {
     table: "deliveries",
-    returning: "seq, id, event, action, installation_id, repository, subject, received_at, body, body_lz4, attempts",
+    returning: "seq, id, event, action, installation_id, repository, subject, received_at, \
+        COALESCE((SELECT b.body FROM delivery_bodies b WHERE b.seq = deliveries.seq), '') AS body, \
+        (SELECT b.body_lz4 FROM delivery_bodies b WHERE b.seq = deliveries.seq) AS body_lz4, attempts",
 };
 
 impl Claimed {
@@ -350,10 +375,10 @@ const ROW_COLUMNS: &str = "seq, id, event, action, installation_id, repository, 
     outcome, attempts, next_attempt_at, last_error, finished_at";
 
 pub async fn list(db: &Db, state: Option<&str>, limit: i64) -> Result<Vec<DeliveryRow>> {
-    let sql =
-        format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE ($1 IS NULL OR state = $1) ORDER BY seq DESC LIMIT $2");
-    let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(state).bind(limit).fetch_all(db.pool()).await?;
-    Ok(rows)
+    let mut f = super::filter::Filter::new();
+    f.eq("state", state);
+    let sql = format!("SELECT {ROW_COLUMNS} FROM deliveries WHERE {} ORDER BY seq DESC LIMIT {}", f.sql(), f.next());
+    Ok(super::filter::query_as(sql, &f, &[limit.into()]).fetch_all(db.pool()).await?)
 }
 
 /// Finds a delivery by its GitHub delivery id, or by its sequence number.
@@ -364,14 +389,20 @@ pub async fn find(db: &Db, key: &str) -> Result<Option<DeliveryRow>> {
     Ok(row)
 }
 
+/// The body of delivery `seq`: None when there is no such delivery, empty when the retention
+/// dropped it.
 pub async fn body(db: &Db, seq: i64) -> Result<Option<String>> {
-    let row: Option<(String, Option<Vec<u8>>)> = sqlx::query_as("SELECT body, body_lz4 FROM deliveries WHERE seq = $1")
-        .bind(seq)
-        .fetch_optional(db.pool())
-        .await?;
+    let row: Option<(Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT b.body, b.body_lz4 FROM deliveries d LEFT JOIN delivery_bodies b ON b.seq = d.seq WHERE d.seq = $1",
+    )
+    .bind(seq)
+    .fetch_optional(db.pool())
+    .await?;
     match row {
         None => Ok(None),
-        Some((text, z)) => inflate(&text, z.as_deref()).map(Some).map_err(super::StoreError::Invalid),
+        Some((text, z)) => {
+            inflate(text.as_deref().unwrap_or(""), z.as_deref()).map(Some).map_err(super::StoreError::Invalid)
+        }
     }
 }
 
@@ -399,33 +430,46 @@ pub async fn stats(db: &Db) -> Result<QueueStats> {
 /// Drops the bodies of done deliveries finished before `cutoff`, a batch at a time: the rows stay
 /// (their event, outcome, times and attempts, and the body's hash, so that a replay is still
 /// refused). Parked ones keep theirs (they may be retried).
+///
+/// Bodies are walked in `seq` order, oldest first, up to the newest delivery finished before
+/// the cutoff (found through `deliveries_finished`): what is left below it between batches is
+/// only the few bodies still needed (open or parked deliveries, or finished after the cutoff),
+/// so a batch reads about as many rows as it drops, however long the history.
 pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
-    let hint = match db.backend() {
-        super::Backend::Sqlite => "INDEXED BY deliveries_bodies",
-        super::Backend::Postgres => "",
-    };
-    let sql = format!(
-        "UPDATE deliveries SET body = '', body_lz4 = NULL WHERE seq IN (SELECT seq FROM deliveries {hint} \
-         WHERE state = 'done' AND (body <> '' OR body_lz4 IS NOT NULL) AND finished_at < $1 \
-         ORDER BY finished_at LIMIT $2)"
-    );
-    in_batches(db, &sql, cutoff, batch).await
+    let bound: Option<(i64,)> = sqlx::query_as(
+        "SELECT seq FROM deliveries WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at DESC, seq DESC LIMIT 1",
+    )
+    .bind(cutoff)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some((bound,)) = bound else { return Ok(0) };
+    // Deliveries finish roughly in seq order, not exactly: a row finished before the cutoff may
+    // have a seq above `bound`. Those bodies go at a later prune, once a newer row bounds them.
+    let sql = "DELETE FROM delivery_bodies WHERE seq IN (SELECT b.seq FROM delivery_bodies b \
+               JOIN deliveries d ON d.seq = b.seq \
+               WHERE b.seq <= $3 AND d.state = 'done' AND d.finished_at < $1 ORDER BY b.seq LIMIT $2)";
+    in_batches(db, sql, &[cutoff, batch, bound]).await
 }
 
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.
 pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     let sql = "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
                WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
-    in_batches(db, sql, cutoff, batch).await
+    in_batches(db, sql, &[cutoff, batch]).await
 }
 
-/// Runs `sql` ($1 the cutoff, $2 the batch size), one transaction per batch, until a batch comes
-/// back short: the rows it changed in all.
-async fn in_batches(db: &Db, sql: &str, cutoff: i64, batch: i64) -> Result<u64> {
+/// Runs `sql` ($1 the cutoff, $2 the batch size, then the rest of `params`), one transaction per
+/// batch, until a batch comes back short: the rows it changed in all.
+async fn in_batches(db: &Db, sql: &str, params: &[i64]) -> Result<u64> {
+    let batch = params[1];
     let mut total = 0;
     loop {
         let mut tx = db.begin_write().await?;
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).bind(cutoff).bind(batch).execute(&mut *tx).await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
+        for p in params {
+            q = q.bind(*p);
+        }
+        let r = q.execute(&mut *tx).await?;
         tx.commit().await?;
         total += r.rows_affected();
         if r.rows_affected() < batch as u64 {

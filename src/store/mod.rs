@@ -6,6 +6,7 @@ pub mod api_tokens;
 pub mod audit;
 pub mod deliveries;
 pub mod deploys;
+pub mod filter;
 pub mod gate_waits;
 pub mod incidents;
 pub mod objects;

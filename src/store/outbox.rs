@@ -112,14 +112,15 @@ pub async fn fail(
 }
 
 pub async fn list(db: &Db, state: Option<&str>, limit: i64) -> Result<Vec<ActionRow>> {
-    Ok(sqlx::query_as(
+    let mut f = super::filter::Filter::new();
+    f.eq("state", state);
+    let sql = format!(
         "SELECT seq, key, installation_id, kind, action, delivery_id, created_at, state, outcome, attempts, last_error, \
-         finished_at FROM outbox WHERE ($1 IS NULL OR state = $1) ORDER BY seq DESC LIMIT $2",
-    )
-    .bind(state)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await?)
+         finished_at FROM outbox WHERE {} ORDER BY seq DESC LIMIT {}",
+        f.sql(),
+        f.next()
+    );
+    Ok(super::filter::query_as(sql, &f, &[limit.into()]).fetch_all(db.pool()).await?)
 }
 
 /// One action, by its sequence number.
