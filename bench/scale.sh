@@ -17,6 +17,8 @@
 #   BACKENDS="sqlite postgres"   HISTORY_ARGS=""  (passed to the generator, e.g. "--deliveries 200000")
 #   RUNS=200 SPACED_RUNS=10 BG_RPS=200 SPACING_MS=1000 CONNS=50 DURATION=10
 #   PGPORT=5432 PGUSER=postgres PGADMIN_DB=test   NO_BUILD=1
+#   SQLITE_HISTORY=FILE  a history the generator already wrote (its log beside it as FILE.log):
+#                        used in place instead of generating one (the retention is still applied)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -125,11 +127,19 @@ for backend in $BACKENDS; do
     fi
     DATABASE_URL=$empty "$WORK/shipgate" migrate >/dev/null
     measure "$backend" empty "$empty"
-    log "$backend: generating the history ($HISTORY_ARGS)"
-    t0=$(date +%s)
-    # shellcheck disable=SC2086
-    "$WORK/history" --database-url "$full" --now-ms now $HISTORY_ARGS >"$WORK/history-$backend.log" 2>&1
-    gen_s=$(( $(date +%s) - t0 ))
+    if [ "$backend" = sqlite ] && [ -n "${SQLITE_HISTORY:-}" ]; then
+        log "$backend: the history in $SQLITE_HISTORY"
+        full=sqlite://$SQLITE_HISTORY
+        DATABASE_URL=$full "$WORK/shipgate" migrate >/dev/null
+        cp "$SQLITE_HISTORY.log" "$WORK/history-$backend.log"
+        gen_s=$(python3 -c 'import json,sys; print(round([json.loads(l[5:]) for l in open(sys.argv[1]) if l.startswith("JSON ")][-1]["seconds"]))' "$WORK/history-$backend.log")
+    else
+        log "$backend: generating the history ($HISTORY_ARGS)"
+        t0=$(date +%s)
+        # shellcheck disable=SC2086
+        "$WORK/history" --database-url "$full" --now-ms now $HISTORY_ARGS >"$WORK/history-$backend.log" 2>&1
+        gen_s=$(( $(date +%s) - t0 ))
+    fi
     tail -4 "$WORK/history-$backend.log" >&2
     deliveries=$(awk '/^rows in the database/ {f=1} f && $1 == "deliveries" {gsub(",", "", $2); print $2; exit}' "$WORK/history-$backend.log")
     raw=$(db_size_mb "$backend" "$full")

@@ -445,9 +445,12 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     let Some((bound,)) = bound else { return Ok(0) };
     // Deliveries finish roughly in seq order, not exactly: a row finished before the cutoff may
     // have a seq above `bound`. Those bodies go at a later prune, once a newer row bounds them.
+    // CROSS JOIN: SQLite walks the bodies (the outer loop) and looks each delivery up. Left to
+    // itself it walked every done delivery below the bound through `deliveries_state` and
+    // sorted what it found, 3.5 s a batch on a year's inbox (PostgreSQL plans it as a join).
     let sql = "DELETE FROM delivery_bodies WHERE seq IN (SELECT b.seq FROM delivery_bodies b \
-               JOIN deliveries d ON d.seq = b.seq \
-               WHERE b.seq <= $3 AND d.state = 'done' AND d.finished_at < $1 ORDER BY b.seq LIMIT $2)";
+               CROSS JOIN deliveries d WHERE d.seq = b.seq \
+               AND b.seq <= $3 AND d.state = 'done' AND d.finished_at < $1 ORDER BY b.seq LIMIT $2)";
     in_batches(db, sql, &[cutoff, batch, bound]).await
 }
 
