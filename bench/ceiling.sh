@@ -82,21 +82,31 @@ for pragma in ("journal_mode = WAL", "synchronous = FULL", "temp_store = MEMORY"
 if schema == "full":
     for f in sorted(os.listdir(migrations)):
         c.executescript(open(os.path.join(migrations, f)).read())
-    sql = ("INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, body, "
-           "body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) VALUES (?, 'issue_comment', 'created', 1, "
-           "'Codertocat/Hello-World', 'issue:Codertocat/Hello-World#1', ?, '', ?, ?, 1, 'pending', 0, ?) "
-           "ON CONFLICT DO NOTHING")
-    row = lambda i, u, h, b: (u, i, h, b, i)
+    # The row, then its body in delivery_bodies (migration 0018), as the intake stores them.
+    sql = ("INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, "
+           "body_sha256, blocked, state, attempts, next_attempt_at) VALUES (?, 'issue_comment', 'created', 1, "
+           "'Codertocat/Hello-World', 'issue:Codertocat/Hello-World#1', ?, ?, 1, 'pending', 0, ?) "
+           "ON CONFLICT DO NOTHING RETURNING seq")
+    row = lambda i, u, h, b: (u, i, h, i)
 else:
     unique = "UNIQUE" if schema == "min" else ""
     c.execute(f"CREATE TABLE d (seq INTEGER PRIMARY KEY, id TEXT NOT NULL {unique}, "
               f"body_sha256 TEXT NOT NULL {unique}, body BLOB NOT NULL)")
     sql = "INSERT INTO d (id, body_sha256, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
     row = lambda i, u, h, b: (u, h, b)
-rows = []
+rows, bodies = [], []
 for i in range(n):
     body = os.urandom(3100)
     rows.append(row(i, str(uuid.uuid4()), hashlib.sha256(body).hexdigest(), body))
+    bodies.append(body)
+def store(k):
+    if schema != "full":
+        c.executemany(sql, rows[k:k + batch])
+        return
+    for r, body in zip(rows[k:k + batch], bodies[k:k + batch]):
+        seq = c.execute(sql, r).fetchone()
+        if seq:
+            c.execute("INSERT INTO delivery_bodies (seq, body, body_lz4) VALUES (?, '', ?)", (seq[0], body))
 done = threading.Event()
 def checkpointer():
     other = sqlite3.connect(path, isolation_level=None)
@@ -110,7 +120,7 @@ if ck == "beside":
 start, cpu = time.perf_counter(), time.process_time()
 for k in range(0, n, batch):
     c.execute("BEGIN IMMEDIATE")
-    c.executemany(sql, rows[k:k + batch])
+    store(k)
     c.execute("COMMIT")
 elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 done.set()
@@ -147,10 +157,12 @@ for schema in $SCHEMAS; do
             if [ "$schema" = full ]; then
                 for f in "$REPO"/migrations/postgres/*.sql; do psql_db "$PGDB" -f "$f" >/dev/null; done
                 # chr(58) is ':', which pgbench would read as a variable.
-                insert="INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, \
-body, body_sha256, body_lz4, blocked, state, attempts, next_attempt_at) SELECT gen_random_uuid()::text, 'issue_comment', \
-'created', 1, 'Codertocat/Hello-World', 'issue' || chr(58) || 'Codertocat/Hello-World#1', g, '', $hash, $body, 1, \
-'pending', 0, g FROM generate_series(1, $batch) g ON CONFLICT DO NOTHING;"
+                # The rows, then their bodies in delivery_bodies (migration 0018), in one statement.
+            insert="WITH d AS (INSERT INTO deliveries (id, event, action, installation_id, repository, subject, \
+received_at, body_sha256, blocked, state, attempts, next_attempt_at) SELECT gen_random_uuid()::text, 'issue_comment', \
+'created', 1, 'Codertocat/Hello-World', 'issue' || chr(58) || 'Codertocat/Hello-World#1', g, $hash, 1, \
+'pending', 0, g FROM generate_series(1, $batch) g ON CONFLICT DO NOTHING RETURNING seq, received_at AS g) \
+INSERT INTO delivery_bodies (seq, body, body_lz4) SELECT seq, '', $body FROM d;"
             else
                 unique=$([ "$schema" = min ] && echo UNIQUE || true)
                 psql_db "$PGDB" -c "CREATE TABLE d (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL $unique, \

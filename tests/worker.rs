@@ -318,6 +318,45 @@ async fn old_processed_deliveries_are_pruned(db: &TestDb) {
 }
 both_backends!(old_processed_deliveries_are_pruned);
 
+/// Every body past the retention goes, whatever order the deliveries finished in: the one
+/// stored first may finish last (a retry), and the App may then stay idle.
+async fn every_expired_body_goes_however_deliveries_finished(db: &TestDb) {
+    let db = db.connect().await;
+    let batch: Vec<_> = (0..3).map(|i| common::delivery(&format!("late-{i}"), &format!("s-{i}"))).collect();
+    let refs: Vec<_> = batch.iter().collect();
+    deliveries::insert_batch(&db, &refs).await.expect("insert");
+    // The first stored finishes last.
+    for (id, at) in [("late-0", 30), ("late-1", 10), ("late-2", 20)] {
+        sqlx::query("UPDATE deliveries SET state = 'done', outcome = 'ok', finished_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(db.writer())
+            .await
+            .unwrap();
+    }
+    assert_eq!(deliveries::drop_bodies(&db, 100, 1000).await.expect("drop"), 3);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM delivery_bodies").await, 0);
+}
+both_backends!(every_expired_body_goes_however_deliveries_finished);
+
+/// A row's body is the one its hash was taken of: an id twice in one batch, its first copy a
+/// replay of a stored body and its second a new one, stores the second copy's body.
+async fn a_rows_body_is_the_one_it_was_hashed_from(db: &TestDb) {
+    let db = db.connect().await;
+    let first = common::delivery("orig", "s");
+    deliveries::insert_batch(&db, &[&first]).await.expect("insert");
+    let mut replay = common::delivery("dup", "s");
+    replay.body = "the replayed body".into();
+    replay.body_sha256 = first.body_sha256.clone();
+    let mut fresh = common::delivery("dup", "s");
+    fresh.body = "the new body".into();
+    let out = deliveries::insert_batch(&db, &[&replay, &fresh]).await.expect("insert");
+    let seq = deliveries::find(&db, "dup").await.expect("find").expect("stored").seq;
+    assert!(out.contains(&deliveries::InsertOutcome::Stored(seq)), "{out:?}");
+    assert_eq!(deliveries::body(&db, seq).await.expect("body").as_deref(), Some("the new body"));
+}
+both_backends!(a_rows_body_is_the_one_it_was_hashed_from);
+
 /// On SQLite the retention bounds the file while the rows stay: the pages of the bodies it drops
 /// are reused by the next ones. With bodies dropped in place (before migration 0018) each
 /// delivery kept a sparse page of its own, and the file grew by about a page a delivery whatever

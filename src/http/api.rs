@@ -241,9 +241,28 @@ async fn list_requests(
         }
     };
     let mut f = Filter::new();
-    f.eq("installation_id", scope.installation()).eq("repository", p.repo()?).eq("state", p.get("state"));
-    // A row value: both backends walk the primary key from the cursor.
-    f.and_all("(installation_id, repository_id, issue) > (?, ?, ?)", [after.0.into(), after.1.into(), after.2.into()]);
+    // Row values over the primary key: both backends seek to the cursor and walk from there (for
+    // one installation, within its rows: after an equality on the key's first column, SQLite
+    // seeks only on a row value of the columns that follow it).
+    match scope.installation() {
+        Some(installation) => {
+            f.eq("installation_id", Some(installation));
+            match after.0.cmp(&installation) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => {
+                    f.and_all("(repository_id, issue) > (?, ?)", [after.1.into(), after.2.into()]);
+                }
+                std::cmp::Ordering::Greater => return Ok(page(Vec::new(), limit, || None)),
+            }
+        }
+        None => {
+            f.and_all(
+                "(installation_id, repository_id, issue) > (?, ?, ?)",
+                [after.0.into(), after.1.into(), after.2.into()],
+            );
+        }
+    }
+    f.eq("repository", p.repo()?).eq("state", p.get("state"));
     let sql = format!(
         "SELECT {REQUEST_COLUMNS} FROM requests WHERE {} ORDER BY installation_id, repository_id, issue LIMIT {}",
         f.sql(),

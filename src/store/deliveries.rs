@@ -180,8 +180,8 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
             b + 7
         ));
     }
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq, blocked");
-    let mut q = sqlx::query_as::<_, (String, i64, i64)>(sqlx::AssertSqlSafe(sql));
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq, blocked, body_sha256");
+    let mut q = sqlx::query_as::<_, (String, i64, i64, String)>(sqlx::AssertSqlSafe(sql));
     for d in batch {
         q = q
             .bind(&d.id)
@@ -195,15 +195,17 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
     }
     let returned = q.fetch_all(&mut **tx).await?;
     let mut ready = returned.iter().any(|r| r.2 == 0);
-    let mut stored: HashMap<String, i64> = returned.into_iter().map(|r| (r.0, r.1)).collect();
-
-    // The bodies of the rows stored, in their own table (see migration 0018).
-    // A second copy of an id in the batch is a duplicate: the first copy's body is the one stored.
-    let mut bodied: HashSet<&str> = HashSet::new();
+    // The bodies of the rows stored, in their own table (see migration 0018): each row's is the
+    // batch entry with its id and its body's hash (two copies of an id in one batch may differ,
+    // and the first may have been the one refused, as a replay).
+    let rows: HashMap<(&str, &str), i64> = returned.iter().map(|r| ((r.0.as_str(), r.3.as_str()), r.1)).collect();
+    let mut bodied: HashSet<i64> = HashSet::new();
     let with_body: Vec<(i64, &NewDelivery)> = batch
         .iter()
-        .filter_map(|d| stored.get(&d.id).filter(|_| bodied.insert(d.id.as_str())).map(|seq| (*seq, *d)))
+        .filter_map(|d| rows.get(&(d.id.as_str(), d.body_sha256.as_str())).map(|seq| (*seq, *d)))
+        .filter(|(seq, _)| bodied.insert(*seq))
         .collect();
+    let mut stored: HashMap<String, i64> = returned.iter().map(|r| (r.0.clone(), r.1)).collect();
     if !with_body.is_empty() {
         let rows = (0..with_body.len())
             .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
@@ -431,27 +433,55 @@ pub async fn stats(db: &Db) -> Result<QueueStats> {
 /// (their event, outcome, times and attempts, and the body's hash, so that a replay is still
 /// refused). Parked ones keep theirs (they may be retried).
 ///
-/// Bodies are walked in `seq` order, oldest first, up to the newest delivery finished before
-/// the cutoff (found through `deliveries_finished`): what is left below it between batches is
-/// only the few bodies still needed (open or parked deliveries, or finished after the cutoff),
-/// so a batch reads about as many rows as it drops, however long the history.
+/// Bodies are walked once in `seq` order, oldest first, up to (about) the newest delivery
+/// finished before the cutoff (found through `deliveries_finished`), one transaction per window
+/// of `batch` bodies: what a prune reads is the bodies it drops and the few still needed below
+/// the bound (open or parked deliveries), however long the history of rows.
 pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
-    let bound: Option<(i64,)> = sqlx::query_as(
-        "SELECT seq FROM deliveries WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at DESC, seq DESC LIMIT 1",
+    // Deliveries finish roughly in seq order, not exactly (a retry finishes late): the bound is
+    // the highest seq among the last 1,000 finished before the cutoff, so that a row finished a
+    // little earlier with a higher seq is not left for a later prune (which, on an idle App,
+    // might not come for a long time).
+    let bound: (Option<i64>,) = sqlx::query_as(
+        "SELECT MAX(seq) FROM (SELECT seq FROM deliveries WHERE state = 'done' AND finished_at < $1 \
+         ORDER BY finished_at DESC LIMIT 1000) last",
     )
     .bind(cutoff)
-    .fetch_optional(db.pool())
+    .fetch_one(db.pool())
     .await?;
-    let Some((bound,)) = bound else { return Ok(0) };
-    // Deliveries finish roughly in seq order, not exactly: a row finished before the cutoff may
-    // have a seq above `bound`. Those bodies go at a later prune, once a newer row bounds them.
-    // CROSS JOIN: SQLite walks the bodies (the outer loop) and looks each delivery up. Left to
-    // itself it walked every done delivery below the bound through `deliveries_state` and
-    // sorted what it found, 3.5 s a batch on a year's inbox (PostgreSQL plans it as a join).
-    let sql = "DELETE FROM delivery_bodies WHERE seq IN (SELECT b.seq FROM delivery_bodies b \
-               CROSS JOIN deliveries d WHERE d.seq = b.seq \
-               AND b.seq <= $3 AND d.state = 'done' AND d.finished_at < $1 ORDER BY b.seq LIMIT $2)";
-    in_batches(db, sql, &[cutoff, batch, bound]).await
+    let Some(bound) = bound.0 else { return Ok(0) };
+    // The bodies are walked by their key, a window of `batch` at a time, and each one's delivery
+    // looked up by a scalar subquery, which neither planner turns into a join. Left to
+    // themselves, both drove the walk from the deliveries instead (every done delivery below the
+    // bound through `deliveries_state`, or a hash join over every delivery finished before the
+    // cutoff): 1.6-3.5 s a batch of 1,000 on a year's inbox, hours for its bodies.
+    let mut after = 0;
+    let mut total = 0;
+    loop {
+        let last: (Option<i64>,) = sqlx::query_as(
+            "SELECT MAX(seq) FROM (SELECT seq FROM delivery_bodies WHERE seq > $1 AND seq <= $2 \
+             ORDER BY seq LIMIT $3) w",
+        )
+        .bind(after)
+        .bind(bound)
+        .bind(batch)
+        .fetch_one(db.pool())
+        .await?;
+        let Some(last) = last.0 else { return Ok(total) };
+        let mut tx = db.begin_write().await?;
+        let r = sqlx::query(
+            "DELETE FROM delivery_bodies WHERE seq > $1 AND seq <= $2 AND (SELECT d.state = 'done' \
+             AND d.finished_at < $3 FROM deliveries d WHERE d.seq = delivery_bodies.seq)",
+        )
+        .bind(after)
+        .bind(last)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        total += r.rows_affected();
+        after = last;
+    }
 }
 
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.
