@@ -17,6 +17,11 @@
 #   BACKENDS="sqlite postgres"   HISTORY_ARGS=""  (passed to the generator, e.g. "--deliveries 200000")
 #   RUNS=200 SPACED_RUNS=10 BG_RPS=200 SPACING_MS=1000 CONNS=50 DURATION=10
 #   PGPORT=5432 PGUSER=postgres PGADMIN_DB=test   NO_BUILD=1
+#   KEEP=1               keep the working directory and the PostgreSQL databases at the end
+#                        (or when the script stops early), for a look or a second measurement
+#   SKIP_EMPTY=1         measure only the database with the history
+#   PG_HISTORY=DB PG_HISTORY_LOG=FILE  the same for PostgreSQL: a database the generator already
+#                        filled, used in place, and the generator's output
 #   SQLITE_HISTORY=FILE  a history the generator already wrote (its log beside it as FILE.log):
 #                        used in place instead of generating one (the retention is still applied)
 set -euo pipefail
@@ -49,6 +54,10 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST" -p "$PGPORT" -U "$PGUS
 cleanup() {
     local p d
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [ "${KEEP:-0}" = 1 ]; then
+        log "KEEP=1: kept $WORK and the databases ${PGDBS[*]:-}"
+        return
+    fi
     for d in "${PGDBS[@]}"; do psql_admin -c "DROP DATABASE IF EXISTS \"$d\" WITH (FORCE)" >/dev/null 2>&1 || true; done
     rm -rf "$WORK"
 }
@@ -117,17 +126,24 @@ for backend in $BACKENDS; do
         empty=sqlite://$WORK/empty.db
         full=sqlite://$WORK/history.db
     else
-        for d in shipgate_scale_empty shipgate_scale_history; do
+        for d in shipgate_scale_empty $([ -n "${PG_HISTORY:-}" ] || echo shipgate_scale_history); do
             psql_admin -c "DROP DATABASE IF EXISTS \"$d\" WITH (FORCE)" >/dev/null
             psql_admin -c "CREATE DATABASE \"$d\"" >/dev/null
             PGDBS+=("$d")
         done
         empty=postgres://$PGUSER@$PGHOST:$PGPORT/shipgate_scale_empty
-        full=postgres://$PGUSER@$PGHOST:$PGPORT/shipgate_scale_history
+        full=postgres://$PGUSER@$PGHOST:$PGPORT/${PG_HISTORY:-shipgate_scale_history}
     fi
-    DATABASE_URL=$empty "$WORK/shipgate" migrate >/dev/null
-    measure "$backend" empty "$empty"
-    if [ "$backend" = sqlite ] && [ -n "${SQLITE_HISTORY:-}" ]; then
+    if [ "${SKIP_EMPTY:-0}" != 1 ]; then
+        DATABASE_URL=$empty "$WORK/shipgate" migrate >/dev/null
+        measure "$backend" empty "$empty"
+    fi
+    if [ "$backend" = postgres ] && [ -n "${PG_HISTORY:-}" ]; then
+        log "$backend: the history in database $PG_HISTORY"
+        DATABASE_URL=$full "$WORK/shipgate" migrate >/dev/null
+        cp "$PG_HISTORY_LOG" "$WORK/history-$backend.log"
+        gen_s=$(python3 -c 'import json,sys; print(round([json.loads(l[5:]) for l in open(sys.argv[1]) if l.startswith("JSON ")][-1]["seconds"]))' "$WORK/history-$backend.log")
+    elif [ "$backend" = sqlite ] && [ -n "${SQLITE_HISTORY:-}" ]; then
         log "$backend: the history in $SQLITE_HISTORY"
         full=sqlite://$SQLITE_HISTORY
         DATABASE_URL=$full "$WORK/shipgate" migrate >/dev/null
@@ -148,7 +164,7 @@ for backend in $BACKENDS; do
     t0=$(date +%s)
     DATABASE_URL=$full SHIPGATE_HISTORY_DAYS=400 "$WORK/shipgate" deliveries prune >&2
     prune_s=$(( $(date +%s) - t0 ))
-    [ "$backend" = postgres ] && psql -X -q -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d shipgate_scale_history -c "VACUUM ANALYZE" >/dev/null
+    [ "$backend" = postgres ] && psql -X -q -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "${full##*/}" -c "VACUUM ANALYZE" >/dev/null
     record "$backend" history generated "{\"seconds\": $gen_s, \"deliveries\": ${deliveries:-0}, \"mb_before_retention\": $raw, \"prune_seconds\": $prune_s}"
     [ "$backend" = sqlite ] && record "$backend" history live "{\"mb\": $(python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); pc=c.execute("PRAGMA page_count").fetchone()[0]; fl=c.execute("PRAGMA freelist_count").fetchone()[0]; ps=c.execute("PRAGMA page_size").fetchone()[0]; print(round((pc-fl)*ps/1048576,1))' "${full#sqlite://}")}"
     measure "$backend" history "$full"
