@@ -21,6 +21,8 @@
 
 #[path = "../tests/fake_github/mod.rs"]
 mod fake_github;
+#[path = "signed.rs"]
+mod signed;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,17 +52,7 @@ struct App {
 
 impl App {
     async fn deliver(&self, event: &str, id: &str, body: &str) -> u16 {
-        self.http
-            .post(format!("{}/webhook", self.url))
-            .header("content-type", "application/json")
-            .header("x-github-event", event)
-            .header("x-github-delivery", id)
-            .header("x-hub-signature-256", shipgate::github::signature::sign(SECRET, body.as_bytes()))
-            .body(body.to_string())
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
+        signed::deliver(&self.http, &self.url, SECRET, event, id, body).await
     }
 }
 

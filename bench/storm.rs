@@ -9,6 +9,8 @@
 
 #[path = "../tests/fake_github/mod.rs"]
 mod fake_github;
+#[path = "signed.rs"]
+mod signed;
 
 use std::time::{Duration, Instant};
 
@@ -38,18 +40,7 @@ fn base(name: &str) -> Value {
 }
 
 async fn deliver(http: &reqwest::Client, url: &str, event: &str, id: &str, body: &str) {
-    let status = http
-        .post(format!("{url}/webhook"))
-        .header("content-type", "application/json")
-        .header("x-github-event", event)
-        .header("x-github-delivery", id)
-        .header("x-hub-signature-256", shipgate::github::signature::sign(SECRET, body.as_bytes()))
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .as_u16();
+    let status = signed::deliver(http, url, SECRET, event, id, body).await;
     assert_eq!(status, 202, "{event} {id}");
 }
 

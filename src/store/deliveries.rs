@@ -488,21 +488,10 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
 pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     let sql = "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
                WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
-    in_batches(db, sql, &[cutoff, batch]).await
-}
-
-/// Runs `sql` ($1 the cutoff, $2 the batch size, then the rest of `params`), one transaction per
-/// batch, until a batch comes back short: the rows it changed in all.
-async fn in_batches(db: &Db, sql: &str, params: &[i64]) -> Result<u64> {
-    let batch = params[1];
     let mut total = 0;
     loop {
         let mut tx = db.begin_write().await?;
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()));
-        for p in params {
-            q = q.bind(*p);
-        }
-        let r = q.execute(&mut *tx).await?;
+        let r = sqlx::query(sql).bind(cutoff).bind(batch).execute(&mut *tx).await?;
         tx.commit().await?;
         total += r.rows_affected();
         if r.rows_affected() < batch as u64 {
