@@ -97,6 +97,11 @@ pub struct Config {
     /// and refusing a replay).
     pub history: Option<Duration>,
     pub max_body_bytes: usize,
+    /// The intake's time-outs, connection cap and budget of unverified body bytes
+    /// (`SHIPGATE_HEADER_TIMEOUT_SECS` 10, `SHIPGATE_BODY_IDLE_TIMEOUT_SECS` 10,
+    /// `SHIPGATE_BODY_TIMEOUT_SECS` 30, `SHIPGATE_MAX_CONNECTIONS` 512,
+    /// `SHIPGATE_UNVERIFIED_BODY_BYTES` 48 MiB, `SHIPGATE_BODY_BUDGET_WAIT_MS` 2000).
+    pub intake: crate::http::serve::Limits,
     pub log_json: bool,
     /// `SHIPGATE_ADMIN_TOKEN`: a bearer token for /api/... that reads every installation.
     pub admin_token: Option<Secret>,
@@ -256,7 +261,29 @@ impl Config {
             coalesce.refresh_within = Duration::from_millis(n);
         }
 
+        let mut intake = crate::http::serve::Limits::default();
+        if let Some(n) = parse_num(&get, "SHIPGATE_HEADER_TIMEOUT_SECS")? {
+            intake.header_timeout = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_BODY_IDLE_TIMEOUT_SECS")? {
+            intake.body_idle_timeout = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_BODY_TIMEOUT_SECS")? {
+            intake.body_timeout = Duration::from_secs(n.max(1));
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_MAX_CONNECTIONS")? {
+            intake.max_connections = (n as usize).clamp(1, 1 << 20);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_BODY_BUDGET_WAIT_MS")? {
+            intake.budget_wait = Duration::from_millis(n);
+        }
+        if let Some(n) = parse_num(&get, "SHIPGATE_UNVERIFIED_BODY_BYTES")? {
+            intake.unverified_bytes = n as usize;
+        }
+        check_budget(intake.unverified_bytes, MAX_BODY_BYTES)?;
+
         Ok(Config {
+            intake,
             coalesce,
             oidc,
             gate_wait_max,
@@ -306,6 +333,7 @@ impl Config {
             retention: Duration::from_secs(14 * 24 * 3600),
             history: Some(Duration::from_secs(400 * 24 * 3600)),
             max_body_bytes: MAX_BODY_BYTES,
+            intake: crate::http::serve::Limits::default(),
             log_json: false,
             admin_token: None,
             oidc: crate::github::oidc::OidcConfig::default(),
@@ -318,6 +346,23 @@ impl Config {
             },
         }
     }
+}
+
+/// A body of the largest size must fit in the share of the budget that large bodies may use
+/// (three quarters: the rest is kept for small ones).
+fn check_budget(budget: usize, max_body: usize) -> Result<(), ConfigError> {
+    if budget > u32::MAX as usize || budget - budget / 4 < max_body {
+        return Err(ConfigError::Invalid {
+            var: "SHIPGATE_UNVERIFIED_BODY_BYTES",
+            msg: format!(
+                "{budget} cannot hold a webhook of {max_body} bytes (GitHub's largest) in the three quarters that large \
+                 bodies may use: use at least {} and at most {}",
+                max_body + max_body.div_ceil(3),
+                u32::MAX
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn parse_num(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<u64>, ConfigError> {
@@ -408,6 +453,11 @@ mod tests {
         assert_eq!(cfg(&[("SHIPGATE_HISTORY_DAYS", "0")]).expect("for ever").history, None);
         let e = cfg(&[("SHIPGATE_RETENTION_DAYS", "30"), ("SHIPGATE_HISTORY_DAYS", "7")]).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_HISTORY_DAYS"), "{e}");
+        let c = cfg(&[("SHIPGATE_HEADER_TIMEOUT_SECS", "3"), ("SHIPGATE_MAX_CONNECTIONS", "20")]).expect("intake");
+        assert_eq!((c.intake.header_timeout, c.intake.max_connections), (Duration::from_secs(3), 20));
+        assert_eq!(c.intake.body_timeout, Duration::from_secs(30));
+        let e = cfg(&[("SHIPGATE_UNVERIFIED_BODY_BYTES", "1000000")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_UNVERIFIED_BODY_BYTES"), "{e}");
         let c = cfg(&[("SHIPGATE_COALESCE_QUIET_MS", "500")]).expect("coalesce");
         assert_eq!(c.coalesce.quiet, Duration::from_millis(500));
         assert_eq!(c.coalesce.verdict_within, Duration::from_secs(10));

@@ -46,6 +46,8 @@ pub struct Server {
     pub addr: SocketAddr,
     pub db: Db,
     pub worker_id: Option<String>,
+    /// The budget of unverified webhook bytes (for a look from tests and the bench).
+    pub budget: Arc<crate::http::serve::Budget>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -63,12 +65,15 @@ impl Server {
         let wakes = Wakes { stored: wake.clone(), relay: relay_wake.clone() };
         let ingest = Ingestor::start(db.clone(), opts.clock.clone(), wakes);
         let (shutdown, rx) = watch::channel(false);
+        let budget = crate::http::serve::Budget::new(cfg.intake.unverified_bytes);
         let state = Arc::new(AppState {
             db: db.clone(),
             ingest: ingest.clone(),
             verifier: Verifier::new(&cfg.webhook_secrets),
             clock: opts.clock.clone(),
             max_body_bytes: cfg.max_body_bytes,
+            budget: budget.clone(),
+            budget_wait: cfg.intake.budget_wait,
             admin_token: cfg.admin_token.clone(),
             oidc: match crate::github::oidc::OidcVerifier::new(cfg.oidc.clone(), opts.clock.clone()) {
                 Ok(v) => Some(Arc::new(v)),
@@ -128,17 +133,12 @@ impl Server {
             )));
         }
 
-        let mut http_rx = rx.clone();
+        let http_rx = rx.clone();
         let app = router(state);
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = http_rx.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let limits = cfg.intake.clone();
+        let http = tokio::spawn(crate::http::serve::serve(listener, app, limits, http_rx));
         tracing::info!(%addr, backend = db.backend().name(), dry_run = cfg.dry_run(), "shipgate listening");
-        Ok(Server { addr, db, worker_id, shutdown, http, tasks })
+        Ok(Server { addr, db, worker_id, budget, shutdown, http, tasks })
     }
 
     /// Stops accepting, answers what was received, lets the worker finish or release its

@@ -461,3 +461,215 @@ async fn sqlite_checkpoints_run_beside_the_writer() {
         after = std::fs::metadata(&file).unwrap().len();
     }
 }
+
+/// A configuration whose intake time-outs are seconds, so that the cuts can be watched.
+fn short_limits(db: &TestDb) -> shipgate::config::Config {
+    let mut cfg = db.config();
+    cfg.intake.header_timeout = Duration::from_secs(1);
+    cfg.intake.body_idle_timeout = Duration::from_secs(1);
+    cfg.intake.body_timeout = Duration::from_secs(3);
+    cfg
+}
+
+/// Reads from `stream` until the server closes it (or 15 s pass); returns what it said and when
+/// it closed, counted from `since`.
+async fn until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    since: std::time::Instant,
+) -> (String, Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = since + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline.into(), stream.read(&mut buf)).await {
+            Err(_) => panic!("still open after 15 s; it said {:?}", String::from_utf8_lossy(&said)),
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&said).into_owned(), since.elapsed()),
+            Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn webhook_head(len: usize, sig: &str) -> String {
+    format!(
+        "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-github-event: push\r\n\
+         x-github-delivery: slow-1\r\nx-hub-signature-256: {sig}\r\ncontent-length: {len}\r\n\r\n"
+    )
+}
+
+/// SPEC.md §7: half-sent headers, a connection that never speaks, an idle kept-alive connection,
+/// a body that goes silent, and a body that trickles are each cut at their time-out, not later.
+/// (The network behaviour is the same on both backends: SQLite only.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_at_their_time_outs() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite().await;
+    let app = TestApp::start_with(short_limits(&db), no_worker()).await;
+    let addr = app.server.addr;
+    let connect = move || async move { tokio::net::TcpStream::connect(addr).await.expect("connect") };
+
+    let half_headers = tokio::spawn(async move {
+        let mut s = connect().await;
+        let t = std::time::Instant::now();
+        s.write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: app").await.unwrap();
+        until_closed(&mut s, t).await
+    });
+    let silent = tokio::spawn(async move {
+        let mut s = connect().await;
+        until_closed(&mut s, std::time::Instant::now()).await
+    });
+    let kept_alive = tokio::spawn(async move {
+        let mut s = connect().await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let t = std::time::Instant::now();
+        until_closed(&mut s, t).await
+    });
+    let silent_body = tokio::spawn(async move {
+        let mut s = connect().await;
+        s.write_all(webhook_head(1000, "sha256=00").as_bytes()).await.unwrap();
+        let t = std::time::Instant::now();
+        s.write_all(b"{\"a\":").await.unwrap();
+        until_closed(&mut s, t).await
+    });
+    let trickle = tokio::spawn(async move {
+        let mut s = connect().await;
+        s.write_all(webhook_head(1000, "sha256=00").as_bytes()).await.unwrap();
+        let t = std::time::Instant::now();
+        let (mut rd, mut wr) = s.into_split();
+        let writer = tokio::spawn(async move {
+            // A byte every 300 ms: never silent for the idle time-out, never complete.
+            while wr.write_all(b" ").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let closed = until_closed(&mut rd, t).await;
+        writer.abort();
+        closed
+    });
+
+    let (said, after) = half_headers.await.unwrap();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "half-sent headers cut after {after:?}"
+    );
+    assert!(!said.contains("202"), "{said}");
+    let (_, after) = silent.await.unwrap();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "silent connection cut after {after:?}"
+    );
+    let (said, after) = kept_alive.await.unwrap();
+    assert!(said.starts_with("HTTP/1.1 200"), "{said}");
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "idle keep-alive cut after {after:?}"
+    );
+    let (said, after) = silent_body.await.unwrap();
+    assert!(said.starts_with("HTTP/1.1 408"), "a silent body: {said}");
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(5), "silent body cut after {after:?}");
+    let (said, after) = trickle.await.unwrap();
+    assert!(said.starts_with("HTTP/1.1 408"), "a trickling body: {said}");
+    assert!(
+        after >= Duration::from_millis(2900) && after < Duration::from_secs(7),
+        "trickling body cut after {after:?}"
+    );
+
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 0);
+    app.shutdown().await;
+}
+
+/// Unsigned bodies cannot make the App hold more than its budget: a large body that would pass
+/// it waits, then gets 503, while a signed delivery (small, so it has a reserve of its own)
+/// still gets 202; and every byte is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_bodies_over_the_budget_get_503_while_signed_ones_get_202() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite().await;
+    let mut cfg = db.config();
+    // 256 KiB: large bodies may hold 192 KiB; bodies of at most 32 KiB have the rest.
+    cfg.intake.unverified_bytes = 256 * 1024;
+    cfg.intake.budget_wait = Duration::from_millis(300);
+    cfg.intake.body_idle_timeout = Duration::from_secs(20);
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let addr = app.server.addr;
+    let budget = app.server.budget.clone();
+    let used_at_least = |n: usize| {
+        let budget = budget.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while budget.used() < n {
+                assert!(std::time::Instant::now() < deadline, "the budget holds {} bytes, not {n}", budget.used());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    // A: announces 1 MiB, sends 100 KiB, and stalls, holding 128 KiB of the budget.
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    a.write_all(webhook_head(1 << 20, "sha256=00").as_bytes()).await.unwrap();
+    a.write_all(&vec![b' '; 100 * 1024]).await.unwrap();
+    used_at_least(128 * 1024).await;
+
+    // B: the same, sent at once: growing to 128 KiB would pass the large bodies' share.
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    b.write_all(webhook_head(1 << 20, "sha256=00").as_bytes()).await.unwrap();
+    let _ = b.write_all(&vec![b' '; 100 * 1024]).await;
+    let (said, _) = until_closed(&mut b, std::time::Instant::now()).await;
+    assert!(said.starts_with("HTTP/1.1 503"), "B: {said}");
+    assert!(said.contains("try again later"), "B: {said}");
+
+    // A signed delivery goes through meanwhile; an unsigned small one is refused as unsigned.
+    let body = fixture("issue_comment.created.0");
+    assert!(body.len() <= 32 * 1024);
+    assert_eq!(app.deliver("issue_comment", "signed-1", &body).await, 202);
+    let unsigned = app
+        .http
+        .post(format!("{}/webhook", app.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "issue_comment")
+        .header("x-github-delivery", "unsigned-1")
+        .header("x-hub-signature-256", "sha256=00")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
+    assert!(budget.used() >= 128 * 1024, "A still holds its bytes");
+
+    // A goes away: every byte comes back.
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while budget.used() != 0 {
+        assert!(std::time::Instant::now() < deadline, "{} bytes still held", budget.used());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 1);
+    app.shutdown().await;
+}
+
+/// At most `max_connections` connections are served at once: one more waits (in the kernel's
+/// backlog) until a slot is free, here when the header time-out cuts the silent ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_wait_for_a_free_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::sqlite().await;
+    let mut cfg = short_limits(&db);
+    cfg.intake.header_timeout = Duration::from_secs(2);
+    cfg.intake.max_connections = 2;
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let addr = app.server.addr;
+    let _held =
+        [tokio::net::TcpStream::connect(addr).await.unwrap(), tokio::net::TcpStream::connect(addr).await.unwrap()];
+    let t = std::time::Instant::now();
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await.is_err(),
+        "a third connection was served beside two"
+    );
+    let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await.expect("served").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(t.elapsed() >= Duration::from_millis(1900), "served after {:?}", t.elapsed());
+    app.shutdown().await;
+}

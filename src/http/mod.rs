@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod gate;
+pub mod serve;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub struct AppState {
     pub verifier: Verifier,
     pub clock: Clock,
     pub max_body_bytes: usize,
+    /// Bytes of webhook bodies not yet verified, held at once across all connections.
+    pub budget: Arc<serve::Budget>,
+    /// How long a body waits for room in `budget` before it is answered 503.
+    pub budget_wait: std::time::Duration,
     /// The /api admin token (`SHIPGATE_ADMIN_TOKEN`), if any.
     pub admin_token: Option<Secret>,
     /// Verifies the OIDC tokens of jobs at `/gate/wait`.
@@ -44,6 +49,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(api::routes())
+        // Bodies other than webhooks' (`/gate/wait`'s JSON) are small: a bound on what each
+        // connection may make the App hold (webhooks read theirs against the budget instead).
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
@@ -82,5 +90,6 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
             Err(e) => tracing::warn!(error = %e, queue, "metrics: cannot read queue depth"),
         }
     }
+    metrics::gauge!("shipgate_intake_unverified_bytes").set(st.budget.used() as f64);
     ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render())
 }

@@ -12,9 +12,11 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::AppState;
+use super::serve::{Charge, body_timeout};
 use crate::github::envelope::Envelope;
 use crate::queue::ingest::IngestError;
 use crate::store::deliveries::{self, InsertOutcome, NewDelivery};
+use http_body_util::BodyExt;
 
 /// A refusal: status, a short reason for the caller, and the metric outcome label.
 struct Refusal(StatusCode, &'static str, String);
@@ -96,10 +98,12 @@ async fn accept(
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "missing X-Hub-Signature-256 header"));
     };
 
-    let bytes = axum::body::to_bytes(body, st.max_body_bytes).await.map_err(|_| too_large(st.max_body_bytes))?;
+    let (bytes, charge) = read_body(st, headers, body).await?;
     if !st.verifier.verify(signature, &bytes) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match"));
     }
+    // Verified: the bytes no longer count against the budget of unverified ones.
+    drop(charge);
     let envelope =
         Envelope::parse(&bytes).map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
     // The body parsed as JSON, so it is UTF-8 (checked, not copied: it is stored compressed).
@@ -127,6 +131,46 @@ async fn accept(
             Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "db_error", format!("not stored, try again later: {e}")))
         }
     }
+}
+
+/// Reads the body into one buffer whose every byte is first charged to the budget of unverified
+/// bytes; waits at most `budget_wait` for room, then refuses (503), never holding more. The
+/// announced length (GitHub always sends one) makes a body small or large; a body without one
+/// (chunked, from some proxies) counts as large and is cut at the largest size.
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Vec<u8>, Charge), Refusal> {
+    let declared = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    let announced = declared.unwrap_or(st.max_body_bytes);
+    let mut charge = st.budget.empty();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match body_timeout(&e) {
+            Some(t) => refuse(StatusCode::REQUEST_TIMEOUT, "body_timeout", t.to_string()),
+            None => refuse(StatusCode::BAD_REQUEST, "bad_request", format!("could not read the body: {e}")),
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        let want = buf.len() + data.len();
+        if want > announced {
+            return Err(match declared {
+                Some(_) => refuse(StatusCode::BAD_REQUEST, "bad_request", "the body is longer than its Content-Length"),
+                None => too_large(st.max_body_bytes),
+            });
+        }
+        if want > buf.capacity() {
+            // Grow by doubling, never past the announced length; the new room is charged first.
+            let cap = want.max(buf.capacity() * 2).max(16 * 1024).min(announced);
+            if !st.budget.grow(&mut charge, cap - buf.capacity(), announced, st.budget_wait).await {
+                return Err(refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many unverified bodies are being received: try again later",
+                ));
+            }
+            buf.reserve_exact(cap - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf, charge))
 }
 
 fn too_large(max: usize) -> Refusal {
