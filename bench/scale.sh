@@ -98,6 +98,7 @@ measure() { # measure BACKEND LABEL URL
 
     log "$backend/$label: ingest ($CONNS connections, ${DURATION} s) and the read API"
     SHIPGATE_LISTEN=127.0.0.1:$PORT DATABASE_URL=$url GITHUB_WEBHOOK_SECRET=$SECRET RUST_LOG=warn \
+        SHIPGATE_AUDIT_KEY=test-audit-key-0123456789abcdef0123456789 \
         "$WORK/shipgate" serve >"$WORK/serve-$backend-$label.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")

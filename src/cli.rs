@@ -66,8 +66,15 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk every installation's hash chain; exit 1 naming the first broken link of each.
+    /// Walk every installation's chain under SHIPGATE_AUDIT_KEY (and SHIPGATE_AUDIT_KEY_RETIRED)
+    /// and check the approvals and gates in the tables against it; exit 1 naming the first
+    /// broken link of each chain, or the first approval or gate the log does not record.
     Verify,
+    /// Move the log to a new key: SHIPGATE_AUDIT_KEY is the current key, SHIPGATE_AUDIT_NEW_KEY
+    /// the new one (both from the environment, never the command line). Each chain gets an
+    /// entry sealed under both. Run it with the App stopped, then start every replica with
+    /// SHIPGATE_AUDIT_KEY=<new> and SHIPGATE_AUDIT_KEY_RETIRED=<old>.
+    RotateKey,
     /// Write a repository's audit entries, oldest first, to stdout.
     Export {
         /// OWNER/NAME
@@ -262,7 +269,7 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         }
         Command::Audit { command } => {
             db.migrate().await?;
-            audit_command(&db, command, out).await?
+            audit_command(&db, &cfg.audit_keys, command, out).await?
         }
         Command::ApiToken { command } => {
             db.migrate().await?;
@@ -486,18 +493,37 @@ async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i
     Ok(0)
 }
 
-async fn audit_command(db: &Db, cmd: &AuditCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
+async fn audit_command(
+    db: &Db,
+    keys: &audit::AuditKeys,
+    cmd: &AuditCommand,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify => {
-            let report = audit::verify(db).await?;
+            if keys.current.is_none() {
+                writeln!(
+                    out,
+                    "SHIPGATE_AUDIT_KEY is not set: only entries written without a key can be checked, and anyone \
+                     who can write to the database could have rewritten them"
+                )?;
+            }
+            let report = audit::verify(db, keys).await?;
             for c in &report.chains {
+                let key = c.key_id.as_deref().map(|k| format!(", sealed under key {k}")).unwrap_or_default();
                 match &c.broken {
                     None => writeln!(
                         out,
-                        "installation {}: {} entries, chain intact, head {}",
+                        "installation {}: {} entries, chain intact{key}, head {}",
                         c.installation_id, c.entries, c.last_hash
                     )?,
                     Some(b) => writeln!(out, "BROKEN {b}")?,
+                }
+                if let Some(b) = &c.sealed_broken {
+                    writeln!(
+                        out,
+                        "BROKEN BEFORE THE SEAL {b} (entries written before the App had a key; sealed as broken)"
+                    )?;
                 }
             }
             if report.chains.is_empty() {
@@ -507,8 +533,50 @@ async fn audit_command(db: &Db, cmd: &AuditCommand, out: &mut dyn Write) -> anyh
                 writeln!(out, "audit log verification FAILED: first broken link at {b}")?;
                 return Ok(1);
             }
-            writeln!(out, "audit log intact")?;
+            if let Some(b) = report.chains.iter().find_map(|c| c.sealed_broken.as_ref()) {
+                writeln!(out, "audit log verification FAILED: the entries before the seal were already broken at {b}")?;
+                return Ok(1);
+            }
+            if let Some(what) = &report.unrecorded {
+                writeln!(out, "audit log verification FAILED: {what}")?;
+                return Ok(1);
+            }
+            writeln!(out, "audit log intact; every approval and gate in the tables is recorded")?;
             Ok(0)
+        }
+        AuditCommand::RotateKey => {
+            let Some(old) = &keys.current else {
+                writeln!(out, "SHIPGATE_AUDIT_KEY (the current key) is not set")?;
+                return Ok(2);
+            };
+            let new = match std::env::var("SHIPGATE_AUDIT_NEW_KEY") {
+                Ok(k) if k.trim().len() >= audit::MIN_KEY_LEN => audit::AuditKey::new(k.trim()),
+                Ok(_) => {
+                    writeln!(out, "SHIPGATE_AUDIT_NEW_KEY is shorter than {} characters", audit::MIN_KEY_LEN)?;
+                    return Ok(2);
+                }
+                Err(_) => {
+                    writeln!(out, "SHIPGATE_AUDIT_NEW_KEY (the new key) is not set")?;
+                    return Ok(2);
+                }
+            };
+            match audit::rotate_key(db, old, &new, Clock::system().now_ms()).await {
+                Ok(n) => {
+                    writeln!(
+                        out,
+                        "{n} chains moved from key {} to key {}: start the App with SHIPGATE_AUDIT_KEY set to the new \
+                         key and SHIPGATE_AUDIT_KEY_RETIRED to the old one",
+                        old.id(),
+                        new.id()
+                    )?;
+                    Ok(0)
+                }
+                Err(crate::store::StoreError::Invalid(msg)) => {
+                    writeln!(out, "not rotated: {msg}")?;
+                    Ok(1)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         AuditCommand::Export { repo, since, format } => {
             if !repo.split_once('/').is_some_and(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/')) {

@@ -105,6 +105,11 @@ pub struct Config {
     pub log_json: bool,
     /// `SHIPGATE_ADMIN_TOKEN`: a bearer token for /api/... that reads every installation.
     pub admin_token: Option<Secret>,
+    /// `SHIPGATE_AUDIT_KEY` (at least 32 characters): the audit log's HMAC key, and
+    /// `SHIPGATE_AUDIT_KEY_RETIRED` (comma-separated): keys rotated away from, to verify old entries.
+    pub audit_keys: crate::store::audit::AuditKeys,
+    /// `SHIPGATE_AUDIT_VERIFY_SECS` (3600; 0: never): how often `serve` verifies the audit log.
+    pub audit_verify_every: Duration,
     /// `POST /gate/wait`: whose OIDC tokens are accepted (`SHIPGATE_OIDC_ISSUER`,
     /// `SHIPGATE_OIDC_AUDIENCE`, `SHIPGATE_OIDC_JWKS_REFRESH_SECS`).
     pub oidc: crate::github::oidc::OidcConfig,
@@ -261,6 +266,20 @@ impl Config {
             coalesce.refresh_within = Duration::from_millis(n);
         }
 
+        let audit_keys = audit_keys(&get)?;
+        if github.is_some() && audit_keys.current.is_none() {
+            return Err(ConfigError::Invalid {
+                var: "SHIPGATE_AUDIT_KEY",
+                msg: format!(
+                    "not set: with GitHub App credentials the audit log must be sealed with a key kept outside the \
+                     database; set it to at least {} random characters, e.g. `openssl rand -hex 32`, and keep it \
+                     like the private key",
+                    crate::store::audit::MIN_KEY_LEN
+                ),
+            });
+        }
+        let audit_verify_every = Duration::from_secs(parse_num(&get, "SHIPGATE_AUDIT_VERIFY_SECS")?.unwrap_or(3600));
+
         let mut intake = crate::http::serve::Limits::default();
         if let Some(n) = parse_num(&get, "SHIPGATE_HEADER_TIMEOUT_SECS")? {
             intake.header_timeout = Duration::from_secs(n.max(1));
@@ -283,6 +302,8 @@ impl Config {
         check_budget(intake.unverified_bytes, MAX_BODY_BYTES)?;
 
         Ok(Config {
+            audit_keys,
+            audit_verify_every,
             intake,
             coalesce,
             oidc,
@@ -336,6 +357,11 @@ impl Config {
             intake: crate::http::serve::Limits::default(),
             log_json: false,
             admin_token: None,
+            audit_keys: crate::store::audit::AuditKeys {
+                current: Some(crate::store::audit::AuditKey::new(TEST_AUDIT_KEY)),
+                retired: Vec::new(),
+            },
+            audit_verify_every: Duration::ZERO,
             oidc: crate::github::oidc::OidcConfig::default(),
             gate_wait_max: Duration::from_secs(600),
             gate_wait_poll: Duration::from_millis(200),
@@ -346,6 +372,38 @@ impl Config {
             },
         }
     }
+}
+
+/// The audit key of [`Config::for_tests`].
+pub const TEST_AUDIT_KEY: &str = "test-audit-key-0123456789abcdef0123456789";
+
+/// `SHIPGATE_AUDIT_KEY` and `SHIPGATE_AUDIT_KEY_RETIRED`, each key at least 32 characters.
+pub fn audit_keys(get: &impl Fn(&str) -> Option<String>) -> Result<crate::store::audit::AuditKeys, ConfigError> {
+    use crate::store::audit::{AuditKey, MIN_KEY_LEN};
+    let check = |var: &'static str, k: &str| {
+        if k.len() < MIN_KEY_LEN {
+            return Err(ConfigError::Invalid {
+                var,
+                msg: format!(
+                    "too short ({} characters): use at least {MIN_KEY_LEN} random characters, e.g. `openssl rand -hex 32`",
+                    k.len()
+                ),
+            });
+        }
+        Ok(AuditKey::new(k))
+    };
+    let current = get("SHIPGATE_AUDIT_KEY").map(|k| check("SHIPGATE_AUDIT_KEY", &k)).transpose()?;
+    let retired = get("SHIPGATE_AUDIT_KEY_RETIRED")
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| check("SHIPGATE_AUDIT_KEY_RETIRED", k))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(crate::store::audit::AuditKeys { current, retired })
 }
 
 /// A body of the largest size must fit in the share of the budget that large bodies may use
@@ -416,10 +474,33 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let c = cfg(&[("GITHUB_WEBHOOK_SECRET", "hunter2"), ("GITHUB_APP_ID", "1"), ("GITHUB_PRIVATE_KEY", "PEMDATA")])
-            .expect("valid");
+        let key = "audit-key-audit-key-audit-key-audit-key";
+        let c = cfg(&[
+            ("GITHUB_WEBHOOK_SECRET", "hunter2"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_PRIVATE_KEY", "PEMDATA"),
+            ("SHIPGATE_AUDIT_KEY", key),
+        ])
+        .expect("valid");
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("hunter2") && !dbg.contains("PEMDATA"), "{dbg}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("PEMDATA") && !dbg.contains(key), "{dbg}");
+    }
+
+    #[test]
+    fn credentials_need_an_audit_key_of_32_characters() {
+        let creds = [("GITHUB_WEBHOOK_SECRET", "s"), ("GITHUB_APP_ID", "1"), ("GITHUB_PRIVATE_KEY", "PEM")];
+        let e = cfg(&creds).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_AUDIT_KEY: not set"), "{e}");
+        let mut short = creds.to_vec();
+        short.push(("SHIPGATE_AUDIT_KEY", "short"));
+        let e = cfg(&short).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_AUDIT_KEY: too short (5 characters)"), "{e}");
+        let e = cfg(&[("SHIPGATE_AUDIT_KEY_RETIRED", "old")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_AUDIT_KEY_RETIRED"), "{e}");
+        let c = cfg(&[("SHIPGATE_AUDIT_KEY", &"k".repeat(32)), ("SHIPGATE_AUDIT_KEY_RETIRED", &"o".repeat(40))])
+            .expect("keys");
+        assert!(c.audit_keys.current.is_some() && c.audit_keys.retired.len() == 1);
+        assert!(cfg(&[]).expect("dry-run without a key").audit_keys.current.is_none());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::queue::completer::Completer;
 use crate::queue::ingest::{Ingestor, Wakes};
 use crate::queue::relay::{Actions, Relay};
 use crate::queue::worker::{Deliveries, Worker};
-use crate::store::{Db, deliveries, scheduler};
+use crate::store::{Db, audit, deliveries, scheduler};
 
 /// How often old deliveries' bodies are dropped, and rows past the history period deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -57,8 +57,9 @@ impl Server {
     /// Connects, migrates, and starts serving on `listener`.
     pub async fn start(cfg: &Config, listener: TcpListener, opts: Options) -> anyhow::Result<Server> {
         crate::metrics::install();
-        let db = Db::connect(&cfg.database_url).await?;
+        let db = Db::connect(&cfg.database_url).await?.with_audit_key(cfg.audit_keys.current.clone());
         db.migrate().await?;
+        prepare_audit_log(&db, &cfg.audit_keys, opts.clock.now_ms()).await?;
         let addr = listener.local_addr()?;
         let wake = Arc::new(Notify::new());
         let relay_wake = Arc::new(Notify::new());
@@ -122,6 +123,15 @@ impl Server {
         }
         tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, cfg.history, rx.clone())));
         tasks.push(tokio::spawn(escalation_loop(db.clone(), opts.clock.clone(), rx.clone())));
+        if !cfg.audit_verify_every.is_zero() {
+            tasks.push(tokio::spawn(audit_verify_loop(
+                db.clone(),
+                cfg.audit_keys.clone(),
+                opts.clock.clone(),
+                cfg.audit_verify_every,
+                rx.clone(),
+            )));
+        }
         if !cfg.redelivery_interval.is_zero() && !github.dry_run() {
             let every = cfg.redelivery_interval;
             tasks.push(tokio::spawn(redelivery_loop(
@@ -203,6 +213,98 @@ async fn redelivery_loop(db: Db, gh: Arc<GitHub>, clock: Clock, every: Duration,
         }
     }
 }
+
+/// Before anything appends: a process with a key seals the chains written without one; a
+/// process refuses to start on a log sealed under a key it does not have (or without a key on a
+/// sealed log), since it could not append to it.
+async fn prepare_audit_log(db: &Db, keys: &audit::AuditKeys, now: i64) -> anyhow::Result<()> {
+    let chains = audit::chain_keys(db).await?;
+    match &keys.current {
+        None => {
+            if let Some((installation, Some(k))) = chains.iter().find(|(_, k)| k.is_some()) {
+                anyhow::bail!(
+                    "SHIPGATE_AUDIT_KEY is not set, but the audit log is sealed under key {k} (installation \
+                     {installation}): set it to that key"
+                );
+            }
+            tracing::warn!(
+                "SHIPGATE_AUDIT_KEY is not set: audit entries are chained with a plain SHA-256, which anyone who can \
+                 write to the database can compute again. Set it (32+ random characters, kept outside the database) \
+                 before real use; the App then seals the existing entries under it."
+            );
+        }
+        Some(key) => {
+            if let Some((installation, Some(k))) =
+                chains.iter().find(|(_, k)| k.as_deref().is_some_and(|k| k != key.id()))
+            {
+                anyhow::bail!(
+                    "the audit log is sealed under key {k} (installation {installation}), but SHIPGATE_AUDIT_KEY is key \
+                     {}: set the key the log was last rotated to, or move the log with `shipgate audit rotate-key`",
+                    key.id()
+                );
+            }
+            let sealed = audit::seal_unkeyed(db, key, now).await?;
+            if sealed > 0 {
+                tracing::info!(chains = sealed, key = key.id(), "audit log sealed under SHIPGATE_AUDIT_KEY");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verifies the audit log every `every`, once across replicas; the result is in the jobs table,
+/// which `/metrics` reads (`shipgate_audit_log_intact`).
+async fn audit_verify_loop(
+    db: Db,
+    keys: audit::AuditKeys,
+    clock: Clock,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let worker = crate::queue::runner::worker_id("audit");
+    let every_ms = every.as_millis().max(1) as i64;
+    loop {
+        let now = clock.now_ms();
+        let slot = now - now.rem_euclid(every_ms);
+        match scheduler::claim(&db, AUDIT_VERIFY_JOB, slot, &worker, now).await {
+            Ok(true) => {
+                let result = match audit::verify(&db, &keys).await {
+                    Ok(r) if r.ok() => {
+                        tracing::info!(chains = r.chains.len(), "audit log verified: intact");
+                        "intact".to_string()
+                    }
+                    Ok(r) => {
+                        let what = r
+                            .first_broken()
+                            .or_else(|| r.chains.iter().find_map(|c| c.sealed_broken.as_ref()))
+                            .map(|b| b.to_string())
+                            .or(r.unrecorded.clone())
+                            .unwrap_or_default();
+                        tracing::error!(problem = %what, "audit log verification FAILED");
+                        format!("broken: {what}")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "audit log verification could not run");
+                        format!("error: {e}")
+                    }
+                };
+                if let Err(e) = scheduler::finished(&db, AUDIT_VERIFY_JOB, slot, &result, clock.now_ms()).await {
+                    tracing::warn!(error = %e, "could not record the audit verification");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not claim the audit verification"),
+        }
+        let wait = (slot + every_ms - clock.now_ms()).max(1000) as u64;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The jobs-table name of the periodic audit verification.
+pub const AUDIT_VERIFY_JOB: &str = "audit_verify";
 
 async fn prune_loop(
     db: Db,

@@ -98,7 +98,15 @@ async fn two_tenants(app: &TestApp) {
         (1, 10, "acme/app", 6, "request.parsed"),
         (2, 20, "beta/site", 5, "gate.opened"),
     ] {
-        audit::append(&mut tx, &audit_entry(inst, repo_id, repo, issue, kind), Some("seed"), T0).await.expect("audit");
+        audit::append(
+            &mut tx,
+            Some(&audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY)),
+            &audit_entry(inst, repo_id, repo, issue, kind),
+            Some("seed"),
+            T0,
+        )
+        .await
+        .expect("audit");
     }
     for (inst, repo_id, repo, state) in
         [(1, 10, "acme/app", "open"), (2, 20, "beta/site", "open"), (1, 10, "acme/app", "closed")]
@@ -266,7 +274,8 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
     assert_eq!((one["installation_id"].clone(), one["attempts"].clone()), (json!(1), json!([])));
     assert!(one.get("body").is_none(), "bodies are not served");
 
-    app.shutdown().await;
+    // (The rows were seeded by hand, without the audit entries the App would write.)
+    app.shutdown_unchecked().await;
 }
 both_backends!(a_token_reads_only_its_installation);
 
@@ -300,11 +309,13 @@ async fn no_token_or_a_bad_one_is_401(tdb: &TestDb) {
     assert_eq!(c.get(Some(&a), "/api/requests").await.0, 401);
 
     // Without SHIPGATE_ADMIN_TOKEN there is no admin: the empty or any string is not one.
-    app.shutdown().await;
+    // (The rows were seeded by hand, without the audit entries the App would write.)
+    app.shutdown_unchecked().await;
     let app = TestApp::start_with(tdb.config(), Options { run_worker: false, ..Options::default() }).await;
     let c = Client { app: &app };
     assert_eq!(c.get(Some(ADMIN), "/api/requests").await.0, 401);
-    app.shutdown().await;
+    // (The rows were seeded by hand, without the audit entries the App would write.)
+    app.shutdown_unchecked().await;
 }
 both_backends!(no_token_or_a_bad_one_is_401);
 
@@ -352,7 +363,8 @@ async fn tokens_are_stored_hashed_and_only_for_known_installations(tdb: &TestDb)
     let (code, text) = out(&["api-token", "list"]);
     assert_eq!(code, 0);
     assert!(text.contains("dashboards") && !text.contains(&token) && !text.contains(&a), "{text}");
-    app.shutdown().await;
+    // (The rows were seeded by hand, without the audit entries the App would write.)
+    app.shutdown_unchecked().await;
 }
 both_backends!(tokens_are_stored_hashed_and_only_for_known_installations);
 
@@ -409,6 +421,7 @@ async fn pages_and_bad_parameters(tdb: &TestDb) {
     }
     assert_eq!(c.list(&a, "/api/audit?since=2026-11-29T09:00:00Z", "seq").await.len(), 3);
     assert!(c.list(&a, "/api/audit?since=2026-11-29T09:00:00.001Z", "seq").await.is_empty());
-    app.shutdown().await;
+    // (The rows were seeded by hand, without the audit entries the App would write.)
+    app.shutdown_unchecked().await;
 }
 both_backends!(pages_and_bad_parameters);

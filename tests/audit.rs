@@ -11,7 +11,7 @@ use common::{TestApp, TestDb};
 use fake_github::FakeGitHub;
 use serde_json::{Value, json};
 use shipgate::server::Options;
-use shipgate::store::audit::{self, AuditEntry, AuditRow, Broken, GENESIS};
+use shipgate::store::audit::{self, AuditEntry, AuditKey, AuditKeys, AuditRow, Broken, GENESIS};
 use shipgate::store::{Backend, Db, deliveries};
 
 fn entry(installation: i64, repo: &str, issue: i64, kind: &str, actor: (i64, &str), detail: Value) -> AuditEntry {
@@ -27,10 +27,27 @@ fn entry(installation: i64, repo: &str, issue: i64, kind: &str, actor: (i64, &st
     }
 }
 
+/// The key the tests' App seals with.
+fn key() -> AuditKey {
+    AuditKey::new(shipgate::config::TEST_AUDIT_KEY)
+}
+
+fn keys() -> AuditKeys {
+    AuditKeys { current: Some(key()), retired: vec![] }
+}
+
 async fn append(db: &Db, e: &AuditEntry, delivery: &str, now: i64) {
+    append_with(db, Some(&key()), e, delivery, now).await
+}
+
+async fn append_with(db: &Db, key: Option<&AuditKey>, e: &AuditEntry, delivery: &str, now: i64) {
     let mut tx = db.begin_write().await.expect("begin");
-    audit::append(&mut tx, e, Some(delivery), now).await.expect("append");
+    audit::append(&mut tx, key, e, Some(delivery), now).await.expect("append");
     tx.commit().await.expect("commit");
+}
+
+async fn verify(db: &Db) -> audit::VerifyReport {
+    audit::verify(db, &keys()).await.expect("verify")
 }
 
 async fn chain(db: &Db, installation: i64) -> Vec<AuditRow> {
@@ -43,7 +60,8 @@ fn assert_chained(rows: &[AuditRow]) {
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.position, i as i64 + 1, "{r:?}");
         assert_eq!(r.prev_hash, prev, "{r:?}");
-        assert_eq!(r.hash, audit::entry_hash(r), "{r:?}");
+        assert_eq!(Some(r.hash.clone()), audit::expected_hash(r, &keys()), "{r:?}");
+        assert_eq!(r.key_id.as_deref(), Some(key().id()), "{r:?}");
         prev = r.hash.clone();
     }
 }
@@ -75,7 +93,7 @@ async fn chains_across_installations(tdb: &TestDb) {
     assert_eq!(one[1].at, T0 + 2);
     assert!(one[0].seq < two[0].seq && two[0].seq < one[1].seq, "seq is the global order");
 
-    let report = audit::verify(&db).await.expect("verify");
+    let report = verify(&db).await;
     assert!(report.ok(), "{report:?}");
     let summary: Vec<_> = report.chains.iter().map(|c| (c.installation_id, c.entries, c.last_hash.clone())).collect();
     assert_eq!(summary, vec![(1, 3, one[2].hash.clone()), (2, 2, two[1].hash.clone())]);
@@ -83,7 +101,7 @@ async fn chains_across_installations(tdb: &TestDb) {
     // An entry without a kind is refused and nothing is written (not even the head).
     let mut tx = db.begin_write().await.expect("begin");
     let bad = entry(3, "acme/app", 1, " ", alice, json!({}));
-    assert!(audit::append(&mut tx, &bad, None, T0).await.is_err());
+    assert!(audit::append(&mut tx, Some(&key()), &bad, None, T0).await.is_err());
     drop(tx);
     assert_eq!(common::count(&db, "SELECT COUNT(*) FROM audit_heads").await, 2);
     assert_eq!(common::count(&db, "SELECT COUNT(*) FROM audit_log").await, 5);
@@ -111,7 +129,7 @@ async fn concurrent_appenders_keep_one_chain(tdb: &TestDb) {
     let rows = chain(&a, 7).await;
     assert_eq!(rows.len(), 60);
     assert_chained(&rows);
-    assert!(audit::verify(&a).await.expect("verify").ok());
+    assert!(verify(&a).await.ok());
     b.close().await;
     a.close().await;
 }
@@ -136,9 +154,28 @@ async fn the_database_refuses_to_change_the_log(tdb: &TestDb) {
             assert!(e.to_string().contains("append-only"), "{sql}: {e}");
         }
     }
+    // A replacing insert deletes the old row without firing a DELETE trigger on SQLite; on
+    // PostgreSQL an upsert is an UPDATE.
+    let replace = match db.backend() {
+        Backend::Sqlite => {
+            "INSERT OR REPLACE INTO audit_log (seq, installation_id, position, repository_id, repository, issue, kind, \
+             actor_id, actor_login, delivery_id, at, detail, prev_hash, hash, key_id) SELECT seq, installation_id, \
+             position, repository_id, repository, issue, kind, actor_id, 'mallory', delivery_id, at, detail, prev_hash, \
+             hash, key_id FROM audit_log"
+        }
+        Backend::Postgres => {
+            "INSERT INTO audit_log (seq, installation_id, position, repository_id, repository, issue, kind, actor_id, \
+             actor_login, delivery_id, at, detail, prev_hash, hash, key_id) SELECT seq, installation_id, position, \
+             repository_id, repository, issue, kind, actor_id, 'mallory', delivery_id, at, detail, prev_hash, hash, \
+             key_id FROM audit_log ON CONFLICT (seq) DO UPDATE SET actor_login = excluded.actor_login"
+        }
+    };
+    let e = sqlx::query(replace).execute(db.writer()).await.expect_err("a replacing insert");
+    assert!(e.to_string().contains("append-only"), "{e}");
     assert_eq!(common::count(&db, "SELECT COUNT(*) FROM audit_log").await, 1);
     assert_eq!(chain(&db, 1).await[0].detail, "{}");
-    assert!(audit::verify(&db).await.expect("verify").ok());
+    assert_eq!(chain(&db, 1).await[0].actor_login.as_deref(), Some("a"));
+    assert!(verify(&db).await.ok());
     db.close().await;
 }
 both_backends!(the_database_refuses_to_change_the_log);
@@ -168,13 +205,13 @@ async fn history(db: &Db) -> Vec<AuditRow> {
     }
     let rows = chain(db, 1).await;
     assert_eq!(rows.len(), 5);
-    assert!(audit::verify(db).await.expect("verify").ok());
+    assert!(verify(db).await.ok());
     rows
 }
 
 /// Verify fails, names this link of installation 1, and finds installation 2 intact.
 async fn broken_at(db: &Db) -> Broken {
-    let report = audit::verify(db).await.expect("verify");
+    let report = verify(db).await;
     assert!(!report.ok());
     assert_eq!(report.chains.len(), 2);
     assert_eq!(report.chains[1].broken, None, "installation 2 is untouched: {report:?}");
@@ -189,6 +226,9 @@ async fn cli(db_url: &str, args: &[&str]) -> (i32, String) {
         .args(args)
         .env("DATABASE_URL", db_url)
         .env("RUST_LOG", "error")
+        .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
+        .env_remove("SHIPGATE_AUDIT_KEY_RETIRED")
+        .env_remove("SHIPGATE_AUDIT_NEW_KEY")
         .env_remove("GITHUB_APP_ID")
         .env_remove("GITHUB_PRIVATE_KEY")
         .env_remove("GITHUB_PRIVATE_KEY_PATH")
@@ -216,11 +256,29 @@ async fn an_edited_entry_is_named(tdb: &TestDb) {
     assert!(out.contains(&format!("first broken link at installation 1 position 3 (seq {})", rows[2].seq)), "{out}");
     assert!(out.contains("installation 2: 3 entries, chain intact"), "{out}");
 
-    // Rewriting the hash too does not help: the next entry's prev_hash no longer matches.
+    // Sealing it again without the key does not help: neither a plain SHA-256 nor a guessed key.
     let mut forged = rows[2].clone();
     forged.detail = "{\"n\":99}".into();
+    let guessed = AuditKeys { current: Some(AuditKey::new("a guess, not the key: 0123456789abcdef")), retired: vec![] };
+    let wrong_key = audit::expected_hash(
+        &AuditRow { key_id: guessed.current.as_ref().map(|k| k.id().to_string()), ..forged.clone() },
+        &guessed,
+    )
+    .unwrap();
+    for hash in [audit::entry_hash(&AuditRow { key_id: None, ..forged.clone() }), wrong_key] {
+        sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
+            .bind(&hash)
+            .bind(rows[2].seq)
+            .execute(db.writer())
+            .await
+            .expect("tamper");
+        let b = broken_at(&db).await;
+        assert_eq!((b.position, b.seq), (3, Some(rows[2].seq)), "{b}");
+        assert!(b.reason.contains("does not match its seal"), "{b}");
+    }
+    // With the key (which the database does not hold), the next entry's prev_hash no longer matches.
     sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
-        .bind(audit::entry_hash(&forged))
+        .bind(audit::expected_hash(&forged, &keys()).unwrap())
         .bind(rows[2].seq)
         .execute(db.writer())
         .await
@@ -413,6 +471,7 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     assert_eq!(
         got,
         vec![
+            expect("r-1", "policy.changed", ""),
             expect("r-1", "login.pinned", ""),
             expect("r-1", "request.parsed", "carol"),
             expect("r-3", "approval.given", "bob"),
@@ -420,7 +479,14 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
             expect("r-4", "approval.given", "alice"),
         ]
     );
-    assert!(rows.iter().all(|r| r.issue == Some(5) && r.repository.as_deref() == Some(REPO)));
+    assert!(rows[1..].iter().all(|r| r.issue == Some(5) && r.repository.as_deref() == Some(REPO)));
+    // The policy took effect when the request first needed it: audited, with what it holds.
+    let policy: Value = serde_json::from_str(&rows[0].detail).unwrap();
+    assert_eq!((rows[0].issue, rows[0].repository.as_deref()), (None, Some(REPO)));
+    assert_eq!(policy["first_read"], true, "{policy}");
+    assert_eq!(policy["valid_after"], true, "{policy}");
+    assert_eq!(policy["roles"]["added"], json!(["backend-lead", "pm"]), "{policy}");
+    assert_eq!(policy["environments"]["added"], json!(["production"]), "{policy}");
     app.shutdown().await;
     gh.finish();
 
@@ -433,7 +499,51 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     let pruned = deliveries::prune(&db, i64::MAX, 1000).await.expect("prune");
     assert!(pruned >= 4, "{pruned}");
     assert_eq!(chain(&db, INST).await, rows);
-    assert!(audit::verify(&db).await.expect("verify").ok());
+    assert!(verify(&db).await.ok());
+
+    // The tables agree with the log. An approval inserted by hand (it would open the gate at the
+    // next event), or one whose state is changed, is named; so is a gate flipped in the table.
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert!(out.contains("every approval and gate in the tables is recorded"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    sqlx::query(
+        "INSERT INTO approvals (installation_id, repository_id, issue, comment_id, user_id, login, roles, environment, \
+         head_shas, revision, state, created_at, updated_at) \
+         SELECT installation_id, repository_id, issue, 999, $1, $2, roles, environment, head_shas, revision, 'active', \
+         created_at, updated_at FROM approvals LIMIT 1",
+    )
+    .bind(DAVE.0)
+    .bind(DAVE.1)
+    .execute(db.writer())
+    .await
+    .expect("hand-inserted approval");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAILED: approval") && out.contains("comment 999, dave) has no audit entry"), "{out}");
+    sqlx::query("DELETE FROM approvals WHERE comment_id = 999").execute(db.writer()).await.unwrap();
+    sqlx::query("UPDATE approvals SET state = 'stale' WHERE login = 'alice'").execute(db.writer()).await.unwrap();
+    let report = verify(&db).await;
+    let what = report.unrecorded.clone().expect("a changed approval");
+    assert!(what.contains("is stale in the table, but its last audit entry is approval.given"), "{what}");
+    sqlx::query("UPDATE approvals SET state = 'active' WHERE login = 'alice'").execute(db.writer()).await.unwrap();
+    sqlx::query("UPDATE approvals SET user_id = $1 WHERE login = 'alice'")
+        .bind(DAVE.0)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    let what = verify(&db).await.unrecorded.expect("another approver");
+    assert!(what.contains(&format!("names user {}", DAVE.0)), "{what}");
+    sqlx::query("UPDATE approvals SET user_id = $1 WHERE login = 'alice'")
+        .bind(ALICE.0)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    assert!(verify(&db).await.ok());
+    sqlx::query("UPDATE requests SET gate_open = 0").execute(db.writer()).await.unwrap();
+    let what = verify(&db).await.unrecorded.expect("a flipped gate");
+    assert!(what.contains(&format!("the gate of {REPO}#5 (installation {INST}) is closed in the table")), "{what}");
+    sqlx::query("UPDATE requests SET gate_open = 1").execute(db.writer()).await.unwrap();
+    assert!(verify(&db).await.ok());
 
     // Someone rewrites who approved.
     drop_guards(&db).await;
@@ -452,3 +562,294 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     db.close().await;
 }
 both_backends!(a_real_history_verifies_and_survives_pruning);
+
+// ---- What someone who can write to the database, but has not the key, can try. ----
+
+/// Every entry of installation 1 rewritten (who did what), the chain computed again the only way
+/// someone without the key can (plain SHA-256, as if written before the App had a key), and the
+/// head made to match: the chain is not sealed under the key, and verify says so.
+async fn a_log_rewritten_without_the_key_is_caught(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    let mut prev = GENESIS.to_string();
+    for r in &rows {
+        let mut forged =
+            AuditRow { actor_login: Some("mallory".into()), key_id: None, prev_hash: prev.clone(), ..r.clone() };
+        forged.hash = audit::entry_hash(&forged);
+        sqlx::query("UPDATE audit_log SET actor_login = $1, key_id = NULL, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&forged.actor_login)
+            .bind(&forged.prev_hash)
+            .bind(&forged.hash)
+            .bind(r.seq)
+            .execute(db.writer())
+            .await
+            .expect("tamper");
+        prev = forged.hash;
+    }
+    sqlx::query("UPDATE audit_heads SET hash = $1, key_id = NULL WHERE installation_id = 1")
+        .bind(&prev)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (6, None), "{b}");
+    assert!(b.reason.contains("not sealed under a key"), "{b}");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("first broken link at installation 1 position 6: the chain is not sealed"), "{out}");
+
+    // Keeping the key ids and sealing with SHA-256 instead: the first entry's seal fails.
+    sqlx::query("UPDATE audit_log SET key_id = $1 WHERE installation_id = 1")
+        .bind(key().id())
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (1, Some(rows[0].seq)), "{b}");
+    assert!(b.reason.contains("does not match its seal"), "{b}");
+    db.close().await;
+}
+both_backends!(a_log_rewritten_without_the_key_is_caught);
+
+async fn an_edited_head_is_named(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    sqlx::query("UPDATE audit_heads SET hash = $1 WHERE installation_id = 1")
+        .bind(&rows[3].hash)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let b = broken_at(&db).await;
+    assert_eq!((b.position, b.seq), (6, None), "{b}");
+    assert!(b.reason.contains("does not match the last entry"), "{b}");
+    sqlx::query("UPDATE audit_heads SET hash = $1, key_id = 'ffffffffffffffff' WHERE installation_id = 1")
+        .bind(&rows[4].hash)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let b = broken_at(&db).await;
+    assert!(b.reason.contains("the head names key ffffffffffffffff"), "{b}");
+    db.close().await;
+}
+both_backends!(an_edited_head_is_named);
+
+/// A log written before the App had a key is sealed when it first starts with one: checked, then
+/// an `audit.sealed` entry under the key. Entries appended afterwards are keyed; an App without
+/// the key then refuses to start; an unkeyed entry slipped in after the seal is named.
+async fn an_old_log_is_sealed_when_the_key_arrives(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    for i in 0..3 {
+        let e = entry(1, "acme/app", 5, "request.parsed", (1, "carol"), json!({"n": i}));
+        append_with(&db, None, &e, &format!("old-{i}"), T0 + i).await;
+    }
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not sealed under a key"), "{out}");
+
+    let app = TestApp::start(tdb, Options { run_worker: false, ..Options::default() }).await;
+    app.shutdown().await;
+    let rows = chain(&db, 1).await;
+    assert_eq!(rows.len(), 4);
+    let seal = &rows[3];
+    assert_eq!((seal.kind.as_str(), seal.key_id.as_deref()), ("audit.sealed", Some(key().id())));
+    let detail: Value = serde_json::from_str(&seal.detail).unwrap();
+    assert_eq!(detail, json!({"entries": 3, "head": rows[2].hash, "broken": null}));
+    assert!(verify(&db).await.ok());
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 0, "{out}");
+
+    // Starting again seals nothing more; an App without the key does not start.
+    TestApp::start(tdb, Options { run_worker: false, ..Options::default() }).await.shutdown().await;
+    assert_eq!(chain(&db, 1).await.len(), 4);
+    let mut cfg = tdb.config();
+    cfg.audit_keys = AuditKeys::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = shipgate::server::Server::start(&cfg, listener, Options::default()).await.err().expect("refused");
+    assert!(e.to_string().contains("SHIPGATE_AUDIT_KEY is not set, but the audit log is sealed under key"), "{e}");
+
+    // A process without the key cannot append after the seal; a row written behind its back is named.
+    let mut tx = db.begin_write().await.unwrap();
+    let e = audit::append(&mut tx, None, &entry(1, "acme/app", 5, "gate.opened", (1, "x"), json!({})), None, T0)
+        .await
+        .expect_err("no key, sealed chain");
+    assert!(e.to_string().contains("sealed under key"), "{e}");
+    drop(tx);
+    append(&db, &entry(1, "acme/app", 5, "gate.opened", (1, "x"), json!({})), "new", T0 + 9).await;
+    let last = chain(&db, 1).await.pop().unwrap();
+    sqlx::query("UPDATE audit_log SET key_id = NULL, hash = $1 WHERE seq = $2")
+        .bind(audit::entry_hash(&AuditRow { key_id: None, ..last.clone() }))
+        .bind(last.seq)
+        .execute(db.writer())
+        .await
+        .expect_err("the triggers still refuse");
+    drop_guards(&db).await;
+    sqlx::query("UPDATE audit_log SET key_id = NULL, hash = $1 WHERE seq = $2")
+        .bind(audit::entry_hash(&AuditRow { key_id: None, ..last.clone() }))
+        .bind(last.seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let report = verify(&db).await;
+    let b = report.first_broken().expect("broken");
+    assert_eq!((b.position, b.seq), (5, Some(last.seq)), "{b}");
+    assert!(b.reason.contains("an unkeyed entry after the chain was sealed"), "{b}");
+    db.close().await;
+}
+both_backends!(an_old_log_is_sealed_when_the_key_arrives);
+
+/// An old chain already broken when the key arrives is sealed as broken, naming where, never
+/// hashed again: verify keeps saying so, and the keyed part after the seal still verifies.
+async fn an_old_broken_log_is_sealed_as_broken(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    for i in 0..3 {
+        let e = entry(1, "acme/app", 5, "request.parsed", (1, "carol"), json!({"n": i}));
+        append_with(&db, None, &e, &format!("old-{i}"), T0 + i).await;
+    }
+    drop_guards(&db).await;
+    let old = chain(&db, 1).await;
+    sqlx::query("UPDATE audit_log SET detail = '{\"n\":7}' WHERE seq = $1")
+        .bind(old[1].seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    // (Sealed as broken: the App leaves a log that verify fails, on purpose.)
+    TestApp::start(tdb, Options { run_worker: false, ..Options::default() }).await.shutdown_unchecked().await;
+    append(&db, &entry(1, "acme/app", 5, "gate.opened", (1, "x"), json!({})), "new", T0 + 9).await;
+    let rows = chain(&db, 1).await;
+    assert_eq!(rows.len(), 5);
+    let detail: Value = serde_json::from_str(&rows[3].detail).unwrap();
+    assert_eq!(detail["broken"]["position"], 2, "{detail}");
+    assert_eq!(rows[1].detail, "{\"n\":7}", "never hashed again");
+    let report = verify(&db).await;
+    assert!(!report.ok());
+    assert_eq!(report.first_broken(), None, "{report:?}");
+    let sealed = report.chains[0].sealed_broken.clone().expect("sealed broken");
+    assert_eq!((sealed.position, sealed.seq), (2, Some(old[1].seq)));
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("installation 1: 5 entries, chain intact"), "{out}");
+    assert!(out.contains(&format!("BROKEN BEFORE THE SEAL installation 1 position 2 (seq {})", old[1].seq)), "{out}");
+    db.close().await;
+}
+both_backends!(an_old_broken_log_is_sealed_as_broken);
+
+/// `shipgate audit rotate-key`: each chain moves to the new key through an entry sealed under
+/// both; verify needs the old key among the retired ones; an App with the old key does not start,
+/// and a process still holding it cannot append.
+async fn the_key_is_rotated_with_an_entry_sealed_under_both(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    history(&db).await;
+    let new_secret = "the-new-audit-key-fedcba9876543210fedcba98";
+    let new = AuditKey::new(new_secret);
+    let rotate = |env: Vec<(&'static str, String)>| {
+        let url = tdb.url.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+                .args(["audit", "rotate-key"])
+                .env("DATABASE_URL", &url)
+                .env("RUST_LOG", "error")
+                .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
+                .env_remove("SHIPGATE_AUDIT_NEW_KEY")
+                .env_remove("GITHUB_APP_ID")
+                .envs(env)
+                .output()
+                .await
+                .expect("run shipgate");
+            (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    let (code, out) = rotate(vec![]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("SHIPGATE_AUDIT_NEW_KEY"), "{out}");
+    let (code, out) = rotate(vec![("SHIPGATE_AUDIT_NEW_KEY", new_secret.to_string())]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 chains moved"), "{out}");
+    let rows = chain(&db, 1).await;
+    let rotation = rows.last().unwrap();
+    assert_eq!((rotation.kind.as_str(), rotation.key_id.as_deref()), ("audit.key_rotated", Some(new.id())));
+
+    let both = AuditKeys { current: Some(new.clone()), retired: vec![key()] };
+    assert!(audit::verify(&db, &both).await.unwrap().ok());
+    let only_new = AuditKeys { current: Some(new.clone()), retired: vec![] };
+    let report = audit::verify(&db, &only_new).await.unwrap();
+    let b = report.first_broken().expect("old entries cannot be checked");
+    assert_eq!(b.position, 1);
+    assert!(b.reason.contains("which is not given"), "{b}");
+    // Running it again changes nothing.
+    let (code, out) = rotate(vec![("SHIPGATE_AUDIT_NEW_KEY", new_secret.to_string())]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 chains moved"), "{out}");
+
+    // The old key cannot append any more; the new one can.
+    let mut tx = db.begin_write().await.unwrap();
+    let e =
+        audit::append(&mut tx, Some(&key()), &entry(1, "acme/app", 5, "gate.closed", (1, "x"), json!({})), None, T0)
+            .await
+            .expect_err("old key");
+    assert!(e.to_string().contains("restart it with the SHIPGATE_AUDIT_KEY"), "{e}");
+    drop(tx);
+    append_with(&db, Some(&new), &entry(1, "acme/app", 5, "gate.closed", (1, "x"), json!({})), "n", T0 + 9).await;
+    assert!(audit::verify(&db, &both).await.unwrap().ok());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = shipgate::server::Server::start(&tdb.config(), listener, Options::default()).await.err().expect("old key");
+    assert!(e.to_string().contains("the audit log is sealed under key"), "{e}");
+
+    // The rotation entry vouched for by another "old" key is caught.
+    drop_guards(&db).await;
+    let mut forged = rotation.clone();
+    let mut d: Value = serde_json::from_str(&forged.detail).unwrap();
+    d["previous_key_seal"] = json!("0".repeat(64));
+    forged.detail = audit::canonical_json(&d);
+    sqlx::query("UPDATE audit_log SET detail = $1, hash = $2 WHERE seq = $3")
+        .bind(&forged.detail)
+        .bind(audit::expected_hash(&forged, &both).unwrap())
+        .bind(forged.seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    // (re-sealed under the new key by whoever has it: only the old key's seal is wrong)
+    let report = audit::verify(&db, &both).await.unwrap();
+    let b = report.first_broken().expect("broken");
+    assert!(b.reason.contains("not sealed under the previous key"), "{b}");
+    db.close().await;
+}
+both_backends!(the_key_is_rotated_with_an_entry_sealed_under_both);
+
+/// `serve` verifies the log on its own (here every second) and `/metrics` says what it found.
+async fn serve_verifies_the_log_and_exports_the_result(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    let mut cfg = tdb.config();
+    cfg.audit_verify_every = std::time::Duration::from_secs(1);
+    let app = TestApp::start_with(cfg, Options { run_worker: false, ..Options::default() }).await;
+    let scrape_until = |want: &'static str| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+                if text.lines().any(|l| l == want) {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "no `{want}` in:\n{text}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    scrape_until("shipgate_audit_log_intact 1").await;
+    drop_guards(&db).await;
+    sqlx::query("UPDATE audit_log SET actor_login = 'mallory' WHERE seq = $1")
+        .bind(rows[1].seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    scrape_until("shipgate_audit_log_intact 0").await;
+    let (_, result) =
+        shipgate::store::scheduler::last_result(&db, shipgate::server::AUDIT_VERIFY_JOB).await.unwrap().expect("a run");
+    assert!(result.starts_with("broken: installation 1 position 2"), "{result}");
+    app.shutdown_unchecked().await;
+    db.close().await;
+}
+both_backends!(serve_verifies_the_log_and_exports_the_result);

@@ -332,6 +332,21 @@ async fn a_push_of_the_policy_gets_a_config_check_run(db: &TestDb) {
     assert_eq!(w.gate(SHA).0, "action_required");
     let c = w.sticky();
     assert!(row(&c, "Config").contains("⛔"), "{c}");
+    // The change is in the audit log, by the pusher, with what changed.
+    let f = shipgate::store::audit::Filter { installation: Some(INST), limit: 100, ..Default::default() };
+    let changes: Vec<_> = shipgate::store::audit::list(&w.app.db, &f)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "policy.changed")
+        .collect();
+    assert_eq!(changes.len(), 2, "read for the request, then pushed: {changes:?}");
+    let pushed: serde_json::Value = serde_json::from_str(&changes[1].detail).unwrap();
+    assert_eq!(changes[1].actor_login.as_deref(), Some(v["sender"]["login"].as_str().unwrap()));
+    assert_eq!(pushed["commit"], after);
+    assert_eq!((pushed["valid_before"].clone(), pushed["valid_after"].clone()), (json!(true), json!(false)));
+    assert_eq!(pushed["environments"]["changed"], json!(["production"]), "{pushed}");
+    assert_eq!(pushed["first_read"], false);
     w.done().await;
 }
 both_backends!(a_push_of_the_policy_gets_a_config_check_run);

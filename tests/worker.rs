@@ -548,7 +548,8 @@ async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &Te
     let approvals = shipgate::store::requests::approvals(&app.db, 1, 2, 3).await.unwrap();
     assert_eq!(approvals.len(), 10);
     assert!(approvals.iter().all(|a| a.state == "active"));
-    app.shutdown().await;
+    // (The test's handler saves approvals without the audit entries the App's own would write.)
+    app.shutdown_unchecked().await;
 }
 both_backends!(a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit);
 

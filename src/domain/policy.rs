@@ -559,6 +559,51 @@ pub fn parse_duration_minutes(s: &str) -> Result<u32, String> {
     u32::try_from(total_seconds.div_ceil(60)).map_err(|_| too_long())
 }
 
+/// What changed between two versions of the policy file (None: no file, the built-in policy), for
+/// the audit log: whether each is valid, the environments and roles added, removed or changed,
+/// and the other top-level keys that changed. Read as plain YAML, so an invalid file is compared
+/// too (as far as it parses).
+pub fn change_summary(old: Option<&str>, new: Option<&str>) -> serde_json::Value {
+    use serde_json::{Map, Value, json};
+    let tree = |text: Option<&str>| -> Option<Map<String, Value>> {
+        let text = text?;
+        match serde_saphyr::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => None,
+        }
+    };
+    let (before, after) = (tree(old), tree(new));
+    let empty = Map::new();
+    let (b, a) = (before.as_ref().unwrap_or(&empty), after.as_ref().unwrap_or(&empty));
+    let section = |key: &str| -> Value {
+        let none = Map::new();
+        let pick =
+            |m: &Map<String, Value>| m.get(key).and_then(Value::as_object).cloned().unwrap_or_else(|| none.clone());
+        let (b, a) = (pick(b), pick(a));
+        let added: Vec<&String> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+        let removed: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+        let changed: Vec<&String> = a.keys().filter(|k| b.get(*k).is_some_and(|v| Some(v) != a.get(*k))).collect();
+        json!({ "added": added, "removed": removed, "changed": changed })
+    };
+    let mut other: Vec<&String> = a
+        .keys()
+        .chain(b.keys().filter(|k| !a.contains_key(*k)))
+        .filter(|k| !matches!(k.as_str(), "environments" | "roles") && a.get(*k) != b.get(*k))
+        .collect();
+    other.sort();
+    other.dedup();
+    let valid = |text: Option<&str>| text.map(|t| parse(t).is_ok());
+    json!({
+        "file_before": old.is_some(),
+        "file_after": new.is_some(),
+        "valid_before": valid(old),
+        "valid_after": valid(new),
+        "environments": section("environments"),
+        "roles": section("roles"),
+        "other_keys_changed": other,
+    })
+}
+
 /// Parses and validates a policy file. On failure, returns every problem found, in document order
 /// (a YAML syntax error stops the parse, so it comes alone).
 pub fn parse(yaml: &str) -> Result<Policy, Vec<ConfigError>> {
@@ -591,6 +636,24 @@ pub fn parse(yaml: &str) -> Result<Policy, Vec<ConfigError>> {
         errors[MAX_ERRORS].message = format!("…and {more} more problems; fix the ones above first");
     }
     Err(errors)
+}
+
+#[cfg(test)]
+mod change_summary_tests {
+    use super::change_summary;
+    use serde_json::json;
+
+    #[test]
+    fn names_what_changed() {
+        let old = "label: X\nroles:\n  pm: { users: [alice] }\n  qa: { users: [q] }\nenvironments:\n  production:\n    approvals: [{ role: pm }]\n";
+        let new = "label: Y\nroles:\n  pm: { users: [mallory] }\nenvironments:\n  production:\n    approvals: [{ role: pm }]\n  staging: {}\n";
+        let d = change_summary(Some(old), Some(new));
+        assert_eq!(d["roles"], json!({ "added": [], "removed": ["qa"], "changed": ["pm"] }));
+        assert_eq!(d["environments"], json!({ "added": ["staging"], "removed": [], "changed": [] }));
+        assert_eq!(d["other_keys_changed"], json!(["label"]));
+        let d = change_summary(None, Some("label: [unclosed"));
+        assert_eq!((d["file_before"].clone(), d["valid_after"].clone()), (json!(false), json!(false)));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -133,13 +133,19 @@ pub enum Effect {
         user_id: i64,
     },
     SaveApproval(ApprovalChange),
+    /// The policy file as read (`blob` empty and `yaml` None: there is none). A new blob taking
+    /// effect is audited (`policy.changed`, with what changed), by `by` (a push's sender) or by the
+    /// App (read when a request first needed it), at `commit` when known.
     SavePolicy {
         installation: i64,
         repository_id: i64,
+        repository: String,
         blob: String,
         yaml: Option<String>,
         /// Its entity tag, for the next conditional read.
         etag: Option<String>,
+        by: Option<(i64, String)>,
+        commit: Option<String>,
     },
     ForgetPolicy {
         installation: i64,
@@ -272,6 +278,7 @@ impl Effect {
         cause: &Claimed,
         index: usize,
         now: i64,
+        audit_key: Option<&audit::AuditKey>,
     ) -> StoreResult<()> {
         match self {
             Effect::Act(action) => match cause.installation_id {
@@ -284,7 +291,7 @@ impl Effect {
                     Ok(())
                 }
             },
-            Effect::Audit(entry) => audit::append(tx, entry, Some(&cause.id), now).await,
+            Effect::Audit(entry) => audit::append(tx, audit_key, entry, Some(&cause.id), now).await,
             Effect::SaveRequest(r) => store_requests::save(tx, r).await,
             Effect::SaveLinks { installation, repository_id, issue, links } => {
                 store_requests::save_links(tx, *installation, *repository_id, *issue, links).await
@@ -296,8 +303,8 @@ impl Effect {
                 store_requests::pin_login(tx, *installation, login, *user_id, now).await
             }
             Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
-            Effect::SavePolicy { installation, repository_id, blob, yaml, etag } => {
-                store_requests::save_policy(
+            Effect::SavePolicy { installation, repository_id, repository, blob, yaml, etag, by, commit } => {
+                let before = store_requests::save_policy(
                     tx,
                     *installation,
                     *repository_id,
@@ -306,7 +313,29 @@ impl Effect {
                     etag.as_deref(),
                     now,
                 )
-                .await
+                .await?;
+                if before.as_ref().map(|(b, _)| b) == Some(blob) {
+                    return Ok(());
+                }
+                let mut detail = crate::domain::policy::change_summary(
+                    before.as_ref().and_then(|(_, y)| y.as_deref()),
+                    yaml.as_deref(),
+                );
+                detail["blob"] = serde_json::json!((!blob.is_empty()).then_some(blob));
+                detail["blob_before"] = serde_json::json!(before.as_ref().map(|(b, _)| b).filter(|b| !b.is_empty()));
+                detail["commit"] = serde_json::json!(commit);
+                detail["first_read"] = serde_json::json!(before.is_none());
+                let entry = audit::AuditEntry {
+                    installation_id: *installation,
+                    repository_id: Some(*repository_id),
+                    repository: Some(repository.clone()),
+                    issue: None,
+                    kind: "policy.changed".into(),
+                    actor_id: by.as_ref().map(|(id, _)| *id),
+                    actor_login: by.as_ref().map(|(_, login)| login.clone()),
+                    detail,
+                };
+                audit::append(tx, audit_key, &entry, Some(&cause.id), now).await
             }
             Effect::ForgetPolicy { installation, repository_id } => {
                 store_requests::forget_policy(tx, *installation, *repository_id).await

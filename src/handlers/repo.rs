@@ -48,9 +48,12 @@ pub(crate) async fn load_policy_read(
                 effects.push(Effect::SavePolicy {
                     installation,
                     repository_id: repo_id,
+                    repository: repo.to_string(),
                     blob,
                     yaml: Some(text.clone()),
                     etag,
+                    by: None,
+                    commit: None,
                 });
                 Some(text)
             }
@@ -59,9 +62,12 @@ pub(crate) async fn load_policy_read(
                 effects.push(Effect::SavePolicy {
                     installation,
                     repository_id: repo_id,
+                    repository: repo.to_string(),
                     blob: String::new(),
                     yaml: None,
                     etag: None,
+                    by: None,
+                    commit: None,
                 });
                 None
             }

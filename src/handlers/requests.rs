@@ -904,18 +904,17 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     if !changed && !touched {
         return Ok(Handled::ignored());
     }
+    // (A new blob is audited as it is saved: `policy.changed`, by the pusher.)
     effects.push(Effect::SavePolicy {
         installation,
         repository_id: repo_id,
+        repository: repo.to_string(),
         blob: blob.clone(),
         yaml: yaml.clone(),
         etag,
+        by: Some((e.sender.id, e.sender.login.clone())),
+        commit: Some(after.clone()),
     });
-    if changed {
-        let valid = yaml.as_deref().map(|y| policy::parse(y).is_ok());
-        let detail = json!({ "blob": (!blob.is_empty()).then_some(&blob), "commit": after, "valid": valid });
-        effects.push(repo_audit(installation, repo_id, repo, "policy.changed", Some(&e.sender), detail));
-    }
     let (conclusion, title, summary) = match yaml.as_deref().map(policy::parse) {
         None => ("success", "No .github/shipgate.yml: the built-in policy applies".to_string(), String::new()),
         Some(Ok(p)) => (

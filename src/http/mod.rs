@@ -91,5 +91,22 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         }
     }
     metrics::gauge!("shipgate_intake_unverified_bytes").set(st.budget.used() as f64);
+    // The last verification of the audit log, by whichever replica ran it: 1 intact, 0 broken,
+    // -1 could not run; absent before the first.
+    match crate::store::scheduler::last_result(&st.db, crate::server::AUDIT_VERIFY_JOB).await {
+        Ok(Some((at, result))) => {
+            let v = if result == "intact" {
+                1.0
+            } else if result.starts_with("broken") {
+                0.0
+            } else {
+                -1.0
+            };
+            metrics::gauge!("shipgate_audit_log_intact").set(v);
+            metrics::gauge!("shipgate_audit_log_verified_timestamp_seconds").set(at as f64 / 1000.0);
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last audit verification"),
+    }
     ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render())
 }

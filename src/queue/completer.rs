@@ -152,7 +152,7 @@ async fn commit_batch(db: &Db, batch: &[Completion], now: i64) -> crate::store::
     let mut tx = db.begin_write().await?;
     if let [one] = batch {
         // Alone: no savepoint needed (a failure rolls back the whole transaction, which is its own).
-        let result = match record_one(&mut tx, one, now).await {
+        let result = match record_one(&mut tx, one, now, db.audit_key()).await {
             Ok(true) => Ok(true),
             Ok(false) => {
                 tx.rollback().await?;
@@ -166,7 +166,7 @@ async fn commit_batch(db: &Db, batch: &[Completion], now: i64) -> crate::store::
         tx.commit().await?;
         return Ok(vec![result]);
     }
-    let results = record_each(&mut tx, batch, now).await?;
+    let results = record_each(&mut tx, batch, now, db.audit_key()).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -176,11 +176,12 @@ pub(crate) async fn record_each(
     tx: &mut Transaction<'_, Any>,
     batch: &[Completion],
     now: i64,
+    audit_key: Option<&crate::store::audit::AuditKey>,
 ) -> crate::store::Result<Vec<Recorded>> {
     let mut results = Vec::with_capacity(batch.len());
     for completion in batch {
         sqlx::query("SAVEPOINT completion").execute(&mut **tx).await?;
-        let result = match record_one(tx, completion, now).await {
+        let result = match record_one(tx, completion, now, audit_key).await {
             Ok(true) => {
                 sqlx::query("RELEASE SAVEPOINT completion").execute(&mut **tx).await?;
                 Ok(true)
@@ -202,13 +203,18 @@ pub(crate) async fn record_each(
 }
 
 /// Marks the delivery done and applies the handler's effects; false when the lease was lost.
-async fn record_one(tx: &mut Transaction<'_, Any>, c: &Completion, now: i64) -> crate::store::Result<bool> {
+async fn record_one(
+    tx: &mut Transaction<'_, Any>,
+    c: &Completion,
+    now: i64,
+    audit_key: Option<&crate::store::audit::AuditKey>,
+) -> crate::store::Result<bool> {
     let claimed = &c.claimed;
     if !deliveries::complete(tx, claimed, &c.worker, c.started_at, now, c.handled.outcome).await? {
         return Ok(false);
     }
     for (i, effect) in c.handled.effects.iter().enumerate() {
-        effect.apply(tx, claimed, i, now).await?;
+        effect.apply(tx, claimed, i, now, audit_key).await?;
     }
     Ok(true)
 }

@@ -335,8 +335,11 @@ async fn commit(
     let refs: Vec<&NewDelivery> = deliveries.iter().collect();
     let (stored, ready) =
         if refs.is_empty() { (Vec::new(), false) } else { deliveries::insert_batch_ready(&mut tx, &refs).await? };
-    let recorded =
-        if completions.is_empty() { Vec::new() } else { completer::record_each(&mut tx, completions, now).await? };
+    let recorded = if completions.is_empty() {
+        Vec::new()
+    } else {
+        completer::record_each(&mut tx, completions, now, db.audit_key()).await?
+    };
     let mut claimed = Vec::with_capacity(asks.len());
     for a in asks {
         let r = deliveries::QUEUE

@@ -1,17 +1,26 @@
 //! The audit log (SPEC.md §3.6): every state change of a request, appended in the transaction
-//! that makes the change. Append-only and tamper-evident: each entry carries the SHA-256 of the
-//! previous entry of its installation and of its own canonical content.
+//! that makes the change. Append-only and tamper-evident: each entry is sealed with an HMAC,
+//! keyed by `SHIPGATE_AUDIT_KEY` (kept outside the database), of its own content and of the
+//! previous entry's seal, so someone who can write to the database cannot rewrite history and
+//! compute the chain again.
 //!
 //! * One chain per installation: `position` counts 1, 2, 3, … and `prev_hash` is the previous
 //!   entry's `hash` (64 zeros for the first). `audit_heads` holds each chain's last position and
 //!   hash; the appending transaction updates it first, so its row lock serialises the appenders of
 //!   one installation across replicas (PostgreSQL) and a deleted tail no longer matches it.
-//! * `hash` = SHA-256 of [`hash_input`]: a JSON array of the position, prev_hash and every stored
-//!   column, with the detail as its canonical JSON text (sorted keys, no whitespace).
+//! * `hash` = HMAC-SHA256 under the key named by `key_id` of [`hash_input`]: a JSON array of the
+//!   key id, position, prev_hash and every stored column, with the detail as its canonical JSON
+//!   text (sorted keys, no whitespace). Entries written before the App had a key (`key_id` NULL)
+//!   carry a plain SHA-256 instead; the first start with a key seals them ([`seal_unkeyed`]): it
+//!   checks them and appends an `audit.sealed` entry saying what it found, keyed.
+//! * A new key takes over only through an `audit.key_rotated` entry sealed under the new key and
+//!   carrying a seal under the old one ([`rotate_key`]).
 //! * No code path updates or deletes an entry, and the database refuses to (triggers in
-//!   migrations/*/0005_audit.sql). [`verify`] walks every chain and names the first broken link.
+//!   migrations/*/0005_audit.sql and 0020). [`verify`] walks every chain and names the first broken
+//!   link, then checks that every approval and gate decision in the tables has its entry.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -21,6 +30,54 @@ use super::{Db, Result, StoreError};
 
 /// The `prev_hash` of the first entry of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The shortest `SHIPGATE_AUDIT_KEY` accepted.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// A key entries are sealed with. Its id, stored with each entry, is 16 hex digits of a SHA-256
+/// of the key: it tells which key to check an entry with, and says nothing usable about the key.
+#[derive(Clone)]
+pub struct AuditKey {
+    id: String,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditKey({})", self.id)
+    }
+}
+
+impl AuditKey {
+    pub fn new(secret: &str) -> AuditKey {
+        let digest = hex::encode(Sha256::digest(format!("shipgate-audit-key-id:{secret}").as_bytes()));
+        AuditKey { id: digest[..16].to_string(), key: secret.as_bytes().to_vec() }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn mac(&self, input: &str) -> String {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        m.update(input.as_bytes());
+        hex::encode(m.finalize().into_bytes())
+    }
+}
+
+/// The keys `verify` may need: the current one and those it replaced (`SHIPGATE_AUDIT_KEY`,
+/// `SHIPGATE_AUDIT_KEY_RETIRED`).
+#[derive(Clone, Debug, Default)]
+pub struct AuditKeys {
+    pub current: Option<AuditKey>,
+    pub retired: Vec<AuditKey>,
+}
+
+impl AuditKeys {
+    pub fn find(&self, id: &str) -> Option<&AuditKey> {
+        self.current.iter().chain(&self.retired).find(|k| k.id == id)
+    }
+}
 
 /// One state change, as a handler describes it. The delivery id and time are added on append.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,10 +117,12 @@ pub struct AuditRow {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The key the entry is sealed with (None: a plain SHA-256, written before the App had one).
+    pub key_id: Option<String>,
 }
 
 const COLUMNS: &str = "seq, installation_id, position, repository_id, repository, issue, kind, actor_id, actor_login, \
-    delivery_id, at, detail, prev_hash, hash";
+    delivery_id, at, detail, prev_hash, hash, key_id";
 
 /// JSON text with object keys sorted at every level and no whitespace: the same value always
 /// gives the same bytes, whatever order its keys were built in.
@@ -103,11 +162,11 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
-/// The bytes an entry's hash is taken over: a versioned JSON array of every stored column but
-/// `seq` and `hash` (the detail as its stored canonical text).
+/// The bytes an entry's seal is taken over: a versioned JSON array of every stored column but
+/// `seq` and `hash` (the detail as its stored canonical text). Version 2 (keyed) starts with the
+/// key id; version 1 (unkeyed, before the App had a key) is kept to check old entries.
 pub fn hash_input(r: &AuditRow) -> String {
-    serde_json::json!([
-        "shipgate-audit-v1",
+    let fields = serde_json::json!([
         r.position,
         r.prev_hash,
         r.installation_id,
@@ -120,21 +179,54 @@ pub fn hash_input(r: &AuditRow) -> String {
         r.delivery_id,
         r.at,
         r.detail,
-    ])
-    .to_string()
+    ]);
+    let Value::Array(mut items) = fields else { unreachable!("an array literal") };
+    let mut head = match &r.key_id {
+        Some(id) => vec![Value::from("shipgate-audit-v2"), Value::from(id.as_str())],
+        None => vec![Value::from("shipgate-audit-v1")],
+    };
+    head.append(&mut items);
+    Value::Array(head).to_string()
 }
 
+/// The plain SHA-256 of an unkeyed (version 1) entry.
 pub fn entry_hash(r: &AuditRow) -> String {
     hex::encode(Sha256::digest(hash_input(r).as_bytes()))
 }
 
-/// Appends `entry` inside `tx`, caused by delivery `delivery_id` at `now` (Unix ms).
+/// What `hash` must be: the HMAC under the entry's key, or the SHA-256 of an unkeyed entry. None
+/// when the entry names a key that is not among `keys`.
+pub fn expected_hash(r: &AuditRow, keys: &AuditKeys) -> Option<String> {
+    match &r.key_id {
+        None => Some(entry_hash(r)),
+        Some(id) => keys.find(id).map(|k| k.mac(&hash_input(r))),
+    }
+}
+
+/// Appends `entry` inside `tx`, caused by delivery `delivery_id` at `now` (Unix ms), sealed
+/// under `key` (unkeyed without one: a dry run without `SHIPGATE_AUDIT_KEY`).
 pub async fn append(
     tx: &mut Transaction<'_, Any>,
+    key: Option<&AuditKey>,
     entry: &AuditEntry,
     delivery_id: Option<&str>,
     now: i64,
 ) -> Result<()> {
+    append_with(tx, key, entry, delivery_id, now, false, |_| {}).await.map(|_| ())
+}
+
+/// As [`append`]; `takes_over`: this entry moves the chain to `key` (a seal, a rotation), so the
+/// key of the entry before may differ. `finish` may change the row once its position and
+/// predecessor are known (before it is sealed). Returns the stored row.
+async fn append_with(
+    tx: &mut Transaction<'_, Any>,
+    key: Option<&AuditKey>,
+    entry: &AuditEntry,
+    delivery_id: Option<&str>,
+    now: i64,
+    takes_over: bool,
+    finish: impl FnOnce(&mut AuditRow),
+) -> Result<AuditRow> {
     if entry.kind.trim().is_empty() {
         return Err(StoreError::Invalid("an audit entry needs a kind".into()));
     }
@@ -149,14 +241,35 @@ pub async fn append(
     .await?;
     // Takes the head's row lock until commit: the next appender of this installation waits here
     // and then sees this entry as its predecessor.
-    let (position, prev_hash): (i64, String) = sqlx::query_as(
+    let (position, prev_hash, head_key): (i64, String, Option<String>) = sqlx::query_as(
         "UPDATE audit_heads SET position = position + 1, updated_at = $2 WHERE installation_id = $1 \
-         RETURNING position, hash",
+         RETURNING position, hash, key_id",
     )
     .bind(entry.installation_id)
     .bind(now)
     .fetch_one(&mut **tx)
     .await?;
+    // A chain changes keys only through `rotate_key`, and is sealed before it gets keyed entries:
+    // a process with another key (or none) refuses to append rather than break the chain.
+    let own = key.map(|k| k.id.as_str());
+    if !takes_over && position > 1 && head_key.as_deref() != own {
+        return Err(StoreError::Invalid(match (&head_key, own) {
+            (Some(h), Some(o)) => format!(
+                "installation {}'s audit log is sealed under key {h}, and this process has key {o}: restart it \
+                 with the SHIPGATE_AUDIT_KEY the log was last rotated to",
+                entry.installation_id
+            ),
+            (Some(h), None) => format!(
+                "installation {}'s audit log is sealed under key {h}: set SHIPGATE_AUDIT_KEY",
+                entry.installation_id
+            ),
+            _ => format!(
+                "installation {}'s audit log is not sealed under SHIPGATE_AUDIT_KEY yet (`shipgate serve` seals it \
+                 when it starts)",
+                entry.installation_id
+            ),
+        }));
+    }
     let mut row = AuditRow {
         seq: 0,
         installation_id: entry.installation_id,
@@ -172,17 +285,23 @@ pub async fn append(
         detail: canonical_json(&entry.detail),
         prev_hash,
         hash: String::new(),
+        key_id: key.map(|k| k.id.clone()),
     };
-    row.hash = entry_hash(&row);
-    sqlx::query("UPDATE audit_heads SET hash = $2 WHERE installation_id = $1")
+    finish(&mut row);
+    row.hash = match key {
+        Some(k) => k.mac(&hash_input(&row)),
+        None => entry_hash(&row),
+    };
+    sqlx::query("UPDATE audit_heads SET hash = $2, key_id = $3 WHERE installation_id = $1")
         .bind(row.installation_id)
         .bind(&row.hash)
+        .bind(&row.key_id)
         .execute(&mut **tx)
         .await?;
-    sqlx::query(
+    let (seq,): (i64,) = sqlx::query_as(
         "INSERT INTO audit_log (installation_id, position, repository_id, repository, issue, kind, actor_id, \
-         actor_login, delivery_id, at, detail, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         actor_login, delivery_id, at, detail, prev_hash, hash, key_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
     )
     .bind(row.installation_id)
     .bind(row.position)
@@ -197,15 +316,137 @@ pub async fn append(
     .bind(&row.detail)
     .bind(&row.prev_hash)
     .bind(&row.hash)
-    .execute(&mut **tx)
+    .bind(&row.key_id)
+    .fetch_one(&mut **tx)
     .await?;
+    row.seq = seq;
     tracing::debug!(
         installation = row.installation_id,
         position = row.position,
         kind = %row.kind,
         "audit entry appended"
     );
-    Ok(())
+    Ok(row)
+}
+
+/// The key each chain is sealed with now (None: unkeyed), by installation.
+pub async fn chain_keys(db: &Db) -> Result<Vec<(i64, Option<String>)>> {
+    Ok(sqlx::query_as("SELECT installation_id, key_id FROM audit_heads ORDER BY 1").fetch_all(db.pool()).await?)
+}
+
+/// Holds a chain's head until the transaction ends (so appenders wait) and reads its key.
+async fn hold_head(tx: &mut Transaction<'_, Any>, installation: i64) -> Result<Option<String>> {
+    let (key,): (Option<String>,) =
+        sqlx::query_as("UPDATE audit_heads SET position = position WHERE installation_id = $1 RETURNING key_id")
+            .bind(installation)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(key)
+}
+
+/// Seals every chain whose last entry is unkeyed under `key`: checks the unkeyed entries as
+/// [`verify`] would and appends an `audit.sealed` entry saying how many there were, the head it
+/// seals, and the first broken link if the old chain was already broken (it is never hashed
+/// again). Safe to run from several replicas at once: each chain is sealed in one transaction
+/// that holds its head. Returns the number of chains sealed.
+pub async fn seal_unkeyed(db: &Db, key: &AuditKey, now: i64) -> Result<usize> {
+    let mut sealed = 0;
+    for (installation, last_key) in chain_keys(db).await? {
+        if last_key.is_some() {
+            continue;
+        }
+        let mut tx = db.begin_write().await?;
+        // Another replica sealing at the same time waits here, then finds the chain sealed.
+        if hold_head(&mut tx, installation).await?.is_some() {
+            tx.rollback().await?;
+            continue;
+        }
+        let (entries, head): (i64, String) =
+            sqlx::query_as("SELECT position, hash FROM audit_heads WHERE installation_id = $1")
+                .bind(installation)
+                .fetch_one(&mut *tx)
+                .await?;
+        let chain = verify_chain(&mut tx, installation, &AuditKeys::default()).await?;
+        let broken = chain.broken.as_ref().map(json_broken);
+        let entry = AuditEntry {
+            installation_id: installation,
+            repository_id: None,
+            repository: None,
+            issue: None,
+            kind: "audit.sealed".into(),
+            actor_id: None,
+            actor_login: None,
+            detail: serde_json::json!({ "entries": entries, "head": head, "broken": broken }),
+        };
+        append_with(&mut tx, Some(key), &entry, None, now, true, |_| {}).await?;
+        tx.commit().await?;
+        match &chain.broken {
+            None => tracing::info!(installation, entries, "audit chain sealed under SHIPGATE_AUDIT_KEY"),
+            Some(b) => tracing::warn!(installation, broken = %b, "audit chain was already broken: sealed as broken"),
+        }
+        sealed += 1;
+    }
+    Ok(sealed)
+}
+
+fn json_broken(b: &Broken) -> Value {
+    serde_json::json!({ "position": b.position, "seq": b.seq, "reason": b.reason })
+}
+
+/// Moves every chain from `old` to `new`: appends to each an `audit.key_rotated` entry sealed
+/// under the new key that also carries its seal under the old one (`previous_key_seal`, over the
+/// same entry without that field), so the holder of the old key vouches for the new one. Chains
+/// sealed under another key are refused (the first such is named); chains already under `new`
+/// are left alone. Returns the number of chains rotated.
+pub async fn rotate_key(db: &Db, old: &AuditKey, new: &AuditKey, now: i64) -> Result<usize> {
+    if old.id == new.id {
+        return Err(StoreError::Invalid("the new key is the current key".into()));
+    }
+    let chains = chain_keys(db).await?;
+    if let Some((installation, key)) =
+        chains.iter().find(|(_, k)| k.as_deref() != Some(&old.id) && k.as_deref() != Some(&new.id))
+    {
+        return Err(StoreError::Invalid(match key {
+            None => format!(
+                "installation {installation}'s chain is not sealed under any key yet: start `shipgate serve` once with SHIPGATE_AUDIT_KEY first"
+            ),
+            Some(k) => format!(
+                "installation {installation}'s chain is sealed under key {k}, not under SHIPGATE_AUDIT_KEY ({})",
+                old.id
+            ),
+        }));
+    }
+    let mut rotated = 0;
+    for (installation, key) in chains {
+        if key.as_deref() == Some(&new.id) {
+            continue;
+        }
+        let mut tx = db.begin_write().await?;
+        if hold_head(&mut tx, installation).await?.as_deref() != Some(&old.id) {
+            tx.rollback().await?; // rotated meanwhile
+            continue;
+        }
+        let entry = AuditEntry {
+            installation_id: installation,
+            repository_id: None,
+            repository: None,
+            issue: None,
+            kind: "audit.key_rotated".into(),
+            actor_id: None,
+            actor_login: None,
+            detail: serde_json::json!({ "previous_key_id": old.id, "key_id": new.id }),
+        };
+        append_with(&mut tx, Some(new), &entry, None, now, true, |row| {
+            let seal = old.mac(&hash_input(row));
+            let mut detail: Value = serde_json::from_str(&row.detail).expect("canonical JSON just written");
+            detail["previous_key_seal"] = Value::from(seal);
+            row.detail = canonical_json(&detail);
+        })
+        .await?;
+        tx.commit().await?;
+        rotated += 1;
+    }
+    Ok(rotated)
 }
 
 /// Which entries to read. `installation: None` means every installation (admin, CLI).
@@ -237,11 +478,13 @@ pub async fn list(db: &Db, f: &Filter<'_>) -> Result<Vec<AuditRow>> {
 pub struct VerifyReport {
     /// One per installation that has a chain (entries or a head), by installation id.
     pub chains: Vec<ChainReport>,
+    /// The first approval or gate decision in the tables that the log does not record.
+    pub unrecorded: Option<String>,
 }
 
 impl VerifyReport {
     pub fn ok(&self) -> bool {
-        self.chains.iter().all(|c| c.broken.is_none())
+        self.chains.iter().all(|c| c.broken.is_none() && c.sealed_broken.is_none()) && self.unrecorded.is_none()
     }
     /// The first broken link over all chains.
     pub fn first_broken(&self) -> Option<&Broken> {
@@ -256,7 +499,12 @@ pub struct ChainReport {
     pub entries: i64,
     /// The hash of the last entry read (GENESIS when none): record it elsewhere to anchor the log.
     pub last_hash: String,
+    /// The key the chain is sealed with now (None: unkeyed).
+    pub key_id: Option<String>,
     pub broken: Option<Broken>,
+    /// The first broken link among the entries written before the App had a key, as the
+    /// `audit.sealed` entry recorded it when it sealed them (the chain is intact from the seal on).
+    pub sealed_broken: Option<Broken>,
 }
 
 /// The first broken link of a chain.
@@ -284,10 +532,12 @@ impl std::fmt::Display for Broken {
 }
 
 /// Walks every installation's chain: positions contiguous from 1, append order (`seq`) rising
-/// with position, each hash recomputing from the entry's content, each `prev_hash` equal to the
-/// previous entry's hash, and the head row matching the last entry. Stops each chain at its
-/// first broken link.
-pub async fn verify(db: &Db) -> Result<VerifyReport> {
+/// with position, each entry's seal recomputing from its content under its key (among `keys`),
+/// each `prev_hash` equal to the previous entry's hash, keys changing only through a rotation the
+/// old key vouches for, unkeyed entries only before the seal, and the head row matching the last
+/// entry. Stops each chain at its first broken link. Then checks the tables against the log: every
+/// approval as its last entry says, every open gate with its `gate.opened`.
+pub async fn verify(db: &Db, keys: &AuditKeys) -> Result<VerifyReport> {
     let installations: Vec<(i64,)> = sqlx::query_as(
         "SELECT installation_id FROM audit_heads UNION SELECT installation_id FROM audit_log ORDER BY 1",
     )
@@ -301,19 +551,45 @@ pub async fn verify(db: &Db) -> Result<VerifyReport> {
         if db.backend() == super::Backend::Postgres {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
         }
-        report.chains.push(verify_chain(&mut tx, installation).await?);
+        let mut chain = verify_chain(&mut tx, installation, keys).await?;
         tx.rollback().await?;
+        if chain.broken.is_none() && chain.entries > 0 && chain.key_id.is_none() && keys.current.is_some() {
+            chain.broken = Some(Broken {
+                installation_id: installation,
+                position: chain.entries + 1,
+                seq: None,
+                reason: "the chain is not sealed under a key: `shipgate serve` seals it when it starts with \
+                         SHIPGATE_AUDIT_KEY (or its keyed entries were rewritten as unkeyed ones)"
+                    .into(),
+            });
+        }
+        report.chains.push(chain);
     }
+    report.unrecorded = unrecorded(db).await?;
     Ok(report)
 }
 
 const VERIFY_BATCH: i64 = 1000;
 
-async fn verify_chain(tx: &mut sqlx::Transaction<'static, sqlx::Any>, installation: i64) -> Result<ChainReport> {
-    let mut chain = ChainReport { installation_id: installation, entries: 0, last_hash: GENESIS.into(), broken: None };
+async fn verify_chain(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    installation: i64,
+    keys: &AuditKeys,
+) -> Result<ChainReport> {
+    let mut chain = ChainReport {
+        installation_id: installation,
+        entries: 0,
+        last_hash: GENESIS.into(),
+        key_id: None,
+        broken: None,
+        sealed_broken: None,
+    };
     let mut expected = 1i64;
     let mut last_seq = i64::MIN;
     let mut after_position = i64::MIN;
+    // The first problem among unkeyed entries: the walk goes on to the seal, which says whether
+    // it was there when the App sealed them.
+    let mut unkeyed_problem: Option<Broken> = None;
     let broken = |position: i64, seq: Option<i64>, reason: String| Broken {
         installation_id: installation,
         position,
@@ -335,32 +611,55 @@ async fn verify_chain(tx: &mut sqlx::Transaction<'static, sqlx::Any>, installati
             after_position = r.position;
             chain.entries += 1;
             let seq = Some(r.seq);
-            let problem = if r.position != expected {
-                if r.position > expected {
-                    Some(format!(
-                        "entry missing: found position {} where {expected} was expected (deleted entries)",
-                        r.position
-                    ))
-                } else {
-                    Some(format!("position {} is out of order (expected {expected})", r.position))
-                }
+            let order = if r.position > expected {
+                Some(format!(
+                    "entry missing: found position {} where {expected} was expected (deleted entries)",
+                    r.position
+                ))
+            } else if r.position < expected {
+                Some(format!("position {} is out of order (expected {expected})", r.position))
             } else if r.seq <= last_seq {
                 Some(format!("appended out of order: seq {} comes after seq {last_seq} (rows reordered)", r.seq))
-            } else if entry_hash(&r) != r.hash {
-                Some("content does not match its hash (the entry was edited)".to_string())
-            } else if r.prev_hash != chain.last_hash {
-                Some(format!(
-                    "prev_hash {} is not the hash of the previous entry ({})",
-                    short(&r.prev_hash),
-                    short(&chain.last_hash)
-                ))
             } else {
                 None
             };
+            let problem = match order {
+                Some(p) => Some(p),
+                None if r.key_id.is_none() && chain.key_id.is_some() => Some(
+                    "an unkeyed entry after the chain was sealed under a key (written without SHIPGATE_AUDIT_KEY, or \
+                     rewritten)"
+                        .to_string(),
+                ),
+                None if r.key_id.is_none() => {
+                    let p = if entry_hash(&r) != r.hash {
+                        Some("content does not match its hash (the entry was edited)".to_string())
+                    } else if r.prev_hash != chain.last_hash {
+                        Some(prev_hash_mismatch(&r.prev_hash, &chain.last_hash))
+                    } else {
+                        None
+                    };
+                    if let Some(p) = p
+                        && unkeyed_problem.is_none()
+                    {
+                        unkeyed_problem = Some(broken(expected, seq, p));
+                    }
+                    None
+                }
+                None => match check_keyed(&r, &chain, keys, &mut unkeyed_problem) {
+                    Err(p) => Some(p),
+                    Ok(acknowledged) => {
+                        if acknowledged.is_some() {
+                            chain.sealed_broken = acknowledged;
+                        }
+                        None
+                    }
+                },
+            };
             if let Some(reason) = problem {
-                chain.broken = Some(broken(expected, seq, reason));
+                chain.broken = Some(unkeyed_problem.take().unwrap_or_else(|| broken(expected, seq, reason)));
                 return Ok(chain);
             }
+            chain.key_id = r.key_id.clone();
             chain.last_hash = r.hash;
             last_seq = r.seq;
             expected += 1;
@@ -369,8 +668,12 @@ async fn verify_chain(tx: &mut sqlx::Transaction<'static, sqlx::Any>, installati
             break;
         }
     }
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT position, hash FROM audit_heads WHERE installation_id = $1")
+    if let Some(p) = unkeyed_problem {
+        chain.broken = Some(p);
+        return Ok(chain);
+    }
+    let head: Option<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT position, hash, key_id FROM audit_heads WHERE installation_id = $1")
             .bind(installation)
             .fetch_optional(&mut **tx)
             .await?;
@@ -379,7 +682,7 @@ async fn verify_chain(tx: &mut sqlx::Transaction<'static, sqlx::Any>, installati
         None => {
             chain.broken = Some(broken(last, None, "the chain has no head row (audit_heads was edited)".into()));
         }
-        Some((position, hash)) if position != last || hash != chain.last_hash => {
+        Some((position, hash, _)) if position != last || hash != chain.last_hash => {
             let reason = if position > last {
                 format!(
                     "the head says the chain ends at position {position}, but the last entry is {last} (entries deleted at the end)"
@@ -389,9 +692,211 @@ async fn verify_chain(tx: &mut sqlx::Transaction<'static, sqlx::Any>, installati
             };
             chain.broken = Some(broken(last + 1, None, reason));
         }
+        Some((_, _, key)) if key != chain.key_id => {
+            chain.broken = Some(broken(
+                last + 1,
+                None,
+                format!(
+                    "the head names key {}, the last entry is sealed under {} (audit_heads was edited)",
+                    key.as_deref().unwrap_or("none"),
+                    chain.key_id.as_deref().unwrap_or("none")
+                ),
+            ));
+        }
         Some(_) => {}
     }
     Ok(chain)
+}
+
+fn prev_hash_mismatch(found: &str, want: &str) -> String {
+    format!("prev_hash {} is not the hash of the previous entry ({})", short(found), short(want))
+}
+
+/// A keyed entry `r`, the chain read so far being `chain`: its seal, its link, and how its key
+/// took over. Ok(Some(b)) when it is the seal of unkeyed entries that were already broken at `b`.
+fn check_keyed(
+    r: &AuditRow,
+    chain: &ChainReport,
+    keys: &AuditKeys,
+    unkeyed_problem: &mut Option<Broken>,
+) -> std::result::Result<Option<Broken>, String> {
+    let id = r.key_id.as_deref().unwrap_or_default();
+    let Some(key) = keys.find(id) else {
+        return Err(format!(
+            "sealed under key {id}, which is not given: set SHIPGATE_AUDIT_KEY (and SHIPGATE_AUDIT_KEY_RETIRED for \
+             keys rotated away from)"
+        ));
+    };
+    if key.mac(&hash_input(r)) != r.hash {
+        return Err("content does not match its seal (the entry was edited)".into());
+    }
+    if r.prev_hash != chain.last_hash {
+        return Err(prev_hash_mismatch(&r.prev_hash, &chain.last_hash));
+    }
+    let detail: Value = serde_json::from_str(&r.detail).unwrap_or(Value::Null);
+    let mut acknowledged = None;
+    match chain.key_id.as_deref() {
+        // The first keyed entry after unkeyed ones: it must be their seal, naming what it sealed.
+        None if chain.entries > 1 => {
+            if r.kind != "audit.sealed" {
+                return Err(format!("the chain turns keyed at a `{}` entry, not at an audit.sealed one", r.kind));
+            }
+            if detail["entries"] != chain.entries - 1 || detail["head"] != chain.last_hash.as_str() {
+                return Err("the seal does not name the entries before it".into());
+            }
+            let sealed_at = detail["broken"]["position"].as_i64();
+            match (unkeyed_problem.take(), sealed_at) {
+                (None, None) => {}
+                (Some(p), Some(at)) if p.position == at => acknowledged = Some(p),
+                (Some(p), _) => {
+                    *unkeyed_problem = Some(p);
+                    return Err("unkeyed entries changed after they were sealed".into());
+                }
+                (None, Some(at)) => {
+                    return Err(format!(
+                        "the seal says the unkeyed entries were broken at position {at}, and now they are not (rewritten)"
+                    ));
+                }
+            }
+        }
+        Some(prev) if prev != id => {
+            if r.kind != "audit.key_rotated" || detail["previous_key_id"] != prev || detail["key_id"] != id {
+                return Err(format!("the key changes from {prev} to {id} without a rotation entry"));
+            }
+            let Some(old) = keys.find(prev) else {
+                return Err(format!("rotated from key {prev}, which is not given"));
+            };
+            let mut unsealed = r.clone();
+            let mut d = detail.clone();
+            let seal = d.as_object_mut().and_then(|m| m.remove("previous_key_seal"));
+            unsealed.detail = canonical_json(&d);
+            if seal.as_ref().and_then(Value::as_str) != Some(old.mac(&hash_input(&unsealed)).as_str()) {
+                return Err(format!("the rotation is not sealed under the previous key {prev}"));
+            }
+        }
+        _ => {}
+    }
+    Ok(acknowledged)
+}
+
+#[derive(sqlx::FromRow)]
+struct ApprovalRow {
+    seq: i64,
+    repository_id: i64,
+    issue: i64,
+    comment_id: i64,
+    user_id: i64,
+    login: String,
+    environment: String,
+    revision: i64,
+    state: String,
+}
+
+/// The first approval or open gate in the tables that the log does not record as it is: an
+/// approval row whose last `approval.*` entry (by comment) is missing or says another state,
+/// approver, environment or revision; a request whose gate is open without `gate.opened` as its
+/// last gate entry, or closed after one. One installation at a time.
+async fn unrecorded(db: &Db) -> Result<Option<String>> {
+    let installations: Vec<(i64,)> = sqlx::query_as(
+        "SELECT DISTINCT installation_id FROM approvals UNION SELECT DISTINCT installation_id FROM requests ORDER BY 1",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    for (installation,) in installations {
+        let entries: Vec<(Option<i64>, Option<i64>, String, String)> = sqlx::query_as(
+            "SELECT repository_id, issue, kind, detail FROM audit_log WHERE installation_id = $1 \
+             AND kind IN ('approval.given', 'approval.withdrawn', 'approval.stale', 'gate.opened', 'gate.closed') \
+             ORDER BY seq",
+        )
+        .bind(installation)
+        .fetch_all(db.pool())
+        .await?;
+        // (repository, issue, comment) -> (kind, approver, environment, revision); (repository, issue) -> opened
+        let mut approvals = std::collections::HashMap::new();
+        let mut gates = std::collections::HashMap::new();
+        for (repository_id, issue, kind, detail) in entries {
+            let (Some(repository_id), Some(issue)) = (repository_id, issue) else { continue };
+            if kind.starts_with("gate.") {
+                gates.insert((repository_id, issue), kind == "gate.opened");
+                continue;
+            }
+            let d: Value = serde_json::from_str(&detail).unwrap_or(Value::Null);
+            let Some(comment) = d["comment_id"].as_i64() else { continue };
+            let said = (
+                kind,
+                d["approver_id"].as_i64(),
+                d["environment"].as_str().map(str::to_string),
+                d["revision"].as_i64(),
+            );
+            approvals.insert((repository_id, issue, comment), said);
+        }
+        let rows: Vec<ApprovalRow> = sqlx::query_as(
+            "SELECT seq, repository_id, issue, comment_id, user_id, login, environment, revision, state FROM approvals \
+             WHERE installation_id = $1 ORDER BY seq",
+        )
+        .bind(installation)
+        .fetch_all(db.pool())
+        .await?;
+        for a in rows {
+            let ApprovalRow {
+                seq,
+                repository_id,
+                issue,
+                comment_id: comment,
+                user_id,
+                login,
+                environment,
+                revision,
+                state,
+            } = a;
+            let what = format!(
+                "approval {seq} (installation {installation}, repository {repository_id}, issue #{issue}, comment \
+                 {comment}, {login})"
+            );
+            let kind = crate::domain::state::ApprovalState::parse(&state).map(|s| s.audit_kind()).unwrap_or("?");
+            match approvals.get(&(repository_id, issue, comment)) {
+                None => return Ok(Some(format!("{what} has no audit entry: it was not recorded by the App"))),
+                Some((k, approver, env, rev)) => {
+                    if k != kind {
+                        return Ok(Some(format!("{what} is {state} in the table, but its last audit entry is {k}")));
+                    }
+                    if *approver != Some(user_id)
+                        || env.as_deref() != Some(environment.as_str())
+                        || *rev != Some(revision)
+                    {
+                        return Ok(Some(format!(
+                            "{what} names user {user_id}, environment {environment}, revision {revision}; its audit \
+                             entry says user {}, environment {}, revision {}",
+                            approver.map(|v| v.to_string()).unwrap_or_default(),
+                            env.as_deref().unwrap_or_default(),
+                            rev.map(|v| v.to_string()).unwrap_or_default()
+                        )));
+                    }
+                }
+            }
+        }
+        let requests: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT repository_id, issue, repository, gate_open FROM requests WHERE installation_id = $1 \
+             ORDER BY repository_id, issue",
+        )
+        .bind(installation)
+        .fetch_all(db.pool())
+        .await?;
+        for (repository_id, issue, repository, gate_open) in requests {
+            let logged = gates.get(&(repository_id, issue)).copied().unwrap_or(false);
+            if (gate_open != 0) != logged {
+                let (table, log) = if gate_open != 0 {
+                    ("open", "it has no gate.opened entry after its last gate.closed")
+                } else {
+                    ("closed", "its last gate entry is gate.opened")
+                };
+                return Ok(Some(format!(
+                    "the gate of {repository}#{issue} (installation {installation}) is {table} in the table, but {log}"
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 fn short(hash: &str) -> &str {
@@ -522,7 +1027,27 @@ mod tests {
             detail: r#"{"role":"pm"}"#.into(),
             prev_hash: GENESIS.into(),
             hash: String::new(),
+            key_id: None,
         }
+    }
+
+    #[test]
+    fn a_keyed_seal_covers_the_key_and_needs_it() {
+        let k = AuditKey::new("k".repeat(32).as_str());
+        let other = AuditKey::new("o".repeat(32).as_str());
+        let keys = AuditKeys { current: Some(k.clone()), retired: vec![] };
+        let mut r = row();
+        r.key_id = Some(k.id().to_string());
+        let seal = expected_hash(&r, &keys).expect("the key is given");
+        assert_ne!(seal, entry_hash(&row()));
+        assert!(hash_input(&r).starts_with(&format!("[\"shipgate-audit-v2\",\"{}\",", k.id())));
+        assert_eq!(expected_hash(&r, &AuditKeys::default()), None, "no key, no seal");
+        r.key_id = Some(other.id().to_string());
+        assert_eq!(expected_hash(&r, &keys), None);
+        let both = AuditKeys { current: Some(other.clone()), retired: vec![k.clone()] };
+        assert_ne!(expected_hash(&r, &both), Some(seal), "another key, another seal");
+        assert_eq!(k.id().len(), 16);
+        assert!(!format!("{k:?}").contains("kkkk"));
     }
 
     #[test]

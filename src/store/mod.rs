@@ -63,6 +63,8 @@ pub struct Db {
     /// made the intake's latency spike). PostgreSQL: the same pool.
     writer: AnyPool,
     backend: Backend,
+    /// The key audit entries are sealed with (`SHIPGATE_AUDIT_KEY`), if this process has one.
+    audit_key: Option<std::sync::Arc<audit::AuditKey>>,
 }
 
 /// Turns `DATABASE_URL` into a URL sqlx understands: `postgres://…` selects PostgreSQL, anything
@@ -137,11 +139,21 @@ impl Db {
                 (pool.clone(), pool)
             }
         };
-        Ok(Db { pool, writer, backend })
+        Ok(Db { pool, writer, backend, audit_key: None })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This handle, sealing the audit entries it appends under `key`.
+    pub fn with_audit_key(mut self, key: Option<audit::AuditKey>) -> Db {
+        self.audit_key = key.map(std::sync::Arc::new);
+        self
+    }
+
+    pub fn audit_key(&self) -> Option<&audit::AuditKey> {
+        self.audit_key.as_deref()
     }
 
     /// For reads (and, on PostgreSQL, everything).

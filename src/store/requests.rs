@@ -354,6 +354,7 @@ pub async fn policy_with_etag(
         .await?)
 }
 
+/// Stores the policy as read; returns the one it replaces (blob SHA, text), if any.
 pub async fn save_policy(
     tx: &mut Transaction<'_, Any>,
     installation: i64,
@@ -362,7 +363,13 @@ pub async fn save_policy(
     yaml: Option<&str>,
     etag: Option<&str>,
     now: i64,
-) -> Result<()> {
+) -> Result<Option<(String, Option<String>)>> {
+    let before: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT blob_sha, yaml FROM policies WHERE installation_id = $1 AND repository_id = $2")
+            .bind(installation)
+            .bind(repository_id)
+            .fetch_optional(&mut **tx)
+            .await?;
     sqlx::query(
         "INSERT INTO policies (installation_id, repository_id, blob_sha, yaml, fetched_at, etag) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (installation_id, repository_id) DO UPDATE SET blob_sha = excluded.blob_sha, yaml = excluded.yaml, \
@@ -376,7 +383,7 @@ pub async fn save_policy(
     .bind(etag)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(before)
 }
 
 pub async fn forget_policy(tx: &mut Transaction<'_, Any>, installation: i64, repository_id: i64) -> Result<()> {

@@ -126,6 +126,7 @@ pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
     pub db: Db,
+    db_url: String,
 }
 
 impl TestApp {
@@ -139,7 +140,7 @@ impl TestApp {
         let server = Server::start(&cfg, listener, opts).await.expect("start server");
         let url = format!("http://{}", server.addr);
         let db = server.db.clone();
-        TestApp { server, url, http: reqwest::Client::new(), db }
+        TestApp { server, url, http: reqwest::Client::new(), db, db_url: cfg.database_url.clone() }
     }
 
     /// Posts a signed delivery; returns the status code.
@@ -147,7 +148,22 @@ impl TestApp {
         post_signed(&self.http, &self.url, SECRET, event, id, body).await
     }
 
+    /// Stops the App, then checks what it left: every audit chain intact under the tests' key, and
+    /// every approval and gate in the tables recorded in the log (a test that tampers with either
+    /// stops the App with [`TestApp::shutdown_unchecked`]).
     pub async fn shutdown(self) {
+        self.server.shutdown().await.expect("shutdown");
+        let db = Db::connect(&self.db_url).await.expect("connect after shutdown");
+        let keys = shipgate::store::audit::AuditKeys {
+            current: Some(shipgate::store::audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY)),
+            retired: vec![],
+        };
+        let report = shipgate::store::audit::verify(&db, &keys).await.expect("verify");
+        db.close().await;
+        assert!(report.ok(), "the App left an audit log that does not verify: {report:#?}");
+    }
+
+    pub async fn shutdown_unchecked(self) {
         self.server.shutdown().await.expect("shutdown");
     }
 }
@@ -295,6 +311,8 @@ pub async fn spawn_binary(db_url: &str, port: u16, env: &[(&str, &str)]) -> toki
         .env("SHIPGATE_LEASE_SECS", "1")
         .env("SHIPGATE_POLL_MS", "50")
         .env("RUST_LOG", "error")
+        .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
+        .env_remove("SHIPGATE_AUDIT_KEY_RETIRED")
         .env_remove("GITHUB_APP_ID")
         .env_remove("GITHUB_PRIVATE_KEY")
         .env_remove("GITHUB_PRIVATE_KEY_PATH")
