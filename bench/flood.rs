@@ -33,7 +33,7 @@ struct Tally {
 fn head(len: u64) -> String {
     format!(
         "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-github-event: push\r\n\
-         x-github-delivery: flood\r\nx-hub-signature-256: sha256=00\r\ncontent-length: {len}\r\n\r\n"
+         x-github-delivery: flood\r\nx-hub-signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\ncontent-length: {len}\r\n\r\n"
     )
 }
 

@@ -37,6 +37,17 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 cp target/release/shipgate target/release/examples/flood target/release/examples/loadgen "$WORK/"
 
+cat >"$WORK/row.py" <<'PY'
+import json, sys
+s, f, hwm, name = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+if name == "none":
+    flood = "none"
+else:
+    clients = name.replace(",", ", ")
+    flood = "%s: %s connections; answers %s; closed unanswered %s" % (
+        clients, format(f["connections"], ","), json.dumps(f["answers"]), format(f["closed_without_answer"], ","))
+print("| %s | %s | %.1f | %s / %s | %.1f |" % (flood, format(round(s["rps"]), ","), s["p99_ms"], s["non2xx"], s["errors"], hwm / 1024))
+PY
 rows=()
 for scenario in $SCENARIOS; do
     rm -f "$WORK"/s.db*
@@ -61,12 +72,7 @@ for scenario in $SCENARIOS; do
     fi
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$serve/status")
     kill "$serve"; wait "$serve" 2>/dev/null || true
-    rows+=("$(python3 -c '
-import json, sys
-s, f, hwm, name = json.loads(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-flood = "none" if name == "none" else f"{name.replace(\",\", \", \")}: {f[\"connections\"]:,} connections; answers {json.dumps(f[\"answers\"])}; closed {f[\"closed_without_answer\"]:,}"
-print(f"| {flood} | {s[\"rps\"]:,.0f} | {s[\"p99_ms\"]:.1f} | {s[\"non2xx\"]} / {s[\"errors\"]} | {hwm/1024:.1f} |")
-' "$signed" "$flood_json" "$hwm" "$scenario")")
+    rows+=("$(python3 "$WORK/row.py" "$signed" "$flood_json" "$hwm" "$scenario")")
     log "${rows[-1]}"
 done
 

@@ -75,6 +75,12 @@ pub enum AuditCommand {
     /// entry sealed under both. Run it with the App stopped, then start every replica with
     /// SHIPGATE_AUDIT_KEY=<new> and SHIPGATE_AUDIT_KEY_RETIRED=<old>.
     RotateKey,
+    /// Seal the chains written without a key (a dry run, or before SHIPGATE_AUDIT_KEY was set)
+    /// under SHIPGATE_AUDIT_KEY: each is checked and gets an audit.sealed entry saying what was
+    /// found (where it was broken, if it was). Run it once, when the key is first set, after
+    /// checking that nobody wrote to the database behind the App's back; `serve` refuses to start
+    /// with a key while such chains exist.
+    Seal,
     /// Write a repository's audit entries, oldest first, to stdout.
     Export {
         /// OWNER/NAME
@@ -542,6 +548,35 @@ async fn audit_command(
                 return Ok(1);
             }
             writeln!(out, "audit log intact; every approval and gate in the tables is recorded")?;
+            Ok(0)
+        }
+        AuditCommand::Seal => {
+            let Some(key) = &keys.current else {
+                writeln!(out, "SHIPGATE_AUDIT_KEY is not set: there is no key to seal with")?;
+                return Ok(2);
+            };
+            let sealed = audit::seal_unkeyed(db, key, Clock::system().now_ms()).await?;
+            for s in &sealed {
+                match &s.broken {
+                    None => writeln!(
+                        out,
+                        "installation {}: {} entries sealed under key {}",
+                        s.installation_id,
+                        s.entries,
+                        key.id()
+                    )?,
+                    Some(b) => writeln!(
+                        out,
+                        "installation {}: {} entries sealed under key {}, BROKEN at {b} (recorded in the seal, never hashed again)",
+                        s.installation_id,
+                        s.entries,
+                        key.id()
+                    )?,
+                }
+            }
+            if sealed.is_empty() {
+                writeln!(out, "no chain to seal: every chain is sealed under a key")?;
+            }
             Ok(0)
         }
         AuditCommand::RotateKey => {

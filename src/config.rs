@@ -98,13 +98,16 @@ pub struct Config {
     pub history: Option<Duration>,
     pub max_body_bytes: usize,
     /// The intake's time-outs, connection cap and budget of unverified body bytes
-    /// (`SHIPGATE_HEADER_TIMEOUT_SECS` 10, `SHIPGATE_BODY_IDLE_TIMEOUT_SECS` 10,
+    /// (`SHIPGATE_HEADER_TIMEOUT_SECS` 10, `SHIPGATE_IDLE_TIMEOUT_SECS` 60,
+    /// `SHIPGATE_BODY_IDLE_TIMEOUT_SECS` 10,
     /// `SHIPGATE_BODY_TIMEOUT_SECS` 30, `SHIPGATE_MAX_CONNECTIONS` 512,
     /// `SHIPGATE_UNVERIFIED_BODY_BYTES` 48 MiB, `SHIPGATE_BODY_BUDGET_WAIT_MS` 2000).
     pub intake: crate::http::serve::Limits,
     pub log_json: bool,
     /// `SHIPGATE_ADMIN_TOKEN`: a bearer token for /api/... that reads every installation.
     pub admin_token: Option<Secret>,
+    /// `SHIPGATE_METRICS_TOKEN`: when set, `/metrics` asks for it as a bearer token.
+    pub metrics_token: Option<Secret>,
     /// `SHIPGATE_AUDIT_KEY` (at least 32 characters): the audit log's HMAC key, and
     /// `SHIPGATE_AUDIT_KEY_RETIRED` (comma-separated): keys rotated away from, to verify old entries.
     pub audit_keys: crate::store::audit::AuditKeys,
@@ -128,6 +131,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://shipgate.db";
 pub const DEV_WEBHOOK_SECRET: &str = "development";
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// The shortest webhook secret accepted with credentials (SPEC.md §6).
+pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
 
 impl Config {
     /// Reads the process environment.
@@ -145,6 +150,7 @@ impl Config {
             msg: format!("{listen:?} is not an address:port ({e})"),
         })?;
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        check_database_url(&database_url)?;
 
         let app_id = get("GITHUB_APP_ID").or_else(|| get("GITHUB_CLIENT_ID"));
         let key = match (get("GITHUB_PRIVATE_KEY"), get("GITHUB_PRIVATE_KEY_PATH")) {
@@ -177,8 +183,23 @@ impl Config {
             if github.is_some() {
                 return Err(ConfigError::MissingWebhookSecret);
             }
-            webhook_secrets.push(Secret::new(DEV_WEBHOOK_SECRET));
+            // The development secret is for a laptop: on an address others can reach, every
+            // delivery is refused until a secret is set (the App still runs, in dry-run).
+            if listen.ip().is_loopback() {
+                webhook_secrets.push(Secret::new(DEV_WEBHOOK_SECRET));
+            }
             webhook_secret_defaulted = true;
+        } else if github.is_some()
+            && let Some(short) = webhook_secrets.iter().find(|s| s.expose().len() < MIN_WEBHOOK_SECRET_LEN)
+        {
+            return Err(ConfigError::Invalid {
+                var: "GITHUB_WEBHOOK_SECRET",
+                msg: format!(
+                    "a secret of {} characters is too short: use at least {MIN_WEBHOOK_SECRET_LEN} random characters \
+                     (`openssl rand -hex 32`), the same in the App's settings on GitHub",
+                    short.expose().len()
+                ),
+            });
         }
 
         let github_api_url =
@@ -241,6 +262,20 @@ impl Config {
             t => t.map(Secret::new),
         };
 
+        let metrics_token = match get("SHIPGATE_METRICS_TOKEN") {
+            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_METRICS_TOKEN",
+                    msg: format!(
+                        "too short ({} characters): use at least {MIN_ADMIN_TOKEN_LEN} random characters, \
+                         e.g. `openssl rand -hex 32`",
+                        t.len()
+                    ),
+                });
+            }
+            t => t.map(Secret::new),
+        };
+
         let mut oidc = crate::github::oidc::OidcConfig::default();
         if let Some(issuer) = get("SHIPGATE_OIDC_ISSUER") {
             oidc.issuer = issuer.trim_end_matches('/').to_string();
@@ -284,6 +319,9 @@ impl Config {
         if let Some(n) = parse_num(&get, "SHIPGATE_HEADER_TIMEOUT_SECS")? {
             intake.header_timeout = Duration::from_secs(n.max(1));
         }
+        if let Some(n) = parse_num(&get, "SHIPGATE_IDLE_TIMEOUT_SECS")? {
+            intake.idle_timeout = Duration::from_secs(n.max(1));
+        }
         if let Some(n) = parse_num(&get, "SHIPGATE_BODY_IDLE_TIMEOUT_SECS")? {
             intake.body_idle_timeout = Duration::from_secs(n.max(1));
         }
@@ -323,6 +361,7 @@ impl Config {
             max_body_bytes: MAX_BODY_BYTES,
             log_json,
             admin_token,
+            metrics_token,
         })
     }
 
@@ -357,6 +396,7 @@ impl Config {
             intake: crate::http::serve::Limits::default(),
             log_json: false,
             admin_token: None,
+            metrics_token: None,
             audit_keys: crate::store::audit::AuditKeys {
                 current: Some(crate::store::audit::AuditKey::new(TEST_AUDIT_KEY)),
                 retired: Vec::new(),
@@ -371,6 +411,27 @@ impl Config {
                 refresh_within: Duration::from_millis(500),
             },
         }
+    }
+}
+
+/// `DATABASE_URL` must name SQLite (`sqlite://PATH`, `sqlite:PATH` or a plain path) or PostgreSQL
+/// (`postgres://` or `postgresql://`); anything else is refused here, naming the variable, rather
+/// than read as a file name.
+fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    let Some((scheme, _)) = url.split_once("://").or_else(|| url.split_once(':').filter(|(s, _)| *s == "sqlite"))
+    else {
+        return Ok(()); // a plain path
+    };
+    match scheme {
+        "sqlite" | "postgres" | "postgresql" => Ok(()),
+        other => Err(ConfigError::Invalid {
+            var: "DATABASE_URL",
+            msg: format!(
+                "{:?} is not a database shipgate can use (`{other}://`): use sqlite://PATH (the default is \
+                 {DEFAULT_DATABASE_URL}) or postgres://USER:PASSWORD@HOST:PORT/DATABASE",
+                crate::store::redact_url(url)
+            ),
+        }),
     }
 }
 
@@ -454,6 +515,26 @@ mod tests {
     }
 
     #[test]
+    fn the_development_secret_is_only_for_a_loopback_address() {
+        let c = cfg(&[("SHIPGATE_LISTEN", "0.0.0.0:3000")]).expect("dry-run, reachable");
+        assert!(c.webhook_secrets.is_empty() && c.webhook_secret_defaulted);
+        let c = cfg(&[("SHIPGATE_LISTEN", "[::1]:3000")]).expect("loopback");
+        assert_eq!(c.webhook_secrets, vec![Secret::new("development")]);
+        let c = cfg(&[("SHIPGATE_LISTEN", "0.0.0.0:3000"), ("GITHUB_WEBHOOK_SECRET", "s3cret")]).expect("set");
+        assert_eq!(c.webhook_secrets, vec![Secret::new("s3cret")], "no minimum length without credentials");
+    }
+
+    #[test]
+    fn database_urls_name_a_known_database() {
+        for ok in ["sqlite://x.db", "sqlite:x.db", "x.db", "/var/lib/x.db", "postgres://u@h/d", "postgresql://h/d"] {
+            assert!(cfg(&[("DATABASE_URL", ok)]).is_ok(), "{ok}");
+        }
+        let e = cfg(&[("DATABASE_URL", "mysql://u:pw@h/d?password=pw2")]).unwrap_err().to_string();
+        assert!(e.starts_with("DATABASE_URL: \"mysql://u:***@h/d?password=***\""), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_a_comma_separated_list() {
         let c = cfg(&[("GITHUB_WEBHOOK_SECRET", "old, new ,")]).expect("valid");
         assert_eq!(c.webhook_secrets, vec![Secret::new("old"), Secret::new("new")]);
@@ -476,7 +557,7 @@ mod tests {
     fn secrets_never_print() {
         let key = "audit-key-audit-key-audit-key-audit-key";
         let c = cfg(&[
-            ("GITHUB_WEBHOOK_SECRET", "hunter2"),
+            ("GITHUB_WEBHOOK_SECRET", "hunter2-hunter2-hunter2"),
             ("GITHUB_APP_ID", "1"),
             ("GITHUB_PRIVATE_KEY", "PEMDATA"),
             ("SHIPGATE_AUDIT_KEY", key),
@@ -484,11 +565,19 @@ mod tests {
         .expect("valid");
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("hunter2") && !dbg.contains("PEMDATA") && !dbg.contains(key), "{dbg}");
+        let e = cfg(&[
+            ("GITHUB_WEBHOOK_SECRET", "short,0123456789abcdef"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_PRIVATE_KEY", "P"),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().starts_with("GITHUB_WEBHOOK_SECRET: a secret of 5 characters is too short"), "{e}");
     }
 
     #[test]
     fn credentials_need_an_audit_key_of_32_characters() {
-        let creds = [("GITHUB_WEBHOOK_SECRET", "s"), ("GITHUB_APP_ID", "1"), ("GITHUB_PRIVATE_KEY", "PEM")];
+        let creds =
+            [("GITHUB_WEBHOOK_SECRET", "0123456789abcdef"), ("GITHUB_APP_ID", "1"), ("GITHUB_PRIVATE_KEY", "PEM")];
         let e = cfg(&creds).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_AUDIT_KEY: not set"), "{e}");
         let mut short = creds.to_vec();

@@ -67,6 +67,7 @@ impl Server {
         let ingest = Ingestor::start(db.clone(), opts.clock.clone(), wakes);
         let (shutdown, rx) = watch::channel(false);
         let budget = crate::http::serve::Budget::new(cfg.intake.unverified_bytes);
+        let audit_result = AuditResult::default();
         let state = Arc::new(AppState {
             db: db.clone(),
             ingest: ingest.clone(),
@@ -74,8 +75,11 @@ impl Server {
             clock: opts.clock.clone(),
             max_body_bytes: cfg.max_body_bytes,
             budget: budget.clone(),
+            audit_result: audit_result.clone(),
             budget_wait: cfg.intake.budget_wait,
             admin_token: cfg.admin_token.clone(),
+            metrics_token: cfg.metrics_token.clone(),
+            no_webhook_secret: cfg.webhook_secrets.is_empty(),
             oidc: match crate::github::oidc::OidcVerifier::new(cfg.oidc.clone(), opts.clock.clone()) {
                 Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
@@ -129,6 +133,7 @@ impl Server {
                 cfg.audit_keys.clone(),
                 opts.clock.clone(),
                 cfg.audit_verify_every,
+                audit_result.clone(),
                 rx.clone(),
             )));
         }
@@ -230,7 +235,7 @@ async fn prepare_audit_log(db: &Db, keys: &audit::AuditKeys, now: i64) -> anyhow
             tracing::warn!(
                 "SHIPGATE_AUDIT_KEY is not set: audit entries are chained with a plain SHA-256, which anyone who can \
                  write to the database can compute again. Set it (32+ random characters, kept outside the database) \
-                 before real use; the App then seals the existing entries under it."
+                 before real use (then `shipgate audit seal` seals the existing entries under it)."
             );
         }
         Some(key) => {
@@ -243,68 +248,65 @@ async fn prepare_audit_log(db: &Db, keys: &audit::AuditKeys, now: i64) -> anyhow
                     key.id()
                 );
             }
-            let sealed = audit::seal_unkeyed(db, key, now).await?;
-            if sealed > 0 {
-                tracing::info!(chains = sealed, key = key.id(), "audit log sealed under SHIPGATE_AUDIT_KEY");
+            // Chains written without a key are sealed by an operator (`shipgate audit seal`), never
+            // by a start: a database writer could otherwise delete a keyed chain, write an unkeyed
+            // one with any history, and have the next start seal it.
+            let unkeyed: Vec<String> = chains.iter().filter(|(_, k)| k.is_none()).map(|(i, _)| i.to_string()).collect();
+            if !unkeyed.is_empty() {
+                anyhow::bail!(
+                    "the audit log has chains written without a key (installations {}): check that nobody wrote to \
+                     the database behind the App's back, then seal them once under SHIPGATE_AUDIT_KEY with \
+                     `shipgate audit seal` and start again",
+                    unkeyed.join(", ")
+                );
             }
         }
     }
+    let _ = now;
     Ok(())
 }
 
-/// Verifies the audit log every `every`, once across replicas; the result is in the jobs table,
-/// which `/metrics` reads (`shipgate_audit_log_intact`).
+/// The last verification of the audit log by this process: when (Unix ms) and what it found.
+pub type AuditResult = Arc<std::sync::Mutex<Option<(i64, audit::Verdict)>>>;
+
+/// Verifies the audit log every `every` (each replica for itself: a result kept in the database
+/// could be written there by whoever it is meant to catch); `/metrics` exports the last result.
 async fn audit_verify_loop(
     db: Db,
     keys: audit::AuditKeys,
     clock: Clock,
     every: Duration,
+    last: AuditResult,
     mut stop: watch::Receiver<bool>,
 ) {
-    let worker = crate::queue::runner::worker_id("audit");
-    let every_ms = every.as_millis().max(1) as i64;
     loop {
-        let now = clock.now_ms();
-        let slot = now - now.rem_euclid(every_ms);
-        match scheduler::claim(&db, AUDIT_VERIFY_JOB, slot, &worker, now).await {
-            Ok(true) => {
-                let result = match audit::verify(&db, &keys).await {
-                    Ok(r) if r.ok() => {
-                        tracing::info!(chains = r.chains.len(), "audit log verified: intact");
-                        "intact".to_string()
-                    }
-                    Ok(r) => {
-                        let what = r
-                            .first_broken()
-                            .or_else(|| r.chains.iter().find_map(|c| c.sealed_broken.as_ref()))
-                            .map(|b| b.to_string())
-                            .or(r.unrecorded.clone())
-                            .unwrap_or_default();
-                        tracing::error!(problem = %what, "audit log verification FAILED");
-                        format!("broken: {what}")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "audit log verification could not run");
-                        format!("error: {e}")
-                    }
-                };
-                if let Err(e) = scheduler::finished(&db, AUDIT_VERIFY_JOB, slot, &result, clock.now_ms()).await {
-                    tracing::warn!(error = %e, "could not record the audit verification");
-                }
+        let verdict = match audit::verify(&db, &keys).await {
+            Ok(r) if r.ok() => {
+                tracing::info!(chains = r.chains.len(), "audit log verified: intact");
+                audit::Verdict::Intact
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "could not claim the audit verification"),
-        }
-        let wait = (slot + every_ms - clock.now_ms()).max(1000) as u64;
+            Ok(r) => {
+                let what = r
+                    .first_broken()
+                    .or_else(|| r.chains.iter().find_map(|c| c.sealed_broken.as_ref()))
+                    .map(|b| b.to_string())
+                    .or(r.unrecorded.clone())
+                    .unwrap_or_default();
+                tracing::error!(problem = %what, "audit log verification FAILED");
+                audit::Verdict::Broken(what)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit log verification could not run");
+                audit::Verdict::Failed(e.to_string())
+            }
+        };
+        *last.lock().unwrap_or_else(|p| p.into_inner()) = Some((clock.now_ms(), verdict));
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
-
-/// The jobs-table name of the periodic audit verification.
-pub const AUDIT_VERIFY_JOB: &str = "audit_verify";
 
 async fn prune_loop(
     db: Db,
@@ -355,7 +357,13 @@ async fn escalation_loop(db: Db, clock: Clock, mut stop: watch::Receiver<bool>) 
 
 /// `shipgate serve`: runs until SIGTERM or SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
-    if cfg.webhook_secret_defaulted {
+    if cfg.webhook_secrets.is_empty() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "GITHUB_WEBHOOK_SECRET is not set and the App listens on an address others can reach: every webhook is \
+             refused (401) until it is set. (The development secret is only accepted on a loopback address.)"
+        );
+    } else if cfg.webhook_secret_defaulted {
         tracing::warn!(
             "GITHUB_WEBHOOK_SECRET is not set: using the development secret {:?}. Anyone who knows it can send \
              webhooks. Set GITHUB_WEBHOOK_SECRET before exposing this App.",

@@ -302,6 +302,22 @@ async fn no_token_or_a_bad_one_is_401(tdb: &TestDb) {
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()), Some("Bearer"));
 
+    // A suspended installation's token answers 403 until it is unsuspended.
+    let suspend = |on: bool| {
+        let db = app.db.clone();
+        async move {
+            let mut tx = db.begin_write().await.unwrap();
+            shipgate::store::tenancy::set_suspended(&mut tx, 1, on, T0).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    suspend(true).await;
+    let (status, body) = c.get(Some(&a), "/api/requests").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().is_some_and(|e| e.contains("installation 1 is suspended")), "{body}");
+    suspend(false).await;
+    assert_eq!(c.get(Some(&a), "/api/requests").await.0, 200);
+
     // A revoked token stops working.
     let rows = api_tokens::list(&app.db).await.expect("list");
     assert_eq!(c.get(Some(&a), "/api/requests").await.0, 200);
@@ -314,6 +330,36 @@ async fn no_token_or_a_bad_one_is_401(tdb: &TestDb) {
     let app = TestApp::start_with(tdb.config(), Options { run_worker: false, ..Options::default() }).await;
     let c = Client { app: &app };
     assert_eq!(c.get(Some(ADMIN), "/api/requests").await.0, 401);
+    // /metrics is open without SHIPGATE_METRICS_TOKEN...
+    let metrics = |token: Option<&'static str>| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move {
+            let mut r = http.get(format!("{url}/metrics"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(metrics(None).await, 200);
+    app.shutdown_unchecked().await;
+    // ... and asks for it when it is set.
+    let mut cfg = tdb.config();
+    cfg.metrics_token = Some(Secret::new(ADMIN));
+    let app = TestApp::start_with(cfg, Options { run_worker: false, ..Options::default() }).await;
+    let metrics = |token: Option<&'static str>| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move {
+            let mut r = http.get(format!("{url}/metrics"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(metrics(None).await, 401);
+    assert_eq!(metrics(Some("not-the-token-not-the-token-not-the")).await, 401);
+    assert_eq!(metrics(Some(ADMIN)).await, 200);
     // (The rows were seeded by hand, without the audit entries the App would write.)
     app.shutdown_unchecked().await;
 }

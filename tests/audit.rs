@@ -544,6 +544,38 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     assert!(what.contains(&format!("the gate of {REPO}#5 (installation {INST}) is closed in the table")), "{what}");
     sqlx::query("UPDATE requests SET gate_open = 1").execute(db.writer()).await.unwrap();
     assert!(verify(&db).await.ok());
+    // What decides whether an approval still counts (its heads), and its roles and login.
+    for (column, value) in [("head_shas", "'evil0000'"), ("roles", "'[\"admin\"]'"), ("login", "'mallory'")] {
+        let before: (String,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {column} FROM approvals WHERE user_id = {}", ALICE.0)))
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE approvals SET {column} = {value} WHERE user_id = {}",
+            ALICE.0
+        )))
+        .execute(db.writer())
+        .await
+        .unwrap();
+        let what = verify(&db).await.unrecorded.unwrap_or_else(|| panic!("{column} changed, not named"));
+        assert!(what.contains("its audit entry says"), "{what}");
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE approvals SET {column} = $1 WHERE user_id = {}", ALICE.0)))
+            .bind(&before.0)
+            .execute(db.writer())
+            .await
+            .unwrap();
+    }
+    // A hold placed or lifted behind the App's back, and the cached policy edited.
+    sqlx::query("UPDATE requests SET hold_by = 'mallory'").execute(db.writer()).await.unwrap();
+    let what = verify(&db).await.unrecorded.expect("a hold");
+    assert!(what.contains("is held in the table, but its last hold entry says not held"), "{what}");
+    sqlx::query("UPDATE requests SET hold_by = NULL").execute(db.writer()).await.unwrap();
+    sqlx::query("UPDATE policies SET yaml = yaml || '\n# nobody: here'").execute(db.writer()).await.unwrap();
+    let what = verify(&db).await.unrecorded.expect("an edited policy");
+    assert!(what.contains("is not the one its last policy.changed entry recorded"), "{what}");
+    sqlx::query("UPDATE policies SET yaml = $1").bind(POLICY).execute(db.writer()).await.unwrap();
+    assert!(verify(&db).await.ok(), "{:?}", verify(&db).await);
 
     // Someone rewrites who approved.
     drop_guards(&db).await;
@@ -635,9 +667,10 @@ async fn an_edited_head_is_named(tdb: &TestDb) {
 }
 both_backends!(an_edited_head_is_named);
 
-/// A log written before the App had a key is sealed when it first starts with one: checked, then
-/// an `audit.sealed` entry under the key. Entries appended afterwards are keyed; an App without
-/// the key then refuses to start; an unkeyed entry slipped in after the seal is named.
+/// A log written before the App had a key is sealed once by `shipgate audit seal` (an App with
+/// the key refuses to start on it until then): checked, then an `audit.sealed` entry under the
+/// key. Entries appended afterwards are keyed; an App without the key then refuses to start; an
+/// unkeyed entry slipped in after the seal is named.
 async fn an_old_log_is_sealed_when_the_key_arrives(tdb: &TestDb) {
     let db = tdb.connect().await;
     for i in 0..3 {
@@ -648,6 +681,16 @@ async fn an_old_log_is_sealed_when_the_key_arrives(tdb: &TestDb) {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not sealed under a key"), "{out}");
 
+    // An App with the key does not start on them: sealing is an operator's deliberate step.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = shipgate::server::Server::start(&tdb.config(), listener, Options::default()).await.err().expect("refused");
+    assert!(e.to_string().contains("chains written without a key (installations 1)"), "{e}");
+    assert!(e.to_string().contains("`shipgate audit seal`"), "{e}");
+    let (code, out) = cli(&tdb.url, &["audit", "seal"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("installation 1: 3 entries sealed under key {}", key().id())), "{out}");
+    let (code, out) = cli(&tdb.url, &["audit", "seal"]).await;
+    assert!(code == 0 && out.contains("no chain to seal"), "{out}");
     let app = TestApp::start(tdb, Options { run_worker: false, ..Options::default() }).await;
     app.shutdown().await;
     let rows = chain(&db, 1).await;
@@ -699,7 +742,7 @@ async fn an_old_log_is_sealed_when_the_key_arrives(tdb: &TestDb) {
 }
 both_backends!(an_old_log_is_sealed_when_the_key_arrives);
 
-/// An old chain already broken when the key arrives is sealed as broken, naming where, never
+/// An old chain already broken when it is sealed is sealed as broken, naming where, never
 /// hashed again: verify keeps saying so, and the keyed part after the seal still verifies.
 async fn an_old_broken_log_is_sealed_as_broken(tdb: &TestDb) {
     let db = tdb.connect().await;
@@ -714,8 +757,9 @@ async fn an_old_broken_log_is_sealed_as_broken(tdb: &TestDb) {
         .execute(db.writer())
         .await
         .expect("tamper");
-    // (Sealed as broken: the App leaves a log that verify fails, on purpose.)
-    TestApp::start(tdb, Options { run_worker: false, ..Options::default() }).await.shutdown_unchecked().await;
+    let (code, out) = cli(&tdb.url, &["audit", "seal"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 entries sealed under key") && out.contains("BROKEN at installation 1 position 2"), "{out}");
     append(&db, &entry(1, "acme/app", 5, "gate.opened", (1, "x"), json!({})), "new", T0 + 9).await;
     let rows = chain(&db, 1).await;
     assert_eq!(rows.len(), 5);
@@ -818,9 +862,23 @@ async fn the_key_is_rotated_with_an_entry_sealed_under_both(tdb: &TestDb) {
 both_backends!(the_key_is_rotated_with_an_entry_sealed_under_both);
 
 /// `serve` verifies the log on its own (here every second) and `/metrics` says what it found.
+/// The result is the process's own: rows a database writer puts in the jobs table (as if another
+/// replica had just verified) change nothing.
 async fn serve_verifies_the_log_and_exports_the_result(tdb: &TestDb) {
     let db = tdb.connect().await;
     let rows = history(&db).await;
+    let now = shipgate::clock::Clock::system().now_ms();
+    for slot in 0..120 {
+        sqlx::query(
+            "INSERT INTO jobs (name, slot, worker, started_at, finished_at, result) \
+             VALUES ('audit_verify', $1, 'x', $2, $2, 'intact')",
+        )
+        .bind(now - now.rem_euclid(1000) + slot * 1000)
+        .bind(now)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    }
     let mut cfg = tdb.config();
     cfg.audit_verify_every = std::time::Duration::from_secs(1);
     let app = TestApp::start_with(cfg, Options { run_worker: false, ..Options::default() }).await;
@@ -846,10 +904,66 @@ async fn serve_verifies_the_log_and_exports_the_result(tdb: &TestDb) {
         .await
         .expect("tamper");
     scrape_until("shipgate_audit_log_intact 0").await;
-    let (_, result) =
-        shipgate::store::scheduler::last_result(&db, shipgate::server::AUDIT_VERIFY_JOB).await.unwrap().expect("a run");
-    assert!(result.starts_with("broken: installation 1 position 2"), "{result}");
     app.shutdown_unchecked().await;
     db.close().await;
 }
 both_backends!(serve_verifies_the_log_and_exports_the_result);
+
+/// Someone without the key deletes a keyed chain (entries and head) and writes an unkeyed one
+/// with a made-up approver: no start of the App seals it (it refuses to start), and verify keeps
+/// naming it. (From an attacker's-eye review: sealing used to happen at every start.)
+async fn a_forged_unkeyed_chain_is_never_sealed_by_a_start(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    let heads_guard = match db.backend() {
+        Backend::Sqlite => "DROP TRIGGER audit_heads_no_delete",
+        Backend::Postgres => "ALTER TABLE audit_heads DISABLE TRIGGER USER",
+    };
+    sqlx::query(heads_guard).execute(db.writer()).await.unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE installation_id = 1").execute(db.writer()).await.unwrap();
+    sqlx::query("DELETE FROM audit_heads WHERE installation_id = 1").execute(db.writer()).await.unwrap();
+    let mut prev = GENESIS.to_string();
+    for (i, r) in rows.iter().enumerate() {
+        let mut forged =
+            AuditRow { key_id: None, prev_hash: prev.clone(), actor_login: Some("boss".into()), ..r.clone() };
+        forged.hash = audit::entry_hash(&forged);
+        sqlx::query(
+            "INSERT INTO audit_log (installation_id, position, repository_id, repository, issue, kind, actor_id, \
+             actor_login, delivery_id, at, detail, prev_hash, hash) VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12)",
+        )
+        .bind(i as i64 + 1)
+        .bind(forged.repository_id)
+        .bind(&forged.repository)
+        .bind(forged.issue)
+        .bind(&forged.kind)
+        .bind(forged.actor_id)
+        .bind(&forged.actor_login)
+        .bind(&forged.delivery_id)
+        .bind(forged.at)
+        .bind(&forged.detail)
+        .bind(&forged.prev_hash)
+        .bind(&forged.hash)
+        .execute(db.writer())
+        .await
+        .unwrap();
+        prev = forged.hash;
+    }
+    sqlx::query("INSERT INTO audit_heads (installation_id, position, hash, updated_at) VALUES (1, $1, $2, 0)")
+        .bind(rows.len() as i64)
+        .bind(&prev)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let e =
+            shipgate::server::Server::start(&tdb.config(), listener, Options::default()).await.err().expect("refused");
+        assert!(e.to_string().contains("chains written without a key (installations 1)"), "{e}");
+    }
+    let b = verify(&db).await.first_broken().cloned().expect("still named");
+    assert!(b.reason.contains("not sealed under a key"), "{b}");
+    db.close().await;
+}
+both_backends!(a_forged_unkeyed_chain_is_never_sealed_by_a_start);

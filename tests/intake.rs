@@ -466,6 +466,7 @@ async fn sqlite_checkpoints_run_beside_the_writer() {
 fn short_limits(db: &TestDb) -> shipgate::config::Config {
     let mut cfg = db.config();
     cfg.intake.header_timeout = Duration::from_secs(1);
+    cfg.intake.idle_timeout = Duration::from_secs(2);
     cfg.intake.body_idle_timeout = Duration::from_secs(1);
     cfg.intake.body_timeout = Duration::from_secs(3);
     cfg
@@ -490,6 +491,11 @@ async fn until_closed(
     }
 }
 
+/// A well-formed signature that matches nothing (a malformed one is refused before the body).
+fn wrong_signature() -> String {
+    format!("sha256={}", "0".repeat(64))
+}
+
 fn webhook_head(len: usize, sig: &str) -> String {
     format!(
         "POST /webhook HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-github-event: push\r\n\
@@ -497,8 +503,10 @@ fn webhook_head(len: usize, sig: &str) -> String {
     )
 }
 
-/// SPEC.md §7: half-sent headers, a connection that never speaks, an idle kept-alive connection,
-/// a body that goes silent, and a body that trickles are each cut at their time-out, not later.
+/// SPEC.md §7: half-sent headers, a connection that never speaks, an idle kept-alive connection
+/// (at its own, longer time-out), a body that goes silent, and a body that trickles are each cut
+/// at their time-out, not later; and a kept-alive connection that starts a request late is
+/// held to the header time-out from its first byte.
 /// (The network behaviour is the same on both backends: SQLite only.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_cut_at_their_time_outs() {
@@ -524,16 +532,24 @@ async fn slow_and_idle_clients_are_cut_at_their_time_outs() {
         let t = std::time::Instant::now();
         until_closed(&mut s, t).await
     });
+    let late_half_headers = tokio::spawn(async move {
+        let mut s = connect().await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await; // idle, under the idle time-out
+        let t = std::time::Instant::now();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost:").await.unwrap();
+        until_closed(&mut s, t).await
+    });
     let silent_body = tokio::spawn(async move {
         let mut s = connect().await;
-        s.write_all(webhook_head(1000, "sha256=00").as_bytes()).await.unwrap();
+        s.write_all(webhook_head(1000, &wrong_signature()).as_bytes()).await.unwrap();
         let t = std::time::Instant::now();
         s.write_all(b"{\"a\":").await.unwrap();
         until_closed(&mut s, t).await
     });
     let trickle = tokio::spawn(async move {
         let mut s = connect().await;
-        s.write_all(webhook_head(1000, "sha256=00").as_bytes()).await.unwrap();
+        s.write_all(webhook_head(1000, &wrong_signature()).as_bytes()).await.unwrap();
         let t = std::time::Instant::now();
         let (mut rd, mut wr) = s.into_split();
         let writer = tokio::spawn(async move {
@@ -563,6 +579,12 @@ async fn slow_and_idle_clients_are_cut_at_their_time_outs() {
     assert!(
         after >= Duration::from_millis(900) && after < Duration::from_secs(5),
         "idle keep-alive cut after {after:?}"
+    );
+    let (said, after) = late_half_headers.await.unwrap();
+    assert!(said.starts_with("HTTP/1.1 200") && !said.contains("HTTP/1.1 200 OK\r\n\r\nok\nHTTP"), "{said}");
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
+        "late half-sent headers cut after {after:?}"
     );
     let (said, after) = silent_body.await.unwrap();
     assert!(said.starts_with("HTTP/1.1 408"), "a silent body: {said}");
@@ -604,15 +626,15 @@ async fn unsigned_bodies_over_the_budget_get_503_while_signed_ones_get_202() {
         }
     };
 
-    // A: announces 1 MiB, sends 100 KiB, and stalls, holding 128 KiB of the budget.
+    // A: announces 1 MiB, sends 100 KiB, and stalls, holding those 100 KiB of the budget.
     let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
-    a.write_all(webhook_head(1 << 20, "sha256=00").as_bytes()).await.unwrap();
+    a.write_all(webhook_head(1 << 20, &wrong_signature()).as_bytes()).await.unwrap();
     a.write_all(&vec![b' '; 100 * 1024]).await.unwrap();
-    used_at_least(128 * 1024).await;
+    used_at_least(100 * 1024).await;
 
-    // B: the same, sent at once: growing to 128 KiB would pass the large bodies' share.
+    // B: the same, sent at once: 100 KiB more would pass the large bodies' share (192 KiB).
     let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
-    b.write_all(webhook_head(1 << 20, "sha256=00").as_bytes()).await.unwrap();
+    b.write_all(webhook_head(1 << 20, &wrong_signature()).as_bytes()).await.unwrap();
     let _ = b.write_all(&vec![b' '; 100 * 1024]).await;
     let (said, _) = until_closed(&mut b, std::time::Instant::now()).await;
     assert!(said.starts_with("HTTP/1.1 503"), "B: {said}");
@@ -628,13 +650,13 @@ async fn unsigned_bodies_over_the_budget_get_503_while_signed_ones_get_202() {
         .header("content-type", "application/json")
         .header("x-github-event", "issue_comment")
         .header("x-github-delivery", "unsigned-1")
-        .header("x-hub-signature-256", "sha256=00")
+        .header("x-hub-signature-256", wrong_signature())
         .body(body.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(unsigned.status().as_u16(), 401);
-    assert!(budget.used() >= 128 * 1024, "A still holds its bytes");
+    assert!(budget.used() >= 100 * 1024, "A still holds its bytes");
 
     // A goes away: every byte comes back.
     drop(a);
@@ -671,5 +693,116 @@ async fn connections_over_the_cap_wait_for_a_free_slot() {
     let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await.expect("served").unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(t.elapsed() >= Duration::from_millis(1900), "served after {:?}", t.elapsed());
+    app.shutdown().await;
+}
+
+/// Without a webhook secret on an address others can reach (the Dockerfile's 0.0.0.0), the
+/// development secret is not accepted: every delivery is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_off_loopback_refuses_even_the_development_secret() {
+    let db = TestDb::sqlite().await;
+    let vars = [("SHIPGATE_LISTEN", "0.0.0.0:0".to_string()), ("DATABASE_URL", db.url.clone())];
+    let cfg = shipgate::config::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+        .expect("dry-run config");
+    assert!(cfg.webhook_secrets.is_empty());
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let body = fixture("issue_comment.created.0");
+    let r = app
+        .http
+        .post(format!("{}/webhook", app.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "issue_comment")
+        .header("x-github-delivery", "dev-1")
+        .header("x-hub-signature-256", sign("development", body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().await.unwrap().contains("no webhook secret is set (GITHUB_WEBHOOK_SECRET)"));
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM deliveries").await, 0);
+    app.shutdown().await;
+}
+
+/// A signature that is not `sha256=<64 hex>` is refused before a byte of the body is read (a
+/// client announcing a large body gets its 401 at once, holding nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_signature_is_refused_before_the_body() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite().await;
+    let app = TestApp::start_with(short_limits(&db), no_worker()).await;
+    let mut s = tokio::net::TcpStream::connect(app.server.addr).await.unwrap();
+    s.write_all(webhook_head(1 << 20, "sha256=00").as_bytes()).await.unwrap();
+    let t = std::time::Instant::now();
+    let (said, _) = until_closed(&mut s, t).await;
+    assert!(said.starts_with("HTTP/1.1 401"), "{said}");
+    assert!(said.contains("must be sha256=<64 hex digits>"), "{said}");
+    assert!(t.elapsed() < Duration::from_millis(900), "answered after {:?}, not at once", t.elapsed());
+    app.shutdown().await;
+}
+
+/// A client that pipelines requests and never reads the answers is cut once the App has waited
+/// for it to read for the send time-out (the body idle time-out), so such clients cannot hold
+/// every connection slot. (From an attacker's-eye review.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let db = TestDb::sqlite().await;
+    let mut cfg = short_limits(&db);
+    cfg.intake.max_connections = 2;
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let addr = app.server.addr;
+    let mut hogs = Vec::new();
+    for _ in 0..2 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let s = sock.connect(addr).await.unwrap();
+        let (rd, mut wr) = s.into_split();
+        hogs.push(rd);
+        tokio::spawn(async move {
+            let req = b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n".repeat(200);
+            while wr.write_all(&req).await.is_ok() {}
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let served = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;
+    drop(hogs);
+    let n = served.expect("non-reading clients still hold every slot").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    app.shutdown().await;
+}
+
+/// Bodies are charged the bytes received, not the room a growing buffer reserves: unsigned
+/// clients sending just over half of a small body each do not fill the budget twice as fast,
+/// and a signed delivery still gets 202. (From an attacker's-eye review.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_small_bodies_are_charged_what_they_sent() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite().await;
+    let mut cfg = db.config();
+    cfg.intake.unverified_bytes = 256 * 1024; // small = 32 KiB
+    cfg.intake.budget_wait = Duration::from_millis(300);
+    cfg.intake.body_idle_timeout = Duration::from_secs(20);
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let addr = app.server.addr;
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(webhook_head(32 * 1024, &wrong_signature()).as_bytes()).await.unwrap();
+        s.write_all(&vec![b' '; 16 * 1024 + 1]).await.unwrap();
+        held.push(s);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.server.budget.used() < 8 * (16 * 1024 + 1) {
+        assert!(std::time::Instant::now() < deadline, "budget holds {}", app.server.budget.used());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(app.server.budget.used() < 160 * 1024, "charged {} for 131 KiB received", app.server.budget.used());
+    let body = fixture("issue_comment.created.0");
+    assert_eq!(app.deliver("issue_comment", "signed-1", &body).await, 202);
+    drop(held);
     app.shutdown().await;
 }

@@ -325,6 +325,11 @@ impl Effect {
                 detail["blob_before"] = serde_json::json!(before.as_ref().map(|(b, _)| b).filter(|b| !b.is_empty()));
                 detail["commit"] = serde_json::json!(commit);
                 detail["first_read"] = serde_json::json!(before.is_none());
+                // What `verify` checks the cached text against.
+                detail["yaml_sha256"] = serde_json::json!(yaml.as_deref().map(|y| {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(y.as_bytes()))
+                }));
                 let entry = audit::AuditEntry {
                     installation_id: *installation,
                     repository_id: Some(*repository_id),

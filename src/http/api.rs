@@ -134,14 +134,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             return Ok(Caller(Scope::Admin));
         }
         match api_tokens::lookup(&st.db, token).await? {
-            Some(installation) => Ok(Caller(Scope::Installation(installation))),
+            Some((installation, false)) => Ok(Caller(Scope::Installation(installation))),
+            Some((installation, true)) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("installation {installation} is suspended: its tokens answer again once it is unsuspended"),
+            )),
             None => Err(unauthorized("unknown token")),
         }
     }
 }
 
 /// Compares the SHA-256 digests of both (equal length) without an early exit.
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
     x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
 }

@@ -27,10 +27,16 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Bytes of webhook bodies not yet verified, held at once across all connections.
     pub budget: Arc<serve::Budget>,
+    /// This process's last verification of the audit log.
+    pub audit_result: crate::server::AuditResult,
     /// How long a body waits for room in `budget` before it is answered 503.
     pub budget_wait: std::time::Duration,
     /// The /api admin token (`SHIPGATE_ADMIN_TOKEN`), if any.
     pub admin_token: Option<Secret>,
+    /// `/metrics`' bearer token (`SHIPGATE_METRICS_TOKEN`), if any.
+    pub metrics_token: Option<Secret>,
+    /// No webhook secret on an address others can reach: every delivery is refused, saying why.
+    pub no_webhook_secret: bool,
     /// Verifies the OIDC tokens of jobs at `/gate/wait`.
     pub oidc: Option<Arc<crate::github::oidc::OidcVerifier>>,
     /// The longest long poll of `/gate/wait`.
@@ -74,7 +80,26 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+async fn metrics_text(State(st): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    if let Some(want) = &st.metrics_token {
+        let given = headers
+            .get("authorization")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim);
+        if !given.is_some_and(|g| api::constant_time_eq(g, want.expose())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [("www-authenticate", "Bearer")],
+                "/metrics needs Authorization: Bearer <SHIPGATE_METRICS_TOKEN>\n",
+            )
+                .into_response();
+        }
+    }
+    metrics_body(&st).await.into_response()
+}
+
+async fn metrics_body(st: &AppState) -> impl IntoResponse {
     // Queue gauges are read from the database at scrape time, so every replica reports the same.
     let now = st.clock.now_ms();
     for (queue, stats) in [("inbox", deliveries::stats(&st.db).await), ("outbox", outbox::stats(&st.db).await)] {
@@ -91,22 +116,17 @@ async fn metrics_text(State(st): State<Arc<AppState>>) -> impl IntoResponse {
         }
     }
     metrics::gauge!("shipgate_intake_unverified_bytes").set(st.budget.used() as f64);
-    // The last verification of the audit log, by whichever replica ran it: 1 intact, 0 broken,
-    // -1 could not run; absent before the first.
-    match crate::store::scheduler::last_result(&st.db, crate::server::AUDIT_VERIFY_JOB).await {
-        Ok(Some((at, result))) => {
-            let v = if result == "intact" {
-                1.0
-            } else if result.starts_with("broken") {
-                0.0
-            } else {
-                -1.0
-            };
-            metrics::gauge!("shipgate_audit_log_intact").set(v);
-            metrics::gauge!("shipgate_audit_log_verified_timestamp_seconds").set(at as f64 / 1000.0);
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the last audit verification"),
+    // This process's last verification of the audit log: 1 intact, 0 broken, -1 could not run;
+    // absent before the first.
+    let last = st.audit_result.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some((at, verdict)) = last {
+        let v = match verdict {
+            crate::store::audit::Verdict::Intact => 1.0,
+            crate::store::audit::Verdict::Broken(_) => 0.0,
+            crate::store::audit::Verdict::Failed(_) => -1.0,
+        };
+        metrics::gauge!("shipgate_audit_log_intact").set(v);
+        metrics::gauge!("shipgate_audit_log_verified_timestamp_seconds").set(at as f64 / 1000.0);
     }
     ([("content-type", "text/plain; version=0.0.4")], crate::metrics::render())
 }

@@ -2,8 +2,10 @@
 //! (SPEC.md §7, issue 15):
 //!
 //! * at most `max_connections` connections at once (more wait in the kernel's backlog);
-//! * a request's headers must arrive within `header_timeout` of the connection opening or of the
-//!   previous response, so a half-sent header, and an idle kept-alive connection, are cut then;
+//! * a request's headers must arrive within `header_timeout` of the connection opening, or of the
+//!   first byte of a later request, so a half-sent header or a connection that never speaks is
+//!   cut then; a kept-alive connection idle for `idle_timeout` after an answer is closed (longer,
+//!   so that a proxy's pooled connections are not closed under its feet);
 //! * a request body that goes silent for `body_idle_timeout`, or is not complete within
 //!   `body_timeout` of its headers, ends in an error ([`BodyTimeout`]) for whoever reads it;
 //! * bodies not yet verified draw their bytes from one [`Budget`] shared by all connections
@@ -31,8 +33,11 @@ use tokio::time::{Instant, Sleep};
 /// The limits of the intake (`SHIPGATE_HEADER_TIMEOUT_SECS` and its siblings in `config.rs`).
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Headers must be complete within this (also how long a kept-alive connection may idle).
+    /// Headers must be complete within this of the connection opening (or of a later request's
+    /// first byte).
     pub header_timeout: Duration,
+    /// How long a kept-alive connection may idle between an answer and the next request.
+    pub idle_timeout: Duration,
     /// A body that sends nothing for this long is cut.
     pub body_idle_timeout: Duration,
     /// A body must be complete within this of its headers, however it trickles.
@@ -49,6 +54,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 512,
@@ -69,7 +75,13 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).keep_alive(true);
+    // hyper's own header time-out runs from the moment it waits for a request, idle or not; the
+    // watchdog below tells the two apart instead.
+    // A connection's read buffer (headers included) is at most 64 KiB: what hyper holds of a body
+    // before the handler takes it and charges the budget.
+    builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).max_buf_size(64 * 1024);
+    let tick =
+        (limits.header_timeout.min(limits.idle_timeout) / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let body_limits = (limits.body_idle_timeout, limits.body_timeout);
     loop {
         let slot = tokio::select! {
@@ -90,15 +102,37 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = TowerToHyperService::new(TimedRouter { app, idle: body_limits.0, total: body_limits.1 });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let state = Arc::new(ConnState::new());
+        let service = TowerToHyperService::new(TimedRouter {
+            app,
+            idle: body_limits.0,
+            total: body_limits.1,
+            state: state.clone(),
+        });
+        let io = Watched { inner: stream, state: state.clone() };
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         let mut closing = closing_rx.clone();
+        let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
+        let send_timeout = limits.body_idle_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let mut conn = std::pin::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => Some(r),
-                _ = stopped(&mut closing) => None,
+            let mut ticks = tokio::time::interval(tick);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let ended = loop {
+                tokio::select! {
+                    r = conn.as_mut() => break Some(r),
+                    _ = stopped(&mut closing) => break None,
+                    _ = ticks.tick() => {
+                        if let Some(reason) = state.overdue(header_timeout, idle_timeout, send_timeout) {
+                            // Nothing is under way, or the peer reads nothing of what it is sent:
+                            // dropping the connection closes it.
+                            metrics::counter!("shipgate_http_connections_cut_total", "reason" => reason).increment(1);
+                            tracing::debug!(%peer, reason, "connection cut");
+                            return;
+                        }
+                    }
+                }
             };
             let ended = match ended {
                 Some(r) => r,
@@ -109,8 +143,7 @@ pub async fn serve(
                 }
             };
             if let Err(e) = ended {
-                let reason = if e.is_timeout() { "header_timeout" } else { "error" };
-                metrics::counter!("shipgate_http_connections_cut_total", "reason" => reason).increment(1);
+                metrics::counter!("shipgate_http_connections_cut_total", "reason" => "error").increment(1);
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -133,12 +166,13 @@ struct TimedRouter {
     app: Router,
     idle: Duration,
     total: Duration,
+    state: Arc<ConnState>,
 }
 
 impl tower_service::Service<http::Request<Incoming>> for TimedRouter {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = <Router as tower_service::Service<http::Request<Body>>>::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -146,7 +180,145 @@ impl tower_service::Service<http::Request<Incoming>> for TimedRouter {
 
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
         let req = req.map(|b| Body::new(TimedBody::new(b, self.idle, self.total)));
-        tower_service::Service::call(&mut self.app, req)
+        self.state.started();
+        let state = self.state.clone();
+        let answer = tower_service::Service::call(&mut self.app, req);
+        Box::pin(async move {
+            let r = answer.await;
+            state.answered();
+            r
+        })
+    }
+}
+
+/// Where a connection is, for its watchdog: waiting for a request's headers (since it opened, or
+/// since a later request's first byte), idle after an answer, or busy with requests.
+struct ConnState {
+    epoch: Instant,
+    /// WAITING_HEAD, IDLE or BUSY.
+    phase: std::sync::atomic::AtomicU8,
+    /// Milliseconds from `epoch` when the phase began.
+    since_ms: std::sync::atomic::AtomicU64,
+    busy: AtomicUsize,
+    /// Milliseconds from `epoch`, plus one, since a write has been waiting for the peer to read
+    /// (0: none waiting).
+    write_stalled: std::sync::atomic::AtomicU64,
+}
+
+const WAITING_HEAD: u8 = 0;
+const IDLE: u8 = 1;
+const BUSY: u8 = 2;
+
+impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            epoch: Instant::now(),
+            phase: WAITING_HEAD.into(),
+            since_ms: 0.into(),
+            busy: AtomicUsize::new(0),
+            write_stalled: 0.into(),
+        }
+    }
+
+    /// A write waits (the peer's window is full) or went through.
+    fn wrote<T>(&self, r: &Poll<T>) {
+        match r {
+            Poll::Pending => {
+                let _ = self.write_stalled.compare_exchange(0, self.now_ms() + 1, Ordering::AcqRel, Ordering::Acquire);
+            }
+            Poll::Ready(_) => self.write_stalled.store(0, Ordering::Release),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn enter(&self, phase: u8) {
+        self.since_ms.store(self.now_ms(), Ordering::Release);
+        self.phase.store(phase, Ordering::Release);
+    }
+
+    /// Bytes arrived: on an idle connection, a request has begun.
+    fn read_some(&self) {
+        if self.phase.load(Ordering::Acquire) == IDLE {
+            self.enter(WAITING_HEAD);
+        }
+    }
+
+    fn started(&self) {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.phase.store(BUSY, Ordering::Release);
+    }
+
+    fn answered(&self) {
+        if self.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.enter(IDLE);
+        }
+    }
+
+    /// Why the connection should be cut now, if it should.
+    fn overdue(&self, header: Duration, idle: Duration, send: Duration) -> Option<&'static str> {
+        let now = self.now_ms();
+        let stalled = self.write_stalled.load(Ordering::Acquire);
+        if stalled != 0 && Duration::from_millis(now.saturating_sub(stalled - 1)) > send {
+            return Some("send_timeout");
+        }
+        let since = Duration::from_millis(now.saturating_sub(self.since_ms.load(Ordering::Acquire)));
+        match self.phase.load(Ordering::Acquire) {
+            WAITING_HEAD if since > header => Some("header_timeout"),
+            IDLE if since > idle => Some("idle_timeout"),
+            _ => None,
+        }
+    }
+}
+
+/// The connection's socket, telling its watchdog when bytes arrive.
+struct Watched {
+    inner: tokio::net::TcpStream,
+    state: Arc<ConnState>,
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.read_some();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.state.wrote(&r);
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.wrote(&r);
+        r
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.wrote(&r);
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 

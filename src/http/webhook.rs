@@ -94,16 +94,36 @@ async fn accept(
     if !valid_delivery_id(delivery_id) {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_request", "missing or invalid X-GitHub-Delivery header"));
     }
+    if st.no_webhook_secret {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "no webhook secret is set (GITHUB_WEBHOOK_SECRET): deliveries are refused on this address",
+        ));
+    }
     let Some(signature) = header_str(headers, "x-hub-signature-256") else {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "missing X-Hub-Signature-256 header"));
     };
 
-    let (bytes, charge) = read_body(st, headers, body).await?;
-    if !st.verifier.verify(signature, &bytes) {
+    // A malformed signature is refused before a byte of the body is read.
+    if crate::github::signature::parse(signature).is_none() {
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            "X-Hub-Signature-256 must be sha256=<64 hex digits>",
+        ));
+    }
+    let (parts, charge) = read_body(st, headers, body).await?;
+    let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_ref()).collect();
+    if !st.verifier.verify_parts(signature, &slices) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match"));
     }
     // Verified: the bytes no longer count against the budget of unverified ones.
     drop(charge);
+    let bytes: bytes::Bytes = match parts.len() {
+        1 => parts.into_iter().next().unwrap_or_default(),
+        _ => parts.concat().into(),
+    };
     let envelope =
         Envelope::parse(&bytes).map_err(|e| refuse(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
     // The body parsed as JSON, so it is UTF-8 (checked, not copied: it is stored compressed).
@@ -133,15 +153,17 @@ async fn accept(
     }
 }
 
-/// Reads the body into one buffer whose every byte is first charged to the budget of unverified
-/// bytes; waits at most `budget_wait` for room, then refuses (503), never holding more. The
-/// announced length (GitHub always sends one) makes a body small or large; a body without one
-/// (chunked, from some proxies) counts as large and is cut at the largest size.
-async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Vec<u8>, Charge), Refusal> {
+/// Reads the body as the parts it arrives in (hyper's own buffers, not copied), each charged to
+/// the budget of unverified bytes, exactly, before it is kept; waits at most `budget_wait` for
+/// room, then refuses (503), never holding more. The announced length (GitHub always sends one)
+/// makes a body small or large; a body without one (chunked, from some proxies) counts as large
+/// and is cut at the largest size.
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Vec<bytes::Bytes>, Charge), Refusal> {
     let declared = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
     let announced = declared.unwrap_or(st.max_body_bytes);
     let mut charge = st.budget.empty();
-    let mut buf: Vec<u8> = Vec::new();
+    let mut parts = Vec::new();
+    let mut received = 0usize;
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match body_timeout(&e) {
@@ -149,29 +171,28 @@ async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Ve
             None => refuse(StatusCode::BAD_REQUEST, "bad_request", format!("could not read the body: {e}")),
         })?;
         let Ok(data) = frame.into_data() else { continue };
-        let want = buf.len() + data.len();
-        if want > announced {
+        received += data.len();
+        if received > announced {
             return Err(match declared {
                 Some(_) => refuse(StatusCode::BAD_REQUEST, "bad_request", "the body is longer than its Content-Length"),
                 None => too_large(st.max_body_bytes),
             });
         }
-        if want > buf.capacity() {
-            // Grow by doubling, never past the announced length; the new room is charged first.
-            let cap = want.max(buf.capacity() * 2).max(16 * 1024).min(announced);
-            if !st.budget.grow(&mut charge, cap - buf.capacity(), announced, st.budget_wait).await {
-                return Err(refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "too many unverified bodies are being received: try again later",
-                ));
-            }
-            buf.reserve_exact(cap - buf.len());
+        // Each part also costs its bookkeeping: a body trickled a byte at a time pays for it.
+        if !st.budget.grow(&mut charge, data.len() + PART_OVERHEAD, announced, st.budget_wait).await {
+            return Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many unverified bodies are being received: try again later",
+            ));
         }
-        buf.extend_from_slice(&data);
+        parts.push(data);
     }
-    Ok((buf, charge))
+    Ok((parts, charge))
 }
+
+/// What one received part costs beyond its bytes (its handle and the list's slot, rounded up).
+const PART_OVERHEAD: usize = 64;
 
 fn too_large(max: usize) -> Refusal {
     refuse(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("body larger than {max} bytes"))

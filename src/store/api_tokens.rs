@@ -64,18 +64,21 @@ pub async fn create(db: &Db, installation: i64, name: Option<&str>, now: i64) ->
 
 /// The installation a presented token belongs to, if it is one of ours and the App has not been
 /// uninstalled from it (a deleted installation's tokens stop working).
-pub async fn lookup(db: &Db, token: &str) -> Result<Option<i64>> {
+/// The installation a token reads, and whether that installation is suspended; None for an
+/// unknown token or one of a deleted installation.
+pub async fn lookup(db: &Db, token: &str) -> Result<Option<(i64, bool)>> {
     if !token.starts_with(PREFIX) {
         return Ok(None);
     }
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT t.installation_id FROM api_tokens t WHERE t.token_sha256 = $1 AND NOT EXISTS \
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT t.installation_id, CASE WHEN EXISTS (SELECT 1 FROM installations i WHERE i.id = t.installation_id \
+         AND i.suspended_at IS NOT NULL) THEN 1 ELSE 0 END FROM api_tokens t WHERE t.token_sha256 = $1 AND NOT EXISTS \
          (SELECT 1 FROM installations i WHERE i.id = t.installation_id AND i.deleted_at IS NOT NULL)",
     )
     .bind(token_hash(token))
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.map(|r| r.0))
+    Ok(row.map(|(id, suspended)| (id, suspended != 0)))
 }
 
 pub async fn list(db: &Db) -> Result<Vec<TokenRow>> {

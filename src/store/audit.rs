@@ -11,8 +11,10 @@
 //! * `hash` = HMAC-SHA256 under the key named by `key_id` of [`hash_input`]: a JSON array of the
 //!   key id, position, prev_hash and every stored column, with the detail as its canonical JSON
 //!   text (sorted keys, no whitespace). Entries written before the App had a key (`key_id` NULL)
-//!   carry a plain SHA-256 instead; the first start with a key seals them ([`seal_unkeyed`]): it
-//!   checks them and appends an `audit.sealed` entry saying what it found, keyed.
+//!   carry a plain SHA-256 instead; an operator seals them once (`shipgate audit seal`,
+//!   [`seal_unkeyed`]): they are checked and an `audit.sealed` entry, keyed, says what was found.
+//!   Never at start-up: a database writer could otherwise swap a keyed chain for an unkeyed one
+//!   of their own and have the next start seal it.
 //! * A new key takes over only through an `audit.key_rotated` entry sealed under the new key and
 //!   carrying a seal under the old one ([`rotate_key`]).
 //! * No code path updates or deletes an entry, and the database refuses to (triggers in
@@ -344,13 +346,21 @@ async fn hold_head(tx: &mut Transaction<'_, Any>, installation: i64) -> Result<O
     Ok(key)
 }
 
+/// A chain [`seal_unkeyed`] sealed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sealed {
+    pub installation_id: i64,
+    pub entries: i64,
+    pub broken: Option<Broken>,
+}
+
 /// Seals every chain whose last entry is unkeyed under `key`: checks the unkeyed entries as
 /// [`verify`] would and appends an `audit.sealed` entry saying how many there were, the head it
 /// seals, and the first broken link if the old chain was already broken (it is never hashed
-/// again). Safe to run from several replicas at once: each chain is sealed in one transaction
-/// that holds its head. Returns the number of chains sealed.
-pub async fn seal_unkeyed(db: &Db, key: &AuditKey, now: i64) -> Result<usize> {
-    let mut sealed = 0;
+/// again). Safe to run twice at once: each chain is sealed in one transaction that holds its
+/// head. Returns the chains sealed.
+pub async fn seal_unkeyed(db: &Db, key: &AuditKey, now: i64) -> Result<Vec<Sealed>> {
+    let mut sealed = Vec::new();
     for (installation, last_key) in chain_keys(db).await? {
         if last_key.is_some() {
             continue;
@@ -384,7 +394,7 @@ pub async fn seal_unkeyed(db: &Db, key: &AuditKey, now: i64) -> Result<usize> {
             None => tracing::info!(installation, entries, "audit chain sealed under SHIPGATE_AUDIT_KEY"),
             Some(b) => tracing::warn!(installation, broken = %b, "audit chain was already broken: sealed as broken"),
         }
-        sealed += 1;
+        sealed.push(Sealed { installation_id: installation, entries, broken: chain.broken });
     }
     Ok(sealed)
 }
@@ -471,6 +481,16 @@ pub async fn list(db: &Db, f: &Filter<'_>) -> Result<Vec<AuditRow>> {
     }
     let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq LIMIT {}", w.sql(), w.next());
     Ok(super::filter::query_as(sql, &w, &[f.limit.into()]).fetch_all(db.pool()).await?)
+}
+
+/// A verification's outcome, in short (for `/metrics`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Intact,
+    /// The first problem found.
+    Broken(String),
+    /// The verification could not run (the database, say).
+    Failed(String),
 }
 
 /// What [`verify`] found.
@@ -790,6 +810,8 @@ struct ApprovalRow {
     environment: String,
     revision: i64,
     state: String,
+    roles: String,
+    head_shas: String,
 }
 
 /// The first approval or open gate in the tables that the log does not record as it is: an
@@ -798,41 +820,58 @@ struct ApprovalRow {
 /// last gate entry, or closed after one. One installation at a time.
 async fn unrecorded(db: &Db) -> Result<Option<String>> {
     let installations: Vec<(i64,)> = sqlx::query_as(
-        "SELECT DISTINCT installation_id FROM approvals UNION SELECT DISTINCT installation_id FROM requests ORDER BY 1",
+        "SELECT DISTINCT installation_id FROM approvals UNION SELECT DISTINCT installation_id FROM requests \
+         UNION SELECT DISTINCT installation_id FROM policies ORDER BY 1",
     )
     .fetch_all(db.pool())
     .await?;
     for (installation,) in installations {
         let entries: Vec<(Option<i64>, Option<i64>, String, String)> = sqlx::query_as(
             "SELECT repository_id, issue, kind, detail FROM audit_log WHERE installation_id = $1 \
-             AND kind IN ('approval.given', 'approval.withdrawn', 'approval.stale', 'gate.opened', 'gate.closed') \
-             ORDER BY seq",
+             AND kind IN ('approval.given', 'approval.withdrawn', 'approval.stale', 'gate.opened', 'gate.closed', \
+             'request.held', 'request.unheld', 'policy.changed') ORDER BY seq",
         )
         .bind(installation)
         .fetch_all(db.pool())
         .await?;
-        // (repository, issue, comment) -> (kind, approver, environment, revision); (repository, issue) -> opened
+        // (repository, issue, comment) -> the last entry (kind, approver, environment, revision);
+        // and what the first said of what never changes in the row (login, roles, heads).
         let mut approvals = std::collections::HashMap::new();
+        let mut given = std::collections::HashMap::new();
+        // (repository, issue) -> gate opened; -> held. repository -> (blob, text hash) last taking effect.
         let mut gates = std::collections::HashMap::new();
+        let mut holds = std::collections::HashMap::new();
+        let mut policies = std::collections::HashMap::new();
         for (repository_id, issue, kind, detail) in entries {
-            let (Some(repository_id), Some(issue)) = (repository_id, issue) else { continue };
+            let Some(repository_id) = repository_id else { continue };
+            let d: Value = serde_json::from_str(&detail).unwrap_or(Value::Null);
+            if kind == "policy.changed" {
+                let text = d.get("yaml_sha256").map(|v| v.as_str().map(str::to_string));
+                policies.insert(repository_id, (d["blob"].as_str().unwrap_or_default().to_string(), text));
+                continue;
+            }
+            let Some(issue) = issue else { continue };
             if kind.starts_with("gate.") {
                 gates.insert((repository_id, issue), kind == "gate.opened");
                 continue;
             }
-            let d: Value = serde_json::from_str(&detail).unwrap_or(Value::Null);
+            if kind.starts_with("request.") {
+                holds.insert((repository_id, issue), kind == "request.held");
+                continue;
+            }
             let Some(comment) = d["comment_id"].as_i64() else { continue };
-            let said = (
-                kind,
-                d["approver_id"].as_i64(),
-                d["environment"].as_str().map(str::to_string),
-                d["revision"].as_i64(),
-            );
+            let text = |k: &str| d[k].as_str().map(str::to_string);
+            given.entry((repository_id, issue, comment)).or_insert((
+                text("approver"),
+                text("roles"),
+                text("head_shas"),
+            ));
+            let said = (kind, d["approver_id"].as_i64(), text("environment"), d["revision"].as_i64());
             approvals.insert((repository_id, issue, comment), said);
         }
         let rows: Vec<ApprovalRow> = sqlx::query_as(
-            "SELECT seq, repository_id, issue, comment_id, user_id, login, environment, revision, state FROM approvals \
-             WHERE installation_id = $1 ORDER BY seq",
+            "SELECT seq, repository_id, issue, comment_id, user_id, login, environment, revision, state, roles, \
+             head_shas FROM approvals WHERE installation_id = $1 ORDER BY seq",
         )
         .bind(installation)
         .fetch_all(db.pool())
@@ -848,11 +887,25 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
                 environment,
                 revision,
                 state,
+                roles,
+                head_shas,
             } = a;
             let what = format!(
                 "approval {seq} (installation {installation}, repository {repository_id}, issue #{issue}, comment \
                  {comment}, {login})"
             );
+            if let Some((first_login, first_roles, first_heads)) = given.get(&(repository_id, issue, comment))
+                && (first_login.as_deref() != Some(login.as_str())
+                    || first_roles.as_deref() != Some(roles.as_str())
+                    || first_heads.as_deref() != Some(head_shas.as_str()))
+            {
+                return Ok(Some(format!(
+                    "{what} holds roles {roles} for heads {head_shas}; its audit entry says {} with roles {} for heads {}",
+                    first_login.as_deref().unwrap_or_default(),
+                    first_roles.as_deref().unwrap_or_default(),
+                    first_heads.as_deref().unwrap_or_default()
+                )));
+            }
             let kind = crate::domain::state::ApprovalState::parse(&state).map(|s| s.audit_kind()).unwrap_or("?");
             match approvals.get(&(repository_id, issue, comment)) {
                 None => return Ok(Some(format!("{what} has no audit entry: it was not recorded by the App"))),
@@ -875,14 +928,23 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
                 }
             }
         }
-        let requests: Vec<(i64, i64, String, i64)> = sqlx::query_as(
-            "SELECT repository_id, issue, repository, gate_open FROM requests WHERE installation_id = $1 \
+        let requests: Vec<(i64, i64, String, i64, Option<String>)> = sqlx::query_as(
+            "SELECT repository_id, issue, repository, gate_open, hold_by FROM requests WHERE installation_id = $1 \
              ORDER BY repository_id, issue",
         )
         .bind(installation)
         .fetch_all(db.pool())
         .await?;
-        for (repository_id, issue, repository, gate_open) in requests {
+        for (repository_id, issue, repository, gate_open, hold_by) in requests {
+            let held = holds.get(&(repository_id, issue)).copied().unwrap_or(false);
+            if hold_by.is_some() != held {
+                return Ok(Some(format!(
+                    "{repository}#{issue} (installation {installation}) is {} in the table, but its last hold entry \
+                     says {}",
+                    if hold_by.is_some() { "held" } else { "not held" },
+                    if held { "held" } else { "not held" }
+                )));
+            }
             let logged = gates.get(&(repository_id, issue)).copied().unwrap_or(false);
             if (gate_open != 0) != logged {
                 let (table, log) = if gate_open != 0 {
@@ -892,6 +954,25 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
                 };
                 return Ok(Some(format!(
                     "the gate of {repository}#{issue} (installation {installation}) is {table} in the table, but {log}"
+                )));
+            }
+        }
+        // The cached policy is what the gate reads: it must be the blob (and, since entries carry
+        // it, the text) the last `policy.changed` of its repository recorded.
+        let cached: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT repository_id, blob_sha, yaml FROM policies WHERE installation_id = $1 ORDER BY repository_id",
+        )
+        .bind(installation)
+        .fetch_all(db.pool())
+        .await?;
+        for (repository_id, blob, yaml) in cached {
+            let Some((logged_blob, logged_text)) = policies.get(&repository_id) else { continue };
+            let text = yaml.as_deref().map(|y| hex::encode(Sha256::digest(y.as_bytes())));
+            let text_differs = matches!(logged_text, Some(t) if *t != text);
+            if *logged_blob != blob || text_differs {
+                return Ok(Some(format!(
+                    "the policy cached for repository {repository_id} (installation {installation}) is not the one its \
+                     last policy.changed entry recorded"
                 )));
             }
         }

@@ -67,6 +67,59 @@ pub struct Db {
     audit_key: Option<std::sync::Arc<audit::AuditKey>>,
 }
 
+/// A database URL fit for a message: the password, if any, replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    let query = query.map(|q| {
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        format!("?{}", parts.join("&"))
+    });
+    redact_authority(url) + query.as_deref().unwrap_or("")
+}
+
+fn redact_authority(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// The directory of a SQLite URL's file (None for an in-memory database or a bare file name).
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let path = url.strip_prefix("sqlite://")?.split('?').next()?;
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    let parent = std::path::Path::new(path).parent()?;
+    (!parent.as_os_str().is_empty()).then(|| parent.to_path_buf())
+}
+
+/// An error's own words, without sqlx's prefixes, once.
+fn cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.message().to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Turns `DATABASE_URL` into a URL sqlx understands: `postgres://…` selects PostgreSQL, anything
 /// else is SQLite (`sqlite://file.db`, `sqlite:file.db` or a plain path), created when missing.
 pub fn normalize_url(url: &str) -> (Backend, String) {
@@ -87,9 +140,9 @@ pub fn normalize_url(url: &str) -> (Backend, String) {
 }
 
 impl Db {
-    pub async fn connect(url: &str) -> Result<Db> {
+    pub async fn connect(given: &str) -> Result<Db> {
         install_default_drivers();
-        let (backend, url) = normalize_url(url);
+        let (backend, url) = normalize_url(given);
         let sqlite = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
@@ -125,12 +178,50 @@ impl Db {
                     })
                 })
         };
+        let shown = redact_url(given);
         let (pool, writer) = match backend {
             Backend::Sqlite => {
-                let writer = sqlite(1).connect(&url).await?;
-                (sqlite(8).connect(&url).await?, writer)
+                if let Some(dir) = sqlite_dir(&url)
+                    && !dir.is_dir()
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "DATABASE_URL={shown}: the directory {} does not exist: create it, or set DATABASE_URL to a \
+                         file in a directory that does",
+                        dir.display()
+                    )));
+                }
+                let cannot = |e: sqlx::Error| {
+                    StoreError::Invalid(format!("DATABASE_URL={shown}: cannot open the SQLite file: {}", cause(&e)))
+                };
+                let writer = sqlite(1).connect(&url).await.map_err(cannot)?;
+                (sqlite(8).connect(&url).await.map_err(cannot)?, writer)
             }
             Backend::Postgres => {
+                // One connection first, so that what went wrong is said (a pool only says it
+                // timed out).
+                use sqlx::Connection;
+                match tokio::time::timeout(Duration::from_secs(10), sqlx::AnyConnection::connect(&url)).await {
+                    Err(_) => {
+                        return Err(StoreError::Invalid(format!(
+                            "DATABASE_URL={shown}: PostgreSQL did not answer within 10 s: is the host right, and \
+                             reachable from here?"
+                        )));
+                    }
+                    Ok(Err(e)) => {
+                        return Err(StoreError::Invalid(format!(
+                            "DATABASE_URL={shown}: cannot connect to PostgreSQL: {}{}",
+                            cause(&e),
+                            if matches!(&e, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused) {
+                                " (is it running, and are the host and port right?)"
+                            } else {
+                                ""
+                            }
+                        )));
+                    }
+                    Ok(Ok(c)) => {
+                        let _ = c.close().await;
+                    }
+                }
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
@@ -174,7 +265,19 @@ impl Db {
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        self.migrator().run(&self.writer).await?;
+        use sqlx::migrate::MigrateError;
+        self.migrator().run(&self.writer).await.map_err(|e| match e {
+            MigrateError::VersionMissing(v) => StoreError::Invalid(format!(
+                "the database was migrated by a newer shipgate (migration {v} is unknown to this version): run that \
+                 version, or point DATABASE_URL at another database"
+            )),
+            MigrateError::Execute(sqlx::Error::Database(d)) => StoreError::Invalid(format!(
+                "the database schema could not be brought up to date: {} (does DATABASE_URL's user own the \
+                 database, or may it create tables in it?)",
+                d.message()
+            )),
+            other => StoreError::Invalid(format!("the database schema could not be brought up to date: {other}")),
+        })?;
         Ok(())
     }
 

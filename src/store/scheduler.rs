@@ -55,14 +55,3 @@ pub async fn set_checkpoint(db: &Db, name: &str, value: &str, now: i64) -> Resul
     .await?;
     Ok(())
 }
-
-/// The last finished run of job `name`: when it finished (Unix ms) and its result.
-pub async fn last_result(db: &Db, name: &str) -> Result<Option<(i64, String)>> {
-    Ok(sqlx::query_as(
-        "SELECT finished_at, COALESCE(result, '') FROM jobs WHERE name = $1 AND finished_at IS NOT NULL \
-         ORDER BY slot DESC LIMIT 1",
-    )
-    .bind(name)
-    .fetch_optional(db.pool())
-    .await?)
-}

@@ -12,7 +12,7 @@ use shipgate::github::signature::sign;
 use shipgate::server::{Options, Server};
 use shipgate::store::Db;
 
-pub const SECRET: &str = "test-secret";
+pub const SECRET: &str = "test-webhook-secret-0123";
 
 /// Runs a test body once on SQLite and once on PostgreSQL (when `TEST_DATABASE_URL` is set;
 /// otherwise the PostgreSQL test says, on the terminal, that it was skipped).
@@ -245,7 +245,18 @@ pub async fn drain(db: &Db, timeout: Duration) {
         if s.pending == 0 && s.running == 0 && due == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "queue not drained in {timeout:?}: {s:?}");
+        if tokio::time::Instant::now() >= deadline {
+            // What is left, to tell a slow machine from work that never ends.
+            let rows: Vec<(i64, i64, i64, i64, i64)> =
+                sqlx::query_as("SELECT issue, first_at, deadline, due_at, events FROM rechecks_due")
+                    .fetch_all(db.pool())
+                    .await
+                    .unwrap_or_default();
+            let now = shipgate::clock::Clock::system().now_ms();
+            panic!(
+                "queue not drained in {timeout:?}: {s:?}; now {now}; rechecks due (issue, first, deadline, due, events): {rows:?}"
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
