@@ -465,6 +465,20 @@ async fn pages_and_bad_parameters(tdb: &TestDb) {
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
     }
+    // A filter value that matches nothing the App knows is an error listing what it knows, not
+    // an empty page.
+    for (path, allowed) in [
+        (
+            "/api/requests?state=bogus",
+            "state must be one of: incomplete, awaiting-approval, blocked, approved, on-hold, denied, deploying, \
+             deployed, deploy-failed, rolled-back, closed",
+        ),
+        ("/api/deliveries?status=lost", "status must be one of: pending, running, done, parked"),
+        ("/api/incidents?state=shut", "state must be one of: open, closed"),
+        ("/api/incidents?kind=outage", "kind must be one of: ci, security"),
+    ] {
+        assert_eq!(c.get(Some(&a), path).await, (400, json!({ "error": allowed })), "{path}");
+    }
     assert_eq!(c.list(&a, "/api/audit?since=2026-11-29T09:00:00Z", "seq").await.len(), 3);
     assert!(c.list(&a, "/api/audit?since=2026-11-29T09:00:00.001Z", "seq").await.is_empty());
     // (The rows were seeded by hand, without the audit entries the App would write.)

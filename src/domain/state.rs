@@ -126,6 +126,21 @@ impl RequestStatus {
         }
     }
 
+    /// Every state, in the order a request usually passes through them.
+    pub const ALL: [RequestStatus; 11] = [
+        RequestStatus::Incomplete,
+        RequestStatus::AwaitingApproval,
+        RequestStatus::Blocked,
+        RequestStatus::Approved,
+        RequestStatus::OnHold,
+        RequestStatus::Denied,
+        RequestStatus::Deploying,
+        RequestStatus::Deployed,
+        RequestStatus::DeployFailed,
+        RequestStatus::RolledBack,
+        RequestStatus::Closed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RequestStatus::Incomplete => "incomplete",

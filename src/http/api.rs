@@ -233,6 +233,13 @@ async fn list_requests(
 ) -> Result<Json<Page>, ApiError> {
     let p = Params::new(q, &["repo", "state", "limit", "after"])?;
     let limit = p.limit()?;
+    use crate::domain::state::RequestStatus;
+    if let Some(s) = p.get("state")
+        && !RequestStatus::ALL.iter().any(|k| k.as_str() == s)
+    {
+        let all: Vec<&str> = RequestStatus::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(ApiError::bad_request(format!("state must be one of: {}", all.join(", "))));
+    }
     // The cursor is the last row's key: installation-repository_id-issue.
     let after = match p.get("after") {
         None => (i64::MIN, i64::MIN, i64::MIN),
@@ -340,7 +347,7 @@ async fn list_deliveries(
     if let Some(s) = status
         && !["pending", "running", "done", "parked"].contains(&s)
     {
-        return Err(ApiError::bad_request("status must be one of pending, running, done, parked"));
+        return Err(ApiError::bad_request("status must be one of: pending, running, done, parked"));
     }
     let mut f = Filter::new();
     f.eq("installation_id", scope.installation()).eq("state", status).and("seq > ?", p.seq_cursor()?);
@@ -377,12 +384,12 @@ async fn list_incidents(
     if let Some(s) = p.get("state")
         && !["open", "closed"].contains(&s)
     {
-        return Err(ApiError::bad_request("state must be open or closed"));
+        return Err(ApiError::bad_request("state must be one of: open, closed"));
     }
     if let Some(k) = p.get("kind")
         && !["ci", "security"].contains(&k)
     {
-        return Err(ApiError::bad_request("kind must be ci or security"));
+        return Err(ApiError::bad_request("kind must be one of: ci, security"));
     }
     // The cursor is the last row's id (incident ids sort as text).
     let mut f = Filter::new();
