@@ -248,33 +248,8 @@ impl Config {
             }
         };
 
-        let admin_token = match get("SHIPGATE_ADMIN_TOKEN") {
-            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
-                return Err(ConfigError::Invalid {
-                    var: "SHIPGATE_ADMIN_TOKEN",
-                    msg: format!(
-                        "too short ({} characters): use at least {MIN_ADMIN_TOKEN_LEN} random characters, \
-                         e.g. `openssl rand -hex 32`",
-                        t.len()
-                    ),
-                });
-            }
-            t => t.map(Secret::new),
-        };
-
-        let metrics_token = match get("SHIPGATE_METRICS_TOKEN") {
-            Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => {
-                return Err(ConfigError::Invalid {
-                    var: "SHIPGATE_METRICS_TOKEN",
-                    msg: format!(
-                        "too short ({} characters): use at least {MIN_ADMIN_TOKEN_LEN} random characters, \
-                         e.g. `openssl rand -hex 32`",
-                        t.len()
-                    ),
-                });
-            }
-            t => t.map(Secret::new),
-        };
+        let admin_token = bearer_token(&get, "SHIPGATE_ADMIN_TOKEN")?;
+        let metrics_token = bearer_token(&get, "SHIPGATE_METRICS_TOKEN")?;
 
         let mut oidc = crate::github::oidc::OidcConfig::default();
         if let Some(issuer) = get("SHIPGATE_OIDC_ISSUER") {
@@ -411,6 +386,21 @@ impl Config {
                 refresh_within: Duration::from_millis(500),
             },
         }
+    }
+}
+
+/// A bearer token from `var`, if set: at least [`MIN_ADMIN_TOKEN_LEN`] characters.
+fn bearer_token(get: &impl Fn(&str) -> Option<String>, var: &'static str) -> Result<Option<Secret>, ConfigError> {
+    match get(var) {
+        Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => Err(ConfigError::Invalid {
+            var,
+            msg: format!(
+                "too short ({} characters): use at least {MIN_ADMIN_TOKEN_LEN} random characters, e.g. `openssl rand \
+                 -hex 32`",
+                t.len()
+            ),
+        }),
+        t => Ok(t.map(Secret::new)),
     }
 }
 

@@ -279,6 +279,15 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
 }
 both_backends!(a_token_reads_only_its_installation);
 
+/// The status of `GET /metrics` with this bearer token, or none.
+async fn metrics(app: &TestApp, token: Option<&str>) -> u16 {
+    let mut r = app.http.get(format!("{}/metrics", app.url));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
 async fn no_token_or_a_bad_one_is_401(tdb: &TestDb) {
     let app = start(tdb).await;
     let (a, _) = tokens(&app.db).await;
@@ -331,35 +340,15 @@ async fn no_token_or_a_bad_one_is_401(tdb: &TestDb) {
     let c = Client { app: &app };
     assert_eq!(c.get(Some(ADMIN), "/api/requests").await.0, 401);
     // /metrics is open without SHIPGATE_METRICS_TOKEN...
-    let metrics = |token: Option<&'static str>| {
-        let (http, url) = (app.http.clone(), app.url.clone());
-        async move {
-            let mut r = http.get(format!("{url}/metrics"));
-            if let Some(t) = token {
-                r = r.bearer_auth(t);
-            }
-            r.send().await.unwrap().status().as_u16()
-        }
-    };
-    assert_eq!(metrics(None).await, 200);
+    assert_eq!(metrics(&app, None).await, 200);
     app.shutdown_unchecked().await;
     // ... and asks for it when it is set.
     let mut cfg = tdb.config();
     cfg.metrics_token = Some(Secret::new(ADMIN));
     let app = TestApp::start_with(cfg, Options { run_worker: false, ..Options::default() }).await;
-    let metrics = |token: Option<&'static str>| {
-        let (http, url) = (app.http.clone(), app.url.clone());
-        async move {
-            let mut r = http.get(format!("{url}/metrics"));
-            if let Some(t) = token {
-                r = r.bearer_auth(t);
-            }
-            r.send().await.unwrap().status().as_u16()
-        }
-    };
-    assert_eq!(metrics(None).await, 401);
-    assert_eq!(metrics(Some("not-the-token-not-the-token-not-the")).await, 401);
-    assert_eq!(metrics(Some(ADMIN)).await, 200);
+    assert_eq!(metrics(&app, None).await, 401);
+    assert_eq!(metrics(&app, Some("not-the-token-not-the-token-not-the")).await, 401);
+    assert_eq!(metrics(&app, Some(ADMIN)).await, 200);
     // (The rows were seeded by hand, without the audit entries the App would write.)
     app.shutdown_unchecked().await;
 }
