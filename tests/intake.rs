@@ -806,3 +806,25 @@ async fn half_sent_small_bodies_are_charged_what_they_sent() {
     drop(held);
     app.shutdown().await;
 }
+
+/// Half-sent requests (a head, a body) do not hold the App's shutdown up beyond their time-outs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_hold_shutdown_up() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite().await;
+    let mut cfg = short_limits(&db);
+    cfg.intake.header_timeout = Duration::from_secs(3);
+    cfg.intake.body_idle_timeout = Duration::from_secs(30);
+    cfg.intake.body_timeout = Duration::from_secs(3);
+    let app = TestApp::start_with(cfg, no_worker()).await;
+    let mut s = tokio::net::TcpStream::connect(app.server.addr).await.unwrap();
+    s.write_all(webhook_head(1000, &wrong_signature()).as_bytes()).await.unwrap();
+    s.write_all(b"{").await.unwrap();
+    let mut head = tokio::net::TcpStream::connect(app.server.addr).await.unwrap();
+    head.write_all(b"POST /webhook HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), app.shutdown()).await.expect("shut down in time");
+    assert!(t.elapsed() < Duration::from_secs(8), "shutdown took {:?}", t.elapsed());
+    drop((s, head));
+}

@@ -114,6 +114,9 @@ pub async fn serve(
         let mut closing = closing_rx.clone();
         let (header_timeout, idle_timeout) = (limits.header_timeout, limits.idle_timeout);
         let send_timeout = limits.body_idle_timeout;
+        // On shutdown a request under way gets as long to finish as a head gets to arrive (10 s by
+        // default: inside a platform's usual kill time-out, e.g. fly.toml's 30 s).
+        let drain_within = limits.header_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let mut conn = std::pin::pin!(conn);
@@ -137,9 +140,13 @@ pub async fn serve(
             let ended = match ended {
                 Some(r) => r,
                 None => {
-                    // Stopping: the request under way is answered, then the connection closes.
+                    // Stopping: the request under way is answered, then the connection closes;
+                    // a client too slow to let that happen in time does not hold the shutdown up.
                     conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
+                    match tokio::time::timeout(drain_within, conn.as_mut()).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    }
                 }
             };
             if let Err(e) = ended {
