@@ -125,7 +125,7 @@ async fn scenario(db: &TestDb) {
     let http = reqwest::Client::new();
     for path in [
         "/api/requests",
-        "/api/requests?state=open",
+        "/api/requests?state=awaiting-approval",
         "/api/requests/acme/app/5",
         "/api/audit",
         "/api/deliveries",
