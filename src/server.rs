@@ -59,7 +59,7 @@ impl Server {
         crate::metrics::install();
         let db = Db::connect(&cfg.database_url).await?.with_audit_key(cfg.audit_keys.current.clone());
         db.migrate().await?;
-        prepare_audit_log(&db, &cfg.audit_keys, opts.clock.now_ms()).await?;
+        prepare_audit_log(&db, &cfg.audit_keys).await?;
         let addr = listener.local_addr()?;
         let wake = Arc::new(Notify::new());
         let relay_wake = Arc::new(Notify::new());
@@ -222,7 +222,7 @@ async fn redelivery_loop(db: Db, gh: Arc<GitHub>, clock: Clock, every: Duration,
 /// Before anything appends: a process with a key seals the chains written without one; a
 /// process refuses to start on a log sealed under a key it does not have (or without a key on a
 /// sealed log), since it could not append to it.
-async fn prepare_audit_log(db: &Db, keys: &audit::AuditKeys, now: i64) -> anyhow::Result<()> {
+async fn prepare_audit_log(db: &Db, keys: &audit::AuditKeys) -> anyhow::Result<()> {
     let chains = audit::chain_keys(db).await?;
     match &keys.current {
         None => {
@@ -262,7 +262,6 @@ async fn prepare_audit_log(db: &Db, keys: &audit::AuditKeys, now: i64) -> anyhow
             }
         }
     }
-    let _ = now;
     Ok(())
 }
 

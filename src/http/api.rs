@@ -118,15 +118,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-        let Some(header) = parts.headers.get("authorization") else {
+        if !parts.headers.contains_key("authorization") {
             return Err(unauthorized("missing Authorization: Bearer <token>"));
-        };
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        }
+        let token = super::bearer(&parts.headers)
             .ok_or_else(|| unauthorized("the Authorization header must be: Bearer <token>"))?;
         if let Some(admin) = &st.admin_token
             && constant_time_eq(token, admin.expose())

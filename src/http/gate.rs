@@ -66,13 +66,7 @@ pub async fn wait(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
     let Some(verifier) = st.oidc.clone() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "not_configured", "OIDC verification is not configured");
     };
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(token) = token else {
+    let Some(token) = super::bearer(&headers) else {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", OidcError::Missing.to_string());
     };
     let claims = match verifier.verify(token).await {

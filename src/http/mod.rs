@@ -47,6 +47,16 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one (not empty).
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook", post(webhook::receive))
@@ -82,11 +92,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn metrics_text(State(st): State<Arc<AppState>>, headers: axum::http::HeaderMap) -> axum::response::Response {
     if let Some(want) = &st.metrics_token {
-        let given = headers
-            .get("authorization")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim);
+        let given = bearer(&headers);
         if !given.is_some_and(|g| api::constant_time_eq(g, want.expose())) {
             return (
                 StatusCode::UNAUTHORIZED,

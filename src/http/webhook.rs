@@ -67,9 +67,8 @@ async fn accept(
     delivery_id: &str,
 ) -> Result<(String, StatusCode, &'static str), Refusal> {
     // Cheap header checks first: nothing is read or hashed for a request that cannot be valid.
-    if let Some(len) = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok())
-        && len > st.max_body_bytes
-    {
+    let declared = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > st.max_body_bytes) {
         return Err(too_large(st.max_body_bytes));
     }
     let is_json = header_str(headers, header::CONTENT_TYPE.as_str())
@@ -113,7 +112,7 @@ async fn accept(
             "X-Hub-Signature-256 must be sha256=<64 hex digits>",
         ));
     }
-    let (parts, charge) = read_body(st, headers, body).await?;
+    let (parts, charge) = read_body(st, declared, body).await?;
     let slices: Vec<&[u8]> = parts.iter().map(|p| p.as_ref()).collect();
     if !st.verifier.verify_parts(signature, &slices) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "bad_signature", "signature does not match"));
@@ -158,8 +157,7 @@ async fn accept(
 /// room, then refuses (503), never holding more. The announced length (GitHub always sends one)
 /// makes a body small or large; a body without one (chunked, from some proxies) counts as large
 /// and is cut at the largest size.
-async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<(Vec<bytes::Bytes>, Charge), Refusal> {
-    let declared = header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+async fn read_body(st: &AppState, declared: Option<usize>, body: Body) -> Result<(Vec<bytes::Bytes>, Charge), Refusal> {
     let announced = declared.unwrap_or(st.max_body_bytes);
     let mut charge = st.budget.empty();
     let mut parts = Vec::new();
