@@ -95,8 +95,8 @@ async fn check_exactly_once(db: &Db, acked: &HashSet<String>) {
 
 /// No two attempts of one subject overlap in time (they ran one at a time, across processes).
 async fn check_subjects_serial(db: &Db) {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT d.subject, a.started_at, a.finished_at FROM delivery_attempts a \
+    let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+        "SELECT d.subject, a.started_at, a.finished_at, a.worker FROM delivery_attempts a \
          JOIN deliveries d ON d.seq = a.delivery_seq ORDER BY d.subject, a.started_at",
     )
     .fetch_all(db.pool())

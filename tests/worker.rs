@@ -637,3 +637,45 @@ async fn waiting_rows_left_without_a_head_are_readied(db: &TestDb) {
     assert_eq!(QUEUE.ready_orphans(&db).await.expect("again"), 0, "nothing left to ready");
 }
 both_backends!(waiting_rows_left_without_a_head_are_readied);
+
+/// PostgreSQL's concurrent writers can leave two ready rows of one subject: X (older, its insert
+/// committed late) and Y. A replica claims Y; before that claim commits, X commits and another
+/// replica claims. That second claim must not see Y as merely pending and take X beside it: it
+/// sees the first claim, whatever the timing (claims of one queue are serialized, each reading
+/// what the ones before it committed). Found by `two_processes_share_the_work_…` in CI: two
+/// deliveries of one issue ran 10 ms apart. On SQLite every write is serial: the same steps
+/// cannot interleave, and the test checks the outcome the serial order gives.
+async fn a_claim_sees_a_concurrent_claim_of_its_subject(db: &TestDb) {
+    use shipgate::store::Backend;
+    use shipgate::store::deliveries::{Claimed, QUEUE};
+    let db = db.connect().await;
+    let d = common::delivery;
+    let (x, y) = (d("race-x", "acme/app#9"), d("race-y", "acme/app#9"));
+    if db.backend() == Backend::Sqlite {
+        deliveries::insert_batch(&db, &[&x, &y]).await.expect("insert");
+        let first = deliveries::claim(&db, "b", 10_000, 60_000, 8).await.expect("claim");
+        assert_eq!(first.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["race-x"]);
+        assert!(deliveries::claim(&db, "a", 10_000, 60_000, 8).await.expect("claim").is_empty());
+        return;
+    }
+    // X's insert takes its seq first but commits last.
+    let mut tx_x = db.begin_write().await.expect("begin");
+    deliveries::insert_batch_in(&mut tx_x, &[&x]).await.expect("insert x");
+    deliveries::insert_batch(&db, &[&y]).await.expect("insert y");
+    // Replica B claims Y (X is not visible to it) and has not committed yet.
+    let mut tx_b = db.begin_write().await.expect("begin");
+    let b: Vec<Claimed> = QUEUE.claim_in(&mut tx_b, db.backend(), "b", 10_000, 60_000, 8).await.expect("claim b");
+    assert_eq!(b.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["race-y"]);
+    tx_x.commit().await.expect("commit x");
+    // Replica A claims now; B commits a moment later.
+    let a = tokio::spawn({
+        let db = db.clone();
+        async move { deliveries::claim(&db, "a", 10_000, 60_000, 8).await.expect("claim a") }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx_b.commit().await.expect("commit b");
+    let a = a.await.expect("claim a");
+    let running = count(&db, "SELECT COUNT(*) FROM deliveries WHERE state = 'running'").await;
+    assert!(a.is_empty(), "X was claimed while Y of its subject was being claimed: {a:?}, {running} running");
+}
+both_backends!(a_claim_sees_a_concurrent_claim_of_its_subject);

@@ -54,6 +54,12 @@ impl Queue {
     where
         T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     {
+        if db.backend() == Backend::Postgres {
+            let mut tx = db.begin_write().await?;
+            let rows = self.claim_in(&mut tx, Backend::Postgres, worker, now, lease_ms, limit).await?;
+            tx.commit().await?;
+            return Ok(rows);
+        }
         let sql = self.claim_sql(db.backend());
         let rows: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .persistent(keeps_plan(db.backend()))
@@ -66,7 +72,8 @@ impl Queue {
         Ok(rows)
     }
 
-    /// The same claim inside a write transaction (SQLite: the intake's group commit).
+    /// The same claim inside a write transaction (SQLite: the intake's group commit; PostgreSQL:
+    /// the claim's own, which holds the queue's claim lock until it commits).
     pub async fn claim_in<T>(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -79,6 +86,19 @@ impl Queue {
     where
         T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     {
+        if backend == Backend::Postgres {
+            // Claims of one queue take turns, each in a statement begun after the one before it
+            // committed. Under PostgreSQL's read committed, a claim's statement sees the table
+            // as it was when the statement began: a claim still in flight elsewhere shows its
+            // row as pending, not running, so the safety nets below would let an older row of
+            // the same subject (committed by a slow intake writer in between) run beside it.
+            // The lock is the transaction's: it goes with the commit. Held for one claim
+            // statement, a millisecond or so.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("shipgate.claim.{}", self.table))
+                .execute(&mut **tx)
+                .await?;
+        }
         let sql = self.claim_sql(backend);
         let rows: Vec<T> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .persistent(keeps_plan(backend))
