@@ -69,7 +69,18 @@ pub enum AuditCommand {
     /// Walk every installation's chain under SHIPGATE_AUDIT_KEY (and SHIPGATE_AUDIT_KEY_RETIRED)
     /// and check the approvals and gates in the tables against it; exit 1 naming the first
     /// broken link of each chain, or the first approval or gate the log does not record.
-    Verify,
+    Verify {
+        /// Also check the log against the anchors in this file (`-`: standard input): the text of
+        /// the closing summaries as GitHub has them, e.g. `gh api --paginate
+        /// repos/OWNER/REPO/issues/comments --jq '.[].body'`. Each anchor's entry must be in the
+        /// log with the anchored hash, and its signature must check out under the App's key.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<std::path::PathBuf>,
+        /// The public key to check anchor signatures with (PEM, as served at
+        /// /.well-known/shipgate-audit.pub); default: the public half of SHIPGATE_SIGNING_KEY.
+        #[arg(long, value_name = "PEM_FILE")]
+        public_key: Option<std::path::PathBuf>,
+    },
     /// Move the log to a new key: SHIPGATE_AUDIT_KEY is the current key, SHIPGATE_AUDIT_NEW_KEY
     /// the new one (both from the environment, never the command line). Each chain gets an
     /// entry sealed under both. Run it with the App stopped, then start every replica with
@@ -275,7 +286,7 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         }
         Command::Audit { command } => {
             db.migrate().await?;
-            audit_command(&db, &cfg.audit_keys, command, out).await?
+            audit_command(&db, cfg, command, out).await?
         }
         Command::ApiToken { command } => {
             db.migrate().await?;
@@ -499,14 +510,101 @@ async fn installations_command(db: &Db, out: &mut dyn Write) -> anyhow::Result<i
     Ok(0)
 }
 
-async fn audit_command(
+fn read_anchors(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow::anyhow!("--anchors -: cannot read standard input: {e}"))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--anchors: cannot read {}: {e}", path.display()))
+}
+
+/// `audit verify --anchors`, once the chains and tables are intact: every anchor found in `text`
+/// against the log and, with `public`, its signature. Exit 1 naming the first that fails (an
+/// anchor that does not parse, a bad signature, an entry missing or different), 0 otherwise.
+async fn check_anchors(
     db: &Db,
-    keys: &audit::AuditKeys,
-    cmd: &AuditCommand,
+    text: &str,
+    public: Option<&crate::store::anchor::PublicKey>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
+    use crate::store::anchor::{self, Check};
+    let found = anchor::parse_all(text);
+    if found.is_empty() {
+        writeln!(out, "audit log verification FAILED: no anchors found in the --anchors text")?;
+        return Ok(1);
+    }
+    if public.is_none() {
+        writeln!(
+            out,
+            "no public key (neither --public-key nor SHIPGATE_SIGNING_KEY): anchors are compared with the log, their \
+             signatures are not checked"
+        )?;
+    }
+    let (mut signed, mut unsigned) = (0usize, 0usize);
+    for a in &found {
+        let a = match a {
+            Ok(a) => a,
+            Err(why) => {
+                writeln!(out, "audit log verification FAILED: {why}")?;
+                return Ok(1);
+            }
+        };
+        let at = format!("installation {} entry {}", a.installation_id, a.position);
+        let failure = match anchor::check(db, a, public).await? {
+            Check::Matches { signed: true } => {
+                signed += 1;
+                continue;
+            }
+            Check::Matches { signed: false } => {
+                unsigned += 1;
+                continue;
+            }
+            Check::BadSignature { key_id } => format!(
+                "the anchor of {at} is not signed by this key ({}; the anchor names key {})",
+                public.map(|k| k.id()).unwrap_or("none"),
+                key_id.as_deref().unwrap_or("none")
+            ),
+            Check::Missing { entries } => {
+                format!("the log has no {at}: it ends at entry {entries}, so entries anchored on GitHub were removed")
+            }
+            Check::Differs { found } => {
+                format!("{at} has hash {found}, but the anchor on GitHub says {}: the entry was rewritten", a.hash)
+            }
+        };
+        writeln!(out, "audit log verification FAILED: {failure}")?;
+        return Ok(1);
+    }
+    writeln!(
+        out,
+        "audit log intact; every approval and gate in the tables is recorded; {} anchors match the log ({signed} \
+         with a valid signature, {unsigned} unsigned or not checked)",
+        signed + unsigned
+    )?;
+    Ok(0)
+}
+
+async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
+    let keys = &cfg.audit_keys;
     match cmd {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { anchors, public_key } => {
+            // Read the anchors before the walk: a file that cannot be read stops here.
+            let anchors = match anchors {
+                Some(path) => Some(read_anchors(path)?),
+                None => None,
+            };
+            let public = match public_key {
+                Some(path) => {
+                    let pem = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("--public-key: cannot read {}: {e}", path.display()))?;
+                    Some(
+                        crate::store::anchor::PublicKey::from_pem(&pem)
+                            .map_err(|e| anyhow::anyhow!("--public-key {}: {e}", path.display()))?,
+                    )
+                }
+                None => cfg.signing_key.as_ref().map(|k| k.public().clone()),
+            };
             if keys.current.is_none() {
                 writeln!(
                     out,
@@ -546,6 +644,9 @@ async fn audit_command(
             if let Some(what) = &report.unrecorded {
                 writeln!(out, "audit log verification FAILED: {what}")?;
                 return Ok(1);
+            }
+            if let Some(text) = anchors {
+                return check_anchors(db, &text, public.as_ref(), out).await;
             }
             writeln!(out, "audit log intact; every approval and gate in the tables is recorded")?;
             Ok(0)

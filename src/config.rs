@@ -113,6 +113,10 @@ pub struct Config {
     pub audit_keys: crate::store::audit::AuditKeys,
     /// `SHIPGATE_AUDIT_VERIFY_SECS` (3600; 0: never): how often `serve` verifies the audit log.
     pub audit_verify_every: Duration,
+    /// `SHIPGATE_SIGNING_KEY` (PKCS#8 PEM text) or `SHIPGATE_SIGNING_KEY_PATH`: the Ed25519 key
+    /// that signs the audit log's anchors; its public half is served at
+    /// `/.well-known/shipgate-audit.pub`. Optional: without it anchors go unsigned.
+    pub signing_key: Option<crate::store::anchor::SigningKey>,
     /// `POST /gate/wait`: whose OIDC tokens are accepted (`SHIPGATE_OIDC_ISSUER`,
     /// `SHIPGATE_OIDC_AUDIENCE`, `SHIPGATE_OIDC_JWKS_REFRESH_SECS`).
     pub oidc: crate::github::oidc::OidcConfig,
@@ -289,6 +293,7 @@ impl Config {
             });
         }
         let audit_verify_every = Duration::from_secs(parse_num(&get, "SHIPGATE_AUDIT_VERIFY_SECS")?.unwrap_or(3600));
+        let signing_key = signing_key(&get)?;
 
         let mut intake = crate::http::serve::Limits::default();
         if let Some(n) = parse_num(&get, "SHIPGATE_HEADER_TIMEOUT_SECS")? {
@@ -317,6 +322,7 @@ impl Config {
         Ok(Config {
             audit_keys,
             audit_verify_every,
+            signing_key,
             intake,
             coalesce,
             oidc,
@@ -377,6 +383,7 @@ impl Config {
                 retired: Vec::new(),
             },
             audit_verify_every: Duration::ZERO,
+            signing_key: None,
             oidc: crate::github::oidc::OidcConfig::default(),
             gate_wait_max: Duration::from_secs(600),
             gate_wait_poll: Duration::from_millis(200),
@@ -423,6 +430,27 @@ fn check_database_url(url: &str) -> Result<(), ConfigError> {
             ),
         }),
     }
+}
+
+/// `SHIPGATE_SIGNING_KEY` (PEM text; `\n` may stand for line breaks, as in GITHUB_PRIVATE_KEY) or
+/// `SHIPGATE_SIGNING_KEY_PATH` (a file holding it), read and checked now: a key that does not
+/// load stops the start, naming the variable.
+pub fn signing_key(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::store::anchor::SigningKey>, ConfigError> {
+    use crate::store::anchor::SigningKey;
+    let (var, pem) = match (get("SHIPGATE_SIGNING_KEY"), get("SHIPGATE_SIGNING_KEY_PATH")) {
+        (Some(pem), _) => ("SHIPGATE_SIGNING_KEY", pem.replace("\\n", "\n")),
+        (None, Some(path)) => {
+            let pem = std::fs::read_to_string(&path).map_err(|e| ConfigError::Invalid {
+                var: "SHIPGATE_SIGNING_KEY_PATH",
+                msg: format!("cannot read {path:?} ({e}); point it at the Ed25519 key's PEM file"),
+            })?;
+            ("SHIPGATE_SIGNING_KEY_PATH", pem)
+        }
+        (None, None) => return Ok(None),
+    };
+    SigningKey::from_pem(&pem).map(Some).map_err(|msg| ConfigError::Invalid { var, msg })
 }
 
 /// The audit key of [`Config::for_tests`].

@@ -90,6 +90,7 @@ impl Server {
             gate_wait_max: cfg.gate_wait_max,
             gate_wait_poll: cfg.gate_wait_poll,
             shutdown: rx.clone(),
+            audit_public_key: cfg.signing_key.as_ref().map(|k| k.public().to_pem()),
         });
         let mut tasks = Vec::new();
         let mut worker_id = None;
@@ -121,7 +122,13 @@ impl Server {
             let worker = Worker::new(db.clone(), job, cfg.worker.clone(), opts.clock.clone(), wake);
             worker_id = Some(worker.info.id.clone());
             tasks.push(worker.spawn(rx.clone()));
-            let actions = Actions { db: db.clone(), github: github.clone(), clock: opts.clock.clone() };
+            let actions = Actions {
+                db: db.clone(),
+                github: github.clone(),
+                clock: opts.clock.clone(),
+                audit_keys: cfg.audit_keys.clone(),
+                signing: cfg.signing_key.clone(),
+            };
             let relay = Relay::new(db.clone(), actions, cfg.worker.clone(), opts.clock.clone(), relay_wake);
             tasks.push(relay.spawn(rx.clone()));
         }
@@ -377,6 +384,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
              deployed). `shipgate actions list` and `shipgate actions show SEQ` show what it would have sent; \
              `shipgate simulate` evaluates a policy against facts from a file."
         );
+    }
+    match &cfg.signing_key {
+        Some(k) => tracing::info!(
+            key = k.public().id(),
+            "audit anchors are signed; public key at /.well-known/shipgate-audit.pub"
+        ),
+        None if !cfg.dry_run() => tracing::warn!(
+            "SHIPGATE_SIGNING_KEY is not set: the audit log's anchors in closing summaries go out unsigned (make a key \
+             with `openssl genpkey -algorithm ed25519`)"
+        ),
+        None => {}
     }
     let listener = TcpListener::bind(cfg.listen)
         .await

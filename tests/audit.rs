@@ -967,3 +967,31 @@ async fn a_forged_unkeyed_chain_is_never_sealed_by_a_start(tdb: &TestDb) {
     db.close().await;
 }
 both_backends!(a_forged_unkeyed_chain_is_never_sealed_by_a_start);
+
+/// The App anchors only a head whose seal checks out under the audit key: a database writer who
+/// appends a forged last entry gets no signature on it, and the comment says the anchor was
+/// withheld. Without a signing key the anchor goes out unsigned and says so.
+async fn a_forged_head_is_never_anchored(tdb: &TestDb) {
+    use shipgate::store::anchor::{self, SigningKey};
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    let signing = SigningKey::from_bytes(&[3u8; 32]);
+    let good = anchor::current(&db, 1, &keys(), Some(&signing)).await.unwrap().expect("an anchor");
+    assert_eq!((good.position, good.hash.as_str()), (5, rows[4].hash.as_str()));
+    assert!(good.verify(signing.public()));
+    let unsigned = anchor::current(&db, 1, &keys(), None).await.unwrap().expect("an anchor");
+    assert!(unsigned.signature.is_none() && unsigned.render().contains("unsigned"), "{unsigned:?}");
+
+    drop_guards(&db).await;
+    sqlx::query("UPDATE audit_log SET detail = '{\"n\":99}' WHERE seq = $1")
+        .bind(rows[4].seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let why = anchor::current(&db, 1, &keys(), Some(&signing)).await.unwrap().expect_err("withheld");
+    assert!(why.contains("entry 5's seal does not check out"), "{why}");
+    let line = anchor::render_current(&db, 1, &keys(), Some(&signing)).await.unwrap();
+    assert!(line.contains("Audit log anchor withheld") && !line.contains(anchor::TAG), "{line}");
+    db.close().await;
+}
+both_backends!(a_forged_head_is_never_anchored);

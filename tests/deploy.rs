@@ -728,3 +728,129 @@ async fn a_second_rollback_while_the_first_waits_goes_to_the_same_commit(db: &Te
     w.done().await;
 }
 both_backends!(a_second_rollback_while_the_first_waits_goes_to_the_same_commit);
+
+/// The closing summary anchors the audit log on GitHub (SPEC.md §3.6): the chain's last entry,
+/// signed with SHIPGATE_SIGNING_KEY, whose public half `/.well-known/shipgate-audit.pub`
+/// serves. `audit verify --anchors` then catches what the HMAC chain alone cannot: a log cut
+/// short with its head moved back, and a chain rebuilt by someone holding the audit key; and it
+/// refuses an anchor whose text was altered.
+async fn the_closing_summary_anchors_the_audit_log(db: &TestDb) {
+    use shipgate::store::anchor::{self, PublicKey, SigningKey};
+    use shipgate::store::audit;
+    let signing = SigningKey::from_bytes(&[9u8; 32]);
+    let key = signing.clone();
+    let w = World::with_config(db, &policy("deployment"), move |cfg| cfg.signing_key = Some(key)).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(&w).remove(0);
+    let at = chrono::Utc::now().to_rfc3339();
+    status(&w, id, SHA, "production", "success", &at, payload).await;
+    w.settle().await;
+    let summary =
+        w.gh.app_comments(REPO, 5).into_iter().find(|c| c.body.contains("is done")).expect("a closing summary").body;
+    assert!(!summary.contains(anchor::PLACEHOLDER), "the placeholder went out as it was:\n{summary}");
+    let anchors: Vec<_> = anchor::parse_all(&summary).into_iter().map(|a| a.expect("an anchor that parses")).collect();
+    assert_eq!(anchors.len(), 1, "{summary}");
+    let a = anchors[0].clone();
+    // The public key as anyone can fetch it.
+    let r = w.app.http.get(format!("{}/.well-known/shipgate-audit.pub", w.app.url)).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    let pem = r.text().await.expect("pem");
+    let public = PublicKey::from_pem(&pem).expect("a public key");
+    assert!(a.verify(&public), "the anchor's signature checks out under the served key: {summary}");
+    assert_eq!(a.installation_id, INST);
+    let last = audit::last_entry(&w.app.db, INST).await.unwrap().expect("entries");
+    assert!(a.position >= 1 && a.position <= last.position, "{a:?} vs {}", last.position);
+    assert_eq!(a.hash, audit::entry_at(&w.app.db, INST, a.position).await.unwrap().unwrap().hash);
+    w.done().await;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let (anchors_file, pub_file) = (dir.path().join("anchors.txt"), dir.path().join("shipgate-audit.pub"));
+    std::fs::write(&anchors_file, &summary).unwrap();
+    std::fs::write(&pub_file, &pem).unwrap();
+    let (anchors_arg, pub_arg) = (anchors_file.to_str().unwrap(), pub_file.to_str().unwrap());
+    let verify = |args: Vec<&str>| {
+        let url = db.url.clone();
+        let args: Vec<String> = args.into_iter().map(String::from).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::shipgate_cli(&url, &args, &[]).await
+        }
+    };
+    let (code, out) = verify(vec!["audit", "verify", "--anchors", anchors_arg, "--public-key", pub_arg]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 anchors match the log (1 with a valid signature, 0 unsigned"), "{out}");
+
+    // An anchor altered on its way (another entry number, the signature kept): refused.
+    let forged = summary.replace(&format!("entry={} ", a.position), &format!("entry={} ", a.position - 1));
+    std::fs::write(dir.path().join("forged.txt"), &forged).unwrap();
+    let forged_arg = dir.path().join("forged.txt");
+    let (code, out) =
+        verify(vec!["audit", "verify", "--anchors", forged_arg.to_str().unwrap(), "--public-key", pub_arg]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not signed by this key"), "{out}");
+
+    // The log cut short at the anchored entry, its head moved back to the entry before: the
+    // chain alone still verifies; the anchor does not.
+    let dbc = db.connect().await;
+    drop_guards(&dbc).await;
+    sqlx::query("DELETE FROM audit_log WHERE installation_id = $1 AND position >= $2")
+        .bind(INST)
+        .bind(a.position)
+        .execute(dbc.writer())
+        .await
+        .unwrap();
+    let before = audit::entry_at(&dbc, INST, a.position - 1).await.unwrap().expect("the entry before");
+    sqlx::query("UPDATE audit_heads SET position = $1, hash = $2 WHERE installation_id = $3")
+        .bind(before.position)
+        .bind(&before.hash)
+        .bind(INST)
+        .execute(dbc.writer())
+        .await
+        .unwrap();
+    let (code, out) = verify(vec!["audit", "verify"]).await;
+    assert_eq!(code, 0, "without anchors the cut does not show: {out}");
+    let (code, out) = verify(vec!["audit", "verify", "--anchors", anchors_arg, "--public-key", pub_arg]).await;
+    assert_eq!(code, 1, "{out}");
+    let want = format!("the log has no installation {INST} entry {}: it ends at entry {}", a.position, a.position - 1);
+    assert!(out.contains(&want), "{out}");
+
+    // Someone with the audit key writes the missing entries again, differently: the chain is
+    // intact under the key, and the anchored entry's hash is not the one on GitHub.
+    let k = audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY);
+    for n in 0..(last.position - a.position + 1) {
+        let e = audit::AuditEntry {
+            installation_id: INST,
+            repository_id: None,
+            repository: Some(REPO.into()),
+            issue: Some(5),
+            kind: "request.closed".into(),
+            actor_id: None,
+            actor_login: Some("mallory".into()),
+            detail: json!({ "n": n }),
+        };
+        let mut tx = dbc.begin_write().await.unwrap();
+        audit::append(&mut tx, Some(&k), &e, Some("forged"), 1).await.expect("append");
+        tx.commit().await.unwrap();
+    }
+    let (code, out) = verify(vec!["audit", "verify"]).await;
+    assert_eq!(code, 0, "rebuilt under the key, the chain verifies: {out}");
+    let (code, out) = verify(vec!["audit", "verify", "--anchors", anchors_arg, "--public-key", pub_arg]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("installation {INST} entry {} has hash", a.position)), "{out}");
+    assert!(out.contains("the entry was rewritten"), "{out}");
+    dbc.close().await;
+}
+both_backends!(the_closing_summary_anchors_the_audit_log);
+
+async fn drop_guards(db: &shipgate::store::Db) {
+    use shipgate::store::Backend;
+    let stmts: &[&'static str] = match db.backend() {
+        Backend::Sqlite => &["DROP TRIGGER audit_log_no_update", "DROP TRIGGER audit_log_no_delete"],
+        Backend::Postgres => &["ALTER TABLE audit_log DISABLE TRIGGER USER"],
+    };
+    for sql in stmts {
+        sqlx::query(*sql).execute(db.writer()).await.expect(sql);
+    }
+}

@@ -95,6 +95,23 @@ async fn each_start_up_error_is_one_clear_line() {
              32`, and keep it like the private key"
                 .into(),
         ),
+        (
+            vec![("SHIPGATE_SIGNING_KEY_PATH", format!("{}/signing.pem", dir.path().display()))],
+            2,
+            format!(
+                "configuration error: SHIPGATE_SIGNING_KEY_PATH: cannot read \"{}/signing.pem\" (No such file or \
+                 directory (os error 2)); point it at the Ed25519 key's PEM file",
+                dir.path().display()
+            ),
+        ),
+        (
+            vec![("SHIPGATE_SIGNING_KEY_PATH", KEY.into())],
+            2,
+            "configuration error: SHIPGATE_SIGNING_KEY_PATH: not an Ed25519 private key in PKCS#8 PEM (PKCS#8 ASN.1 error: PEM error: unexpected PEM type label: \
+             expecting \"PRIVATE KEY\"); make one \
+             with `openssl genpkey -algorithm ed25519`"
+                .into(),
+        ),
     ];
     for (env, code, want) in cases {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();

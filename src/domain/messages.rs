@@ -222,6 +222,10 @@ pub fn deploy_failed(d: &DeployView, plan: Option<&str>, last_good: Option<&str>
     s
 }
 
+/// Stands in a comment for the audit log's anchor: the relay writes the anchor there when it
+/// sends the comment (store::anchor), from the log as it stands then.
+pub const AUDIT_ANCHOR: &str = "<!-- shipgate:audit-anchor -->";
+
 /// The summary posted when a request is done: who approved what and when, and how long it took.
 pub fn closing_summary(
     issue: i64,
@@ -258,6 +262,7 @@ pub fn closing_summary(
     if let Some(ms) = d.finished_at.map(|f| f - created_at) {
         let _ = writeln!(s, "| From request to production | {} |", duration(ms));
     }
+    let _ = writeln!(s, "\n{AUDIT_ANCHOR}");
     s
 }
 

@@ -45,6 +45,8 @@ pub struct AppState {
     pub gate_wait_poll: std::time::Duration,
     /// True once the App is stopping: long polls answer at once, so shutdown never waits on them.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// The public half of `SHIPGATE_SIGNING_KEY` (PEM), served for checking audit anchors.
+    pub audit_public_key: Option<String>,
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one (not empty).
@@ -64,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/.well-known/shipgate-audit.pub", get(audit_public_key))
         .merge(api::routes())
         // Bodies other than webhooks' (`/gate/wait`'s JSON) are small: a bound on what each
         // connection may make the App hold (webhooks read theirs against the budget instead).
@@ -73,6 +76,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// The key that signs the audit log's anchors, public by design: anyone holding a closing
+/// summary can check its anchor with it. 404, saying why, when the App has none.
+async fn audit_public_key(State(st): State<Arc<AppState>>) -> axum::response::Response {
+    match &st.audit_public_key {
+        Some(pem) => ([(axum::http::header::CONTENT_TYPE, "application/x-pem-file")], pem.clone()).into_response(),
+        None => (StatusCode::NOT_FOUND, "this App has no SHIPGATE_SIGNING_KEY: its audit anchors are not signed\n")
+            .into_response(),
+    }
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {

@@ -10,6 +10,8 @@ use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
 use crate::github::actions::{Action, ActionError};
 use crate::github::client::GitHub;
+use crate::store::anchor::{self, SigningKey};
+use crate::store::audit::AuditKeys;
 use crate::store::outbox::{self, Claimed};
 use crate::store::queue::Queue;
 use crate::store::{Db, tenancy};
@@ -20,6 +22,10 @@ pub struct Actions {
     pub db: Db,
     pub github: Arc<GitHub>,
     pub clock: Clock,
+    /// To check the audit log's head before anchoring it in a comment.
+    pub audit_keys: AuditKeys,
+    /// Signs the anchors (`SHIPGATE_SIGNING_KEY`); without it they go unsigned.
+    pub signing: Option<SigningKey>,
 }
 
 impl Job for Actions {
@@ -96,8 +102,15 @@ impl Actions {
         if self.github.dry_run() {
             return Ok(("dry_run", "recorded, not sent (dry-run)".into()));
         }
-        let action: Action = serde_json::from_str(&c.action)
+        let mut action: Action = serde_json::from_str(&c.action)
             .map_err(|e| ActionError::Permanent(format!("stored action does not parse: {e}")))?;
+        if let Action::UpsertComment { body, .. } = &mut action
+            && body.contains(anchor::PLACEHOLDER)
+        {
+            let line =
+                anchor::render_current(&self.db, c.installation_id, &self.audit_keys, self.signing.as_ref()).await?;
+            *body = body.replace(anchor::PLACEHOLDER, &line);
+        }
         let outcome = action.execute(&self.github, &self.db, c.installation_id, now).await?;
         Ok(("done", outcome))
     }

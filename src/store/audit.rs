@@ -331,6 +331,27 @@ async fn append_with(
     Ok(row)
 }
 
+/// The last entry of an installation's chain (by position), if any.
+pub async fn last_entry(db: &Db, installation_id: i64) -> Result<Option<AuditRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 ORDER BY position DESC LIMIT 1");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(installation_id).fetch_optional(db.pool()).await?)
+}
+
+/// The entry at `position` of an installation's chain, if there is one.
+pub async fn entry_at(db: &Db, installation_id: i64, position: i64) -> Result<Option<AuditRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 AND position = $2");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(installation_id).bind(position).fetch_optional(db.pool()).await?)
+}
+
+/// The highest position stored in an installation's chain (0: none).
+pub async fn chain_length(db: &Db, installation_id: i64) -> Result<i64> {
+    let (n,): (Option<i64>,) = sqlx::query_as("SELECT MAX(position) FROM audit_log WHERE installation_id = $1")
+        .bind(installation_id)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n.unwrap_or(0))
+}
+
 /// The key each chain is sealed with now (None: unkeyed), by installation.
 pub async fn chain_keys(db: &Db) -> Result<Vec<(i64, Option<String>)>> {
     Ok(sqlx::query_as("SELECT installation_id, key_id FROM audit_heads ORDER BY 1").fetch_all(db.pool()).await?)

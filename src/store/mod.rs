@@ -2,6 +2,7 @@
 //! `Any` driver. Values are only integers and text (times are Unix milliseconds), so one SQL text
 //! serves both backends except where noted.
 
+pub mod anchor;
 pub mod api_tokens;
 pub mod audit;
 pub mod deliveries;

@@ -345,3 +345,27 @@ pub async fn spawn_binary(db_url: &str, port: u16, env: &[(&str, &str)]) -> toki
     }
     panic!("shipgate did not become ready on port {port}");
 }
+
+/// `shipgate ARGS` (a database command) on `db_url` with the tests' audit key and `env`:
+/// (exit code, stdout and stderr).
+pub async fn shipgate_cli(db_url: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"));
+    cmd.args(args)
+        .env("DATABASE_URL", db_url)
+        .env("RUST_LOG", "error")
+        .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
+        .env_remove("SHIPGATE_AUDIT_KEY_RETIRED")
+        .env_remove("SHIPGATE_AUDIT_NEW_KEY")
+        .env_remove("SHIPGATE_SIGNING_KEY")
+        .env_remove("SHIPGATE_SIGNING_KEY_PATH")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .env_remove("GITHUB_PRIVATE_KEY_PATH")
+        .env_remove("SHIPGATE_ADMIN_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run shipgate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
