@@ -112,7 +112,7 @@ measure() { # measure BACKEND LABEL URL
     token=$(DATABASE_URL=$url "$WORK/shipgate" api-token create --installation 9000001 --name scale 2>/dev/null | grep -o 'sg_[0-9a-f]*' | head -1 || true)
     local api="{}"
     if [ -n "$token" ]; then
-        api=$(for path in "/api/requests?state=open" "/api/requests" "/api/audit" "/api/deliveries" "/api/incidents"; do
+        api=$(for path in "/api/requests?state=awaiting-approval" "/api/requests" "/api/audit" "/api/deliveries" "/api/incidents"; do
             t=$(curl -s -o /dev/null -w '%{time_total}' -H "Authorization: Bearer $token" "http://127.0.0.1:$PORT$path")
             echo "$path $t"
         done | python3 -c 'import json,sys; print(json.dumps({l.split()[0]: round(float(l.split()[1])*1000, 1) for l in sys.stdin}))')
@@ -205,7 +205,7 @@ for b in sorted({r["backend"] for r in rs}):
     row(f"ingest req/s ({conns} connections, {duration} s)", "ingest", "rps", "{:.0f}")
     row("ingest p99 ms", "ingest", "p99_ms")
     row("`shipgate serve` peak RSS MB", "ingest", "serve_peak_rss_mb")
-    for p in ["/api/requests?state=open", "/api/requests", "/api/audit", "/api/deliveries", "/api/incidents"]:
+    for p in ["/api/requests?state=awaiting-approval", "/api/requests", "/api/audit", "/api/deliveries", "/api/incidents"]:
         row(f"GET {p} ms", "api_ms", p)
     row("database size MB (file, or pg_database_size, after the measurements)", "size", "mb")
     live = get(b, "history", "live").get("mb")

@@ -4,6 +4,8 @@
 //! a 401. Both backends.
 
 mod common;
+#[path = "fake_github/openapi.rs"]
+mod openapi;
 
 use common::{TestApp, TestDb, fixture, unique};
 use serde_json::{Value, json};
@@ -31,7 +33,13 @@ fn request(installation: i64, repository_id: i64, repository: &str, issue: i64, 
         fingerprint: "fp".into(),
         revision: 1,
         state: state.into(),
-        facts: r#"{"prs":[12]}"#.into(),
+        facts: json!({
+            "prs": [{ "number": 12, "head_sha": "abc", "author": { "id": 401, "login": "carol" }, "state": "open",
+                      "files": null, "checks": [] }],
+            "missing_prs": [], "review_approved": false, "shown": "digest-of-what-was-shown"
+        })
+        .to_string(),
+        deploy_key: Some("deploy-key-internal".into()),
         labels: r#"["DEPLOYMENT_REQUEST"]"#.into(),
         created_at: T0,
         updated_at: T0,
@@ -180,7 +188,42 @@ impl Client<'_> {
         let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         let body: Value = r.json().await.expect("a JSON answer");
         assert!(ctype.starts_with("application/json"), "{path}: {ctype}");
+        self.check_against_the_document(path, status, &body).await;
         (status, body)
+    }
+
+    /// Every answer the tests get must be what `/api/openapi.json` says: the route and status
+    /// documented, the body valid against its schema with no key the schema does not define,
+    /// and, for a 200, every query parameter sent declared with a value its schema accepts.
+    async fn check_against_the_document(&self, path: &str, status: u16, body: &Value) {
+        static SPEC: std::sync::OnceLock<openapi::Spec> = std::sync::OnceLock::new();
+        if SPEC.get().is_none() {
+            let r = self.app.http.get(format!("{}/api/openapi.json", self.app.url)).send().await.expect("get");
+            assert_eq!(r.status(), 200, "/api/openapi.json needs no token");
+            let doc: Value = r.json().await.expect("the OpenAPI document is JSON");
+            let _ = SPEC.set(openapi::Spec::from_value(doc));
+        }
+        let spec = SPEC.get().expect("the document");
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let op = spec.find("GET", route).unwrap_or_else(|| panic!("GET {route} is not in /api/openapi.json"));
+        let schema = spec
+            .response_schema(&op.operation_id, status)
+            .unwrap_or_else(|| panic!("{path}: status {status} is not documented for {}", op.operation_id));
+        let problems = spec.validate_value(schema, body, true);
+        assert!(problems.is_empty(), "{path} ({status}) does not match /api/openapi.json: {problems:#?}\n{body:#}");
+        if status == 200 {
+            let pairs: Vec<(String, String)> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k.to_string(), v.replace("%2F", "/").replace("%3A", ":"))
+                })
+                .collect();
+            if let Err(problems) = spec.validate("GET", route, &pairs, None) {
+                panic!("{path}: its query is not what /api/openapi.json declares: {problems:#?}");
+            }
+        }
     }
 
     async fn ok(&self, token: &str, path: &str) -> Value {
@@ -209,32 +252,42 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
     // Requests: lists.
     let keys = |items: Vec<Value>| items.into_iter().map(|v| v.to_string()).collect::<Vec<_>>();
     assert_eq!(keys(c.list(&a, "/api/requests", "issue").await), ["5", "6"]);
-    assert_eq!(c.list(&a, "/api/requests", "repository").await, [json!("acme/app"), json!("acme/app")]);
-    assert_eq!(c.list(&b, "/api/requests", "repository").await, [json!("beta/site")]);
+    let acme = json!({ "id": 10, "full_name": "acme/app" });
+    assert_eq!(c.list(&a, "/api/requests", "repository").await, [acme.clone(), acme.clone()]);
+    assert_eq!(c.list(&b, "/api/requests", "repository").await, [json!({ "id": 20, "full_name": "beta/site" })]);
     assert_eq!(c.list(ADMIN, "/api/requests", "installation_id").await, [json!(1), json!(1), json!(2)]);
     assert!(c.list(&a, "/api/requests?repo=beta/site", "issue").await.is_empty());
     assert_eq!(keys(c.list(&a, "/api/requests?state=awaiting-approval", "issue").await), ["6"]);
     let first = c.ok(&a, "/api/requests?repo=acme/app&limit=1").await;
-    assert_eq!(first["items"][0]["facts"], json!({"prs": [12]}), "JSON columns are JSON");
-    assert_eq!(first["items"][0]["labels"], json!(["DEPLOYMENT_REQUEST"]));
+    let item = &first["items"][0];
+    assert_eq!(item["pull_requests"], json!([{ "number": 12, "head_sha": "abc", "state": "open" }]));
+    assert_eq!(item["labels"], json!(["DEPLOYMENT_REQUEST"]));
+    assert_eq!((&item["state"], &item["open"], &item["gate_open"]), (&json!("approved"), &json!(true), &json!(false)));
+    assert_eq!(item["author"], json!({ "id": 401, "login": "carol" }));
+    assert_eq!(item["created_at"], json!("2026-11-29T09:00:00.000Z"), "times are RFC 3339");
+    for internal in ["facts", "fingerprint", "deploy_key", "rollback_run_id", "hold_by_id", "shown"] {
+        assert!(item.get(internal).is_none(), "an internal column is served: {internal} in {item}");
+    }
 
     // Requests: by id, with approvals.
     let mine = c.ok(&a, "/api/requests/acme/app/5").await;
     assert_eq!(mine["approvals"].as_array().map(|a| a.len()), Some(1));
-    assert_eq!(mine["approvals"][0]["login"], "alice");
-    assert_eq!(mine["approvals"][0]["roles"], json!(["pm"]));
+    assert_eq!(mine["approvals"][0]["user"]["login"], "alice");
+    assert_eq!(mine["approvals"][0]["roles"], json!(["pm"]), "roles are an array");
+    assert_eq!(mine["approvals"][0]["head_shas"], json!(["abc"]), "heads are an array");
+    assert_eq!(mine["approvals"][0]["state"], "active");
     let (status, theirs) = c.get(Some(&a), "/api/requests/beta/site/5").await;
     assert_eq!((status, theirs.clone()), (404, json!({"error": "not found"})));
     let (status, none) = c.get(Some(&a), "/api/requests/acme/app/999").await;
     assert_eq!((status, none), (404, theirs), "another tenant's request looks like one that does not exist");
-    assert_eq!(c.ok(&b, "/api/requests/beta/site/5").await["approvals"][0]["login"], "bea");
+    assert_eq!(c.ok(&b, "/api/requests/beta/site/5").await["approvals"][0]["user"]["login"], "bea");
     assert_eq!(c.get(Some(&b), "/api/requests/acme/app/5").await.0, 404);
     assert_eq!(c.ok(ADMIN, "/api/requests/beta/site/5").await["installation_id"], 2);
 
     // Incidents.
-    assert_eq!(c.list(&a, "/api/incidents", "repository").await, [json!("acme/app"), json!("acme/app")]);
+    assert_eq!(c.list(&a, "/api/incidents", "repository").await, [acme.clone(), acme]);
     assert_eq!(c.list(&a, "/api/incidents?state=open", "state").await, [json!("open")]);
-    assert_eq!(c.list(&b, "/api/incidents", "repository").await, [json!("beta/site")]);
+    assert_eq!(c.list(&b, "/api/incidents", "repository").await, [json!({ "id": 20, "full_name": "beta/site" })]);
     assert!(c.list(&b, "/api/incidents?repo=acme/app", "id").await.is_empty());
     assert_eq!(c.list(ADMIN, "/api/incidents", "installation_id").await.len(), 3);
     assert_eq!(c.get(Some(&a), "/api/incidents?kind=weird").await.0, 400);
@@ -259,8 +312,11 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
         [json!("del-a1"), json!("del-b1"), json!("del-a2"), json!("del-ping")]
     );
     assert!(c.list(&a, "/api/deliveries?status=done", "id").await.is_empty());
-    let b_seq = c.ok(&b, "/api/deliveries/del-b1").await["seq"].clone();
-    let ping_seq = c.ok(ADMIN, "/api/deliveries/del-ping").await["seq"].clone();
+    let seq = |id: &str| {
+        let (db, id) = (app.db.clone(), id.to_string());
+        async move { shipgate::store::deliveries::find(&db, &id).await.unwrap().unwrap().seq }
+    };
+    let (b_seq, ping_seq) = (seq("del-b1").await, seq("del-ping").await);
     for path in [
         "/api/deliveries/del-b1".to_string(),
         format!("/api/deliveries/{b_seq}"),
@@ -271,8 +327,13 @@ async fn a_token_reads_only_its_installation(tdb: &TestDb) {
         assert_eq!(c.get(Some(&a), &path).await, (404, json!({"error": "not found"})), "{path}");
     }
     let one = c.ok(&a, "/api/deliveries/del-a1").await;
-    assert_eq!((one["installation_id"].clone(), one["attempts"].clone()), (json!(1), json!([])));
+    assert_eq!(
+        (&one["installation_id"], &one["attempts"], &one["attempt_history"]),
+        (&json!(1), &json!(0), &json!([]))
+    );
     assert!(one.get("body").is_none(), "bodies are not served");
+    assert!(one.get("subject").is_none() && one.get("seq").is_none(), "internal columns are not served: {one}");
+    assert_eq!(one["state"], "pending");
 
     // (The rows were seeded by hand, without the audit entries the App would write.)
     app.shutdown_unchecked().await;
@@ -391,7 +452,7 @@ async fn tokens_are_stored_hashed_and_only_for_known_installations(tdb: &TestDb)
     let token = text.lines().next().unwrap_or_default().to_string();
     assert!(token.starts_with("sg_") && token.len() == 67, "{text}");
     let c = Client { app: &app };
-    assert_eq!(c.list(&token, "/api/requests", "repository").await, [json!("beta/site")]);
+    assert_eq!(c.list(&token, "/api/requests", "repository").await, [json!({ "id": 20, "full_name": "beta/site" })]);
     let (code, text) = out(&["api-token", "create", "--installation", "99"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no installation 99"), "{text}");
@@ -474,3 +535,32 @@ async fn pages_and_bad_parameters(tdb: &TestDb) {
     app.shutdown_unchecked().await;
 }
 both_backends!(pages_and_bad_parameters);
+
+/// docs/api.md documents each route with an example answer; each must be valid against
+/// `/api/openapi.json` (strictly: no key the schema does not define), so the page cannot drift
+/// from what the App answers. And every route of the document has an example there.
+#[tokio::test]
+async fn the_examples_in_docs_api_md_match_the_document() {
+    let doc: Value = serde_json::from_str(shipgate::http::api::ApiDoc::openapi_json()).expect("the document");
+    let spec = openapi::Spec::from_value(doc);
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/api.md")).expect("docs/api.md");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rest = page.as_str();
+    while let Some(at) = rest.find("<!-- response: ") {
+        rest = &rest[at + "<!-- response: ".len()..];
+        let (marker, after) = rest.split_once(" -->").expect("a closed marker");
+        let (operation, status) = marker.split_once(' ').expect("<!-- response: OPERATION STATUS -->");
+        let status: u16 = status.parse().expect("a status");
+        let block = after.trim_start().strip_prefix("```json\n").expect("a ```json block after the marker");
+        let (json_text, _) = block.split_once("\n```").expect("a closed block");
+        let example: Value = serde_json::from_str(json_text).unwrap_or_else(|e| panic!("{marker}: not JSON: {e}"));
+        let schema = spec
+            .response_schema(operation, status)
+            .unwrap_or_else(|| panic!("{marker}: the document has no such operation and status"));
+        let problems = spec.validate_value(schema, &example, true);
+        assert!(problems.is_empty(), "docs/api.md's example for {marker} does not match the document: {problems:#?}");
+        seen.insert(operation.to_string());
+    }
+    let all: std::collections::BTreeSet<String> = spec.operations().into_iter().map(|(_, _, id)| id).collect();
+    assert_eq!(seen, all, "every route has an example in docs/api.md");
+}

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a deployment request stands (the `state` column, and its label).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RequestStatus {
     /// The request itself is incomplete or invalid (a field missing, a PR that is not one).
@@ -25,7 +25,7 @@ pub enum RequestStatus {
 
 /// Where a request's deployment stands: `requested` (asked for by `/deploy` or `/rollback`, no
 /// status from GitHub yet), then GitHub's deployment status states.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployState {
     #[default]
@@ -168,7 +168,7 @@ impl RequestStatus {
 }
 
 /// An approval's state (the `state` column of `approvals`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalState {
     /// It counts while it is current (same heads, same revision, a role still held).

@@ -10,6 +10,8 @@
 //! `/api/incidents?repo=&state=&kind=`.
 //! Lists take `?limit=` (1–500, default 100) and `?after=` (the `next` cursor of the previous
 //! page) and answer `{"items": [...], "next": cursor or null}` in ascending order.
+//! What they answer is typed in `api_types`; `/api/openapi.json` (no token needed) describes it
+//! all, generated from those types and the `#[utoipa::path]`s here. docs/api.md shows examples.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,11 +23,15 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::OpenApi;
 
 use super::AppState;
+use super::api_types::{
+    Approval, AuditEntry, AuditPage, Delivery, DeliveryDetail, DeliveryPage, DeliveryState, Incident, IncidentPage,
+    Request, RequestDetail, RequestPage,
+};
 use crate::store::deliveries::DeliveryRow;
 use crate::store::filter::{self, Filter};
 use crate::store::requests::{self, RequestRow};
@@ -42,6 +48,46 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/{id}", get(get_delivery))
         .route("/api/incidents", get(list_incidents))
+        .route("/api/openapi.json", get(openapi_json))
+}
+
+/// The API's OpenAPI document, generated from the types the handlers answer with.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shipgate read-only API",
+        description = "Deployment requests, approvals, the audit log, webhook deliveries and incidents, read with \
+                       `Authorization: Bearer <token>`: an installation's token (`shipgate api-token create`) reads \
+                       only its installation, the admin token (SHIPGATE_ADMIN_TOKEN) everything. Lists are oldest \
+                       first; pass a page's `next` as `after` for the following page."
+    ),
+    paths(list_requests, get_request, list_audit, list_deliveries, get_delivery, list_incidents),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+impl ApiDoc {
+    /// The document as JSON text (made once).
+    pub fn openapi_json() -> &'static str {
+        static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes"))
+    }
+}
+
+/// The OpenAPI document, as JSON. Public: it describes the API, and holds no data.
+async fn openapi_json() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], ApiDoc::openapi_json()).into_response()
 }
 
 /// What a caller may read.
@@ -194,38 +240,37 @@ fn valid_repo(r: &str) -> bool {
     }
 }
 
-#[derive(Serialize)]
-struct Page {
-    items: Vec<Value>,
-    next: Option<String>,
-}
-
-fn page(items: Vec<Value>, limit: i64, next: impl FnOnce() -> Option<String>) -> Json<Page> {
-    let next = if items.len() as i64 == limit { next() } else { None };
-    Json(Page { items, next })
-}
-
-/// A row as JSON, with the columns that hold JSON text turned into JSON.
-fn with_json_columns(row: &impl Serialize, columns: &[&str]) -> Value {
-    let mut v = serde_json::to_value(row).unwrap_or(Value::Null);
-    for c in columns {
-        if let Some(Value::String(text)) = v.get(*c)
-            && let Ok(parsed) = serde_json::from_str::<Value>(text)
-        {
-            v[*c] = parsed;
-        }
-    }
-    v
+/// A page: `next` is the last item's cursor when the page is full (there may be more).
+fn next_cursor<T>(items: &[T], limit: i64, cursor: impl FnOnce(&T) -> String) -> Option<String> {
+    if items.len() as i64 == limit { items.last().map(cursor) } else { None }
 }
 
 /// Every column of a request row (shared with the store, so the API never falls behind it).
 const REQUEST_COLUMNS: &str = crate::store::requests::COLUMNS;
 
+/// Deployment requests, by installation, repository and issue.
+#[utoipa::path(
+    get,
+    path = "/api/requests",
+    tag = "requests",
+    params(
+        ("repo" = Option<String>, Query, description = "Only this repository: OWNER/NAME"),
+        ("state" = Option<crate::domain::state::RequestStatus>, Query, description = "Only requests in this state"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Items per page (100)"),
+        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of requests", body = RequestPage),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+    )
+)]
 async fn list_requests(
     State(st): State<Arc<AppState>>,
     Caller(scope): Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<RequestPage>, ApiError> {
     let p = Params::new(q, &["repo", "state", "limit", "after"])?;
     let limit = p.limit()?;
     use crate::domain::state::RequestStatus;
@@ -258,7 +303,7 @@ async fn list_requests(
                 std::cmp::Ordering::Equal => {
                     f.and_all("(repository_id, issue) > (?, ?)", [after.1.into(), after.2.into()]);
                 }
-                std::cmp::Ordering::Greater => return Ok(page(Vec::new(), limit, || None)),
+                std::cmp::Ordering::Greater => return Ok(Json(RequestPage { items: Vec::new(), next: None })),
             }
         }
         None => {
@@ -275,16 +320,33 @@ async fn list_requests(
         f.next()
     );
     let rows: Vec<RequestRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
-    let last = rows.last().map(|r| format!("{}-{}-{}", r.installation_id, r.repository_id, r.issue));
-    let items = rows.iter().map(|r| with_json_columns(r, &["facts", "labels"])).collect();
-    Ok(page(items, limit, || last))
+    let next = next_cursor(&rows, limit, |r| format!("{}-{}-{}", r.installation_id, r.repository_id, r.issue));
+    Ok(Json(RequestPage { items: rows.iter().map(Request::from).collect(), next }))
 }
 
+/// One request, with every approval given on it.
+#[utoipa::path(
+    get,
+    path = "/api/requests/{owner}/{repo}/{issue}",
+    tag = "requests",
+    params(
+        ("owner" = String, Path, description = "The repository's owner"),
+        ("repo" = String, Path, description = "The repository's name"),
+        ("issue" = i64, Path, description = "The request's issue number"),
+    ),
+    responses(
+        (status = 200, description = "The request and its approvals", body = RequestDetail),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+        (status = 404, description = "No such request (or not this token's installation)", body = super::api_types::Error),
+    )
+)]
 async fn get_request(
     State(st): State<Arc<AppState>>,
     Caller(scope): Caller,
     Path((owner, repo, issue)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestDetail>, ApiError> {
     let issue: i64 = issue.parse().map_err(|_| ApiError::bad_request("the issue must be a number"))?;
     let sql = format!(
         "SELECT {REQUEST_COLUMNS} FROM requests WHERE repository = $1 AND issue = $2 \
@@ -300,16 +362,32 @@ async fn get_request(
         return Err(ApiError::not_found());
     };
     let approvals = requests::approvals(&st.db, row.installation_id, row.repository_id, row.issue).await?;
-    let mut v = with_json_columns(&row, &["facts", "labels"]);
-    v["approvals"] = Value::Array(approvals.iter().map(|a| with_json_columns(a, &["roles"])).collect());
-    Ok(Json(v))
+    Ok(Json(RequestDetail { request: Request::from(&row), approvals: approvals.iter().map(Approval::from).collect() }))
 }
 
+/// The audit log, in append order.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    tag = "audit",
+    params(
+        ("repo" = Option<String>, Query, description = "Only this repository: OWNER/NAME"),
+        ("since" = Option<String>, Query, description = "Only entries since: a duration back from now (`7d`, `24h`) or an RFC 3339 time"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Items per page (100)"),
+        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of audit entries", body = AuditPage),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+    )
+)]
 async fn list_audit(
     State(st): State<Arc<AppState>>,
     Caller(scope): Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let p = Params::new(q, &["repo", "since", "limit", "after"])?;
     let limit = p.limit()?;
     let since = match p.get("since") {
@@ -324,55 +402,105 @@ async fn list_audit(
         limit,
     };
     let rows = audit::list(&st.db, &filter).await?;
-    let last = rows.last().map(|r| r.seq.to_string());
-    Ok(page(rows.iter().map(audit::to_json).collect(), limit, || last))
+    let next = next_cursor(&rows, limit, |r| r.seq.to_string());
+    Ok(Json(AuditPage { items: rows.iter().map(AuditEntry::from).collect(), next }))
 }
 
 const DELIVERY_COLUMNS: &str = "seq, id, event, action, installation_id, repository, subject, received_at, state, \
     outcome, attempts, next_attempt_at, last_error, finished_at";
 
+/// Webhook deliveries, in the order they were stored. Bodies are never returned.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries",
+    tag = "deliveries",
+    params(
+        ("status" = Option<DeliveryState>, Query, description = "Only deliveries in this state"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Items per page (100)"),
+        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+    )
+)]
 async fn list_deliveries(
     State(st): State<Arc<AppState>>,
     Caller(scope): Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     let p = Params::new(q, &["status", "limit", "after"])?;
     let limit = p.limit()?;
     let status = p.get("status");
     if let Some(s) = status
-        && !["pending", "running", "done", "parked"].contains(&s)
+        && !DeliveryState::ALL.iter().any(|d| d.as_str() == s)
     {
-        return Err(ApiError::bad_request("status must be one of: pending, running, done, parked"));
+        let all: Vec<&str> = DeliveryState::ALL.iter().map(|d| d.as_str()).collect();
+        return Err(ApiError::bad_request(format!("status must be one of: {}", all.join(", "))));
     }
     let mut f = Filter::new();
     f.eq("installation_id", scope.installation()).eq("state", status).and("seq > ?", p.seq_cursor()?);
     let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {} ORDER BY seq LIMIT {}", f.sql(), f.next());
     let rows: Vec<DeliveryRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
-    let last = rows.last().map(|r| r.seq.to_string());
-    let items = rows.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
-    Ok(page(items, limit, || last))
+    let next = next_cursor(&rows, limit, |r| r.seq.to_string());
+    Ok(Json(DeliveryPage { items: rows.iter().map(Delivery::from).collect(), next }))
 }
 
+/// One delivery, with its attempts.
+#[utoipa::path(
+    get,
+    path = "/api/deliveries/{id}",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "GitHub's delivery id (X-GitHub-Delivery)")),
+    responses(
+        (status = 200, description = "The delivery and its attempts", body = DeliveryDetail),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+        (status = 404, description = "No such delivery (or not this token's installation)", body = super::api_types::Error),
+    )
+)]
 async fn get_delivery(
     State(st): State<Arc<AppState>>,
     Caller(scope): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryDetail>, ApiError> {
     let Some(row) = deliveries::find(&st.db, &id).await?.filter(|r| scope.may_read(r.installation_id)) else {
         return Err(ApiError::not_found());
     };
     let attempts = deliveries::attempts(&st.db, row.seq).await?;
-    let mut v = serde_json::to_value(&row).unwrap_or(Value::Null);
-    v["attempts"] = serde_json::to_value(attempts).unwrap_or(Value::Null);
-    Ok(Json(v))
+    Ok(Json(DeliveryDetail {
+        delivery: Delivery::from(&row),
+        attempt_history: attempts.iter().map(super::api_types::Attempt::from).collect(),
+    }))
 }
 
-/// CI and security incidents, oldest first.
+/// CI and security incidents, by id.
+#[utoipa::path(
+    get,
+    path = "/api/incidents",
+    tag = "incidents",
+    params(
+        ("repo" = Option<String>, Query, description = "Only this repository: OWNER/NAME"),
+        ("state" = Option<super::api_types::IncidentState>, Query, description = "Only open or only closed incidents"),
+        ("kind" = Option<super::api_types::IncidentKind>, Query, description = "Only CI or only security incidents"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "Items per page (100)"),
+        ("after" = Option<String>, Query, description = "The `next` cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of incidents", body = IncidentPage),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+    )
+)]
 async fn list_incidents(
     State(st): State<Arc<AppState>>,
     Caller(scope): Caller,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<IncidentPage>, ApiError> {
     use crate::store::incidents::{INCIDENT_COLUMNS, IncidentRow};
     let p = Params::new(q, &["repo", "state", "kind", "limit", "after"])?;
     let limit = p.limit()?;
@@ -395,9 +523,8 @@ async fn list_incidents(
         .and("id > ?", p.get("after").unwrap_or(""));
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {} ORDER BY id LIMIT {}", f.sql(), f.next());
     let rows: Vec<IncidentRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
-    let last = rows.last().map(|r| r.id.clone());
-    let items = rows.iter().map(|r| with_json_columns(r, &["details"])).collect();
-    Ok(page(items, limit, || last))
+    let next = next_cursor(&rows, limit, |r| r.id.clone());
+    Ok(Json(IncidentPage { items: rows.iter().map(Incident::from).collect(), next }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The HTTP surface: `POST /webhook`, health, readiness, metrics and the read-only `/api`.
 
 pub mod api;
+pub mod api_types;
 pub mod gate;
 pub mod serve;
 pub mod webhook;

@@ -661,6 +661,17 @@ impl<'s> Checker<'s> {
             let message = format!("expected {expected}{or_null}, got {}", describe(value));
             return out.push(Problem { path: path.to_string(), kind: ProblemKind::WrongType, message });
         }
+        // OpenAPI 3.1 (the App's own document): `type` may list several, `["string", "null"]`.
+        if let Some(types) = s.get("type").and_then(Value::as_array) {
+            let names: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
+            if !names.iter().any(|t| type_matches(t, value)) {
+                let message = format!("expected {}, got {}", names.join(" or "), describe(value));
+                return out.push(Problem { path: path.to_string(), kind: ProblemKind::WrongType, message });
+            }
+            if value.is_null() {
+                return;
+            }
+        }
         if let Some(options) = s.get("enum").and_then(Value::as_array)
             && !options.contains(value)
         {
