@@ -576,6 +576,36 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
     assert!(what.contains("is not the one its last policy.changed entry recorded"), "{what}");
     sqlx::query("UPDATE policies SET yaml = $1").bind(POLICY).execute(db.writer()).await.unwrap();
     assert!(verify(&db).await.ok(), "{:?}", verify(&db).await);
+    // A deny placed behind the App's back.
+    sqlx::query("UPDATE requests SET denied_by = 'mallory'").execute(db.writer()).await.unwrap();
+    let what = verify(&db).await.unrecorded.expect("a deny");
+    assert!(what.contains("is denied in the table, but its last deny entry says not denied"), "{what}");
+    sqlx::query("UPDATE requests SET denied_by = NULL").execute(db.writer()).await.unwrap();
+    // A deployment let through by hand: a protection rule, or a job at /gate/wait, approved.
+    let repo_id = rows[0].repository_id.expect("a repository id");
+    for (table, sql) in [
+        (
+            "protection_rule",
+            "INSERT INTO protection_rules (installation_id, repository_id, repository, run_id, environment, sha, state, \
+             received_at) VALUES ($1, $2, $3, 777, 'production', $4, 'approved', 1)",
+        ),
+        (
+            "gate_wait",
+            "INSERT INTO gate_waits (installation_id, repository_id, repository, run_id, run_attempt, environment, sha, \
+             git_ref, state, received_at) VALUES ($1, $2, $3, 777, 1, 'production', $4, 'refs/heads/main', 'approved', 1)",
+        ),
+    ] {
+        sqlx::query(sql).bind(INST).bind(repo_id).bind(REPO).bind(SHA).execute(db.writer()).await.unwrap();
+        let what = verify(&db).await.unrecorded.unwrap_or_else(|| panic!("a hand-approved {table}"));
+        let want = format!("run 777 of {REPO} (installation {INST}) is approved for production in the {table} table");
+        assert!(what.contains(&want), "{what}");
+        let table = if table == "gate_wait" { "gate_waits" } else { "protection_rules" };
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE run_id = 777")))
+            .execute(db.writer())
+            .await
+            .unwrap();
+    }
+    assert!(verify(&db).await.ok(), "{:?}", verify(&db).await);
 
     // Someone rewrites who approved.
     drop_guards(&db).await;

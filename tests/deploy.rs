@@ -582,6 +582,7 @@ async fn rollback_requested(w: &World) {
     .await
     .unwrap();
     shipgate::store::deploys::answer_rule(&mut tx, INST, REPO_ID, 700, "production", "approved", 4, now).await.unwrap();
+    seed_approved_entry(&mut tx, "protection_rule", 700, 4).await;
     tx.commit().await.unwrap();
     status(w, 900, OLD, "production", "success", "2026-11-28T09:00:00Z", json!({})).await;
     approved(w).await;
@@ -718,6 +719,7 @@ async fn a_second_rollback_while_the_first_waits_goes_to_the_same_commit(db: &Te
     .await
     .unwrap();
     shipgate::store::deploys::answer_rule(&mut tx, INST, REPO_ID, 690, "production", "approved", 3, now).await.unwrap();
+    seed_approved_entry(&mut tx, "protection_rule", 690, 3).await;
     tx.commit().await.unwrap();
     status(&w, 890, older, "production", "success", "2026-11-27T09:00:00Z", json!({})).await;
     rollback_requested(&w).await;

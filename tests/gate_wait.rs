@@ -672,6 +672,7 @@ async fn workflow_rollback_rerun_deployment_is_the_requests(db: &TestDb) {
         environment: "production",
     };
     shipgate::store::gate_waits::answer(&mut tx, &k, "approved", 4, "open", now - 86_400_000).await.unwrap();
+    seed_approved_entry(&mut tx, "gate_wait", 600, 4).await;
     tx.commit().await.unwrap();
     let yesterday = chrono::DateTime::from_timestamp_millis(now - 86_000_000).unwrap().to_rfc3339();
     let v = status_at(&w, 960, OLD, "success", &yesterday, 600);
@@ -741,6 +742,7 @@ async fn workflow_rollback_opens_only_its_rerun(db: &TestDb) {
         environment: "production",
     };
     shipgate::store::gate_waits::answer(&mut tx, &k, "approved", 4, "open", now - 86_400_000).await.unwrap();
+    seed_approved_entry(&mut tx, "gate_wait", 600, 4).await;
     tx.commit().await.unwrap();
     let yesterday = chrono::DateTime::from_timestamp_millis(now - 86_000_000).unwrap().to_rfc3339();
     let v = status_at(&w, 960, OLD, "success", &yesterday, 600);

@@ -180,7 +180,36 @@ async fn hold_and_deny_close_an_open_gate(db: &TestDb) {
     assert_eq!(w.reactions(deny), vec!["+1"]);
     assert_eq!(w.gate(SHA).0, "action_required");
     assert!(row(&w.sticky(), "Hold").contains("denied by @alice: the error budget is spent"));
+    // Lifted, then denied again: each recorded (the App's shutdown checks tables against the log).
+    w.comment(ALICE, "/undeny").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
+    w.comment(ALICE, "/deny not this week").await;
+    w.settle().await;
+    assert_eq!(w.gate(SHA).0, "action_required");
+    assert!(row(&w.sticky(), "Hold").contains("denied by @alice: not this week"));
+    let app_db = w.app.db.clone();
+    let kinds: Vec<(String,)> =
+        sqlx::query_as("SELECT kind FROM audit_log WHERE kind IN ('request.denied', 'request.undenied') ORDER BY seq")
+            .fetch_all(app_db.pool())
+            .await
+            .unwrap();
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(kinds, ["request.denied", "request.undenied", "request.denied"]);
     w.done().await;
+    // A deny lifted behind the App's back (which would let the gate open at the next event).
+    let dbc = db.connect().await;
+    sqlx::query("UPDATE requests SET denied_by = NULL, denied_by_id = NULL, deny_reason = NULL")
+        .execute(dbc.writer())
+        .await
+        .unwrap();
+    let keys = shipgate::store::audit::AuditKeys {
+        current: Some(shipgate::store::audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY)),
+        retired: vec![],
+    };
+    let what = shipgate::store::audit::verify(&dbc, &keys).await.unwrap().unrecorded.expect("a lifted deny");
+    assert!(what.contains("is not denied in the table, but its last deny entry says denied"), "{what}");
+    dbc.close().await;
 }
 both_backends!(hold_and_deny_close_an_open_gate);
 

@@ -850,7 +850,8 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
         let entries: Vec<(Option<i64>, Option<i64>, String, String)> = sqlx::query_as(
             "SELECT repository_id, issue, kind, detail FROM audit_log WHERE installation_id = $1 \
              AND kind IN ('approval.given', 'approval.withdrawn', 'approval.stale', 'gate.opened', 'gate.closed', \
-             'request.held', 'request.unheld', 'policy.changed') ORDER BY seq",
+             'request.held', 'request.unheld', 'request.denied', 'request.undenied', 'policy.changed', \
+             'protection_rule.approved', 'gate_wait.approved') ORDER BY seq",
         )
         .bind(installation)
         .fetch_all(db.pool())
@@ -863,6 +864,10 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
         let mut gates = std::collections::HashMap::new();
         let mut holds = std::collections::HashMap::new();
         let mut policies = std::collections::HashMap::new();
+        // (repository, issue) -> (denied, whether its lift would have been recorded).
+        let mut denies = std::collections::HashMap::new();
+        // (table, repository, run, environment) of every approving answer to a deployment.
+        let mut answered = std::collections::HashSet::new();
         for (repository_id, issue, kind, detail) in entries {
             let Some(repository_id) = repository_id else { continue };
             let d: Value = serde_json::from_str(&detail).unwrap_or(Value::Null);
@@ -871,7 +876,19 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
                 policies.insert(repository_id, (d["blob"].as_str().unwrap_or_default().to_string(), text));
                 continue;
             }
+            if let Some(table) = kind.strip_suffix(".approved") {
+                let (run, env) = (d["run_id"].as_i64(), d["environment"].as_str().map(str::to_lowercase));
+                if let (Some(run), Some(env)) = (run, env) {
+                    answered.insert((table.to_string(), repository_id, run, env));
+                }
+                continue;
+            }
             let Some(issue) = issue else { continue };
+            if kind == "request.denied" || kind == "request.undenied" {
+                let lift_audited = kind == "request.undenied" || d["lift_audited"] == Value::Bool(true);
+                denies.insert((repository_id, issue), (kind == "request.denied", lift_audited));
+                continue;
+            }
             if kind.starts_with("gate.") {
                 gates.insert((repository_id, issue), kind == "gate.opened");
                 continue;
@@ -949,14 +966,26 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
                 }
             }
         }
-        let requests: Vec<(i64, i64, String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT repository_id, issue, repository, gate_open, hold_by FROM requests WHERE installation_id = $1 \
-             ORDER BY repository_id, issue",
+        // repository id, issue, repository, gate open, held by, denied by
+        type RequestGate = (i64, i64, String, i64, Option<String>, Option<String>);
+        let requests: Vec<RequestGate> = sqlx::query_as(
+            "SELECT repository_id, issue, repository, gate_open, hold_by, denied_by FROM requests \
+             WHERE installation_id = $1 ORDER BY repository_id, issue",
         )
         .bind(installation)
         .fetch_all(db.pool())
         .await?;
-        for (repository_id, issue, repository, gate_open, hold_by) in requests {
+        for (repository_id, issue, repository, gate_open, hold_by, denied_by) in requests {
+            // A deny lifted by hand would let the gate open: the log must have lifted it too.
+            let (denied, lift_audited) = denies.get(&(repository_id, issue)).copied().unwrap_or((false, true));
+            if denied_by.is_some() != denied && (denied_by.is_some() || lift_audited) {
+                return Ok(Some(format!(
+                    "{repository}#{issue} (installation {installation}) is {} in the table, but its last deny entry \
+                     says {}",
+                    if denied_by.is_some() { "denied" } else { "not denied" },
+                    if denied { "denied" } else { "not denied" }
+                )));
+            }
             let held = holds.get(&(repository_id, issue)).copied().unwrap_or(false);
             if hold_by.is_some() != held {
                 return Ok(Some(format!(
@@ -975,6 +1004,25 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
                 };
                 return Ok(Some(format!(
                     "the gate of {repository}#{issue} (installation {installation}) is {table} in the table, but {log}"
+                )));
+            }
+        }
+        // An approving answer to a deployment (a protection rule's, a job's at /gate/wait) is the
+        // gate letting a deployment through: each must be one the log recorded.
+        let approved: Vec<(String, i64, String, i64, String)> = sqlx::query_as(
+            "SELECT 'protection_rule', repository_id, repository, run_id, environment FROM protection_rules \
+             WHERE installation_id = $1 AND state = 'approved' \
+             UNION ALL SELECT 'gate_wait', repository_id, repository, run_id, environment FROM gate_waits \
+             WHERE installation_id = $1 AND state = 'approved' ORDER BY 1, 2, 4",
+        )
+        .bind(installation)
+        .fetch_all(db.pool())
+        .await?;
+        for (table, repository_id, repository, run, environment) in approved {
+            if !answered.contains(&(table.clone(), repository_id, run, environment.to_lowercase())) {
+                return Ok(Some(format!(
+                    "run {run} of {repository} (installation {installation}) is approved for {environment} in the \
+                     {table} table, but the log has no {table}.approved entry for it"
                 )));
             }
         }

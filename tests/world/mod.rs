@@ -289,3 +289,21 @@ pub fn row<'a>(comment: &'a str, gate: &str) -> &'a str {
         .find(|l| l.starts_with(&format!("| {gate} |")))
         .unwrap_or_else(|| panic!("no {gate} row in:\n{comment}"))
 }
+
+/// The audit entry the App writes when it approves a waiting deployment (`protection_rule` or
+/// `gate_wait`), for tests that seed such an answer by hand as the App would have made it.
+pub async fn seed_approved_entry(tx: &mut sqlx::Transaction<'static, sqlx::Any>, table: &str, run_id: i64, issue: i64) {
+    use shipgate::store::audit;
+    let entry = audit::AuditEntry {
+        installation_id: INST,
+        repository_id: Some(REPO_ID),
+        repository: Some(REPO.into()),
+        issue: Some(issue),
+        kind: format!("{table}.approved"),
+        actor_id: None,
+        actor_login: None,
+        detail: json!({ "run_id": run_id, "environment": "production", "seeded": true }),
+    };
+    let key = audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY);
+    audit::append(tx, Some(&key), &entry, Some("seeded"), 1).await.expect("seed the audit entry");
+}

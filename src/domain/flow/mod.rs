@@ -1660,8 +1660,17 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         let kind = if row.hold_by.is_some() { "request.held" } else { "request.unheld" };
         out.push(audit(kind, actor.as_ref(), json!({})));
     }
-    if before.and_then(|b| b.denied_by.clone()) != row.denied_by && row.denied_by.is_some() {
-        out.push(audit("request.denied", actor.as_ref(), json!({ "reason": row.deny_reason })));
+    if before.and_then(|b| b.denied_by.clone()) != row.denied_by {
+        // `lift_audited`: from this version on a lifted deny has its entry too, so `audit verify`
+        // may hold a request that is no longer denied to it (older logs never recorded lifts).
+        match row.denied_by {
+            Some(_) => out.push(audit(
+                "request.denied",
+                actor.as_ref(),
+                json!({ "reason": row.deny_reason, "lift_audited": true }),
+            )),
+            None => out.push(audit("request.undenied", actor.as_ref(), json!({}))),
+        }
     }
     if before.map(|b| b.gate_open).unwrap_or(0) != row.gate_open {
         let kind = if eval.open { "gate.opened" } else { "gate.closed" };
