@@ -475,3 +475,85 @@ async fn a_bad_private_key_stops_start_up_without_printing_it() {
     };
     assert!(err.contains("GITHUB_PRIVATE_KEY") && !err.contains("SECRETSTUFF"), "{err}");
 }
+
+/// GitHub asks for a second between mutations of one installation, so after an `/approve` the
+/// App's mutations queue up: a reaction, the sticky comment, labels, the gate's check run. The
+/// check run (and a protection rule's answer) is what lets a deployment through: it goes before
+/// the mutations queued ahead of it, not behind them (issue 14: it took ~4 s at 1 s spacing).
+#[tokio::test]
+async fn the_gate_goes_before_queued_comments_in_the_mutation_slot() {
+    use shipgate::github::client::Auth;
+    let gh = FakeGitHub::start().await;
+    gh.install(INSTALLATION, &[REPO]);
+    for issue in 1..=4 {
+        gh.issue(REPO, issue, "Deploy", "body");
+    }
+    let mut settings = github_settings(&gh);
+    settings.mutation_spacing = Duration::from_millis(150);
+    let creds = fake_github::app_credentials();
+    let auth = shipgate::github::auth::AppAuth::from_credentials(&creds).expect("key");
+    let client = std::sync::Arc::new(
+        shipgate::github::client::GitHub::new(settings, Some(auth), shipgate::clock::Clock::system()).expect("client"),
+    );
+    let mut tasks = Vec::new();
+    for issue in 1..=4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let path = format!("/repos/{REPO}/issues/{issue}/comments");
+            let body = json!({ "body": format!("comment {issue}") });
+            client.request(Auth::Installation(INSTALLATION), http::Method::POST, &path, Some(&body)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The four comments are queued (the first is being sent); now the gate's check run.
+    let check = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let path = format!("/repos/{REPO}/check-runs");
+            let body = json!({ "name": "shipgate / deploy gate (production)", "head_sha": "a".repeat(40),
+                               "status": "completed", "conclusion": "success" });
+            client.request(Auth::Installation(INSTALLATION), http::Method::POST, &path, Some(&body)).await
+        })
+    };
+    check.await.expect("task").expect("check run sent");
+    for t in tasks {
+        t.await.expect("task").expect("comment sent");
+    }
+    let order: Vec<String> = gh.calls().into_iter().filter(|c| c.method == "POST").map(|c| c.operation).collect();
+    let at = order.iter().position(|o| o == "checks/create").expect("the check run was sent");
+    assert!(at <= 2, "the check run waited behind the comments queued before it: {order:?}");
+    let _ = gh.app_comments(REPO, 1);
+    let _ = (gh.app_comments(REPO, 2), gh.app_comments(REPO, 3), gh.app_comments(REPO, 4));
+
+    // A steady stream of gate calls does not starve a comment: after three in a row, it goes.
+    let comment = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let body = json!({ "body": "the sticky comment" });
+            let path = format!("/repos/{REPO}/issues/1/comments");
+            client.request(Auth::Installation(INSTALLATION), http::Method::POST, &path, Some(&body)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut checks = Vec::new();
+    for n in 0..8 {
+        let client = client.clone();
+        checks.push(tokio::spawn(async move {
+            let path = format!("/repos/{REPO}/check-runs");
+            let body = json!({ "name": format!("shipgate / deploy gate (env{n})"), "head_sha": "b".repeat(40),
+                               "status": "completed", "conclusion": "success" });
+            client.request(Auth::Installation(INSTALLATION), http::Method::POST, &path, Some(&body)).await
+        }));
+    }
+    comment.await.expect("task").expect("comment sent");
+    for c in checks {
+        c.await.expect("task").expect("check run sent");
+    }
+    let calls = gh.calls();
+    let after: Vec<&str> =
+        calls.iter().filter(|c| c.method == "POST").map(|c| c.operation.as_str()).skip(order.len()).collect();
+    let at = after.iter().position(|o| *o == "issues/create-comment").expect("the comment was sent");
+    assert!(at <= 4, "the comment waited behind every gate call: {after:?}");
+    let _ = gh.app_comments(REPO, 1);
+    gh.finish();
+}

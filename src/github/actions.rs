@@ -93,6 +93,13 @@ impl Action {
             Action::CreateDeployment { repo, key, .. } => format!("{repo}:deployment:{key}"),
             Action::CreateDeploymentStatus { repo, deployment_id, .. } => format!("{repo}:deployment:{deployment_id}"),
             Action::RerunWorkflow { repo, key, .. } => format!("{repo}:rerun:{key}"),
+            // The gate's own calls wait for nothing else of the repository (a reaction, say):
+            // each check run and each rule's answer is in order only with itself, and the
+            // client's mutation slot sends them ahead of comments and labels.
+            Action::UpsertCheckRun { repo, external_id, .. } => format!("{repo}:check_run:{external_id}"),
+            Action::ReviewProtectionRule { repo, run_id, environment_name, .. } => {
+                format!("{repo}:rule:{run_id}:{environment_name}")
+            }
             other => other.repo().to_string(),
         }
     }
