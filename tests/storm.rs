@@ -171,6 +171,14 @@ async fn a_folded_event_is_not_a_fact(db: &TestDb) {
     v["context"] = json!("build");
     v["state"] = json!("success");
     assert_eq!(w.app.deliver("status", &w.id(), &v.to_string()).await, 202);
+    // The status is folded (its evaluation waits for the burst to be quiet) before the approval
+    // comes: the case under test. (Without this wait the approval could be handled first, once
+    // the gate's calls stopped queuing behind reactions.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while shipgate::store::rechecks::count(&w.app.db).await.unwrap() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the status was never folded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let alice = w.comment(ALICE, "/approve").await;
     w.gh.wait_for("alice's approval", Duration::from_secs(20), |m| {
         m.comments.iter().any(|c| c.id == alice && !c.reactions.is_empty())
