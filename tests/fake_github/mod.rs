@@ -6,7 +6,8 @@
 //! It also checks credentials as GitHub does (the App's JWT, signed with the App's key, on
 //! `/app/...`; an unexpired installation token elsewhere), counts calls, can inject failures
 //! (5xx, 429 with `retry-after`, a secondary-limit 403, a slow answer, an answer lost after the
-//! work was done), and knows which comments the test has looked at: `finish()` fails if the App
+//! work was done) into chosen requests or, for a soak, into a random share of all of them
+//! ([`FakeGitHub::inject_random`]), and knows which comments the test has looked at: `finish()` fails if the App
 //! wrote a comment the test never read.
 #![allow(dead_code)]
 
@@ -144,6 +145,50 @@ pub enum Fault {
     LoseAnswer,
     /// Do the work, then hold the answer this long (a process can be killed meanwhile).
     HoldAnswer(Duration),
+    /// 403 "You have exceeded a secondary rate limit" with `retry-after: secs`, as GitHub sends it
+    /// when it says how long to wait.
+    SecondaryRetryAfter(u64),
+}
+
+impl Fault {
+    /// A short name for counting injected faults.
+    pub fn label(&self) -> String {
+        match self {
+            Fault::Status(s) => format!("{s}"),
+            Fault::RetryAfter(_) => "429 retry-after".into(),
+            Fault::Secondary => "403 secondary".into(),
+            Fault::PrimaryExhausted(_) => "403 x-ratelimit-remaining: 0".into(),
+            Fault::Slow(_) => "slow".into(),
+            Fault::LoseAnswer => "502 after the work (answer lost)".into(),
+            Fault::HoldAnswer(_) => "answer held".into(),
+            Fault::SecondaryRetryAfter(_) => "403 secondary + retry-after".into(),
+        }
+    }
+}
+
+/// Faults injected into a random share of all requests (a soak): each request fails with
+/// probability `rate`, with a fault drawn from `mix` by weight.
+struct RandomFaults {
+    rate: f64,
+    mix: Vec<(Fault, u32)>,
+    rng: fastrand::Rng,
+}
+
+impl RandomFaults {
+    fn draw(&mut self) -> Option<Fault> {
+        if self.rng.f64() >= self.rate {
+            return None;
+        }
+        let total: u32 = self.mix.iter().map(|(_, w)| *w).sum();
+        let mut pick = self.rng.u32(..total.max(1));
+        for (f, w) in &self.mix {
+            if pick < *w {
+                return Some(f.clone());
+            }
+            pick -= w;
+        }
+        None
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +228,9 @@ pub struct Model {
     pub files: BTreeMap<(String, String), String>,
     pub redelivery_requests: Vec<i64>,
     injections: Vec<Injection>,
+    random_faults: Option<RandomFaults>,
+    /// Faults injected at random, by [`Fault::label`].
+    pub injected: BTreeMap<String, u64>,
     next_id: i64,
     /// Jobs of workflow run attempts by (repo, run id, attempt), as GitHub lists them.
     pub run_jobs: BTreeMap<(String, i64, i64), Vec<Value>>,
@@ -420,6 +468,29 @@ impl FakeGitHub {
         });
     }
 
+    /// From now on, each request fails with probability `rate` (0 turns this off), with a fault
+    /// drawn from `mix` by weight; chosen injections ([`FakeGitHub::inject`]) come first. `seed`
+    /// makes the draws repeatable. What was injected is counted in [`Model::injected`].
+    pub fn inject_random(&self, rate: f64, mix: Vec<(Fault, u32)>, seed: u64) {
+        let mut m = self.model();
+        m.random_faults =
+            (rate > 0.0 && !mix.is_empty()).then(|| RandomFaults { rate, mix, rng: fastrand::Rng::with_seed(seed) });
+    }
+
+    /// The faults GitHub answers with under load, as it sends them: server errors before and after
+    /// the work (the answer lost), and rate limits with `retry-after` or an exhausted quota.
+    pub fn github_fault_mix() -> Vec<(Fault, u32)> {
+        vec![
+            (Fault::Status(500), 15),
+            (Fault::Status(502), 15),
+            (Fault::Status(503), 10),
+            (Fault::LoseAnswer, 15),
+            (Fault::RetryAfter(1), 15),
+            (Fault::SecondaryRetryAfter(1), 15),
+            (Fault::PrimaryExhausted(1), 15),
+        ]
+    }
+
     /// The comments on an issue, marking them as read by the test.
     pub fn comments(&self, repo: &str, issue: i64) -> Vec<Comment> {
         let mut m = self.model();
@@ -562,13 +633,23 @@ async fn handle(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
 
     // Injected faults that answer before any work.
     let fault = {
-        let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+        let m = &mut *guard;
         let found =
             m.injections.iter_mut().find(|i| i.times > 0 && i.method == method && path.contains(&i.path_contains));
-        found.map(|i| {
-            i.times -= 1;
-            i.fault.clone()
-        })
+        match found {
+            Some(i) => {
+                i.times -= 1;
+                Some(i.fault.clone())
+            }
+            None => {
+                let drawn = m.random_faults.as_mut().and_then(RandomFaults::draw);
+                if let Some(f) = &drawn {
+                    *m.injected.entry(f.label()).or_default() += 1;
+                }
+                drawn
+            }
+        }
     };
     let record = |status: u16| {
         let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
@@ -598,6 +679,15 @@ async fn handle(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
                 403,
                 json!({ "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again." }),
             );
+        }
+        Some(Fault::SecondaryRetryAfter(secs)) => {
+            record(403);
+            let mut r = answer(
+                403,
+                json!({ "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again." }),
+            );
+            r.headers_mut().insert("retry-after", HeaderValue::from_str(&secs.to_string()).expect("header"));
+            return r;
         }
         Some(Fault::PrimaryExhausted(secs)) => {
             record(403);
