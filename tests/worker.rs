@@ -197,6 +197,44 @@ async fn a_crashed_workers_delivery_is_processed_by_a_new_one(db: &TestDb) {
 }
 both_backends!(a_crashed_workers_delivery_is_processed_by_a_new_one);
 
+/// A claim that committed but whose answer never came back (the database restarted at that
+/// moment: found by bench/soak.sh) leaves a row leased to a live worker that is not working on it.
+/// Its lease must run out as a dead worker's does, and the row be claimed again; renewed by the
+/// worker's heartbeat for as long as the process lives, it and every later delivery of its
+/// subject waited for ever.
+async fn a_claim_whose_answer_was_lost_is_claimed_again_when_its_lease_runs_out(db: &TestDb) {
+    let mut cfg = db.config();
+    cfg.worker.lease = Duration::from_secs(1); // renewed every 333 ms
+    cfg.worker.poll_interval = Duration::from_millis(20);
+    let app = TestApp::start_with(cfg, Options::default()).await;
+    let me = app.server.worker_id.clone().expect("a worker");
+    // A delivery due in a minute (so that the worker does not take it first), and the claim the
+    // worker made of it, whose answer was lost: the row is the worker's, leased for a second.
+    let now = Clock::system().now_ms();
+    let mut d = common::delivery("lost-claim-1", "acme/app#77");
+    (d.event, d.action, d.body, d.received_at) = ("ping".into(), None, fixture("ping.none.0"), now + 60_000);
+    deliveries::insert_batch(&app.db, &[&d]).await.expect("insert");
+    let lost = deliveries::claim(&app.db, &me, now + 60_000, 1_000, 10).await.expect("claim");
+    assert_eq!(lost.len(), 1);
+    sqlx::query("UPDATE deliveries SET lease_until = $1 WHERE id = 'lost-claim-1'")
+        .bind(Clock::system().now_ms() + 1_000)
+        .execute(app.db.pool())
+        .await
+        .expect("lease");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = deliveries::find(&app.db, "lost-claim-1").await.expect("find").expect("row");
+        if row.state == "done" {
+            assert_eq!(row.attempts, 2, "{row:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the row of the lost claim was never claimed again: {row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.shutdown().await;
+}
+both_backends!(a_claim_whose_answer_was_lost_is_claimed_again_when_its_lease_runs_out);
+
 async fn shutdown_releases_leases(db: &TestDb) {
     let mut reg = Registry::standard();
     reg.on("issue_comment", None, |_ctx| async {

@@ -39,6 +39,10 @@ impl Job for Actions {
         "relay"
     }
 
+    fn seq(item: &Claimed) -> i64 {
+        item.seq
+    }
+
     async fn process(&self, runner: &RunnerInfo, c: Claimed) {
         let span = tracing::info_span!(
             "action",

@@ -3,6 +3,7 @@
 //! finish for a while before giving back what is left. The inbox's worker and the outbox's relay
 //! are two jobs run by this.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ pub trait Job: Send + Sync + 'static {
     fn queue(&self) -> &'static Queue;
     /// "worker", "relay": for logs.
     fn name(&self) -> &'static str;
+    /// The claimed row's `seq` (its lease is renewed while it is processed).
+    fn seq(item: &Self::Item) -> i64;
     /// Processes one claimed row and records the result (done, retry, parked).
     fn process(&self, runner: &RunnerInfo, item: Self::Item) -> impl Future<Output = ()> + Send;
     /// Claims up to `limit` rows: the queue's own claim, unless the job routes it elsewhere.
@@ -57,6 +60,8 @@ pub struct Runner<J: Job> {
     job: Arc<J>,
     clock: Clock,
     wake: Arc<Notify>,
+    /// The rows being processed now: the heartbeat renews their leases, and only theirs.
+    in_flight: Arc<std::sync::Mutex<HashSet<i64>>>,
 }
 
 impl<J: Job> Clone for Runner<J> {
@@ -67,6 +72,7 @@ impl<J: Job> Clone for Runner<J> {
             job: self.job.clone(),
             clock: self.clock.clone(),
             wake: self.wake.clone(),
+            in_flight: self.in_flight.clone(),
         }
     }
 }
@@ -85,7 +91,7 @@ pub fn worker_id(kind: &str) -> String {
 impl<J: Job> Runner<J> {
     pub fn new(db: Db, job: J, cfg: WorkerConfig, clock: Clock, wake: Arc<Notify>) -> Runner<J> {
         let info = RunnerInfo { id: worker_id(job.name()), cfg };
-        Runner { info, db, job: Arc::new(job), clock, wake }
+        Runner { info, db, job: Arc::new(job), clock, wake, in_flight: Default::default() }
     }
 
     /// Runs until `shutdown` turns true.
@@ -127,8 +133,11 @@ impl<J: Job> Runner<J> {
                     for item in claimed {
                         let Ok(permit) = permits.clone().try_acquire_owned() else { break };
                         let me = self.clone();
+                        let seq = J::seq(&item);
+                        self.in_flight().insert(seq);
                         tokio::spawn(async move {
                             me.job.process(&me.info, item).await;
+                            me.in_flight().remove(&seq);
                             drop(permit);
                             me.wake.notify_one(); // the subject's next row may be claimable now
                         });
@@ -160,6 +169,15 @@ impl<J: Job> Runner<J> {
         }
     }
 
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews the leases of the rows being processed. Only theirs: a row this worker holds but is
+    /// not working on (a claim that committed while its answer was lost to a database restart, a
+    /// failure that could not be recorded) must see its lease run out, as a dead worker's does,
+    /// and be claimed again; renewed with the others, it and every later row of its subject would
+    /// wait for as long as this process lives.
     async fn heartbeat(self) {
         let cfg = &self.info.cfg;
         let every = (cfg.lease / 3).max(Duration::from_millis(100));
@@ -174,7 +192,8 @@ impl<J: Job> Runner<J> {
                 Err(e) => tracing::warn!(runner = self.job.name(), error = %e, "readying waiting rows failed"),
             }
             let until = self.clock.now_ms() + cfg.lease.as_millis() as i64;
-            if let Err(e) = self.job.queue().heartbeat(&self.db, &self.info.id, until).await {
+            let seqs: Vec<i64> = self.in_flight().iter().copied().collect();
+            if let Err(e) = self.job.queue().heartbeat(&self.db, &self.info.id, &seqs, until).await {
                 tracing::warn!(runner = self.job.name(), error = %e, "lease renewal failed");
             }
         }

@@ -47,6 +47,10 @@ impl Job for Deliveries {
         "worker"
     }
 
+    fn seq(item: &Claimed) -> i64 {
+        item.seq
+    }
+
     async fn claim(
         &self,
         db: &Db,

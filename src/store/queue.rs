@@ -274,10 +274,21 @@ impl Queue {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Extends every lease `worker` holds.
-    pub async fn heartbeat(&self, db: &Db, worker: &str, lease_until: i64) -> Result<u64> {
-        let sql = format!("UPDATE {} SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2", self.table);
-        let r = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker).execute(db.writer()).await?;
+    /// Extends the leases of rows `seqs`, which `worker` holds and is processing.
+    pub async fn heartbeat(&self, db: &Db, worker: &str, seqs: &[i64], lease_until: i64) -> Result<u64> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!(
+            "UPDATE {} SET lease_until = $1 WHERE state = 'running' AND lease_owner = $2 AND seq IN ({})",
+            self.table,
+            (3..seqs.len() + 3).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker);
+        for s in seqs {
+            q = q.bind(*s);
+        }
+        let r = q.execute(db.writer()).await?;
         Ok(r.rows_affected())
     }
 
