@@ -194,6 +194,30 @@ async fn failures_and_rate_limits_are_retried_and_nothing_doubles(db: &TestDb) {
 }
 both_backends!(failures_and_rate_limits_are_retried_and_nothing_doubles);
 
+/// GitHub's rate limits answer the installation token request too (a 403 or 429 with
+/// `retry-after`, or `x-ratelimit-remaining: 0`): the action waits and is sent, as after a rate
+/// limit on any other call, instead of being parked as refused. Found by bench/soak.sh: an App
+/// comment was never written.
+async fn a_rate_limited_token_request_is_waited_for_not_parked(db: &TestDb) {
+    let gh = FakeGitHub::start().await;
+    gh.install(INSTALLATION, &[REPO]);
+    gh.inject("POST", "/access_tokens", Fault::SecondaryRetryAfter(1), 1);
+    gh.inject("POST", "/access_tokens", Fault::RetryAfter(1), 1);
+    gh.inject("POST", "/access_tokens", Fault::PrimaryExhausted(0), 1);
+    let app = start(db, &gh, acting_registry()).await;
+    let cid = seed(&gh, 1);
+    assert_eq!(app.deliver("issue_comment", "rl-1", &comment_event(1, cid, "x")).await, 202);
+    settle(&app).await;
+    let parked = outbox::list(&app.db, Some("parked"), 10).await.expect("list");
+    assert!(parked.is_empty(), "{parked:?}");
+    assert_eq!(gh.app_comments(REPO, 1).len(), 1);
+    assert_eq!(gh.model().issues[&(REPO.to_string(), 1)].labels, vec!["seen".to_string()]);
+    assert_eq!(gh.model().token_requests, 1, "three rate-limited requests, then one token");
+    app.shutdown().await;
+    gh.finish();
+}
+both_backends!(a_rate_limited_token_request_is_waited_for_not_parked);
+
 async fn a_permanent_refusal_parks_the_action(db: &TestDb) {
     let gh = FakeGitHub::start().await;
     gh.install(INSTALLATION, &[REPO]);

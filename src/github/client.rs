@@ -584,12 +584,27 @@ impl GitHub {
         let jwt = Secret::new(app.jwt(now)?);
         let path = format!("/app/installations/{id}/access_tokens");
         let method = Method::POST;
-        let mut tries = 0;
+        let (mut tries, mut limit_tries) = (0, 0);
         let r = loop {
             match self.send_once(&method, &path, None, &jwt, "/app/installations/{id}/access_tokens", None).await {
                 // Asking for a token twice is harmless, so this POST may be retried.
                 Ok(r) if r.status >= 500 && tries < self.cfg.max_retries => {}
                 Err(_) if tries < self.cfg.max_retries => {}
+                // Rate limits answer this call too: waited for as any call's (a refusal to park
+                // would be wrong).
+                Ok(r) => match self.rate_limit_wait(&r, limit_tries) {
+                    Some(wait_ms) => {
+                        limit_tries += 1;
+                        let until = self.clock.now_ms() + wait_ms;
+                        tracing::warn!(route = %r.route, status = r.status, wait_ms, "GitHub rate limit; waiting");
+                        if wait_ms > self.cfg.max_inline_wait.as_millis() as i64 || limit_tries > 5 {
+                            return Err(GhError::RateLimited { until_ms: until });
+                        }
+                        tokio::time::sleep(Duration::from_millis(wait_ms as u64)).await;
+                        continue;
+                    }
+                    None => break r,
+                },
                 other => break other?,
             }
             tries += 1;
