@@ -287,6 +287,31 @@ async fn a_full_lifecycle_closes_the_issue_with_the_time_to_deploy(db: &TestDb) 
 }
 both_backends!(a_full_lifecycle_closes_the_issue_with_the_time_to_deploy);
 
+/// Two state changes in a row, while the first one's labels are still on their way to GitHub
+/// (GitHub slow or failing): the second evaluation reads the issue's labels without the first's,
+/// yet must take that label off too, or the request ends with two state labels ("deploying" and
+/// "deployed"). Found by bench/soak.sh.
+async fn a_state_label_still_being_added_is_removed_by_the_next_state(db: &TestDb) {
+    let w = World::with_policy(db, &policy("deployment")).await;
+    approved(&w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(&w).remove(0);
+    let at = |secs: i64| {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        chrono::DateTime::from_timestamp_millis((ms / 1000 + secs) * 1000).unwrap().to_rfc3339()
+    };
+    // "deploying" is slow to be added: the success is evaluated before GitHub shows it.
+    w.gh.inject("POST", "/issues/5/labels", fake_github::Fault::Slow(std::time::Duration::from_secs(2)), 1);
+    status(&w, id, SHA, "production", "in_progress", &at(60), payload.clone()).await;
+    status(&w, id, SHA, "production", "success", &at(120), payload).await;
+    w.settle().await;
+    assert_eq!(w.gh.labels(REPO, 5), vec!["DEPLOYMENT_REQUEST", "deployed"]);
+    let _ = w.gh.app_comments(REPO, 5);
+    w.done().await;
+}
+both_backends!(a_state_label_still_being_added_is_removed_by_the_next_state);
+
 async fn a_failure_offers_rollback_which_deploys_the_last_good_sha(db: &TestDb) {
     let w = World::with_policy(db, &policy("deployment")).await;
     // An earlier deployment the App made (for request #4) succeeded; a later one that the App

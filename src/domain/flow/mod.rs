@@ -1574,9 +1574,14 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let labels = &issue.labels;
     let want: Vec<&str> = status.label().into_iter().collect();
     let add: Vec<String> = want.iter().filter(|l| !labels.iter().any(|x| x == *l)).map(|l| l.to_string()).collect();
+    // The label the last evaluation asked for may not show yet (its action still waits in the
+    // outbox, sent in order before this one's): it is taken off too, or it would stay beside this one.
+    let asked_before = before
+        .and_then(|b| RequestStatus::ALL.into_iter().find(|s| s.as_str() == b.state))
+        .and_then(RequestStatus::label);
     let remove: Vec<String> = STATE_LABELS
         .iter()
-        .filter(|l| !want.contains(l) && labels.iter().any(|x| x == *l))
+        .filter(|l| !want.contains(l) && (labels.iter().any(|x| x == *l) || asked_before == Some(**l)))
         .filter(|l| status != RequestStatus::Closed || !matches!(**l, "deployed" | "deploy-failed"))
         .map(|l| l.to_string())
         .collect();
