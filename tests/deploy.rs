@@ -93,6 +93,21 @@ async fn status_with_id(
     assert_eq!(w.app.deliver("deployment_status", &w.id(), &v.to_string()).await, 202);
 }
 
+/// Request #5 approved and `/deploy`ed: the deployment the App created (id, payload).
+async fn deploy_requested(w: &World) -> (i64, Value) {
+    approved(w).await;
+    w.comment(ALICE, "/deploy").await;
+    w.settle().await;
+    let (id, _, _, payload) = created(w).remove(0);
+    (id, payload)
+}
+
+/// `secs` from now, in whole seconds, as RFC 3339.
+fn secs_from_now(secs: i64) -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    chrono::DateTime::from_timestamp_millis((ms / 1000 + secs) * 1000).unwrap().to_rfc3339()
+}
+
 /// The deployments the App created: (id, ref, environment, payload).
 fn created(w: &World) -> Vec<(i64, String, String, Value)> {
     w.gh.model()
@@ -245,15 +260,9 @@ both_backends!(deploy_is_refused_while_the_gate_is_closed_or_in_another_mode);
 
 async fn a_full_lifecycle_closes_the_issue_with_the_time_to_deploy(db: &TestDb) {
     let w = World::with_policy(db, &policy("deployment")).await;
-    approved(&w).await;
-    w.comment(ALICE, "/deploy").await;
-    w.settle().await;
-    let (id, _, _, payload) = created(&w).remove(0);
+    let (id, payload) = deploy_requested(&w).await;
     // The pipeline starts a minute after the gate opened (now) and succeeds 4m 12s later.
-    let at = |secs: i64| {
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        chrono::DateTime::from_timestamp_millis((ms / 1000 + secs) * 1000).unwrap().to_rfc3339()
-    };
+    let at = secs_from_now;
     let (started, finished) = (at(60), at(60 + 252));
     status(&w, id, SHA, "production", "in_progress", &started, payload.clone()).await;
     w.settle().await;
@@ -293,14 +302,8 @@ both_backends!(a_full_lifecycle_closes_the_issue_with_the_time_to_deploy);
 /// "deployed"). Found by bench/soak.sh.
 async fn a_state_label_still_being_added_is_removed_by_the_next_state(db: &TestDb) {
     let w = World::with_policy(db, &policy("deployment")).await;
-    approved(&w).await;
-    w.comment(ALICE, "/deploy").await;
-    w.settle().await;
-    let (id, _, _, payload) = created(&w).remove(0);
-    let at = |secs: i64| {
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-        chrono::DateTime::from_timestamp_millis((ms / 1000 + secs) * 1000).unwrap().to_rfc3339()
-    };
+    let (id, payload) = deploy_requested(&w).await;
+    let at = secs_from_now;
     // "deploying" is slow to be added: the success is evaluated before GitHub shows it.
     w.gh.inject("POST", "/issues/5/labels", fake_github::Fault::Slow(std::time::Duration::from_secs(2)), 1);
     status(&w, id, SHA, "production", "in_progress", &at(60), payload.clone()).await;
@@ -767,11 +770,8 @@ async fn the_closing_summary_anchors_the_audit_log(db: &TestDb) {
     let signing = SigningKey::from_bytes(&[9u8; 32]);
     let key = signing.clone();
     let w = World::with_config(db, &policy("deployment"), move |cfg| cfg.signing_key = Some(key)).await;
-    approved(&w).await;
-    w.comment(ALICE, "/deploy").await;
-    w.settle().await;
-    let (id, _, _, payload) = created(&w).remove(0);
-    let at = chrono::Utc::now().to_rfc3339();
+    let (id, payload) = deploy_requested(&w).await;
+    let at = secs_from_now(0);
     status(&w, id, SHA, "production", "success", &at, payload).await;
     w.settle().await;
     let summary =
