@@ -1,5 +1,6 @@
 //! Fuzzes the repository policy parser: `parse` must return (a policy or errors) on any text,
-//! never panic, and a policy it returns must be usable.
+//! never panic, give the same answer each time (also through `change_summary`), and a policy it
+//! returns must be usable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -8,8 +9,23 @@ use shipgate::domain::policy;
 fuzz_target!(|data: &[u8]| {
     // The policy is read from a UTF-8 file; other bytes never reach `parse`.
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let _ = policy::parse_duration_minutes(text);
-    match policy::parse(text) {
+    if let Ok(minutes) = policy::parse_duration_minutes(text) {
+        // A duration reads back from its minutes.
+        assert_eq!(policy::parse_duration_minutes(&format!("{minutes}m")), Ok(minutes), "{text:?}");
+    }
+    let parsed = policy::parse(text);
+    // Parsing is a function of the text: a policy validated again is the same policy.
+    assert_eq!(policy::parse(text), parsed);
+    let summary = policy::change_summary(Some(text), Some(text));
+    assert_eq!(summary["valid_before"], summary["valid_after"]);
+    assert_eq!(summary["valid_after"], serde_json::json!(parsed.is_ok()));
+    assert_eq!(summary["other_keys_changed"], serde_json::json!([]), "{text:?} changed against itself");
+    for section in ["environments", "roles"] {
+        for how in ["added", "removed", "changed"] {
+            assert_eq!(summary[section][how], serde_json::json!([]), "{section} {how}: {text:?}");
+        }
+    }
+    match parsed {
         Ok(policy) => {
             let _ = policy.label_matches(text);
             let _ = policy.environment(text);
