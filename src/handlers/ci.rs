@@ -29,7 +29,7 @@ fn ci_effect(c: Change) -> Effect {
 fn time_of(v: &Value) -> Option<i64> {
     match v {
         Value::String(s) => parse_rfc3339_ms(s),
-        Value::Number(n) => n.as_i64().map(|s| s * 1000),
+        Value::Number(n) => n.as_i64().and_then(|s| s.checked_mul(1000)),
         _ => None,
     }
 }
@@ -652,4 +652,20 @@ pub async fn escalate_due(db: &Db, now: i64, worker: &str) -> crate::store::Resu
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found reading the code the `webhook` fuzz target cannot reach: a payload time in Unix
+    /// seconds too large for milliseconds overflowed (a panic in debug builds, a wrapped time in
+    /// release ones); it is no time at all.
+    #[test]
+    fn payload_times_in_seconds_do_not_overflow() {
+        assert_eq!(time_of(&serde_json::json!(1_700_000_000)), Some(1_700_000_000_000));
+        assert_eq!(time_of(&serde_json::json!(i64::MAX)), None);
+        assert_eq!(time_of(&serde_json::json!(i64::MIN)), None);
+        assert_eq!(time_of(&serde_json::json!("2026-11-29T10:00:00Z")), Some(1_795_946_400_000));
+    }
 }
