@@ -155,9 +155,12 @@ impl LineIndex {
             return None;
         }
         let end = rest.find(['\n', '\r']).unwrap_or(rest.len());
-        // A trailing `\` is a hard line break, not part of the command.
+        // A trailing `\` is a hard line break, not part of the command; an escaped one (`\\`,
+        // an even run) is text.
         let line = rest[..end].trim_end();
-        Some((index + 1, line.strip_suffix('\\').unwrap_or(line).trim_end()))
+        let backslashes = line.len() - line.trim_end_matches('\\').len();
+        let line = if backslashes % 2 == 1 { &line[..line.len() - 1] } else { line };
+        Some((index + 1, line.trim_end()))
     }
 }
 
