@@ -14,3 +14,31 @@ fn commands_an_escaped_backslash_at_the_end_of_a_line_is_kept() {
     assert_eq!(parse("/deny a\\\nmore"), vec![Ok(Command::Deny { reason: "a".into() })]);
     assert_eq!(parse("/hold\\\nthanks"), vec![Ok(Command::Hold)]);
 }
+
+/// `webhook` (seen reading `messages`, then confirmed through the target): a commit SHA whose
+/// seventh byte falls inside a character (`abcdefé`) made the messages that show it short panic
+/// on a byte slice. GitHub sends hex, but the SHA is the payload's, and is shown whole instead.
+#[test]
+fn webhook_a_sha_that_is_not_ascii_is_shown_without_a_panic() {
+    use shipgate::domain::messages::{self, DeployView};
+    use shipgate::domain::state::DeployState;
+    let sha = "abcdef\u{e9}";
+    assert!(messages::rule_uncovered("production", sha).contains(sha));
+    assert!(messages::rule_approved(7, "production", sha, &["alice".into()]).contains(sha));
+    let view = DeployView {
+        state: DeployState::Failure,
+        sha: sha.into(),
+        environment: "production".into(),
+        deployment_id: Some(1),
+        started_at: Some(0),
+        finished_at: Some(1_000),
+        rollback: false,
+        gate_opened_at: None,
+        log_url: None,
+    };
+    assert!(messages::deploy_line(&view, 0).contains(sha));
+    assert!(messages::deploy_failed(&view, Some("revert"), Some(sha)).contains(sha));
+    // A hex SHA is still cut to seven characters.
+    let text = messages::rule_uncovered("production", "0123456789abcdef");
+    assert!(text.contains("0123456") && !text.contains("01234567"), "{text}");
+}

@@ -126,8 +126,9 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
+/// The first seven characters of a hex SHA; anything else whole (never cut inside a character).
 fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
+    sha.get(..7).unwrap_or(sha)
 }
 
 /// The line under the verdict while a deployment exists.
