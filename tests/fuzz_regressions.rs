@@ -42,3 +42,14 @@ fn webhook_a_sha_that_is_not_ascii_is_shown_without_a_panic() {
     let text = messages::rule_uncovered("production", "0123456789abcdef");
     assert!(text.contains("0123456") && !text.contains("01234567"), "{text}");
 }
+
+/// `webhook`: the envelope parses a body whose ignored fields hold bytes that are not UTF-8
+/// (serde_json skips their strings unchecked), so that a body parsed as JSON is not yet known to
+/// be UTF-8: the intake checks it (and refuses such a body, 400) before it stores it as text.
+#[test]
+fn webhook_an_envelope_can_parse_from_bytes_that_are_not_utf8() {
+    use shipgate::github::envelope::Envelope;
+    let body = b"{\"action\":\"opened\",\"other\":\"\xff\"}";
+    let envelope = Envelope::parse(body).expect("the fields read are fine");
+    assert_eq!(envelope.action.as_deref(), Some("opened")); // though `\xff` is no UTF-8
+}
