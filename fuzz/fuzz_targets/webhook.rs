@@ -6,6 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use shipgate::domain::messages::{self, DeployView};
+use shipgate::github::client::parse_rfc3339_ms;
 use shipgate::github::envelope::{Envelope, EnvelopeError};
 use shipgate::github::events::{
     DeploymentStatusEvent, IssueCommentEvent, IssuesEvent, ProtectionRuleEvent, PushEvent, RelatedEvent,
@@ -60,10 +62,31 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok(e) = serde_json::from_value::<DeploymentStatusEvent>(v.clone()) {
-        let _ = shipgate::domain::state::DeployState::parse(&e.deployment_status.state);
+        // As `on_deployment_status` reads it, and the request comment's line about it.
+        let (dep, st) = (&e.deployment, &e.deployment_status);
+        let created_at = dep.created_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(0);
+        let status_at = st.created_at.as_deref().and_then(parse_rfc3339_ms).unwrap_or(created_at);
+        if let Some(state) = shipgate::domain::state::DeployState::parse(&st.state) {
+            let view = DeployView {
+                state,
+                sha: dep.sha.clone(),
+                environment: dep.environment.clone().or(st.environment.clone()).unwrap_or_default(),
+                deployment_id: Some(dep.id),
+                started_at: Some(created_at),
+                finished_at: Some(status_at),
+                rollback: false,
+                gate_opened_at: Some(created_at),
+                log_url: st.log_url.clone(),
+            };
+            let _ = messages::deploy_line(&view, created_at);
+            let _ = messages::deploy_failed(&view, Some("revert"), Some(&dep.sha));
+        }
     }
     if let Ok(e) = serde_json::from_value::<ProtectionRuleEvent>(v.clone()) {
-        let _ = e.run_id();
+        // As `on_protection_rule` reads it, and what it answers when no request covers the run.
+        if let (Some(_run), Some(environment), Some(sha)) = (e.run_id(), e.environment.as_deref(), e.sha.as_deref()) {
+            let _ = messages::rule_uncovered(environment, sha);
+        }
     }
     if let Ok(e) = serde_json::from_value::<PushEvent>(v.clone()) {
         let _ = (e.default_branch(), e.touches(".github/shipgate.yml"));
