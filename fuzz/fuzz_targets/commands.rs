@@ -11,6 +11,11 @@ fn render(c: &Command) -> String {
     match c {
         Command::Approve { environment: None } => "/approve".into(),
         Command::Approve { environment: Some(env) } => format!("/approve {env}"),
+        // A reason is the raw text: one that ends in an odd run of backslashes (read from
+        // `/deny x\ \`) needs the hard line break after it, or its last backslash would be one.
+        Command::Deny { reason } if (reason.len() - reason.trim_end_matches('\\').len()) % 2 == 1 => {
+            format!("/deny {reason} \\")
+        }
         Command::Deny { reason } => format!("/deny {reason}"),
         other => format!("/{}", other.name()),
     }
