@@ -13,6 +13,9 @@ fn commands_an_escaped_backslash_at_the_end_of_a_line_is_kept() {
     assert_eq!(parse("/deny a\\\\\\\nmore"), vec![Ok(Command::Deny { reason: "a\\\\".into() })]);
     assert_eq!(parse("/deny a\\\nmore"), vec![Ok(Command::Deny { reason: "a".into() })]);
     assert_eq!(parse("/hold\\\nthanks"), vec![Ok(Command::Hold)]);
+    // The second run's input, minimised: only the last backslash is the break; the one before
+    // the spaces is text (the target's writer, not the parser, was wrong there).
+    assert_eq!(parse("/deny a\\  \\\nmore"), vec![Ok(Command::Deny { reason: "a\\".into() })]);
 }
 
 /// `webhook` (seen reading `messages`, then confirmed through the target): a commit SHA whose
