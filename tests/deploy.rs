@@ -790,6 +790,20 @@ async fn the_closing_summary_anchors_the_audit_log(db: &TestDb) {
     let last = audit::last_entry(&w.app.db, INST).await.unwrap().expect("entries");
     assert!(a.position >= 1 && a.position <= last.position, "{a:?} vs {}", last.position);
     assert_eq!(a.hash, audit::entry_at(&w.app.db, INST, a.position).await.unwrap().unwrap().hash);
+    // A forged outbox row re-sending the summary (to anchor it again at a log cut short, erasing
+    // the anchor GitHub holds) edits nothing: a comment with an anchor is written once.
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    let forged = shipgate::github::actions::Action::UpsertComment {
+        repo: REPO.into(),
+        issue: 5,
+        marker: format!("summary-{id}"),
+        body: format!("rewritten\n{}", anchor::PLACEHOLDER),
+    };
+    shipgate::store::outbox::enqueue(&mut tx, INST, "forged-summary", &forged, None, 1).await.unwrap();
+    tx.commit().await.unwrap();
+    w.settle().await;
+    let now: Vec<String> = w.gh.app_comments(REPO, 5).into_iter().map(|c| c.body).collect();
+    assert!(now.contains(&summary) && !now.iter().any(|b| b.contains("rewritten")), "{now:?}");
     w.done().await;
 
     let dir = tempfile::tempdir().expect("dir");
@@ -809,6 +823,18 @@ async fn the_closing_summary_anchors_the_audit_log(db: &TestDb) {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 anchors match the log (1 with a valid signature, 0 unsigned"), "{out}");
 
+    // A comment posing as an anchor (anyone can write the tag): not evidence, never a failure.
+    let fake = format!(
+        "{summary}\n\nshipgate-audit-anchor/v1 installation={INST} entry=99999 sha256={} unsigned",
+        "0".repeat(64)
+    );
+    std::fs::write(dir.path().join("fake.txt"), &fake).unwrap();
+    let fake_arg = dir.path().join("fake.txt");
+    let (code, out) =
+        verify(vec!["audit", "verify", "--anchors", fake_arg.to_str().unwrap(), "--public-key", pub_arg]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ignored: the anchor of installation 1 entry 99999 is not signed by this key"), "{out}");
+
     // An anchor altered on its way (another entry number, the signature kept): refused.
     let forged = summary.replace(&format!("entry={} ", a.position), &format!("entry={} ", a.position - 1));
     std::fs::write(dir.path().join("forged.txt"), &forged).unwrap();
@@ -816,7 +842,10 @@ async fn the_closing_summary_anchors_the_audit_log(db: &TestDb) {
     let (code, out) =
         verify(vec!["audit", "verify", "--anchors", forged_arg.to_str().unwrap(), "--public-key", pub_arg]).await;
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("is not signed by this key"), "{out}");
+    assert!(
+        out.contains("is not signed by this key") && out.contains("none of the 1 anchors found is signed"),
+        "{out}"
+    );
 
     // The log cut short at the anchored entry, its head moved back to the entry before: the
     // chain alone still verifies; the anchor does not.

@@ -227,6 +227,10 @@ pub fn deploy_failed(d: &DeployView, plan: Option<&str>, last_good: Option<&str>
 /// sends the comment (store::anchor), from the log as it stands then.
 pub const AUDIT_ANCHOR: &str = "<!-- shipgate:audit-anchor -->";
 
+/// What every anchor line carries (signed or not, or withheld): a comment holding one is never
+/// edited once posted.
+pub const ANCHOR_TAG: &str = "Audit log anchor";
+
 /// The summary posted when a request is done: who approved what and when, and how long it took.
 pub fn closing_summary(
     issue: i64,

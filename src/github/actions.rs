@@ -127,6 +127,13 @@ impl Action {
                     Some(_) => find_comment(gh, auth, repo, *issue, &tag).await?,
                     None => None,
                 };
+                // A comment that carries an audit anchor is written once: editing it would let
+                // a forged outbox row replace an anchor with one for a log cut short.
+                if let Some(id) = found
+                    && body.contains(crate::domain::messages::ANCHOR_TAG)
+                {
+                    return Ok(format!("comment {id} carries an audit anchor: never edited"));
+                }
                 if let Some(id) = found {
                     let r = gh
                         .request(

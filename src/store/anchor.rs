@@ -210,8 +210,10 @@ pub async fn current(
     let Some(last) = audit::last_entry(db, installation_id).await? else {
         return Ok(Ok(Anchor::signed(installation_id, 0, audit::GENESIS.into(), signing)));
     };
-    if keys.current.is_some() && last.key_id.is_none() {
-        return Ok(Err(format!("entry {} is not sealed under a key", last.position)));
+    if let Some(current) = &keys.current
+        && last.key_id.as_deref() != Some(current.id())
+    {
+        return Ok(Err(format!("entry {} is not sealed under the current audit key", last.position)));
     }
     if audit::expected_hash(&last, keys).as_deref() != Some(last.hash.as_str()) {
         return Ok(Err(format!("entry {}'s seal does not check out under the audit key", last.position)));
@@ -261,6 +263,9 @@ pub async fn check(db: &Db, anchor: &Anchor, key: Option<&PublicKey>) -> Result<
         return Ok(Check::BadSignature { key_id: anchor.signature.as_ref().map(|s| s.0.clone()) });
     }
     if anchor.position == 0 {
+        if anchor.hash != audit::GENESIS {
+            return Ok(Check::Differs { found: audit::GENESIS.into() });
+        }
         return Ok(Check::Matches { signed: anchor.signature.is_some() && key.is_some() });
     }
     match audit::entry_at(db, anchor.installation_id, anchor.position).await? {

@@ -842,7 +842,8 @@ struct ApprovalRow {
 async fn unrecorded(db: &Db) -> Result<Option<String>> {
     let installations: Vec<(i64,)> = sqlx::query_as(
         "SELECT DISTINCT installation_id FROM approvals UNION SELECT DISTINCT installation_id FROM requests \
-         UNION SELECT DISTINCT installation_id FROM policies ORDER BY 1",
+         UNION SELECT DISTINCT installation_id FROM policies UNION SELECT DISTINCT installation_id FROM protection_rules \
+         UNION SELECT DISTINCT installation_id FROM gate_waits ORDER BY 1",
     )
     .fetch_all(db.pool())
     .await?;
