@@ -606,6 +606,29 @@ async fn a_real_history_verifies_and_survives_pruning(tdb: &TestDb) {
             .unwrap();
     }
     assert!(verify(&db).await.ok(), "{:?}", verify(&db).await);
+    // A job's answer is for one attempt: attempt 1 of run 778 approved and recorded, then a
+    // later attempt approved by hand.
+    let mut tx = db.begin_write().await.unwrap();
+    let recorded = entry(
+        INST,
+        REPO,
+        5,
+        "gate_wait.approved",
+        (0, "shipgate"),
+        json!({
+        "run_id": 778, "run_attempt": 1, "environment": "production" }),
+    );
+    let recorded = AuditEntry { repository_id: Some(repo_id), actor_id: None, actor_login: None, ..recorded };
+    audit::append(&mut tx, Some(&key()), &recorded, Some("r-778"), T0).await.unwrap();
+    tx.commit().await.unwrap();
+    let wait = "INSERT INTO gate_waits (installation_id, repository_id, repository, run_id, run_attempt, environment, sha, \
+                git_ref, state, received_at) VALUES ($1, $2, $3, 778, $4, 'production', $5, 'refs/heads/main', 'approved', 1)";
+    sqlx::query(wait).bind(INST).bind(repo_id).bind(REPO).bind(1i64).bind(SHA).execute(db.writer()).await.unwrap();
+    assert!(verify(&db).await.ok(), "{:?}", verify(&db).await);
+    sqlx::query(wait).bind(INST).bind(repo_id).bind(REPO).bind(2i64).bind(SHA).execute(db.writer()).await.unwrap();
+    let what = verify(&db).await.unrecorded.expect("a later attempt approved by hand");
+    assert!(what.contains("run 778 of"), "{what}");
+    sqlx::query("DELETE FROM gate_waits WHERE run_id = 778").execute(db.writer()).await.unwrap();
 
     // Someone rewrites who approved.
     drop_guards(&db).await;

@@ -879,8 +879,11 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
             }
             if let Some(table) = kind.strip_suffix(".approved") {
                 let (run, env) = (d["run_id"].as_i64(), d["environment"].as_str().map(str::to_lowercase));
+                // A job's answer is for one attempt of its run (entries before this version do
+                // not say which: any attempt).
+                let attempt = if table == "gate_wait" { d["run_attempt"].as_i64() } else { None };
                 if let (Some(run), Some(env)) = (run, env) {
-                    answered.insert((table.to_string(), repository_id, run, env));
+                    answered.insert((table.to_string(), repository_id, run, env, attempt));
                 }
                 continue;
             }
@@ -1010,17 +1013,19 @@ async fn unrecorded(db: &Db) -> Result<Option<String>> {
         }
         // An approving answer to a deployment (a protection rule's, a job's at /gate/wait) is the
         // gate letting a deployment through: each must be one the log recorded.
-        let approved: Vec<(String, i64, String, i64, String)> = sqlx::query_as(
-            "SELECT 'protection_rule', repository_id, repository, run_id, environment FROM protection_rules \
+        let approved: Vec<(String, i64, String, i64, i64, String)> = sqlx::query_as(
+            "SELECT 'protection_rule', repository_id, repository, run_id, 0, environment FROM protection_rules \
              WHERE installation_id = $1 AND state = 'approved' \
-             UNION ALL SELECT 'gate_wait', repository_id, repository, run_id, environment FROM gate_waits \
-             WHERE installation_id = $1 AND state = 'approved' ORDER BY 1, 2, 4",
+             UNION ALL SELECT 'gate_wait', repository_id, repository, run_id, run_attempt, environment FROM gate_waits \
+             WHERE installation_id = $1 AND state = 'approved' ORDER BY 1, 2, 4, 5",
         )
         .bind(installation)
         .fetch_all(db.pool())
         .await?;
-        for (table, repository_id, repository, run, environment) in approved {
-            if !answered.contains(&(table.clone(), repository_id, run, environment.to_lowercase())) {
+        for (table, repository_id, repository, run, attempt, environment) in approved {
+            let key = |a: Option<i64>| (table.clone(), repository_id, run, environment.to_lowercase(), a);
+            let attempt = (table == "gate_wait").then_some(attempt);
+            if !answered.contains(&key(attempt)) && !answered.contains(&key(None)) {
                 return Ok(Some(format!(
                     "run {run} of {repository} (installation {installation}) is approved for {environment} in the \
                      {table} table, but the log has no {table}.approved entry for it"

@@ -1441,7 +1441,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 out.push(audit(
                     kind,
                     None,
-                    json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment, "rollback": true }),
+                    json!({ "run_id": rule.run_id, "run_attempt": rule.run_attempt, "sha": rule.sha,
+                            "environment": rule.environment, "rollback": true }),
                 ));
                 continue;
             }
@@ -1510,8 +1511,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 action: review(Some(state), comment),
             };
             let kind = if rule.workflow { "gate_wait" } else { "protection_rule" };
-            let detail =
-                json!({ "run_id": rule.run_id, "sha": rule.sha, "environment": rule.environment, "ref": rule.git_ref });
+            let detail = json!({ "run_id": rule.run_id, "run_attempt": rule.run_attempt, "sha": rule.sha,
+                                 "environment": rule.environment, "ref": rule.git_ref });
             // A job at /gate/wait deploys only from the branch the environment deploys from (its
             // `branch`, else the default branch; unknown without a PR).
             let wrong_branch = deploy_branch(env_branch, &prs)
