@@ -246,9 +246,14 @@ impl Drop for Turn {
 }
 
 /// Whether a mutating call is the gate's own: a check run, or an answer to a deployment
-/// protection rule.
+/// protection rule. Read from the route's segments, not a substring: a repository named
+/// `check-runs` must not make all its calls the gate's.
 fn gate_call(path: &str) -> bool {
-    path.contains("/check-runs") || path.ends_with("/deployment_protection_rule")
+    let segments: Vec<&str> = path.split('?').next().unwrap_or(path).trim_start_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["repos", _, _, "check-runs", ..] | ["repos", _, _, "actions", "runs", _, "deployment_protection_rule"]
+    )
 }
 
 pub struct GitHub {
@@ -722,6 +727,18 @@ pub fn route_label(path: &str) -> String {
         i += 1;
     }
     out.join("/")
+}
+
+#[cfg(test)]
+mod gate_call_tests {
+    #[test]
+    fn the_gates_calls_are_known_by_their_route_not_a_substring() {
+        assert!(super::gate_call("/repos/acme/app/check-runs"));
+        assert!(super::gate_call("/repos/acme/app/check-runs/42"));
+        assert!(super::gate_call("/repos/acme/app/actions/runs/7/deployment_protection_rule"));
+        assert!(!super::gate_call("/repos/acme/check-runs/issues/1/comments"));
+        assert!(!super::gate_call("/repos/check-runs/x/labels"));
+    }
 }
 
 #[cfg(test)]
