@@ -351,7 +351,7 @@ async fn a_batch_says_whether_it_made_a_row_claimable(db: &TestDb) {
         let db = db.clone();
         async move {
             let mut tx = db.begin_write().await.unwrap();
-            let (_, ready) = deliveries::insert_batch_ready(&mut tx, &rows.iter().collect::<Vec<_>>()).await.unwrap();
+            let ready = deliveries::insert_batch_ready(&mut tx, &rows.iter().collect::<Vec<_>>()).await.unwrap().ready;
             tx.commit().await.unwrap();
             ready
         }

@@ -717,3 +717,94 @@ async fn a_claim_sees_a_concurrent_claim_of_its_subject(db: &TestDb) {
     assert!(a.is_empty(), "X was claimed while Y of its subject was being claimed: {a:?}, {running} running");
 }
 both_backends!(a_claim_sees_a_concurrent_claim_of_its_subject);
+
+/// A delivery stored behind its subject's running head while that head finishes is claimable at
+/// once, not when the heartbeat next readies orphans (10 s by default: CI saw a tenancy test's
+/// `installation` delivery wait that long on PostgreSQL). Under read committed the finish does
+/// not see the row being committed beside it; the intake settles the row after its commit.
+async fn a_row_stored_while_its_head_finishes_is_claimable_at_once(db: &TestDb) {
+    use shipgate::store::Backend;
+    let db = db.connect().await;
+    let d = common::delivery;
+    let ids = |c: &[deliveries::Claimed]| c.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    let (x, y, z) = (d("head-x", "acme/app#7"), d("next-y", "acme/app#7"), d("next-z", "acme/app#7"));
+    deliveries::insert_batch(&db, &[&x]).await.expect("insert x");
+    let cx = deliveries::claim(&db, "w", 10_000, 60_000, 8).await.expect("claim x");
+    assert_eq!(ids(&cx), ["head-x"]);
+    if db.backend() == Backend::Sqlite {
+        // One writer: the insert and the finish run one after the other.
+        deliveries::insert_batch(&db, &[&y]).await.expect("insert y");
+        let mut tx = db.begin_write().await.expect("begin");
+        assert!(deliveries::complete(&mut tx, &cx[0], "w", 10_000, 10_001, "ok").await.expect("finish x"));
+        tx.commit().await.expect("commit");
+        assert_eq!(ids(&deliveries::claim(&db, "w", 10_002, 60_000, 8).await.expect("claim")), ["next-y"]);
+        return;
+    }
+    // Y's insert sees X running (Y waits) and commits after X's finish ran.
+    let mut tx_y = db.begin_write().await.expect("begin");
+    let inserted = deliveries::insert_batch_ready(&mut tx_y, &[&y]).await.expect("insert y");
+    assert_eq!(inserted.waiting, ["acme/app#7"]);
+    let mut tx_x = db.begin_write().await.expect("begin");
+    assert!(deliveries::complete(&mut tx_x, &cx[0], "w", 10_000, 10_001, "ok").await.expect("finish x"));
+    tx_x.commit().await.expect("commit x");
+    tx_y.commit().await.expect("commit y");
+    // The race itself: nothing readied Y.
+    assert!(deliveries::claim(&db, "w", 10_002, 60_000, 8).await.expect("claim").is_empty(), "the race did not happen");
+    assert!(deliveries::settle(&db, &inserted.waiting).await.expect("settle"), "Y was not readied");
+    let cy = deliveries::claim(&db, "w", 10_003, 60_000, 8).await.expect("claim y");
+    assert_eq!(ids(&cy), ["next-y"]);
+
+    // The head's finish still in flight when the intake settles: the settling waits for it.
+    let mut tx_z = db.begin_write().await.expect("begin");
+    let inserted = deliveries::insert_batch_ready(&mut tx_z, &[&z]).await.expect("insert z");
+    let mut tx_y = db.begin_write().await.expect("begin");
+    assert!(deliveries::complete(&mut tx_y, &cy[0], "w", 10_004, 10_005, "ok").await.expect("finish y"));
+    tx_z.commit().await.expect("commit z");
+    let settling = tokio::spawn({
+        let (db, waiting) = (db.clone(), inserted.waiting.clone());
+        async move { deliveries::settle(&db, &waiting).await.expect("settle") }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!settling.is_finished(), "the settling did not wait for the finish in flight");
+    tx_y.commit().await.expect("commit y");
+    assert!(settling.await.expect("settle"), "Z was not readied");
+    assert_eq!(ids(&deliveries::claim(&db, "w", 10_006, 60_000, 8).await.expect("claim z")), ["next-z"]);
+}
+both_backends!(a_row_stored_while_its_head_finishes_is_claimable_at_once);
+
+/// The same race in the outbox: an action stored (by the worker's commit) behind its subject's
+/// head while the relay finishes that head is readied once the commit settles it.
+async fn an_action_stored_while_its_head_finishes_is_claimable_at_once(db: &TestDb) {
+    use shipgate::github::actions::Action;
+    use shipgate::store::{Backend, outbox};
+    let db = db.connect().await;
+    let comment = |body: &str| Action::UpsertComment {
+        repo: "acme/app".into(),
+        issue: 7,
+        marker: format!("m-{body}"),
+        body: body.into(),
+    };
+    let claim = |at: i64| {
+        let db = db.clone();
+        async move { outbox::QUEUE.claim::<outbox::Claimed>(&db, "r", at, 60_000, 8).await.expect("claim") }
+    };
+    let mut tx = db.begin_write().await.expect("begin");
+    outbox::enqueue(&mut tx, 1, "a", &comment("a"), None, 1_000).await.expect("enqueue a");
+    tx.commit().await.expect("commit");
+    let a = claim(1_001).await;
+    assert_eq!(a.len(), 1);
+    let mut tx_b = db.begin_write().await.expect("begin");
+    outbox::enqueue(&mut tx_b, 1, "b", &comment("b"), None, 2_000).await.expect("enqueue b");
+    if db.backend() == Backend::Sqlite {
+        tx_b.commit().await.expect("commit b");
+        assert!(outbox::finish(&db, &a[0], "r", "done", "ok", 2_001).await.expect("finish a"));
+        assert_eq!(claim(2_002).await.len(), 1, "b follows a");
+        return;
+    }
+    assert!(outbox::finish(&db, &a[0], "r", "done", "ok", 2_001).await.expect("finish a"));
+    tx_b.commit().await.expect("commit b");
+    assert!(claim(2_002).await.is_empty(), "the race did not happen");
+    assert!(outbox::settle(&db, 2_000).await.expect("settle"), "b was not readied");
+    assert_eq!(claim(2_003).await.len(), 1, "b follows a");
+}
+both_backends!(an_action_stored_while_its_head_finishes_is_claimable_at_once);

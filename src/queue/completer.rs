@@ -104,6 +104,18 @@ async fn committer(db: Db, clock: Clock, mut rx: mpsc::Receiver<Job>, relay_wake
                 let acted = completions.iter().zip(&results).any(|(c, r)| matches!(r, Ok(true)) && queues_actions(c));
                 if acted {
                     relay_wake.notify_one();
+                    // Actions stored behind a head that finished meanwhile (PostgreSQL).
+                    if db.backend() == crate::store::Backend::Postgres {
+                        let (db, wake) = (db.clone(), relay_wake.clone());
+                        tokio::spawn(async move {
+                            match crate::store::outbox::settle(&db, now).await {
+                                Ok(_) => wake.notify_one(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "settling waiting actions failed; the heartbeat will")
+                                }
+                            }
+                        });
+                    }
                 }
                 // Committed: the calls waiting at /gate/wait read their answer now.
                 if completions.iter().zip(&results).any(|(c, r)| matches!(r, Ok(true)) && decides_waits(c)) {

@@ -134,6 +134,8 @@ struct Done {
     stored: Vec<InsertOutcome>,
     /// A stored row may be claimable ([`deliveries::insert_batch_ready`]).
     ready: bool,
+    /// What the inserts did, for settling their waiting rows after the commit.
+    inserted: Option<deliveries::Inserted>,
     recorded: Vec<Recorded>,
     claimed: Vec<Result<Vec<Claimed>, String>>,
 }
@@ -276,6 +278,23 @@ async fn writer(
                 if done.ready || any_recorded {
                     wakes.stored.notify_one(); // new heads, or the next rows of finished subjects
                 }
+                // Rows stored behind a head that may have finished while they were committed
+                // (PostgreSQL): settled on the side, not in the way of the next batch.
+                if let Some(inserted) = done.inserted.as_ref().filter(|i| !i.waiting.is_empty())
+                    && db.backend() == Backend::Postgres
+                {
+                    let (db, wake) = (db.clone(), wakes.stored.clone());
+                    let waiting = inserted.waiting.clone();
+                    tokio::spawn(async move {
+                        // Woken either way: a claim may have skipped a head this held locked.
+                        match deliveries::settle(&db, &waiting).await {
+                            Ok(_) => wake.notify_one(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "settling waiting deliveries failed; the heartbeat will")
+                            }
+                        }
+                    });
+                }
                 let acted = completions
                     .iter()
                     .zip(&done.recorded)
@@ -333,8 +352,11 @@ async fn commit(
 ) -> crate::store::Result<Done> {
     let mut tx = db.begin_on(conn).await?;
     let refs: Vec<&NewDelivery> = deliveries.iter().collect();
-    let (stored, ready) =
-        if refs.is_empty() { (Vec::new(), false) } else { deliveries::insert_batch_ready(&mut tx, &refs).await? };
+    let mut inserted = if refs.is_empty() { None } else { Some(deliveries::insert_batch_ready(&mut tx, &refs).await?) };
+    let (stored, ready) = match &mut inserted {
+        Some(i) => (std::mem::take(&mut i.outcomes), i.ready),
+        None => (Vec::new(), false),
+    };
     let recorded = if completions.is_empty() {
         Vec::new()
     } else {
@@ -356,5 +378,5 @@ async fn commit(
     if completions.iter().zip(&recorded).any(|(c, r)| matches!(r, Ok(true)) && completer::schedules_rechecks(c)) {
         crate::store::rechecks::SCHEDULED.notify_waiters();
     }
-    Ok(Done { stored, ready, recorded, claimed })
+    Ok(Done { stored, ready, inserted, recorded, claimed })
 }

@@ -113,15 +113,35 @@ const ROWS_PER_STATEMENT: usize = 64;
 /// delivery, stored before or earlier in the batch.
 pub async fn insert_batch(db: &Db, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
     let mut tx = db.begin_write().await?;
-    let out = insert_batch_in(&mut tx, batch).await?;
+    let out = insert_batch_ready(&mut tx, batch).await?;
     tx.commit().await?;
-    Ok(out)
+    settle(db, &out.waiting).await?;
+    Ok(out.outcomes)
+}
+
+/// What a batch insert did.
+#[derive(Debug)]
+pub struct Inserted {
+    /// In the order of the batch.
+    pub outcomes: Vec<InsertOutcome>,
+    /// Whether the batch may have made a row ready to claim ([`insert_batch_ready`]).
+    pub ready: bool,
+    /// The subjects of rows stored waiting behind an open row of their subject.
+    pub waiting: Vec<String>,
+}
+
+/// After a commit that stored rows waiting behind their subjects' heads (`waiting`, their
+/// subjects): readies a waiting row whose subject's head finished while the rows were being
+/// committed ([`Queue::ready_headless`]). True when it readied one.
+pub async fn settle(db: &Db, waiting: &[String]) -> Result<bool> {
+    let subjects: Vec<&str> = waiting.iter().map(String::as_str).collect();
+    QUEUE.ready_headless(db, &subjects).await
 }
 
 /// [`insert_batch`] inside a transaction the caller commits (the SQLite group commit, which also
 /// carries the worker's claims and completions).
 pub async fn insert_batch_in(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<Vec<InsertOutcome>> {
-    Ok(insert_batch_ready(tx, batch).await?.0)
+    Ok(insert_batch_ready(tx, batch).await?.outcomes)
 }
 
 /// [`insert_batch_in`], and whether the batch may have made a row ready to claim: a row stored
@@ -130,21 +150,21 @@ pub async fn insert_batch_in(tx: &mut Transaction<'_, Any>, batch: &[&NewDeliver
 /// make them claimable, and it wakes the worker itself. The intake wakes the worker only when
 /// this is true, instead of after every commit (a claim per commit that found nothing, while
 /// one busy subject's deliveries queued up).
-pub async fn insert_batch_ready(
-    tx: &mut Transaction<'_, Any>,
-    batch: &[&NewDelivery],
-) -> Result<(Vec<InsertOutcome>, bool)> {
-    let mut out = Vec::with_capacity(batch.len());
-    let mut ready = false;
+pub async fn insert_batch_ready(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<Inserted> {
+    let mut all = Inserted { outcomes: Vec::with_capacity(batch.len()), ready: false, waiting: Vec::new() };
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-        let (outcomes, r) = insert_chunk(tx, chunk).await?;
-        out.extend(outcomes);
-        ready |= r;
+        let (outcomes, r) = insert_chunk(tx, chunk, &mut all.waiting).await?;
+        all.outcomes.extend(outcomes);
+        all.ready |= r;
     }
-    Ok((out, ready))
+    Ok(all)
 }
 
-async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> Result<(Vec<InsertOutcome>, bool)> {
+async fn insert_chunk(
+    tx: &mut Transaction<'_, Any>,
+    batch: &[&NewDelivery],
+    waiting: &mut Vec<String>,
+) -> Result<(Vec<InsertOutcome>, bool)> {
     use std::collections::{HashMap, HashSet};
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, \
@@ -195,6 +215,10 @@ async fn insert_chunk(tx: &mut Transaction<'_, Any>, batch: &[&NewDelivery]) -> 
     }
     let returned = q.fetch_all(&mut **tx).await?;
     let mut ready = returned.iter().any(|r| r.2 == 0);
+    let subject_of: HashMap<&str, &str> = batch.iter().map(|d| (d.id.as_str(), d.subject.as_str())).collect();
+    waiting.extend(
+        returned.iter().filter(|r| r.2 != 0).filter_map(|r| subject_of.get(r.0.as_str())).map(|s| s.to_string()),
+    );
     // The bodies of the rows stored, in their own table (see migration 0018): each row's is the
     // batch entry with its id and its body's hash (two copies of an id in one batch may differ,
     // and the first may have been the one refused, as a replay).

@@ -88,6 +88,23 @@ pub async fn superseded(db: &Db, c: &Claimed) -> Result<bool> {
     Ok(row.is_some())
 }
 
+/// After a commit (at `created_at`) that enqueued actions: readies one stored waiting behind its
+/// subject's head while that head finished ([`Queue::ready_headless`], PostgreSQL only). True
+/// when it readied one.
+pub async fn settle(db: &Db, created_at: i64) -> Result<bool> {
+    if db.backend() != super::Backend::Postgres {
+        return Ok(false);
+    }
+    let subjects: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT subject FROM outbox WHERE state = 'pending' AND blocked = 1 AND created_at = $1 LIMIT 256",
+    )
+    .bind(created_at)
+    .fetch_all(db.pool())
+    .await?;
+    let subjects: Vec<&str> = subjects.iter().map(|s| s.0.as_str()).collect();
+    QUEUE.ready_headless(db, &subjects).await
+}
+
 /// Ends a claimed action in `state` (done, dry_run, superseded, cancelled).
 pub async fn finish(db: &Db, c: &Claimed, worker: &str, state: &str, outcome: &str, now: i64) -> Result<bool> {
     let mut tx = db.begin_write().await?;

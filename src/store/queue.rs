@@ -190,11 +190,58 @@ impl Queue {
         Ok(())
     }
 
+    /// Called by a writer after it committed rows that wait behind an open row of their subject
+    /// (`subjects`): readies each subject's oldest waiting row if the subject has no open head.
+    /// PostgreSQL only (SQLite's one writer runs an insert and a finish one after the other).
+    ///
+    /// Under read committed an insert and the finish of its subject's head can race: the insert
+    /// sees the head running and stores its row waiting; the finish, whose statement began before
+    /// that insert committed, readies nothing; and the row waits until `ready_orphans` comes by
+    /// (every third of a lease, 10 s by default). Here, after the insert committed, the
+    /// subject's open heads are locked (`FOR UPDATE`): a finish in flight holds its head's lock,
+    /// so this waits for it to commit and then sees the head done. A finish that begins after
+    /// this sees the committed row itself. Either way the row is readied at once. Returns
+    /// whether a row was readied.
+    pub async fn ready_headless(&self, db: &Db, subjects: &[&str]) -> Result<bool> {
+        if db.backend() != Backend::Postgres || subjects.is_empty() {
+            return Ok(false);
+        }
+        let t = self.table;
+        let mut subjects = subjects.to_vec();
+        subjects.sort_unstable();
+        subjects.dedup();
+        let mut readied = false;
+        for subject in subjects {
+            let mut tx = db.begin_write().await?;
+            let heads: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT seq FROM {t} WHERE subject = $1 AND state IN ('pending', 'running') AND blocked = 0 FOR UPDATE"
+            )))
+            .bind(subject)
+            .fetch_all(&mut *tx)
+            .await?;
+            if heads.is_empty() {
+                let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {t} SET blocked = 0 WHERE seq = (SELECT MIN(seq) FROM {t} WHERE subject = $1 \
+                     AND state = 'pending' AND blocked = 1) AND NOT EXISTS (SELECT 1 FROM {t} WHERE subject = $1 \
+                     AND state IN ('pending', 'running') AND blocked = 0)"
+                )))
+                .bind(subject)
+                .execute(&mut *tx)
+                .await?;
+                readied |= r.rows_affected() > 0;
+            }
+            tx.commit().await?;
+        }
+        Ok(readied)
+    }
+
     /// Readies the oldest waiting row of every subject that has no ready row before it. On
     /// PostgreSQL a finish and an insert can race: the finish does not see the insert's waiting
     /// row, and a later insert, seeing nothing open, is ready with a higher seq, so the waiting
-    /// row would wait for ever (the claim serves a subject's oldest open row first). Run now and
-    /// then. It walks the distinct subjects that have waiting rows (one index seek each, a loose
+    /// row would wait for ever (the claim serves a subject's oldest open row first). The writers
+    /// settle their own rows at once ([`Queue::ready_headless`]); this is the backstop for a
+    /// settling that failed and for writers that do not settle (the App's own rechecks). Run now
+    /// and then. It walks the distinct subjects that have waiting rows (one index seek each, a loose
     /// index scan written as a recursive query) and looks only at each one's oldest waiting row:
     /// reading every waiting row took 109 ms on PostgreSQL, and held SQLite's writer as long,
     /// with one subject's 64,000 deliveries waiting.
