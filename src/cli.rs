@@ -107,13 +107,16 @@ pub enum AuditCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ApiTokenCommand {
-    /// Create a token that reads one installation's data; it is printed once, stored hashed.
+    /// Create a token for one installation; it is printed once, stored hashed.
     Create {
         #[arg(long)]
         installation: i64,
         /// A note to recognise the token by.
         #[arg(long)]
         name: Option<String>,
+        /// What it may do: `read` the JSON API, or post `alerts` (Alertmanager's webhook).
+        #[arg(long, default_value = "read", value_parser = ["read", "alerts"])]
+        scope: String,
     },
     /// List tokens (their numbers, installations and names; never the tokens).
     List,
@@ -777,14 +780,15 @@ async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn 
 
 async fn api_token_command(db: &Db, cmd: &ApiTokenCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
     match cmd {
-        ApiTokenCommand::Create { installation, name } => {
-            match api_tokens::create(db, *installation, name.as_deref(), Clock::system().now_ms()).await {
+        ApiTokenCommand::Create { installation, name, scope } => {
+            let scope = api_tokens::TokenScope::parse(scope).unwrap_or(api_tokens::TokenScope::Read);
+            match api_tokens::create_scoped(db, *installation, name.as_deref(), scope, Clock::system().now_ms()).await {
                 Ok((row, token)) => {
                     writeln!(out, "{token}")?;
                     writeln!(
                         out,
-                        "token {} for installation {}: shown only now; send it as `Authorization: Bearer <token>`",
-                        row.seq, row.installation_id
+                        "{} token {} for installation {}: shown only now; send it as `Authorization: Bearer <token>`",
+                        row.scope, row.seq, row.installation_id
                     )?;
                     Ok(0)
                 }
@@ -800,9 +804,10 @@ async fn api_token_command(db: &Db, cmd: &ApiTokenCommand, out: &mut dyn Write) 
             for t in &rows {
                 writeln!(
                     out,
-                    "{:>4}  installation {:<12}  {}  {}",
+                    "{:>4}  installation {:<12}  {:<6}  {}  {}",
                     t.seq,
                     t.installation_id,
+                    t.scope,
                     fmt_time(t.created_at),
                     t.name.as_deref().unwrap_or("")
                 )?;

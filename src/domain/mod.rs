@@ -3,6 +3,7 @@
 //! gate evaluation and the messages the App writes.
 
 pub mod action;
+pub mod alert;
 pub mod ci;
 pub mod commands;
 pub mod flow;

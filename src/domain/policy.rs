@@ -84,6 +84,7 @@ pub struct Policy {
     pub environments: BTreeMap<String, Environment>,
     pub ci: CiPolicy,
     pub report: ReportPolicy,
+    pub alerts: AlertsPolicy,
 }
 
 impl Default for Policy {
@@ -94,7 +95,28 @@ impl Default for Policy {
             environments: BTreeMap::new(),
             ci: CiPolicy::default(),
             report: ReportPolicy::default(),
+            alerts: AlertsPolicy::default(),
         }
+    }
+}
+
+/// The kinds of alert the monitoring stack sends (the `category` label, SPEC §4.2).
+pub const ALERT_CATEGORIES: &[&str] = &["app", "infra", "performance", "cost", "security"];
+
+/// What the App does with alerts from the monitoring stack (SPEC §4.2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsPolicy {
+    /// The role an alert of each category escalates to (category → role name).
+    pub escalate: BTreeMap<String, String>,
+    /// A cost alert whose `increase_percent` annotation exceeds this escalates at once. Default 20.
+    pub cost_increase_percent: f64,
+    /// An alert incident still open this long after the alert started is escalated. Default 60.
+    pub respond_within_minutes: u32,
+}
+
+impl Default for AlertsPolicy {
+    fn default() -> Self {
+        AlertsPolicy { escalate: BTreeMap::new(), cost_increase_percent: 20.0, respond_within_minutes: 60 }
     }
 }
 
@@ -514,6 +536,7 @@ pub fn default_policy() -> Policy {
             categories: default_categories(),
         },
         report: ReportPolicy { weekly: None, targets: Targets::default() },
+        alerts: AlertsPolicy::default(),
     }
 }
 
@@ -813,7 +836,7 @@ fn to_usize(n: u64) -> usize {
 // Validation
 // ---------------------------------------------------------------------------------------------
 
-const TOP_KEYS: &[&str] = &["label", "roles", "environments", "ci", "report"];
+const TOP_KEYS: &[&str] = &["label", "roles", "environments", "ci", "report", "alerts"];
 const ROLE_KEYS: &[&str] = &["users", "teams", "permission"];
 const ENV_KEYS: &[&str] = &[
     "approvals",
@@ -836,6 +859,7 @@ const CI_KEYS: &[&str] = &[
     "categories",
 ];
 const REPORT_KEYS: &[&str] = &["weekly", "targets"];
+const ALERT_KEYS: &[&str] = &["escalate", "cost_increase_percent", "respond_within"];
 const WEEKLY_KEYS: &[&str] = &["day", "time", "timezone"];
 const TARGET_KEYS: &[&str] = &["uptime", "deploy_success", "ci_green", "mttd_minutes", "mttr_minutes"];
 
@@ -849,6 +873,7 @@ const SECTIONS: &[(&[&str], &str)] = &[
     (REPORT_KEYS, "in `report`"),
     (WEEKLY_KEYS, "in `report.weekly`"),
     (TARGET_KEYS, "in `report.targets`"),
+    (ALERT_KEYS, "in `alerts`"),
 ];
 
 const CONCLUSIONS: &[&str] = &[
@@ -1060,7 +1085,12 @@ impl<'s> Checker<'s> {
 
     fn policy(&mut self, root: &N) -> Policy {
         let mut policy = Policy::default();
-        let top = self.fields(root, "the policy", " with the keys label, roles, environments, ci and report", TOP_KEYS);
+        let top = self.fields(
+            root,
+            "the policy",
+            " with the keys label, roles, environments, ci, report and alerts",
+            TOP_KEYS,
+        );
         let (roles, role_names) = match top.get("roles") {
             Some(node) => self.roles(node),
             None => (BTreeMap::new(), RoleNames::default()),
@@ -1084,7 +1114,63 @@ impl<'s> Checker<'s> {
         if let Some(node) = top.get("report") {
             policy.report = self.report(node);
         }
+        if let Some(node) = top.get("alerts") {
+            policy.alerts = self.alerts(node, &role_names);
+        }
         policy
+    }
+
+    fn alerts(&mut self, node: &N, roles: &RoleNames) -> AlertsPolicy {
+        let mut alerts = AlertsPolicy::default();
+        let shape = " with `escalate`, `cost_increase_percent` and/or `respond_within`";
+        let fields = self.fields(node, "`alerts`", shape, ALERT_KEYS);
+        if let Some(node) = fields.get("escalate") {
+            let shape = " of categories to roles, like `{ app: backend-lead, cost: pm }`";
+            for (name, key, value) in self.entries(node, "`alerts.escalate`", shape) {
+                let lower = name.trim().to_ascii_lowercase();
+                if !ALERT_CATEGORIES.contains(&lower.as_str()) {
+                    let mut message = format!("unknown alert category `{}`", show(&name));
+                    if let Some(close) = suggest(&lower, ALERT_CATEGORIES.iter().copied()) {
+                        message.push_str(&format!("; did you mean `{close}`?"));
+                    }
+                    message.push_str(&format!(" (allowed: {})", ALERT_CATEGORIES.join(", ")));
+                    self.error(key, message);
+                    continue;
+                }
+                if let Some(role) = self.string(value, &lower)
+                    && self.role_reference(value, &role, roles, "the escalation would mention nobody")
+                {
+                    alerts.escalate.insert(lower, role);
+                }
+            }
+        }
+        if let Some(node) = fields.get("cost_increase_percent")
+            && let Some(value) = self.number(node, "cost_increase_percent")
+        {
+            if value < 0.0 || !value.is_finite() {
+                let text = self.scalar_text(node).unwrap_or_default();
+                self.error(
+                    node,
+                    format!("`cost_increase_percent` must be a percentage, 0 or more, found `{}`", show(&text)),
+                );
+            } else {
+                alerts.cost_increase_percent = value;
+            }
+        }
+        if let Some(node) = fields.get("respond_within") {
+            match &node.value {
+                Node::Str(s) => match parse_duration_minutes(s) {
+                    Ok(0) => self.error(node, "`respond_within` must be at least one minute"),
+                    Ok(minutes) => alerts.respond_within_minutes = minutes,
+                    Err(message) => self.error(node, format!("`respond_within`: {message}")),
+                },
+                _ => {
+                    let found = self.describe(node);
+                    self.error(node, format!("`respond_within` must be a duration like `30m` or `1h`, found {found}"));
+                }
+            }
+        }
+        alerts
     }
 
     fn roles(&mut self, node: &N) -> (BTreeMap<String, Role>, RoleNames) {
@@ -2021,7 +2107,7 @@ mod tests {
     fn unknown_keys_name_the_allowed_ones_and_the_closest() {
         assert_eq!(
             one_error("lable: X\n"),
-            (1, 1, "unknown key `lable` in the policy; did you mean `label`? (allowed: label, roles, environments, ci, report)".into())
+            (1, 1, "unknown key `lable` in the policy; did you mean `label`? (allowed: label, roles, environments, ci, report, alerts)".into())
         );
         assert_eq!(
             one_error("environments:\n  production:\n    aprovals: []\n"),
@@ -2134,7 +2220,7 @@ mod tests {
             (
                 1,
                 1,
-                "the policy must be a mapping with the keys label, roles, environments, ci and report, found a list"
+                "the policy must be a mapping with the keys label, roles, environments, ci, report and alerts, found a list"
                     .into()
             )
         );

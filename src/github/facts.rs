@@ -285,6 +285,33 @@ pub async fn deployed_ok(
     Ok(false)
 }
 
+/// The logins of the repository's collaborators with at least `at_least` (a permission role's
+/// members, whom an escalation mentions), in GitHub's order.
+pub async fn collaborators_with(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    at_least: crate::domain::policy::Permission,
+) -> Result<Vec<String>, GhError> {
+    use crate::domain::policy::Permission;
+    let list = gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/collaborators"), None).await?;
+    Ok(list
+        .iter()
+        .filter(|c| {
+            let level = c["role_name"].as_str().and_then(Permission::parse).or_else(|| {
+                let p = &c["permissions"];
+                [("admin", Permission::Admin), ("maintain", Permission::Maintain), ("push", Permission::Write)]
+                    .into_iter()
+                    .chain([("triage", Permission::Triage), ("pull", Permission::Read)])
+                    .find(|(k, _)| p[*k].as_bool() == Some(true))
+                    .map(|(_, level)| level)
+            });
+            level.is_some_and(|l| l >= at_least)
+        })
+        .filter_map(|c| c["login"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// admin | maintain | write | triage | read | none
 pub async fn permission(gh: &GitHub, installation: i64, repo: &str, login: &str) -> Result<String, GhError> {
     let path = format!("/repos/{repo}/collaborators/{}/permission", encode(login));

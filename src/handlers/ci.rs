@@ -267,7 +267,14 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 debug_within_minutes: minutes,
                 deadline: run.completed_at + i64::from(minutes) * 60_000,
                 escalate_to: policy.ci.escalate_to.clone(),
-                mentions: ci::mentions(&policy),
+                mentions: super::repo::role_mentions(
+                    ctx,
+                    installation,
+                    repo,
+                    &policy,
+                    policy.ci.escalate_to.as_deref(),
+                )
+                .await,
             };
             let title = ci::incident_title(&workflow, &branch);
             effects.push(Effect::Act(Action::CreateIssue {
@@ -546,7 +553,15 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                 last_attempt: 0,
                 failures: 1,
                 deadline: now, // escalated at once
-                mentions: ci::mentions(&policy).join(" "),
+                mentions: super::repo::role_mentions(
+                    &ctx,
+                    installation,
+                    repo,
+                    &policy,
+                    policy.ci.escalate_to.as_deref(),
+                )
+                .await
+                .join(" "),
                 // Public: no issue to comment on, and nothing to disclose; there is no private
                 // channel yet, so it counts as escalated at once (shown in the API).
                 escalated_at: (!private).then_some(now),
@@ -639,7 +654,12 @@ pub async fn escalate_due(db: &Db, now: i64, worker: &str) -> crate::store::Resu
                 repo: i.repository.clone(),
                 issue,
                 marker: ci::ESCALATION_MARKER.into(),
-                body: ci::escalation_comment(&i.title, i.deadline, &i.mentions, i.kind == "security"),
+                body: if i.kind == super::alerts::KIND {
+                    let doc: crate::domain::alert::AlertDoc = serde_json::from_str(&i.details).unwrap_or_default();
+                    crate::domain::alert::escalation_comment(&doc, &i.title, &i.mentions)
+                } else {
+                    ci::escalation_comment(&i.title, i.deadline, &i.mentions, i.kind == "security")
+                },
             };
             outbox::enqueue(&mut tx, i.installation_id, &job, &action, None, now).await?;
         }

@@ -2,6 +2,7 @@
 //! GitHub) and returns its effects as data; the worker applies them in the same transaction that
 //! marks the delivery done, so each delivery's effects happen once even when it is retried.
 
+pub mod alerts;
 pub mod ci;
 pub mod installation;
 pub mod repo;
@@ -556,6 +557,7 @@ impl Registry {
         for event in ["dependabot_alert", "code_scanning_alert", "secret_scanning_alert"] {
             r.on(event, None, ci::on_security_alert);
         }
+        r.on(alerts::ALERT_EVENT, None, alerts::on_alert);
         r
     }
 

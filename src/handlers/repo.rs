@@ -18,6 +18,46 @@ pub(crate) fn gh_err(e: GhError) -> HandlerError {
     HandlerError::Retry(e.to_string())
 }
 
+/// At most this many holders of a permission role are mentioned by an escalation.
+const MAX_PERMISSION_MENTIONS: usize = 10;
+
+/// Who an escalation to `role` mentions: its users (@login), its teams (@org/slug) and, for a
+/// permission role, the repository's collaborators holding at least that permission (the first
+/// ten GitHub lists). A listing GitHub refuses mentions nobody more (and says so in the log): an
+/// escalation is never held back by it.
+pub(crate) async fn role_mentions(
+    ctx: &Ctx,
+    installation: i64,
+    repo: &str,
+    policy: &Policy,
+    role: Option<&str>,
+) -> Vec<String> {
+    let Some(r) = role.and_then(|r| policy.roles.get(r)) else { return vec![] };
+    let mut out: Vec<String> = r
+        .users
+        .iter()
+        .map(|u| format!("@{u}"))
+        .chain(r.teams.iter().map(|t| format!("@{}/{}", t.org, t.slug)))
+        .collect();
+    if let Some(level) = r.permission {
+        match crate::github::facts::collaborators_with(&ctx.github, installation, repo, level).await {
+            Ok(logins) => {
+                for login in logins.into_iter().take(MAX_PERMISSION_MENTIONS) {
+                    let m = format!("@{login}");
+                    if !out.iter().any(|o| o.eq_ignore_ascii_case(&m)) {
+                        out.push(m);
+                    }
+                }
+            }
+            Err(GhError::DryRun) => {}
+            Err(e) => {
+                tracing::warn!(repository = repo, role = ?role, error = %e, "the holders of a permission role could not be listed: not mentioned")
+            }
+        }
+    }
+    out
+}
+
 /// The policy for a repository: from the cache, or fetched (and cached by blob SHA).
 pub(crate) async fn load_policy(
     ctx: &Ctx,

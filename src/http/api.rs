@@ -174,13 +174,19 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         {
             return Ok(Caller(Scope::Admin));
         }
-        match api_tokens::lookup(&st.db, token).await? {
-            Some((installation, false)) => Ok(Caller(Scope::Installation(installation))),
-            Some((installation, true)) => Err(ApiError::new(
+        match api_tokens::lookup(&st.db, token, api_tokens::TokenScope::Read).await? {
+            api_tokens::Lookup::Valid { installation, suspended: false } => {
+                Ok(Caller(Scope::Installation(installation)))
+            }
+            api_tokens::Lookup::Valid { installation, suspended: true } => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!("installation {installation} is suspended: its tokens answer again once it is unsuspended"),
             )),
-            None => Err(unauthorized("unknown token")),
+            api_tokens::Lookup::WrongScope(have) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this token's scope is `{have}`: the API reads with a `read` token"),
+            )),
+            api_tokens::Lookup::Unknown => Err(unauthorized("unknown token")),
         }
     }
 }
@@ -510,9 +516,9 @@ async fn list_incidents(
         return Err(ApiError::bad_request("state must be one of: open, closed"));
     }
     if let Some(k) = p.get("kind")
-        && !["ci", "security"].contains(&k)
+        && !["ci", "security", "alert"].contains(&k)
     {
-        return Err(ApiError::bad_request("kind must be one of: ci, security"));
+        return Err(ApiError::bad_request("kind must be one of: ci, security, alert"));
     }
     // The cursor is the last row's id (incident ids sort as text).
     let mut f = Filter::new();

@@ -244,6 +244,8 @@ pub enum IncidentKind {
     Ci,
     /// A security alert.
     Security,
+    /// An alert from the monitoring stack (Alertmanager).
+    Alert,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -432,7 +434,11 @@ impl From<&IncidentRow> for Incident {
             id: i.id.clone(),
             installation_id: i.installation_id,
             repository: Repository { id: i.repository_id, full_name: i.repository.clone() },
-            kind: if i.kind == "security" { IncidentKind::Security } else { IncidentKind::Ci },
+            kind: match i.kind.as_str() {
+                "security" => IncidentKind::Security,
+                "alert" => IncidentKind::Alert,
+                _ => IncidentKind::Ci,
+            },
             title: i.title.clone(),
             branch: i.branch.clone(),
             on_default_branch: i.on_default != 0,

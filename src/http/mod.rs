@@ -1,5 +1,6 @@
 //! The HTTP surface: `POST /webhook`, health, readiness, metrics and the read-only `/api`.
 
+pub mod alerts;
 pub mod api;
 pub mod api_types;
 pub mod gate;
@@ -64,6 +65,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/webhook", post(webhook::receive))
         .route("/gate/wait", post(gate::wait))
+        // A group of many alerts is larger than the other small bodies (1 MiB, still bounded).
+        .route(
+            "/alerts/alertmanager",
+            post(alerts::alertmanager).layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -179,7 +179,9 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
                  last_run_number = excluded.last_run_number, last_attempt = excluded.last_attempt, \
                  failures = excluded.failures, deadline = excluded.deadline, mentions = excluded.mentions, \
                  recovered_at = excluded.recovered_at, ttr_ms = excluded.ttr_ms, flaky = excluded.flaky, \
-                 details = excluded.details, updated_at = excluded.updated_at",
+                 details = excluded.details, updated_at = excluded.updated_at, \
+                 escalated_at = CASE WHEN incidents.state = 'closed' AND excluded.state = 'open' \
+                 THEN excluded.escalated_at ELSE incidents.escalated_at END",
             )
             .bind(&i.id)
             .bind(i.installation_id)
@@ -205,8 +207,8 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
             .bind(i.flaky)
             .bind(&i.details)
             .bind(now)
-            // Set only by a new incident that needs no escalation round (one kept by the App);
-            // afterwards only escalation sets it.
+            // Set only by a new incident that needs no escalation round (one kept by the App),
+            // or reset by one reopened (an alert firing again); otherwise only escalation sets it.
             .bind(i.escalated_at)
             .execute(&mut **tx)
             .await?;

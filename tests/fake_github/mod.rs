@@ -1242,6 +1242,30 @@ fn route(
                 None => not_found(),
             }
         }
+        "repos/list-collaborators" => {
+            let list = m
+                .permissions
+                .iter()
+                .filter(|((r, _), _)| *r == repo)
+                .map(|((_, login), role)| {
+                    let rank = |r: &str| match r {
+                        "admin" => 4,
+                        "maintain" => 3,
+                        "write" => 2,
+                        "triage" => 1,
+                        _ => 0,
+                    };
+                    let have = rank(role);
+                    json!({
+                        "login": login, "id": 1, "type": "User", "role_name": role,
+                        "permissions": {
+                            "admin": have >= 4, "maintain": have >= 3, "push": have >= 2, "triage": have >= 1, "pull": true
+                        }
+                    })
+                })
+                .collect();
+            paged(list, query, &ctx.base, &concrete, None)
+        }
         "repos/get-collaborator-permission-level" => {
             let role = m.permissions.get(&(repo.clone(), param("username"))).cloned().unwrap_or_else(|| "read".into());
             let perm = match role.as_str() {

@@ -1,0 +1,272 @@
+//! An alert from the monitoring stack, stored by `POST /alerts/alertmanager` (one delivery per
+//! alert, on the subject of its repository and fingerprint), becomes an incident (SPEC §4.2):
+//!
+//! * firing, no open incident: a new incident issue labelled `alert` and its category, or the
+//!   last one reopened with a comment when it resolved less than 24 h before the alert started
+//!   again; a `security` alert on a public repository is kept by the App, never put in an issue;
+//! * firing, its incident open: the issue is edited only when what it shows changed (a new
+//!   severity, summary, links); the same alert again changes nothing;
+//! * resolved: the incident closes with the time to restore, the alert's own `startsAt` to
+//!   `endsAt`;
+//! * escalation: at once for `severity: critical` and for a cost alert above
+//!   `alerts.cost_increase_percent`; otherwise when still open `alerts.respond_within` after it
+//!   started. The escalation loop ([`super::ci::escalate_due`]) posts the comment.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::repo::{load_policy, repo_of};
+use super::{Ctx, Effect, Handled, HandlerError};
+use crate::domain::alert::{self, AlertDoc, AmAlert};
+use crate::github::actions::Action;
+use crate::github::client::parse_rfc3339_ms;
+use crate::store::incidents::{self as store, Change, IncidentRow};
+use crate::store::objects;
+
+/// The internal event an accepted alert is stored as (GitHub cannot send it: the webhook refuses
+/// events with the internal prefix).
+pub const ALERT_EVENT: &str = "shipgate_alert";
+
+/// The incidents' `kind` of alert incidents.
+pub const KIND: &str = "alert";
+
+fn effect(c: Change) -> Effect {
+    Effect::Ci(Box::new(c))
+}
+
+/// A time of the payload, or None for none (Alertmanager's zero time, 0001-01-01, included).
+fn time(s: &str) -> Option<i64> {
+    parse_rfc3339_ms(s).filter(|t| *t > 0)
+}
+
+pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
+    let v: Value = ctx.payload()?;
+    let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
+    let a: AmAlert = serde_json::from_value(v["alert"].clone())
+        .map_err(|e| HandlerError::Permanent(format!("the stored alert does not fit: {e}")))?;
+    let private = v["repository"]["private"].as_bool() == Some(true);
+    let now = ctx.clock.now_ms();
+    let Some(starts_at) = time(&a.starts_at) else {
+        return Err(HandlerError::Permanent("the stored alert has no startsAt".into()));
+    };
+    let fingerprint = a.fingerprint();
+    let subject = format!("alert:{fingerprint}");
+    let newest = store::newest(&ctx.db, repo_id, KIND, &subject).await?;
+    let open = newest.clone().filter(|i| i.state == "open");
+    let mut effects = Vec::new();
+    if a.status == "resolved" {
+        let Some(mut row) = open else { return Ok(Handled::ignored()) };
+        let mut doc: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
+        if starts_at < doc.starts_at {
+            return Ok(Handled::ignored()); // the end of an earlier firing, delivered late
+        }
+        let ends_at = time(&a.ends_at).unwrap_or(now).max(doc.starts_at);
+        let ttr = ends_at - doc.starts_at;
+        doc.ends_at = Some(ends_at);
+        row.state = "closed".into();
+        row.recovered_at = Some(ends_at);
+        row.ttr_ms = Some(ttr);
+        row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+        if has_issue(&doc, private) {
+            effects.push(Effect::Act(Action::UpdateIssue {
+                repo: repo.clone(),
+                marker: Some(row.marker.clone()),
+                number: None,
+                title: None,
+                body: Some(alert::resolved_body(&doc, ttr)),
+                state: Some("closed".into()),
+                state_reason: Some("completed".into()),
+            }));
+            if let Some(escalated_at) = row.escalated_at
+                && let Some(issue) = issue_of(&ctx, &row).await?
+            {
+                effects.push(Effect::Act(Action::UpsertComment {
+                    repo: repo.clone(),
+                    issue,
+                    marker: crate::domain::ci::ESCALATION_MARKER.into(),
+                    body: crate::domain::ci::escalation_resolved(&row.title, escalated_at, ends_at),
+                }));
+            }
+        }
+        tracing::info!(repository = %repo, alert = %doc.alertname, ttr_ms = ttr, "alert resolved: incident closed");
+        effects.push(effect(Change::Incident(row)));
+        return Ok(Handled::ok(effects));
+    }
+
+    // Firing.
+    let policy = load_policy(&ctx, installation, repo_id, &repo, &mut effects).await?.0;
+    let category = alert::category(a.labels.get("category").map(String::as_str));
+    let severity = a.labels.get("severity").cloned().unwrap_or_else(|| "none".into());
+    let increase =
+        a.annotations.get("increase_percent").and_then(|p| p.trim().trim_end_matches('%').parse::<f64>().ok());
+    let (role, at_once) = alert::escalation(&policy, &category, &severity, increase);
+    let annotation = |k: &str| a.annotations.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let mut doc = AlertDoc {
+        alertname: a.alertname().to_string(),
+        category: category.clone(),
+        severity,
+        summary: annotation("summary").unwrap_or_default(),
+        description: annotation("description").unwrap_or_default(),
+        dashboard_url: annotation("dashboard_url"),
+        runbook_url: annotation("runbook_url"),
+        generator_url: Some(a.generator_url.clone()).filter(|u| !u.is_empty()),
+        starts_at,
+        ends_at: None,
+        escalate_role: role.clone(),
+        at_once: at_once.clone(),
+        respond_by: if at_once.is_some() {
+            now
+        } else {
+            starts_at + i64::from(policy.alerts.respond_within_minutes) * 60_000
+        },
+        firings: 1,
+    };
+    let mentions = super::repo::role_mentions(&ctx, installation, &repo, &policy, role.as_deref()).await.join(" ");
+    if let Some(mut row) = open {
+        // Already open: edit what it shows if that changed; the same alert again changes nothing.
+        let old: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
+        doc.starts_at = old.starts_at.min(starts_at);
+        doc.firings = old.firings.max(1);
+        // Escalation only ever comes sooner: once due at once, it stays so.
+        let newly_at_once = doc.at_once.is_some() && old.at_once.is_none();
+        doc.at_once = doc.at_once.or(old.at_once.clone());
+        doc.respond_by = if newly_at_once { old.respond_by.min(now) } else { old.respond_by };
+        if row.escalated_at.is_some() {
+            doc.escalate_role = old.escalate_role.clone();
+        }
+        if doc == old {
+            return Ok(Handled::ignored());
+        }
+        let (title, body) = doc.shown();
+        if has_issue(&doc, private) && (title, body.clone()) != old.shown() {
+            effects.push(Effect::Act(Action::UpdateIssue {
+                repo: repo.clone(),
+                marker: Some(row.marker.clone()),
+                number: None,
+                title: Some(alert::alert_title(&doc)),
+                body: Some(body),
+                state: None,
+                state_reason: None,
+            }));
+        }
+        row.title = alert::alert_title(&doc);
+        if row.escalated_at.is_none() {
+            row.deadline = doc.respond_by;
+            row.mentions = mentions;
+        }
+        row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+        effects.push(effect(Change::Incident(row)));
+        return Ok(Handled::ok(effects));
+    }
+
+    // A firing that started before the last incident resolved is that incident's, delivered
+    // late (out of order): it changes nothing.
+    if let Some(r) = newest.as_ref().and_then(|n| n.recovered_at)
+        && starts_at < r
+    {
+        return Ok(Handled::ignored());
+    }
+    let reopen = newest.filter(|n| n.recovered_at.is_some_and(|r| starts_at - r < alert::REOPEN_WITHIN_MS));
+    let issue = has_issue(&doc, private);
+    let row = match reopen {
+        Some(mut row) => {
+            let old: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
+            doc.firings = old.firings.max(1) + 1;
+            let resolved_at = row.recovered_at.unwrap_or(starts_at);
+            if issue {
+                effects.push(Effect::Act(Action::UpdateIssue {
+                    repo: repo.clone(),
+                    marker: Some(row.marker.clone()),
+                    number: None,
+                    title: Some(alert::alert_title(&doc)),
+                    body: Some(alert::alert_body(&doc)),
+                    state: Some("open".into()),
+                    state_reason: Some("reopened".into()),
+                }));
+                if let Some(n) = issue_of(&ctx, &row).await? {
+                    effects.push(Effect::Act(Action::UpsertComment {
+                        repo: repo.clone(),
+                        issue: n,
+                        marker: format!("alert-refired-{}", doc.firings),
+                        body: alert::refired_comment(&doc, resolved_at),
+                    }));
+                }
+            }
+            tracing::info!(repository = %repo, alert = %doc.alertname, "alert firing again within 24 h: incident reopened");
+            row.state = "open".into();
+            row.first_failure_at = starts_at;
+            row.failures += 1;
+            row.recovered_at = None;
+            row.ttr_ms = None;
+            row.escalated_at = (!issue).then_some(now);
+            row
+        }
+        None => {
+            let seq = newest_seq(&ctx, repo_id, &subject).await?;
+            let marker = alert::marker(&fingerprint, seq);
+            if issue {
+                effects.push(Effect::Act(Action::CreateIssue {
+                    repo: repo.clone(),
+                    marker: marker.clone(),
+                    title: alert::alert_title(&doc),
+                    body: alert::alert_body(&doc),
+                    labels: vec![alert::ALERT_LABEL.into(), category.clone()],
+                }));
+            } else {
+                tracing::info!(repository = %repo, alert = %doc.alertname, "security alert on a public repository: kept, not disclosed in an issue");
+            }
+            tracing::info!(repository = %repo, alert = %doc.alertname, category = %category, "alert firing: incident opened");
+            IncidentRow {
+                id: IncidentRow::id_for(repo_id, &marker),
+                installation_id: installation,
+                repository_id: repo_id,
+                repository: repo.clone(),
+                kind: KIND.into(),
+                subject,
+                seq,
+                marker,
+                title: String::new(),
+                branch: String::new(),
+                on_default: 0,
+                state: "open".into(),
+                opened_at: now,
+                first_failure_at: starts_at,
+                last_run_number: 0,
+                last_attempt: 0,
+                failures: 1,
+                deadline: 0,
+                mentions: String::new(),
+                // Kept by the App (no issue to comment on): it counts as escalated at once.
+                escalated_at: (!issue).then_some(now),
+                recovered_at: None,
+                ttr_ms: None,
+                flaky: 0,
+                details: String::new(),
+                updated_at: now,
+            }
+        }
+    };
+    let mut row = row;
+    row.title = alert::alert_title(&doc);
+    row.deadline = doc.respond_by;
+    row.mentions = mentions;
+    row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+    effects.push(effect(Change::Incident(row)));
+    Ok(Handled::ok(effects))
+}
+
+/// A security alert on a public repository is never put in an issue (SPEC §4.1).
+fn has_issue(doc: &AlertDoc, private: bool) -> bool {
+    doc.category != "security" || private
+}
+
+async fn newest_seq(ctx: &Ctx, repo_id: i64, subject: &str) -> Result<i64, HandlerError> {
+    Ok(store::newest(&ctx.db, repo_id, KIND, subject).await?.map_or(1, |n| n.seq + 1))
+}
+
+/// The incident's issue number, once the App has created it.
+async fn issue_of(ctx: &Ctx, row: &IncidentRow) -> Result<Option<i64>, HandlerError> {
+    let key = format!("{}:{}", row.repository, row.marker);
+    Ok(objects::get(&ctx.db, row.installation_id, "issue", &key).await?.filter(|n| *n > 0))
+}
