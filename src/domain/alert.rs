@@ -101,6 +101,9 @@ pub struct AlertDoc {
     pub respond_by: i64,
     /// How many times it fired (a reopened incident counts each).
     pub firings: i64,
+    /// Its `slo` label: `availability` makes its firing time downtime in the figures.
+    #[serde(default)]
+    pub slo: Option<String>,
 }
 
 impl AlertDoc {
@@ -325,6 +328,7 @@ mod tests {
             at_once: None,
             respond_by: 1_796_603_600_000,
             firings: 1,
+            slo: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod action;
 pub mod alert;
 pub mod ci;
 pub mod commands;
+pub mod figures;
 pub mod flow;
 pub mod gate;
 pub mod ids;

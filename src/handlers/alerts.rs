@@ -121,6 +121,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             starts_at + i64::from(policy.alerts.respond_within_minutes) * 60_000
         },
         firings: 1,
+        slo: a.labels.get("slo").map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()),
     };
     let mentions = super::repo::role_mentions(&ctx, installation, &repo, &policy, role.as_deref()).await.join(" ");
     if let Some(mut row) = open {
