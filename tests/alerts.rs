@@ -604,3 +604,58 @@ async fn a_real_alertmanager_opens_and_closes_an_incident(db: &TestDb) {
     w.done().await;
 }
 both_backends!(a_real_alertmanager_opens_and_closes_an_incident);
+
+/// Grafana's webhook contact point sends the same shape as version 1, with its organisation,
+/// fractional times with an offset, and the dashboard as a field of the alert (the example of
+/// Grafana's documentation, with a `repository` label).
+async fn grafanas_webhook_contact_point_is_taken_too(db: &TestDb) {
+    let w = World::new(db, None).await;
+    let body = json!({
+        "receiver": "shipgate",
+        "status": "firing",
+        "orgId": 1,
+        "alerts": [{
+            "status": "firing",
+            "labels": { "alertname": "High memory usage", "team": "blue", "repository": REPO, "category": "infra" },
+            "annotations": {
+                "description": "The system has high memory usage",
+                "runbook_url": "https://myrunbook.com/runbook/1234",
+                "summary": "This alert was triggered for zone us-1"
+            },
+            "startsAt": "2021-10-12T09:51:03.157076+02:00",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://play.grafana.org/alerting/1afz29v7z/edit",
+            "fingerprint": "c6eadffa33fcdf37",
+            "silenceURL": "https://play.grafana.org/alerting/silence/new",
+            "dashboardURL": "https://play.grafana.org/d/memory",
+            "panelURL": "",
+            "values": { "B": 44.23943737541908, "C": 1 }
+        }],
+        "groupLabels": {},
+        "commonLabels": { "team": "blue" },
+        "commonAnnotations": {},
+        "externalURL": "https://play.grafana.org/",
+        "version": "1",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "title": "[FIRING:1]  (blue)",
+        "state": "alerting",
+        "message": "**Firing**"
+    });
+    let (status, answer) = w.post_as(Some(&w.token), &body.to_string()).await;
+    assert_eq!(status, 202, "{answer}");
+    w.settle().await;
+    let issue = w.alert_issues(REPO)[0].clone();
+    assert!(issue.title.contains("High memory usage"), "{}", issue.title);
+    assert!(issue.body.contains("[Dashboard](https://play.grafana.org/d/memory)"), "{}", issue.body);
+    assert!(issue.body.contains("| Started | 2021-10-12 07:51 UTC |"), "{}", issue.body);
+    // Started long before its response deadline: escalated as soon as its issue exists.
+    w.wait_escalated(issue.number).await;
+    assert!(w.escalations(issue.number)[0].contains("still firing after its response deadline"));
+    // Version 1 without Grafana's organisation is not Alertmanager's.
+    let mut other = body.clone();
+    other.as_object_mut().expect("object").remove("orgId");
+    assert_eq!(w.post_as(Some(&w.token), &other.to_string()).await.0, 400);
+    w.done().await;
+}
+both_backends!(grafanas_webhook_contact_point_is_taken_too);

@@ -28,6 +28,9 @@ pub struct AmAlert {
     pub generator_url: String,
     #[serde(default)]
     pub fingerprint: String,
+    /// Grafana's contact point names the alert's dashboard here.
+    #[serde(default, rename = "dashboardURL", skip_serializing_if = "String::is_empty")]
+    pub dashboard_url: String,
 }
 
 impl AmAlert {

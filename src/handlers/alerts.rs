@@ -108,7 +108,8 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         severity,
         summary: annotation("summary").unwrap_or_default(),
         description: annotation("description").unwrap_or_default(),
-        dashboard_url: annotation("dashboard_url"),
+        dashboard_url: annotation("dashboard_url")
+            .or_else(|| Some(a.dashboard_url.trim().to_string()).filter(|u| !u.is_empty())),
         runbook_url: annotation("runbook_url"),
         generator_url: Some(a.generator_url.clone()).filter(|u| !u.is_empty()),
         starts_at,

@@ -41,6 +41,10 @@ pub struct Notification {
     #[serde(default, rename = "externalURL")]
     pub external_url: String,
     pub alerts: Vec<AmAlert>,
+    /// Grafana's contact point (which sends payload version 1 of the same shape) says its
+    /// organisation.
+    #[serde(default, rename = "orgId")]
+    pub org_id: Option<serde_json::Value>,
 }
 
 /// What the answer says of an alert that was not taken.
@@ -116,10 +120,15 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
             );
         }
     };
-    if n.version != "4" {
+    // Alertmanager's version 4, or Grafana's webhook contact point (version 1 of the same shape).
+    let grafana = n.org_id.is_some() && n.version == "1";
+    if n.version != "4" && !grafana {
         return refuse(
             StatusCode::BAD_REQUEST,
-            format!("Alertmanager webhook payload version `{}` is not supported (version 4 is)", n.version),
+            format!(
+                "Alertmanager webhook payload version `{}` is not supported (version 4 is, and Grafana's version 1)",
+                n.version
+            ),
         );
     }
     if n.alerts.is_empty() {
