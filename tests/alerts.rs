@@ -82,6 +82,7 @@ impl World {
         gh.permission(REPO, "adam", "admin").permission(REPO, "mallory", "maintain").permission(REPO, "walt", "write");
         gh.file(REPO, ".github/shipgate.yml", POLICY);
         gh.file(PUBLIC, ".github/shipgate.yml", POLICY);
+        gh.set_public(PUBLIC, true);
         let cfg = world::app_config(db, &gh);
         let t0 = Clock::system().now_ms() / 1000 * 1000;
         let clock = clock.unwrap_or_else(|| Clock::manual(t0));
@@ -402,6 +403,20 @@ async fn refusals(db: &TestDb) {
     assert_eq!(common::count(&w.app.db, "SELECT COUNT(*) FROM deliveries WHERE event = 'shipgate_alert'").await, 1);
     assert!(w.gh.issues_labelled(OTHER, "alert").is_empty());
     assert_eq!(w.alert_issues(REPO).len(), 1);
+    // Too large a body: 413; more alerts than a notification may carry: the rest skipped.
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    assert_eq!(w.post_as(Some(&w.token), &big).await.0, 413);
+    let mut many: Vec<Value> = (0..500)
+        .map(|i| {
+            let mut a = alert("NoRepo", REPO, "app", "warning", &format!("m{i}"), t0, None, &[]);
+            a["labels"].as_object_mut().expect("labels").remove("repository");
+            a
+        })
+        .collect();
+    many.push(alert("OneTooMany", REPO, "app", "warning", "m500", t0, None, &[]));
+    let (status, answer) = w.post(&many).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("OneTooMany: over the 500 alerts"), "{answer}");
     // A suspended installation's token posts nothing.
     let mut suspend: Value = serde_json::from_str(&fixture("installation.suspend.0")).expect("json");
     suspend["installation"]["id"] = json!(INST);
@@ -659,3 +674,178 @@ async fn grafanas_webhook_contact_point_is_taken_too(db: &TestDb) {
     w.done().await;
 }
 both_backends!(grafanas_webhook_contact_point_is_taken_too);
+
+// ---------------------------------------------------------------------------------------------
+// An attacker's review of b82687b: each test below failed on that commit.
+// ---------------------------------------------------------------------------------------------
+
+/// Text no compressor shrinks (LZ4 finds no repeats in it).
+fn noise(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect()
+}
+
+/// The notification's own fields (`groupKey`, `receiver`, `externalURL`) are copied into every
+/// alert's stored delivery: one request of ~100 KB with a 64 KiB group key and 200 tiny alerts
+/// stores ~13 MB (a 1 MiB request: ~5,000 alerts × ~1 MiB, gigabytes, held in memory before the
+/// first row is written). What is stored must stay proportional to what was sent.
+async fn a_notification_is_not_stored_once_per_alert(db: &TestDb) {
+    let w = World::new(db, None).await;
+    let t0 = w.t0;
+    // Resolved alerts of incidents that never opened: the worker ignores them (no GitHub work).
+    let alerts: Vec<Value> = (0..200)
+        .map(|i| {
+            json!({
+                "status": "resolved",
+                "labels": { "alertname": "A", "repository": REPO },
+                "startsAt": rfc3339(t0 - 10 * MIN),
+                "endsAt": rfc3339(t0 - MIN),
+                "fingerprint": format!("amp{i:05}"),
+            })
+        })
+        .collect();
+    let mut n = notification(&alerts);
+    n["groupKey"] = json!(noise(64 * 1024, 7));
+    let body = n.to_string();
+    let (status, answer) = w.post_as(Some(&w.token), &body).await;
+    assert!(status == 202 || status == 413 || status == 400, "{status}: {answer}");
+    // Stored before the answer (read before the worker or retention touch anything).
+    let stored = common::count(
+        &w.app.db,
+        "SELECT COALESCE(SUM(LENGTH(b.body_lz4)), 0) + COALESCE(SUM(LENGTH(b.body)), 0) FROM delivery_bodies b \
+         JOIN deliveries d ON d.seq = b.seq WHERE d.event = 'shipgate_alert'",
+    )
+    .await;
+    assert!(
+        stored <= 4 * body.len() as i64,
+        "a {} byte notification was stored as {stored} bytes (amplified {}x)",
+        body.len(),
+        stored / body.len() as i64
+    );
+    w.settle().await;
+    w.done().await;
+}
+both_backends!(a_notification_is_not_stored_once_per_alert);
+
+/// The same alert (fingerprint) fired at s1, resolved, fired again at s2; Alertmanager's
+/// notifications arrive firing(s1), firing(s2), then the late resolved(s1). The second firing is
+/// merged into the open incident keeping the older start (`min`), so the late end of the first
+/// firing closes the incident while the alert is firing; Alertmanager's re-sends of firing(s2)
+/// are identical, hence duplicates at the intake: it stays closed.
+async fn a_late_resolution_of_an_earlier_firing_does_not_close_the_next(db: &TestDb) {
+    let w = World::new(db, None).await;
+    let (s1, s2) = (w.t0 - 60 * MIN, w.t0 - 20 * MIN);
+    let fp = "0rd3r001";
+    let fire = |s| alert("Errors", REPO, "app", "warning", fp, s, None, &[]);
+    assert_eq!(w.post(&[fire(s1)]).await.0, 202);
+    w.settle().await;
+    assert_eq!(w.post(&[fire(s2)]).await.0, 202);
+    w.settle().await;
+    let late = alert("Errors", REPO, "app", "warning", fp, s1, Some(s1 + 10 * MIN), &[]);
+    assert_eq!(w.post(&[late]).await.0, 202);
+    w.settle().await;
+    // Alertmanager repeats the firing notification: a duplicate.
+    w.post(&[fire(s2)]).await;
+    w.settle().await;
+    let rows = w.incidents(REPO_ID).await;
+    assert!(rows.iter().any(|r| r.state == "open"), "the alert fires since s2 but no incident is open: {rows:?}");
+    assert!(w.alert_issues(REPO).iter().any(|i| i.state == "open"), "{:#?}", w.alert_issues(REPO));
+    w.done().await;
+}
+both_backends!(a_late_resolution_of_an_earlier_firing_does_not_close_the_next);
+
+/// resolved(s, e) arrives before firing(s) (a retry, an HA pair): the resolution is dropped
+/// (no open incident), then the late firing opens an incident that nothing will ever close
+/// (the alert is over, Alertmanager sends nothing more) and that escalates at its deadline.
+async fn a_resolution_before_its_firing_leaves_nothing_open(db: &TestDb) {
+    let w = World::new(db, None).await;
+    let s = w.t0 - 30 * MIN;
+    let fp = "0rd3r002";
+    let resolved = alert("Errors", REPO, "app", "warning", fp, s, Some(s + 5 * MIN), &[]);
+    assert_eq!(w.post(&[resolved]).await.0, 202);
+    w.settle().await;
+    assert_eq!(w.post(&[alert("Errors", REPO, "app", "warning", fp, s, None, &[])]).await.0, 202);
+    w.settle().await;
+    let rows = w.incidents(REPO_ID).await;
+    assert!(rows.iter().all(|r| r.state == "closed"), "an alert that ended is an open incident: {rows:?}");
+    assert!(w.alert_issues(REPO).iter().all(|i| i.state == "closed"), "{:#?}", w.alert_issues(REPO));
+    w.done().await;
+}
+both_backends!(a_resolution_before_its_firing_leaves_nothing_open);
+
+/// Someone without a token: the 1 MiB body is read (and held) before the token is looked at.
+/// A request that announces 1 MB and sends nothing is answered only when the body times out
+/// (408 after 10 s), not 401 at once: 512 such connections hold 512 MiB without a token, ten
+/// times the unverified-bytes budget of `/webhook`, which is not charged here.
+async fn no_token_is_refused_before_the_body_is_read(db: &TestDb) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new(db, None).await;
+    let mut s = tokio::net::TcpStream::connect(w.app.server.addr).await.expect("connect");
+    s.write_all(
+        b"POST /alerts/alertmanager HTTP/1.1\r\nHost: shipgate\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000000\r\n\r\n",
+    )
+    .await
+    .expect("head");
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("no answer within 3 s: the body is awaited before the token is checked")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    drop(s);
+    w.done().await;
+}
+both_backends!(no_token_is_refused_before_the_body_is_read);
+
+/// An `alerts` token holder spends the installation's GitHub rate limit: every firing delivery
+/// lists the repository's collaborators (`role_mentions`, before the "nothing changed" check),
+/// and a delivery is new whenever anything of the notification differs (`groupKey`, `receiver`,
+/// an annotation the issue does not show). Twenty notifications of the same, unchanged, open
+/// alert make twenty paginated listings.
+async fn an_unchanged_firing_does_not_list_collaborators_again(db: &TestDb) {
+    let w = World::new(db, None).await;
+    // No category: infra, which escalates to `maintainers` (a permission role).
+    let firing = alert("DiskFull", REPO, "", "warning", "d15cf011", w.t0 - 5 * MIN, None, &[]);
+    assert_eq!(w.post(std::slice::from_ref(&firing)).await.0, 202);
+    w.settle().await;
+    assert_eq!(w.alert_issues(REPO).len(), 1);
+    let before = w.gh.count("repos/list-collaborators");
+    for i in 0..20 {
+        let mut n = notification(std::slice::from_ref(&firing));
+        n["groupKey"] = json!(format!("{{}}:{{alertname=\"DiskFull\",n=\"{i}\"}}"));
+        assert_eq!(w.post_as(Some(&w.token), &n.to_string()).await.0, 202);
+    }
+    w.settle().await;
+    assert_eq!(w.alert_issues(REPO).len(), 1);
+    let after = w.gh.count("repos/list-collaborators");
+    assert!(after - before <= 1, "{} collaborator listings for an alert that did not change", after - before);
+    w.done().await;
+}
+both_backends!(an_unchanged_firing_does_not_list_collaborators_again);
+
+/// A repository's visibility was taken from the `repositories` table, written only by
+/// installation events: a private repository made public later stayed "private" there, and a
+/// security alert was disclosed in a public issue. It is asked of GitHub when the incident opens.
+async fn a_repository_made_public_gets_no_security_issue(db: &TestDb) {
+    let w = World::new(db, None).await;
+    w.gh.set_public(REPO, true); // the App was told "private" by the installation event
+    let leak = alert("TokenLeak", REPO, "security", "critical", "5ec0002", w.t0, None, &[]);
+    assert_eq!(w.post(&[leak]).await.0, 202);
+    w.settle().await;
+    let issues = w.alert_issues(REPO);
+    assert!(issues.is_empty(), "a security alert of a now public repository is a public issue: {issues:#?}");
+    let rows = w.incidents(REPO_ID).await;
+    assert_eq!((rows.len(), rows[0].state.as_str()), (1, "open"), "kept by the App");
+    w.done().await;
+}
+both_backends!(a_repository_made_public_gets_no_security_issue);

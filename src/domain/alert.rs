@@ -107,6 +107,21 @@ pub struct AlertDoc {
     /// Its `slo` label: `availability` makes its firing time downtime in the figures.
     #[serde(default)]
     pub slo: Option<String>,
+    /// The latest firing's start (`startsAt`): a resolution of an earlier one, delivered late,
+    /// closes nothing. 0 in records made before it was kept: the first start then.
+    #[serde(default)]
+    pub last_starts_at: i64,
+    /// Kept by the App, no issue: a security alert of a repository that is not private, or an
+    /// alert the App heard of only once it had resolved. Decided when the incident opens.
+    #[serde(default)]
+    pub kept: bool,
+}
+
+impl AlertDoc {
+    /// The latest firing's start.
+    pub fn last_start(&self) -> i64 {
+        self.last_starts_at.max(self.starts_at)
+    }
 }
 
 impl AlertDoc {
@@ -193,6 +208,39 @@ fn defuse(s: &str) -> String {
     out.replace("<!--", "&lt;!--")
 }
 
+/// The sender's text as plain text in markdown: every ASCII punctuation mark markdown reads is
+/// escaped (no link, image, heading, emphasis or entity: `&#64;` stays text), then defused.
+fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '#'
+                | '+'
+                | '-'
+                | '!'
+                | '|'
+                | '<'
+                | '>'
+                | '~'
+                | '&'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    defuse(&out)
+}
+
 /// One line of text from an annotation (a title must not break into several), defused.
 fn one_line(s: &str) -> String {
     defuse(&s.split_whitespace().collect::<Vec<_>>().join(" "))
@@ -249,10 +297,11 @@ pub fn alert_body(d: &AlertDoc) -> String {
     }
     out.push('\n');
     if !d.summary.trim().is_empty() {
-        out.push_str(&format!("**{}**\n\n", cut(&one_line(&d.summary), 500)));
+        out.push_str(&format!("**{}**\n\n", md_text(&cut(&one_line(&d.summary), 500))));
     }
     if !d.description.trim().is_empty() {
-        out.push_str(&format!("{}\n\n", cut(&defuse(d.description.trim()), 4000)));
+        let lines: Vec<String> = cut(d.description.trim(), 4000).lines().map(md_text).collect();
+        out.push_str(&format!("{}\n\n", lines.join("  \n")));
     }
     let links: Vec<String> = [
         link("Dashboard", d.dashboard_url.as_deref()),
@@ -332,6 +381,8 @@ mod tests {
             respond_by: 1_796_603_600_000,
             firings: 1,
             slo: None,
+            last_starts_at: 0,
+            kept: false,
         }
     }
 
@@ -361,6 +412,17 @@ mod tests {
         assert!(!body.contains("<!--"), "{body}");
         assert!(body.contains("**high\\|low**"), "{body}");
         assert!(!alert_title(&d).contains("@octocat"));
+    }
+
+    #[test]
+    fn the_senders_markdown_is_text() {
+        let mut d = doc();
+        d.summary = "[click](https://evil.example) &#64;octocat".into();
+        d.description = "# Heading\n![img](https://evil.example/x.png)\n- [ ] fake task".into();
+        let body = alert_body(&d);
+        assert!(body.contains("\\[click\\]\\(https://evil.example\\) \\&#64;octocat"), "{body}");
+        assert!(body.contains("\\# Heading  \n\\!\\[img\\]"), "{body}");
+        assert!(body.contains("\\- \\[ \\] fake task"), "{body}");
     }
 
     #[test]

@@ -312,6 +312,17 @@ pub async fn collaborators_with(
         .collect())
 }
 
+/// Whether the repository is private or internal now (`GET /repos/{repo}`). A repository GitHub
+/// does not show is not.
+pub async fn repository_private(gh: &GitHub, installation: i64, repo: &str) -> Result<bool, GhError> {
+    let r = gh.request(Auth::Installation(installation), Method::GET, &format!("/repos/{repo}"), None).await?;
+    if r.status == 404 {
+        return Ok(false);
+    }
+    let v: Value = r.ok(&Method::GET)?.json()?;
+    Ok(v["private"].as_bool() == Some(true) || matches!(v["visibility"].as_str(), Some("private" | "internal")))
+}
+
 /// admin | maintain | write | triage | read | none
 pub async fn permission(gh: &GitHub, installation: i64, repo: &str, login: &str) -> Result<String, GhError> {
     let path = format!("/repos/{repo}/collaborators/{}/permission", encode(login));

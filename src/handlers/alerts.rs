@@ -45,7 +45,6 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
     let a: AmAlert = serde_json::from_value(v["alert"].clone())
         .map_err(|e| HandlerError::Permanent(format!("the stored alert does not fit: {e}")))?;
-    let private = v["repository"]["private"].as_bool() == Some(true);
     let now = ctx.clock.now_ms();
     let Some(starts_at) = time(&a.starts_at) else {
         return Err(HandlerError::Permanent("the stored alert has no startsAt".into()));
@@ -54,47 +53,15 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let subject = format!("alert:{fingerprint}");
     let newest = store::newest(&ctx.db, repo_id, KIND, &subject).await?;
     let open = newest.clone().filter(|i| i.state == "open");
-    let mut effects = Vec::new();
-    if a.status == "resolved" {
-        let Some(mut row) = open else { return Ok(Handled::ignored()) };
-        let mut doc: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
-        if starts_at < doc.starts_at {
-            return Ok(Handled::ignored()); // the end of an earlier firing, delivered late
-        }
-        let ends_at = time(&a.ends_at).unwrap_or(now).max(doc.starts_at);
-        let ttr = ends_at - doc.starts_at;
-        doc.ends_at = Some(ends_at);
-        row.state = "closed".into();
-        row.recovered_at = Some(ends_at);
-        row.ttr_ms = Some(ttr);
-        row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
-        if has_issue(&doc, private) {
-            effects.push(Effect::Act(Action::UpdateIssue {
-                repo: repo.clone(),
-                marker: Some(row.marker.clone()),
-                number: None,
-                title: None,
-                body: Some(alert::resolved_body(&doc, ttr)),
-                state: Some("closed".into()),
-                state_reason: Some("completed".into()),
-            }));
-            if let Some(escalated_at) = row.escalated_at
-                && let Some(issue) = issue_of(&ctx, &row).await?
-            {
-                effects.push(Effect::Act(Action::UpsertComment {
-                    repo: repo.clone(),
-                    issue,
-                    marker: crate::domain::ci::ESCALATION_MARKER.into(),
-                    body: crate::domain::ci::escalation_resolved(&row.title, escalated_at, ends_at),
-                }));
-            }
-        }
-        tracing::info!(repository = %repo, alert = %doc.alertname, ttr_ms = ttr, "alert resolved: incident closed");
-        effects.push(effect(Change::Incident(row)));
-        return Ok(Handled::ok(effects));
+    // A firing, or the end of one, that started before the last incident closed is that
+    // incident's, delivered late: it changes nothing.
+    if open.is_none()
+        && let Some(r) = newest.as_ref().and_then(|n| n.recovered_at)
+        && starts_at < r
+    {
+        return Ok(Handled::ignored());
     }
-
-    // Firing.
+    let mut effects = Vec::new();
     let policy = load_policy(&ctx, installation, repo_id, &repo, &mut effects).await?.0;
     let category = alert::category(a.labels.get("category").map(String::as_str));
     let severity = a.labels.get("severity").cloned().unwrap_or_else(|| "none".into());
@@ -123,13 +90,74 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         },
         firings: 1,
         slo: a.labels.get("slo").map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()),
+        last_starts_at: starts_at,
+        kept: false,
     };
-    let mentions = super::repo::role_mentions(&ctx, installation, &repo, &policy, role.as_deref()).await.join(" ");
+
+    if a.status == "resolved" {
+        let Some(mut row) = open else {
+            // The end of a firing the App never heard of (its firing notification comes late, or
+            // never): recorded as a closed incident kept by the App, so that the firing, if it
+            // comes, finds it ended; no issue is opened for an alert that is over.
+            let ends_at = time(&a.ends_at).unwrap_or(now).max(starts_at);
+            doc.ends_at = Some(ends_at);
+            doc.kept = true;
+            let seq = newest.map_or(1, |n| n.seq + 1);
+            let marker = alert::marker(&fingerprint, seq);
+            tracing::info!(repository = %repo, alert = %doc.alertname, "an alert resolved before the App heard it fire: recorded, no issue");
+            let mut row = new_row(installation, repo_id, &repo, subject, seq, marker, now, &doc);
+            row.state = "closed".into();
+            row.escalated_at = Some(now);
+            row.recovered_at = Some(ends_at);
+            row.ttr_ms = Some(ends_at - starts_at);
+            effects.push(effect(Change::Incident(row)));
+            return Ok(Handled::ok(effects));
+        };
+        let mut doc: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
+        if starts_at < doc.last_start() {
+            return Ok(Handled::ignored()); // the end of an earlier firing, delivered late
+        }
+        let ends_at = time(&a.ends_at).unwrap_or(now).max(doc.starts_at);
+        let ttr = ends_at - doc.starts_at;
+        doc.ends_at = Some(ends_at);
+        row.state = "closed".into();
+        row.recovered_at = Some(ends_at);
+        row.ttr_ms = Some(ttr);
+        row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+        if !doc.kept {
+            effects.push(Effect::Act(Action::UpdateIssue {
+                repo: repo.clone(),
+                marker: Some(row.marker.clone()),
+                number: None,
+                title: None,
+                body: Some(alert::resolved_body(&doc, ttr)),
+                state: Some("closed".into()),
+                state_reason: Some("completed".into()),
+            }));
+            if let Some(escalated_at) = row.escalated_at
+                && let Some(issue) = issue_of(&ctx, &row).await?
+            {
+                effects.push(Effect::Act(Action::UpsertComment {
+                    repo: repo.clone(),
+                    issue,
+                    marker: crate::domain::ci::ESCALATION_MARKER.into(),
+                    body: crate::domain::ci::escalation_resolved(&row.title, escalated_at, ends_at),
+                }));
+            }
+        }
+        tracing::info!(repository = %repo, alert = %doc.alertname, ttr_ms = ttr, "alert resolved: incident closed");
+        effects.push(effect(Change::Incident(row)));
+        return Ok(Handled::ok(effects));
+    }
+
+    // Firing.
     if let Some(mut row) = open {
         // Already open: edit what it shows if that changed; the same alert again changes nothing.
         let old: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
         doc.starts_at = old.starts_at.min(starts_at);
+        doc.last_starts_at = old.last_start().max(starts_at);
         doc.firings = old.firings.max(1);
+        doc.kept = old.kept; // decided when it opened, whatever the category says now
         // Escalation only ever comes sooner: once due at once, it stays so.
         let newly_at_once = doc.at_once.is_some() && old.at_once.is_none();
         doc.at_once = doc.at_once.or(old.at_once.clone());
@@ -141,42 +169,53 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             return Ok(Handled::ignored());
         }
         let (title, body) = doc.shown();
-        if has_issue(&doc, private) && (title, body.clone()) != old.shown() {
+        if !doc.kept && (title.clone(), body.clone()) != old.shown() {
             effects.push(Effect::Act(Action::UpdateIssue {
                 repo: repo.clone(),
                 marker: Some(row.marker.clone()),
                 number: None,
-                title: Some(alert::alert_title(&doc)),
+                title: Some(title.clone()),
                 body: Some(body),
                 state: None,
                 state_reason: None,
             }));
         }
-        row.title = alert::alert_title(&doc);
+        row.title = title;
         if row.escalated_at.is_none() {
             row.deadline = doc.respond_by;
-            row.mentions = mentions;
+            // Who is mentioned is read again only when the role changed (a listing of a
+            // permission role's holders costs GitHub calls: not once per repeat).
+            if doc.escalate_role != old.escalate_role {
+                row.mentions =
+                    super::repo::role_mentions(&ctx, installation, &repo, &policy, role.as_deref()).await.join(" ");
+            }
         }
         row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
         effects.push(effect(Change::Incident(row)));
         return Ok(Handled::ok(effects));
     }
 
-    // A firing that started before the last incident resolved is that incident's, delivered
-    // late (out of order): it changes nothing.
-    if let Some(r) = newest.as_ref().and_then(|n| n.recovered_at)
-        && starts_at < r
-    {
-        return Ok(Handled::ignored());
-    }
+    // Opens (or reopens): a security alert goes in an issue only while GitHub says the
+    // repository is private (SPEC §4.1): asked now, not taken from what the App was told once.
+    doc.kept = category == "security" && !private_now(&ctx, installation, &repo).await?;
+    let next_seq = newest.as_ref().map_or(1, |n| n.seq + 1);
     let reopen = newest.filter(|n| n.recovered_at.is_some_and(|r| starts_at - r < alert::REOPEN_WITHIN_MS));
-    let issue = has_issue(&doc, private);
-    let row = match reopen {
+    let mentions = super::repo::role_mentions(&ctx, installation, &repo, &policy, role.as_deref()).await.join(" ");
+    let mut row = match reopen {
         Some(mut row) => {
             let old: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
             doc.firings = old.firings.max(1) + 1;
             let resolved_at = row.recovered_at.unwrap_or(starts_at);
-            if issue {
+            if !doc.kept && old.kept {
+                // Its first firing had no issue (heard of only once over): one now.
+                effects.push(Effect::Act(Action::CreateIssue {
+                    repo: repo.clone(),
+                    marker: row.marker.clone(),
+                    title: alert::alert_title(&doc),
+                    body: alert::alert_body(&doc),
+                    labels: vec![alert::ALERT_LABEL.into(), category.clone()],
+                }));
+            } else if !doc.kept {
                 effects.push(Effect::Act(Action::UpdateIssue {
                     repo: repo.clone(),
                     marker: Some(row.marker.clone()),
@@ -194,6 +233,10 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                         body: alert::refired_comment(&doc, resolved_at),
                     }));
                 }
+            } else if !old.kept {
+                // Its issue is public and the alert is now one not to disclose: the issue stays
+                // closed, the incident is kept by the App.
+                tracing::info!(repository = %repo, alert = %doc.alertname, "alert firing again: kept by the App, its issue left closed");
             }
             tracing::info!(repository = %repo, alert = %doc.alertname, "alert firing again within 24 h: incident reopened");
             row.state = "open".into();
@@ -201,13 +244,15 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             row.failures += 1;
             row.recovered_at = None;
             row.ttr_ms = None;
-            row.escalated_at = (!issue).then_some(now);
+            row.escalated_at = doc.kept.then_some(now);
             row
         }
         None => {
-            let seq = newest_seq(&ctx, repo_id, &subject).await?;
+            let seq = next_seq;
             let marker = alert::marker(&fingerprint, seq);
-            if issue {
+            if doc.kept {
+                tracing::info!(repository = %repo, alert = %doc.alertname, "security alert on a repository that is not private: kept, not disclosed in an issue");
+            } else {
                 effects.push(Effect::Act(Action::CreateIssue {
                     repo: repo.clone(),
                     marker: marker.clone(),
@@ -215,41 +260,14 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     body: alert::alert_body(&doc),
                     labels: vec![alert::ALERT_LABEL.into(), category.clone()],
                 }));
-            } else {
-                tracing::info!(repository = %repo, alert = %doc.alertname, "security alert on a public repository: kept, not disclosed in an issue");
             }
             tracing::info!(repository = %repo, alert = %doc.alertname, category = %category, "alert firing: incident opened");
-            IncidentRow {
-                id: IncidentRow::id_for(repo_id, &marker),
-                installation_id: installation,
-                repository_id: repo_id,
-                repository: repo.clone(),
-                kind: KIND.into(),
-                subject,
-                seq,
-                marker,
-                title: String::new(),
-                branch: String::new(),
-                on_default: 0,
-                state: "open".into(),
-                opened_at: now,
-                first_failure_at: starts_at,
-                last_run_number: 0,
-                last_attempt: 0,
-                failures: 1,
-                deadline: 0,
-                mentions: String::new(),
-                // Kept by the App (no issue to comment on): it counts as escalated at once.
-                escalated_at: (!issue).then_some(now),
-                recovered_at: None,
-                ttr_ms: None,
-                flaky: 0,
-                details: String::new(),
-                updated_at: now,
-            }
+            let mut row = new_row(installation, repo_id, &repo, subject, seq, marker, now, &doc);
+            // Kept by the App (no issue to comment on): it counts as escalated at once.
+            row.escalated_at = doc.kept.then_some(now);
+            row
         }
     };
-    let mut row = row;
     row.title = alert::alert_title(&doc);
     row.deadline = doc.respond_by;
     row.mentions = mentions;
@@ -258,13 +276,53 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     Ok(Handled::ok(effects))
 }
 
-/// A security alert on a public repository is never put in an issue (SPEC §4.1).
-fn has_issue(doc: &AlertDoc, private: bool) -> bool {
-    doc.category != "security" || private
+/// Whether GitHub says the repository is private (or internal) now. Unknown (dry-run) is not.
+async fn private_now(ctx: &Ctx, installation: i64, repo: &str) -> Result<bool, HandlerError> {
+    match crate::github::facts::repository_private(&ctx.github, installation, repo).await {
+        Ok(private) => Ok(private),
+        Err(crate::github::client::GhError::DryRun) => Ok(false),
+        Err(e) => Err(super::repo::gh_err(e)),
+    }
 }
 
-async fn newest_seq(ctx: &Ctx, repo_id: i64, subject: &str) -> Result<i64, HandlerError> {
-    Ok(store::newest(&ctx.db, repo_id, KIND, subject).await?.map_or(1, |n| n.seq + 1))
+#[allow(clippy::too_many_arguments)]
+fn new_row(
+    installation: i64,
+    repo_id: i64,
+    repo: &str,
+    subject: String,
+    seq: i64,
+    marker: String,
+    now: i64,
+    doc: &AlertDoc,
+) -> IncidentRow {
+    IncidentRow {
+        id: IncidentRow::id_for(repo_id, &marker),
+        installation_id: installation,
+        repository_id: repo_id,
+        repository: repo.to_string(),
+        kind: KIND.into(),
+        subject,
+        seq,
+        marker,
+        title: alert::alert_title(doc),
+        branch: String::new(),
+        on_default: 0,
+        state: "open".into(),
+        opened_at: now,
+        first_failure_at: doc.starts_at,
+        last_run_number: 0,
+        last_attempt: 0,
+        failures: 1,
+        deadline: doc.respond_by,
+        mentions: String::new(),
+        escalated_at: None,
+        recovered_at: None,
+        ttr_ms: None,
+        flaky: 0,
+        details: serde_json::to_string(doc).unwrap_or_else(|_| "{}".into()),
+        updated_at: now,
+    }
 }
 
 /// The incident's issue number, once the App has created it.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -79,13 +79,41 @@ fn refuse(status: StatusCode, msg: impl Into<String>) -> Response {
     r
 }
 
-pub async fn alertmanager(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The largest body taken (a group of many alerts; Alertmanager's `max_alerts` bounds it too).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// At most this many alerts of one notification are taken; the rest are skipped, saying so (set
+/// Alertmanager's `max_alerts` to this or less).
+pub const MAX_ALERTS: usize = 500;
+
+/// An alert's labels and annotations may hold this much; a larger alert is skipped.
+pub const MAX_ALERT_BYTES: usize = 8 * 1024;
+
+/// The notification's own fields copied into each alert's stored delivery are cut to this.
+const MAX_FIELD_BYTES: usize = 512;
+
+pub async fn alertmanager(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     // Alertmanager sends no id of its own: the span carries the group's key once it is read.
     let span = tracing::info_span!("alerts", source = "alertmanager", installation = tracing::field::Empty);
-    receive(&st, &headers, &body).instrument(span).await
+    receive(&st, req).instrument(span).await
 }
 
-async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn capped(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+async fn receive(st: &AppState, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
+    // The token first, from the headers: nobody without one makes the App read (and hold) a body.
     let Some(token) = super::bearer(headers) else {
         return refuse(StatusCode::UNAUTHORIZED, "missing Authorization: Bearer <token> (an `alerts` token)");
     };
@@ -107,7 +135,19 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the token: {e}")),
     };
     tracing::Span::current().record("installation", installation);
-    let value: serde_json::Value = match serde_json::from_slice(body) {
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            return if too_large {
+                refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY_BYTES} bytes"))
+            } else {
+                refuse(StatusCode::BAD_REQUEST, format!("the body could not be read: {e}"))
+            };
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
     };
@@ -140,7 +180,9 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
             format!("alert status `{}` is neither `firing` nor `resolved`", bad.status),
         );
     }
-    if let Some(bad) = n.alerts.iter().find(|a| crate::github::client::parse_rfc3339_ms(&a.starts_at).is_none()) {
+    if let Some(bad) =
+        n.alerts.iter().find(|a| crate::github::client::parse_rfc3339_ms(&a.starts_at).is_none_or(|t| t <= 0))
+    {
         return refuse(StatusCode::BAD_REQUEST, format!("alert `{}` has no valid startsAt", bad.alertname()));
     }
     let repos = match tenancy::repositories(&st.db, installation).await {
@@ -150,7 +192,7 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     let now = st.clock.now_ms();
     let mut skipped = Vec::new();
     let mut stored = Vec::new();
-    for alert in &n.alerts {
+    for (i, alert) in n.alerts.iter().enumerate() {
         let named = alert.labels.get("repository").map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
         let skip = |reason| Skipped {
             fingerprint: alert.fingerprint(),
@@ -158,6 +200,17 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
             repository: named.clone(),
             reason,
         };
+        if i >= MAX_ALERTS {
+            skipped.push(skip("over the 500 alerts a notification may carry (set Alertmanager's max_alerts)"));
+            continue;
+        }
+        let size: usize = alert.labels.iter().chain(&alert.annotations).map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + alert.generator_url.len()
+            + alert.dashboard_url.len();
+        if size > MAX_ALERT_BYTES {
+            skipped.push(skip("its labels and annotations are larger than 8 KiB"));
+            continue;
+        }
         let Some(name) = &named else {
             skipped.push(skip("no `repository` label"));
             continue;
@@ -169,9 +222,9 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         let body = serde_json::json!({
             "installation": { "id": installation },
             "repository": { "id": repo.id, "full_name": repo.full_name, "private": repo.private != 0 },
-            "receiver": n.receiver,
-            "group_key": n.group_key,
-            "external_url": n.external_url,
+            "receiver": capped(&n.receiver, MAX_FIELD_BYTES),
+            "group_key": capped(&n.group_key, MAX_FIELD_BYTES),
+            "external_url": capped(&n.external_url, MAX_FIELD_BYTES),
             "alert": alert,
         })
         .to_string();
@@ -190,7 +243,11 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
         });
     }
     if stored.is_empty() {
-        let reasons: Vec<String> = skipped.iter().map(|s| format!("{}: {}", s.alertname, s.reason)).collect();
+        let mut reasons: Vec<String> =
+            skipped.iter().rev().take(10).map(|s| format!("{}: {}", capped(&s.alertname, 100), s.reason)).collect();
+        if skipped.len() > 10 {
+            reasons.push(format!("and {} more", skipped.len() - 10));
+        }
         return refuse(
             StatusCode::FORBIDDEN,
             format!("no alert names a repository of this token's installation ({})", reasons.join("; ")),
@@ -212,7 +269,7 @@ async fn receive(st: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
     metrics::counter!("shipgate_alerts_received_total", "outcome" => "stored").increment(accepted as u64);
     metrics::counter!("shipgate_alerts_received_total", "outcome" => "duplicate").increment(duplicates as u64);
     metrics::counter!("shipgate_alerts_received_total", "outcome" => "skipped").increment(skipped.len() as u64);
-    tracing::info!(group_key = %n.group_key, status = %n.status, accepted, duplicates, skipped = skipped.len(), "alert notification stored");
+    tracing::info!(group_key = %capped(&n.group_key, 200), status = %capped(&n.status, 20), accepted, duplicates, skipped = skipped.len(), "alert notification stored");
     let status = if accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::OK };
     (status, axum::Json(Answer { accepted, duplicates, skipped })).into_response()
 }

@@ -68,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // A group of many alerts is larger than the other small bodies (1 MiB, still bounded).
         .route(
             "/alerts/alertmanager",
-            post(alerts::alertmanager).layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
+            post(alerts::alertmanager).layer(axum::extract::DefaultBodyLimit::max(alerts::MAX_BODY_BYTES)),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

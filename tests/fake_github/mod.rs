@@ -224,6 +224,8 @@ pub struct Model {
     pub teams: BTreeMap<(String, String), Vec<(i64, String)>>,
     /// Collaborator roles by (repo, login): admin, maintain, write, triage, read.
     pub permissions: BTreeMap<(String, String), String>,
+    /// Repositories GitHub shows as public (the others are private).
+    pub public_repos: std::collections::BTreeSet<String>,
     /// Files on the default branch by (repo, path).
     pub files: BTreeMap<(String, String), String>,
     pub redelivery_requests: Vec<i64>,
@@ -361,6 +363,18 @@ impl FakeGitHub {
     pub fn team(&self, org: &str, slug: &str, members: &[(i64, &str)]) -> &Self {
         let list = members.iter().map(|(i, l)| (*i, l.to_string())).collect();
         self.model().teams.insert((org.to_string(), slug.to_string()), list);
+        self
+    }
+
+    /// Makes `repo` public (repositories are private unless made so), as `GET /repos/{repo}` says.
+    pub fn set_public(&self, repo: &str, public: bool) -> &Self {
+        let mut m = self.model();
+        if public {
+            m.public_repos.insert(repo.to_string());
+        } else {
+            m.public_repos.remove(repo);
+        }
+        drop(m);
         self
     }
 
@@ -1265,6 +1279,18 @@ fn route(
                 })
                 .collect();
             paged(list, query, &ctx.base, &concrete, None)
+        }
+        "repos/get" => {
+            let public = m.public_repos.contains(&repo);
+            let (owner, name) = repo.split_once('/').unwrap_or((repo.as_str(), ""));
+            answer(
+                200,
+                json!({
+                    "id": 1, "name": name, "full_name": repo, "owner": { "login": owner },
+                    "private": !public, "visibility": if public { "public" } else { "private" },
+                    "default_branch": "main"
+                }),
+            )
         }
         "repos/get-collaborator-permission-level" => {
             let role = m.permissions.get(&(repo.clone(), param("username"))).cloned().unwrap_or_else(|| "read".into());
