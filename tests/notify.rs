@@ -224,7 +224,12 @@ async fn a_failing_slack_channel_is_retried_then_parked_and_holds_nothing_up(db:
     slack.fail("deploys", 500);
     let notify = "  - { on: [gate_opened], to: [slack:deploys, slack:team] }\n";
     // `team` is not given to the App at all.
-    let w = World::with_config(db, &policy(notify), |cfg| channels(cfg, &slack, &["deploys"], None)).await;
+    let w = World::with_config(db, &policy(notify), |cfg| {
+        channels(cfg, &slack, &["deploys"], None);
+        let globex = Secret::new(slack.hook_url("globex-deploys"));
+        cfg.notify.slack.insert(("globex".into(), "deploys".into()), globex);
+    })
+    .await;
     approved(&w).await;
     // The request's own GitHub actions went out meanwhile: the sticky comment says the gate is
     // open (read by `approved`), the check run passed, and alice's /approve got its reaction.
@@ -247,6 +252,28 @@ async fn a_failing_slack_channel_is_retried_then_parked_and_holds_nothing_up(db:
         "{parked}"
     );
     assert!(!parked.contains(&slack.url), "{parked}");
+
+    // A row forged in the database naming another account's channel is refused, never sent.
+    let forged = shipgate::github::actions::Action::Notify {
+        repo: REPO.into(),
+        channel: shipgate::domain::notify::Channel::Slack { account: "globex".into(), name: "deploys".into() },
+        event: "deployed".into(),
+        key: "forged".into(),
+        subject: "s".into(),
+        text: "t".into(),
+        slack: json!({ "text": "t" }),
+        link: Default::default(),
+        request: None,
+    };
+    let mut tx = w.app.db.begin_write().await.unwrap();
+    shipgate::store::outbox::enqueue(&mut tx, INST, "forged-1", &forged, None, 1).await.unwrap();
+    tx.commit().await.unwrap();
+    w.settle().await;
+    let rows = notify_rows(&w).await;
+    let f = rows.iter().find(|r| r.2.contains(r#""key":"forged""#)).expect("the forged row");
+    assert_eq!(f.0, "parked", "{f:?}");
+    assert!(f.3.contains("slack:globex/deploys is not a channel of acme/app's account"), "{f:?}");
+    assert_eq!(slack.attempts("globex-deploys"), 0);
 
     // Later GitHub work is not held up either: a /hold is answered while both stay parked.
     let c = w.comment(ALICE, "/hold").await;
