@@ -142,6 +142,9 @@ pub struct NotifySettings {
     /// `smtp://[user:password@]host[:port][?tls=required|opportunistic|none]` or `smtps://…`
     /// (may hold a password).
     pub smtp_url: Option<Secret>,
+    /// `SHIPGATE_SMTP_CA_FILE`: a PEM file of CA certificates the SMTP server's certificate may
+    /// chain to besides the public roots (a relay with a private CA).
+    pub smtp_ca: Option<std::path::PathBuf>,
     /// The `From:` address of every e-mail.
     pub mail_from: Option<String>,
     /// account (lowercase) → the mail domains it may write to (lowercase).
@@ -198,6 +201,15 @@ impl NotifySettings {
                 });
             }
             n.smtp_url = Some(Secret::new(url));
+        }
+        if let Some(path) = get("SHIPGATE_SMTP_CA_FILE") {
+            if let Err(e) = std::fs::metadata(&path) {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_SMTP_CA_FILE",
+                    msg: format!("cannot read {path:?} ({e}); point it at a PEM file of CA certificates"),
+                });
+            }
+            n.smtp_ca = Some(path.into());
         }
         if let Some(from) = get("SHIPGATE_MAIL_FROM") {
             if from.parse::<lettre::message::Mailbox>().is_err() {

@@ -407,3 +407,42 @@ fn check_config_errors_and_warnings() {
     assert_eq!(code, Some(0));
     assert!(err.contains("were not checked against the App's settings: pass --repo OWNER/NAME"), "{err}");
 }
+
+/// SPEC §5: SMTP with STARTTLS when the server offers it. A server whose certificate chains to
+/// `SHIPGATE_SMTP_CA_FILE` gets the mail over TLS; one whose certificate the App cannot trust gets
+/// nothing, never the mail in the clear (the notice is retried, then parked).
+async fn e_mail_goes_over_starttls_when_offered_and_never_in_the_clear(db: &TestDb) {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = receivers::test_certificates(certs.path());
+    let slack = SlackReceiver::start().await;
+    let notify = "  - { on: [gate_opened], to: [email:oncall@example.com] }\n";
+
+    let smtp = SmtpServer::start_tls(&cert, &key).await;
+    let w = World::with_config(db, &policy(notify), |cfg| {
+        channels(cfg, &slack, &[], Some(&smtp));
+        cfg.notify.smtp_ca = Some(ca.clone());
+    })
+    .await;
+    approved(&w).await;
+    let mails = smtp.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(mails[0]["tls"], true, "{:#}", mails[0]);
+    assert_eq!(mails[0]["subject"], "[acme/app] Deployment request #5: api → production is approved");
+    assert_eq!(mails[0]["rcpt_tos"], json!(["oncall@example.com"]));
+    w.sticky();
+    w.done().await;
+
+    // The same server, without the CA: STARTTLS is offered, so it is used, and it fails.
+    let db2 = TestDb::sqlite().await;
+    let smtp = SmtpServer::start_tls(&cert, &key).await;
+    let w = World::with_config(&db2, &policy(notify), |cfg| channels(cfg, &slack, &[], Some(&smtp))).await;
+    approved(&w).await;
+    let rows = notify_rows(&w).await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("parked", 3), "{rows:#?}");
+    assert!(rows[0].3.contains("e-mail not sent") && rows[0].3.contains("invalid peer certificate"), "{rows:#?}");
+    assert!(smtp.messages().is_empty(), "nothing in the clear: {:#?}", smtp.messages());
+    w.sticky();
+    w.done().await;
+    db2.cleanup().await;
+}
+both_backends!(e_mail_goes_over_starttls_when_offered_and_never_in_the_clear);

@@ -61,7 +61,7 @@ impl Notifier {
                     .map_err(|e| anyhow::anyhow!("no HTTP client for Slack: {e}"))?,
             )
         };
-        let smtp = settings.smtp_url.as_ref().map(smtp_transport).transpose()?;
+        let smtp = settings.smtp_url.as_ref().map(|u| smtp_transport(u, settings.smtp_ca.as_deref())).transpose()?;
         let from = match &settings.mail_from {
             Some(f) => Some(f.parse::<Mailbox>().map_err(|e| anyhow::anyhow!("SHIPGATE_MAIL_FROM: {e}"))?),
             None => None,
@@ -262,8 +262,9 @@ fn safe_url(u: &str) -> bool {
 }
 
 /// The SMTP transport of `SHIPGATE_SMTP_URL`: `smtp://` opportunistic STARTTLS (TLS when the
-/// server offers it) unless `?tls=required` or `?tls=none`; `smtps://` TLS from the start.
-fn smtp_transport(url: &Secret) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+/// server offers it) unless `?tls=required` or `?tls=none`; `smtps://` TLS from the start. With
+/// `ca` (a PEM file), the server's certificate may also chain to those CAs.
+fn smtp_transport(url: &Secret, ca: Option<&std::path::Path>) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
     let raw = url.expose();
     let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
     let mut pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
@@ -283,9 +284,38 @@ fn smtp_transport(url: &Secret) -> anyhow::Result<AsyncSmtpTransport<Tokio1Execu
         }
     };
     // lettre's messages quote the URL: say only what is wrong.
-    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&effective)
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&effective)
         .map_err(|e| anyhow::anyhow!("SHIPGATE_SMTP_URL does not load: {}", e.to_string().replace(raw, "[url]")))?;
+    if let Some(path) = ca {
+        use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+        let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("SHIPGATE_SMTP_CA_FILE {}: {e}", path.display()))?;
+        let cert = Certificate::from_pem(&pem)
+            .map_err(|e| anyhow::anyhow!("SHIPGATE_SMTP_CA_FILE {}: not a PEM certificate: {e}", path.display()))?;
+        let params = TlsParameters::builder(smtp_host(raw).to_string())
+            .add_root_certificate(cert)
+            .build_rustls()
+            .map_err(|e| anyhow::anyhow!("SHIPGATE_SMTP_CA_FILE: {e}"))?;
+        let mode = effective.split_once("tls=").map(|(_, m)| m.split('&').next().unwrap_or_default());
+        builder = match (raw.starts_with("smtps://"), mode) {
+            (true, _) => builder.tls(Tls::Wrapper(params)),
+            (false, Some("required")) => builder.tls(Tls::Required(params)),
+            (false, Some("opportunistic")) => builder.tls(Tls::Opportunistic(params)),
+            (false, _) => builder, // tls=none: no TLS, no CA to use
+        };
+    }
     Ok(builder.timeout(Some(Duration::from_secs(20))).build())
+}
+
+/// The host of an `smtp://[user:password@]host[:port][/…][?…]` URL (the name its certificate must
+/// carry).
+fn smtp_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]
@@ -303,9 +333,12 @@ mod tests {
     #[test]
     fn smtp_urls_default_to_starttls_when_offered() {
         for ok in ["smtp://h:25", "smtp://u:p%40ss@h:587?tls=required", "smtp://h?tls=none", "smtps://h"] {
-            assert!(smtp_transport(&Secret::new(ok)).is_ok(), "{ok}");
+            assert!(smtp_transport(&Secret::new(ok), None).is_ok(), "{ok}");
         }
-        let e = smtp_transport(&Secret::new("smtp://u:hunter2@h?tls=maybe")).err().unwrap().to_string();
+        let e = smtp_transport(&Secret::new("smtp://u:hunter2@h?tls=maybe"), None).err().unwrap().to_string();
         assert!(e.contains("tls=maybe") && !e.contains("hunter2"), "{e}");
+        assert_eq!(smtp_host("smtp://u:p@ss@mail.example.com:587/x?tls=required"), "mail.example.com");
+        assert_eq!(smtp_host("smtps://[::1]:465"), "::1");
+        assert_eq!(smtp_host("smtp://127.0.0.1"), "127.0.0.1");
     }
 }

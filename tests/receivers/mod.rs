@@ -120,6 +120,7 @@ class Capture:
             "content_type": msg.get_content_type(),
             "body": part.get_content() if part is not None else "",
             "raw": raw.decode("utf-8", "replace"),
+            "tls": session.ssl is not None,
         }
         tmp = os.path.join(self.out, ".%04d.json" % self.n)
         with open(tmp, "w") as f:
@@ -136,8 +137,82 @@ pub struct SmtpServer {
     child: tokio::process::Child,
 }
 
+/// A test CA and a certificate it signed for 127.0.0.1 (made with the `openssl` command):
+/// (CA certificate, server certificate, server key), PEM files in `dir`.
+pub fn test_certificates(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("the STARTTLS test makes its certificates with the openssl command ({e})"));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("ext file");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=shipgate test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
 impl SmtpServer {
     pub async fn start() -> SmtpServer {
+        SmtpServer::start_with(&[]).await
+    }
+
+    /// A server that offers STARTTLS with `cert` and `key`, and takes no mail before it.
+    pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> SmtpServer {
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        SmtpServer::start_with(&["--tlscert", &cert, "--tlskey", &key]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> SmtpServer {
         const PYTHON: &str = "/usr/bin/python3";
         let missing = "the end-to-end e-mail test needs a real SMTP server: Debian's python3-aiosmtpd for \
                        /usr/bin/python3 (apt-get install python3-aiosmtpd)";
@@ -148,7 +223,9 @@ impl SmtpServer {
         std::fs::write(dir.path().join("shipgate_capture.py"), HANDLER).expect("handler");
         let port = crate::common::free_port();
         let mut child = tokio::process::Command::new(PYTHON)
-            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "shipgate_capture.Capture"])
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .args(["-c", "shipgate_capture.Capture"])
             .arg(&out)
             .env("PYTHONPATH", dir.path())
             .stdout(std::process::Stdio::null())
