@@ -11,6 +11,11 @@
 //! Every notification is an outbox action of its own ([`Action::Notify`]): written in the
 //! transaction of the change it reports, sent once, retried, parked when it keeps failing, and
 //! never in the way of the App's GitHub calls (its own outbox subject).
+//!
+//! For a new kind of incident (alerts from outside GitHub, say), build a [`Notice`] whose title
+//! names it (the alertname) and whose `link` names its issue (`marker` while the App is creating
+//! it), then add `notifications(&policy, account_of(repo), NotifyEvent::IncidentOpened, &notice)`
+//! to the effects of the transaction that opens it, as `handlers::ci` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
