@@ -46,8 +46,15 @@ pub enum Command {
         command: ApiTokenCommand,
     },
     /// Check a `.github/shipgate.yml` offline: exit 0 when valid, 1 when not (errors with line
-    /// and column).
-    CheckConfig { file: std::path::PathBuf },
+    /// and column). Warnings (a notification channel the App was not given, read from
+    /// SHIPGATE_SLACK_WEBHOOKS, SHIPGATE_MAIL_DOMAINS, SHIPGATE_SMTP_URL and SHIPGATE_MAIL_FROM
+    /// for the account of `--repo`) go to stderr and leave the exit code 0.
+    CheckConfig {
+        file: std::path::PathBuf,
+        /// The repository the policy is for (`owner/name`): its account's channels are checked.
+        #[arg(long)]
+        repo: Option<String>,
+    },
     /// What the App would show for a request, offline: the sticky comment and check run from a
     /// policy, a request body and what GitHub would say (exit 0 whatever the verdict, 1 on bad input).
     Simulate {
@@ -171,8 +178,15 @@ pub enum DeliveriesCommand {
     Prune,
 }
 
-/// `shipgate check-config FILE`: the verdict the App would give, offline.
-pub fn check_config(file: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<i32> {
+/// `shipgate check-config FILE [--repo OWNER/NAME]`: the verdict the App would give, offline, on
+/// `out`; warnings (channels the App was not given, `channels`) on `err`.
+pub fn check_config(
+    file: &std::path::Path,
+    repo: Option<&str>,
+    channels: &crate::domain::notify::Directory,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -202,6 +216,25 @@ pub fn check_config(file: &std::path::Path, out: &mut dyn Write) -> anyhow::Resu
                     "  environment {name}: approvals {}",
                     if roles.is_empty() { "none".into() } else { roles.join(", ") }
                 )?;
+            }
+            for rule in &p.notify {
+                let on: Vec<&str> = rule.on.iter().map(|e| e.as_str()).collect();
+                let to: Vec<String> = rule.to.iter().map(|t| t.kind.to_string()).collect();
+                writeln!(out, "  notify {} -> {}", on.join(", "), to.join(", "))?;
+            }
+            match repo.map(crate::domain::notify::account_of) {
+                Some(account) => {
+                    for w in crate::domain::notify::warnings(&p, account, channels) {
+                        writeln!(err, "warning: {}:{}:{}: {}", file.display(), w.line, w.column, w.message)?;
+                    }
+                }
+                None if !p.notify.is_empty() => writeln!(
+                    err,
+                    "warning: {}: the notification channels were not checked against the App's settings: pass \
+                     --repo OWNER/NAME",
+                    file.display()
+                )?,
+                None => {}
             }
             Ok(0)
         }
@@ -410,6 +443,17 @@ async fn deliveries_command(db: &Db, cmd: &DeliveriesCommand, out: &mut dyn Writ
     }
 }
 
+/// An action as `actions list` shows it: a notification by its event, channel (never a URL) and
+/// subject; anything else as stored.
+fn action_summary(kind: &str, action: &str) -> String {
+    if kind == "notify"
+        && let Ok(crate::github::actions::Action::Notify { channel, event, subject, .. }) = serde_json::from_str(action)
+    {
+        return format!("{event} -> {channel}: {subject}");
+    }
+    action.to_string()
+}
+
 async fn actions_command(db: &Db, cmd: &ActionsCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
     match cmd {
         ActionsCommand::List { status, limit, json } => {
@@ -434,7 +478,7 @@ async fn actions_command(db: &Db, cmd: &ActionsCommand, out: &mut dyn Write) -> 
                     r.state,
                     r.attempts,
                     fmt_time(r.created_at),
-                    one_line(&r.action, 100)
+                    one_line(&action_summary(&r.kind, &r.action), 100)
                 )?;
                 if let Some(note) = r.last_error.as_deref().or(r.outcome.as_deref()) {
                     writeln!(out, "{:>6}  {}", "", one_line(note, 120))?;

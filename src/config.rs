@@ -128,6 +128,142 @@ pub struct Config {
     /// How the evaluations asked for by check events are coalesced (`SHIPGATE_COALESCE_QUIET_MS`,
     /// 2000; `SHIPGATE_COALESCE_VERDICT_MS`, 10000; `SHIPGATE_COALESCE_REFRESH_MS`, 60000).
     pub coalesce: crate::domain::flow::signal::Coalesce,
+    /// Where notifications go (`SHIPGATE_SLACK_WEBHOOKS`, `SHIPGATE_SMTP_URL`,
+    /// `SHIPGATE_MAIL_FROM`, `SHIPGATE_MAIL_DOMAINS`).
+    pub notify: NotifySettings,
+}
+
+/// The channels an operator gave the App (SPEC §5, §6). A repository's policy names them
+/// (`slack:oncall`), never their URLs or servers.
+#[derive(Clone, Debug, Default)]
+pub struct NotifySettings {
+    /// (account, channel), lowercase → incoming webhook URL (a secret: never logged or stored).
+    pub slack: std::collections::BTreeMap<(String, String), Secret>,
+    /// `smtp://[user:password@]host[:port][?tls=required|opportunistic|none]` or `smtps://…`
+    /// (may hold a password).
+    pub smtp_url: Option<Secret>,
+    /// `SHIPGATE_SMTP_CA_FILE`: a PEM file of CA certificates the SMTP server's certificate may
+    /// chain to besides the public roots (a relay with a private CA).
+    pub smtp_ca: Option<std::path::PathBuf>,
+    /// The `From:` address of every e-mail.
+    pub mail_from: Option<String>,
+    /// account (lowercase) → the mail domains it may write to (lowercase).
+    pub mail_domains: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl NotifySettings {
+    /// What a policy may name, as names only (for `notify::warnings` and the relay's checks).
+    pub fn directory(&self) -> crate::domain::notify::Directory {
+        crate::domain::notify::Directory {
+            slack: self.slack.keys().cloned().collect(),
+            mail_domains: self.mail_domains.clone(),
+            mail: self.smtp_url.is_some() && self.mail_from.is_some(),
+        }
+    }
+
+    /// Reads the four variables through `get`.
+    pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<NotifySettings, ConfigError> {
+        let mut n = NotifySettings::default();
+        if let Some(v) = get("SHIPGATE_SLACK_WEBHOOKS") {
+            for (i, entry) in v.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+                let bad = |why: &str| ConfigError::Invalid {
+                    var: "SHIPGATE_SLACK_WEBHOOKS",
+                    // Never the URL: it is the secret.
+                    msg: format!("entry {} {why}; write `account/name=https://hooks.slack.com/services/…`", i + 1),
+                };
+                let (name, url) = entry.split_once('=').ok_or_else(|| bad("has no `=`"))?;
+                let (account, channel) =
+                    name.trim().split_once('/').ok_or_else(|| bad("names no account (`account/name`)"))?;
+                let (account, channel) = (account.trim().to_ascii_lowercase(), channel.trim().to_ascii_lowercase());
+                let name_ok = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                };
+                if !name_ok(&account) || !name_ok(&channel) {
+                    return Err(bad("has an account or channel name that is not letters, digits, `-`, `_` or `.`"));
+                }
+                let url = url.trim();
+                if !(url.starts_with("https://") || loopback_http(url)) {
+                    return Err(bad(&format!(
+                        "({account}/{channel}) is not an https:// URL (plain http only to a loopback address)"
+                    )));
+                }
+                if n.slack.insert((account.clone(), channel.clone()), Secret::new(url)).is_some() {
+                    return Err(bad(&format!("({account}/{channel}) names a channel given before")));
+                }
+            }
+        }
+        if let Some(url) = get("SHIPGATE_SMTP_URL") {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_SMTP_URL",
+                    msg: "must start with smtp:// (STARTTLS when the server offers it; `?tls=required` to insist) or                           smtps:// (TLS from the start)"
+                        .into(),
+                });
+            }
+            n.smtp_url = Some(Secret::new(url));
+        }
+        if let Some(path) = get("SHIPGATE_SMTP_CA_FILE") {
+            if let Err(e) = std::fs::metadata(&path) {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_SMTP_CA_FILE",
+                    msg: format!("cannot read {path:?} ({e}); point it at a PEM file of CA certificates"),
+                });
+            }
+            n.smtp_ca = Some(path.into());
+        }
+        if let Some(from) = get("SHIPGATE_MAIL_FROM") {
+            if from.parse::<lettre::message::Mailbox>().is_err() {
+                return Err(ConfigError::Invalid {
+                    var: "SHIPGATE_MAIL_FROM",
+                    msg: format!(
+                        "{from:?} is not an address (`shipgate@example.com` or `shipgate <shipgate@example.com>`)"
+                    ),
+                });
+            }
+            n.mail_from = Some(from);
+        }
+        if n.smtp_url.is_some() != n.mail_from.is_some() {
+            let var = if n.smtp_url.is_some() { "SHIPGATE_MAIL_FROM" } else { "SHIPGATE_SMTP_URL" };
+            return Err(ConfigError::Invalid {
+                var,
+                msg: "not set: e-mail needs both SHIPGATE_SMTP_URL and SHIPGATE_MAIL_FROM".into(),
+            });
+        }
+        if let Some(v) = get("SHIPGATE_MAIL_DOMAINS") {
+            for entry in v.split([',', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
+                let bad = |why: String| ConfigError::Invalid {
+                    var: "SHIPGATE_MAIL_DOMAINS",
+                    msg: format!(
+                        "{entry:?} {why}; write `account=example.com` (several domains: `account=a.com|b.org`)"
+                    ),
+                };
+                let (account, domains) = entry.split_once('=').ok_or_else(|| bad("has no `=`".into()))?;
+                let account = account.trim().to_ascii_lowercase();
+                if account.is_empty() {
+                    return Err(bad("names no account".into()));
+                }
+                for d in domains.split('|').map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase()) {
+                    if crate::domain::notify::address_domain(&format!("x@{d}")).is_none() {
+                        return Err(bad(format!("has `{d}`, which is not a domain")));
+                    }
+                    let list = n.mail_domains.entry(account.clone()).or_default();
+                    if !list.contains(&d) {
+                        list.push(d);
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// `http://127.0.0.1…`, `http://localhost…`, `http://[::1]…`: plain HTTP to this machine only.
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if host.starts_with('[') { host.split(']').next().map(|h| &h[1..]) } else { host.split(':').next() };
+    host.is_some_and(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
@@ -318,8 +454,10 @@ impl Config {
             intake.unverified_bytes = n as usize;
         }
         check_budget(intake.unverified_bytes, MAX_BODY_BYTES)?;
+        let notify = NotifySettings::from_lookup(&get)?;
 
         Ok(Config {
+            notify,
             audit_keys,
             audit_verify_every,
             signing_key,
@@ -344,6 +482,17 @@ impl Config {
             admin_token,
             metrics_token,
         })
+    }
+
+    /// Where people see GitHub (links in notifications): `https://github.com` for the public
+    /// API, `https://HOST` for GitHub Enterprise Server's `https://HOST/api/v3`, else the API's
+    /// own address (the tests' fake GitHub).
+    pub fn github_web_url(&self) -> String {
+        let api = self.github_api_url.trim_end_matches('/');
+        if api == "https://api.github.com" {
+            return "https://github.com".into();
+        }
+        api.strip_suffix("/api/v3").unwrap_or(api).to_string()
     }
 
     /// Dry-run: no GitHub credentials, so actions are recorded instead of sent.
@@ -392,6 +541,7 @@ impl Config {
                 verdict_within: Duration::from_millis(200),
                 refresh_within: Duration::from_millis(500),
             },
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -619,6 +769,47 @@ mod tests {
         let e = cfg(&[("SHIPGATE_ADMIN_TOKEN", "short")]).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_ADMIN_TOKEN") && !e.to_string().contains("short\""), "{e}");
         assert_eq!(cfg(&[]).expect("defaults").admin_token, None);
+    }
+
+    #[test]
+    fn notification_settings_are_read_and_webhook_urls_never_print() {
+        let url = "https://hooks.slack.com/services/T000/B000/SECRETSECRET";
+        let c = cfg(&[
+            ("SHIPGATE_SLACK_WEBHOOKS", &format!("Acme/OnCall={url},\nacme/deploys=http://127.0.0.1:9/x")),
+            ("SHIPGATE_SMTP_URL", "smtp://user:hunter2@mail.example.com:587"),
+            ("SHIPGATE_MAIL_FROM", "shipgate <shipgate@example.com>"),
+            ("SHIPGATE_MAIL_DOMAINS", "acme=example.com|Example.org, globex=globex.io, acme=@acme.dev"),
+        ])
+        .expect("valid");
+        assert_eq!(c.notify.slack[&("acme".into(), "oncall".into())].expose(), url);
+        assert_eq!(c.notify.mail_domains["acme"], ["example.com", "example.org", "acme.dev"]);
+        let dir = c.notify.directory();
+        assert!(dir.mail && dir.has_slack("ACME", "deploys") && !dir.has_slack("globex", "oncall"));
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("SECRETSECRET") && !dbg.contains("hunter2"), "{dbg}");
+        for (var, value, says) in [
+            ("SHIPGATE_SLACK_WEBHOOKS", format!("oncall={url}"), "names no account"),
+            ("SHIPGATE_SLACK_WEBHOOKS", "acme/oncall=http://hooks.example.com/SECRETSECRET".into(), "not an https://"),
+            ("SHIPGATE_SLACK_WEBHOOKS", format!("acme/x={url},acme/X={url}"), "given before"),
+            ("SHIPGATE_MAIL_DOMAINS", "acme".into(), "has no `=`"),
+            ("SHIPGATE_MAIL_DOMAINS", "acme=localhost".into(), "not a domain"),
+            ("SHIPGATE_SMTP_URL", "mail.example.com:25".into(), "must start with smtp://"),
+        ] {
+            let mut vars = vec![(var, value.as_str())];
+            if var == "SHIPGATE_SMTP_URL" {
+                vars.push(("SHIPGATE_MAIL_FROM", "a@example.com"));
+            }
+            let e = cfg(&vars).unwrap_err().to_string();
+            assert!(e.starts_with(var) && e.contains(says), "{e}");
+            assert!(!e.contains("SECRETSECRET") && !e.contains("hooks.slack.com/services/T000"), "{e}");
+        }
+        let e = cfg(&[("SHIPGATE_SMTP_URL", "smtp://h:25")]).unwrap_err().to_string();
+        assert!(e.starts_with("SHIPGATE_MAIL_FROM: not set"), "{e}");
+        assert!(
+            loopback_http("http://localhost:8080/x")
+                && loopback_http("http://[::1]:1/")
+                && !loopback_http("http://10.0.0.1/")
+        );
     }
 
     #[test]

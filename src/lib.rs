@@ -9,6 +9,7 @@ pub mod github;
 pub mod handlers;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod queue;
 pub mod server;
 pub mod simulate;

@@ -6,9 +6,18 @@ use shipgate::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::CheckConfig { file } = &cli.command {
-        // Offline: no configuration, no database.
-        return match shipgate::cli::check_config(file, &mut std::io::stdout()) {
+    if let Command::CheckConfig { file, repo } = &cli.command {
+        // Offline: no database, no GitHub; of the configuration only the notification channels.
+        let get = |k: &str| std::env::var(k).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let channels = match shipgate::config::NotifySettings::from_lookup(&get) {
+            Ok(n) => n.directory(),
+            Err(e) => {
+                eprintln!("configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        return match shipgate::cli::check_config(file, repo.as_deref(), &channels, &mut out, &mut err) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {
                 eprintln!("error: {e:#}");

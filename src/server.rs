@@ -95,6 +95,7 @@ impl Server {
         let mut tasks = Vec::new();
         let mut worker_id = None;
         let github = Arc::new(github_client(cfg, opts.github, opts.clock.clone())?);
+        let notifier = Arc::new(crate::notify::Notifier::new(cfg.notify.clone(), &cfg.github_web_url())?);
         if opts.run_worker {
             // SQLite: one writer, so the worker's claims and completions share the intake's commits.
             let (completer, shared_claims) = if ingest.carries_worker() {
@@ -111,6 +112,7 @@ impl Server {
                 coalesce: cfg.coalesce,
                 completer,
                 shared_claims,
+                channels: Arc::new(notifier.directory().clone()),
             };
             tasks.push(tokio::spawn(crate::queue::coalescer::run(
                 db.clone(),
@@ -128,6 +130,7 @@ impl Server {
                 clock: opts.clock.clone(),
                 audit_keys: cfg.audit_keys.clone(),
                 signing: cfg.signing_key.clone(),
+                notifier: notifier.clone(),
             };
             let relay = Relay::new(db.clone(), actions, cfg.worker.clone(), opts.clock.clone(), relay_wake);
             tasks.push(relay.spawn(rx.clone()));

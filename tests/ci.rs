@@ -4,6 +4,7 @@
 
 mod common;
 mod fake_github;
+mod receivers;
 mod world;
 
 use std::time::Duration;
@@ -94,11 +95,17 @@ struct World {
 
 impl World {
     async fn new(db: &TestDb) -> World {
+        World::with(db, POLICY, |_| {}).await
+    }
+
+    /// A world whose policy is `policy`, with the App's settings changed by `tweak`.
+    async fn with(db: &TestDb, policy: &str, tweak: impl FnOnce(&mut shipgate::config::Config)) -> World {
         let gh = FakeGitHub::start().await;
         gh.install(INST, &[REPO]);
         gh.team("acme", "sre", &[(900, "sam")]);
-        gh.file(REPO, ".github/shipgate.yml", POLICY);
-        let cfg = world::app_config(db, &gh);
+        gh.file(REPO, ".github/shipgate.yml", policy);
+        let mut cfg = world::app_config(db, &gh);
+        tweak(&mut cfg);
         let t0 = Clock::system().now_ms() / 1000 * 1000; // payload times have whole seconds
         let clock = Clock::manual(t0);
         let url = gh.url.clone();
@@ -791,3 +798,59 @@ async fn red_main_after_merge_closes_the_open_gate(db: &TestDb) {
     w.done().await;
 }
 both_backends!(red_main_after_merge_closes_the_open_gate);
+
+/// SPEC §5: an incident's notifications (opened, escalated, recovered) reach the policy's channel
+/// and link back to the incident issue, whose number the App learns only once it has created it.
+async fn incident_notifications_link_back_to_the_issue(db: &TestDb) {
+    let slack = receivers::SlackReceiver::start().await;
+    let policy =
+        format!("{POLICY}notify:\n  - {{ on: [incident_opened, escalated, recovered], to: [slack:oncall] }}\n");
+    let hook = slack.hook_url("oncall");
+    let w = World::with(db, &policy, |cfg| {
+        cfg.notify.slack.insert(("acme".into(), "oncall".into()), shipgate::config::Secret::new(hook));
+    })
+    .await;
+    w.gh.run_jobs(REPO, 700, 1, &unit_fails());
+    w.run(&push(700, 1, "failure", SHA1, 0)).await;
+    // The notice waits (a second of the App's clock at a time) while its issue is being created.
+    w.gh.wait_for("the incident issue", Duration::from_secs(20), |m| {
+        m.issues.values().any(|i| i.labels.iter().any(|l| l == "ci-failure"))
+    })
+    .await;
+    w.clock.advance_ms(1000);
+    w.settle().await;
+    let issue = w.incident_issues()[0].number;
+    let url = format!("{}/{REPO}/issues/{issue}", w.url);
+    let m = slack.wait_for("oncall", 1, Duration::from_secs(10)).await;
+    let text = |m: &Value| m["text"].as_str().unwrap_or_default().to_string();
+    assert_eq!(m[0]["blocks"][0]["text"]["text"], "🔴 CI failing: test on main");
+    assert_eq!(text(&m[0]), format!("🔴 CI failing: test on main: <{url}|the incident issue>"));
+    let fields = m[0]["blocks"][2].to_string();
+    assert!(fields.contains("*Failed jobs*\\nunit") && fields.contains("actions/runs/700"), "{fields}");
+    // Escalated at the deadline.
+    w.clock.advance_ms(MIN);
+    wait_escalated(&w, issue).await;
+    let m = slack.wait_for("oncall", 2, Duration::from_secs(10)).await;
+    assert_eq!(m[1]["blocks"][0]["text"]["text"], "Escalated: 🔴 CI failing: test on main");
+    assert!(text(&m[1]).contains(&format!("<{url}|")), "{:#}", m[1]);
+    assert!(
+        m[1]["blocks"][1]["text"]["text"].as_str().unwrap().contains("escalated to @olivia @acme/sre"),
+        "{:#}",
+        m[1]
+    );
+    // Recovered by a passing run.
+    w.run(&push(701, 2, "success", SHA2, 10 * MIN)).await;
+    w.settle().await;
+    let m = slack.wait_for("oncall", 3, Duration::from_secs(10)).await;
+    assert_eq!(m.len(), 3, "{m:#?}");
+    assert_eq!(m[2]["blocks"][0]["text"]["text"], "Recovered: 🔴 CI failing: test on main");
+    assert!(
+        m[2]["blocks"][1]["text"]["text"].as_str().unwrap().contains("Recovered (a passing run) after 10m 0s"),
+        "{:#}",
+        m[2]
+    );
+    assert!(text(&m[2]).contains(&format!("<{url}|")), "{:#}", m[2]);
+    escalations(&w, issue);
+    w.done().await;
+}
+both_backends!(incident_notifications_link_back_to_the_issue);

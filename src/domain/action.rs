@@ -98,4 +98,24 @@ pub enum Action {
         /// The rollback it is (request and comment): said in the log, and the subject's key.
         key: String,
     },
+    /// A notification (SPEC §5) to a Slack channel or by e-mail, for `event`: the channel is
+    /// named, never its URL (the relay looks the URL up when it sends). The texts link back to the
+    /// issue through `notify::LINK`, written when sent.
+    Notify {
+        repo: Repo,
+        channel: super::notify::Channel,
+        event: String,
+        /// What caused it (its own outbox subject with the channel and event).
+        key: String,
+        /// The e-mail's subject.
+        subject: String,
+        /// The plain text (the e-mail's body).
+        text: String,
+        /// The Slack message (`text` fallback and Block Kit `blocks`); null for e-mail.
+        slack: Value,
+        link: super::notify::NoticeLink,
+        /// A `deployed` notice's request: its checklist ticks "Notify team" once really sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<super::notify::RequestRef>,
+    },
 }

@@ -21,7 +21,8 @@ pub const PERSON_ITEMS: &[&str] = &[
     "Document any issues",
     "Verify all services healthy (Prometheus)",
     "Check key metrics (response time, error rate)",
-    // Until the App sends notifications, telling the team is a person's job.
+    // A person's, unless the App really sent the request's `deployed` notification (then it is
+    // ticked by the App, naming where it went).
     "Notify team",
     "Plan post-mortem if any issues",
 ];
@@ -76,6 +77,8 @@ pub struct RequestView<'a> {
     /// What else people should know (a login that now belongs to another account, a PR with
     /// more files than GitHub lists).
     pub notes: &'a [String],
+    /// The channels the request's `deployed` notification really reached.
+    pub notified: &'a [String],
 }
 
 /// A request's deployment, for the sticky comment and the summaries.
@@ -398,6 +401,10 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
         ("Close deployment ticket (record end time) (shipgate)", ended),
         ("Plan post-mortem if any issues", false),
     ] {
+        if item == "Notify team" && !v.notified.is_empty() {
+            let _ = writeln!(s, "- [x] Notify team (shipgate: sent to {})", v.notified.join(", "));
+            continue;
+        }
         let done = if PERSON_ITEMS.contains(&item) { mine(item) } else { tick(done) };
         let _ = writeln!(s, "- [{done}] {item}");
     }
@@ -704,6 +711,7 @@ mod tests {
             eval: &e,
             stale: &stale,
             notes: &[],
+            notified: &[],
             config_errors: &[],
             problems: &[],
             review_approved: false,
@@ -724,6 +732,7 @@ mod tests {
             eval: &e,
             stale: &[],
             notes: &[],
+            notified: &[],
             config_errors: &[],
             problems: &[],
             review_approved: true,
@@ -761,6 +770,7 @@ mod tests {
             eval: &e,
             stale: &[],
             notes: &[],
+            notified: &[],
             config_errors: &errors,
             problems: &problems,
             review_approved: false,

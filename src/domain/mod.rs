@@ -11,6 +11,7 @@ pub mod flow;
 pub mod gate;
 pub mod ids;
 pub mod messages;
+pub mod notify;
 pub mod policy;
 pub mod request;
 pub mod state;

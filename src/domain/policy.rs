@@ -85,6 +85,8 @@ pub struct Policy {
     pub ci: CiPolicy,
     pub report: ReportPolicy,
     pub alerts: AlertsPolicy,
+    /// `notify:` rules (SPEC §5): which events go to which channels.
+    pub notify: Vec<super::notify::NotifyRule>,
 }
 
 impl Default for Policy {
@@ -96,6 +98,7 @@ impl Default for Policy {
             ci: CiPolicy::default(),
             report: ReportPolicy::default(),
             alerts: AlertsPolicy::default(),
+            notify: Vec::new(),
         }
     }
 }
@@ -537,6 +540,7 @@ pub fn default_policy() -> Policy {
         },
         report: ReportPolicy { weekly: None, targets: Targets::default() },
         alerts: AlertsPolicy::default(),
+        notify: Vec::new(),
     }
 }
 
@@ -836,7 +840,7 @@ fn to_usize(n: u64) -> usize {
 // Validation
 // ---------------------------------------------------------------------------------------------
 
-const TOP_KEYS: &[&str] = &["label", "roles", "environments", "ci", "report", "alerts"];
+const TOP_KEYS: &[&str] = &["label", "roles", "environments", "ci", "report", "alerts", "notify"];
 const ROLE_KEYS: &[&str] = &["users", "teams", "permission"];
 const ENV_KEYS: &[&str] = &[
     "approvals",
@@ -862,6 +866,7 @@ const REPORT_KEYS: &[&str] = &["weekly", "targets"];
 const ALERT_KEYS: &[&str] = &["escalate", "cost_increase_percent", "respond_within"];
 const WEEKLY_KEYS: &[&str] = &["day", "time", "timezone"];
 const TARGET_KEYS: &[&str] = &["uptime", "deploy_success", "ci_green", "mttd_minutes", "mttr_minutes"];
+const NOTIFY_KEYS: &[&str] = &["on", "to"];
 
 /// Where each key belongs, to point a misplaced key to its section.
 const SECTIONS: &[(&[&str], &str)] = &[
@@ -874,6 +879,7 @@ const SECTIONS: &[(&[&str], &str)] = &[
     (WEEKLY_KEYS, "in `report.weekly`"),
     (TARGET_KEYS, "in `report.targets`"),
     (ALERT_KEYS, "in `alerts`"),
+    (NOTIFY_KEYS, "in a `notify` rule (`- { on: […], to: […] }`)"),
 ];
 
 const CONCLUSIONS: &[&str] = &[
@@ -1088,7 +1094,7 @@ impl<'s> Checker<'s> {
         let top = self.fields(
             root,
             "the policy",
-            " with the keys label, roles, environments, ci, report and alerts",
+            " with the keys label, roles, environments, ci, report, alerts and notify",
             TOP_KEYS,
         );
         let (roles, role_names) = match top.get("roles") {
@@ -1116,6 +1122,9 @@ impl<'s> Checker<'s> {
         }
         if let Some(node) = top.get("alerts") {
             policy.alerts = self.alerts(node, &role_names);
+        }
+        if let Some(node) = top.get("notify") {
+            policy.notify = self.notify(node, &role_names);
         }
         policy
     }
@@ -1171,6 +1180,68 @@ impl<'s> Checker<'s> {
             }
         }
         alerts
+    }
+
+    /// `notify:`, a list of `{ on: [events], to: [targets] }`: an unknown event, target or role is
+    /// an error; whether the App has the channel is a warning said elsewhere (`notify::warnings`).
+    fn notify(&mut self, node: &N, roles: &RoleNames) -> Vec<super::notify::NotifyRule> {
+        use super::notify::{NotifyEvent, NotifyRule, NotifyTarget, TargetKind, parse_target};
+        let shape = " of rules like `- { on: [deployed], to: [slack:deploys] }`";
+        let Some(items) = self.list(node, "notify", shape) else { return Vec::new() };
+        let mut rules = Vec::new();
+        for item in items {
+            if !matches!(item.value, Node::Map(_)) {
+                let found = self.describe(item);
+                self.error(item, format!("each `notify` rule must be a mapping with `on` and `to`, found {found}"));
+                continue;
+            }
+            let fields = self.fields(item, "a `notify` rule", " with `on` and `to`", NOTIFY_KEYS);
+            let mut rule = NotifyRule::default();
+            match fields.get("on") {
+                Some(on) => {
+                    if matches!(&on.value, Node::Seq(items) if items.is_empty()) {
+                        self.error(on, "`on` is empty: name at least one event, like `[deployed]`");
+                    }
+                    for (name, entry) in self.string_list(on, "on", " of events, like `[deployed, deploy_failed]`") {
+                        match NotifyEvent::parse(name.trim()) {
+                            Some(e) if !rule.on.contains(&e) => rule.on.push(e),
+                            Some(_) => {}
+                            None => {
+                                let mut message = format!("unknown event `{}`", show(&name));
+                                if let Some(close) = suggest(name.trim(), NotifyEvent::names()) {
+                                    message.push_str(&format!("; did you mean `{close}`?"));
+                                }
+                                message.push_str(&format!(" (allowed: {})", NotifyEvent::names().join(", ")));
+                                self.error(entry, message);
+                            }
+                        }
+                    }
+                }
+                None => self.error(item, "this `notify` rule has no `on` (write `on: [deployed]`)"),
+            }
+            match fields.get("to") {
+                Some(to) => {
+                    if matches!(&to.value, Node::Seq(items) if items.is_empty()) {
+                        self.error(to, "`to` is empty: name at least one target, like `[slack:deploys]`");
+                    }
+                    let example = " of targets, like `[slack:deploys, email:oncall@example.com, role:pm]`";
+                    for (text, entry) in self.string_list(to, "to", example) {
+                        match parse_target(&text) {
+                            Ok(TargetKind::Role(role))
+                                if !self.role_reference(entry, &role, roles, "nobody would be notified") => {}
+                            Ok(kind) => {
+                                let (line, column) = position(entry);
+                                rule.to.push(NotifyTarget { kind, line, column });
+                            }
+                            Err(message) => self.error(entry, message),
+                        }
+                    }
+                }
+                None => self.error(item, "this `notify` rule has no `to` (write `to: [slack:deploys]`)"),
+            }
+            rules.push(rule);
+        }
+        rules
     }
 
     fn roles(&mut self, node: &N) -> (BTreeMap<String, Role>, RoleNames) {
@@ -2107,7 +2178,13 @@ mod tests {
     fn unknown_keys_name_the_allowed_ones_and_the_closest() {
         assert_eq!(
             one_error("lable: X\n"),
-            (1, 1, "unknown key `lable` in the policy; did you mean `label`? (allowed: label, roles, environments, ci, report, alerts)".into())
+            (
+                1,
+                1,
+                "unknown key `lable` in the policy; did you mean `label`? (allowed: label, roles, environments, ci, report, \
+                 alerts, notify)"
+                    .into()
+            )
         );
         assert_eq!(
             one_error("environments:\n  production:\n    aprovals: []\n"),
@@ -2220,7 +2297,8 @@ mod tests {
             (
                 1,
                 1,
-                "the policy must be a mapping with the keys label, roles, environments, ci, report and alerts, found a list"
+                "the policy must be a mapping with the keys label, roles, environments, ci, report, alerts and notify, \
+                 found a list"
                     .into()
             )
         );

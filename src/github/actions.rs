@@ -23,6 +23,9 @@ pub enum ActionError {
     /// Come back once the rate limit resets; not a failed attempt.
     #[error("rate limited until {0}")]
     RateLimited(i64),
+    /// Not ready to be sent yet (what it links to is still being made); not a failed attempt.
+    #[error("waiting until {until}: {why}")]
+    Wait { until: i64, why: String },
 }
 
 impl From<GhError> for ActionError {
@@ -61,6 +64,7 @@ impl Action {
             Action::CreateDeploymentStatus { .. } => "create_deployment_status",
             Action::ReviewProtectionRule { .. } => "review_protection_rule",
             Action::RerunWorkflow { .. } => "rerun_workflow",
+            Action::Notify { .. } => "notify",
         }
     }
 
@@ -76,7 +80,8 @@ impl Action {
             | Action::CreateDeployment { repo, .. }
             | Action::CreateDeploymentStatus { repo, .. }
             | Action::ReviewProtectionRule { repo, .. }
-            | Action::RerunWorkflow { repo, .. } => repo,
+            | Action::RerunWorkflow { repo, .. }
+            | Action::Notify { repo, .. } => repo,
         }
     }
 
@@ -93,6 +98,9 @@ impl Action {
             Action::CreateDeployment { repo, key, .. } => format!("{repo}:deployment:{key}"),
             Action::CreateDeploymentStatus { repo, deployment_id, .. } => format!("{repo}:deployment:{deployment_id}"),
             Action::RerunWorkflow { repo, key, .. } => format!("{repo}:rerun:{key}"),
+            // Each notification waits for nothing and holds nothing up: a dead Slack channel never
+            // delays a comment, nor another channel's notice.
+            Action::Notify { repo, channel, event, key, .. } => format!("{repo}:notify:{channel}:{event}:{key}"),
             // The gate's own calls wait for nothing else of the repository (a reaction, say):
             // each check run and each rule's answer is in order only with itself, and the
             // client's mutation slot sends them ahead of comments and labels.
@@ -414,6 +422,8 @@ impl Action {
                 objects::put(db, installation, "rerun", &object, *run_id, now).await?;
                 Ok(format!("run {run_id} re-run ({key})"))
             }
+            // Not GitHub's: the relay sends it (`crate::notify`).
+            Action::Notify { .. } => Err(ActionError::Permanent("a notification is not sent to GitHub".into())),
         }
     }
 }

@@ -195,6 +195,27 @@ pub async fn user_id(gh: &GitHub, installation: i64, login: &str) -> Result<Opti
     Ok(v["id"].as_i64())
 }
 
+/// The logins of a team's members (a team GitHub does not show us: nobody).
+pub async fn team_member_logins(gh: &GitHub, installation: i64, org: &str, slug: &str) -> Result<Vec<String>, GhError> {
+    let path = format!("/orgs/{}/teams/{}/members", encode(org), encode(slug));
+    match gh.get_all(Auth::Installation(installation), &path, None).await {
+        Ok(list) => Ok(list.iter().filter_map(|m| m["login"].as_str().map(str::to_string)).collect()),
+        Err(e) if e.status() == Some(404) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The public e-mail a user shows on their profile (None: none shown, or no such user).
+pub async fn public_email(gh: &GitHub, installation: i64, login: &str) -> Result<Option<String>, GhError> {
+    let r =
+        gh.request(Auth::Installation(installation), Method::GET, &format!("/users/{}", encode(login)), None).await?;
+    if r.status == 404 {
+        return Ok(None);
+    }
+    let v: Value = r.ok(&Method::GET)?.json()?;
+    Ok(v["email"].as_str().map(str::trim).filter(|e| !e.is_empty()).map(str::to_string))
+}
+
 /// Was this deployment (an API or webhook `deployment` object) made by GitHub Actions?
 pub fn made_by_actions(d: &Value) -> bool {
     d["performed_via_github_app"]["slug"].as_str() == Some("github-actions")

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::repo::{gh_err, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::ci::{self, Alert, Incident, RunInfo, RunKind};
+use crate::domain::notify::{self, IncidentNotice, NotifyEvent};
 use crate::domain::policy::Policy;
 use crate::github::actions::Action;
 use crate::github::client::{GhError, parse_rfc3339_ms};
@@ -23,6 +24,11 @@ use crate::store::{Db, objects, outbox, scheduler};
 
 fn ci_effect(c: Change) -> Effect {
     Effect::Ci(Box::new(c))
+}
+
+/// The notifications `policy` asks for about an incident, as effects.
+fn notices(policy: &Policy, repo: &str, event: NotifyEvent, n: &notify::Notice) -> Vec<Effect> {
+    notify::notifications(policy, notify::account_of(repo), event, n).into_iter().map(Effect::Act).collect()
 }
 
 /// A payload time: RFC 3339 text or Unix seconds.
@@ -284,6 +290,10 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 body: ci::incident_body(&doc),
                 labels: vec![ci::CI_LABEL.into()],
             }));
+            let n = IncidentNotice { repo, title: &title, issue: None, marker: &marker, url: None };
+            let jobs: Vec<String> = run.jobs.iter().map(|j| j.name.clone()).collect();
+            let notice = n.opened(&workflow, &branch, &run.url, &jobs, &ci::format_time(doc.deadline));
+            effects.extend(notices(&policy, repo, NotifyEvent::IncidentOpened, &notice));
             effects.push(ci_effect(Change::Incident(IncidentRow {
                 id: IncidentRow::id_for(repo_id, &marker),
                 installation_id: installation,
@@ -352,6 +362,8 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 state_reason: Some("completed".into()),
             }));
             effects.extend(escalation_resolved(ctx, &row, run.completed_at).await?);
+            let n = IncidentNotice { repo, title: &row.title, issue: None, marker: &row.marker, url: None };
+            effects.extend(notices(&policy, repo, NotifyEvent::Recovered, &n.recovered("a passing run", ttr)));
             effects.push(ci_effect(Change::Incident(row)));
             true
         }
@@ -534,6 +546,18 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     "security alert on a public repository: kept, not disclosed in an issue"
                 );
             }
+            // To the policy's (private) channels either way: linked to the issue, or, in a
+            // public repository, to the alert's own page (shown only to those who may see it).
+            let n = IncidentNotice {
+                repo,
+                title: &title,
+                issue: None,
+                marker: &marker,
+                url: (!private).then_some(alert.url.as_str()).filter(|u| !u.is_empty()),
+            };
+            let notice =
+                n.security_alert(alert.source(), &alert.severity, &alert.summary, policy.ci.escalate_to.as_deref());
+            effects.extend(notices(&policy, repo, NotifyEvent::SecurityAlert, &notice));
             effects.push(ci_effect(Change::Incident(IncidentRow {
                 id: IncidentRow::id_for(repo_id, &marker),
                 installation_id: installation,
@@ -602,6 +626,16 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                 }));
                 effects.extend(escalation_resolved(&ctx, &row, closed).await?);
             }
+            let policy = load_policy(&ctx, installation, repo_id, repo, &mut effects).await?;
+            let n = IncidentNotice {
+                repo,
+                title: &row.title,
+                issue: None,
+                marker: &row.marker,
+                url: (!private).then_some(doc.url.as_str()).filter(|u| !u.is_empty()),
+            };
+            let notice = n.recovered(&format!("the alert was {how}"), ttr);
+            effects.extend(notices(&policy, repo, NotifyEvent::Recovered, &notice));
             effects.push(ci_effect(Change::Incident(row)));
         }
         _ => return Ok(Handled::ignored()),
@@ -623,6 +657,15 @@ async fn escalation_resolved(ctx: &Ctx, row: &IncidentRow, closed_at: i64) -> Re
         marker: ci::ESCALATION_MARKER.into(),
         body: ci::escalation_resolved(&row.title, escalated_at, closed_at),
     })])
+}
+
+/// The repository's policy as last read (cached by the requests' loader): the escalation loop
+/// reads no GitHub. No file, or a broken one, has no `notify:` rules.
+async fn cached_policy(db: &Db, installation: i64, repository_id: i64) -> crate::store::Result<Policy> {
+    Ok(match crate::store::requests::policy(db, installation, repository_id).await? {
+        Some((_, Some(yaml))) => crate::domain::policy::parse(&yaml).unwrap_or_default(),
+        _ => Policy::default(),
+    })
 }
 
 /// A claim older than this, never finished, was left by a replica that stopped: taken over.
@@ -647,6 +690,7 @@ pub async fn escalate_due(db: &Db, now: i64, worker: &str) -> crate::store::Resu
                 _ => continue,
             }
         }
+        let policy = cached_policy(db, i.installation_id, i.repository_id).await?;
         let mut tx = db.begin_write().await?;
         let escalated = store::mark_escalated(&mut tx, &i.id, now).await?;
         if escalated {
@@ -662,6 +706,18 @@ pub async fn escalate_due(db: &Db, now: i64, worker: &str) -> crate::store::Resu
                 },
             };
             outbox::enqueue(&mut tx, i.installation_id, &job, &action, None, now).await?;
+            let n = IncidentNotice {
+                repo: &i.repository,
+                title: &i.title,
+                issue: Some(issue),
+                marker: &i.marker,
+                url: None,
+            };
+            let notice = n.escalated(&ci::format_time(i.deadline), &i.mentions);
+            let account = notify::account_of(&i.repository);
+            for (k, a) in notify::notifications(&policy, account, NotifyEvent::Escalated, &notice).iter().enumerate() {
+                outbox::enqueue(&mut tx, i.installation_id, &format!("{job}:notify:{k}"), a, None, now).await?;
+            }
         }
         tx.commit().await?;
         scheduler::finished(db, &job, i.deadline, if escalated { "escalated" } else { "closed meanwhile" }, now)

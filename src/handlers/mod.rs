@@ -44,6 +44,8 @@ pub struct Ctx {
     pub teams: Arc<TeamCache>,
     /// How check events' evaluations are coalesced.
     pub coalesce: crate::domain::flow::signal::Coalesce,
+    /// The notification channels the App was given (names only: never a URL).
+    pub channels: Arc<crate::domain::notify::Directory>,
 }
 
 impl Ctx {
@@ -537,6 +539,7 @@ impl Registry {
         r.on(requests::GATE_WAIT_EVENT, None, requests::on_gate_wait);
         r.on("deployment_status", None, requests::on_deployment_status);
         r.on(requests::DEPLOYMENT_EVENT, None, requests::on_internal);
+        r.on(requests::NOTIFIED_EVENT, None, requests::on_internal);
         for event in [
             "pull_request",
             "pull_request_review",

@@ -729,6 +729,9 @@ pub enum Internal {
     },
     /// A status of deployment `deployment_id` (recorded in the deployments table).
     Deployment { deployment_id: i64, cause: String },
+    /// A notification of `event` about the request was really sent to `channel` (the relay asks,
+    /// in the transaction that records the send).
+    Notified { event: String, channel: String },
 }
 
 impl Internal {
@@ -738,6 +741,7 @@ impl Internal {
             Internal::Recheck { .. } => RECHECK_EVENT,
             Internal::PrComment { .. } => FORWARDED_COMMENT_EVENT,
             Internal::Deployment { .. } => DEPLOYMENT_EVENT,
+            Internal::Notified { .. } => NOTIFIED_EVENT,
         }
     }
 
@@ -759,9 +763,13 @@ impl Internal {
                 )
             }
             Internal::Deployment { deployment_id, .. } => Some(Trigger::Deployment { id: deployment_id }),
+            Internal::Notified { event, channel } => Some(Trigger::Notified { event, channel }),
         }
     }
 }
+
+/// The internal event saying a notification about a request was sent.
+pub const NOTIFIED_EVENT: &str = "shipgate_notified";
 
 /// The body of an internal delivery for request `issue`.
 pub fn internal_body(
@@ -917,15 +925,25 @@ pub async fn on_push(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     });
     let (conclusion, title, summary) = match yaml.as_deref().map(policy::parse) {
         None => ("success", "No .github/shipgate.yml: the built-in policy applies".to_string(), String::new()),
-        Some(Ok(p)) => (
-            "success",
-            format!("{POLICY_PATH} is valid"),
-            format!(
+        Some(Ok(p)) => {
+            // Channels the App was not given: said, never a reason to fail the policy.
+            let warnings = crate::domain::notify::warnings(&p, crate::domain::notify::account_of(repo), &ctx.channels);
+            let mut summary = format!(
                 "Environments: {}. Roles: {}.",
                 p.environments.keys().cloned().collect::<Vec<_>>().join(", "),
                 p.roles.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ),
+            );
+            if !warnings.is_empty() {
+                summary.push_str("\n\n**Warnings** (the policy is valid; these notifications are not sent):\n");
+                summary.push_str(&warnings.iter().map(|w| format!("- ⚠️ {w}")).collect::<Vec<_>>().join("\n"));
+            }
+            let title = match warnings.len() {
+                0 => format!("{POLICY_PATH} is valid"),
+                1 => format!("{POLICY_PATH} is valid, with 1 warning"),
+                n => format!("{POLICY_PATH} is valid, with {n} warnings"),
+            };
+            ("success", title, summary)
+        }
         Some(Err(errors)) => (
             "failure",
             format!("{POLICY_PATH} is invalid: deploy gates stay closed"),

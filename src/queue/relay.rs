@@ -10,8 +10,11 @@ use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
 use crate::github::actions::{Action, ActionError};
 use crate::github::client::GitHub;
+use crate::handlers::requests;
+use crate::notify::Notifier;
 use crate::store::anchor::{self, SigningKey};
 use crate::store::audit::AuditKeys;
+use crate::store::deliveries::NewDelivery;
 use crate::store::outbox::{self, Claimed};
 use crate::store::queue::Queue;
 use crate::store::{Db, tenancy};
@@ -26,6 +29,21 @@ pub struct Actions {
     pub audit_keys: AuditKeys,
     /// Signs the anchors (`SHIPGATE_SIGNING_KEY`); without it they go unsigned.
     pub signing: Option<SigningKey>,
+    /// Sends notifications (Slack, e-mail).
+    pub notifier: Arc<Notifier>,
+}
+
+/// How an action ended: its final state, what it did, and a delivery to queue with it.
+struct Finished {
+    state: &'static str,
+    outcome: String,
+    then: Option<NewDelivery>,
+}
+
+impl Finished {
+    fn new(state: &'static str, outcome: impl Into<String>) -> Finished {
+        Finished { state, outcome: outcome.into(), then: None }
+    }
 }
 
 impl Job for Actions {
@@ -62,17 +80,22 @@ impl Actions {
         let now = self.clock.now_ms();
         let result = self.decide(&c, now).await;
         let (label, recorded) = match result {
-            Ok((state, outcome)) => {
+            Ok(Finished { state, outcome, then }) => {
                 if state == "dry_run" {
                     tracing::info!(action = %c.action, "dry-run: would send to GitHub");
                 } else {
                     tracing::info!(state, outcome = %outcome, "action finished");
                 }
-                (state, outbox::finish(&self.db, &c, worker, state, &outcome, self.clock.now_ms()).await)
+                let now = self.clock.now_ms();
+                (state, outbox::finish_with(&self.db, &c, worker, state, &outcome, now, then.as_ref()).await)
             }
             Err(ActionError::RateLimited(until)) => {
                 tracing::warn!(until, "rate limited; action deferred");
                 ("deferred", outbox::QUEUE.defer(&self.db, c.lease(worker), until, "rate limited").await)
+            }
+            Err(ActionError::Wait { until, why }) => {
+                tracing::debug!(until, why = %why, "action not ready; deferred");
+                ("deferred", outbox::QUEUE.defer(&self.db, c.lease(worker), until, &why).await)
             }
             Err(e) => {
                 let park = matches!(e, ActionError::Permanent(_)) || c.attempts >= runner.cfg.max_attempts;
@@ -96,18 +119,21 @@ impl Actions {
     }
 
     /// The final state and outcome of an action, or why it must be tried again.
-    async fn decide(&self, c: &Claimed, now: i64) -> Result<(&'static str, String), ActionError> {
+    async fn decide(&self, c: &Claimed, now: i64) -> Result<Finished, ActionError> {
         if tenancy::blocked(&self.db, c.installation_id).await? {
-            return Ok(("cancelled", "the installation is deleted or suspended".into()));
+            return Ok(Finished::new("cancelled", "the installation is deleted or suspended"));
         }
         if outbox::superseded(&self.db, c).await? {
-            return Ok(("superseded", "a newer action on the same target is queued".into()));
+            return Ok(Finished::new("superseded", "a newer action on the same target is queued"));
         }
         if self.github.dry_run() {
-            return Ok(("dry_run", "recorded, not sent (dry-run)".into()));
+            return Ok(Finished::new("dry_run", "recorded, not sent (dry-run)"));
         }
         let mut action: Action = serde_json::from_str(&c.action)
             .map_err(|e| ActionError::Permanent(format!("stored action does not parse: {e}")))?;
+        if let Action::Notify { .. } = &action {
+            return self.notify(c, &action, now).await;
+        }
         if let Action::UpsertComment { body, .. } = &mut action
             && body.contains(anchor::PLACEHOLDER)
         {
@@ -116,6 +142,31 @@ impl Actions {
             *body = body.replace(anchor::PLACEHOLDER, &line);
         }
         let outcome = action.execute(&self.github, &self.db, c.installation_id, now).await?;
-        Ok(("done", outcome))
+        Ok(Finished::new("done", outcome))
+    }
+
+    /// Sends a notification. A `deployed` notice that reached someone asks its request, in the
+    /// same transaction as the row's completion, to tick "Notify team" in its checklist.
+    async fn notify(&self, c: &Claimed, action: &Action, now: i64) -> Result<Finished, ActionError> {
+        let sent = self.notifier.send(&self.github, &self.db, c.installation_id, action, now).await?;
+        let Action::Notify { repo, channel, event, request: Some(r), .. } = action else {
+            return Ok(Finished::new("done", sent.outcome));
+        };
+        let then = (sent.delivered && event == crate::domain::notify::NotifyEvent::Deployed.as_str()).then(|| {
+            let trigger = requests::Internal::Notified { event: event.clone(), channel: channel.to_string() };
+            let body = requests::internal_body(c.installation_id, r.repository_id, repo, r.issue, &trigger);
+            crate::handlers::internal_delivery(
+                &format!("notified-{}", c.seq),
+                trigger.event(),
+                "notified",
+                c.installation_id,
+                r.repository_id,
+                repo,
+                r.issue,
+                body,
+                now,
+            )
+        });
+        Ok(Finished { state: "done", outcome: sent.outcome, then })
     }
 }

@@ -34,6 +34,8 @@ pub struct Deliveries {
     pub completer: Completer,
     /// SQLite: claims go through the intake's group commit too (None: the queue's own claim).
     pub shared_claims: Option<Ingestor>,
+    /// The notification channels the App was given (names only), for the config check run.
+    pub channels: Arc<crate::domain::notify::Directory>,
 }
 
 impl Job for Deliveries {
@@ -94,6 +96,7 @@ impl Deliveries {
                     github: self.github.clone(),
                     teams: self.teams.clone(),
                     coalesce: self.coalesce,
+                    channels: self.channels.clone(),
                 });
                 match tokio::time::timeout(HANDLER_TIMEOUT, h(ctx)).await {
                     Ok(r) => r,

@@ -107,10 +107,42 @@ pub async fn settle(db: &Db, created_at: i64) -> Result<bool> {
 
 /// Ends a claimed action in `state` (done, dry_run, superseded, cancelled).
 pub async fn finish(db: &Db, c: &Claimed, worker: &str, state: &str, outcome: &str, now: i64) -> Result<bool> {
+    finish_with(db, c, worker, state, outcome, now, None).await
+}
+
+/// As [`finish`], and, in the same transaction, `then`: a delivery the App makes itself about
+/// what was sent (a `deployed` notification ticks its request's checklist).
+pub async fn finish_with(
+    db: &Db,
+    c: &Claimed,
+    worker: &str,
+    state: &str,
+    outcome: &str,
+    now: i64,
+    then: Option<&super::deliveries::NewDelivery>,
+) -> Result<bool> {
     let mut tx = db.begin_write().await?;
     let ok = QUEUE.finish(&mut tx, c.lease(worker), state, outcome, now).await?;
+    if !ok {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if let Some(d) = then {
+        super::deliveries::insert_internal(&mut tx, d).await?;
+    }
     tx.commit().await?;
     Ok(ok)
+}
+
+/// Whether an action of `subject` (as stored: `{installation}:{subject}`) is still waiting or
+/// being sent.
+pub async fn subject_open(db: &Db, subject: &str) -> Result<bool> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT seq FROM outbox WHERE subject = $1 AND state IN ('pending', 'running') LIMIT 1")
+            .bind(subject)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.is_some())
 }
 
 pub async fn fail(

@@ -148,6 +148,11 @@ impl TestApp {
         post_signed(&self.http, &self.url, SECRET, event, id, body).await
     }
 
+    /// The App's `DATABASE_URL` (for the command line's database commands).
+    pub fn db_url(&self) -> &str {
+        &self.db_url
+    }
+
     /// Stops the App, then checks what it left: every audit chain intact under the tests' key, and
     /// every approval and gate in the tables recorded in the log (a test that tampers with either
     /// stops the App with [`TestApp::shutdown_unchecked`]).

@@ -240,6 +240,8 @@ pub struct Model {
     pub pull_heads: BTreeMap<(String, i64), String>,
     /// Accounts by login (what `/users/{login}` answers now): login -> id.
     pub users: BTreeMap<String, i64>,
+    /// The public e-mail a user shows (`email` of `/users/{login}`), by login.
+    pub emails: BTreeMap<String, String>,
 }
 
 impl Model {
@@ -421,6 +423,12 @@ impl FakeGitHub {
     /// `login` is now the account `id` (a new account, or a rename).
     pub fn user(&self, login: &str, id: i64) -> &Self {
         self.model().users.insert(login.to_ascii_lowercase(), id);
+        self
+    }
+
+    /// The public e-mail `login` shows on their profile.
+    pub fn user_email(&self, login: &str, email: &str) -> &Self {
+        self.model().emails.insert(login.to_ascii_lowercase(), email.to_string());
         self
     }
 
@@ -1328,7 +1336,10 @@ fn route(
             None => not_found(),
         },
         "users/get-by-username" => match m.users.get(&param("username").to_ascii_lowercase()) {
-            Some(id) => answer(200, json!({ "id": id, "login": param("username"), "type": "User" })),
+            Some(id) => {
+                let email = m.emails.get(&param("username").to_ascii_lowercase());
+                answer(200, json!({ "id": id, "login": param("username"), "type": "User", "email": email }))
+            }
             None => not_found(),
         },
         "issues/get" => {

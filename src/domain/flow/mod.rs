@@ -23,6 +23,7 @@ use super::commands::{self, Command, CommandError};
 use super::gate::{self, ApprovalFact, Evaluation, GateInput, PrFacts, User};
 use super::ids::{InstallationId, IssueNumber, RepoId, UserId};
 use super::messages::{self, DeployView, RequestView};
+use super::notify::{self, NotifyEvent, RequestNotice};
 use super::policy::{ConfigError, DeployMode, Permission, Policy, TeamRef};
 use super::request::{self, ChangeRequest, Problem};
 use super::state::{ApprovalChange, ApprovalState, DeployState, Link, RequestRow, RequestStatus, StatusFacts};
@@ -90,6 +91,11 @@ pub enum Trigger {
     Deployment {
         id: i64,
     },
+    /// A notification of `event` about the request was really sent to `channel`.
+    Notified {
+        event: String,
+        channel: String,
+    },
 }
 
 impl Trigger {
@@ -143,6 +149,10 @@ pub struct Remembered {
     /// not tests), for [`signal::absorb`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deploying_runs: Vec<i64>,
+    /// The channels a `deployed` notification of this request really reached (the checklist's
+    /// "Notify team").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified: Vec<String>,
 }
 
 /// The issue, as the event (or a fresh read) shows it.
@@ -356,7 +366,10 @@ pub fn plan(
         remembered.prs.iter().map(|p| p.number).chain(remembered.missing_prs.iter().copied()).collect();
     let reuse = match trigger {
         Trigger::Comment { body, .. } => !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck))),
-        Trigger::CommentDeleted { .. } | Trigger::CommentEdited { .. } | Trigger::Deployment { .. } => true,
+        Trigger::CommentDeleted { .. }
+        | Trigger::CommentEdited { .. }
+        | Trigger::Deployment { .. }
+        | Trigger::Notified { .. } => true,
         _ => false,
     } && prev.row.is_some()
         && known == linked;
@@ -1020,7 +1033,14 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         // Whatever was absorbed, this evaluation read the checks again (`plan` saw to it).
         absorbed: false,
         deploying_runs: Vec::new(),
+        notified: std::mem::take(&mut remembered.notified),
     };
+    if let Trigger::Notified { event, channel } = trigger
+        && event == NotifyEvent::Deployed.as_str()
+        && !remembered.notified.contains(channel)
+    {
+        remembered.notified.push(channel.clone());
+    }
     // Someone ticked (or unticked) their boxes in the App's sticky comment: kept from now on.
     if let Trigger::CommentEdited { body, by_app: true, .. } = trigger
         && messages::is_request_comment(body)
@@ -1235,6 +1255,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
 
     // Stale approvals: marked, and said in the comment.
     let mut stale = Vec::new();
+    let mut newly_stale: Vec<(String, String)> = Vec::new();
     let mut current = Vec::new();
     for (a, roles) in &approvals {
         if let Some(why) = was_stale.get(&a.comment_id) {
@@ -1247,10 +1268,26 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         match why {
             Some(why) => {
                 stale.push((a.user.clone(), why.clone()));
+                newly_stale.push((a.user.login.clone(), why.clone()));
                 out.push(Out::SaveApproval(approval_change(t, a, roles, ApprovalState::Stale, Some(&why))));
             }
             None => current.push(a.clone()),
         }
+    }
+    // What the policy's `notify:` rules ask to be told about the request.
+    let notice = RequestNotice {
+        repo: &t.repo,
+        repository_id: t.repo_id.get(),
+        issue: t.issue.get(),
+        service: req.service.as_deref(),
+        environment: environment.as_deref(),
+    };
+    let account = notify::account_of(&t.repo);
+    let notify_out = |out: &mut Vec<Out>, event: NotifyEvent, n: &notify::Notice| {
+        out.extend(notify::notifications(policy, account, event, n).into_iter().map(Out::Act));
+    };
+    if active && !newly_stale.is_empty() {
+        notify_out(&mut out, NotifyEvent::ApprovalsStale, &notice.approvals_stale(&newly_stale, row.revision, &heads));
     }
     // A note about a stale approval goes once its author has approved again.
     let stale: Vec<(String, String)> = stale
@@ -1390,6 +1427,24 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             Err(r) => (false, Some(messages::refusal_text(&format!("/{}", cmd.name()), &r))),
         };
         answer(&mut replies, t, on_pr, *comment_id, sender, accepted, reply);
+    }
+    // A `/rollback` accepted just now.
+    if let Some(key) = row.deploy_key.as_deref().filter(|k| k.starts_with("rollback-"))
+        && before.and_then(|b| b.deploy_key.as_deref()) != Some(key)
+    {
+        let by =
+            deploy_asks.iter().find(|(id, _, _)| key.ends_with(&format!("-{id}"))).map(|(_, u, _)| u.login.as_str());
+        let d = notify::DeploymentNotice {
+            key: key.to_string(),
+            sha: row.deploy_sha.as_deref().unwrap_or_default(),
+            environment: environment.as_deref().unwrap_or_default(),
+            state: DeployState::Requested.as_str(),
+            rollback: true,
+            by,
+            took_ms: None,
+            log_url: None,
+        };
+        notify_out(&mut out, NotifyEvent::Rollback, &notice.deployment(NotifyEvent::Rollback, &d));
     }
 
     // Runs waiting on the App's protection rule for this environment and these commits.
@@ -1559,6 +1614,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     row.gate_open = eval.open as i64;
     if eval.open && before.is_none_or(|b| b.gate_open == 0) {
         row.approved_at = Some(now);
+        let approvers: Vec<String> = current.iter().map(|a| a.user.login.clone()).collect();
+        notify_out(&mut out, NotifyEvent::GateOpened, &notice.gate_opened(&approvers, row.revision, &heads));
     }
     let rollback = deploy_view.as_ref().is_some_and(|d| d.rollback);
     let status = RequestStatus::of(&StatusFacts {
@@ -1591,6 +1648,31 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let state_changed = before.and_then(|b| b.deploy_state.clone()) != row.deploy_state
         || before.and_then(|b| b.deployment_id) != row.deployment_id;
     if let (Some(d), Trigger::Deployment { id }, true) = (&deploy_view, trigger, state_changed) {
+        // Deploying once per deployment (queued → in progress is no news), then how it ended.
+        let was_running = before.is_some_and(|b| {
+            b.deployment_id == row.deployment_id
+                && b.deploy_state.as_deref().and_then(DeployState::parse).is_some_and(DeployState::running)
+        });
+        let event = match d.state {
+            s if s.running() && !d.rollback && !was_running => Some(NotifyEvent::Deploying),
+            DeployState::Success if d.rollback => Some(NotifyEvent::Rollback),
+            DeployState::Success => Some(NotifyEvent::Deployed),
+            s if s.failed() => Some(NotifyEvent::DeployFailed),
+            _ => None,
+        };
+        if let Some(event) = event {
+            let n = notify::DeploymentNotice {
+                key: format!("deployment-{id}"),
+                sha: &d.sha,
+                environment: &d.environment,
+                state: d.state.as_str(),
+                rollback: d.rollback,
+                by: None,
+                took_ms: d.duration_ms(deploy_created),
+                log_url: d.log_url.as_deref(),
+            };
+            notify_out(&mut out, event, &notice.deployment(event, &n));
+        }
         if d.succeeded() && !d.rollback && open {
             let unticked = issue
                 .body
@@ -1714,6 +1796,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         deploy: deploy_view.as_ref(),
         created_at: deploy_created,
         notes: &notes,
+        notified: &remembered.notified,
     });
     let (conclusion, title, summary) = messages::check_run(&eval, t.issue.get());
     let digest = sha256_hex(&[&body, &conclusion, &summary, &heads.join(","), environment.as_deref().unwrap_or("")]);

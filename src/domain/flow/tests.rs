@@ -876,3 +876,113 @@ fn multi_line_fields_are_shown_whole() {
         "{row}"
     );
 }
+
+/// The events a policy's `notify:` names, by the request's decisions (SPEC §5): each once, as an
+/// outbox action naming the channel.
+#[test]
+fn the_requests_events_are_notified_once_each() {
+    let notify = "notify:\n  - { on: [gate_opened, approvals_stale, deploying, deployed, deploy_failed, rollback], \
+                  to: [slack:deploys] }\n";
+    let with_notify = || {
+        let mut f = facts();
+        f.policy = policy::parse(&format!("{POLICY}{notify}")).expect("policy");
+        f
+    };
+    let events = |d: &Decision| -> Vec<String> {
+        acts(d)
+            .iter()
+            .filter_map(|a| match a {
+                Action::Notify { event, channel, request, .. } => {
+                    assert_eq!(channel.to_string(), "slack:acme/deploys");
+                    // Only a `deployed` notice ticks the checklist once sent.
+                    assert_eq!(request.is_some(), event == "deployed", "{event}");
+                    Some(event.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let f = with_notify();
+    let (prev, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    assert!(events(&d).is_empty());
+    let (opened, d) = run(&prev, comment(7, alice(), "/approve"), &f);
+    assert_eq!(events(&d), ["gate_opened"]);
+    // A recheck of an open gate says nothing again.
+    let (_, d) = run(&opened, Trigger::Recheck { checks_only: false }, &f);
+    assert!(events(&d).is_empty());
+    // A push makes the approval stale (and closes the gate): said once.
+    let mut pushed = f.clone();
+    pushed.prs = vec![pr(HEAD2)];
+    let (stale, d) = run(&opened, Trigger::Recheck { checks_only: false }, &pushed);
+    assert_eq!(events(&d), ["approvals_stale"]);
+    let (_, d) = run(&stale, Trigger::Recheck { checks_only: false }, &pushed);
+    assert!(events(&d).is_empty());
+    // Closing the request makes approvals stale too, but that is no news to send.
+    let mut closed = f.clone();
+    closed.issue.open = false;
+    let (_, d) = run(&opened, Trigger::Issue { action: "closed".into() }, &closed);
+    assert!(events(&d).is_empty(), "{:?}", events(&d));
+    // Deploying once (queued → in progress is no news), then deployed.
+    let mut g = f.clone();
+    g.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Queued, "app"));
+    let (p, d) = run(&opened, Trigger::Deployment { id: 77 }, &g);
+    assert_eq!(events(&d), ["deploying"]);
+    g.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::InProgress, "app"));
+    let (p, d) = run(&p, Trigger::Deployment { id: 77 }, &g);
+    assert!(events(&d).is_empty());
+    g.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Success, "app"));
+    let (_, d) = run(&p, Trigger::Deployment { id: 77 }, &g);
+    assert_eq!(events(&d), ["deployed"]);
+    // A failure, then /rollback: the rollback is said when accepted and when it succeeded.
+    g.deployment = Some(deployment(78, Some(ISSUE), HEAD, DeployState::Failure, "app"));
+    g.last_good = [(("production".to_string(), HEAD.to_string()), Some(HEAD2.to_string()))].into();
+    let (failed, d) = run(&opened, Trigger::Deployment { id: 78 }, &g);
+    assert_eq!(events(&d), ["deploy_failed"]);
+    g.deployment = None;
+    g.current_deployment = Some(deployment(78, Some(ISSUE), HEAD, DeployState::Failure, "app"));
+    let (rolling, d) = run(&failed, comment(31, alice(), "/rollback"), &g);
+    assert_eq!(events(&d), ["rollback"]);
+    let n = acts(&d)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Notify { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(n.contains("@alice asked to roll production back to `bbbbbbb`."), "{n}");
+    g.current_deployment = None;
+    g.deployment = Some(deployment(79, Some(ISSUE), HEAD2, DeployState::Success, "app"));
+    let (_, d) = run(&rolling, Trigger::Deployment { id: 79 }, &g);
+    assert_eq!(events(&d), ["rollback"]);
+    // Without `notify:`, nothing of the kind.
+    let (_, d) = run(&prev, comment(7, alice(), "/approve"), &facts());
+    assert!(events(&d).is_empty());
+}
+
+/// The relay says a `deployed` notice was sent: the checklist's "Notify team" is ticked by the
+/// App, naming where it went, and a second channel is added, never twice.
+#[test]
+fn a_sent_deployed_notice_ticks_notify_team() {
+    let (prev, f) = approved();
+    let sent = |channel: &str| Trigger::Notified { event: "deployed".into(), channel: channel.into() };
+    let (p, d) = run(&prev, sent("slack:acme/deploys"), &f);
+    let sticky = |d: &Decision| {
+        acts(d)
+            .into_iter()
+            .find_map(|a| match a {
+                Action::UpsertComment { marker, body, .. } if marker == messages::REQUEST_MARKER => Some(body.clone()),
+                _ => None,
+            })
+            .expect("the sticky comment")
+    };
+    assert!(sticky(&d).contains("- [x] Notify team (shipgate: sent to slack:acme/deploys)\n"), "{}", sticky(&d));
+    let (p, d) = run(&p, sent("email:oncall@example.com"), &f);
+    assert!(sticky(&d).contains("- [x] Notify team (shipgate: sent to slack:acme/deploys, email:oncall@example.com)"));
+    let (_, d) = run(&p, sent("slack:acme/deploys"), &f);
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::UpsertComment { .. })), "nothing new to show");
+    // Another event's notice ticks nothing.
+    let (_, d) =
+        run(&prev, Trigger::Notified { event: "gate_opened".into(), channel: "slack:acme/deploys".into() }, &f);
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::UpsertComment { .. })));
+    assert!(!kinds(&d).iter().any(|k| k.starts_with("approval")), "{:?}", kinds(&d));
+}
