@@ -5,6 +5,7 @@
 
 mod common;
 mod fake_github;
+mod receivers;
 mod world;
 
 use std::time::Duration;
@@ -75,6 +76,14 @@ fn installation_created(id: i64, repos: &[(i64, &str, bool)]) -> String {
 
 impl World {
     async fn new(db: &TestDb, clock: Option<Clock>) -> World {
+        Self::with_config(db, clock, |_| {}).await
+    }
+
+    async fn with_config(
+        db: &TestDb,
+        clock: Option<Clock>,
+        tweak: impl FnOnce(&mut shipgate::config::Config),
+    ) -> World {
         let gh = FakeGitHub::start().await;
         gh.install(INST, &[REPO, PUBLIC]);
         gh.install(OTHER_INST, &[OTHER]);
@@ -83,7 +92,8 @@ impl World {
         gh.file(REPO, ".github/shipgate.yml", POLICY);
         gh.file(PUBLIC, ".github/shipgate.yml", POLICY);
         gh.set_public(PUBLIC, true);
-        let cfg = world::app_config(db, &gh);
+        let mut cfg = world::app_config(db, &gh);
+        tweak(&mut cfg);
         let t0 = Clock::system().now_ms() / 1000 * 1000;
         let clock = clock.unwrap_or_else(|| Clock::manual(t0));
         let opts = Options { github: Some(world::fast_github(&gh.url)), clock: clock.clone(), ..Options::default() };
@@ -478,6 +488,62 @@ async fn refiring_reopens_within_a_day_and_public_security_alerts_stay_private(d
     w.done().await;
 }
 both_backends!(refiring_reopens_within_a_day_and_public_security_alerts_stay_private);
+
+/// The policy's `notify:` rules hear of alert incidents: opened, escalated, recovered, each
+/// naming the alert and linking to its issue; a security alert kept by the App links to the
+/// alert's own page, never to an issue.
+async fn alert_incidents_are_notified(db: &TestDb) {
+    let slack = receivers::SlackReceiver::start().await;
+    let hook = slack.hook_url("oncall");
+    // The system's clock: a notice waits (by the clock) for its incident's issue to be created.
+    let w = World::with_config(db, Some(Clock::system()), move |cfg| {
+        cfg.notify.slack.insert(("acme".into(), "oncall".into()), shipgate::config::Secret::new(hook));
+    })
+    .await;
+    let policy = format!(
+        "{POLICY}notify:\n  - {{ on: [incident_opened, escalated, recovered, security_alert], to: [slack:oncall] }}\n"
+    );
+    w.gh.file(REPO, ".github/shipgate.yml", &policy);
+    w.gh.file(PUBLIC, ".github/shipgate.yml", &policy);
+    let t0 = w.t0;
+    let firing = alert("HighLatency", REPO, "performance", "critical", "n0t1f1ed", t0 - 5 * MIN, None, &[]);
+    assert_eq!(w.post(&[firing]).await.0, 202);
+    w.settle().await;
+    let issue = w.alert_issues(REPO)[0].clone();
+    w.wait_escalated(issue.number).await;
+    let resolved =
+        alert("HighLatency", REPO, "performance", "critical", "n0t1f1ed", t0 - 5 * MIN, Some(t0 + 5 * MIN), &[]);
+    assert_eq!(w.post(&[resolved]).await.0, 202);
+    w.settle().await;
+    let _ = w.escalations(issue.number);
+    let messages = slack.wait_for("oncall", 3, Duration::from_secs(20)).await;
+    let texts: Vec<String> = messages.iter().map(|m| m["text"].as_str().unwrap_or_default().to_string()).collect();
+    let link = format!("/{REPO}/issues/{}", issue.number);
+    for (i, needle) in
+        ["HighLatency is firing (critical, performance). Escalated at once to backend-lead.", "Escalated", "Recovered"]
+            .iter()
+            .enumerate()
+    {
+        assert!(messages[i].to_string().contains(needle), "message {i} lacks {needle}: {:#}", messages[i]);
+        assert!(texts[i].contains("HighLatency"), "{texts:#?}");
+        assert!(messages[i].to_string().contains(&link), "message {i} does not link {link}: {}", messages[i]);
+    }
+    // A security alert of a public repository: to the channel, linked to the alert's page.
+    let mut leak = alert("TokenLeak", PUBLIC, "security", "critical", "5ec0n0t1", t0, None, &[]);
+    leak["generatorURL"] = json!("https://prometheus.example.com/graph?g0.expr=leaks");
+    assert_eq!(w.post(&[leak]).await.0, 202);
+    w.settle().await;
+    let messages = slack.wait_for("oncall", 4, Duration::from_secs(20)).await;
+    let last = messages[3].to_string();
+    assert!(
+        last.contains("TokenLeak") && last.contains("https://prometheus.example.com/graph?g0.expr=leaks"),
+        "{last}"
+    );
+    assert!(!last.contains("/issues/"), "{last}");
+    assert!(w.gh.issues_labelled(PUBLIC, "alert").is_empty());
+    w.done().await;
+}
+both_backends!(alert_incidents_are_notified);
 
 // ---------------------------------------------------------------------------------------------
 // A real Prometheus Alertmanager

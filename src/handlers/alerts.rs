@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::repo::{load_policy, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::alert::{self, AlertDoc, AmAlert};
+use crate::domain::notify::{self, IncidentNotice, NotifyEvent};
 use crate::github::actions::Action;
 use crate::github::client::parse_rfc3339_ms;
 use crate::store::incidents::{self as store, Change, IncidentRow};
@@ -45,6 +46,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     let Some((installation, repo_id, repo)) = repo_of(&ctx, &v) else { return Ok(Handled::ignored()) };
     let a: AmAlert = serde_json::from_value(v["alert"].clone())
         .map_err(|e| HandlerError::Permanent(format!("the stored alert does not fit: {e}")))?;
+    let external_url = v["external_url"].as_str().unwrap_or_default();
     let now = ctx.clock.now_ms();
     let Some(starts_at) = time(&a.starts_at) else {
         return Err(HandlerError::Permanent("the stored alert has no startsAt".into()));
@@ -145,6 +147,12 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                 }));
             }
         }
+        let url = doc.kept.then(|| kept_link(&doc, external_url)).filter(|u| !u.is_empty());
+        let n =
+            IncidentNotice { repo: &repo, title: &row.title, issue: None, marker: &row.marker, url: url.as_deref() };
+        let mut notice = n.recovered("the alert resolved", ttr);
+        notice.cause = format!("{}-{}", notice.cause, doc.firings);
+        effects.extend(notices(&policy, &repo, NotifyEvent::Recovered, &notice));
         tracing::info!(repository = %repo, alert = %doc.alertname, ttr_ms = ttr, "alert resolved: incident closed");
         effects.push(effect(Change::Incident(row)));
         return Ok(Handled::ok(effects));
@@ -272,8 +280,56 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     row.deadline = doc.respond_by;
     row.mentions = mentions;
     row.details = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into());
+    let (event, notice) = opened_notice(&repo, &row, &doc, external_url);
+    effects.extend(notices(&policy, &repo, event, &notice));
     effects.push(effect(Change::Incident(row)));
     Ok(Handled::ok(effects))
+}
+
+/// The policy's notifications of `event` for this incident, as effects of the same transaction.
+fn notices(policy: &crate::domain::policy::Policy, repo: &str, event: NotifyEvent, n: &notify::Notice) -> Vec<Effect> {
+    notify::notifications(policy, notify::account_of(repo), event, n).into_iter().map(Effect::Act).collect()
+}
+
+/// Where a notice of an incident kept by the App (no issue) links: the alert's own pages.
+fn kept_link(doc: &AlertDoc, external_url: &str) -> String {
+    [doc.generator_url.as_deref(), doc.dashboard_url.as_deref(), Some(external_url)]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The notice of an alert incident that opened (or opened again): `incident_opened`, or
+/// `security_alert` for a security alert.
+fn opened_notice(repo: &str, row: &IncidentRow, doc: &AlertDoc, external_url: &str) -> (NotifyEvent, notify::Notice) {
+    let url = doc.kept.then(|| kept_link(doc, external_url)).filter(|u| !u.is_empty());
+    let n = IncidentNotice { repo, title: &row.title, issue: None, marker: &row.marker, url: url.as_deref() };
+    let escalation = match (&doc.at_once, &doc.escalate_role) {
+        (Some(_), Some(role)) => format!(" Escalated at once to {role}."),
+        (Some(_), None) => " Escalated at once.".to_string(),
+        (None, _) => format!(" Respond by {}.", crate::domain::ci::format_time(doc.respond_by)),
+    };
+    if doc.category == "security" {
+        let mut notice = n.security_alert("monitoring", &doc.severity, &doc.alertname, doc.escalate_role.as_deref());
+        notice.cause = format!("{}-{}", notice.cause, doc.firings);
+        return (NotifyEvent::SecurityAlert, notice);
+    }
+    let mut notice = notify::Notice {
+        repo: repo.to_string(),
+        title: row.title.clone(),
+        summary: format!("{} is firing ({}, {}).{escalation}", doc.alertname, doc.severity, doc.category),
+        fields: vec![("Severity".into(), doc.severity.clone()), ("Category".into(), doc.category.clone())],
+        link: notify::NoticeLink { issue: None, marker: url.is_none().then(|| row.marker.clone()), url: url.clone() },
+        cause: format!("incident-{}-opened-{}", row.marker, doc.firings),
+        request: None,
+    };
+    if !doc.summary.is_empty() {
+        notice.fields.push(("Summary".into(), doc.summary.clone()));
+    }
+    (NotifyEvent::IncidentOpened, notice)
 }
 
 /// Whether GitHub says the repository is private (or internal) now. Unknown (dry-run) is not.
