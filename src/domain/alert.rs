@@ -420,7 +420,7 @@ mod tests {
         d.summary = "[click](https://evil.example) &#64;octocat".into();
         d.description = "# Heading\n![img](https://evil.example/x.png)\n- [ ] fake task".into();
         let body = alert_body(&d);
-        assert!(body.contains("\\[click\\]\\(https://evil.example\\) \\&#64;octocat"), "{body}");
+        assert!(body.contains("\\[click\\]\\(https://evil.example\\) \\&\\#64;octocat"), "{body}");
         assert!(body.contains("\\# Heading  \n\\!\\[img\\]"), "{body}");
         assert!(body.contains("\\- \\[ \\] fake task"), "{body}");
     }
