@@ -283,7 +283,10 @@ async fn a_failing_slack_channel_is_retried_then_parked_and_holds_nothing_up(db:
 
     // Slack is back: the operator retries the parked notice, and it arrives once.
     slack.fail("deploys", 200);
-    let seq: (i64,) = sqlx::query_as("SELECT seq FROM outbox WHERE kind = 'notify' AND action LIKE '%\"deploys\"%'")
+    // acme's channel, not the forged row naming globex's (both say "deploys").
+    let seq: (i64,) = sqlx::query_as(
+        "SELECT seq FROM outbox WHERE kind = 'notify' AND action LIKE '%\"account\":\"acme\",\"name\":\"deploys\"%'",
+    )
         .fetch_one(w.app.db.pool())
         .await
         .unwrap();
