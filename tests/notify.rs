@@ -287,9 +287,9 @@ async fn a_failing_slack_channel_is_retried_then_parked_and_holds_nothing_up(db:
     let seq: (i64,) = sqlx::query_as(
         "SELECT seq FROM outbox WHERE kind = 'notify' AND action LIKE '%\"account\":\"acme\",\"name\":\"deploys\"%'",
     )
-        .fetch_one(w.app.db.pool())
-        .await
-        .unwrap();
+    .fetch_one(w.app.db.pool())
+    .await
+    .unwrap();
     let cfg = Config::for_tests(w.app.db_url(), common::SECRET);
     let cmd = shipgate::cli::Command::Actions { command: shipgate::cli::ActionsCommand::Retry { seq: seq.0 } };
     shipgate::cli::run_db_command(&cfg, &cmd, &mut Vec::new()).await.expect("retry");
