@@ -10,7 +10,7 @@ mod world;
 
 use std::time::Duration;
 
-use common::{TestApp, TestDb, fixture};
+use common::{TestApp, TestDb, fixture, rfc3339};
 use fake_github::FakeGitHub;
 use serde_json::{Value, json};
 use shipgate::clock::Clock;
@@ -42,13 +42,6 @@ alerts:
   cost_increase_percent: 20
   respond_within: 30m
 "#;
-
-fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = shipgate::cli::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
 
 struct World {
     gh: FakeGitHub,

@@ -9,7 +9,7 @@ mod world;
 
 use std::time::Duration;
 
-use common::{TestApp, TestDb, fixture};
+use common::{TestApp, TestDb, fixture, rfc3339};
 use fake_github::{FakeGitHub, JobSpec};
 use serde_json::{Value, json};
 use shipgate::clock::Clock;
@@ -39,14 +39,6 @@ ci:
   escalate_to: devops
   block_deploys_while_red: true
 "#;
-
-/// `2026-11-29T10:00:00Z` for Unix ms.
-fn rfc3339(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (y, m, d) = shipgate::cli::civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
 
 /// A completed workflow run, as the test wants it.
 #[derive(Clone)]

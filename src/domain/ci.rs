@@ -389,12 +389,7 @@ pub fn recovered_body(i: &Incident, success: &RunInfo, ttr_ms: i64, flaky_jobs: 
 
 /// Who an escalation mentions: the `escalate_to` role's users (@login) and teams (@org/slug).
 pub fn mentions(policy: &Policy) -> Vec<String> {
-    let Some(role) = policy.ci.escalate_to.as_ref().and_then(|r| policy.roles.get(r)) else { return vec![] };
-    role.users
-        .iter()
-        .map(|u| format!("@{u}"))
-        .chain(role.teams.iter().map(|t| format!("@{}/{}", t.org, t.slug)))
-        .collect()
+    super::alert::mentions(policy, policy.ci.escalate_to.as_deref())
 }
 
 /// The one comment posted on an incident still open at its deadline.

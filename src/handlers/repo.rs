@@ -33,12 +33,7 @@ pub(crate) async fn role_mentions(
     role: Option<&str>,
 ) -> Vec<String> {
     let Some(r) = role.and_then(|r| policy.roles.get(r)) else { return vec![] };
-    let mut out: Vec<String> = r
-        .users
-        .iter()
-        .map(|u| format!("@{u}"))
-        .chain(r.teams.iter().map(|t| format!("@{}/{}", t.org, t.slug)))
-        .collect();
+    let mut out = crate::domain::alert::mentions(policy, role);
     if let Some(level) = r.permission {
         match crate::github::facts::collaborators_with(&ctx.github, installation, repo, level).await {
             Ok(logins) => {
