@@ -210,7 +210,7 @@ fn defuse(s: &str) -> String {
 
 /// The sender's text as plain text in markdown: every ASCII punctuation mark markdown reads is
 /// escaped (no link, image, heading, emphasis or entity: `&#64;` stays text), then defused.
-fn md_text(s: &str) -> String {
+pub(crate) fn md_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if matches!(

@@ -45,8 +45,12 @@ pub struct RunFact {
 }
 
 /// An incident (`incidents`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct IncidentFact {
+    /// Its title (as the issue shows it; attacker-influenced: escape it in texts).
+    pub title: String,
+    /// When it escalates (or escalated) if still open.
+    pub deadline: i64,
     /// ci | alert | security
     pub kind: String,
     /// For alerts: app | infra | performance | cost | security.
@@ -63,8 +67,9 @@ pub struct IncidentFact {
 }
 
 /// A deployment request (`requests`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RequestFact {
+    pub issue: i64,
     pub open: bool,
     pub updated_at: i64,
 }
@@ -339,6 +344,7 @@ mod tests {
             started_at: started,
             opened_at: started,
             recovered_at: recovered,
+            ..IncidentFact::default()
         }
     }
 
@@ -406,6 +412,7 @@ mod tests {
             started_at: started,
             opened_at: started,
             recovered_at: recovered,
+            ..IncidentFact::default()
         };
         let incidents = vec![
             ci(MON + H, Some(MON + H + 4 * 60_000)),
@@ -472,9 +479,9 @@ mod tests {
     #[test]
     fn stale_requests_and_open_critical_security_alerts() {
         let requests = vec![
-            RequestFact { open: true, updated_at: MON + WEEK - DAY },
-            RequestFact { open: true, updated_at: MON - 2 * DAY },
-            RequestFact { open: false, updated_at: MON - 30 * DAY },
+            RequestFact { issue: 1, open: true, updated_at: MON + WEEK - DAY },
+            RequestFact { issue: 2, open: true, updated_at: MON - 2 * DAY },
+            RequestFact { issue: 3, open: false, updated_at: MON - 30 * DAY },
         ];
         let sec = |critical, recovered| IncidentFact {
             kind: "security".into(),
@@ -484,6 +491,7 @@ mod tests {
             started_at: MON,
             opened_at: MON,
             recovered_at: recovered,
+            ..IncidentFact::default()
         };
         let incidents = vec![sec(true, None), sec(false, None), sec(true, Some(MON + DAY))];
         let f = compute(&Facts { requests, incidents, ..Facts::default() }, MON, MON + WEEK);

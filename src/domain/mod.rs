@@ -13,8 +13,10 @@ pub mod ids;
 pub mod messages;
 pub mod notify;
 pub mod policy;
+pub mod report;
 pub mod request;
 pub mod state;
+pub mod zone;
 
 /// Shared by the parsers' never-panic tests.
 #[cfg(test)]

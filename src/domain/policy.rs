@@ -422,7 +422,8 @@ pub struct WeeklySchedule {
     pub hour: u32,
     /// 0–59.
     pub minute: u32,
-    /// `"UTC"` or a fixed offset such as `"+02:00"` / `"-05:30"`.
+    /// `"UTC"`, a fixed offset such as `"+02:00"` / `"-05:30"`, or an IANA name such as
+    /// `"Europe/Berlin"`.
     pub timezone: String,
 }
 
@@ -434,9 +435,9 @@ impl Default for WeeklySchedule {
 }
 
 impl WeeklySchedule {
-    /// The timezone as minutes east of UTC (`"+02:00"` → 120, `"UTC"` → 0).
-    pub fn utc_offset_minutes(&self) -> i32 {
-        parse_timezone(&self.timezone).map(|(_, offset)| offset).unwrap_or(0)
+    /// The time zone the day and time are in.
+    pub fn zone(&self) -> super::zone::Zone {
+        super::zone::Zone::named(&self.timezone)
     }
 }
 
@@ -493,7 +494,7 @@ pub struct Targets {
     pub uptime: f64,
     pub deploy_success: f64,
     pub ci_green: f64,
-    /// Mean time to detect.
+    /// Mean time to deploy (the seed's MTTD): request approved → deployment succeeded.
     pub mttd_minutes: f64,
     /// Mean time to recover.
     pub mttr_minutes: f64,
@@ -1714,8 +1715,8 @@ impl<'s> Checker<'s> {
                     self.error(
                         node,
                         format!(
-                            "`timezone` must be `UTC` or a fixed offset from UTC like `+02:00` or `-05:30` \
-                             (named zones are not supported), found {found}"
+                            "`timezone` must be `UTC`, a fixed offset from UTC like `+02:00` or `-05:30`, \
+                             or an IANA time zone name like `Europe/Berlin`, found {found}"
                         ),
                     );
                 }
@@ -1854,24 +1855,8 @@ fn parse_time(s: &str) -> Option<(u32, u32)> {
 }
 
 /// `UTC` or `±HH:MM` (up to ±14:00) → (normalized text, minutes east of UTC).
-fn parse_timezone(s: &str) -> Option<(String, i32)> {
-    let s = s.trim();
-    if s.eq_ignore_ascii_case("utc") {
-        return Some(("UTC".to_owned(), 0));
-    }
-    let sign = match s.as_bytes().first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let (h, m) = s[1..].split_once(':')?;
-    if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let hours: i32 = h.parse().ok()?;
-    let minutes: i32 = m.parse().ok()?;
-    let offset = hours * 60 + minutes;
-    (minutes < 60 && offset <= 14 * 60).then(|| (s.to_owned(), sign * offset))
+fn parse_timezone(s: &str) -> Option<(String, super::zone::Zone)> {
+    super::zone::Zone::parse(s)
 }
 
 /// Names for a message: `a, b, c`, at most ten of them.
@@ -2068,7 +2053,7 @@ mod tests {
         assert_eq!(policy.ci.categorize("cargo test"), Some("Test"));
         let weekly = policy.report.weekly.unwrap();
         assert_eq!((weekly.day, weekly.hour, weekly.minute), (Weekday::Friday, 17, 5));
-        assert_eq!(weekly.utc_offset_minutes(), -330);
+        assert_eq!(weekly.zone().offset_seconds(0), -330 * 60);
         assert_eq!(policy.report.targets.mttr_minutes, 12.5);
         assert_eq!(policy.report.targets.ci_green, 0.0);
     }
@@ -2510,20 +2495,23 @@ mod tests {
         );
         assert_eq!(ok("report: { weekly: { time: 7:05 } }\n").report.weekly.unwrap().hour, 7);
         assert_eq!(
-            one_error("report:\n  weekly: { timezone: Europe/Paris }\n"),
+            one_error("report:\n  weekly: { timezone: Europe/Pariss }\n"),
             (
                 2,
                 23,
-                "`timezone` must be `UTC` or a fixed offset from UTC like `+02:00` or `-05:30` (named zones are not \
-                 supported), found the string `Europe/Paris`"
+                "`timezone` must be `UTC`, a fixed offset from UTC like `+02:00` or `-05:30`, or an IANA time zone \
+                 name like `Europe/Berlin`, found the string `Europe/Pariss`"
                     .into()
             )
         );
-        for zone in ["\"+15:00\"", "\"+02:60\"", "\"0200\"", "\"+2:00\"", "GMT"] {
+        let berlin = ok("report: { weekly: { timezone: Europe/Berlin } }\n").report.weekly.unwrap();
+        assert_eq!(berlin.timezone, "Europe/Berlin");
+        assert_eq!(berlin.zone(), crate::domain::zone::Zone::Named(chrono_tz::Tz::Europe__Berlin));
+        for zone in ["\"+15:00\"", "\"+02:60\"", "\"0200\"", "\"+2:00\"", "Mars/Olympus"] {
             assert_eq!(errors(&format!("report: {{ weekly: {{ timezone: {zone} }} }}\n")).len(), 1, "{zone}");
         }
         let weekly = ok("report: { weekly: { timezone: \"+02:00\" } }\n").report.weekly.unwrap();
-        assert_eq!((weekly.timezone.as_str(), weekly.utc_offset_minutes()), ("+02:00", 120));
+        assert_eq!((weekly.timezone.as_str(), weekly.zone().offset_seconds(0)), ("+02:00", 7200));
         assert_eq!(ok("report: { weekly: { timezone: utc } }\n").report.weekly.unwrap().timezone, "UTC");
         assert_eq!(
             one_error("report:\n  weekly: monday\n"),
@@ -2627,26 +2615,26 @@ mod tests {
     #[test]
     fn every_error_is_reported_in_document_order() {
         let yaml = concat!(
-            "label: DEPLOYMENT_REQUEST\n",                                      // 1
-            "roles:\n",                                                         // 2
-            "  pm: { users: [alice, \"@bob\"], teams: [acme/product, sre] }\n", // 3
-            "  backend-lead: { teams: [acme/backend-leads], user: [x] }\n",     // 4
-            "environments:\n",                                                  // 5
-            "  production:\n",                                                  // 6
-            "    aprovals: []\n",                                               // 7
-            "    approvals:\n",                                                 // 8
-            "      - role: qa\n",                                               // 9
-            "      - role: backend-leed\n",                                     // 10
-            "        when_paths: [\"apps/[\", \"api/**\"]\n",                   // 11
-            "    require_checks: some\n",                                       // 12
-            "    deploy: deplyment\n",                                          // 13
-            "    max_rollback_minutes: 0\n",                                    // 14
-            "ci:\n",                                                            // 15
-            "  debug_within: 1 hour\n",                                         // 16
-            "  escalate_to: qa\n",                                              // 17
-            "report:\n",                                                        // 18
-            "  weekly: { day: mon, time: \"9.30\", timezone: Europe/Paris }\n", // 19
-            "  targets: { uptime: 101, mttr_minutes: -1 }\n",                   // 20
+            "label: DEPLOYMENT_REQUEST\n",                                       // 1
+            "roles:\n",                                                          // 2
+            "  pm: { users: [alice, \"@bob\"], teams: [acme/product, sre] }\n",  // 3
+            "  backend-lead: { teams: [acme/backend-leads], user: [x] }\n",      // 4
+            "environments:\n",                                                   // 5
+            "  production:\n",                                                   // 6
+            "    aprovals: []\n",                                                // 7
+            "    approvals:\n",                                                  // 8
+            "      - role: qa\n",                                                // 9
+            "      - role: backend-leed\n",                                      // 10
+            "        when_paths: [\"apps/[\", \"api/**\"]\n",                    // 11
+            "    require_checks: some\n",                                        // 12
+            "    deploy: deplyment\n",                                           // 13
+            "    max_rollback_minutes: 0\n",                                     // 14
+            "ci:\n",                                                             // 15
+            "  debug_within: 1 hour\n",                                          // 16
+            "  escalate_to: qa\n",                                               // 17
+            "report:\n",                                                         // 18
+            "  weekly: { day: mon, time: \"9.30\", timezone: Europe/Pariss }\n", // 19
+            "  targets: { uptime: 101, mttr_minutes: -1 }\n",                    // 20
         );
         let errors = errors(yaml);
         let positions: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
