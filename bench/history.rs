@@ -1018,6 +1018,7 @@ fn generate_deliveries(
                     started_at: received_at - dur(&mut rng, MINUTE, 25 * MINUTE),
                     completed_at: received_at - rng.i64(1_000..20_000),
                     failed_jobs,
+                    incident_branch: i64::from(branch == "main"),
                 }
             });
             batch.claim_at = batch.claim_at.max(received_at);
@@ -1417,6 +1418,7 @@ impl RequestMaker<'_> {
                 checks,
                 files_truncated: false,
                 pushers: None,
+                first_commit_at: None,
                 merge_commit: merged.then(|| random_hex40(rng)),
                 merged_at: merged.then_some(created + dur(rng, MINUTE, 2 * HOUR)),
                 base_ref: Some("main".into()),
@@ -1635,6 +1637,7 @@ impl RequestMaker<'_> {
                     finished_at: finished,
                     origin: "app".into(),
                     log_url: log_url.clone(),
+                    rollback: 0,
                 }
             };
             let started = created_at + dur(&mut self.rng, 2_000, 90_000);
@@ -2020,6 +2023,7 @@ fn ci_story(
             started_at: started,
             completed_at: at,
             failed_jobs: serde_json::to_string(&jobs).unwrap_or_else(|_| "[]".into()),
+            incident_branch: i64::from(branch == "main"),
         };
         let info = RunInfo {
             run_id: *run_id,

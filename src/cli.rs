@@ -55,6 +55,23 @@ pub enum Command {
         #[arg(long)]
         repo: Option<String>,
     },
+    /// The team's figures for a repository (SPEC §5): the weekly report's markdown, or its JSON
+    /// (documented in docs/figures.md). Without `--week` or `--since`: the last complete ISO week
+    /// in the policy's `report.weekly.timezone` (UTC without one).
+    Report {
+        /// The repository: `owner/name`.
+        #[arg(long)]
+        repo: String,
+        /// A window up to now: `7d`, `24h`, `90m`.
+        #[arg(long)]
+        since: Option<String>,
+        /// An ISO week: `2026-W49`.
+        #[arg(long)]
+        week: Option<String>,
+        /// `markdown` (the body) or `json`.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+    },
     /// What the App would show for a request, offline: the sticky comment and check run from a
     /// policy, a request body and what GitHub would say (exit 0 whatever the verdict, 1 on bad input).
     Simulate {
@@ -288,6 +305,38 @@ pub fn simulate(
     }
 }
 
+async fn report_command(
+    db: &Db,
+    repo: &str,
+    since: Option<&str>,
+    week: Option<&str>,
+    format: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    use crate::domain::report;
+    if !matches!(format, "markdown" | "json") {
+        writeln!(out, "error: --format must be markdown or json, not `{format}`")?;
+        return Ok(2);
+    }
+    let period = match report::Period::parse(week, since) {
+        Ok(p) => p,
+        Err(e) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(2);
+        }
+    };
+    let now = Clock::system().now_ms();
+    let Some(r) = crate::handlers::report::for_repository(db, repo, None, period, now).await? else {
+        writeln!(out, "error: no repository `{repo}` in this database (the App has not been installed on it)")?;
+        return Ok(1);
+    };
+    match format {
+        "json" => writeln!(out, "{}", serde_json::to_string_pretty(&report::json(&r))?)?,
+        _ => write!(out, "{}", report::markdown(&r))?,
+    }
+    Ok(0)
+}
+
 /// Runs a command that only needs the database. Writes to `out`; returns the exit code.
 pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) -> anyhow::Result<i32> {
     let db = Db::connect(&cfg.database_url).await?;
@@ -327,6 +376,10 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         Command::ApiToken { command } => {
             db.migrate().await?;
             api_token_command(&db, command, out).await?
+        }
+        Command::Report { repo, since, week, format } => {
+            db.migrate().await?;
+            report_command(&db, repo, since.as_deref(), week.as_deref(), format, out).await?
         }
         Command::Serve | Command::CheckConfig { .. } | Command::Simulate { .. } => {
             unreachable!("not a database command")

@@ -113,6 +113,12 @@ pub struct Config {
     pub audit_keys: crate::store::audit::AuditKeys,
     /// `SHIPGATE_AUDIT_VERIFY_SECS` (3600; 0: never): how often `serve` verifies the audit log.
     pub audit_verify_every: Duration,
+    /// `SHIPGATE_REPORT_CHECK_MS` (60000; 0: never): how often `serve` looks for weekly reports
+    /// due (and previous reports to close).
+    pub report_every: Duration,
+    /// `SHIPGATE_FIGURES_REFRESH_MS` (60000; 0: never): how often the `/metrics` figures gauges
+    /// are recomputed.
+    pub figures_every: Duration,
     /// `SHIPGATE_SIGNING_KEY` (PKCS#8 PEM text) or `SHIPGATE_SIGNING_KEY_PATH`: the Ed25519 key
     /// that signs the audit log's anchors; its public half is served at
     /// `/.well-known/shipgate-audit.pub`. Optional: without it anchors go unsigned.
@@ -429,6 +435,8 @@ impl Config {
             });
         }
         let audit_verify_every = Duration::from_secs(parse_num(&get, "SHIPGATE_AUDIT_VERIFY_SECS")?.unwrap_or(3600));
+        let report_every = Duration::from_millis(parse_num(&get, "SHIPGATE_REPORT_CHECK_MS")?.unwrap_or(60_000));
+        let figures_every = Duration::from_millis(parse_num(&get, "SHIPGATE_FIGURES_REFRESH_MS")?.unwrap_or(60_000));
         let signing_key = signing_key(&get)?;
 
         let mut intake = crate::http::serve::Limits::default();
@@ -460,6 +468,8 @@ impl Config {
             notify,
             audit_keys,
             audit_verify_every,
+            report_every,
+            figures_every,
             signing_key,
             intake,
             coalesce,
@@ -532,6 +542,9 @@ impl Config {
                 retired: Vec::new(),
             },
             audit_verify_every: Duration::ZERO,
+            // Off in tests, like the audit verification: a test that wants them sets them.
+            report_every: Duration::ZERO,
+            figures_every: Duration::ZERO,
             signing_key: None,
             oidc: crate::github::oidc::OidcConfig::default(),
             gate_wait_max: Duration::from_secs(600),

@@ -137,6 +137,12 @@ impl Server {
         }
         tasks.push(tokio::spawn(prune_loop(db.clone(), opts.clock.clone(), cfg.retention, cfg.history, rx.clone())));
         tasks.push(tokio::spawn(escalation_loop(db.clone(), opts.clock.clone(), rx.clone())));
+        if !cfg.report_every.is_zero() {
+            tasks.push(tokio::spawn(report_loop(db.clone(), opts.clock.clone(), cfg.report_every, rx.clone())));
+        }
+        if !cfg.figures_every.is_zero() {
+            tasks.push(tokio::spawn(figures_loop(db.clone(), opts.clock.clone(), cfg.figures_every, rx.clone())));
+        }
         if !cfg.audit_verify_every.is_zero() {
             tasks.push(tokio::spawn(audit_verify_loop(
                 db.clone(),
@@ -359,6 +365,36 @@ async fn escalation_loop(db: Db, clock: Clock, mut stop: watch::Receiver<bool>) 
         }
         tokio::select! {
             _ = tokio::time::sleep(ESCALATE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Opens the weekly reports due (once across replicas; also at start, so a report missed while the
+/// App was down is opened when it comes back), and closes the reports they supersede.
+async fn report_loop(db: Db, clock: Clock, every: Duration, mut stop: watch::Receiver<bool>) {
+    let worker = crate::queue::runner::worker_id("report");
+    loop {
+        match crate::handlers::report::run_due(&db, clock.now_ms(), &worker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(reports = n, "weekly reports opened"),
+            Err(e) => tracing::warn!(error = %e, "opening weekly reports failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Recomputes the trailing week's figures of each repository for `/metrics`.
+async fn figures_loop(db: Db, clock: Clock, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = crate::handlers::report::refresh_gauges(&db, clock.now_ms()).await {
+            tracing::warn!(error = %e, "computing the figures for /metrics failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

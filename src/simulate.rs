@@ -163,6 +163,7 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
                     .collect(),
                 files_truncated: false,
                 pushers: Some(vec![p.author.user().id]),
+                first_commit_at: None,
                 merge_commit: None,
                 merged_at: None,
                 base_ref: None,

@@ -562,6 +562,7 @@ async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &Te
                     started_at: 0,
                     completed_at: 0,
                     failed_jobs: "[]".into(),
+                    incident_branch: 1,
                 }))));
             }
             Ok(Handled::ok(effects))

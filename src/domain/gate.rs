@@ -61,6 +61,10 @@ pub struct PrFacts {
     /// them): like the author, they cannot approve it unless self-approval is allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pushers: Option<Vec<UserId>>,
+    /// When its first commit was authored (Unix ms), read with the pushers: where DORA's lead
+    /// time for changes starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_commit_at: Option<i64>,
     /// Once merged: the commit the merge produced on the base branch (SPEC §3.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_commit: Option<String>,
@@ -517,6 +521,7 @@ environments:
                     }],
                     files_truncated: false,
                     pushers: Some(vec![UserId(301)]),
+                    first_commit_at: None,
                     merge_commit: None,
                     merged_at: None,
                     base_ref: None,

@@ -100,6 +100,40 @@ pub fn parse_since(s: &str) -> Option<i64> {
     (n > 0 && ms <= 366 * 86_400_000).then_some(ms)
 }
 
+/// Which window a report asked for (`shipgate report`, the API) covers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Period {
+    /// The last complete ISO week (what the weekly issue reports).
+    LastWeek,
+    Week(i32, u32),
+    /// The last so-many ms up to now.
+    Since(i64),
+}
+
+impl Period {
+    /// From `--week` / `--since` (at most one): an error says which value is wrong.
+    pub fn parse(week: Option<&str>, since: Option<&str>) -> Result<Period, String> {
+        match (week, since) {
+            (Some(_), Some(_)) => Err("give either a week or a window, not both".into()),
+            (Some(w), None) => parse_week(w)
+                .map(|(y, n)| Period::Week(y, n))
+                .ok_or_else(|| format!("`{w}` is not an ISO week: write it like 2026-W49")),
+            (None, Some(s)) => parse_since(s)
+                .map(Period::Since)
+                .ok_or_else(|| format!("`{s}` is not a window: write it like 7d, 24h or 90m (at most 366d)")),
+            (None, None) => Ok(Period::LastWeek),
+        }
+    }
+
+    pub fn window(self, zone: &Zone, now: i64) -> Window {
+        match self {
+            Period::LastWeek => week_of(zone, now).previous(zone),
+            Period::Week(y, w) => week(zone, y, w).unwrap_or_else(|| week_of(zone, now)),
+            Period::Since(ms) => Window { from: now - ms, to: now, week: None },
+        }
+    }
+}
+
 /// The latest moment `schedule` named at or before `now`, and the week it reports: the ISO week
 /// before the one that moment falls in. A report missed while the App was down is still due: the
 /// caller runs it once per week (claimed by the week), and only the latest.
@@ -575,6 +609,28 @@ pub fn json(r: &Report) -> Value {
     v
 }
 
+/// The `weekly_report` notification: the figures against their targets, linked to the issue
+/// being created (by its marker).
+pub fn notice(r: &Report) -> super::notify::Notice {
+    let zone = Zone::named(&r.timezone);
+    let label = r.window.label(&zone);
+    let judged: Vec<&Check> = r.checks.iter().filter(|c| c.met.is_some()).collect();
+    let met = judged.iter().filter(|c| c.met == Some(true)).count();
+    super::notify::Notice {
+        repo: r.repository.clone(),
+        title: title(&label),
+        summary: format!("{met} of {} figures meet their targets.", judged.len()),
+        fields: r
+            .checks
+            .iter()
+            .map(|c| (c.name.to_string(), format!("{} {}", show(c.value, c.unit()), mark(c.met))))
+            .collect(),
+        link: super::notify::NoticeLink { issue: None, marker: Some(marker(&label)), url: None },
+        cause: format!("weekly-report-{label}"),
+        request: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,6 +694,16 @@ mod tests {
         assert_eq!(parse_since("0d"), None);
         assert_eq!(parse_since("400d"), None);
         assert_eq!(parse_since("7"), None);
+        let z = Zone::default();
+        let now = MON + 7 * DAY + H; // Monday of W50
+        assert_eq!(Period::parse(None, None).unwrap().window(&z, now).week, Some((2026, 49)));
+        assert_eq!(Period::parse(Some("2026-W10"), None).unwrap().window(&z, now).week, Some((2026, 10)));
+        assert_eq!(
+            Period::parse(None, Some("7d")).unwrap().window(&z, now),
+            Window { from: now - 7 * DAY, to: now, week: None }
+        );
+        assert!(Period::parse(Some("2026-W10"), Some("7d")).is_err());
+        assert!(Period::parse(Some("W10"), None).unwrap_err().contains("2026-W49"));
     }
 
     fn week_of_history() -> Facts {

@@ -173,15 +173,26 @@ pub async fn changed_files(gh: &GitHub, installation: i64, repo: &str, number: i
         .collect())
 }
 
-/// Ids of everyone who authored or committed a commit of the PR (GitHub lists up to 250).
-pub async fn pushers(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Vec<i64>, GhError> {
+/// Ids of everyone who authored or committed a commit of the PR (GitHub lists up to 250), and
+/// when the earliest of them was authored (Unix ms; the lead time for changes starts there).
+pub async fn pushers(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    number: i64,
+) -> Result<(Vec<i64>, Option<i64>), GhError> {
     let list =
         gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/pulls/{number}/commits"), None).await?;
     let mut ids: Vec<i64> =
         list.iter().flat_map(|c| [c["author"]["id"].as_i64(), c["committer"]["id"].as_i64()]).flatten().collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok(ids)
+    let first = list
+        .iter()
+        .filter_map(|c| c["commit"]["author"]["date"].as_str())
+        .filter_map(super::client::parse_rfc3339_ms)
+        .min();
+    Ok((ids, first))
 }
 
 /// The account id a login belongs to now (None: no such account).

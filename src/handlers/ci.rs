@@ -150,6 +150,14 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
         started_at: run.started_at,
         completed_at: run.completed_at,
         failed_jobs: serde_json::to_string(&run.jobs).unwrap_or_else(|_| "[]".into()),
+        incident_branch: i64::from(ci::run_counts_for_incident(
+            &policy.ci,
+            &run.event,
+            head_repo_id,
+            repo_id,
+            &branch,
+            &default_branch,
+        )),
     })));
     if kind == RunKind::Ignored {
         return Ok(effects);

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod ci;
 pub mod installation;
 pub mod repo;
+pub mod report;
 pub mod requests;
 
 use std::collections::HashMap;

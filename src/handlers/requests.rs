@@ -182,6 +182,7 @@ async fn gather_prs(
                         f.prs.push(PrFacts {
                             number: *n,
                             pushers: before.and_then(|b| b.pushers.clone()),
+                            first_commit_at: before.and_then(|b| b.first_commit_at),
                             head_sha: pr.head_sha,
                             author: pr.author,
                             state: pr.state,
@@ -247,7 +248,10 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
         for p in f.prs.iter_mut() {
             if p.pushers.is_none() {
                 match facts::pushers(&ctx.github, t.installation.get(), &t.repo, p.number).await {
-                    Ok(ids) => p.pushers = Some(ids.into_iter().map(UserId).collect()),
+                    Ok((ids, first)) => {
+                        p.pushers = Some(ids.into_iter().map(UserId).collect());
+                        p.first_commit_at = first;
+                    }
                     Err(GhError::DryRun) => {}
                     Err(e) => return Err(gh_err(e)),
                 }
@@ -1073,6 +1077,15 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         None => "manual".to_string(),
     };
     let owner = own.map(|(_, issue)| issue);
+    // A `/rollback`: its request was rolling back to this very commit (in every deploy mode the
+    // request's deploy key says so while it waits for the deployment).
+    let rollback = match owner {
+        Some(issue) => store::get(&ctx.db, installation, repo_id, issue).await?.is_some_and(|r| {
+            r.deploy_key.as_deref().is_some_and(|k| k.starts_with("rollback-"))
+                && r.deploy_sha.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(sha))
+        }),
+        None => false,
+    };
     let mut effects = vec![Effect::RecordDeployment(Box::new(DeploymentRow {
         installation_id: installation,
         repository_id: repo_id,
@@ -1099,6 +1112,7 @@ pub async fn on_deployment_status(ctx: Arc<Ctx>) -> Result<Handled, HandlerError
         .flatten()
         .find(|u| is_run_page(u, &repo))
         .map(str::to_string),
+        rollback: i64::from(rollback),
     }))];
     let covering = store::open_linking(&ctx.db, installation, repo_id, Link::Sha, sha).await?;
     // The request it belongs to; and the requests for that environment that cover its commit,

@@ -48,6 +48,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/{id}", get(get_delivery))
         .route("/api/incidents", get(list_incidents))
+        .route("/api/reports/{owner}/{repo}", get(get_report))
         .route("/api/openapi.json", get(openapi_json))
 }
 
@@ -61,7 +62,7 @@ pub fn routes() -> Router<Arc<AppState>> {
                        only its installation, the admin token (SHIPGATE_ADMIN_TOKEN) everything. Lists are oldest \
                        first; pass a page's `next` as `after` for the following page."
     ),
-    paths(list_requests, get_request, list_audit, list_deliveries, get_delivery, list_incidents),
+    paths(list_requests, get_request, list_audit, list_deliveries, get_delivery, list_incidents, get_report),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -531,6 +532,57 @@ async fn list_incidents(
     let rows: Vec<IncidentRow> = filter::query_as(sql, &f, &[limit.into()]).fetch_all(st.db.pool()).await?;
     let next = next_cursor(&rows, limit, |r| r.id.clone());
     Ok(Json(IncidentPage { items: rows.iter().map(Incident::from).collect(), next }))
+}
+
+/// A repository's figures: the weekly report (docs/figures.md documents the JSON).
+#[utoipa::path(
+    get,
+    path = "/api/reports/{owner}/{repo}",
+    tag = "reports",
+    params(
+        ("owner" = String, Path, description = "The repository's owner"),
+        ("repo" = String, Path, description = "The repository's name"),
+        ("week" = Option<String>, Query, description = "An ISO week, `2026-W49` (default: the last complete week in the policy's time zone)"),
+        ("since" = Option<String>, Query, description = "Instead of a week: a window up to now, `7d`, `24h`"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `markdown` (the issue's body, as text/markdown)"),
+    ),
+    responses(
+        (status = 200, description = "The report: figures, targets met or not, the previous week, the last 8 weeks", body = Object),
+        (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
+        (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
+        (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),
+        (status = 404, description = "No such repository (or not this token's installation)", body = super::api_types::Error),
+    )
+)]
+async fn get_report(
+    State(st): State<Arc<AppState>>,
+    Caller(scope): Caller,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use crate::domain::report;
+    let p = Params::new(q, &["week", "since", "format"])?;
+    let full = format!("{owner}/{repo}");
+    if !valid_repo(&full) {
+        return Err(ApiError::bad_request("the repository must be OWNER/NAME"));
+    }
+    let format = p.get("format").unwrap_or("json");
+    if !["json", "markdown"].contains(&format) {
+        return Err(ApiError::bad_request("format must be one of: json, markdown"));
+    }
+    let period = report::Period::parse(p.get("week"), p.get("since")).map_err(|e| ApiError::bad_request(&e))?;
+    let now = st.clock.now_ms();
+    let found = crate::handlers::report::for_repository(&st.db, &full, scope.installation(), period, now).await?;
+    // A token of another installation finds nothing (the query is scoped to its installation).
+    let Some(r) = found else {
+        return Err(ApiError::not_found());
+    };
+    Ok(match format {
+        "markdown" => {
+            ([(axum::http::header::CONTENT_TYPE, "text/markdown; charset=utf-8")], report::markdown(&r)).into_response()
+        }
+        _ => Json(report::json(&r)).into_response(),
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct DeploymentRow {
     pub origin: String,
     /// The newest status's link to its log (the run that deployed), when it gives one.
     pub log_url: Option<String>,
+    /// 1: a `/rollback` (its request was rolling back to this commit when it was seen).
+    pub rollback: i64,
 }
 
 /// Origins whose deployments count as a request's own, and as the commit to roll back to.
@@ -47,8 +49,8 @@ pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<
         AND excluded.status_id >= deployments.status_id))";
     let sql = format!(
         "INSERT INTO deployments (installation_id, repository_id, deployment_id, environment, sha, ref, issue, state, \
-         status_at, status_id, created_at, started_at, finished_at, succeeded_at, origin, log_url) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         status_at, status_id, created_at, started_at, finished_at, succeeded_at, origin, log_url, rollback) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
          ON CONFLICT (installation_id, repository_id, deployment_id) DO UPDATE SET \
          issue = COALESCE(deployments.issue, excluded.issue), \
          origin = CASE WHEN deployments.origin IN ('app', 'approved') THEN deployments.origin ELSE excluded.origin END, \
@@ -62,6 +64,7 @@ pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<
              WHEN excluded.started_at IS NULL THEN deployments.started_at \
              WHEN excluded.started_at < deployments.started_at THEN excluded.started_at ELSE deployments.started_at END, \
          succeeded_at = COALESCE(deployments.succeeded_at, excluded.succeeded_at), \
+         rollback = CASE WHEN deployments.rollback = 1 THEN 1 ELSE excluded.rollback END, \
          log_url = CASE WHEN {NEWER} THEN COALESCE(excluded.log_url, deployments.log_url) \
              ELSE COALESCE(deployments.log_url, excluded.log_url) END"
     );
@@ -82,13 +85,14 @@ pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<
         .bind((d.state == "success").then_some(d.status_at))
         .bind(&d.origin)
         .bind(&d.log_url)
+        .bind(d.rollback)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
 const DEPLOYMENT_COLUMNS: &str = "installation_id, repository_id, deployment_id, environment, sha, ref AS git_ref, \
-    issue, state, status_at, status_id, created_at, started_at, finished_at, origin, log_url";
+    issue, state, status_at, status_id, created_at, started_at, finished_at, origin, log_url, rollback";
 
 pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: i64) -> Result<Option<DeploymentRow>> {
     let sql = format!(

@@ -29,6 +29,8 @@ pub struct RunRow {
     pub completed_at: i64,
     /// The failed jobs and steps (JSON of `domain::ci::FailedJob`s).
     pub failed_jobs: String,
+    /// 1: it counts for the CI green rate (the policy's incident branch, this repository's push).
+    pub incident_branch: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, Serialize)]
@@ -109,8 +111,8 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
         Change::Run(r) => {
             sqlx::query(
                 "INSERT INTO ci_runs (installation_id, repository_id, run_id, attempt, run_number, workflow_id, workflow, \
-                 lane, branch, head_sha, event, conclusion, kind, started_at, completed_at, failed_jobs, recorded_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                 lane, branch, head_sha, event, conclusion, kind, started_at, completed_at, failed_jobs, recorded_at, incident_branch) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                  ON CONFLICT (repository_id, run_id, attempt) DO NOTHING",
             )
             .bind(r.installation_id)
@@ -130,6 +132,7 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
             .bind(r.completed_at)
             .bind(&r.failed_jobs)
             .bind(now)
+            .bind(r.incident_branch)
             .execute(&mut **tx)
             .await?;
         }
@@ -218,7 +221,7 @@ pub async fn apply(tx: &mut Transaction<'_, Any>, change: &Change, now: i64) -> 
 }
 
 const RUN_COLUMNS: &str = "installation_id, repository_id, run_id, attempt, run_number, workflow_id, workflow, lane, \
-    branch, head_sha, event, conclusion, kind, started_at, completed_at, failed_jobs";
+    branch, head_sha, event, conclusion, kind, started_at, completed_at, failed_jobs, incident_branch";
 
 /// The run attempt, when it was recorded already (a duplicate delivery).
 pub async fn run(db: &Db, repository_id: i64, run_id: i64, attempt: i64) -> Result<Option<RunRow>> {

@@ -236,6 +236,7 @@ mod tests {
                 checks,
                 files_truncated: false,
                 pushers: None,
+                first_commit_at: None,
                 merge_commit: None,
                 merged_at: None,
                 base_ref: None,

@@ -65,6 +65,7 @@ fn pr(head: &str) -> PrFacts {
         }],
         files_truncated: false,
         pushers: Some(vec![UserId(301)]),
+        first_commit_at: None,
         merge_commit: None,
         merged_at: None,
         base_ref: None,

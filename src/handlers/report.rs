@@ -1,0 +1,215 @@
+//! The weekly infrastructure report (SPEC §5): per repository whose policy has `report.weekly`,
+//! once across replicas, for the latest week due (also when the App was down at that moment: one
+//! report for the latest missed week, never one per missed week). The issue is created through
+//! the outbox like every other action; once GitHub has numbered it, the previous report issue is
+//! closed with a link to it.
+
+use crate::domain::notify::{self, NotifyEvent};
+use crate::domain::policy::{self, Policy};
+use crate::domain::report::{self, Report, Window};
+use crate::domain::zone::Zone;
+use crate::github::actions::Action;
+use crate::store::figures::{self as store, Reporting};
+use crate::store::{Db, Result, incidents, objects, outbox, scheduler};
+
+/// A claim older than this, never finished, was left by a replica that stopped: taken over.
+const STALE_CLAIM_MS: i64 = 60_000;
+
+/// The report of `window` for a repository, from the store (the same for the issue, `shipgate
+/// report` and the API).
+#[allow(clippy::too_many_arguments)]
+pub async fn build(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    window: Window,
+    timezone: &str,
+    targets: &policy::Targets,
+) -> Result<Report> {
+    let facts = store::facts(db, installation, repository_id, window.from - report::LOOKBACK_MS).await?;
+    let label = window.label(&Zone::named(timezone));
+    let previous = match window.week {
+        Some(_) => store::previous_report(db, installation, repository, &label).await?.map(|(_, n)| n),
+        None => None,
+    };
+    Ok(report::build(repository, &facts, window, timezone, targets, previous))
+}
+
+/// The report of `repository` (`owner/name`, any case) for `period`, in its policy's time zone
+/// and against its targets (UTC and the built-in targets without them). None: no such repository
+/// (or not `installation`'s, when given).
+pub async fn for_repository(
+    db: &Db,
+    repository: &str,
+    installation: Option<i64>,
+    period: report::Period,
+    now: i64,
+) -> Result<Option<Report>> {
+    let row: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT installation_id, id, full_name FROM repositories WHERE LOWER(full_name) = LOWER($1) \
+         AND removed_at IS NULL AND ($2 IS NULL OR installation_id = $2) ORDER BY updated_at DESC LIMIT 1",
+    )
+    .bind(repository)
+    .bind(installation)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some((installation, id, name)) = row else { return Ok(None) };
+    let policy = match crate::store::requests::policy(db, installation, id).await? {
+        Some((_, Some(yaml))) => policy::parse(&yaml).unwrap_or_default(),
+        _ => Policy::default(),
+    };
+    let timezone = policy.report.weekly.as_ref().map_or("UTC".to_string(), |w| w.timezone.clone());
+    let window = period.window(&Zone::named(&timezone), now);
+    Ok(Some(build(db, installation, id, &name, window, &timezone, &policy.report.targets).await?))
+}
+
+/// The policy's report settings, from the stored file (None: no `report.weekly`). A broken file
+/// reports nothing: its errors are the check run's to show.
+fn weekly(r: &Reporting) -> Option<(Policy, policy::WeeklySchedule)> {
+    let p = policy::parse(&r.yaml).ok()?;
+    let w = p.report.weekly.clone()?;
+    Some((p, w))
+}
+
+async fn claimed(db: &Db, job: &str, slot: i64, worker: &str, now: i64) -> Result<bool> {
+    if scheduler::claim(db, job, slot, worker, now).await? {
+        return Ok(true);
+    }
+    let runs = scheduler::runs(db, job).await?;
+    let this = runs.iter().find(|(s, _, _)| *s == slot);
+    Ok(match this {
+        Some((_, _, Some(_))) | None => false,
+        // Claimed and never finished: its claimer stopped, or is still at it.
+        Some((_, _, None)) => incidents::unfinished_claim(db, job).await?.is_some_and(|at| now - at > STALE_CLAIM_MS),
+    })
+}
+
+/// Opens the weekly report issues that are due, and closes the previous ones once the new ones
+/// exist. Returns how many reports were opened.
+pub async fn run_due(db: &Db, now: i64, worker: &str) -> Result<usize> {
+    let mut opened = 0;
+    for r in store::reporting(db).await? {
+        let Some((policy, schedule)) = weekly(&r) else { continue };
+        let (at, window) = report::due(&schedule, now);
+        if at > now {
+            continue;
+        }
+        let zone = schedule.zone();
+        let label = window.label(&zone);
+        let marker = report::marker(&label);
+        let job = format!("weekly-report:{}", r.repository_id);
+        if claimed(db, &job, window.from, worker, now).await? {
+            let rep = build(
+                db,
+                r.installation_id,
+                r.repository_id,
+                &r.repository,
+                window.clone(),
+                &schedule.timezone,
+                &policy.report.targets,
+            )
+            .await?;
+            let action = Action::CreateIssue {
+                repo: r.repository.clone(),
+                marker: marker.clone(),
+                title: report::title(&label),
+                body: report::markdown(&rep),
+                labels: vec![report::LABEL.into()],
+            };
+            let key = format!("{job}:{label}");
+            let mut tx = db.begin_write().await?;
+            outbox::enqueue(&mut tx, r.installation_id, &key, &action, None, now).await?;
+            let notice = report::notice(&rep);
+            let account = notify::account_of(&r.repository);
+            for (k, a) in notify::notifications(&policy, account, NotifyEvent::WeeklyReport, &notice).iter().enumerate()
+            {
+                outbox::enqueue(&mut tx, r.installation_id, &format!("{key}:notify:{k}"), a, None, now).await?;
+            }
+            tx.commit().await?;
+            outbox::settle(db, now).await?;
+            scheduler::finished(db, &job, window.from, "opened", now).await?;
+            tracing::info!(repository = %r.repository, week = %label, "weekly report opened");
+            opened += 1;
+        }
+        close_previous(db, &r, &label, &marker, window.from, worker, now).await?;
+    }
+    Ok(opened)
+}
+
+/// Once this week's report issue has a number: the previous report, if still there, gets a link to
+/// it and is closed (once, claimed like the report).
+async fn close_previous(
+    db: &Db,
+    r: &Reporting,
+    label: &str,
+    marker: &str,
+    slot: i64,
+    worker: &str,
+    now: i64,
+) -> Result<()> {
+    let job = format!("weekly-report-close:{}", r.repository_id);
+    if scheduler::runs(db, &job).await?.iter().any(|(s, _, done)| *s == slot && done.is_some()) {
+        return Ok(());
+    }
+    let Some(new) = objects::get(db, r.installation_id, "issue", &format!("{}:{marker}", r.repository)).await? else {
+        return Ok(());
+    };
+    if new <= 0 {
+        return Ok(()); // being created
+    }
+    let Some((_, old)) = store::previous_report(db, r.installation_id, &r.repository, label).await? else {
+        return Ok(());
+    };
+    if !claimed(db, &job, slot, worker, now).await? {
+        return Ok(());
+    }
+    let key = format!("{job}:{label}");
+    let mut tx = db.begin_write().await?;
+    outbox::enqueue(
+        &mut tx,
+        r.installation_id,
+        &format!("{key}:comment"),
+        &Action::UpsertComment {
+            repo: r.repository.clone(),
+            issue: old,
+            marker: "shipgate:weekly-report:superseded".into(),
+            body: format!("Superseded by #{new}, the report for {label}."),
+        },
+        None,
+        now,
+    )
+    .await?;
+    outbox::enqueue(
+        &mut tx,
+        r.installation_id,
+        &format!("{key}:close"),
+        &Action::UpdateIssue {
+            repo: r.repository.clone(),
+            marker: None,
+            number: Some(old),
+            title: None,
+            body: None,
+            state: Some("closed".into()),
+            state_reason: Some("completed".into()),
+        },
+        None,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    outbox::settle(db, now).await?;
+    scheduler::finished(db, &job, slot, "closed", now).await?;
+    Ok(())
+}
+
+/// The trailing week's figures of every repository with something to count, for `/metrics`.
+pub async fn refresh_gauges(db: &Db, now: i64) -> Result<usize> {
+    let repos = store::active_repositories(db).await?;
+    for (installation, id, name) in &repos {
+        let facts = store::facts(db, *installation, *id, now - 8 * 86_400_000).await?;
+        let figures = crate::domain::figures::compute(&facts, now - 7 * 86_400_000, now);
+        let _ = (name, figures); // gauges: see metrics::set_figures
+    }
+    Ok(repos.len())
+}
