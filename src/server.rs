@@ -308,10 +308,12 @@ async fn audit_verify_loop(
                     .or(r.unrecorded.clone())
                     .unwrap_or_default();
                 tracing::error!(problem = %what, "audit log verification FAILED");
+                metrics::counter!("shipgate_audit_verify_failures_total", "reason" => "broken").increment(1);
                 audit::Verdict::Broken(what)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "audit log verification could not run");
+                metrics::counter!("shipgate_audit_verify_failures_total", "reason" => "error").increment(1);
                 audit::Verdict::Failed(e.to_string())
             }
         };

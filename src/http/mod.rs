@@ -96,16 +96,25 @@ async fn audit_public_key(State(st): State<Arc<AppState>>) -> axum::response::Re
 }
 
 async fn readyz(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    match readiness(&st).await {
+        Ok(()) => (StatusCode::OK, "ready\n"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+/// What `/readyz` answers, and `shipgate_ready` exports: the database answers and has every
+/// migration applied.
+async fn readiness(st: &AppState) -> Result<(), &'static str> {
     if let Err(e) = st.db.ping().await {
         tracing::warn!(error = %e, "readiness: database unreachable");
-        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n");
+        return Err("database unreachable\n");
     }
     match st.db.migrations_applied().await {
-        Ok(true) => (StatusCode::OK, "ready\n"),
-        Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, "migrations not applied\n"),
+        Ok(true) => Ok(()),
+        Ok(false) => Err("migrations not applied\n"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: cannot read migrations");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
+            Err("database unreachable\n")
         }
     }
 }
@@ -126,6 +135,7 @@ async fn metrics_text(State(st): State<Arc<AppState>>, headers: axum::http::Head
 }
 
 async fn metrics_body(st: &AppState) -> impl IntoResponse {
+    metrics::gauge!("shipgate_ready").set(if readiness(st).await.is_ok() { 1.0 } else { 0.0 });
     // Queue gauges are read from the database at scrape time, so every replica reports the same.
     let now = st.clock.now_ms();
     for (queue, stats) in [("inbox", deliveries::stats(&st.db).await), ("outbox", outbox::stats(&st.db).await)] {
