@@ -391,8 +391,9 @@ async fn report_loop(db: Db, clock: Clock, every: Duration, mut stop: watch::Rec
 
 /// Recomputes the trailing week's figures of each repository for `/metrics`.
 async fn figures_loop(db: Db, clock: Clock, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut shown = std::collections::BTreeSet::new();
     loop {
-        if let Err(e) = crate::handlers::report::refresh_gauges(&db, clock.now_ms()).await {
+        if let Err(e) = crate::handlers::report::refresh_gauges(&db, clock.now_ms(), &mut shown).await {
             tracing::warn!(error = %e, "computing the figures for /metrics failed");
         }
         tokio::select! {

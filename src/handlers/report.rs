@@ -203,13 +203,23 @@ async fn close_previous(
     Ok(())
 }
 
-/// The trailing week's figures of every repository with something to count, for `/metrics`.
-pub async fn refresh_gauges(db: &Db, now: i64) -> Result<usize> {
+/// The trailing week's figures of every repository with something to count, for `/metrics`
+/// (`docs/metrics.md`); a repository no longer there (removed, its installation suspended or
+/// deleted) is forgotten. `shown` holds the names set last time.
+pub async fn refresh_gauges(db: &Db, now: i64, shown: &mut std::collections::BTreeSet<String>) -> Result<usize> {
+    const DAY: i64 = 86_400_000;
     let repos = store::active_repositories(db).await?;
+    let mut now_shown = std::collections::BTreeSet::new();
     for (installation, id, name) in &repos {
-        let facts = store::facts(db, *installation, *id, now - 8 * 86_400_000).await?;
-        let figures = crate::domain::figures::compute(&facts, now - 7 * 86_400_000, now);
-        let _ = (name, figures); // gauges: see metrics::set_figures
+        // A day more than the window: a change failure shows within a day of its deployment.
+        let facts = store::facts(db, *installation, *id, now - 8 * DAY).await?;
+        let figures = crate::domain::figures::compute(&facts, now - 7 * DAY, now);
+        crate::metrics::set_figures(name, &figures);
+        now_shown.insert(name.clone());
     }
+    for gone in shown.difference(&now_shown) {
+        crate::metrics::forget_repository(gone);
+    }
+    *shown = now_shown;
     Ok(repos.len())
 }
