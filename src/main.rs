@@ -42,7 +42,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(cfg.log_json);
+    // Traces are the server's (SPEC §5): the database commands export nothing.
+    let traces = match &cli.command {
+        Command::Serve => match shipgate::telemetry::Settings::from_env() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -50,12 +60,25 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The exporter's batch task runs on the runtime.
+    let traces = match traces.map(|t| rt.block_on(async { shipgate::telemetry::Traces::start(&t) })).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(cfg.log_json, traces.as_ref());
     let result = rt.block_on(async {
         match &cli.command {
             Command::Serve => shipgate::server::serve(cfg).await.map(|()| 0),
             cmd => shipgate::cli::run_db_command(&cfg, cmd, &mut std::io::stdout()).await,
         }
     });
+    // The last spans go out while the runtime (which runs the exporter) is still up.
+    if let Some(t) = traces {
+        t.shutdown();
+    }
     match result {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
@@ -65,15 +88,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
+fn init_tracing(json: bool, traces: Option<&shipgate::telemetry::Traces>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, Registry};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    // The spans made for traces only never show in the logs, whatever RUST_LOG says.
+    let filter = match format!("{}=off", shipgate::telemetry::TRACE_ONLY).parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     // Colour only for a person at a terminal: not in files, journals or pipes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if json {
-        builder.json().with_current_span(true).with_span_list(false).init();
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = if json {
+        logs.json().with_current_span(true).with_span_list(false).with_filter(filter).boxed()
     } else {
-        builder.init();
-    }
+        logs.with_filter(filter).boxed()
+    };
+    // The OpenTelemetry layer beside the logs, with its own filter (the App's spans only).
+    tracing_subscriber::registry().with(logs).with(traces.map(|t| t.layer())).init();
 }

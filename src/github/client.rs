@@ -23,6 +23,7 @@ use octocrab::Octocrab;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::auth::{AppAuth, AuthError, InstallationToken, TOKEN_RENEW_MARGIN_MS, TokenCache};
 use crate::clock::Clock;
@@ -511,7 +512,14 @@ impl GitHub {
                 route: route.to_string(),
             })
         };
-        tokio::time::timeout(self.cfg.timeout, fut).await.map_err(|_| transport("timed out".into()))?
+        let span = call_span(method, &self.cfg.api_url, path, route);
+        let result = tokio::time::timeout(self.cfg.timeout, fut)
+            .instrument(span.clone())
+            .await
+            .map_err(|_| transport("timed out".into()))
+            .and_then(|r| r);
+        record_call(&span, &result);
+        result
     }
 
     async fn backoff(&self, attempt: u32) {
@@ -626,6 +634,42 @@ impl GitHub {
         let token = Secret::new(t.token);
         *cached = Some(InstallationToken { token: token.clone(), expires_at });
         Ok(token)
+    }
+}
+
+/// One HTTP request to GitHub, for traces only (never in the logs: see
+/// [`crate::telemetry::TRACE_ONLY`]), a child of the span that makes it: the worker's delivery
+/// span, the relay's action span. Named as OpenTelemetry's HTTP conventions say (`GET
+/// /repos/{owner}/{repo}/pulls/{id}/files`); the URL without its query, and no header: the
+/// credentials are in the `Authorization` header, never in a URL.
+fn call_span(method: &Method, api_url: &str, path: &str, route: &str) -> tracing::Span {
+    let path = path.split('?').next().unwrap_or(path);
+    tracing::info_span!(
+        target: crate::telemetry::TRACE_ONLY,
+        "github",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "client",
+        http.request.method = %method,
+        url.template = %route,
+        url.full = %format_args!("{api_url}{path}"),
+        http.response.status_code = tracing::field::Empty,
+        error.r#type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// The answer's status on the call's span; 4xx, 5xx and failures to reach GitHub are errors.
+fn record_call(span: &tracing::Span, result: &Result<Response, GhError>) {
+    let error = match result {
+        Ok(r) => {
+            span.record("http.response.status_code", r.status);
+            (r.status >= 400).then(|| r.status.to_string())
+        }
+        Err(_) => Some("transport".to_string()),
+    };
+    if let Some(e) = error {
+        span.record("error.type", e.as_str());
+        span.record("otel.status_code", "ERROR");
     }
 }
 

@@ -38,6 +38,7 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
     let span = tracing::info_span!("webhook", delivery_id = %delivery_id);
     let result = accept(&st, &parts.headers, body, &delivery_id).instrument(span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
+    link_trace(&span, &delivery_id, &result);
     let _enter = span.enter();
     match result {
         Ok((event, status, outcome)) => {
@@ -58,6 +59,28 @@ pub async fn receive(State(st): State<Arc<AppState>>, req: Request) -> Response 
             Refusal(status, outcome, msg).into_response()
         }
     }
+}
+
+/// The intake's place in its delivery's trace (traces only; the logs do not change): a stored
+/// delivery's intake is the root of the delivery's trace, a copy GitHub sent again (`duplicate`)
+/// is a child of that root, and a refused request, unverified or a replay under another id, stays
+/// in a trace of its own (one cannot add spans to another delivery's trace by naming its id).
+fn link_trace(span: &tracing::Span, delivery_id: &str, result: &Result<(String, StatusCode, &'static str), Refusal>) {
+    let outcome = match result {
+        Ok((_, _, outcome)) => *outcome,
+        Err(Refusal(_, outcome, _)) => outcome,
+    };
+    match outcome {
+        "stored" => crate::telemetry::mark_root(span, delivery_id),
+        "duplicate" => crate::telemetry::continue_delivery(span, delivery_id),
+        _ => {}
+    }
+    let status = match result {
+        Ok((_, status, _)) | Err(Refusal(status, ..)) => *status,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.set_attribute("shipgate.outcome", outcome);
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
 }
 
 async fn accept(

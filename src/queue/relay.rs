@@ -70,6 +70,10 @@ impl Job for Actions {
             key = %c.key,
             attempt = c.attempts,
         );
+        // In the trace of the delivery that caused it (under its intake's span).
+        if let Some(d) = &c.delivery_id {
+            crate::telemetry::continue_delivery(&span, d);
+        }
         self.process_inner(runner, c).instrument(span).await
     }
 }

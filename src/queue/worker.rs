@@ -75,6 +75,13 @@ impl Job for Deliveries {
             action = c.action.as_deref().unwrap_or(""),
             attempt = c.attempts,
         );
+        // In the delivery's trace: under its intake's span; a delivery the App made itself has no
+        // intake, so its first attempt is the trace's root.
+        if c.event.starts_with(crate::handlers::INTERNAL_EVENT_PREFIX) && c.attempts <= 1 {
+            crate::telemetry::mark_root(&span, &c.id);
+        } else {
+            crate::telemetry::continue_delivery(&span, &c.id);
+        }
         self.process_inner(runner, c).instrument(span).await
     }
 }

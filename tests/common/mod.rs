@@ -332,6 +332,13 @@ pub async fn spawn_binary(db_url: &str, port: u16, env: &[(&str, &str)]) -> toki
         .env_remove("GITHUB_APP_ID")
         .env_remove("GITHUB_PRIVATE_KEY")
         .env_remove("GITHUB_PRIVATE_KEY_PATH")
+        // No traces unless a test asks for them (tests/traces.rs), whatever the shell has set.
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_SDK_DISABLED")
+        .env_remove("OTEL_TRACES_EXPORTER")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true);
