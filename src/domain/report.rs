@@ -331,7 +331,7 @@ pub fn title(label: &str) -> String {
 
 /// The report issue's idempotency marker (one issue per repository and week).
 pub fn marker(label: &str) -> String {
-    format!("shipgate:weekly-report:{label}")
+    format!("weekly-report:{label}")
 }
 
 fn number(v: f64) -> String {

@@ -308,6 +308,7 @@ impl Effect {
             }
             Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
             Effect::SavePolicy { installation, repository_id, repository, blob, yaml, etag, by, commit } => {
+                tenancy::seen_repository(tx, *installation, *repository_id, repository, now).await?;
                 let before = store_requests::save_policy(
                     tx,
                     *installation,

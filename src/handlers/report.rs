@@ -173,7 +173,7 @@ async fn close_previous(
         &Action::UpsertComment {
             repo: r.repository.clone(),
             issue: old,
-            marker: "shipgate:weekly-report:superseded".into(),
+            marker: "weekly-report:superseded".into(),
             body: format!("Superseded by #{new}, the report for {label}."),
         },
         None,

@@ -22,7 +22,7 @@ pub async fn reporting(db: &Db) -> Result<Vec<Reporting>> {
     let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(
         "SELECT p.installation_id, p.repository_id, r.full_name, p.yaml FROM policies p \
          JOIN repositories r ON r.id = p.repository_id AND r.installation_id = p.installation_id \
-         JOIN installations i ON i.id = p.installation_id \
+         LEFT JOIN installations i ON i.id = p.installation_id \
          WHERE p.yaml IS NOT NULL AND p.yaml LIKE '%report%' AND r.removed_at IS NULL \
          AND i.suspended_at IS NULL AND i.deleted_at IS NULL ORDER BY p.repository_id",
     )
@@ -44,7 +44,7 @@ pub async fn reporting(db: &Db) -> Result<Vec<Reporting>> {
 pub async fn active_repositories(db: &Db) -> Result<Vec<(i64, i64, String)>> {
     Ok(sqlx::query_as(
         "SELECT r.installation_id, r.id, r.full_name FROM repositories r \
-         JOIN installations i ON i.id = r.installation_id \
+         LEFT JOIN installations i ON i.id = r.installation_id \
          WHERE r.removed_at IS NULL AND i.suspended_at IS NULL AND i.deleted_at IS NULL \
          AND (EXISTS (SELECT 1 FROM requests q WHERE q.installation_id = r.installation_id AND q.repository_id = r.id) \
            OR EXISTS (SELECT 1 FROM incidents n WHERE n.repository_id = r.id) \

@@ -116,6 +116,41 @@ pub async fn upsert_repositories(
     Ok(())
 }
 
+/// A repository the App has just read a policy of, with this installation's token: known from
+/// now on if no installation event listed it (an installation made before the App first ran).
+/// Never changes a repository already known (its removal, its installation), nor an installation
+/// already known (one first known this way has its account's login and id 0 until its own event
+/// says more).
+pub async fn seen_repository(
+    tx: &mut Transaction<'_, Any>,
+    installation_id: i64,
+    repository_id: i64,
+    full_name: &str,
+    now: i64,
+) -> Result<()> {
+    let owner = full_name.split_once('/').map_or(full_name, |(o, _)| o);
+    sqlx::query(
+        "INSERT INTO installations (id, account_id, account_login, created_at, updated_at) VALUES ($1, 0, $2, $3, $3) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(installation_id)
+    .bind(owner)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO repositories (id, installation_id, full_name, private, removed_at, updated_at) \
+         VALUES ($1, $2, $3, 0, NULL, $4) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(repository_id)
+    .bind(installation_id)
+    .bind(full_name)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 pub async fn remove_repositories(
     tx: &mut Transaction<'_, Any>,
     installation_id: i64,

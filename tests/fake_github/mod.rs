@@ -50,6 +50,12 @@ fn now_s() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// GitHub's time: the App's clock when a test shares it (`FakeGitHub::use_clock`), so that a
+/// scenario can live last week, JWTs and token expiry included.
+fn now_of(m: &Model) -> i64 {
+    m.clock.as_ref().map_or_else(now_s, |c| c.now_ms().div_euclid(1000))
+}
+
 fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -121,6 +127,9 @@ pub struct Pull {
     pub merge_commit: Option<String>,
     /// The branch the PR merges into (None: `main`).
     pub base: Option<String>,
+    /// When its commits were authored (RFC 3339; the first commit's, the next a minute later
+    /// each); None: the commits carry no date.
+    pub committed_at: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -201,6 +210,8 @@ struct Injection {
 
 #[derive(Default)]
 pub struct Model {
+    /// When set, GitHub's notion of now (see `now_of`).
+    pub clock: Option<shipgate::clock::Clock>,
     pub calls: Vec<Call>,
     pub violations: Vec<String>,
     pub repos: BTreeMap<String, i64>, // full name -> installation
@@ -283,6 +294,12 @@ impl FakeGitHub {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// GitHub's time follows `clock` (the App's): JWTs and installation tokens are judged by it.
+    pub fn use_clock(&self, clock: shipgate::clock::Clock) -> &Self {
+        self.model().clock = Some(clock);
+        self
+    }
+
     /// An installation of the App with these repositories.
     pub fn install(&self, installation: i64, repos: &[&str]) -> &Self {
         let mut m = self.model();
@@ -297,6 +314,14 @@ impl FakeGitHub {
     pub fn issue(&self, repo: &str, number: i64, title: &str, body: &str) -> &Self {
         let issue = Issue { number, title: title.into(), body: body.into(), state: "open".into(), ..Issue::default() };
         self.model().issues.insert((repo.to_string(), number), issue);
+        self
+    }
+
+    /// The commits of PR `number` were authored from `at` (RFC 3339) on.
+    pub fn committed_at(&self, repo: &str, number: i64, at: &str) -> &Self {
+        if let Some(p) = self.model().pulls.get_mut(&(repo.to_string(), number)) {
+            p.committed_at = Some(at.to_string());
+        }
         self
     }
 
@@ -750,6 +775,8 @@ fn authenticate(m: &Model, headers: &HeaderMap, app_endpoint: bool) -> Result<Op
         v.set_issuer(&[APP_ID]);
         v.set_required_spec_claims(&["exp", "iat", "iss"]);
         v.leeway = 0;
+        // Expiry is checked below, against GitHub's time (which a test may have moved).
+        v.validate_exp = false;
         #[derive(serde::Deserialize)]
         struct Claims {
             iat: i64,
@@ -757,8 +784,11 @@ fn authenticate(m: &Model, headers: &HeaderMap, app_endpoint: bool) -> Result<Op
         }
         let data = jsonwebtoken::decode::<Claims>(token, &key, &v)
             .map_err(|e| unauthorized(&format!("A JSON web token could not be decoded: {e}")))?;
-        let now = now_s();
+        let now = now_of(m);
         let c = data.claims;
+        if c.exp <= now {
+            return Err(unauthorized("A JSON web token could not be decoded: ExpiredSignature"));
+        }
         // GitHub takes a JWT until it expires (at most 10 minutes after `iat`, checked below):
         // the App reuses one for 8 minutes. (This said 120 s, stricter than GitHub: the soak saw
         // /app calls refused from a minute after a JWT was made.)
@@ -771,7 +801,7 @@ fn authenticate(m: &Model, headers: &HeaderMap, app_endpoint: bool) -> Result<Op
         return Ok(None);
     }
     match m.tokens.get(token) {
-        Some((inst, exp)) if *exp > now_s() => Ok(Some(*inst)),
+        Some((inst, exp)) if *exp > now_of(m) => Ok(Some(*inst)),
         Some(_) => Err(unauthorized("Bad credentials (token expired)")),
         None => Err(unauthorized("Bad credentials")),
     }
@@ -891,7 +921,7 @@ fn route(
             }
             m.token_requests += 1;
             let token = format!("ghs_fake{}_{}", inst, m.token_requests);
-            let exp = now_s() + m.token_lifetime_s;
+            let exp = now_of(&m) + m.token_lifetime_s;
             m.tokens.insert(token.clone(), (inst, exp));
             answer(
                 201,
@@ -1220,8 +1250,13 @@ fn route(
                         .enumerate()
                         .map(|(i, (id, login))| {
                             let who = json!({ "id": id, "login": login, "type": "User" });
-                            json!({ "sha": format!("{:040x}", i + 1), "author": who, "committer": who,
-                                    "commit": { "message": "change" } })
+                            let mut commit = json!({ "message": "change" });
+                            if let Some(at) = pr.committed_at.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+                                let at = at + chrono::Duration::minutes(i as i64);
+                                commit["author"] = json!({ "name": login, "email": format!("{login}@example.com"),
+                                                           "date": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) });
+                            }
+                            json!({ "sha": format!("{:040x}", i + 1), "author": who, "committer": who, "commit": commit })
                         })
                         .collect();
                     paged(list, query, &ctx.base, &concrete, None)
