@@ -7,7 +7,7 @@
 //!
 //! Routes: `/api/requests?repo=&state=`, `/api/requests/{owner}/{repo}/{issue}` (with its
 //! approvals), `/api/audit?repo=&since=`, `/api/deliveries?status=`, `/api/deliveries/{id}`,
-//! `/api/incidents?repo=&state=&kind=`.
+//! `/api/incidents?repo=&state=&kind=`, `/api/reports/{owner}/{repo}?week=&since=&format=`.
 //! Lists take `?limit=` (1–500, default 100) and `?after=` (the `next` cursor of the previous
 //! page) and answer `{"items": [...], "next": cursor or null}` in ascending order.
 //! What they answer is typed in `api_types`; `/api/openapi.json` (no token needed) describes it
