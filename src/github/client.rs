@@ -762,7 +762,10 @@ pub fn route_label(path: &str) -> String {
             "{id}"
         } else if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             "{sha}"
-        } else if matches!(prev, "labels" | "teams" | "memberships" | "collaborators" | "environments") {
+        } else if matches!(
+            prev,
+            "labels" | "teams" | "memberships" | "collaborators" | "environments" | "users" | "orgs" | "branches"
+        ) {
             "{name}"
         } else {
             s
@@ -796,6 +799,9 @@ mod tests {
             "/repos/{owner}/{repo}/issues/{id}/comments"
         );
         assert_eq!(route_label("/app/installations/7/access_tokens"), "/app/installations/{id}/access_tokens");
+        // Logins, organisations and branches are anyone's to choose: never a metric label.
+        assert_eq!(route_label("/users/alice"), "/users/{name}");
+        assert_eq!(route_label("/orgs/acme/teams/sre/members"), "/orgs/{name}/teams/{name}/members");
         assert_eq!(route_label("/repos/a/b/contents/.github/shipgate.yml"), "/repos/{owner}/{repo}/contents/{path}");
         assert_eq!(
             route_label("/repos/a/b/issues/1/labels/on-hold"),
