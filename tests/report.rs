@@ -41,10 +41,7 @@ async fn status(w: &World, id: i64, sha: &str, state: &str, at: i64, payload: Va
     v["deployment"]["environment"] = json!("production");
     v["deployment"]["payload"] = payload;
     v["deployment"]["created_at"] = json!(rfc3339(at - MIN));
-    v["deployment"]["creator"] = fake_github::actions_creator();
-    v["deployment"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
-    v["deployment_status"]["creator"] = fake_github::actions_creator();
-    v["deployment_status"]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    by_actions(&mut v);
     v["deployment_status"]["state"] = json!(state);
     v["deployment_status"]["environment"] = json!("production");
     v["deployment_status"]["created_at"] = json!(rfc3339(at));

@@ -85,6 +85,15 @@ environments:
     )
 }
 
+/// A `deployment_status` payload made by the team's pipeline: the deployment and its status
+/// created by GitHub Actions (a deployment someone makes with their own token is never evidence).
+pub fn by_actions(v: &mut Value) {
+    for k in ["deployment", "deployment_status"] {
+        v[k]["creator"] = fake_github::actions_creator();
+        v[k]["performed_via_github_app"] = json!({ "id": 15368, "slug": "github-actions" });
+    }
+}
+
 /// The App's settings for acting on `gh`: App credentials and its URL.
 pub fn app_config(db: &TestDb, gh: &FakeGitHub) -> Config {
     let mut cfg = db.config();
