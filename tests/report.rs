@@ -6,6 +6,7 @@
 
 mod common;
 mod fake_github;
+mod receivers;
 mod world;
 
 use std::time::Duration;
@@ -25,7 +26,8 @@ const WF: i64 = 2823525;
 
 fn policy() -> String {
     format!(
-        "{}report:\n  weekly: {{ day: monday, time: \"09:30\", timezone: Europe/Berlin }}\n  targets: {{ mttd_minutes: 30 }}\n",
+        "{}report:\n  weekly: {{ day: monday, time: \"09:30\", timezone: Europe/Berlin }}\n  targets: {{ mttd_minutes: 30 }}\n\
+         notify:\n  - {{ on: [weekly_report], to: [slack:team] }}\n",
         deploy_policy("deployment")
     )
 }
@@ -92,8 +94,9 @@ fn reports(w: &World) -> Vec<fake_github::Issue> {
     w.gh.issues_labelled(REPO, "weekly-report")
 }
 
-async fn start(db: &TestDb, gh: &fake_github::FakeGitHub, clock: &Clock) -> TestApp {
+async fn start(db: &TestDb, gh: &fake_github::FakeGitHub, clock: &Clock, slack: &receivers::SlackReceiver) -> TestApp {
     let mut cfg = app_config(db, gh);
+    cfg.notify.slack.insert(("acme".into(), "team".into()), shipgate::config::Secret::new(slack.hook_url("team")));
     cfg.report_every = Duration::from_millis(50);
     let opts = Options { github: Some(fast_github(&gh.url)), clock: clock.clone(), ..Options::default() };
     TestApp::start_with(cfg, opts).await
@@ -110,6 +113,7 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) {
 
 async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     let clock = Clock::manual(T);
+    let slack = receivers::SlackReceiver::start().await;
     let gh = fake_github::FakeGitHub::start().await;
     gh.use_clock(clock.clone());
     gh.install(INST, &[REPO]);
@@ -120,7 +124,7 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     }
     gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
     gh.committed_at(REPO, 12, "2026-11-27T12:00:00Z");
-    let app = start(db, &gh, &clock).await;
+    let app = start(db, &gh, &clock, &slack).await;
     let w = World { gh, app, n: Default::default() };
 
     // Monday 10:00 UTC: a deployment the App made earlier (request #4) succeeds.
@@ -130,25 +134,28 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     status(&w, 900, OLD, "success", T + 2 * H, json!({})).await;
     w.settle().await;
 
-    // Tuesday: request #5 is approved at 08:00, deployed at 08:10 and fails at 08:15; rolled
-    // back at 08:20 to the last good commit, which succeeds at 08:30.
-    clock.advance_ms(24 * H);
+    // Monday 11:00 UTC: request #5 is opened.
+    to(&clock, T + 3 * H);
     w.check_completed(SHA, "build", "success").await;
     w.issue_event("labeled", &body("production", "#12"), true).await;
-    w.settle().await;
     // The policy is known now: the report of the week before (W48) is due at once (its Monday
     // 09:30 in Berlin has passed), and opened.
     until("the W48 report", || reports(&w).iter().any(|i| i.title.ends_with("2026-W48"))).await;
+    slack_messages(&slack, &clock, 1).await;
+    w.settle().await;
+    // Tuesday: it is approved at 08:00, deployed at 08:10 and fails at 08:15; rolled back at 08:20
+    // to the last good commit, which succeeds at 08:30.
+    to(&clock, T + 24 * H);
     w.comment(ALICE, "/approve").await;
     w.settle().await;
     assert_eq!(w.gate(SHA).0, "success", "{}", w.sticky());
-    clock.advance_ms(10 * MIN);
+    to(&clock, T + 24 * H + 10 * MIN);
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
     let (b, _, payload) = created(&w).remove(0);
     status(&w, b, SHA, "failure", T + 24 * H + 15 * MIN, payload).await;
     w.settle().await;
-    clock.advance_ms(10 * MIN);
+    to(&clock, T + 24 * H + 20 * MIN);
     w.comment(ALICE, "/rollback").await;
     w.settle().await;
     let d = created(&w);
@@ -164,19 +171,19 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     assert!(w.sticky().contains("Deployment request"), "{}", w.sticky());
 
     // Wednesday: main goes red at 08:00 and green at 08:30 (an incident of 30 minutes).
-    clock.advance_ms(24 * H - 20 * MIN);
+    to(&clock, T + 48 * H);
     w.gh.run_jobs(REPO, 600, 1, &[("build", "failure", &[("docker build", "failure")])]);
     run(&w, 600, 1, "failure", "1111111111111111111111111111111111111111", T + 48 * H).await;
     w.settle().await;
-    clock.advance_ms(30 * MIN);
+    to(&clock, T + 48 * H + 30 * MIN);
     run(&w, 601, 1, "success", "2222222222222222222222222222222222222222", T + 48 * H + 30 * MIN).await;
     w.settle().await;
     // Thursday: a flaky job fails at 08:00 and passes on its re-run at 08:10.
-    clock.advance_ms(24 * H - 30 * MIN);
+    to(&clock, T + 72 * H);
     w.gh.run_jobs(REPO, 602, 1, &[("unit", "failure", &[("Run jest", "failure")])]);
     run(&w, 602, 1, "failure", "3333333333333333333333333333333333333333", T + 72 * H).await;
     w.settle().await;
-    clock.advance_ms(10 * MIN);
+    to(&clock, T + 72 * H + 10 * MIN);
     run(&w, 602, 2, "success", "3333333333333333333333333333333333333333", T + 72 * H + 10 * MIN).await;
     w.settle().await;
     let incidents = w.gh.issues_labelled(REPO, "ci-failure");
@@ -186,17 +193,17 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     // replicas at once: the 09:30 report was missed, and is opened once.
     let World { gh, app, .. } = w;
     app.shutdown().await;
-    clock.advance_ms(7 * 24 * H - (72 * H + 10 * MIN)); // Monday 08:00 UTC
-    clock.advance_ms(H + 45 * MIN); // 09:45 UTC, 10:45 in Berlin
+    to(&clock, T + 7 * 24 * H + H + 45 * MIN); // 09:45 UTC, 10:45 in Berlin
     assert!(reports_of(&gh).iter().all(|i| !i.title.ends_with("2026-W49")));
-    let one = start(db, &gh, &clock).await;
-    let two = start(db, &gh, &clock).await;
+    let one = start(db, &gh, &clock, &slack).await;
+    let two = start(db, &gh, &clock, &slack).await;
     until("the W49 report", || reports_of(&gh).iter().any(|i| i.title.ends_with("2026-W49"))).await;
     let w48 = reports_of(&gh).into_iter().find(|i| i.title.ends_with("2026-W48")).unwrap();
     until("the W48 report closed", || {
         gh.model().issues.get(&(REPO.to_string(), w48.number)).is_some_and(|i| i.state == "closed")
     })
     .await;
+    let sent = slack_messages(&slack, &clock, 2).await;
     settle(&one.db).await;
     // Another round of both replicas' loops changes nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -209,6 +216,14 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     assert_eq!(w49.state, "open");
     let superseded = gh.app_comments(REPO, w48.number);
     assert!(superseded.iter().any(|c| c.body.contains(&format!("Superseded by #{}", w49.number))), "{superseded:#?}");
+
+    // The policy's weekly_report rule: one message per report, linked to its issue.
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    let w49_notice = sent[1].to_string();
+    assert!(w49_notice.contains("Weekly infrastructure report — 2026-W49"), "{w49_notice}");
+    assert!(w49_notice.contains(&format!("{REPO}/issues/{}", w49.number)), "{w49_notice}");
+    assert!(w49_notice.contains("2 of 5 figures meet their targets"), "{w49_notice}");
+    assert!(w49_notice.contains("|Open the report issue on GitHub>"), "{w49_notice}");
 
     // The figures of that week, as the definitions give them (docs/figures.md):
     let b = &w49.body;
@@ -241,6 +256,12 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
         one.http.get(format!("{}/api/reports/{REPO}?week=2026-W49", one.url)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let j: Value = resp.json().await.unwrap();
+    // What scripts rely on: the answer fits the documented schema, strictly (no key it lacks).
+    let spec = fake_github::openapi::Spec::from_value(
+        serde_json::from_str(shipgate::http::api::ApiDoc::openapi_json()).unwrap(),
+    );
+    let problems = spec.validate_value(spec.response_schema("get_report", 200).unwrap(), &j, true);
+    assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(j["week"], "2026-W49");
     assert_eq!(j["from"], "2026-11-30T00:00:00+01:00");
     assert_eq!(j["deployments"]["production"], json!({ "count": 3, "succeeded": 2, "success_rate": 2.0 / 3.0 }));
@@ -281,6 +302,25 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     gh.finish();
 }
 both_backends!(a_week_of_events_becomes_the_monday_report);
+
+/// Moves the App's (and GitHub's) clock to `t`.
+fn to(clock: &Clock, t: i64) {
+    let now = clock.now_ms();
+    assert!(t >= now, "the clock never goes back");
+    clock.advance_ms(t - now);
+}
+
+/// Waits until Slack's `team` channel has `n` messages: a notice waits a moment (by the App's
+/// clock, which the test moves) for its issue's number.
+async fn slack_messages(slack: &receivers::SlackReceiver, clock: &Clock, n: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while slack.messages("team").len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "Slack got {:?}", slack.messages("team"));
+        clock.advance_ms(100);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    slack.messages("team")
+}
 
 fn reports_of(gh: &fake_github::FakeGitHub) -> Vec<fake_github::Issue> {
     gh.issues_labelled(REPO, "weekly-report")

@@ -499,6 +499,7 @@ pub fn render(event: NotifyEvent, n: &Notice) -> (String, String, Value) {
     }
     let label = match n.link.issue {
         Some(i) => format!("{}#{i}", slack_escape(&clean(&n.repo, 100))),
+        None if n.link.marker.is_some() && event == NotifyEvent::WeeklyReport => "the report issue".to_string(),
         None if n.link.marker.is_some() => "the incident issue".to_string(),
         None => "details".to_string(),
     };

@@ -547,7 +547,7 @@ async fn list_incidents(
         ("format" = Option<String>, Query, description = "`json` (default) or `markdown` (the issue's body, as text/markdown)"),
     ),
     responses(
-        (status = 200, description = "The report: figures, targets met or not, the previous week, the last 8 weeks", body = Object),
+        (status = 200, description = "The report: figures, targets met or not, the previous week, the last 8 weeks (with `format=markdown`: the issue's body as text/markdown)", body = super::api_types::Report),
         (status = 400, description = "A parameter the route does not know, or a value it does not accept", body = super::api_types::Error),
         (status = 401, description = "No token, or one the App does not know", body = super::api_types::Error),
         (status = 403, description = "The token's installation is suspended", body = super::api_types::Error),

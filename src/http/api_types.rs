@@ -466,3 +466,155 @@ fn mentions(text: &str) -> Vec<String> {
     }
     text.split([',', ' ']).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
+
+// ----- GET /api/reports/{owner}/{repo} ---------------------------------------------------------
+// The schema of the report's JSON (`domain::report::json` writes it; docs/figures.md explains each
+// key). Rates are fractions 0–1, durations seconds; a figure without data is null.
+
+/// A set of durations, in seconds.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportDurations {
+    pub count: i64,
+    pub mean_seconds: Option<f64>,
+    pub median_seconds: Option<f64>,
+    pub p95_seconds: Option<f64>,
+}
+
+/// The deployments of one environment that finished in the window.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportEnvironment {
+    pub count: i64,
+    pub succeeded: i64,
+    pub success_rate: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportCi {
+    /// Successful last attempts over completed runs on incident branches.
+    pub green_rate: Option<f64>,
+    /// Flaky re-runs per `workflow / job`.
+    pub flaky: std::collections::BTreeMap<String, i64>,
+}
+
+/// Incidents of one kind (`ci`, `alert`, `security`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportIncidents {
+    /// Opened in the window.
+    pub count: i64,
+    /// Still open at its end.
+    pub open: i64,
+    /// Recovered in the window.
+    pub recovered: i64,
+    pub mean_time_to_recovery_seconds: Option<f64>,
+    pub p95_time_to_recovery_seconds: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportRequests {
+    pub open: i64,
+    pub stale: i64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportSecurity {
+    /// Critical security incidents open at the window's end.
+    pub open_critical: i64,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportDora {
+    /// Successful production deployments per day.
+    pub deployment_frequency: f64,
+    /// The median lead time for changes.
+    pub lead_time_seconds: Option<f64>,
+    pub lead_time: ReportDurations,
+    pub change_failure_rate: Option<f64>,
+    /// The median time to restore per incident kind (`ci`, `alert`).
+    pub time_to_restore_seconds: std::collections::BTreeMap<String, Option<f64>>,
+}
+
+/// The figures of a window (the report's own, and `previous`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportFigures {
+    pub deployments: std::collections::BTreeMap<String, ReportEnvironment>,
+    /// Every environment together.
+    pub deployment_success_rate: Option<f64>,
+    pub time_to_deploy: ReportDurations,
+    pub ci: ReportCi,
+    pub incidents: std::collections::BTreeMap<String, ReportIncidents>,
+    pub requests: ReportRequests,
+    pub security: ReportSecurity,
+    /// The share of the window without a firing `slo: availability` alert.
+    pub uptime: Option<f64>,
+    pub dora: ReportDora,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportComparison {
+    AtLeast,
+    AtMost,
+}
+
+/// One figure against the policy's target (percent, minutes or a count, as the target).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportTarget {
+    pub value: Option<f64>,
+    pub target: f64,
+    pub comparison: ReportComparison,
+    /// Null without data.
+    pub met: Option<bool>,
+    pub previous: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportOverdueIncident {
+    pub title: String,
+    #[schema(format = DateTime)]
+    pub opened_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportAttention {
+    /// Issue numbers of open requests not updated for 7 days.
+    pub stale_requests: Vec<i64>,
+    pub overdue_incidents: Vec<ReportOverdueIncident>,
+}
+
+/// One window of the charts.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportWeek {
+    pub week: String,
+    pub deployments: i64,
+    pub ci_green_rate: Option<f64>,
+}
+
+/// The weekly report of a repository (docs/figures.md).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Report {
+    pub repository: String,
+    /// `2026-W49`; null for a `since` window.
+    pub week: Option<String>,
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    pub timezone: String,
+    pub deployments: std::collections::BTreeMap<String, ReportEnvironment>,
+    pub deployment_success_rate: Option<f64>,
+    pub time_to_deploy: ReportDurations,
+    pub ci: ReportCi,
+    pub incidents: std::collections::BTreeMap<String, ReportIncidents>,
+    pub requests: ReportRequests,
+    pub security: ReportSecurity,
+    pub uptime: Option<f64>,
+    pub dora: ReportDora,
+    /// Keyed `uptime`, `deployment_success`, `ci_green`, `mean_time_to_deploy`,
+    /// `mean_time_to_recovery`, `open_critical_security`.
+    pub targets: std::collections::BTreeMap<String, ReportTarget>,
+    pub attention: ReportAttention,
+    /// The window before.
+    pub previous: ReportFigures,
+    /// The last 8 windows, oldest first.
+    pub history: Vec<ReportWeek>,
+}
