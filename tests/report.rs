@@ -277,6 +277,19 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     assert_eq!(j["targets"]["ci_green"]["met"], false);
     assert_eq!(j["targets"]["mean_time_to_deploy"]["met"], true);
     assert_eq!(j["previous"]["deployments"], json!({}));
+    // `shipgate report` prints the same, in both formats; bad input is a clear error.
+    let url = one.db_url().to_string();
+    let (code, out) =
+        common::shipgate_cli(&url, &["report", "--repo", REPO, "--week", "2026-W49", "--format", "json"], &[]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("JSON"), j);
+    let (code, out) = common::shipgate_cli(&url, &["report", "--repo", REPO, "--week", "2026-W49"], &[]).await;
+    assert_eq!((code, out.as_str()), (0, markdown.as_str()));
+    let (code, out) = common::shipgate_cli(&url, &["report", "--repo", REPO, "--since", "7x"], &[]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("`7x` is not a window"), "{out}");
+    let (code, out) = common::shipgate_cli(&url, &["report", "--repo", "acme/nope"], &[]).await;
+    assert_eq!(code, 1, "{out}");
     // A bad week is a 400; a token of another installation sees nothing.
     let bad =
         one.http.get(format!("{}/api/reports/{REPO}?week=W49", one.url)).bearer_auth(&token).send().await.unwrap();

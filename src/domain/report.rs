@@ -636,6 +636,7 @@ mod tests {
     use super::*;
     use crate::domain::figures::{DeploymentFact, IncidentFact, RequestFact, RunFact};
     use crate::domain::policy::Weekday;
+    use chrono::NaiveDate;
 
     const H: i64 = 3_600_000;
     const DAY: i64 = 24 * H;
@@ -780,6 +781,39 @@ mod tests {
         // Attacker-chosen text is inert.
         assert!(md.contains("CI failing: build \\| \\*main\\*"), "{md}");
         insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn a_week_across_a_daylight_saving_change_is_counted_in_local_time() {
+        let berlin = Zone::named("Europe/Berlin");
+        let local = |d: u32, h: u32, m: u32| {
+            berlin.instant(NaiveDate::from_ymd_opt(2026, 10, d).unwrap().and_hms_opt(h, m, 0).unwrap())
+        };
+        let ok = |at: i64| DeploymentFact {
+            environment: "production".into(),
+            finished_at: Some(at),
+            succeeded: true,
+            ..DeploymentFact::default()
+        };
+        // W43 runs from Monday 19 October 00:00 CEST to Monday 26 October 00:00 CET; the clocks
+        // go back on Sunday the 25th at 03:00.
+        let facts = Facts {
+            deployments: vec![
+                ok(local(18, 23, 30)), // Sunday before: W42
+                ok(local(19, 0, 30)),  // Monday 00:30 CEST (Sunday 22:30 UTC): W43
+                ok(local(25, 2, 30)),  // 02:30 happens twice that night: the first, W43
+                ok(local(25, 23, 30)), // Sunday 23:30 CET (22:30 UTC): W43
+                ok(local(26, 0, 30)),  // Monday 00:30 CET (Sunday 23:30 UTC): W44
+            ],
+            ..Facts::default()
+        };
+        let r = build("acme/api", &facts, week(&berlin, 2026, 43).unwrap(), "Europe/Berlin", &Targets::default(), None);
+        assert_eq!(r.figures.deployments["production"].count, 3);
+        assert_eq!(r.previous.deployments["production"].count, 1);
+        // Three a day over a week of 169 hours.
+        assert!((r.figures.dora.deployment_frequency_per_day - 3.0 / (169.0 / 24.0)).abs() < 1e-12);
+        assert_eq!(json(&r)["to"], "2026-10-26T00:00:00+01:00");
+        assert_eq!(json(&r)["from"], "2026-10-19T00:00:00+02:00");
     }
 
     #[test]
