@@ -64,6 +64,8 @@ pub struct IncidentFact {
     pub opened_at: i64,
     /// When it recovered (resolved, fixed), if it has.
     pub recovered_at: Option<i64>,
+    /// For alerts reopened after resolving: their earlier firings, (start, end) (downtime too).
+    pub earlier_firings: Vec<(i64, i64)>,
 }
 
 /// A deployment request (`requests`).
@@ -256,7 +258,8 @@ fn uptime(incidents: &[IncidentFact], from: i64, to: i64) -> Option<f64> {
     }
     let mut spans: Vec<(i64, i64)> = slo
         .iter()
-        .map(|i| (i.started_at.max(from), i.recovered_at.unwrap_or(to).min(to)))
+        .flat_map(|i| i.earlier_firings.iter().copied().chain([(i.started_at, i.recovered_at.unwrap_or(to))]))
+        .map(|(s, e)| (s.max(from), e.min(to)))
         .filter(|(s, e)| s < e)
         .collect();
     spans.sort_unstable();
