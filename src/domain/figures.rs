@@ -201,7 +201,8 @@ pub fn compute(f: &Facts, from: i64, to: i64) -> Figures {
     out.time_to_deploy = Durations::of(
         finished
             .iter()
-            .filter(|d| d.succeeded)
+            // A rollback deploys an older commit: the approved change never got there.
+            .filter(|d| d.succeeded && !d.rollback)
             .filter_map(|d| Some(d.finished_at? - d.approved_at?))
             .filter(|ms| *ms >= 0)
             .collect(),
@@ -317,7 +318,12 @@ fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
     Dora {
         deployment_frequency_per_day: if days > 0.0 { succeeded.len() as f64 / days } else { 0.0 },
         lead_time: Durations::of(
-            succeeded.iter().filter_map(|d| Some(d.finished_at? - d.first_commit_at?)).filter(|ms| *ms >= 0).collect(),
+            succeeded
+                .iter()
+                .filter(|d| !d.rollback) // an older commit: the linked PRs' change is not in it
+                .filter_map(|d| Some(d.finished_at? - d.first_commit_at?))
+                .filter(|ms| *ms >= 0)
+                .collect(),
         ),
         change_failure_rate: ratio(prod.iter().filter(|d| failed_change(d)).count(), prod.len()),
         time_to_restore,
@@ -386,6 +392,25 @@ mod tests {
         assert_eq!(f.time_to_deploy.mean_seconds, Some(20.0 * 60.0));
         assert_eq!(f.time_to_deploy.p95_seconds, Some(30.0 * 60.0));
         assert_eq!(f.dora.deployment_frequency_per_day, 2.0 / 7.0);
+    }
+
+    /// A `/rollback` belongs to the request whose deployment failed, but it deploys an older
+    /// commit: the request's change never reached production, so neither its time to deploy nor
+    /// its lead time for changes ends there.
+    #[test]
+    fn a_rollback_delivers_no_change() {
+        let mut failed = deploy("production", MON + H, false);
+        failed.approved_at = Some(MON);
+        failed.first_commit_at = Some(MON - DAY);
+        let mut rollback = deploy("production", MON + 2 * H, true);
+        rollback.approved_at = Some(MON);
+        rollback.first_commit_at = Some(MON - DAY);
+        rollback.rollback = true;
+        let f = compute(&Facts { deployments: vec![failed, rollback], ..Facts::default() }, MON, MON + WEEK);
+        assert_eq!(f.deployments["production"].count, 2, "a rollback is a deployment of its own");
+        assert_eq!(f.dora.deployment_frequency_per_day, 1.0 / 7.0);
+        assert_eq!(f.time_to_deploy, Durations::default());
+        assert_eq!(f.dora.lead_time, Durations::default());
     }
 
     #[test]
