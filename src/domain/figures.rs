@@ -284,6 +284,15 @@ fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
     let mut all_prod: Vec<&DeploymentFact> =
         f.deployments.iter().filter(|d| d.environment == PRODUCTION && d.finished_at.is_some()).collect();
     all_prod.sort_by_key(|d| d.finished_at);
+    // When the alerts that make a change failure started, in order (searched, not scanned, per
+    // deployment: a busy year has tens of thousands of both).
+    let mut alert_starts: Vec<i64> = f
+        .incidents
+        .iter()
+        .filter(|i| i.kind == "alert" && matches!(i.category.as_deref(), Some("app" | "infra" | "performance")))
+        .map(|i| i.started_at)
+        .collect();
+    alert_starts.sort_unstable();
     let failed_change = |d: &DeploymentFact| -> bool {
         if !d.succeeded {
             return true;
@@ -291,13 +300,9 @@ fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
         let Some(at) = d.finished_at else { return false };
         let soon = |t: i64| t > at && t - at <= CHANGE_FAILURE_WITHIN_MS;
         // The next production deployment is a rollback: it replaced this one.
-        let next = all_prod.iter().find(|n| n.finished_at.is_some_and(|t| t > at));
+        let next = all_prod.get(all_prod.partition_point(|n| n.finished_at <= Some(at)));
         let rolled_back = next.is_some_and(|n| n.rollback && n.finished_at.is_some_and(soon));
-        let alerted = f.incidents.iter().any(|i| {
-            i.kind == "alert"
-                && matches!(i.category.as_deref(), Some("app" | "infra" | "performance"))
-                && soon(i.started_at)
-        });
+        let alerted = alert_starts.get(alert_starts.partition_point(|t| *t <= at)).is_some_and(|t| soon(*t));
         rolled_back || alerted
     };
     let mut time_to_restore = BTreeMap::new();
@@ -411,6 +416,21 @@ mod tests {
         assert_eq!(f.dora.deployment_frequency_per_day, 1.0 / 7.0);
         assert_eq!(f.time_to_deploy, Durations::default());
         assert_eq!(f.dora.lead_time, Durations::default());
+    }
+
+    /// The change failure rate of a busy year (what `GET /api/reports/...?since=366d` reads, and
+    /// what anyone who can create deployments can make) is computed in a moment, not once per pair
+    /// of deployments and incidents.
+    #[test]
+    fn change_failures_of_a_busy_year_are_quick() {
+        let n = 20_000;
+        let deployments = (0..n).map(|i| deploy("production", MON + i * 60_000, true)).collect();
+        let incidents = (0..n).map(|i| alert("infra", MON - WEEK - i * 60_000, Some(MON - WEEK))).collect();
+        let facts = Facts { deployments, incidents, ..Facts::default() };
+        let started = std::time::Instant::now();
+        let f = compute(&facts, MON, MON + 30 * DAY);
+        assert_eq!(f.dora.change_failure_rate, Some(0.0));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
     #[test]
