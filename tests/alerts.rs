@@ -482,6 +482,39 @@ async fn refiring_reopens_within_a_day_and_public_security_alerts_stay_private(d
 }
 both_backends!(refiring_reopens_within_a_day_and_public_security_alerts_stay_private);
 
+/// A flapping availability alert reopens its incident within a day; each of its firings is
+/// downtime in the figures' uptime, not only the last one (the first was down an hour).
+async fn every_firing_of_a_reopened_availability_alert_is_downtime(db: &TestDb) {
+    let w = World::new(db, None).await;
+    let (t0, h) = (w.t0 - 10 * 60 * MIN, 60 * MIN);
+    let fp = "a7a7a7a7";
+    let slo = |mut a: Value| {
+        a["labels"]["slo"] = json!("availability");
+        a
+    };
+    let fire = |starts| slo(alert("Down", REPO, "app", "warning", fp, starts, None, &[]));
+    let resolve = |starts, ends| slo(alert("Down", REPO, "app", "warning", fp, starts, Some(ends), &[]));
+    for a in [fire(t0), resolve(t0, t0 + h), fire(t0 + 2 * h), resolve(t0 + 2 * h, t0 + 2 * h + 5 * MIN)] {
+        assert_eq!(w.post(&[a]).await.0, 202);
+        w.settle().await;
+    }
+    assert_eq!(w.incidents(REPO_ID).await.len(), 1, "one incident, reopened");
+    let facts = shipgate::store::figures::facts(&w.app.db, INST, REPO_ID, t0 - 24 * h).await.expect("facts");
+    // A window of 10 hours with 65 minutes down.
+    let f = shipgate::domain::figures::compute(&facts, t0 - h, t0 + 9 * h);
+    assert_eq!(f.uptime, Some(1.0 - (65 * MIN) as f64 / (10 * h) as f64));
+    // A third firing, still open at the window's end: the two before stay downtime.
+    assert_eq!(w.post(&[fire(t0 + 3 * h)]).await.0, 202);
+    w.settle().await;
+    let issue = w.alert_issues(REPO)[0].number;
+    assert_eq!(w.gh.app_comments(REPO, issue).iter().filter(|c| c.body.contains("Firing again")).count(), 2);
+    let facts = shipgate::store::figures::facts(&w.app.db, INST, REPO_ID, t0 - 24 * h).await.expect("facts");
+    let f = shipgate::domain::figures::compute(&facts, t0 - h, t0 + 4 * h);
+    assert_eq!(f.uptime, Some(1.0 - (65 * MIN + h) as f64 / (5 * h) as f64));
+    w.done().await;
+}
+both_backends!(every_firing_of_a_reopened_availability_alert_is_downtime);
+
 /// The policy's `notify:` rules hear of alert incidents: opened, escalated, recovered, each
 /// naming the alert and linking to its issue; a security alert kept by the App links to the
 /// alert's own page, never to an issue.

@@ -232,8 +232,9 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     // 3 production deployments (the rollback is one), 2 succeeded.
     assert!(b.contains("| Deployment success | 66.67% | ≥ 98% | ✗ |"), "{b}");
     assert!(b.contains("| production | 3 | 2 | 66.67% |"), "{b}");
-    // Approved Tuesday 08:00, the rollback deployed it at 08:30.
-    assert!(b.contains("| Mean time to deploy | 30m 0s (p95 30m 0s) | ≤ 30m 0s | ✓ |"), "{b}");
+    // Approved Tuesday 08:00, its deployment failed: the rollback at 08:30 deployed an older
+    // commit, not the approved change, so no time to deploy ends there.
+    assert!(b.contains("| Mean time to deploy | — | ≤ 30m 0s | — |"), "{b}");
     // Runs 600 (red), 601 (green), 602 (green on its re-run): 2 of 3.
     assert!(b.contains("| CI green rate | 66.67% | ≥ 95% | ✗ |"), "{b}");
     // Two CI incidents, of 30 and 10 minutes.
@@ -265,17 +266,18 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     assert_eq!(j["week"], "2026-W49");
     assert_eq!(j["from"], "2026-11-30T00:00:00+01:00");
     assert_eq!(j["deployments"]["production"], json!({ "count": 3, "succeeded": 2, "success_rate": 2.0 / 3.0 }));
-    assert_eq!(j["time_to_deploy"]["mean_seconds"], 1800.0);
+    assert_eq!(j["time_to_deploy"]["mean_seconds"], Value::Null);
     assert_eq!(j["ci"]["green_rate"], 2.0 / 3.0);
     assert_eq!(j["incidents"]["ci"]["count"], 2);
     assert_eq!(j["incidents"]["ci"]["mean_time_to_recovery_seconds"], 1200.0);
     assert_eq!(j["dora"]["change_failure_rate"], 1.0 / 3.0);
     assert_eq!(j["dora"]["deployment_frequency"], 2.0 / 7.0);
-    // PR #12's first commit (Friday 27 November 12:00 UTC) to its rollback's success (Tuesday
-    // 1 December 08:30): the only successful production deployment of a request with PRs.
-    assert_eq!(j["dora"]["lead_time_seconds"], (3 * 24 * 3600 + 20 * 3600 + 30 * 60) as f64);
+    // PR #12's change never reached production (its deployment failed and was rolled back to
+    // an older commit): no lead time for changes.
+    assert_eq!(j["dora"]["lead_time_seconds"], Value::Null);
+    assert_eq!(j["dora"]["lead_time"]["count"], 0);
     assert_eq!(j["targets"]["ci_green"]["met"], false);
-    assert_eq!(j["targets"]["mean_time_to_deploy"]["met"], true);
+    assert_eq!(j["targets"]["mean_time_to_deploy"]["met"], Value::Null);
     assert_eq!(j["previous"]["deployments"], json!({}));
     // `shipgate report` prints the same, in both formats; bad input is a clear error.
     let url = one.db_url().to_string();

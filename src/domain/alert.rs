@@ -115,7 +115,14 @@ pub struct AlertDoc {
     /// alert the App heard of only once it had resolved. Decided when the incident opens.
     #[serde(default)]
     pub kept: bool,
+    /// A reopened incident's earlier firings, (start, end) in ms, oldest first (at most
+    /// [`MAX_EARLIER_FIRINGS`]): downtime too, when the alert is about availability.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<(i64, i64)>,
 }
+
+/// How many earlier firings an alert incident remembers (a flapping alert's record stays small).
+pub const MAX_EARLIER_FIRINGS: usize = 500;
 
 impl AlertDoc {
     /// The latest firing's start.
@@ -383,6 +390,7 @@ mod tests {
             slo: None,
             last_starts_at: 0,
             kept: false,
+            earlier: Vec::new(),
         }
     }
 

@@ -64,6 +64,8 @@ pub struct IncidentFact {
     pub opened_at: i64,
     /// When it recovered (resolved, fixed), if it has.
     pub recovered_at: Option<i64>,
+    /// For alerts reopened after resolving: their earlier firings, (start, end) (downtime too).
+    pub earlier_firings: Vec<(i64, i64)>,
 }
 
 /// A deployment request (`requests`).
@@ -199,7 +201,8 @@ pub fn compute(f: &Facts, from: i64, to: i64) -> Figures {
     out.time_to_deploy = Durations::of(
         finished
             .iter()
-            .filter(|d| d.succeeded)
+            // A rollback deploys an older commit: the approved change never got there.
+            .filter(|d| d.succeeded && !d.rollback)
             .filter_map(|d| Some(d.finished_at? - d.approved_at?))
             .filter(|ms| *ms >= 0)
             .collect(),
@@ -256,7 +259,8 @@ fn uptime(incidents: &[IncidentFact], from: i64, to: i64) -> Option<f64> {
     }
     let mut spans: Vec<(i64, i64)> = slo
         .iter()
-        .map(|i| (i.started_at.max(from), i.recovered_at.unwrap_or(to).min(to)))
+        .flat_map(|i| i.earlier_firings.iter().copied().chain([(i.started_at, i.recovered_at.unwrap_or(to))]))
+        .map(|(s, e)| (s.max(from), e.min(to)))
         .filter(|(s, e)| s < e)
         .collect();
     spans.sort_unstable();
@@ -280,6 +284,15 @@ fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
     let mut all_prod: Vec<&DeploymentFact> =
         f.deployments.iter().filter(|d| d.environment == PRODUCTION && d.finished_at.is_some()).collect();
     all_prod.sort_by_key(|d| d.finished_at);
+    // When the alerts that make a change failure started, in order (searched, not scanned, per
+    // deployment: a busy year has tens of thousands of both).
+    let mut alert_starts: Vec<i64> = f
+        .incidents
+        .iter()
+        .filter(|i| i.kind == "alert" && matches!(i.category.as_deref(), Some("app" | "infra" | "performance")))
+        .map(|i| i.started_at)
+        .collect();
+    alert_starts.sort_unstable();
     let failed_change = |d: &DeploymentFact| -> bool {
         if !d.succeeded {
             return true;
@@ -287,13 +300,9 @@ fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
         let Some(at) = d.finished_at else { return false };
         let soon = |t: i64| t > at && t - at <= CHANGE_FAILURE_WITHIN_MS;
         // The next production deployment is a rollback: it replaced this one.
-        let next = all_prod.iter().find(|n| n.finished_at.is_some_and(|t| t > at));
+        let next = all_prod.get(all_prod.partition_point(|n| n.finished_at <= Some(at)));
         let rolled_back = next.is_some_and(|n| n.rollback && n.finished_at.is_some_and(soon));
-        let alerted = f.incidents.iter().any(|i| {
-            i.kind == "alert"
-                && matches!(i.category.as_deref(), Some("app" | "infra" | "performance"))
-                && soon(i.started_at)
-        });
+        let alerted = alert_starts.get(alert_starts.partition_point(|t| *t <= at)).is_some_and(|t| soon(*t));
         rolled_back || alerted
     };
     let mut time_to_restore = BTreeMap::new();
@@ -314,7 +323,12 @@ fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
     Dora {
         deployment_frequency_per_day: if days > 0.0 { succeeded.len() as f64 / days } else { 0.0 },
         lead_time: Durations::of(
-            succeeded.iter().filter_map(|d| Some(d.finished_at? - d.first_commit_at?)).filter(|ms| *ms >= 0).collect(),
+            succeeded
+                .iter()
+                .filter(|d| !d.rollback) // an older commit: the linked PRs' change is not in it
+                .filter_map(|d| Some(d.finished_at? - d.first_commit_at?))
+                .filter(|ms| *ms >= 0)
+                .collect(),
         ),
         change_failure_rate: ratio(prod.iter().filter(|d| failed_change(d)).count(), prod.len()),
         time_to_restore,
@@ -383,6 +397,40 @@ mod tests {
         assert_eq!(f.time_to_deploy.mean_seconds, Some(20.0 * 60.0));
         assert_eq!(f.time_to_deploy.p95_seconds, Some(30.0 * 60.0));
         assert_eq!(f.dora.deployment_frequency_per_day, 2.0 / 7.0);
+    }
+
+    /// A `/rollback` belongs to the request whose deployment failed, but it deploys an older
+    /// commit: the request's change never reached production, so neither its time to deploy nor
+    /// its lead time for changes ends there.
+    #[test]
+    fn a_rollback_delivers_no_change() {
+        let mut failed = deploy("production", MON + H, false);
+        failed.approved_at = Some(MON);
+        failed.first_commit_at = Some(MON - DAY);
+        let mut rollback = deploy("production", MON + 2 * H, true);
+        rollback.approved_at = Some(MON);
+        rollback.first_commit_at = Some(MON - DAY);
+        rollback.rollback = true;
+        let f = compute(&Facts { deployments: vec![failed, rollback], ..Facts::default() }, MON, MON + WEEK);
+        assert_eq!(f.deployments["production"].count, 2, "a rollback is a deployment of its own");
+        assert_eq!(f.dora.deployment_frequency_per_day, 1.0 / 7.0);
+        assert_eq!(f.time_to_deploy, Durations::default());
+        assert_eq!(f.dora.lead_time, Durations::default());
+    }
+
+    /// The change failure rate of a busy year (what `GET /api/reports/...?since=366d` reads, and
+    /// what anyone who can create deployments can make) is computed in a moment, not once per pair
+    /// of deployments and incidents.
+    #[test]
+    fn change_failures_of_a_busy_year_are_quick() {
+        let n = 20_000;
+        let deployments = (0..n).map(|i| deploy("production", MON + i * 60_000, true)).collect();
+        let incidents = (0..n).map(|i| alert("infra", MON - WEEK - i * 60_000, Some(MON - WEEK))).collect();
+        let facts = Facts { deployments, incidents, ..Facts::default() };
+        let started = std::time::Instant::now();
+        let f = compute(&facts, MON, MON + 30 * DAY);
+        assert_eq!(f.dora.change_failure_rate, Some(0.0));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -78,10 +78,12 @@ pub fn week_of(zone: &Zone, ms: i64) -> Window {
     week(zone, iso.year(), iso.week()).expect("an ISO week that exists")
 }
 
-/// `2026-W49` (or `2026-w49`).
+/// `2026-W49` (or `2026-w49`), of a four-digit year.
 pub fn parse_week(s: &str) -> Option<(i32, u32)> {
     let (y, w) = s.trim().split_once(['W', 'w'])?;
-    let y: i32 = y.strip_suffix('-')?.parse().ok()?;
+    // Four digits: a year the calendar holds with its neighbours, and labels that sort.
+    let y = y.strip_suffix('-').filter(|y| y.len() == 4 && y.bytes().all(|b| b.is_ascii_digit()))?;
+    let y: i32 = y.parse().ok()?;
     let w: u32 = w.parse().ok()?;
     NaiveDate::from_isoywd_opt(y, w, ChronoWeekday::Mon).map(|_| (y, w))
 }
@@ -690,6 +692,11 @@ mod tests {
         assert_eq!(parse_week("2026-w01"), Some((2026, 1)));
         assert_eq!(parse_week("2026-W54"), None);
         assert_eq!(parse_week("2026W49"), None);
+        // Years chrono's calendar barely holds: the week before overflows it (a panic in the
+        // API's handler, `?week=-262143-W02`); and a label must stay 4 digits to sort.
+        for far in ["-262143-W02", "262142-W52", "0-W01", "10000-W01", "+2026-W49"] {
+            assert_eq!(parse_week(far), None, "{far}");
+        }
         assert_eq!(parse_since("7d"), Some(7 * DAY));
         assert_eq!(parse_since("36h"), Some(36 * H));
         assert_eq!(parse_since("0d"), None);

@@ -94,6 +94,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         slo: a.labels.get("slo").map(|s| s.trim().to_ascii_lowercase()).filter(|s| !s.is_empty()),
         last_starts_at: starts_at,
         kept: false,
+        earlier: Vec::new(),
     };
 
     if a.status == "resolved" {
@@ -166,6 +167,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
         doc.last_starts_at = old.last_start().max(starts_at);
         doc.firings = old.firings.max(1);
         doc.kept = old.kept; // decided when it opened, whatever the category says now
+        doc.earlier = old.earlier.clone();
         // Escalation only ever comes sooner: once due at once, it stays so.
         let newly_at_once = doc.at_once.is_some() && old.at_once.is_none();
         doc.at_once = doc.at_once.or(old.at_once.clone());
@@ -214,6 +216,11 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
             let old: AlertDoc = serde_json::from_str(&row.details).unwrap_or_default();
             doc.firings = old.firings.max(1) + 1;
             let resolved_at = row.recovered_at.unwrap_or(starts_at);
+            // The firing that ended is downtime too (uptime), not only the one starting now.
+            doc.earlier = old.earlier.clone();
+            doc.earlier.push((row.first_failure_at, resolved_at));
+            let extra = doc.earlier.len().saturating_sub(alert::MAX_EARLIER_FIRINGS);
+            doc.earlier.drain(..extra);
             if !doc.kept && old.kept {
                 // Its first firing had no issue (heard of only once over): one now.
                 effects.push(Effect::Act(Action::CreateIssue {

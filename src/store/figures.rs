@@ -137,6 +137,11 @@ pub async fn facts(db: &Db, installation: i64, repository_id: i64, since: i64) -
                     (None, "closed") => Some(updated_at),
                     (None, _) => None,
                 },
+                earlier_firings: if alert {
+                    serde_json::from_value(d["earlier"].clone()).unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
                 deadline,
                 title,
                 kind,
