@@ -143,8 +143,8 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     until("the W48 report", || reports(&w).iter().any(|i| i.title.ends_with("2026-W48"))).await;
     slack_messages(&slack, &clock, 1).await;
     w.settle().await;
-    // Tuesday: it is approved at 08:00, deployed at 08:10 and fails at 08:15; rolled back at 08:20
-    // to the last good commit, which succeeds at 08:30.
+    // Tuesday: it is approved at 08:00, deployed at 08:10 and succeeds at 08:25; rolled back at
+    // 08:40 to the commit before, which succeeds at 08:50.
     to(&clock, T + 24 * H);
     w.comment(ALICE, "/approve").await;
     w.settle().await;
@@ -153,22 +153,21 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     w.comment(ALICE, "/deploy").await;
     w.settle().await;
     let (b, _, payload) = created(&w).remove(0);
-    status(&w, b, SHA, "failure", T + 24 * H + 15 * MIN, payload).await;
+    status(&w, b, SHA, "success", T + 24 * H + 25 * MIN, payload).await;
     w.settle().await;
-    to(&clock, T + 24 * H + 20 * MIN);
+    to(&clock, T + 24 * H + 40 * MIN);
     w.comment(ALICE, "/rollback").await;
     w.settle().await;
     let d = created(&w);
     assert_eq!(d.len(), 2, "{d:?}");
     let (c, sha, payload) = d[1].clone();
     assert_eq!(sha, OLD);
-    status(&w, c, OLD, "success", T + 24 * H + 30 * MIN, payload).await;
+    status(&w, c, OLD, "success", T + 24 * H + 50 * MIN, payload).await;
     w.settle().await;
     // The rollback is recorded as one (it would make a deployment it replaced a change failure).
     assert_eq!(common::count(&w.app.db, "SELECT COUNT(*) FROM deployments WHERE rollback = 1").await, 1);
-    let comments = w.gh.app_comments(REPO, 5);
-    assert!(comments.iter().any(|c| c.body.contains("Deployment failed")), "{comments:#?}");
     assert!(w.sticky().contains("Deployment request"), "{}", w.sticky());
+    let _ = w.gh.app_comments(REPO, 5);
 
     // Wednesday: main goes red at 08:00 and green at 08:30 (an incident of 30 minutes).
     to(&clock, T + 48 * H);
@@ -177,6 +176,10 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     w.settle().await;
     to(&clock, T + 48 * H + 30 * MIN);
     run(&w, 601, 1, "success", "2222222222222222222222222222222222222222", T + 48 * H + 30 * MIN).await;
+    w.settle().await;
+    // Wednesday 12:00: the team's pipeline deploys another commit itself, and it fails.
+    to(&clock, T + 52 * H);
+    status(&w, 901, SHA2, "failure", T + 52 * H, json!({})).await;
     w.settle().await;
     // Thursday: a flaky job fails at 08:00 and passes on its re-run at 08:10.
     to(&clock, T + 72 * H);
@@ -229,21 +232,22 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     let b = &w49.body;
     assert!(b.contains(&format!("Previous report: #{}.", w48.number)), "{b}");
     assert!(b.contains("Monday 30 November 2026 to Sunday 6 December 2026 (Europe/Berlin)"), "{b}");
-    // 3 production deployments (the rollback is one), 2 succeeded.
-    assert!(b.contains("| Deployment success | 66.67% | ≥ 98% | ✗ |"), "{b}");
-    assert!(b.contains("| production | 3 | 2 | 66.67% |"), "{b}");
-    // Approved Tuesday 08:00, its deployment failed: the rollback at 08:30 deployed an older
-    // commit, not the approved change, so no time to deploy ends there.
-    assert!(b.contains("| Mean time to deploy | — | ≤ 30m 0s | — |"), "{b}");
+    // 4 production deployments (the rollback is one), 3 succeeded.
+    assert!(b.contains("| Deployment success | 75% | ≥ 98% | ✗ |"), "{b}");
+    assert!(b.contains("| production | 4 | 3 | 75% |"), "{b}");
+    // Approved Tuesday 08:00, deployed at 08:25 (the rollback deployed an older commit, not an
+    // approved change: no time to deploy ends there).
+    assert!(b.contains("| Mean time to deploy | 25m 0s (p95 25m 0s) | ≤ 30m 0s | ✓ |"), "{b}");
     // Runs 600 (red), 601 (green), 602 (green on its re-run): 2 of 3.
     assert!(b.contains("| CI green rate | 66.67% | ≥ 95% | ✗ |"), "{b}");
     // Two CI incidents, of 30 and 10 minutes.
     assert!(b.contains("| Mean time to recovery | 20m 0s | ≤ 5m 0s | ✗ |"), "{b}");
     assert!(b.contains("| CI | 2 | 0 | 20m 0s | 30m 0s |"), "{b}");
     assert!(b.contains("- test / unit ×1"), "{b}");
-    // The failed deployment is a change failure; the one before it and the rollback are not.
-    assert!(b.contains("| Change failure rate | 33.33% | — |"), "{b}");
-    assert!(b.contains("bar [0, 0, 0, 0, 0, 0, 0, 3]"), "{b}");
+    // The deployment rolled back and the failed one are change failures; the first one and the
+    // rollback itself are not.
+    assert!(b.contains("| Change failure rate | 50% | — |"), "{b}");
+    assert!(b.contains("bar [0, 0, 0, 0, 0, 0, 0, 4]"), "{b}");
 
     // The same report from `shipgate report`'s code and from the API.
     let now = clock.now_ms();
@@ -265,19 +269,19 @@ async fn a_week_of_events_becomes_the_monday_report(db: &TestDb) {
     assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(j["week"], "2026-W49");
     assert_eq!(j["from"], "2026-11-30T00:00:00+01:00");
-    assert_eq!(j["deployments"]["production"], json!({ "count": 3, "succeeded": 2, "success_rate": 2.0 / 3.0 }));
-    assert_eq!(j["time_to_deploy"]["mean_seconds"], Value::Null);
+    assert_eq!(j["deployments"]["production"], json!({ "count": 4, "succeeded": 3, "success_rate": 0.75 }));
+    assert_eq!(j["time_to_deploy"]["mean_seconds"], 1500.0);
     assert_eq!(j["ci"]["green_rate"], 2.0 / 3.0);
     assert_eq!(j["incidents"]["ci"]["count"], 2);
     assert_eq!(j["incidents"]["ci"]["mean_time_to_recovery_seconds"], 1200.0);
-    assert_eq!(j["dora"]["change_failure_rate"], 1.0 / 3.0);
-    assert_eq!(j["dora"]["deployment_frequency"], 2.0 / 7.0);
-    // PR #12's change never reached production (its deployment failed and was rolled back to
-    // an older commit): no lead time for changes.
-    assert_eq!(j["dora"]["lead_time_seconds"], Value::Null);
-    assert_eq!(j["dora"]["lead_time"]["count"], 0);
+    assert_eq!(j["dora"]["change_failure_rate"], 0.5);
+    assert_eq!(j["dora"]["deployment_frequency"], 3.0 / 7.0);
+    // PR #12's first commit (Friday 27 November 12:00 UTC) to its deployment's success (Tuesday
+    // 1 December 08:25); the rollback and the pipeline's own deployments have no linked PRs.
+    assert_eq!(j["dora"]["lead_time_seconds"], (3 * 24 * 3600 + 20 * 3600 + 25 * 60) as f64);
+    assert_eq!(j["dora"]["lead_time"]["count"], 1);
     assert_eq!(j["targets"]["ci_green"]["met"], false);
-    assert_eq!(j["targets"]["mean_time_to_deploy"]["met"], Value::Null);
+    assert_eq!(j["targets"]["mean_time_to_deploy"]["met"], true);
     assert_eq!(j["previous"]["deployments"], json!({}));
     // `shipgate report` prints the same, in both formats; bad input is a clear error.
     let url = one.db_url().to_string();
