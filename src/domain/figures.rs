@@ -276,13 +276,17 @@ fn uptime(incidents: &[IncidentFact], from: i64, to: i64) -> Option<f64> {
 }
 
 fn dora(f: &Facts, finished: &[&DeploymentFact], from: i64, to: i64) -> Dora {
-    let prod: Vec<&&DeploymentFact> = finished.iter().filter(|d| d.environment == PRODUCTION).collect();
+    let prod: Vec<&&DeploymentFact> =
+        finished.iter().filter(|d| d.environment.eq_ignore_ascii_case(PRODUCTION)).collect();
     let succeeded: Vec<&&&DeploymentFact> = prod.iter().filter(|d| d.succeeded).collect();
     let days = (to - from) as f64 / 86_400_000.0;
     // Every production deployment of the history, in order: what came after one may be outside
     // the window.
-    let mut all_prod: Vec<&DeploymentFact> =
-        f.deployments.iter().filter(|d| d.environment == PRODUCTION && d.finished_at.is_some()).collect();
+    let mut all_prod: Vec<&DeploymentFact> = f
+        .deployments
+        .iter()
+        .filter(|d| d.environment.eq_ignore_ascii_case(PRODUCTION) && d.finished_at.is_some())
+        .collect();
     all_prod.sort_by_key(|d| d.finished_at);
     // When the alerts that make a change failure started, in order (searched, not scanned, per
     // deployment: a busy year has tens of thousands of both).
@@ -511,6 +515,18 @@ mod tests {
         let f = compute(&facts, MON, MON + WEEK);
         assert_eq!(f.dora.change_failure_rate, Some(3.0 / 5.0));
         assert_eq!(f.deployments["production"].count, 5, "a rollback is a deployment of its own");
+    }
+
+    #[test]
+    fn production_is_named_in_any_case() {
+        // Environments are matched case-insensitively everywhere else (the policy, the gate).
+        let f = compute(
+            &Facts { deployments: vec![deploy("Production", MON + DAY, true)], ..Facts::default() },
+            MON,
+            MON + WEEK,
+        );
+        assert_eq!(f.dora.change_failure_rate, Some(0.0));
+        assert!((f.dora.deployment_frequency_per_day - 1.0 / 7.0).abs() < 1e-12);
     }
 
     #[test]
