@@ -73,6 +73,10 @@ fn weekly(r: &Reporting) -> Option<(Policy, policy::WeeklySchedule)> {
 }
 
 async fn claimed(db: &Db, job: &str, slot: i64, worker: &str, now: i64) -> Result<bool> {
+    // Done already (every minute but one a week): a read, no write through the single writer.
+    if scheduler::done(db, job, slot).await? {
+        return Ok(false);
+    }
     if scheduler::claim(db, job, slot, worker, now).await? {
         return Ok(true);
     }
@@ -159,7 +163,7 @@ async fn close_previous(
     now: i64,
 ) -> Result<()> {
     let job = format!("weekly-report-close:{}", r.repository_id);
-    if scheduler::runs(db, &job).await?.iter().any(|(s, _, done)| *s == slot && done.is_some()) {
+    if scheduler::done(db, &job, slot).await? {
         return Ok(());
     }
     let Some(new) = objects::get(db, r.installation_id, "issue", &format!("{}:{marker}", r.repository)).await? else {

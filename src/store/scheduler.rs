@@ -18,6 +18,18 @@ pub async fn claim(db: &Db, name: &str, slot: i64, worker: &str, now: i64) -> Re
     Ok(r.rows_affected() == 1)
 }
 
+/// Has the run of `name` for `slot` finished? A read: a loop that asks every minute writes nothing
+/// for a run already done.
+pub async fn done(db: &Db, name: &str, slot: i64) -> Result<bool> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT slot FROM jobs WHERE name = $1 AND slot = $2 AND finished_at IS NOT NULL")
+            .bind(name)
+            .bind(slot)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.is_some())
+}
+
 pub async fn finished(db: &Db, name: &str, slot: i64, result: &str, now: i64) -> Result<()> {
     sqlx::query("UPDATE jobs SET finished_at = $1, result = $2 WHERE name = $3 AND slot = $4")
         .bind(now)
