@@ -667,18 +667,6 @@ async fn escalation_resolved(ctx: &Ctx, row: &IncidentRow, closed_at: i64) -> Re
     })])
 }
 
-/// The repository's policy as last read (cached by the requests' loader): the escalation loop
-/// reads no GitHub. No file, or a broken one, has no `notify:` rules.
-async fn cached_policy(db: &Db, installation: i64, repository_id: i64) -> crate::store::Result<Policy> {
-    Ok(match crate::store::requests::policy(db, installation, repository_id).await? {
-        Some((_, Some(yaml))) => crate::domain::policy::parse(&yaml).unwrap_or_default(),
-        _ => Policy::default(),
-    })
-}
-
-/// A claim older than this, never finished, was left by a replica that stopped: taken over.
-const STALE_CLAIM_MS: i64 = 60_000;
-
 /// Escalates the open incidents past their deadline, once each across replicas: claims the job
 /// `escalate:{incident}`, then marks the incident escalated and enqueues the comment in one
 /// transaction. An incident whose issue is not created yet waits for the next round. Returns how
@@ -692,13 +680,10 @@ pub async fn escalate_due(db: &Db, now: i64, worker: &str) -> crate::store::Resu
                 _ => continue,
             };
         let job = format!("escalate:{}", i.id);
-        if !scheduler::claim(db, &job, i.deadline, worker, now).await? {
-            match store::unfinished_claim(db, &job).await? {
-                Some(at) if now - at > STALE_CLAIM_MS => {} // its claimer stopped before finishing
-                _ => continue,
-            }
+        if !scheduler::claim_or_take_over(db, &job, i.deadline, worker, now).await? {
+            continue;
         }
-        let policy = cached_policy(db, i.installation_id, i.repository_id).await?;
+        let policy = super::repo::cached_policy(db, i.installation_id, i.repository_id).await?;
         let mut tx = db.begin_write().await?;
         let escalated = store::mark_escalated(&mut tx, &i.id, now).await?;
         if escalated {

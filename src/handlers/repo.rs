@@ -146,3 +146,17 @@ pub async fn red_on(db: &Db, repository_id: i64, branch: Option<&str>) -> Result
         None => format!("{} (since {since})", i.title),
     }))
 }
+
+/// The repository's policy as last read (cached by the requests' loader), for work that reads no
+/// GitHub (the escalation and report loops, `shipgate report`). No file, or a broken one: the
+/// empty policy (no `notify:` rules, no `report:`, the default targets).
+pub async fn cached_policy(
+    db: &crate::store::Db,
+    installation: i64,
+    repository_id: i64,
+) -> crate::store::Result<crate::domain::policy::Policy> {
+    Ok(match crate::store::requests::policy(db, installation, repository_id).await? {
+        Some((_, Some(yaml))) => crate::domain::policy::parse(&yaml).unwrap_or_default(),
+        _ => crate::domain::policy::Policy::default(),
+    })
+}

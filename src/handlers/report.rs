@@ -10,10 +10,7 @@ use crate::domain::report::{self, Report, Window};
 use crate::domain::zone::Zone;
 use crate::github::actions::Action;
 use crate::store::figures::{self as store, Reporting};
-use crate::store::{Db, Result, incidents, objects, outbox, scheduler};
-
-/// A claim older than this, never finished, was left by a replica that stopped: taken over.
-const STALE_CLAIM_MS: i64 = 60_000;
+use crate::store::{Db, Result, objects, outbox, scheduler};
 
 /// The report of `window` for a repository, from the store (the same for the issue, `shipgate
 /// report` and the API).
@@ -55,10 +52,7 @@ pub async fn for_repository(
     .fetch_optional(db.pool())
     .await?;
     let Some((installation, id, name)) = row else { return Ok(None) };
-    let policy = match crate::store::requests::policy(db, installation, id).await? {
-        Some((_, Some(yaml))) => policy::parse(&yaml).unwrap_or_default(),
-        _ => Policy::default(),
-    };
+    let policy = super::repo::cached_policy(db, installation, id).await?;
     let timezone = policy.report.weekly.as_ref().map_or("UTC".to_string(), |w| w.timezone.clone());
     let window = period.window(&Zone::named(&timezone), now);
     Ok(Some(build(db, installation, id, &name, window, &timezone, &policy.report.targets).await?))
@@ -70,23 +64,6 @@ fn weekly(r: &Reporting) -> Option<(Policy, policy::WeeklySchedule)> {
     let p = policy::parse(&r.yaml).ok()?;
     let w = p.report.weekly.clone()?;
     Some((p, w))
-}
-
-async fn claimed(db: &Db, job: &str, slot: i64, worker: &str, now: i64) -> Result<bool> {
-    // Done already (every minute but one a week): a read, no write through the single writer.
-    if scheduler::done(db, job, slot).await? {
-        return Ok(false);
-    }
-    if scheduler::claim(db, job, slot, worker, now).await? {
-        return Ok(true);
-    }
-    let runs = scheduler::runs(db, job).await?;
-    let this = runs.iter().find(|(s, _, _)| *s == slot);
-    Ok(match this {
-        Some((_, _, Some(_))) | None => false,
-        // Claimed and never finished: its claimer stopped, or is still at it.
-        Some((_, _, None)) => incidents::unfinished_claim(db, job).await?.is_some_and(|at| now - at > STALE_CLAIM_MS),
-    })
 }
 
 /// Opens the weekly report issues that are due, and closes the previous ones once the new ones
@@ -115,7 +92,7 @@ async fn run_one(db: &Db, r: &Reporting, now: i64, worker: &str) -> Result<usize
     let label = window.label(&zone);
     let marker = report::marker(&label);
     let job = format!("weekly-report:{}", r.repository_id);
-    if claimed(db, &job, window.from, worker, now).await? {
+    if scheduler::claim_or_take_over(db, &job, window.from, worker, now).await? {
         let rep = build(
             db,
             r.installation_id,
@@ -175,7 +152,7 @@ async fn close_previous(
     let Some((_, old)) = store::previous_report(db, r.installation_id, &r.repository, label).await? else {
         return Ok(());
     };
-    if !claimed(db, &job, slot, worker, now).await? {
+    if !scheduler::claim_or_take_over(db, &job, slot, worker, now).await? {
         return Ok(());
     }
     let key = format!("{job}:{label}");

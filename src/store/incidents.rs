@@ -374,14 +374,3 @@ pub async fn mark_escalated(tx: &mut Transaction<'_, Any>, id: &str, now: i64) -
             .await?;
     Ok(r.rows_affected() == 1)
 }
-
-/// When the escalation job of `name` was claimed, if it was and is not finished.
-pub async fn unfinished_claim(db: &Db, name: &str) -> Result<Option<i64>> {
-    let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT started_at FROM jobs WHERE name = $1 AND finished_at IS NULL ORDER BY slot DESC LIMIT 1",
-    )
-    .bind(name)
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(row.map(|r| r.0))
-}

@@ -18,6 +18,28 @@ pub async fn claim(db: &Db, name: &str, slot: i64, worker: &str, now: i64) -> Re
     Ok(r.rows_affected() == 1)
 }
 
+/// A claim older than this, never finished, was left by a replica that stopped: taken over.
+pub const STALE_CLAIM_MS: i64 = 60_000;
+
+/// Claims the run of `name` for `slot` as [`claim`] does, or takes over this slot's claim when it
+/// was never finished and is older than [`STALE_CLAIM_MS`] (its claimer stopped). A run already
+/// finished costs a read, no write. True: this process runs it.
+pub async fn claim_or_take_over(db: &Db, name: &str, slot: i64, worker: &str, now: i64) -> Result<bool> {
+    if done(db, name, slot).await? {
+        return Ok(false);
+    }
+    if claim(db, name, slot, worker, now).await? {
+        return Ok(true);
+    }
+    let row: Option<(i64, Option<i64>)> =
+        sqlx::query_as("SELECT started_at, finished_at FROM jobs WHERE name = $1 AND slot = $2")
+            .bind(name)
+            .bind(slot)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(matches!(row, Some((started, None)) if now - started > STALE_CLAIM_MS))
+}
+
 /// Has the run of `name` for `slot` finished? A read: a loop that asks every minute writes nothing
 /// for a run already done.
 pub async fn done(db: &Db, name: &str, slot: i64) -> Result<bool> {
