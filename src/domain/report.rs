@@ -765,9 +765,6 @@ mod tests {
         assert_eq!(r.history.len(), HISTORY_WEEKS);
         assert_eq!(r.history.last().unwrap().0, "W49");
         let j = json(&r);
-        if std::env::var("PRINT_REPORT_JSON").is_ok() {
-            println!("{}", serde_json::to_string_pretty(&j).unwrap());
-        }
         assert_eq!(j["week"], "2026-W49");
         assert_eq!(j["deployments"]["production"]["count"], 2);
         assert_eq!(j["deployments"]["production"]["succeeded"], 1);

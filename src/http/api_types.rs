@@ -600,15 +600,9 @@ pub struct Report {
     #[schema(format = DateTime)]
     pub to: String,
     pub timezone: String,
-    pub deployments: std::collections::BTreeMap<String, ReportEnvironment>,
-    pub deployment_success_rate: Option<f64>,
-    pub time_to_deploy: ReportDurations,
-    pub ci: ReportCi,
-    pub incidents: std::collections::BTreeMap<String, ReportIncidents>,
-    pub requests: ReportRequests,
-    pub security: ReportSecurity,
-    pub uptime: Option<f64>,
-    pub dora: ReportDora,
+    /// The window's figures, at the top level.
+    #[serde(flatten)]
+    pub figures: ReportFigures,
     /// Keyed `uptime`, `deployment_success`, `ci_green`, `mean_time_to_deploy`,
     /// `mean_time_to_recovery`, `open_critical_security`.
     pub targets: std::collections::BTreeMap<String, ReportTarget>,
