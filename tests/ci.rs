@@ -809,6 +809,15 @@ async fn incident_notifications_link_back_to_the_issue(db: &TestDb) {
         m.issues.values().any(|i| i.labels.iter().any(|l| l == "ci-failure"))
     })
     .await;
+    // And until the App has recorded its number (GitHub made it a moment before the App's relay
+    // stored the answer): only then may the App's clock move past the notice's wait, or the
+    // notice rightly goes out with the issue list's link instead.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while common::count(w.db(), "SELECT COUNT(*) FROM github_objects WHERE kind = 'issue' AND github_id > 0").await == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the incident issue's number was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     w.clock.advance_ms(1000);
     w.settle().await;
     let issue = w.incident_issues()[0].number;
