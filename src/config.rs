@@ -137,6 +137,14 @@ pub struct Config {
     /// Where notifications go (`SHIPGATE_SLACK_WEBHOOKS`, `SHIPGATE_SMTP_URL`,
     /// `SHIPGATE_MAIL_FROM`, `SHIPGATE_MAIL_DOMAINS`).
     pub notify: NotifySettings,
+    /// `SHIPGATE_PUBLIC_URL`: where people and GitHub reach the App (`https://shipgate.example.com`),
+    /// for the details pages' links in comments and check runs and for `/setup`'s hook and
+    /// redirect URLs. Without it the App writes no links.
+    pub public_url: Option<String>,
+    /// `SHIPGATE_LINK_DAYS` (30): how long a signed details-page link stays valid.
+    pub link_ttl: Duration,
+    /// `SHIPGATE_SETUP_STATE_SECS` (3600): how long `/setup`'s round trip through GitHub may take.
+    pub setup_state_ttl: Duration,
 }
 
 /// The channels an operator gave the App (SPEC §5, §6). A repository's policy names them
@@ -463,9 +471,15 @@ impl Config {
         }
         check_budget(intake.unverified_bytes, MAX_BODY_BYTES)?;
         let notify = NotifySettings::from_lookup(&get)?;
+        let public_url = public_url(&get)?;
+        let link_ttl = Duration::from_secs(parse_num(&get, "SHIPGATE_LINK_DAYS")?.unwrap_or(30).max(1) * 24 * 3600);
+        let setup_state_ttl = Duration::from_secs(parse_num(&get, "SHIPGATE_SETUP_STATE_SECS")?.unwrap_or(3600).max(1));
 
         Ok(Config {
             notify,
+            public_url,
+            link_ttl,
+            setup_state_ttl,
             audit_keys,
             audit_verify_every,
             report_every,
@@ -555,8 +569,35 @@ impl Config {
                 refresh_within: Duration::from_millis(500),
             },
             notify: NotifySettings::default(),
+            public_url: None,
+            link_ttl: Duration::from_secs(30 * 24 * 3600),
+            setup_state_ttl: Duration::from_secs(3600),
         }
     }
+}
+
+/// `SHIPGATE_PUBLIC_URL`: an `http(s)://` address without a query or fragment; a trailing `/` is
+/// dropped so paths can be appended.
+fn public_url(get: &impl Fn(&str) -> Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(v) = get("SHIPGATE_PUBLIC_URL") else { return Ok(None) };
+    let bad = |why: &str| ConfigError::Invalid {
+        var: "SHIPGATE_PUBLIC_URL",
+        msg: format!(
+            "{v:?} {why}: give the address people and GitHub reach the App at, e.g. https://shipgate.example.com"
+        ),
+    };
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or_else(|| bad("is not an http(s):// URL"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains('@') {
+        return Err(bad("has no host (or carries credentials)"));
+    }
+    if v.contains(['?', '#', ' ', '"', '<', '>', '\\']) {
+        return Err(bad("has a query, a fragment or characters a URL cannot hold"));
+    }
+    Ok(Some(v.trim_end_matches('/').to_string()))
 }
 
 /// A bearer token from `var`, if set: at least [`MIN_ADMIN_TOKEN_LEN`] characters.

@@ -91,6 +91,12 @@ impl Server {
             gate_wait_poll: cfg.gate_wait_poll,
             shutdown: rx.clone(),
             audit_public_key: cfg.signing_key.as_ref().map(|k| k.public().to_pem()),
+            pages: Arc::new(crate::http::pages::Pages {
+                link_key: link_key(cfg),
+                public_url: cfg.public_url.clone(),
+                github_web_url: cfg.github_web_url(),
+                link_ttl: cfg.link_ttl,
+            }),
         });
         let mut tasks = Vec::new();
         let mut worker_id = None;
@@ -186,6 +192,20 @@ impl Server {
         }
         self.db.close().await;
         Ok(())
+    }
+}
+
+/// The key of the details pages' links: derived from `SHIPGATE_AUDIT_KEY`, so every replica (and
+/// `shipgate link`) signs alike. Without an audit key (a dry run), a key of this process only:
+/// its links stop working when it stops.
+pub fn link_key(cfg: &Config) -> crate::domain::links::LinkKey {
+    match &cfg.audit_keys.current {
+        Some(k) => crate::domain::links::LinkKey::new(k.derive("details-links")),
+        None => {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).expect("the operating system's randomness");
+            crate::domain::links::LinkKey::new(bytes)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod figures;
 pub mod flow;
 pub mod gate;
 pub mod ids;
+pub mod links;
 pub mod messages;
 pub mod notify;
 pub mod policy;

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod api;
 pub mod api_types;
 pub mod gate;
+pub mod pages;
 pub mod serve;
 pub mod webhook;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// The public half of `SHIPGATE_SIGNING_KEY` (PEM), served for checking audit anchors.
     pub audit_public_key: Option<String>,
+    /// The web pages' settings and link key.
+    pub pages: Arc<pages::Pages>,
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one (not empty).

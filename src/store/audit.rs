@@ -60,6 +60,14 @@ impl AuditKey {
         &self.id
     }
 
+    /// A key for another purpose (the details pages' links), derived from this one: knowing it
+    /// says nothing about the audit key, and a new audit key makes every old link invalid.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        m.update(format!("shipgate-derived-key:{purpose}").as_bytes());
+        m.finalize().into_bytes().into()
+    }
+
     fn mac(&self, input: &str) -> String {
         let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes a key of any length");
         m.update(input.as_bytes());
