@@ -117,14 +117,17 @@ impl Minter {
 
     /// `text` with its [`DETAILS_LINE`] written as a link to `page` (or, without one, dropped).
     pub fn fill(&self, text: &str, link: Option<(i64, i64, Page)>, now_ms: i64) -> String {
-        fill_details(text, link.map(|(installation, repo, page)| {
-            let line = match &page {
-                Page::Request { .. } => details_line as fn(&str, &str) -> String,
-                Page::Incident { .. } => incident_details_line,
-            };
-            let (url, expires) = self.url(installation, repo, page, now_ms);
-            line(&url, &super::ci::format_time(expires * 1000))
-        }))
+        fill_details(
+            text,
+            link.map(|(installation, repo, page)| {
+                let line = match &page {
+                    Page::Request { .. } => details_line as fn(&str, &str) -> String,
+                    Page::Incident { .. } => incident_details_line,
+                };
+                let (url, expires) = self.url(installation, repo, page, now_ms);
+                line(&url, &super::ci::format_time(expires * 1000))
+            }),
+        )
     }
 }
 

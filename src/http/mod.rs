@@ -77,6 +77,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/.well-known/shipgate-audit.pub", get(audit_public_key))
+        .route("/requests/{installation}/{repository}/{issue}", get(pages::request_page))
+        .route("/incidents/{installation}/{repository}/{marker}", get(pages::incident_page))
         .merge(api::routes())
         // Bodies other than webhooks' (`/gate/wait`'s JSON) are small: a bound on what each
         // connection may make the App hold (webhooks read theirs against the budget instead).

@@ -513,7 +513,13 @@ pub async fn list(db: &Db, f: &Filter<'_>) -> Result<Vec<AuditRow>> {
 }
 
 /// One request's (or issue's) entries in its installation's chain, in order, at most `limit`.
-pub async fn for_issue(db: &Db, installation: i64, repository_id: i64, issue: i64, limit: i64) -> Result<Vec<AuditRow>> {
+pub async fn for_issue(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    issue: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 AND repository_id = $2 AND issue = $3 \
          ORDER BY position LIMIT $4"
