@@ -180,3 +180,46 @@ async fn no_public_url_no_link(db: &TestDb) {
     w.done().await;
 }
 both_backends!(no_public_url_no_link);
+
+/// In real headless Chromium on a phone: the page for a closed gate and for an open one (the
+/// right ✓/✗ and names visible; screenshots under target/test-artifacts), a requester's injected
+/// script shown as text and never run, a forged link refused, and nothing wider than the screen.
+async fn the_details_page_in_a_real_browser(db: &TestDb) {
+    let Some(b) = browser::Browser::start_or_skip().await else { return };
+    let w = world(db, POLICY).await;
+    w.gh.ci(REPO, SHA, "build", "completed", Some("failure"));
+    let evil = body("production", "#12")
+        .replace("- Reason: new endpoint", "- Reason: <script>window.__pwned=1</script><b onmouseover=x>bold</b>");
+    w.issue_event("labeled", &evil, true).await;
+    w.settle().await;
+    let link = link_in(&w.sticky(), &w.app.url);
+    b.goto(&link).await;
+    let text = b.text().await;
+    assert!(text.contains("The gate is closed"), "{text}");
+    assert!(text.contains("✗ fails") && text.contains("build failure on #12"), "{text}");
+    assert!(text.contains("◷ needed") && text.contains("@acme/backend-leads"), "{text}");
+    assert!(text.contains("<script>window.__pwned=1</script>"), "the script is shown as text:\n{text}");
+    assert_eq!(b.eval("typeof window.__pwned").await, "undefined", "the injected script never ran");
+    assert!(!b.exists("main b").await, "no element from the request's text");
+    let fits = b.eval("document.documentElement.scrollWidth <= window.innerWidth").await;
+    assert_eq!(fits, true, "nothing wider than a phone's screen");
+    b.screenshot(&format!("details-closed-{}", db.backend)).await;
+
+    w.check_completed(SHA, "build", "success").await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    b.goto(&link_in(&w.sticky(), &w.app.url)).await;
+    let text = b.text().await;
+    assert!(text.contains("The gate is open"), "{text}");
+    assert!(text.contains("✓ @alice") && text.contains("✓ @bob") && !text.contains("✗ fails"), "{text}");
+    b.screenshot(&format!("details-open-{}", db.backend)).await;
+    assert_eq!(b.js_errors().await, Vec::<String>::new(), "no script error, no CSP violation");
+
+    b.goto(&link.replace("/5?", "/6?")).await;
+    let text = b.text().await;
+    assert!(text.contains("This link is not valid") && !text.contains("acme/app"), "{text}");
+    b.close().await;
+    w.done().await;
+}
+both_backends!(the_details_page_in_a_real_browser);

@@ -36,7 +36,7 @@ th{background:#f6f8fa;font-weight:600}\
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:.85em;word-break:break-all}\
 .verdict{padding:.6rem .8rem;border-radius:6px;margin:.5rem 0 1rem;font-weight:600}\
 .open{background:#dafbe1;color:#116329}.closed{background:#ffebe9;color:#82071e}.waiting{background:#fff8c5;color:#4d2d00}\
-.pass{color:#116329}.fail{color:#82071e}.pending{color:#7d4e00}\
+.pass{color:#116329}.fail{color:#82071e}.pending{color:#7d4e00}.pass,.fail,.pending{white-space:nowrap}\
 .muted{color:#59636e;font-size:.9em}.pre{white-space:pre-wrap;overflow-wrap:anywhere}\
 form{margin:.8rem 0}button,input[type=submit]{font:inherit;padding:.5rem 1rem;border-radius:6px;border:1px solid #1f883d;background:#1f883d;color:#fff}\
 input[type=text]{font:inherit;padding:.4rem;border:1px solid #d0d7de;border-radius:6px;max-width:100%}\
@@ -50,7 +50,7 @@ static STYLE_HASH: LazyLock<String> =
 pub fn csp(form_action: Option<&str>) -> String {
     let form = form_action.map(|o| format!("form-action {o}")).unwrap_or_else(|| "form-action 'self'".into());
     format!(
-        "default-src 'none'; style-src 'sha256-{}'; img-src 'self'; base-uri 'none'; frame-ancestors 'none'; {form}",
+        "default-src 'none'; style-src 'sha256-{}'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'; {form}",
         *STYLE_HASH
     )
 }
@@ -64,6 +64,8 @@ pub fn document(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 meta name="referrer" content="no-referrer";
+                // No icon to fetch (a browser asks for /favicon.ico otherwise).
+                link rel="icon" href="data:,";
                 title { (title) " · shipgate" }
                 style { (PreEscaped(CSS)) }
             }
@@ -196,7 +198,7 @@ fn inline(text: &str) -> Markup {
 fn state_cell(s: GateState) -> Markup {
     match s {
         GateState::Pass => html! { span.pass { "✓ passes" } },
-        GateState::Pending => html! { span.pending { "⏳ waiting" } },
+        GateState::Pending => html! { span.pending { "◷ waiting" } },
         GateState::Fail => html! { span.fail { "✗ fails" } },
     }
 }
@@ -249,7 +251,7 @@ pub async fn request_page(
     );
     let body = html! {
         p.muted { a href=(issue_url) { (row.repository) " #" (issue) } " · deployment request by @" (row.author_login) }
-        h1 { "🚦 " (title) }
+        h1 { (title) }
         (verdict(&view, memory.view.is_some()))
         p { "State: " strong { (row.state) } " · revision " (row.revision)
             @if let Some(by) = &row.hold_by { " · on hold by @" (by) }
@@ -354,7 +356,7 @@ fn verdict(view: &Shown, evaluated: bool) -> Markup {
     match view.verdict {
         Verdict::Open => html! { p.verdict.open { "✓ The gate is open: every condition is met." } },
         Verdict::Closed => html! { p.verdict.closed { "✗ The gate is closed." } },
-        Verdict::Waiting => html! { p.verdict.waiting { "⏳ Waiting for what is listed below." } },
+        Verdict::Waiting => html! { p.verdict.waiting { "◷ Waiting for what is listed below." } },
     }
 }
 
@@ -382,7 +384,7 @@ fn roles(view: &Shown) -> Markup {
                 @for r in &view.roles {
                     tr.role {
                         td { (r.role) @if let Some(b) = &r.because { br; span.muted { "changes under " (b) } } }
-                        td { @match &r.approved_by { Some(by) => span.pass { "✓ @" (by) }, None => span.pending { "⏳ needed" } } }
+                        td { @match &r.approved_by { Some(by) => span.pass { "✓ @" (by) }, None => span.pending { "◷ needed" } } }
                         td { (r.who) }
                     }
                 }
