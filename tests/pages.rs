@@ -223,3 +223,44 @@ async fn the_details_page_in_a_real_browser(db: &TestDb) {
     w.done().await;
 }
 both_backends!(the_details_page_in_a_real_browser);
+
+async fn shipgate(db: &TestDb, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("RUST_LOG", "error")
+        .env_remove("SHIPGATE_PUBLIC_URL")
+        .env_remove("SHIPGATE_AUDIT_KEY")
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run shipgate");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// `shipgate link` mints the link an operator hands on: the running App's page opens with it.
+async fn an_operator_mints_a_link(db: &TestDb) {
+    let w = world(db, POLICY).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    w.sticky();
+    let env = [("SHIPGATE_PUBLIC_URL", PUBLIC), ("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)];
+    let (code, out) = shipgate(db, &["link", "--repo", REPO, "--request", "5"], &env).await;
+    assert_eq!(code, 0, "{out}");
+    let url = out.lines().next().unwrap().replace(PUBLIC, &w.app.url);
+    assert!(out.contains("valid until"), "{out}");
+    let (status, _, page) = get(&w, &url).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("api → production"), "{page}");
+    // No such request; no public address; no audit key: said, and nothing minted.
+    let (code, out) = shipgate(db, &["link", "--repo", REPO, "--request", "6"], &env).await;
+    assert_eq!(code, 1, "{out}");
+    let (code, out) = shipgate(db, &["link", "--repo", REPO, "--request", "5"], &env[1..]).await;
+    assert_eq!((code, out.contains("SHIPGATE_PUBLIC_URL")), (2, true), "{out}");
+    let (code, out) = shipgate(db, &["link", "--repo", REPO, "--request", "5"], &env[..1]).await;
+    assert_eq!((code, out.contains("SHIPGATE_AUDIT_KEY")), (2, true), "{out}");
+    w.done().await;
+}
+both_backends!(an_operator_mints_a_link);
