@@ -116,7 +116,7 @@ async fn forged_expired_and_foreign_links_show_nothing(db: &TestDb) {
     let sig = good.split("sig=").nth(1).unwrap().to_string();
     let bad = [
         // The signature changed, or another request's, installation's or expiry's.
-        good.replace(&sig, &format!("{}0", &sig[..sig.len() - 1]).replace(&sig[sig.len() - 1..], "0")),
+        good.replace(&sig, &format!("{}{}", &sig[..63], if sig.ends_with('0') { '1' } else { '0' })),
         good.replace(&sig, &"0".repeat(64)),
         good.replace("/5?", "/6?"),
         good.replace(&format!("/requests/{INST}/"), "/requests/2/"),
@@ -216,9 +216,19 @@ async fn the_details_page_in_a_real_browser(db: &TestDb) {
     b.screenshot(&format!("details-open-{}", db.backend)).await;
     assert_eq!(b.js_errors().await, Vec::<String>::new(), "no script error, no CSP violation");
 
-    b.goto(&link.replace("/5?", "/6?")).await;
-    let text = b.text().await;
-    assert!(text.contains("This link is not valid") && !text.contains("acme/app"), "{text}");
+    // Forged, expired (signed with the App's key), and another installation's (well signed).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let signed = |installation: i64, expires: i64| {
+        let l = Link { installation, repository_id: REPO_ID, page: Page::Request { issue: 5 }, expires };
+        format!("{}{}", w.app.url, key().path(&l))
+    };
+    for url in [link.replace("/5?", "/6?"), signed(INST, now - 1), signed(INST + 1, now + 3600)] {
+        b.goto(&url).await;
+        let text = b.text().await;
+        assert!(text.contains("This link is not valid") && !text.contains("acme/app"), "{url}: {text}");
+        assert!(!text.contains("production") && !text.contains("alice"), "{url}: {text}");
+    }
+    b.screenshot(&format!("details-refused-{}", db.backend)).await;
     b.close().await;
     w.done().await;
 }
