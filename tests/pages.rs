@@ -264,3 +264,76 @@ async fn an_operator_mints_a_link(db: &TestDb) {
     w.done().await;
 }
 both_backends!(an_operator_mints_a_link);
+
+// ---- Review 18: attacks on the details links ----------------------------------------------------
+
+/// Review 18, finding: the relay finds the page to link by the action's repository *name*
+/// (`requests::repository_id_of`: `WHERE repository = $1 AND issue = $2 ... ORDER BY updated_at
+/// DESC`), and names are reused. X (`acme/app`, REPO_ID) has request #5; X is renamed away (the App
+/// has no `repository` events: its rows keep `acme/app`) and another repository Y (id 999) of the
+/// same installation takes the name and gets its own request #5. Sending Y's gate check run fails
+/// (GitHub 502s) and the relay tries again later; meanwhile a late delivery of X (sent before the
+/// rename) touches X's row. Y's check run is then sent with a signed link to X's page: whoever
+/// reads Y reads X's request.
+async fn a_reused_repository_name_never_links_the_other_repositorys_page(db: &TestDb) {
+    use fake_github::Fault;
+    use serde_json::json;
+    const Y: i64 = 999;
+    let w = world_retrying_slowly(db).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let _ = w.sticky();
+    let deliver = |repo_id: i64, action: &'static str| {
+        let mut v = w.base("issues.labeled.0");
+        v["action"] = json!(action);
+        v["repository"]["id"] = json!(repo_id);
+        v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+        v["label"] = json!({ "name": "DEPLOYMENT_REQUEST" });
+        v
+    };
+    // Y's request #5; sending its gate check run fails for now.
+    let patches =
+        |w: &World| w.gh.calls().iter().filter(|c| c.method == "PATCH" && c.path.contains("/check-runs/")).count();
+    let before = patches(&w);
+    w.gh.inject("PATCH", "/check-runs/", Fault::Status(502), 5);
+    assert_eq!(w.app.deliver("issues", &w.id(), &deliver(Y, "labeled").to_string()).await, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while patches(&w) == before {
+        assert!(std::time::Instant::now() < deadline, "Y's check run was never tried");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A late delivery of X, from before the rename (nothing changes: no action of X's).
+    assert_eq!(w.app.deliver("issues", &w.id(), &deliver(REPO_ID, "edited").to_string()).await, 202);
+    w.settle().await;
+    let _ = w.sticky();
+    let url = details_url(&w, SHA).expect("a details link");
+    let (status, _, page) = get(&w, &url.replace(PUBLIC, &w.app.url)).await;
+    assert!(
+        url.starts_with(&format!("{PUBLIC}/requests/{INST}/{Y}/5?")),
+        "Y's check run links another repository's page: {url} (opens with {status}: {})",
+        &page[..page.len().min(300)]
+    );
+    w.done().await;
+}
+both_backends!(a_reused_repository_name_never_links_the_other_repositorys_page);
+
+/// As `world`, with the relay trying a failed action again after a few seconds (production: 2 s
+/// doubling up to minutes).
+async fn world_retrying_slowly(db: &TestDb) -> World {
+    let gh = fake_github::FakeGitHub::start().await;
+    gh.install(INST, &[REPO]);
+    gh.team("acme", "backend-leads", &[BOB]).team("acme", "product", &[]).team("acme", "frontend-leads", &[]);
+    gh.file(REPO, ".github/shipgate.yml", POLICY);
+    for (id, login) in [ALICE, BOB, CAROL, DAVE, EVE] {
+        gh.permission(REPO, login, "write");
+        gh.user(login, id);
+    }
+    gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
+    let opts = shipgate::server::Options { github: Some(fast_github(&gh.url)), ..shipgate::server::Options::default() };
+    let mut cfg = app_config(db, &gh);
+    cfg.worker.retry_base = std::time::Duration::from_secs(4);
+    cfg.worker.retry_max = std::time::Duration::from_secs(4);
+    cfg.public_url = Some(PUBLIC.into());
+    let app = common::TestApp::start_with(cfg, opts).await;
+    World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
+}
