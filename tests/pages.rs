@@ -337,3 +337,44 @@ async fn world_retrying_slowly(db: &TestDb) -> World {
     let app = common::TestApp::start_with(cfg, opts).await;
     World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
 }
+
+/// Review 18, finding: the page lists a request's *first* 500 audit entries (`ORDER BY position
+/// LIMIT 500`) and says nothing of the rest. Every edit of the request's body by its author appends
+/// `request.revised` (src/domain/flow/mod.rs, "The audit log: what changed"), so a requester who
+/// edits the issue 500 times (here: the entries 500 edits leave, appended directly) pushes every
+/// later entry — the approvals, the gate opening, the deployment — off the page, silently.
+async fn the_newest_audit_entries_are_never_pushed_off_the_page(db: &TestDb) {
+    let w = world(db, POLICY).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let mut tx = w.app.db.begin_write().await.expect("begin");
+    let key = shipgate::store::audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY);
+    for revision in 2..=501 {
+        let e = shipgate::store::audit::AuditEntry {
+            installation_id: INST,
+            repository_id: Some(REPO_ID),
+            repository: Some(REPO.into()),
+            issue: Some(5),
+            kind: "request.revised".into(),
+            actor_id: None,
+            actor_login: None,
+            detail: serde_json::json!({ "revision": revision }),
+        };
+        shipgate::store::audit::append(&mut tx, Some(&key), &e, None, 1).await.expect("append");
+    }
+    tx.commit().await.expect("commit");
+    w.check_completed(SHA, "build", "success").await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("The gate is open"), "{c}");
+    let (status, _, page) = get(&w, &link_in(&c, &w.app.url)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("gate.opened") && page.contains("approval.given"),
+        "the approvals and the gate's opening are not on the page, and nothing says entries are missing"
+    );
+    w.done().await;
+}
+both_backends!(the_newest_audit_entries_are_never_pushed_off_the_page);
