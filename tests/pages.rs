@@ -378,3 +378,38 @@ async fn the_newest_audit_entries_are_never_pushed_off_the_page(db: &TestDb) {
     w.done().await;
 }
 both_backends!(the_newest_audit_entries_are_never_pushed_off_the_page);
+
+/// Review 18, finding (hardening): a details-page address whose marker is not UTF-8 once decoded
+/// (`%FF`) is refused by axum's `Path` extractor before `incident_page` runs: 400, `text/plain`,
+/// without the headers every page promises (CSP, `nosniff`, `no-store`, no-referrer). Nothing of
+/// the input is echoed, so this is not a script injection; it is a page without its policy.
+async fn every_answer_on_the_details_routes_carries_the_pages_headers(db: &TestDb) {
+    let w = world(db, POLICY).await;
+    for path in ["/incidents/1/2/%FF?expires=1&sig=00", "/requests/1/2/3?expires=1&sig=00"] {
+        let (status, headers, body) = get(&w, &format!("{}{path}", w.app.url)).await;
+        assert!(
+            headers.get("content-security-policy").is_some()
+                && headers.get("x-content-type-options").is_some()
+                && headers.get("cache-control").is_some(),
+            "{path}: {status} {headers:?} {body}"
+        );
+    }
+    w.done().await;
+}
+both_backends!(every_answer_on_the_details_routes_carries_the_pages_headers);
+
+/// Review 18, finding (operator input): `SHIPGATE_LINK_DAYS` has no upper bound. 10^12 days is
+/// accepted, and every link the relay then writes overflows `expires * 1000` in
+/// `Minter::fill` (a panic in a debug build; in release a wrapped, meaningless "valid until");
+/// 2^64/86400 days or more overflows in `Config` itself.
+#[test]
+fn an_absurd_link_lifetime_is_refused_when_the_app_starts() {
+    let vars = |days: &'static str| move |k: &str| (k == "SHIPGATE_LINK_DAYS").then(|| days.to_string());
+    let accepted = std::panic::catch_unwind(|| shipgate::config::Config::from_lookup(vars("1000000000000")));
+    let Ok(Ok(cfg)) = accepted else { return };
+    let m = shipgate::domain::links::Minter { key: key(), base: PUBLIC.into(), ttl_s: cfg.link_ttl.as_secs() as i64 };
+    let text = format!("a\n{}\nb", shipgate::domain::links::DETAILS_LINE);
+    let filled =
+        std::panic::catch_unwind(|| m.fill(&text, Some((1, 2, Page::Request { issue: 3 })), 1_700_000_000_000));
+    assert!(filled.is_ok(), "SHIPGATE_LINK_DAYS=1000000000000 was accepted, and writing a link then panics");
+}
