@@ -274,3 +274,152 @@ async fn an_operator_mints_a_link(db: &TestDb) {
     w.done().await;
 }
 both_backends!(an_operator_mints_a_link);
+
+// ---- Review 18: attacks on the details links ----------------------------------------------------
+
+/// Review 18, finding: the relay finds the page to link by the action's repository *name*
+/// (`requests::repository_id_of`: `WHERE repository = $1 AND issue = $2 ... ORDER BY updated_at
+/// DESC`), and names are reused. X (`acme/app`, REPO_ID) has request #5; X is renamed away (the App
+/// has no `repository` events: its rows keep `acme/app`) and another repository Y (id 999) of the
+/// same installation takes the name and gets its own request #5. Sending Y's gate check run fails
+/// (GitHub 502s) and the relay tries again later; meanwhile a late delivery of X (sent before the
+/// rename) touches X's row. Y's check run is then sent with a signed link to X's page: whoever
+/// reads Y reads X's request.
+async fn a_reused_repository_name_never_links_the_other_repositorys_page(db: &TestDb) {
+    use fake_github::Fault;
+    use serde_json::json;
+    const Y: i64 = 999;
+    let w = world_retrying_slowly(db).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let _ = w.sticky();
+    let deliver = |repo_id: i64, action: &'static str| {
+        let mut v = w.base("issues.labeled.0");
+        v["action"] = json!(action);
+        v["repository"]["id"] = json!(repo_id);
+        v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+        v["label"] = json!({ "name": "DEPLOYMENT_REQUEST" });
+        v
+    };
+    // Y's request #5; sending its gate check run fails for now.
+    let patches =
+        |w: &World| w.gh.calls().iter().filter(|c| c.method == "PATCH" && c.path.contains("/check-runs/")).count();
+    let before = patches(&w);
+    w.gh.inject("PATCH", "/check-runs/", Fault::Status(502), 5);
+    assert_eq!(w.app.deliver("issues", &w.id(), &deliver(Y, "labeled").to_string()).await, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while patches(&w) == before {
+        assert!(std::time::Instant::now() < deadline, "Y's check run was never tried");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A late delivery of X, from before the rename (nothing changes: no action of X's).
+    assert_eq!(w.app.deliver("issues", &w.id(), &deliver(REPO_ID, "edited").to_string()).await, 202);
+    w.settle().await;
+    let _ = w.sticky();
+    let url = details_url(&w, SHA).expect("a details link");
+    let (status, _, page) = get(&w, &url.replace(PUBLIC, &w.app.url)).await;
+    assert!(
+        url.starts_with(&format!("{PUBLIC}/requests/{INST}/{Y}/5?")),
+        "Y's check run links another repository's page: {url} (opens with {status}: {})",
+        &page[..page.len().min(300)]
+    );
+    w.done().await;
+}
+both_backends!(a_reused_repository_name_never_links_the_other_repositorys_page);
+
+/// As `world`, with the relay trying a failed action again after a few seconds (production: 2 s
+/// doubling up to minutes).
+async fn world_retrying_slowly(db: &TestDb) -> World {
+    let gh = fake_github::FakeGitHub::start().await;
+    gh.install(INST, &[REPO]);
+    gh.team("acme", "backend-leads", &[BOB]).team("acme", "product", &[]).team("acme", "frontend-leads", &[]);
+    gh.file(REPO, ".github/shipgate.yml", POLICY);
+    for (id, login) in [ALICE, BOB, CAROL, DAVE, EVE] {
+        gh.permission(REPO, login, "write");
+        gh.user(login, id);
+    }
+    gh.pull(REPO, 12, DAVE, SHA, &["apps/backend/api.rs"]);
+    let opts = shipgate::server::Options { github: Some(fast_github(&gh.url)), ..shipgate::server::Options::default() };
+    let mut cfg = app_config(db, &gh);
+    cfg.worker.retry_base = std::time::Duration::from_secs(4);
+    cfg.worker.retry_max = std::time::Duration::from_secs(4);
+    cfg.public_url = Some(PUBLIC.into());
+    let app = common::TestApp::start_with(cfg, opts).await;
+    World { gh, app, n: std::sync::atomic::AtomicU32::new(0) }
+}
+
+/// Review 18, finding: the page lists a request's *first* 500 audit entries (`ORDER BY position
+/// LIMIT 500`) and says nothing of the rest. Every edit of the request's body by its author appends
+/// `request.revised` (src/domain/flow/mod.rs, "The audit log: what changed"), so a requester who
+/// edits the issue 500 times (here: the entries 500 edits leave, appended directly) pushes every
+/// later entry — the approvals, the gate opening, the deployment — off the page, silently.
+async fn the_newest_audit_entries_are_never_pushed_off_the_page(db: &TestDb) {
+    let w = world(db, POLICY).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    let mut tx = w.app.db.begin_write().await.expect("begin");
+    let key = shipgate::store::audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY);
+    for revision in 2..=501 {
+        let e = shipgate::store::audit::AuditEntry {
+            installation_id: INST,
+            repository_id: Some(REPO_ID),
+            repository: Some(REPO.into()),
+            issue: Some(5),
+            kind: "request.revised".into(),
+            actor_id: None,
+            actor_login: None,
+            detail: serde_json::json!({ "revision": revision }),
+        };
+        shipgate::store::audit::append(&mut tx, Some(&key), &e, None, 1).await.expect("append");
+    }
+    tx.commit().await.expect("commit");
+    w.check_completed(SHA, "build", "success").await;
+    w.comment(BOB, "/approve").await;
+    w.comment(ALICE, "/approve").await;
+    w.settle().await;
+    let c = w.sticky();
+    assert!(c.contains("The gate is open"), "{c}");
+    let (status, _, page) = get(&w, &link_in(&c, &w.app.url)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("gate.opened") && page.contains("approval.given"),
+        "the approvals and the gate's opening are not on the page, and nothing says entries are missing"
+    );
+    w.done().await;
+}
+both_backends!(the_newest_audit_entries_are_never_pushed_off_the_page);
+
+/// Review 18, finding (hardening): a details-page address whose marker is not UTF-8 once decoded
+/// (`%FF`) is refused by axum's `Path` extractor before `incident_page` runs: 400, `text/plain`,
+/// without the headers every page promises (CSP, `nosniff`, `no-store`, no-referrer). Nothing of
+/// the input is echoed, so this is not a script injection; it is a page without its policy.
+async fn every_answer_on_the_details_routes_carries_the_pages_headers(db: &TestDb) {
+    let w = world(db, POLICY).await;
+    for path in ["/incidents/1/2/%FF?expires=1&sig=00", "/requests/1/2/3?expires=1&sig=00"] {
+        let (status, headers, body) = get(&w, &format!("{}{path}", w.app.url)).await;
+        assert!(
+            headers.get("content-security-policy").is_some()
+                && headers.get("x-content-type-options").is_some()
+                && headers.get("cache-control").is_some(),
+            "{path}: {status} {headers:?} {body}"
+        );
+    }
+    w.done().await;
+}
+both_backends!(every_answer_on_the_details_routes_carries_the_pages_headers);
+
+/// Review 18, finding (operator input): `SHIPGATE_LINK_DAYS` has no upper bound. 10^12 days is
+/// accepted, and every link the relay then writes overflows `expires * 1000` in
+/// `Minter::fill` (a panic in a debug build; in release a wrapped, meaningless "valid until");
+/// 2^64/86400 days or more overflows in `Config` itself.
+#[test]
+fn an_absurd_link_lifetime_is_refused_when_the_app_starts() {
+    let vars = |days: &'static str| move |k: &str| (k == "SHIPGATE_LINK_DAYS").then(|| days.to_string());
+    let accepted = std::panic::catch_unwind(|| shipgate::config::Config::from_lookup(vars("1000000000000")));
+    let Ok(Ok(cfg)) = accepted else { return };
+    let m = shipgate::domain::links::Minter { key: key(), base: PUBLIC.into(), ttl_s: cfg.link_ttl.as_secs() as i64 };
+    let text = format!("a\n{}\nb", shipgate::domain::links::DETAILS_LINE);
+    let filled =
+        std::panic::catch_unwind(|| m.fill(&text, Some((1, 2, Page::Request { issue: 3 })), 1_700_000_000_000));
+    assert!(filled.is_ok(), "SHIPGATE_LINK_DAYS=1000000000000 was accepted, and writing a link then panics");
+}

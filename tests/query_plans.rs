@@ -100,7 +100,9 @@ fn off_the_hot_path(sql: &str) -> bool {
 
 /// Walks the hot paths of a request, its checks, CI, the API, the scrape and the pruner.
 async fn scenario(db: &TestDb) {
-    let w = World::new(db).await;
+    // Review 18: with a public address, so that the relay writes the details links and the
+    // details pages are walked too.
+    let w = World::with_config(db, POLICY, |c| c.public_url = Some("https://shipgate.example".into())).await;
     w.gh.ci(REPO, SHA, "build", "in_progress", None);
     w.issue_event("labeled", &body("production", "#12"), true).await;
     w.settle().await;
@@ -135,6 +137,32 @@ async fn scenario(db: &TestDb) {
         let r = http.get(format!("{}{path}", w.app.url)).bearer_auth(&token).send().await.expect("get");
         assert!(r.status().is_success(), "{path}: {}", r.status());
     }
+    // Review 18: the details pages, as a holder of the links the App wrote opens them, and a
+    // well-signed link for a repository no installation event listed (`tenancy::serving`'s
+    // fallback: a link `shipgate link` minted, or one for a repository seen only in requests).
+    let key = shipgate::domain::links::LinkKey::new(
+        shipgate::store::audit::AuditKey::new(shipgate::config::TEST_AUDIT_KEY).derive("details-links"),
+    );
+    let expires = shipgate::clock::Clock::system().now_ms() / 1000 + 3600;
+    let marker = "ci-incident:1:main:1".to_string();
+    for page in [
+        shipgate::domain::links::Page::Request { issue: 5 },
+        shipgate::domain::links::Page::Incident { marker: marker.clone() },
+    ] {
+        for repository_id in [REPO_ID, 424242] {
+            let l = shipgate::domain::links::Link { installation: INST, repository_id, page: page.clone(), expires };
+            let r = http.get(format!("{}{}", w.app.url, key.path(&l))).send().await.expect("get");
+            let want = if repository_id == REPO_ID && matches!(page, shipgate::domain::links::Page::Request { .. }) {
+                200
+            } else {
+                403
+            };
+            assert_eq!(r.status().as_u16(), want, "{l:?}");
+        }
+    }
+    // The relay's lookup of an incident issue's page (`write_links`, each time an incident issue
+    // is created or updated).
+    incidents::repository_id_of(&w.app.db, INST, REPO, &marker).await.expect("incident's repository");
     // The periodic jobs.
     let db = &w.app.db;
     deliveries::drop_bodies(db, i64::MAX, 100).await.expect("drop bodies");
@@ -362,3 +390,53 @@ async fn every_hot_statement_uses_an_index_on_both_backends() {
         None => eprintln!("TEST_DATABASE_URL is not set: the PostgreSQL plans were NOT checked"),
     }
 }
+
+/// Review 18: the relay's lookup of an incident issue's page (`store::incidents::repository_id_of`,
+/// run each time an incident issue is created or updated with a public address) and `shipgate
+/// link --incident` find their row by its key, not by reading every incident of the installation
+/// (or of the whole table): `incidents` has no index on (repository, marker), and the filter runs
+/// over `incidents_installation`'s every row for the installation (SQLite and PostgreSQL alike).
+async fn the_incident_link_lookups_search_by_marker(db: &TestDb) {
+    let conn = db.connect().await;
+    conn.migrate().await.expect("migrate");
+    for sql in [
+        // src/store/incidents.rs::repository_id_of
+        "SELECT repository_id FROM incidents WHERE installation_id = $1 AND repository = $2 AND marker = $3 \
+         ORDER BY opened_at DESC LIMIT 1",
+        // src/cli.rs::link_command
+        "SELECT installation_id, repository_id FROM incidents WHERE repository = $1 AND marker = $2 \
+         ORDER BY opened_at DESC LIMIT 1",
+    ] {
+        let plan = match conn.backend() {
+            Backend::Sqlite => sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(conn.pool())
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.get::<String, _>(3))
+                .collect::<Vec<_>>(),
+            Backend::Postgres => {
+                let mut c = conn.pool().acquire().await.expect("conn");
+                sqlx::query("SET enable_seqscan = off").execute(&mut *c).await.expect("set");
+                sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *c).await.expect("set");
+                let types = if parameters(sql) == 3 { "(bigint, text, text)" } else { "(text, text)" };
+                sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE q {types} AS {sql}")))
+                    .execute(&mut *c)
+                    .await
+                    .expect("prepare");
+                let args = if parameters(sql) == 3 { "(1, 'a', 'b')" } else { "('a', 'b')" };
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE q{args}")))
+                    .fetch_all(&mut *c)
+                    .await
+                    .expect("explain");
+                let _ = sqlx::query("DEALLOCATE q").execute(&mut *c).await;
+                let _ = sqlx::query("RESET ALL").execute(&mut *c).await;
+                rows.iter().map(|r| r.get::<String, _>(0)).collect()
+            }
+        };
+        let by_marker =
+            plan.iter().any(|l| l.contains("marker=?") || (l.contains("Index Cond") && l.contains("marker")));
+        assert!(by_marker, "{sql}\nreads every incident of the installation or the table:\n{}", plan.join("\n"));
+    }
+}
+both_backends!(the_incident_link_lookups_search_by_marker);
