@@ -372,33 +372,52 @@ async fn link_command(
         return Ok(2);
     }
     let minter = Minter { key: crate::server::link_key(cfg), base: base.clone(), ttl_s: cfg.link_ttl.as_secs() as i64 };
-    let found = match (request, incident) {
-        (Some(issue), _) => sqlx::query_as::<_, (i64, i64)>(
-            "SELECT installation_id, repository_id FROM requests WHERE repository = $1 AND issue = $2 \
-             ORDER BY updated_at DESC LIMIT 1",
-        )
-        .bind(repo)
-        .bind(issue)
-        .fetch_optional(db.pool())
-        .await?
-        .map(|(i, r)| (i, r, Page::Request { issue })),
-        (None, Some(marker)) => sqlx::query_as::<_, (i64, i64)>(
-            "SELECT installation_id, repository_id FROM incidents WHERE repository = $1 AND marker = $2 \
-             ORDER BY opened_at DESC LIMIT 1",
-        )
-        .bind(repo)
-        .bind(marker)
-        .fetch_optional(db.pool())
-        .await?
-        .map(|(i, r)| (i, r, Page::Incident { marker: marker.to_string() })),
+    let page = match (request, incident) {
+        (Some(issue), _) => Page::Request { issue },
+        (None, Some(marker)) => Page::Incident { marker: marker.to_string() },
         (None, None) => {
             writeln!(out, "error: give --request N or --incident MARKER")?;
             return Ok(2);
         }
     };
-    let Some((installation, repository_id, page)) = found else {
-        writeln!(out, "error: no such request or incident of `{repo}` in this database")?;
-        return Ok(1);
+    // The repository that has this name now (names move: never an old holder of it), then the
+    // page by primary key.
+    let mut named: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, installation_id FROM repositories WHERE full_name = $1 AND removed_at IS NULL")
+            .bind(repo)
+            .fetch_all(db.pool())
+            .await?;
+    if named.is_empty() {
+        // Never listed by an installation event: the requests say which repository it is.
+        named = sqlx::query_as("SELECT DISTINCT repository_id, installation_id FROM requests WHERE repository = $1")
+            .bind(repo)
+            .fetch_all(db.pool())
+            .await?;
+    }
+    let mut found = Vec::new();
+    for (repository_id, installation) in named {
+        let exists = match &page {
+            Page::Request { issue } => {
+                crate::store::requests::get(db, installation, repository_id, *issue).await?.is_some()
+            }
+            Page::Incident { marker } => {
+                crate::store::incidents::get(db, installation, repository_id, marker).await?.is_some()
+            }
+        };
+        if exists {
+            found.push((installation, repository_id));
+        }
+    }
+    let (installation, repository_id) = match found[..] {
+        [one] => one,
+        [] => {
+            writeln!(out, "error: no such request or incident of `{repo}` in this database")?;
+            return Ok(1);
+        }
+        _ => {
+            writeln!(out, "error: several repositories were called `{repo}`: {found:?} (installation, repository id)")?;
+            return Ok(2);
+        }
     };
     let (url, expires) = minter.url(installation, repository_id, page, Clock::system().now_ms());
     writeln!(out, "{url}")?;

@@ -285,6 +285,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://shipgate.db";
 pub const DEV_WEBHOOK_SECRET: &str = "development";
 pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+/// The longest life of a details page link (`SHIPGATE_LINK_DAYS`).
+pub const MAX_LINK_DAYS: u64 = 365;
+
 /// The shortest webhook secret accepted with credentials (SPEC.md §6).
 pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
 
@@ -472,7 +475,14 @@ impl Config {
         check_budget(intake.unverified_bytes, MAX_BODY_BYTES)?;
         let notify = NotifySettings::from_lookup(&get)?;
         let public_url = public_url(&get)?;
-        let link_ttl = Duration::from_secs(parse_num(&get, "SHIPGATE_LINK_DAYS")?.unwrap_or(30).max(1) * 24 * 3600);
+        let link_days = parse_num(&get, "SHIPGATE_LINK_DAYS")?.unwrap_or(30);
+        if !(1..=MAX_LINK_DAYS).contains(&link_days) {
+            return Err(ConfigError::Invalid {
+                var: "SHIPGATE_LINK_DAYS",
+                msg: format!("{link_days} days: a details link lives 1 to {MAX_LINK_DAYS} days"),
+            });
+        }
+        let link_ttl = Duration::from_secs(link_days * 24 * 3600);
         let setup_state_ttl = Duration::from_secs(parse_num(&get, "SHIPGATE_SETUP_STATE_SECS")?.unwrap_or(3600).max(1));
 
         Ok(Config {

@@ -161,8 +161,16 @@ async fn scenario(db: &TestDb) {
         }
     }
     // The relay's lookup of an incident issue's page (`write_links`, each time an incident issue
-    // is created or updated).
-    incidents::repository_id_of(&w.app.db, INST, REPO, &marker).await.expect("incident's repository");
+    // is created or updated): by primary key.
+    incidents::get(&w.app.db, INST, REPO_ID, &marker).await.expect("incident");
+    // `shipgate link`'s lookups of a repository by name (src/cli.rs::link_command).
+    for sql in [
+        "SELECT id, installation_id FROM repositories WHERE full_name = $1 AND removed_at IS NULL",
+        "SELECT DISTINCT repository_id, installation_id FROM requests WHERE repository = $1",
+    ] {
+        let _: Vec<(i64, i64)> =
+            sqlx::query_as(sql).bind(REPO).fetch_all(w.app.db.pool()).await.expect("link's lookup");
+    }
     // The periodic jobs.
     let db = &w.app.db;
     deliveries::drop_bodies(db, i64::MAX, 100).await.expect("drop bodies");
@@ -390,53 +398,3 @@ async fn every_hot_statement_uses_an_index_on_both_backends() {
         None => eprintln!("TEST_DATABASE_URL is not set: the PostgreSQL plans were NOT checked"),
     }
 }
-
-/// Review 18: the relay's lookup of an incident issue's page (`store::incidents::repository_id_of`,
-/// run each time an incident issue is created or updated with a public address) and `shipgate
-/// link --incident` find their row by its key, not by reading every incident of the installation
-/// (or of the whole table): `incidents` has no index on (repository, marker), and the filter runs
-/// over `incidents_installation`'s every row for the installation (SQLite and PostgreSQL alike).
-async fn the_incident_link_lookups_search_by_marker(db: &TestDb) {
-    let conn = db.connect().await;
-    conn.migrate().await.expect("migrate");
-    for sql in [
-        // src/store/incidents.rs::repository_id_of
-        "SELECT repository_id FROM incidents WHERE installation_id = $1 AND repository = $2 AND marker = $3 \
-         ORDER BY opened_at DESC LIMIT 1",
-        // src/cli.rs::link_command
-        "SELECT installation_id, repository_id FROM incidents WHERE repository = $1 AND marker = $2 \
-         ORDER BY opened_at DESC LIMIT 1",
-    ] {
-        let plan = match conn.backend() {
-            Backend::Sqlite => sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .fetch_all(conn.pool())
-                .await
-                .expect("explain")
-                .iter()
-                .map(|r| r.get::<String, _>(3))
-                .collect::<Vec<_>>(),
-            Backend::Postgres => {
-                let mut c = conn.pool().acquire().await.expect("conn");
-                sqlx::query("SET enable_seqscan = off").execute(&mut *c).await.expect("set");
-                sqlx::query("SET plan_cache_mode = force_generic_plan").execute(&mut *c).await.expect("set");
-                let types = if parameters(sql) == 3 { "(bigint, text, text)" } else { "(text, text)" };
-                sqlx::query(sqlx::AssertSqlSafe(format!("PREPARE q {types} AS {sql}")))
-                    .execute(&mut *c)
-                    .await
-                    .expect("prepare");
-                let args = if parameters(sql) == 3 { "(1, 'a', 'b')" } else { "('a', 'b')" };
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN EXECUTE q{args}")))
-                    .fetch_all(&mut *c)
-                    .await
-                    .expect("explain");
-                let _ = sqlx::query("DEALLOCATE q").execute(&mut *c).await;
-                let _ = sqlx::query("RESET ALL").execute(&mut *c).await;
-                rows.iter().map(|r| r.get::<String, _>(0)).collect()
-            }
-        };
-        let by_marker =
-            plan.iter().any(|l| l.contains("marker=?") || (l.contains("Index Cond") && l.contains("marker")));
-        assert!(by_marker, "{sql}\nreads every incident of the installation or the table:\n{}", plan.join("\n"));
-    }
-}
-both_backends!(the_incident_link_lookups_search_by_marker);

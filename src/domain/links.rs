@@ -110,7 +110,7 @@ pub struct Minter {
 impl Minter {
     /// The page's full address and its expiry (Unix seconds), valid from `now_ms`.
     pub fn url(&self, installation: i64, repository_id: i64, page: Page, now_ms: i64) -> (String, i64) {
-        let expires = now_ms.div_euclid(1000) + self.ttl_s;
+        let expires = now_ms.div_euclid(1000).saturating_add(self.ttl_s);
         let l = Link { installation, repository_id, page, expires };
         (format!("{}{}", self.base, self.key.path(&l)), expires)
     }
@@ -125,28 +125,33 @@ impl Minter {
                     Page::Incident { .. } => incident_details_line,
                 };
                 let (url, expires) = self.url(installation, repo, page, now_ms);
-                line(&url, &super::ci::format_time(expires * 1000))
+                line(&url, &super::ci::format_time(expires.saturating_mul(1000)))
             }),
         )
     }
 }
 
-/// `text` with its first [`DETAILS_LINE`] (a line of its own) replaced by `line`, and every other
-/// one (or all, without a line) removed.
+/// `text` with its first placeholder line (a line of its own) replaced by `line`, and every
+/// other one (or all, without a line) removed with the blank line after it.
 pub fn fill_details(text: &str, line: Option<String>) -> String {
-    if !text.contains(DETAILS_LINE) {
+    if !has_placeholder(text) {
         return text.to_string();
     }
     let mut line = line;
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<std::borrow::Cow<'_, str>> = Vec::new();
+    let mut skip_blank = false;
     for l in text.split('\n') {
-        if l.trim() == DETAILS_LINE {
-            if let Some(x) = line.take() {
-                out.push(x);
+        if placeholder_repository(l).is_some() {
+            match line.take() {
+                Some(x) => out.push(x.into()),
+                None => skip_blank = true,
             }
             continue;
         }
-        out.push(l.to_string());
+        if std::mem::take(&mut skip_blank) && l.trim().is_empty() {
+            continue;
+        }
+        out.push(l.into());
     }
     out.join("\n")
 }
@@ -164,14 +169,53 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// Stands, on a line of its own, in a request's sticky comment and an incident's issue: the relay
-/// writes the signed link there when it sends the text (a fresh link on every update), or removes
-/// the line when the App has no `SHIPGATE_PUBLIC_URL`. The relay only ever links the page of the
-/// very request or incident the text is about, whatever the line claims.
+/// Stands, on a line of its own, in a request's sticky comment and an incident's issue, as the
+/// message builders write it; [`tagged`] names the repository in it when the action is made, and
+/// the relay writes the signed link there when it sends the text (a fresh link on every update),
+/// or removes the line when the App has no `SHIPGATE_PUBLIC_URL`. The relay links only the page of
+/// the request (by the action's issue) or incident (by its marker) of that repository in the
+/// action's installation, found by primary key.
 pub const DETAILS_LINE: &str = "<!-- shipgate:details-link -->";
 
-/// Stands for the `details_url` of a request's check run (replaced, or dropped, likewise).
+/// The start of every placeholder line, tagged or not.
+const LINE_START: &str = "<!-- shipgate:details-link";
+
+/// Stands for the `details_url` of a request's check run (tagged, then replaced, or dropped).
 pub const DETAILS_URL: &str = "shipgate:details-link";
+
+/// `text` with its first [`DETAILS_LINE`] naming `repository_id` (the App writes it before any
+/// text of a user's, so the first is always the App's own).
+pub fn tagged(text: &str, repository_id: i64) -> String {
+    text.replacen(DETAILS_LINE, &format!("{LINE_START} repo={repository_id} -->"), 1)
+}
+
+/// [`DETAILS_URL`] naming `repository_id`.
+pub fn tagged_url(repository_id: i64) -> String {
+    format!("{DETAILS_URL}:{repository_id}")
+}
+
+/// The repository a tagged `details_url` names.
+pub fn url_repository(url: &str) -> Option<i64> {
+    url.strip_prefix(DETAILS_URL)?.strip_prefix(':')?.parse().ok()
+}
+
+/// Whether `text` holds a placeholder line (tagged or not).
+pub fn has_placeholder(text: &str) -> bool {
+    text.contains(LINE_START)
+}
+
+fn placeholder_repository(line: &str) -> Option<Option<i64>> {
+    let inner = line.trim().strip_prefix(LINE_START)?.strip_suffix("-->")?.trim();
+    if inner.is_empty() {
+        return Some(None);
+    }
+    Some(inner.strip_prefix("repo=").and_then(|id| id.parse().ok()))
+}
+
+/// The repository the text's first placeholder line names, if it is tagged.
+pub fn line_repository(text: &str) -> Option<i64> {
+    text.split('\n').find_map(placeholder_repository).flatten()
+}
 
 /// The line the relay writes for a link.
 pub fn details_line(url: &str, expires_text: &str) -> String {
@@ -237,6 +281,16 @@ mod tests {
         assert_eq!(fill_details(&text, Some("LINK".into())), format!("a\nLINK\nb\nc {DETAILS_LINE} inline"));
         assert_eq!(fill_details(&text, None), format!("a\nb\nc {DETAILS_LINE} inline"));
         assert_eq!(fill_details("plain", Some("LINK".into())), "plain");
+        // Removed with the blank line after it: no gap left in the comment.
+        assert_eq!(fill_details(&format!("a\n\n{DETAILS_LINE}\n\nb"), None), "a\n\nb");
+        // The App's line names its repository; what follows (a user's) never wins.
+        let t = tagged(&format!("x\n{DETAILS_LINE}\ny\n{LINE_START} repo=9 -->"), 42);
+        assert_eq!(line_repository(&t), Some(42));
+        assert_eq!(fill_details(&t, Some("L".into())), "x\nL\ny");
+        assert_eq!(line_repository(&format!("x\n{DETAILS_LINE}")), None);
+        assert_eq!(line_repository(&format!("{LINE_START} repo=x -->")), None);
+        assert_eq!(url_repository(&tagged_url(42)), Some(42));
+        assert_eq!(url_repository(DETAILS_URL), None);
         let m = Minter { key: key(1), base: "https://sg.example".into(), ttl_s: 30 * 86400 };
         let (url, expires) = m.url(7, 42, Page::Request { issue: 3 }, 1_000_500);
         assert_eq!(expires, 1_000 + 30 * 86400);

@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::repo::{load_policy, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::alert::{self, AlertDoc, AmAlert};
+use crate::domain::links;
 use crate::domain::notify::{self, IncidentNotice, NotifyEvent};
 use crate::github::actions::Action;
 use crate::github::client::parse_rfc3339_ms;
@@ -133,7 +134,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                 marker: Some(row.marker.clone()),
                 number: None,
                 title: None,
-                body: Some(alert::resolved_body(&doc, ttr)),
+                body: Some(links::tagged(&alert::resolved_body(&doc, ttr), repo_id)),
                 state: Some("closed".into()),
                 state_reason: Some("completed".into()),
             }));
@@ -185,7 +186,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                 marker: Some(row.marker.clone()),
                 number: None,
                 title: Some(title.clone()),
-                body: Some(body),
+                body: Some(links::tagged(&body, repo_id)),
                 state: None,
                 state_reason: None,
             }));
@@ -227,7 +228,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     repo: repo.clone(),
                     marker: row.marker.clone(),
                     title: alert::alert_title(&doc),
-                    body: alert::alert_body(&doc),
+                    body: links::tagged(&alert::alert_body(&doc), repo_id),
                     labels: vec![alert::ALERT_LABEL.into(), category.clone()],
                 }));
             } else if !doc.kept {
@@ -236,7 +237,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     marker: Some(row.marker.clone()),
                     number: None,
                     title: Some(alert::alert_title(&doc)),
-                    body: Some(alert::alert_body(&doc)),
+                    body: Some(links::tagged(&alert::alert_body(&doc), repo_id)),
                     state: Some("open".into()),
                     state_reason: Some("reopened".into()),
                 }));
@@ -272,7 +273,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     repo: repo.clone(),
                     marker: marker.clone(),
                     title: alert::alert_title(&doc),
-                    body: alert::alert_body(&doc),
+                    body: links::tagged(&alert::alert_body(&doc), repo_id),
                     labels: vec![alert::ALERT_LABEL.into(), category.clone()],
                 }));
             }

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::repo::{gh_err, repo_of};
 use super::{Ctx, Effect, Handled, HandlerError};
 use crate::domain::ci::{self, Alert, Incident, RunInfo, RunKind};
+use crate::domain::links;
 use crate::domain::notify::{self, IncidentNotice, NotifyEvent};
 use crate::domain::policy::Policy;
 use crate::github::actions::Action;
@@ -295,7 +296,7 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 repo: repo.to_string(),
                 marker: marker.clone(),
                 title: title.clone(),
-                body: ci::incident_body(&doc),
+                body: links::tagged(&ci::incident_body(&doc), repo_id),
                 labels: vec![ci::CI_LABEL.into()],
             }));
             let n = IncidentNotice { repo, title: &title, issue: None, marker: &marker, url: None };
@@ -344,7 +345,7 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 marker: Some(row.marker.clone()),
                 number: None,
                 title: None,
-                body: Some(ci::incident_body(&doc)),
+                body: Some(links::tagged(&ci::incident_body(&doc), repo_id)),
                 state: None,
                 state_reason: None,
             }));
@@ -420,7 +421,7 @@ async fn earlier_failure(
             marker: Some(row.marker.clone()),
             number: None,
             title: None,
-            body: Some(ci::incident_body(&doc)),
+            body: Some(links::tagged(&ci::incident_body(&doc), repo_id)),
             state: None,
             state_reason: None,
         }),

@@ -216,12 +216,14 @@ fn safe_href(url: &str) -> Option<&str> {
     (url.starts_with("https://") || url.starts_with("http://")).then_some(url)
 }
 
+/// A path or query axum cannot read (bad percent-encoding, not UTF-8): the same 403 as a bad link,
+/// with the pages' headers.
+type Segments = Result<Path<(String, String, String)>, axum::extract::rejection::PathRejection>;
+type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
 /// `GET /requests/{installation}/{repository}/{issue}?expires=…&sig=…`
-pub async fn request_page(
-    State(st): State<Arc<AppState>>,
-    Path((installation, repository, issue)): Path<(String, String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+pub async fn request_page(State(st): State<Arc<AppState>>, path: Segments, query: Params) -> Response {
+    let (Ok(Path((installation, repository, issue))), Ok(Query(q))) = (path, query) else { return forbidden() };
     let Ok(issue) = issue.parse::<i64>() else { return forbidden() };
     let Some(link) = checked(&st, &installation, &repository, Page::Request { issue }, &q).await else {
         return forbidden();
@@ -232,7 +234,7 @@ pub async fn request_page(
         Ok(None) => return forbidden(),
         Err(_) => return unavailable(),
     };
-    let (approvals, deployments, entries) = match tokio::try_join!(
+    let (approvals, deployments, (entries, total)) = match tokio::try_join!(
         requests::approvals(&st.db, inst, repo, issue),
         deploys::for_request(&st.db, inst, repo, issue),
         audit::for_issue(&st.db, inst, repo, issue, AUDIT_ROWS),
@@ -343,7 +345,7 @@ pub async fn request_page(
                 tr { th { (k) } td.pre { @match v { Some(v) => (v), None => em.muted { "missing" } } } }
             }
         }
-        (audit_table(&entries))
+        (audit_table(&entries, total))
         p.muted { "Last evaluated " (timestamp(row.updated_at)) ". This link is valid until " (timestamp(link.expires * 1000)) "." }
     };
     respond(StatusCode::OK, &format!("{} #{issue}", row.repository), body, None)
@@ -393,11 +395,17 @@ fn roles(view: &Shown) -> Markup {
     }
 }
 
-fn audit_table(entries: &[audit::AuditRow]) -> Markup {
+fn audit_table(entries: &[audit::AuditRow], total: i64) -> Markup {
     html! {
         h2 { "Audit entries" }
         @if entries.is_empty() { p.muted { "None." } } @else {
-            p.muted { "From the installation's tamper-evident chain; `shipgate audit verify` checks it whole." }
+            p.muted { "From the installation's tamper-evident chain; " code { "shipgate audit verify" } " checks it whole." }
+            @if total > entries.len() as i64 {
+                p.verdict.waiting {
+                    "The newest " (entries.len()) " of " (total) " entries; the " (total - entries.len() as i64)
+                    " older ones are left out here (" code { "shipgate audit export --repo" } " has them all)."
+                }
+            }
             table {
                 tr { th { "#" } th { "When" } th { "What" } th { "Who" } th { "Detail" } th { "Hash" } }
                 @for e in entries {
@@ -416,11 +424,8 @@ fn audit_table(entries: &[audit::AuditRow]) -> Markup {
 }
 
 /// `GET /incidents/{installation}/{repository}/{marker}?expires=…&sig=…`
-pub async fn incident_page(
-    State(st): State<Arc<AppState>>,
-    Path((installation, repository, marker)): Path<(String, String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
+pub async fn incident_page(State(st): State<Arc<AppState>>, path: Segments, query: Params) -> Response {
+    let (Ok(Path((installation, repository, marker))), Ok(Query(q))) = (path, query) else { return forbidden() };
     let Some(link) = checked(&st, &installation, &repository, Page::Incident { marker: marker.clone() }, &q).await
     else {
         return forbidden();

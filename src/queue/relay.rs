@@ -155,40 +155,41 @@ impl Actions {
     }
 
     /// Writes a fresh signed link to the details page into a request's sticky comment and check
-    /// runs and into an incident's issue, each time it is sent. The page is always the text's own
-    /// (its repository and issue, or its incident's marker, as stored for this installation),
-    /// never one a placeholder names; without a public address or such a page the placeholder
-    /// goes.
+    /// runs and into an incident's issue, each time it is sent. The page is the one of the
+    /// repository the App named when it made the action (never a name looked up: names move), and
+    /// of the action's own issue (or incident marker), in this installation, found by primary key;
+    /// without a public address or such a page the placeholder goes.
     async fn write_links(&self, installation: i64, action: &mut Action, now: i64) -> Result<(), ActionError> {
         match action {
-            Action::UpsertComment { repo, issue, marker, body } if body.contains(links::DETAILS_LINE) => {
-                let page = match (&self.links, marker.as_str()) {
-                    (Some(_), crate::domain::messages::REQUEST_MARKER) => {
-                        request_rows::repository_id_of(&self.db, installation, repo, *issue)
-                            .await?
-                            .map(|id| (installation, id, Page::Request { issue: *issue }))
+            Action::UpsertComment { issue, marker, body, .. } if links::has_placeholder(body) => {
+                let page = match (&self.links, links::line_repository(body)) {
+                    (Some(_), Some(repo)) if marker == crate::domain::messages::REQUEST_MARKER => {
+                        self.request_page(installation, repo, *issue).await?
                     }
                     _ => None,
                 };
                 *body = self.fill(body, page, now);
             }
-            Action::CreateIssue { repo, marker, body, .. } if body.contains(links::DETAILS_LINE) => {
-                let page = self.incident_page(installation, repo, Some(marker.as_str())).await?;
+            Action::CreateIssue { marker, body, .. } if links::has_placeholder(body) => {
+                let page =
+                    self.incident_page(installation, links::line_repository(body), Some(marker.as_str())).await?;
                 *body = self.fill(body, page, now);
             }
-            Action::UpdateIssue { repo, marker, body: Some(body), .. } if body.contains(links::DETAILS_LINE) => {
-                let page = self.incident_page(installation, repo, marker.as_deref()).await?;
+            Action::UpdateIssue { marker, body: Some(body), .. } if links::has_placeholder(body) => {
+                let page = self.incident_page(installation, links::line_repository(body), marker.as_deref()).await?;
                 *body = self.fill(body, page, now);
             }
-            Action::UpsertCheckRun { repo, external_id, details_url, .. }
-                if details_url.as_deref() == Some(links::DETAILS_URL) =>
+            Action::UpsertCheckRun { external_id, details_url, .. }
+                if details_url.as_deref().is_some_and(|u| u.starts_with(links::DETAILS_URL)) =>
             {
                 // `gate:{issue}:{environment}:{sha}`
                 let issue = external_id.strip_prefix("gate:").and_then(|r| r.split(':').next()?.parse::<i64>().ok());
-                *details_url = match (&self.links, issue) {
-                    (Some(m), Some(issue)) => request_rows::repository_id_of(&self.db, installation, repo, issue)
-                        .await?
-                        .map(|id| m.url(installation, id, Page::Request { issue }, now).0),
+                let repo = details_url.as_deref().and_then(links::url_repository);
+                *details_url = match (&self.links, repo, issue) {
+                    (Some(m), Some(repo), Some(issue)) => match self.request_page(installation, repo, issue).await? {
+                        Some((i, r, page)) => Some(m.url(i, r, page, now).0),
+                        None => None,
+                    },
                     _ => None,
                 };
             }
@@ -197,16 +198,27 @@ impl Actions {
         Ok(())
     }
 
+    async fn request_page(
+        &self,
+        installation: i64,
+        repo: i64,
+        issue: i64,
+    ) -> Result<Option<(i64, i64, Page)>, ActionError> {
+        Ok(request_rows::get(&self.db, installation, repo, issue)
+            .await?
+            .map(|_| (installation, repo, Page::Request { issue })))
+    }
+
     async fn incident_page(
         &self,
         installation: i64,
-        repo: &str,
+        repo: Option<i64>,
         marker: Option<&str>,
     ) -> Result<Option<(i64, i64, Page)>, ActionError> {
-        let (Some(_), Some(marker)) = (&self.links, marker) else { return Ok(None) };
-        Ok(crate::store::incidents::repository_id_of(&self.db, installation, repo, marker)
+        let (Some(_), Some(repo), Some(marker)) = (&self.links, repo, marker) else { return Ok(None) };
+        Ok(crate::store::incidents::get(&self.db, installation, repo, marker)
             .await?
-            .map(|id| (installation, id, Page::Incident { marker: marker.to_string() })))
+            .map(|_| (installation, repo, Page::Incident { marker: marker.to_string() })))
     }
 
     fn fill(&self, body: &str, page: Option<(i64, i64, Page)>, now: i64) -> String {

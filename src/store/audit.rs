@@ -512,25 +512,41 @@ pub async fn list(db: &Db, f: &Filter<'_>) -> Result<Vec<AuditRow>> {
     Ok(super::filter::query_as(sql, &w, &[f.limit.into()]).fetch_all(db.pool()).await?)
 }
 
-/// One request's (or issue's) entries in its installation's chain, in order, at most `limit`.
+/// One request's (or issue's) newest `limit` entries in its installation's chain, in order, and
+/// how many it has in all (the page says when older ones are left out).
 pub async fn for_issue(
     db: &Db,
     installation: i64,
     repository_id: i64,
     issue: i64,
     limit: i64,
-) -> Result<Vec<AuditRow>> {
+) -> Result<(Vec<AuditRow>, i64)> {
     let sql = format!(
         "SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 AND repository_id = $2 AND issue = $3 \
-         ORDER BY position LIMIT $4"
+         ORDER BY position DESC LIMIT $4"
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let mut rows: Vec<AuditRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(installation)
         .bind(repository_id)
         .bind(issue)
         .bind(limit)
         .fetch_all(db.pool())
-        .await?)
+        .await?;
+    rows.reverse();
+    let total = if (rows.len() as i64) < limit {
+        rows.len() as i64
+    } else {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM audit_log WHERE installation_id = $1 AND repository_id = $2 AND issue = $3",
+        )
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .fetch_one(db.pool())
+        .await?;
+        n
+    };
+    Ok((rows, total))
 }
 
 /// A verification's outcome, in short (for `/metrics`).

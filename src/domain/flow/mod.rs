@@ -1802,7 +1802,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         notes: &notes,
         notified: &remembered.notified,
     };
-    let body = messages::request_comment(&view);
+    // Its details link names this repository (the relay links nothing else).
+    let body = crate::domain::links::tagged(&messages::request_comment(&view), t.repo_id.get());
     let shown_view = messages::Shown::of(&view, &heads);
     let (conclusion, title, summary) = messages::check_run(&eval, t.issue.get());
     let digest = sha256_hex(&[&body, &conclusion, &summary, &heads.join(","), environment.as_deref().unwrap_or("")]);
@@ -1830,7 +1831,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                     summary: summary.clone(),
                     text: None,
                     // The relay writes the signed link to the details page (or none).
-                    details_url: Some(crate::domain::links::DETAILS_URL.into()),
+                    details_url: Some(crate::domain::links::tagged_url(t.repo_id.get())),
                 }));
             }
         }
