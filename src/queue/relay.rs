@@ -186,10 +186,9 @@ impl Actions {
                 let issue = external_id.strip_prefix("gate:").and_then(|r| r.split(':').next()?.parse::<i64>().ok());
                 let repo = details_url.as_deref().and_then(links::url_repository);
                 *details_url = match (&self.links, repo, issue) {
-                    (Some(m), Some(repo), Some(issue)) => match self.request_page(installation, repo, issue).await? {
-                        Some((i, r, page)) => Some(m.url(i, r, page, now).0),
-                        None => None,
-                    },
+                    (Some(m), Some(repo), Some(issue)) => {
+                        self.request_page(installation, repo, issue).await?.map(|(i, r, page)| m.url(i, r, page, now).0)
+                    }
                     _ => None,
                 };
             }
