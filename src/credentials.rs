@@ -95,8 +95,9 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, String> {
     Ok(Some(Loaded { path: path.to_path_buf(), vars, warnings }))
 }
 
-/// `KEY=VALUE` lines; blank lines and `#` comments are skipped. Values are taken as they are
-/// (`\n` in a PEM stands for a line break; the configuration turns it back).
+/// `KEY=VALUE` lines; blank lines and `#` comments are skipped. A value in single or double quotes
+/// loses them; nothing else is unescaped (`\n` in a PEM stands for a line break: the configuration
+/// turns it back).
 pub fn parse(text: &str) -> Result<Vec<(String, Secret)>, String> {
     let mut out: Vec<(String, Secret)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -114,7 +115,10 @@ pub fn parse(text: &str) -> Result<Vec<(String, Secret)>, String> {
         if out.iter().any(|(k, _)| k == key) {
             return Err(format!("line {}: {key} is given twice", i + 1));
         }
-        out.push((key.to_string(), Secret::new(value.trim())));
+        let value = value.trim();
+        let unquoted =
+            ['\'', '"'].iter().find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q))).unwrap_or(value);
+        out.push((key.to_string(), Secret::new(unquoted)));
     }
     Ok(out)
 }
@@ -129,8 +133,9 @@ pub struct Registered {
     pub webhook_secret: Secret,
 }
 
-/// The file's text: a header saying what it is and how to move it, then the variables. The
-/// audit and signing keys only when given (made because the environment had none).
+/// The file's text: a header saying what it is and how to move it, then the variables, each in
+/// single quotes so that a shell can load the file as it is (`set -a; . ./FILE`). The audit and
+/// signing keys only when given (made because the environment had none).
 pub fn render(
     app: &Registered,
     audit_key: Option<&Secret>,
@@ -139,22 +144,23 @@ pub fn render(
 ) -> Result<String, String> {
     let one_line = |var: &str, v: &str| -> Result<String, String> {
         let v = v.replace("\r\n", "\n").trim().replace('\n', "\\n");
-        if v.is_empty() || v.chars().any(char::is_control) {
-            return Err(format!("GitHub's {var} is empty or holds control characters"));
+        if v.is_empty() || v.chars().any(|c| c.is_control() || c == '\'') {
+            return Err(format!("{var} is empty or holds control characters or quotes"));
         }
-        Ok(format!("{var}={v}\n"))
+        Ok(format!("{var}='{v}'\n"))
     };
     let mut s = format!(
         "# shipgate: the GitHub App's credentials, written by /setup at {written_at} for the App {slug} (id {id}) of {owner}.\n\
          # Read at every start of shipgate on this SQLite database; the environment wins over it, variable by variable.\n\
          # Keep it like the private key it holds: mode 0600, readable by the App's user only, never in a repository or a backup others read.\n\
          # PostgreSQL replicas do not read it: move each variable below into your secret manager, to be given to every replica\n\
-         # as an environment variable (fly secrets set, a Kubernetes Secret, ...), then delete this file. README.md says more.\n",
+         # as an environment variable (fly secrets set, a Kubernetes Secret, ...), then delete this file. README.md says more.\n\
+         # The values are quoted for a shell: `set -a; . ./THIS-FILE; set +a` loads them (`\\n` stands for a line break).\n",
         slug = app.slug,
         id = app.app_id,
         owner = app.owner,
     );
-    s += &format!("GITHUB_APP_ID={}\n", app.app_id);
+    s += &format!("GITHUB_APP_ID='{}'\n", app.app_id);
     s += &one_line("GITHUB_PRIVATE_KEY", app.private_key_pem.expose())?;
     s += &one_line("GITHUB_WEBHOOK_SECRET", app.webhook_secret.expose())?;
     if let Some(k) = audit_key {

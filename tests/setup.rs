@@ -122,6 +122,7 @@ pub fn read_credentials(path: &Path) -> Vec<(String, String)> {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let (k, v) = l.split_once('=').expect("KEY=VALUE");
+            let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).expect("single-quoted for a shell");
             (k.to_string(), v.to_string())
         })
         .collect()
@@ -224,6 +225,17 @@ pub async fn check_registered(app: &Unregistered, gh: &FakeGitHub, setup_address
     assert!(audit.len() == 64 && audit.bytes().all(|b| b.is_ascii_hexdigit()), "{audit}");
     let signing = var(&vars, "SHIPGATE_SIGNING_KEY").expect("a signing key was made").replace("\\n", "\n");
     let signing = shipgate::store::anchor::SigningKey::from_pem(&signing).expect("an Ed25519 PKCS#8 key");
+    // A shell loads it as it is (README: moving the variables into a secret manager).
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"set -a; . "$1"; printf '%s|%s|%s' "$GITHUB_APP_ID" "$GITHUB_PRIVATE_KEY" "$SHIPGATE_AUDIT_KEY""#)
+        .arg("sh")
+        .arg(&path)
+        .output()
+        .expect("sh");
+    let shell = String::from_utf8_lossy(&out.stdout).to_string();
+    let expected = format!("{}|{}|{audit}", fake_github::APP_ID, var(&vars, "GITHUB_PRIVATE_KEY").expect("key"));
+    assert_eq!(shell, expected, "sh reads the file's values unchanged: {}", String::from_utf8_lossy(&out.stderr));
 
     // The running App switched without a restart.
     let line = app.wait_line("left dry-run", Duration::from_secs(30)).await;
@@ -349,15 +361,7 @@ async fn the_setup_flow_over_http_registers_the_app_and_leaves_dry_run() {
     assert_eq!(gh.count("apps/create-from-manifest"), 0, "nothing was asked of GitHub");
 
     // The flow: the browser posts the manifest to GitHub, which sends it back with a code.
-    let r = http
-        .post(format!("{}/settings/apps/new?state={state}", gh.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("manifest={}", form_encode(&manifest)))
-        .send()
-        .await
-        .expect("GitHub's registration page");
-    assert_eq!(r.status(), 302);
-    let location = r.headers()["location"].to_str().expect("location").to_string();
+    let location = post_manifest_to_github(&gh, &page, &state).await;
     assert!(location.starts_with(&format!("{}/setup/callback?code=", app.url)), "{location}");
     let r =
         http.get(&location).header("cookie", format!("shipgate_setup_state={state}")).send().await.expect("callback");
@@ -428,4 +432,61 @@ async fn without_a_public_url_the_page_says_to_set_it_and_offers_nothing() {
     let r = app.http.get(format!("{}/setup?code=nope", app.url)).send().await.expect("get");
     assert_eq!(r.status(), 404);
     app.shutdown().await;
+}
+
+/// Registers through GitHub's page over HTTP as a browser would, for a state the App handed out:
+/// GitHub's redirect back (the callback's address).
+async fn post_manifest_to_github(gh: &FakeGitHub, page: &str, state: &str) -> String {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let r = http
+        .post(format!("{}/settings/apps/new?state={state}", gh.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("manifest={}", form_encode(&hidden_value(page, "manifest"))))
+        .send()
+        .await
+        .expect("GitHub's registration page");
+    assert_eq!(r.status(), 302);
+    r.headers()["location"].to_str().expect("location").to_string()
+}
+
+/// A page of `/setup` and the state its cookie carries.
+async fn setup_page(address: &str) -> (String, String) {
+    let r = reqwest::get(address).await.expect("setup");
+    assert_eq!(r.status(), 200);
+    let cookie = r.headers()["set-cookie"].to_str().expect("cookie").to_string();
+    let state = cookie["shipgate_setup_state=".len()..].split(';').next().expect("state").to_string();
+    (r.text().await.expect("page"), state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_callbacks_at_once_register_one_app() {
+    let gh = github().await;
+    let app = Unregistered::start(&gh).await;
+    let address = app.setup_address().await;
+    // Two tabs, two registrations on GitHub, both sent back at once.
+    let (page_a, state_a) = setup_page(&address).await;
+    let (page_b, state_b) = setup_page(&address).await;
+    assert_ne!(state_a, state_b);
+    let back_a = post_manifest_to_github(&gh, &page_a, &state_a).await;
+    let back_b = post_manifest_to_github(&gh, &page_b, &state_b).await;
+    let call = |url: String, state: String| async move {
+        reqwest::Client::new()
+            .get(url)
+            .header("cookie", format!("shipgate_setup_state={state}"))
+            .send()
+            .await
+            .expect("callback")
+            .status()
+            .as_u16()
+    };
+    let (a, b) = tokio::join!(call(back_a, state_a), call(back_b, state_b));
+    let mut got = [a, b];
+    got.sort();
+    assert_eq!(got, [200, 404], "one registration, the other refused");
+    let converted: Vec<_> = gh.app_registrations().into_iter().filter(|r| r.converted).collect();
+    assert_eq!(converted.len(), 1, "GitHub was asked once");
+    let vars = read_credentials(&app.credentials_file());
+    assert_eq!(var(&vars, "GITHUB_WEBHOOK_SECRET"), Some(converted[0].webhook_secret.as_str()), "the winner's");
+    app.wait_line("left dry-run", Duration::from_secs(30)).await;
+    gh.finish();
 }
