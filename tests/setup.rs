@@ -4,7 +4,11 @@
 //! credentials file written and the running App leave dry-run: webhooks signed with the new
 //! secret are taken, the development secret is refused, and the App calls GitHub with a JWT
 //! signed by the key it got from the conversion.
+//!
+//! The browser tests need Debian's chromium and chromium-driver (`.ci/run` installs them); they
+//! fail without them unless SHIPGATE_SKIP_BROWSER_TESTS=1 (see tests/browser/mod.rs).
 
+mod browser;
 mod common;
 mod fake_github;
 mod world;
@@ -488,5 +492,81 @@ async fn two_callbacks_at_once_register_one_app() {
     let vars = read_credentials(&app.credentials_file());
     assert_eq!(var(&vars, "GITHUB_WEBHOOK_SECRET"), Some(converted[0].webhook_secret.as_str()), "the winner's");
     app.wait_line("left dry-run", Duration::from_secs(30)).await;
+    gh.finish();
+}
+
+/// The console's errors, but the browser's own `/favicon.ico` asks (the App serves no icon: 404).
+async fn real_errors(b: &browser::Browser) -> Vec<String> {
+    b.js_errors().await.into_iter().filter(|e| !e.contains("/favicon.ico")).collect()
+}
+
+/// The flow in a real headless Chromium: open the printed address, click "Register for my
+/// account", go through the fake GitHub's page and back, land on the success page. The browser
+/// enforces the page's CSP (a form posting where `form-action` does not allow, or a redirect
+/// after it, would be blocked and logged) and the cookie's attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_flow_in_a_browser() {
+    let gh = github().await;
+    let app = Unregistered::start(&gh).await;
+    let address = app.setup_address().await;
+    let Some(b) = browser::Browser::start_or_skip().await else { return };
+    b.goto(&address).await;
+    assert_eq!(b.title().await, "Register shipgate · shipgate");
+    b.wait_for_text("What the App asks for").await;
+    let cookie = b.cookie("shipgate_setup_state").await.expect("the state cookie");
+    assert!(cookie.http_only && cookie.same_site.as_deref() == Some("Lax") && !cookie.secure, "{cookie:?}");
+    assert_eq!(cookie.path.as_deref(), Some("/setup"));
+    b.screenshot("setup-page").await;
+
+    let button = format!("form[action^=\"{}/settings/apps/new?state=\"] button[type=submit]", gh.url);
+    assert_eq!(b.text_of(&button).await, "Register for my account");
+    b.click_and_wait(&button).await;
+    b.wait_for_text(&format!("Registered {} for {}", fake_github::APP_SLUG, fake_github::WEB_USER)).await;
+    let url = b.current_url().await;
+    assert!(url.starts_with(&format!("{}/setup/callback?code=", app.url)), "{url}");
+    let shot = b.screenshot("setup-registered").await;
+    assert!(shot.exists());
+    assert_eq!(
+        b.attr("main a", "href").await.as_deref(),
+        Some(format!("{}/apps/{}/installations/new", gh.url, fake_github::APP_SLUG).as_str())
+    );
+    assert!(b.text().await.contains("shipgate.credentials.env"));
+    assert!(b.cookie("shipgate_setup_state").await.is_none(), "the state cookie is cleared");
+    let errors = real_errors(&b).await;
+    assert!(errors.is_empty(), "the browser logged errors (a CSP violation?): {errors:#?}");
+    // The registration GitHub saw carried the state the page's cookie held.
+    assert_eq!(gh.app_registrations()[0].state, cookie.value);
+
+    check_registered(&app, &gh, &address).await;
+    // The page the browser shows now is gone for good.
+    b.goto(&address).await;
+    b.wait_for_text("not offered here").await;
+    b.close().await;
+    gh.finish();
+}
+
+/// The organisation path in a browser: name it, get its form, register for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organisation_path_in_a_browser() {
+    let gh = github().await;
+    let app = Unregistered::start(&gh).await;
+    let address = app.setup_address().await;
+    let Some(b) = browser::Browser::start_or_skip().await else { return };
+    b.goto(&address).await;
+    b.fill("input[name=org]", "acme-corp").await;
+    b.submit("input[name=org]").await;
+    let button = format!("form[action^=\"{}/organizations/acme-corp/settings/apps/new?state=\"] button", gh.url);
+    assert_eq!(b.text_of(&button).await, "Register for acme-corp");
+    b.screenshot("setup-organisation").await;
+    b.click_and_wait(&button).await;
+    b.wait_for_text(&format!("Registered {} for acme-corp", fake_github::APP_SLUG)).await;
+    let regs = gh.app_registrations();
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].org.as_deref(), Some("acme-corp"));
+    assert!(app.credentials_file().exists());
+    app.wait_line("left dry-run", Duration::from_secs(30)).await;
+    let errors = real_errors(&b).await;
+    assert!(errors.is_empty(), "the browser logged errors (a CSP violation?): {errors:#?}");
+    b.close().await;
     gh.finish();
 }
