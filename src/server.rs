@@ -439,16 +439,16 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .into_std()?;
     let reload = Arc::new(Notify::new());
     let setup = match (cfg.dry_run(), crate::credentials::path_for(&cfg.database_url)) {
-        (true, Some(_)) => {
-            let setup = Arc::new(Setup::new(reload.clone()).map_err(|e| anyhow::anyhow!(e))?);
-            print_setup_address(&cfg, &setup);
-            Some(setup)
-        }
+        (true, Some(_)) => Some(Arc::new(Setup::new(reload.clone()).map_err(|e| anyhow::anyhow!(e))?)),
         _ => None,
     };
     let opts = |setup: &Option<Arc<Setup>>| Options { setup: setup.clone(), ..Options::default() };
     let mut cfg = cfg;
     let mut server = Server::start(&cfg, share(&listener)?, opts(&setup)).await?;
+    // Only once the App serves it (a start that fails says only why).
+    if let Some(setup) = &setup {
+        print_setup_address(&cfg, setup);
+    }
     let signal = shutdown_signal();
     tokio::pin!(signal);
     loop {
