@@ -72,6 +72,20 @@ pub enum Command {
         #[arg(long, default_value = "markdown")]
         format: String,
     },
+    /// A fresh signed link to a request's (or an incident's) details page, for an operator: valid
+    /// for SHIPGATE_LINK_DAYS (30) days. Needs SHIPGATE_PUBLIC_URL and SHIPGATE_AUDIT_KEY (links
+    /// are signed with a key derived from it, as the running App signs them).
+    Link {
+        /// The repository: `owner/name`.
+        #[arg(long)]
+        repo: String,
+        /// The request's issue number.
+        #[arg(long, conflicts_with = "incident", required_unless_present = "incident")]
+        request: Option<i64>,
+        /// An incident, by its issue's marker (as `/api/incidents` lists it).
+        #[arg(long)]
+        incident: Option<String>,
+    },
     /// What the App would show for a request, offline: the sticky comment and check run from a
     /// policy, a request body and what GitHub would say (exit 0 whatever the verdict, 1 on bad input).
     Simulate {
@@ -337,6 +351,61 @@ async fn report_command(
     Ok(0)
 }
 
+async fn link_command(
+    db: &Db,
+    cfg: &Config,
+    repo: &str,
+    request: Option<i64>,
+    incident: Option<&str>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    use crate::domain::links::{Minter, Page};
+    let Some(base) = &cfg.public_url else {
+        writeln!(out, "error: SHIPGATE_PUBLIC_URL is not set: a link needs the address people reach the App at")?;
+        return Ok(2);
+    };
+    if cfg.audit_keys.current.is_none() {
+        writeln!(
+            out,
+            "error: SHIPGATE_AUDIT_KEY is not set: links are signed with a key derived from it (the running App's)"
+        )?;
+        return Ok(2);
+    }
+    let minter = Minter { key: crate::server::link_key(cfg), base: base.clone(), ttl_s: cfg.link_ttl.as_secs() as i64 };
+    let found = match (request, incident) {
+        (Some(issue), _) => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT installation_id, repository_id FROM requests WHERE repository = $1 AND issue = $2 \
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(repo)
+        .bind(issue)
+        .fetch_optional(db.pool())
+        .await?
+        .map(|(i, r)| (i, r, Page::Request { issue })),
+        (None, Some(marker)) => sqlx::query_as::<_, (i64, i64)>(
+            "SELECT installation_id, repository_id FROM incidents WHERE repository = $1 AND marker = $2 \
+             ORDER BY opened_at DESC LIMIT 1",
+        )
+        .bind(repo)
+        .bind(marker)
+        .fetch_optional(db.pool())
+        .await?
+        .map(|(i, r)| (i, r, Page::Incident { marker: marker.to_string() })),
+        (None, None) => {
+            writeln!(out, "error: give --request N or --incident MARKER")?;
+            return Ok(2);
+        }
+    };
+    let Some((installation, repository_id, page)) = found else {
+        writeln!(out, "error: no such request or incident of `{repo}` in this database")?;
+        return Ok(1);
+    };
+    let (url, expires) = minter.url(installation, repository_id, page, Clock::system().now_ms());
+    writeln!(out, "{url}")?;
+    writeln!(out, "valid until {}", crate::domain::messages::timestamp(expires * 1000))?;
+    Ok(0)
+}
+
 /// Runs a command that only needs the database. Writes to `out`; returns the exit code.
 pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) -> anyhow::Result<i32> {
     let db = Db::connect(&cfg.database_url).await?;
@@ -380,6 +449,10 @@ pub async fn run_db_command(cfg: &Config, cmd: &Command, out: &mut dyn Write) ->
         Command::Report { repo, since, week, format } => {
             db.migrate().await?;
             report_command(&db, repo, since.as_deref(), week.as_deref(), format, out).await?
+        }
+        Command::Link { repo, request, incident } => {
+            db.migrate().await?;
+            link_command(&db, cfg, repo, *request, incident.as_deref(), out).await?
         }
         Command::Serve | Command::CheckConfig { .. } | Command::Simulate { .. } => {
             unreachable!("not a database command")

@@ -72,6 +72,7 @@ impl Server {
         let (shutdown, rx) = watch::channel(false);
         let budget = crate::http::serve::Budget::new(cfg.intake.unverified_bytes);
         let audit_result = AuditResult::default();
+        let link_key = link_key(cfg);
         let state = Arc::new(AppState {
             db: db.clone(),
             ingest: ingest.clone(),
@@ -96,7 +97,7 @@ impl Server {
             shutdown: rx.clone(),
             audit_public_key: cfg.signing_key.as_ref().map(|k| k.public().to_pem()),
             pages: Arc::new(crate::http::pages::Pages {
-                link_key: link_key(cfg),
+                link_key: link_key.clone(),
                 public_url: cfg.public_url.clone(),
                 github_web_url: cfg.github_web_url(),
                 link_ttl: cfg.link_ttl,
@@ -142,6 +143,11 @@ impl Server {
                 audit_keys: cfg.audit_keys.clone(),
                 signing: cfg.signing_key.clone(),
                 notifier: notifier.clone(),
+                links: cfg.public_url.as_ref().map(|base| crate::domain::links::Minter {
+                    key: link_key.clone(),
+                    base: base.clone(),
+                    ttl_s: cfg.link_ttl.as_secs() as i64,
+                }),
             };
             let relay = Relay::new(db.clone(), actions, cfg.worker.clone(), opts.clock.clone(), relay_wake);
             tasks.push(relay.spawn(rx.clone()));

@@ -204,7 +204,9 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
         for o in &d.effects {
             match o {
                 Out::Act(Action::UpsertComment { marker, body, .. }) if marker == messages::REQUEST_MARKER => {
-                    out.comment = body.clone();
+                    // As the App writes it without a public address: no details link (offline, there
+                    // is no page to link).
+                    out.comment = crate::domain::links::fill_details(body, None);
                 }
                 Out::Act(Action::UpsertCheckRun { conclusion, title, summary, .. }) => {
                     out.check_run = Some((conclusion.clone().unwrap_or_default(), title.clone(), summary.clone()));

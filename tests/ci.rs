@@ -855,3 +855,30 @@ async fn incident_notifications_link_back_to_the_issue(db: &TestDb) {
     w.done().await;
 }
 both_backends!(incident_notifications_link_back_to_the_issue);
+
+/// An incident's issue links its details page (a fresh signed link on each update); the page
+/// shows the incident, and a changed link shows nothing.
+async fn an_incident_issue_links_its_details_page(db: &TestDb) {
+    const PUBLIC: &str = "https://shipgate.example";
+    let w = World::with(db, POLICY, |c| c.public_url = Some(PUBLIC.into())).await;
+    w.gh.run_jobs(REPO, 600, 1, &[("build", "failure", &[("docker build", "failure")])]);
+    w.run(&push(600, 10, "failure", SHA1, 0)).await;
+    w.settle().await;
+    let body = w.incident_issues()[0].body.clone();
+    assert!(!body.contains("shipgate:details-link"), "{body}");
+    let start = body.find(&format!("{PUBLIC}/incidents/{INST}/{REPO_ID}/")).unwrap_or_else(|| panic!("{body}"));
+    let link = body[start..start + body[start..].find(')').unwrap()].replace(PUBLIC, &w.app().url);
+    let page = |url: String| async move {
+        let r = reqwest::get(&url).await.expect("GET");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    };
+    let (status, text) = page(link.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("CI failing: test on main") && text.contains("Respond by"), "{text}");
+    assert!(text.contains("<td>open</td>") || text.contains(">Open<"), "{text}");
+    let (status, text) = page(link.replace("ci-incident", "ci-incidenT")).await;
+    assert_eq!(status, 403);
+    assert!(!text.contains("CI failing"), "{text}");
+    w.done().await;
+}
+both_backends!(an_incident_issue_links_its_details_page);

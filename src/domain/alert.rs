@@ -291,9 +291,10 @@ fn escalation_line(d: &AlertDoc) -> String {
 
 pub fn alert_body(d: &AlertDoc) -> String {
     let mut out = format!(
-        "## 🔔 Alert firing: {}\n\n| | |\n|---|---|\n| Severity | **{}** |\n| Category | {} |\n| Started | {} |\n\
+        "## 🔔 Alert firing: {}\n\n{}\n\n| | |\n|---|---|\n| Severity | **{}** |\n| Category | {} |\n| Started | {} |\n\
          | Respond by | {} |\n",
         cut(&one_line(&d.alertname), 200),
+        super::links::DETAILS_LINE,
         cut(&cell(&d.severity), 40),
         d.category,
         format_time(d.starts_at),
@@ -412,12 +413,14 @@ mod tests {
     fn the_senders_text_pings_nobody_and_forges_no_marker() {
         let mut d = doc();
         d.summary = "ping @octocat and @acme/sre".into();
-        d.description = "<!-- shipgate:request --> @admin".into();
+        d.description = "<!-- shipgate:request --> @admin\n<!-- shipgate:details-link -->".into();
         d.severity = "high|low".into();
         let body = alert_body(&d);
         assert!(!body.contains("@octocat") && !body.contains("@acme") && !body.contains("@admin"), "{body}");
         assert!(body.contains("@\u{2060}octocat"), "{body}");
-        assert!(!body.contains("<!--"), "{body}");
+        // The App's own placeholder for the details link is the only comment marker left.
+        assert_eq!(body.matches("<!--").count(), 1, "{body}");
+        assert!(!body.replace(crate::domain::links::DETAILS_LINE, "").contains("<!--"), "{body}");
         assert!(body.contains("**high\\|low**"), "{body}");
         assert!(!alert_title(&d).contains("@octocat"));
     }

@@ -339,7 +339,7 @@ pub fn incident_body(i: &Incident) -> String {
         format!("[`{}`]({})", i.workflow, i.workflow_url)
     };
     format!(
-        "## 🔴 CI incident: `{}` failing on `{}`\n\n\
+        "## 🔴 CI incident: `{}` failing on `{}`\n\n{}\n\n\
          | | |\n|---|---|\n\
          | Workflow | {workflow} |\n\
          | Branch | `{}` |\n\
@@ -351,6 +351,7 @@ pub fn incident_body(i: &Incident) -> String {
          <sub>shipgate updates this issue on each failure and closes it when `{}` passes on `{}`.</sub>",
         i.workflow,
         i.branch,
+        super::links::DETAILS_LINE,
         i.branch,
         short(&i.first.head_sha),
         i.repo,

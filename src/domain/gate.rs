@@ -99,7 +99,7 @@ pub struct ApprovalFact {
     pub revision: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GateState {
     Pass,
@@ -115,7 +115,7 @@ pub struct Gate {
 }
 
 /// A role the request needs, and who (if anyone) fills it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RoleStatus {
     pub role: String,
     pub approved_by: Option<String>,

@@ -98,6 +98,59 @@ impl LinkKey {
     }
 }
 
+/// Mints links for one App: its key, its public address and how long a link lives.
+#[derive(Clone, Debug)]
+pub struct Minter {
+    pub key: LinkKey,
+    /// `SHIPGATE_PUBLIC_URL`, without a trailing `/`.
+    pub base: String,
+    pub ttl_s: i64,
+}
+
+impl Minter {
+    /// The page's full address and its expiry (Unix seconds), valid from `now_ms`.
+    pub fn url(&self, installation: i64, repository_id: i64, page: Page, now_ms: i64) -> (String, i64) {
+        let expires = now_ms.div_euclid(1000) + self.ttl_s;
+        let l = Link { installation, repository_id, page, expires };
+        (format!("{}{}", self.base, self.key.path(&l)), expires)
+    }
+
+    /// `text` with its [`DETAILS_LINE`] written as a link to `page` (or, without one, dropped).
+    pub fn fill(&self, text: &str, link: Option<(i64, i64, Page)>, now_ms: i64) -> String {
+        fill_details(
+            text,
+            link.map(|(installation, repo, page)| {
+                let line = match &page {
+                    Page::Request { .. } => details_line as fn(&str, &str) -> String,
+                    Page::Incident { .. } => incident_details_line,
+                };
+                let (url, expires) = self.url(installation, repo, page, now_ms);
+                line(&url, &super::ci::format_time(expires * 1000))
+            }),
+        )
+    }
+}
+
+/// `text` with its first [`DETAILS_LINE`] (a line of its own) replaced by `line`, and every other
+/// one (or all, without a line) removed.
+pub fn fill_details(text: &str, line: Option<String>) -> String {
+    if !text.contains(DETAILS_LINE) {
+        return text.to_string();
+    }
+    let mut line = line;
+    let mut out: Vec<String> = Vec::new();
+    for l in text.split('\n') {
+        if l.trim() == DETAILS_LINE {
+            if let Some(x) = line.take() {
+                out.push(x);
+            }
+            continue;
+        }
+        out.push(l.to_string());
+    }
+    out.join("\n")
+}
+
 /// A path segment: everything but unreserved characters percent-encoded.
 fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -176,6 +229,18 @@ mod tests {
         assert_eq!(k.verify(&link(), &sig[..32], 1_000), Err(Refused::BadSignature));
         assert_eq!(k.verify(&link(), "", 1_000), Err(Refused::BadSignature));
         assert_eq!(k.verify(&link(), "zz", 1_000), Err(Refused::BadSignature));
+    }
+
+    #[test]
+    fn the_placeholder_becomes_one_link_or_nothing() {
+        let text = format!("a\n{DETAILS_LINE}\nb\n  {DETAILS_LINE}\nc {DETAILS_LINE} inline");
+        assert_eq!(fill_details(&text, Some("LINK".into())), format!("a\nLINK\nb\nc {DETAILS_LINE} inline"));
+        assert_eq!(fill_details(&text, None), format!("a\nb\nc {DETAILS_LINE} inline"));
+        assert_eq!(fill_details("plain", Some("LINK".into())), "plain");
+        let m = Minter { key: key(1), base: "https://sg.example".into(), ttl_s: 30 * 86400 };
+        let (url, expires) = m.url(7, 42, Page::Request { issue: 3 }, 1_000_500);
+        assert_eq!(expires, 1_000 + 30 * 86400);
+        assert!(url.starts_with("https://sg.example/requests/7/42/3?expires=2593000&sig="), "{url}");
     }
 
     #[test]

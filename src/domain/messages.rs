@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::gate::{Evaluation, GateState};
+use serde::{Deserialize, Serialize};
+
+use super::gate::{Evaluation, GateState, RoleStatus};
 use super::request::{ChangeRequest, Problem};
 use super::state::DeployState;
 
@@ -279,19 +281,131 @@ pub fn timestamp(ms: i64) -> String {
     super::ci::format_time(ms)
 }
 
+/// The gate's verdict as the comment, the check run and the details page say it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Open,
+    Closed,
+    #[default]
+    Waiting,
+}
+
+impl Verdict {
+    pub fn of(eval: &Evaluation) -> Verdict {
+        if eval.open {
+            Verdict::Open
+        } else if eval.gates.iter().any(|g| g.state == GateState::Fail) {
+            Verdict::Closed
+        } else {
+            Verdict::Waiting
+        }
+    }
+}
+
+/// One gate as shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownGate {
+    pub name: String,
+    pub state: GateState,
+    pub detail: String,
+}
+
+/// The result tree the sticky comment and the check runs were written from, kept with the request
+/// (in its `facts`) so that its details page shows the same thing without a second evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shown {
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub verdict: Verdict,
+    pub gates: Vec<ShownGate>,
+    pub roles: Vec<RoleStatus>,
+    /// (login, why) of approvals that no longer count.
+    pub stale: Vec<(String, String)>,
+    /// (field, what is wrong) in the request.
+    pub problems: Vec<(String, String)>,
+    pub config_errors: Vec<String>,
+    pub notes: Vec<String>,
+    /// The request as read: (field, value), `None` for a missing one.
+    pub fields: Vec<(String, Option<String>)>,
+    /// The check run's conclusion and title.
+    pub check: (String, String),
+    /// The pull requests' heads the check runs went to.
+    pub heads: Vec<String>,
+}
+
+impl Shown {
+    pub fn of(v: &RequestView<'_>, heads: &[String]) -> Shown {
+        let (conclusion, title, _) = check_run(v.eval, 0);
+        Shown {
+            service: v.request.service.clone(),
+            environment: v.environment.map(str::to_string).or(v.request.environment.clone()),
+            verdict: Verdict::of(v.eval),
+            gates: v
+                .eval
+                .gates
+                .iter()
+                .map(|g| ShownGate { name: g.name.to_string(), state: g.state, detail: g.detail.clone() })
+                .collect(),
+            roles: v.eval.roles.clone(),
+            stale: v.stale.to_vec(),
+            problems: v.problems.iter().map(|p| (p.field.to_string(), p.message.clone())).collect(),
+            config_errors: v.config_errors.to_vec(),
+            notes: v.notes.to_vec(),
+            fields: request_fields(v).into_iter().map(|(k, val)| (k.to_string(), val)).collect(),
+            check: (conclusion, title),
+            heads: heads.to_vec(),
+        }
+    }
+}
+
+/// The request as read, field by field, for the comment's table and the details page: the
+/// required fields whether given or not, then the optional ones the request gives.
+pub fn request_fields(v: &RequestView<'_>) -> Vec<(&'static str, Option<String>)> {
+    let r = v.request;
+    let prs: Vec<String> = r
+        .pull_requests
+        .iter()
+        .map(|p| match p {
+            super::request::PrRef::Number(n) => format!("#{n}"),
+            super::request::PrRef::Url { owner, repo, number } => format!("{owner}/{repo}#{number}"),
+        })
+        .collect();
+    let mut rows: Vec<(&'static str, Option<String>)> = vec![
+        ("Service", r.service.clone()),
+        ("Environment", v.environment.map(str::to_string).or(r.environment.clone())),
+        ("Reason", r.reason.clone()),
+        ("Pull requests", (!prs.is_empty()).then(|| prs.join(", ")).or(r.commit.clone())),
+        ("Downtime", r.downtime.clone()),
+        ("Rollback time", r.rollback_time.clone()),
+        ("Rollback plan", r.rollback_plan.clone()),
+    ];
+    // Shown whole, when the request gives them: what approvers approve.
+    for (k, val) in [
+        ("Data migration", &r.data_migration),
+        ("Deployment steps", &r.deployment_steps),
+        ("Verification", &r.verification),
+    ] {
+        if let Some(val) = val.as_ref().filter(|v| !v.trim().is_empty()) {
+            rows.push((k, Some(val.clone())));
+        }
+    }
+    rows
+}
+
 pub fn request_comment(v: &RequestView<'_>) -> String {
     let mut s = String::new();
     let service = v.request.service.as_deref().unwrap_or("(service?)");
     let env = v.environment.or(v.request.environment.as_deref()).unwrap_or("(environment?)");
     let _ = writeln!(s, "## 🚦 Deployment request: {service} → {env}\n");
-    let verdict = if v.eval.open {
-        "✅ **The gate is open**: every condition is met."
-    } else if v.eval.gates.iter().any(|g| g.state == GateState::Fail) {
-        "⛔ **The gate is closed.**"
-    } else {
-        "⏳ **Waiting** for what is listed below."
+    let verdict = match Verdict::of(v.eval) {
+        Verdict::Open => "✅ **The gate is open**: every condition is met.",
+        Verdict::Closed => "⛔ **The gate is closed.**",
+        Verdict::Waiting => "⏳ **Waiting** for what is listed below.",
     };
     let _ = writeln!(s, "{verdict}\n");
+    // The relay writes a fresh signed link to the details page here (or drops the line).
+    let _ = writeln!(s, "{}\n", super::links::DETAILS_LINE);
     if let Some(d) = v.deploy {
         let _ = writeln!(s, "{}\n", deploy_line(d, v.created_at));
     }
@@ -338,35 +452,8 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
     }
     let _ = writeln!(s, "\n### Request\n\n| Field | Value |\n|---|---|");
     let r = v.request;
-    let prs: Vec<String> = r
-        .pull_requests
-        .iter()
-        .map(|p| match p {
-            super::request::PrRef::Number(n) => format!("#{n}"),
-            super::request::PrRef::Url { owner, repo, number } => format!("{owner}/{repo}#{number}"),
-        })
-        .collect();
-    let rows: [(&str, Option<String>); 7] = [
-        ("Service", r.service.clone()),
-        ("Environment", v.environment.map(str::to_string).or(r.environment.clone())),
-        ("Reason", r.reason.clone()),
-        ("Pull requests", (!prs.is_empty()).then(|| prs.join(", ")).or(r.commit.clone())),
-        ("Downtime", r.downtime.clone()),
-        ("Rollback time", r.rollback_time.clone()),
-        ("Rollback plan", r.rollback_plan.clone()),
-    ];
-    for (k, val) in rows {
+    for (k, val) in request_fields(v) {
         let _ = writeln!(s, "| {k} | {} |", val.map(|x| cell(&x)).unwrap_or_else(|| "— *missing*".into()));
-    }
-    // Shown whole, when the request gives them: what approvers approve.
-    for (k, val) in [
-        ("Data migration", &r.data_migration),
-        ("Deployment steps", &r.deployment_steps),
-        ("Verification", &r.verification),
-    ] {
-        if let Some(val) = val.as_ref().filter(|v| !v.trim().is_empty()) {
-            let _ = writeln!(s, "| {k} | {} |", cell(val));
-        }
     }
     let tests_green = v.eval.gates.iter().any(|g| g.name == "Tests" && g.state == GateState::Pass);
     let tick = |b: bool| if b { "x" } else { " " };

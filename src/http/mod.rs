@@ -80,6 +80,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/.well-known/shipgate-audit.pub", get(audit_public_key))
+        .route("/requests/{installation}/{repository}/{issue}", get(pages::request_page))
+        .route("/incidents/{installation}/{repository}/{marker}", get(pages::incident_page))
         .route("/setup", get(setup::setup_page))
         .route("/setup/callback", get(setup::callback))
         .merge(api::routes())

@@ -8,6 +8,7 @@ use tracing::Instrument;
 
 use super::runner::{Job, Runner, RunnerInfo, backoff_ms};
 use crate::clock::Clock;
+use crate::domain::links::{self, Minter, Page};
 use crate::github::actions::{Action, ActionError};
 use crate::github::client::GitHub;
 use crate::handlers::requests;
@@ -17,7 +18,7 @@ use crate::store::audit::AuditKeys;
 use crate::store::deliveries::NewDelivery;
 use crate::store::outbox::{self, Claimed};
 use crate::store::queue::Queue;
-use crate::store::{Db, tenancy};
+use crate::store::{Db, requests as request_rows, tenancy};
 
 pub type Relay = Runner<Actions>;
 
@@ -31,6 +32,9 @@ pub struct Actions {
     pub signing: Option<SigningKey>,
     /// Sends notifications (Slack, e-mail).
     pub notifier: Arc<Notifier>,
+    /// Writes the details pages' signed links into comments and check runs (none without
+    /// `SHIPGATE_PUBLIC_URL`).
+    pub links: Option<Minter>,
 }
 
 /// How an action ended: its final state, what it did, and a delivery to queue with it.
@@ -145,8 +149,71 @@ impl Actions {
                 anchor::render_current(&self.db, c.installation_id, &self.audit_keys, self.signing.as_ref()).await?;
             *body = body.replace(anchor::PLACEHOLDER, &line);
         }
+        self.write_links(c.installation_id, &mut action, now).await?;
         let outcome = action.execute(&self.github, &self.db, c.installation_id, now).await?;
         Ok(Finished::new("done", outcome))
+    }
+
+    /// Writes a fresh signed link to the details page into a request's sticky comment and check
+    /// runs and into an incident's issue, each time it is sent. The page is always the text's own
+    /// (its repository and issue, or its incident's marker, as stored for this installation),
+    /// never one a placeholder names; without a public address or such a page the placeholder
+    /// goes.
+    async fn write_links(&self, installation: i64, action: &mut Action, now: i64) -> Result<(), ActionError> {
+        match action {
+            Action::UpsertComment { repo, issue, marker, body } if body.contains(links::DETAILS_LINE) => {
+                let page = match (&self.links, marker.as_str()) {
+                    (Some(_), crate::domain::messages::REQUEST_MARKER) => {
+                        request_rows::repository_id_of(&self.db, installation, repo, *issue)
+                            .await?
+                            .map(|id| (installation, id, Page::Request { issue: *issue }))
+                    }
+                    _ => None,
+                };
+                *body = self.fill(body, page, now);
+            }
+            Action::CreateIssue { repo, marker, body, .. } if body.contains(links::DETAILS_LINE) => {
+                let page = self.incident_page(installation, repo, Some(marker.as_str())).await?;
+                *body = self.fill(body, page, now);
+            }
+            Action::UpdateIssue { repo, marker, body: Some(body), .. } if body.contains(links::DETAILS_LINE) => {
+                let page = self.incident_page(installation, repo, marker.as_deref()).await?;
+                *body = self.fill(body, page, now);
+            }
+            Action::UpsertCheckRun { repo, external_id, details_url, .. }
+                if details_url.as_deref() == Some(links::DETAILS_URL) =>
+            {
+                // `gate:{issue}:{environment}:{sha}`
+                let issue = external_id.strip_prefix("gate:").and_then(|r| r.split(':').next()?.parse::<i64>().ok());
+                *details_url = match (&self.links, issue) {
+                    (Some(m), Some(issue)) => request_rows::repository_id_of(&self.db, installation, repo, issue)
+                        .await?
+                        .map(|id| m.url(installation, id, Page::Request { issue }, now).0),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn incident_page(
+        &self,
+        installation: i64,
+        repo: &str,
+        marker: Option<&str>,
+    ) -> Result<Option<(i64, i64, Page)>, ActionError> {
+        let (Some(_), Some(marker)) = (&self.links, marker) else { return Ok(None) };
+        Ok(crate::store::incidents::repository_id_of(&self.db, installation, repo, marker)
+            .await?
+            .map(|id| (installation, id, Page::Incident { marker: marker.to_string() })))
+    }
+
+    fn fill(&self, body: &str, page: Option<(i64, i64, Page)>, now: i64) -> String {
+        match &self.links {
+            Some(m) => m.fill(body, page, now),
+            None => links::fill_details(body, None),
+        }
     }
 
     /// Sends a notification. A `deployed` notice that reached someone asks its request, in the

@@ -512,6 +512,27 @@ pub async fn list(db: &Db, f: &Filter<'_>) -> Result<Vec<AuditRow>> {
     Ok(super::filter::query_as(sql, &w, &[f.limit.into()]).fetch_all(db.pool()).await?)
 }
 
+/// One request's (or issue's) entries in its installation's chain, in order, at most `limit`.
+pub async fn for_issue(
+    db: &Db,
+    installation: i64,
+    repository_id: i64,
+    issue: i64,
+    limit: i64,
+) -> Result<Vec<AuditRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 AND repository_id = $2 AND issue = $3 \
+         ORDER BY position LIMIT $4"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await?)
+}
+
 /// A verification's outcome, in short (for `/metrics`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {

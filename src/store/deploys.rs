@@ -94,6 +94,20 @@ pub async fn record(tx: &mut Transaction<'_, Any>, d: &DeploymentRow) -> Result<
 const DEPLOYMENT_COLUMNS: &str = "installation_id, repository_id, deployment_id, environment, sha, ref AS git_ref, \
     issue, state, status_at, status_id, created_at, started_at, finished_at, origin, log_url, rollback";
 
+/// A request's deployments (the ones the App tied to its issue), oldest first, at most 200.
+pub async fn for_request(db: &Db, installation: i64, repository_id: i64, issue: i64) -> Result<Vec<DeploymentRow>> {
+    let sql = format!(
+        "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE installation_id = $1 AND repository_id = $2 AND issue = $3 \
+         ORDER BY created_at, deployment_id LIMIT 200"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(installation)
+        .bind(repository_id)
+        .bind(issue)
+        .fetch_all(db.pool())
+        .await?)
+}
+
 pub async fn get(db: &Db, installation: i64, repository_id: i64, deployment_id: i64) -> Result<Option<DeploymentRow>> {
     let sql = format!(
         "SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE installation_id = $1 AND repository_id = $2 \

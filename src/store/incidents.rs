@@ -332,6 +332,31 @@ pub async fn newest(db: &Db, repository_id: i64, kind: &str, subject: &str) -> R
         .await?)
 }
 
+/// The repository id of `repository`'s (owner/name) incident with issue marker `marker` in
+/// `installation`, if there is one: the relay links only a text's own incident.
+pub async fn repository_id_of(db: &Db, installation: i64, repository: &str, marker: &str) -> Result<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT repository_id FROM incidents WHERE installation_id = $1 AND repository = $2 AND marker = $3 \
+         ORDER BY opened_at DESC LIMIT 1",
+    )
+    .bind(installation)
+    .bind(repository)
+    .bind(marker)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// One incident of `installation`, by repository and issue marker.
+pub async fn get(db: &Db, installation: i64, repository_id: i64, marker: &str) -> Result<Option<IncidentRow>> {
+    let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = $1 AND installation_id = $2");
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(IncidentRow::id_for(repository_id, marker))
+        .bind(installation)
+        .fetch_optional(db.pool())
+        .await?)
+}
+
 /// A repository's incidents, oldest first.
 pub async fn list(db: &Db, repository_id: i64) -> Result<Vec<IncidentRow>> {
     let sql = format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE repository_id = $1 ORDER BY opened_at, id");

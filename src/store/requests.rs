@@ -74,6 +74,21 @@ pub async fn get(db: &Db, installation: i64, repository_id: i64, issue: i64) -> 
         .await?)
 }
 
+/// The repository id of `repository`'s (owner/name) request `issue` in `installation`, if it is
+/// one: the relay links only a text's own request.
+pub async fn repository_id_of(db: &Db, installation: i64, repository: &str, issue: i64) -> Result<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT repository_id FROM requests WHERE repository = $1 AND issue = $2 AND installation_id = $3 \
+         ORDER BY updated_at DESC LIMIT 1",
+    )
+    .bind(repository)
+    .bind(issue)
+    .bind(installation)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
 /// Open requests of a repository that link `value` as `kind` (a PR number, or a full SHA
 /// compared lowercase), by index.
 pub async fn open_linking(db: &Db, installation: i64, repository_id: i64, kind: Link, value: &str) -> Result<Vec<i64>> {

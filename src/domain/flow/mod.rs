@@ -120,6 +120,9 @@ pub struct Remembered {
     /// A digest of what was last shown (comment and check runs): unchanged, nothing is sent.
     #[serde(default)]
     pub shown: String,
+    /// What was last shown, as a tree: the details page renders it (never evaluates again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<messages::Shown>,
     /// When the issue last became a request (GitHub's time, Unix ms): comments written before
     /// never carry commands.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1024,6 +1027,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         review_approved: facts.review_approved,
         commit,
         shown: String::new(),
+        view: std::mem::take(&mut remembered.view),
         active_since,
         revised: std::mem::take(&mut remembered.revised),
         identity_notes: std::mem::take(&mut remembered.identity_notes),
@@ -1783,7 +1787,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     out.extend(approval_audit);
 
     let config_lines: Vec<String> = facts.config_errors.iter().map(|e| e.to_string()).collect();
-    let body = messages::request_comment(&RequestView {
+    let view = RequestView {
         request: &req,
         environment: environment.as_deref(),
         eval: &eval,
@@ -1797,10 +1801,13 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         created_at: deploy_created,
         notes: &notes,
         notified: &remembered.notified,
-    });
+    };
+    let body = messages::request_comment(&view);
+    let shown_view = messages::Shown::of(&view, &heads);
     let (conclusion, title, summary) = messages::check_run(&eval, t.issue.get());
     let digest = sha256_hex(&[&body, &conclusion, &summary, &heads.join(","), environment.as_deref().unwrap_or("")]);
     remembered.shown = digest.clone();
+    remembered.view = Some(shown_view);
     row.facts = serde_json::to_string(&remembered).unwrap_or_else(|_| "{}".into());
     // Nothing new to show (a recheck that changed nothing): no call to GitHub.
     if digest != shown_before {
@@ -1822,7 +1829,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                     title: title.clone(),
                     summary: summary.clone(),
                     text: None,
-                    details_url: None,
+                    // The relay writes the signed link to the details page (or none).
+                    details_url: Some(crate::domain::links::DETAILS_URL.into()),
                 }));
             }
         }
