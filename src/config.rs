@@ -32,6 +32,12 @@ pub enum ConfigError {
         "GITHUB_WEBHOOK_SECRET is not set: with GitHub App credentials the webhook secret is required; set it to the secret entered when the App was registered (several, comma-separated, while rotating)"
     )]
     MissingWebhookSecret,
+    /// The credentials file `/setup` wrote cannot be read or is malformed (the message names it).
+    #[error("credentials file {0}")]
+    CredentialsFile(String),
+    /// A setting is wrong, with the credentials file read besides the environment.
+    #[error("{inner} (settings read from the environment and from {path})")]
+    WithCredentialsFile { inner: Box<ConfigError>, path: String },
 }
 
 /// How the App authenticates to GitHub, if at all.
@@ -145,6 +151,8 @@ pub struct Config {
     pub link_ttl: Duration,
     /// `SHIPGATE_SETUP_STATE_SECS` (3600): how long `/setup`'s round trip through GitHub may take.
     pub setup_state_ttl: Duration,
+    /// The credentials file (`crate::credentials`) this configuration read, if any.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// The channels an operator gave the App (SPEC §5, §6). A repository's policy names them
@@ -292,9 +300,29 @@ pub const MAX_LINK_DAYS: u64 = 365;
 pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
 
 impl Config {
-    /// Reads the process environment.
+    /// Reads the process environment, and the credentials file `/setup` wrote beside a SQLite
+    /// database when there is one (`crate::credentials`): the environment wins over the file,
+    /// variable by variable. A file others may read is said on stderr (logging is not set up
+    /// yet when this runs), never refused.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_env_and_file(|k| std::env::var(k).ok())
+    }
+
+    /// [`Config::from_env`] over the variables `env` gives, and the credentials file of the
+    /// `DATABASE_URL` it gives.
+    pub fn from_env_and_file(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let env = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        let db = env("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let Some(path) = crate::credentials::path_for(&db) else { return Self::from_lookup(env) };
+        let file = crate::credentials::load(&path).map_err(ConfigError::CredentialsFile)?;
+        let Some(file) = file else { return Self::from_lookup(env) };
+        for w in &file.warnings {
+            eprintln!("warning: {w}");
+        }
+        let mut cfg = Self::from_lookup(|k| env(k).or_else(|| file.get_unless_env(k, &env)))
+            .map_err(|e| ConfigError::WithCredentialsFile { inner: Box::new(e), path: path.display().to_string() })?;
+        cfg.credentials_file = Some(path);
+        Ok(cfg)
     }
 
     /// Reads configuration through `get`, so tests need not touch the process environment.
@@ -486,6 +514,7 @@ impl Config {
         let setup_state_ttl = Duration::from_secs(parse_num(&get, "SHIPGATE_SETUP_STATE_SECS")?.unwrap_or(3600).max(1));
 
         Ok(Config {
+            credentials_file: None,
             notify,
             public_url,
             link_ttl,
@@ -582,6 +611,7 @@ impl Config {
             public_url: None,
             link_ttl: Duration::from_secs(30 * 24 * 3600),
             setup_state_ttl: Duration::from_secs(3600),
+            credentials_file: None,
         }
     }
 }
@@ -904,5 +934,63 @@ mod tests {
         let c = cfg(&[("SHIPGATE_COALESCE_QUIET_MS", "500")]).expect("coalesce");
         assert_eq!(c.coalesce.quiet, Duration::from_millis(500));
         assert_eq!(c.coalesce.verdict_within, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_credentials_file_is_read_and_the_environment_wins() {
+        let mut n = [0u8; 8];
+        getrandom::getrandom(&mut n).expect("random");
+        let dir = std::env::temp_dir().join(format!("shipgate-cfg-{}", hex::encode(n)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let db = format!("sqlite://{}", dir.join("app.db").display());
+        let env = |vars: Vec<(&'static str, String)>| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let c = Config::from_env_and_file(env(vec![("DATABASE_URL", db.clone())])).expect("no file yet");
+        assert!(c.dry_run() && c.credentials_file.is_none());
+        let pem = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pem"))
+            .expect("key")
+            .trim()
+            .replace('\n', "\\n");
+        let file = dir.join("app.credentials.env");
+        crate::credentials::write_new(
+            &file,
+            &format!(
+                "# made by a test\nGITHUB_APP_ID=7\nGITHUB_PRIVATE_KEY={pem}\nGITHUB_WEBHOOK_SECRET=file-secret-0123456789\n\
+                 SHIPGATE_AUDIT_KEY={}\n",
+                "a".repeat(64)
+            ),
+        )
+        .expect("file");
+        let c = Config::from_env_and_file(env(vec![("DATABASE_URL", db.clone())])).expect("from the file");
+        assert_eq!(c.github.as_ref().map(|g| g.app_id.as_str()), Some("7"));
+        assert!(
+            matches!(&c.github.as_ref().expect("creds").private_key, PrivateKeySource::Pem(p) if p.expose().contains("\nMII"))
+        );
+        assert_eq!(c.webhook_secrets, vec![Secret::new("file-secret-0123456789")]);
+        assert_eq!(c.credentials_file.as_deref(), Some(file.as_path()));
+        // The environment wins, variable by variable; a key path hides the file's key text.
+        let c = Config::from_env_and_file(env(vec![
+            ("DATABASE_URL", db.clone()),
+            ("GITHUB_WEBHOOK_SECRET", "env-secret-0123456789".into()),
+            ("GITHUB_PRIVATE_KEY_PATH", "/etc/key.pem".into()),
+        ]))
+        .expect("both");
+        assert_eq!(c.webhook_secrets, vec![Secret::new("env-secret-0123456789")]);
+        assert_eq!(c.github.as_ref().map(|g| g.app_id.as_str()), Some("7"));
+        assert!(
+            matches!(&c.github.as_ref().expect("creds").private_key, PrivateKeySource::Path(p) if p.to_str() == Some("/etc/key.pem"))
+        );
+        // PostgreSQL never reads it.
+        let c = Config::from_env_and_file(env(vec![("DATABASE_URL", "postgres://u@h/db".into())])).expect("pg");
+        assert!(c.dry_run());
+        // A broken file stops the start, naming the file and the line, never a value.
+        std::fs::write(&file, "GITHUB_APP_ID=7\nhunter2\n").expect("overwrite");
+        let e = Config::from_env_and_file(env(vec![("DATABASE_URL", db.clone())])).unwrap_err().to_string();
+        assert!(e.contains("app.credentials.env: line 2 is not KEY=VALUE") && !e.contains("hunter2"), "{e}");
+        std::fs::write(&file, "GITHUB_APP_ID=7\n").expect("overwrite");
+        let e = Config::from_env_and_file(env(vec![("DATABASE_URL", db)])).unwrap_err().to_string();
+        assert!(e.contains("(settings read from the environment and from") && e.contains("GITHUB_PRIVATE_KEY"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

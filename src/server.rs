@@ -15,6 +15,7 @@ use crate::github::client::{GitHub, GithubConfig};
 use crate::github::redelivery;
 use crate::github::signature::Verifier;
 use crate::handlers::Registry;
+use crate::http::setup::{Setup, SetupPages};
 use crate::http::{AppState, router};
 use crate::queue::completer::Completer;
 use crate::queue::ingest::{Ingestor, Wakes};
@@ -33,11 +34,14 @@ pub struct Options {
     pub run_worker: bool,
     /// GitHub client settings (retries, waits) instead of the ones derived from the config.
     pub github: Option<GithubConfig>,
+    /// `/setup` (registering the App in one click), offered while the App is in dry-run on SQLite.
+    /// `serve` makes it; None: not offered.
+    pub setup: Option<Arc<Setup>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { registry: Registry::standard(), clock: Clock::system(), run_worker: true, github: None }
+        Options { registry: Registry::standard(), clock: Clock::system(), run_worker: true, github: None, setup: None }
     }
 }
 
@@ -98,6 +102,7 @@ impl Server {
                 github_web_url: cfg.github_web_url(),
                 link_ttl: cfg.link_ttl,
             }),
+            setup: SetupPages::for_start(opts.setup.clone(), cfg).map(Arc::new),
         });
         let mut tasks = Vec::new();
         let mut worker_id = None;
@@ -429,8 +434,96 @@ async fn figures_loop(db: Db, clock: Clock, every: Duration, mut stop: watch::Re
     }
 }
 
-/// `shipgate serve`: runs until SIGTERM or SIGINT.
+/// `shipgate serve`: runs until SIGTERM or SIGINT. In dry-run on SQLite it offers `/setup`, and
+/// once that has written the App's credentials it starts again with them on the same socket,
+/// without a restart of the process.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    start_warnings(&cfg);
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (SHIPGATE_LISTEN): {e}", cfg.listen))?
+        .into_std()?;
+    let reload = Arc::new(Notify::new());
+    let setup = match (cfg.dry_run(), crate::credentials::path_for(&cfg.database_url)) {
+        (true, Some(_)) => Some(Arc::new(Setup::new(reload.clone()).map_err(|e| anyhow::anyhow!(e))?)),
+        _ => None,
+    };
+    let opts = |setup: &Option<Arc<Setup>>| Options { setup: setup.clone(), ..Options::default() };
+    let mut cfg = cfg;
+    let mut server = Server::start(&cfg, share(&listener)?, opts(&setup)).await?;
+    // Only once the App serves it (a start that fails says only why).
+    if let Some(setup) = &setup {
+        print_setup_address(&cfg, setup);
+    }
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = reload.notified() => {}
+        }
+        // `/setup` wrote the credentials file: read the configuration again. One that does not
+        // load (or still has no credentials) is not switched to: the App goes on in dry-run
+        // (`/setup` is no longer offered) and says why; the next start reports it as any start does.
+        let next = match Config::from_env() {
+            Ok(next) if !next.dry_run() => next,
+            Ok(_) => {
+                tracing::error!(
+                    "the credentials file was written but the configuration still has no GitHub App credentials: \
+                     staying in dry-run (is DATABASE_URL the same as when the App started?)"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot leave dry-run: the new configuration does not load; staying in dry-run");
+                continue;
+            }
+        };
+        tracing::info!(
+            "leaving dry-run: finishing the requests under way, then starting again with the new credentials"
+        );
+        server.shutdown().await?;
+        server = match Server::start(&next, share(&listener)?, Options::default()).await {
+            Ok(s) => {
+                let id = next.github.as_ref().map(|g| g.app_id.clone()).unwrap_or_default();
+                let file = next.credentials_file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+                tracing::info!(app_id = %id, file = %file, "left dry-run: GitHub App {id} credentials loaded from {file}");
+                start_warnings(&next);
+                cfg = next;
+                s
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot leave dry-run: the App does not start with the new credentials; \
+                                             going on in dry-run until it is restarted");
+                Server::start(&cfg, share(&listener)?, opts(&setup)).await?
+            }
+        };
+    }
+    tracing::info!("shutting down: no new deliveries; finishing work under way");
+    server.shutdown().await
+}
+
+/// Another handle on the one listening socket, for one start of the server: connections that
+/// arrive while the App starts again wait in the kernel's backlog.
+fn share(listener: &std::net::TcpListener) -> anyhow::Result<TcpListener> {
+    let l = listener.try_clone()?;
+    l.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(l)?)
+}
+
+/// The setup address, on stderr only (not through the logs, which may be shipped elsewhere).
+fn print_setup_address(cfg: &Config, setup: &Setup) {
+    let base = cfg.public_url.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
+    eprintln!(
+        "\nshipgate has no GitHub App credentials. To register it on GitHub in one click, open\n\n    \
+         {base}/setup?code={}\n\nThis address is printed here only: whoever opens it can register a GitHub App for this \
+         server. It is valid until the App is registered or stopped.\n",
+        setup.code()
+    );
+}
+
+/// What a start says about its configuration: the webhook secret, dry-run, the signing key.
+fn start_warnings(cfg: &Config) {
     if cfg.webhook_secrets.is_empty() {
         tracing::warn!(
             listen = %cfg.listen,
@@ -464,13 +557,6 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         ),
         None => {}
     }
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (SHIPGATE_LISTEN): {e}", cfg.listen))?;
-    let server = Server::start(&cfg, listener, Options::default()).await?;
-    shutdown_signal().await;
-    tracing::info!("shutting down: no new deliveries; finishing work under way");
-    server.shutdown().await
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod envelope;
 pub mod events;
 pub mod facts;
+pub mod manifest;
 pub mod oidc;
 pub mod redelivery;
 pub mod signature;

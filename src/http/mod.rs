@@ -6,6 +6,7 @@ pub mod api_types;
 pub mod gate;
 pub mod pages;
 pub mod serve;
+pub mod setup;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub audit_public_key: Option<String>,
     /// The web pages' settings and link key.
     pub pages: Arc<pages::Pages>,
+    /// `/setup`, when this start offers it (dry-run on SQLite, started by `serve`).
+    pub setup: Option<Arc<setup::SetupPages>>,
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one (not empty).
@@ -79,6 +82,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/.well-known/shipgate-audit.pub", get(audit_public_key))
         .route("/requests/{installation}/{repository}/{issue}", get(pages::request_page))
         .route("/incidents/{installation}/{repository}/{marker}", get(pages::incident_page))
+        .route("/setup", get(setup::setup_page))
+        .route("/setup/callback", get(setup::callback))
         .merge(api::routes())
         // Bodies other than webhooks' (`/gate/wait`'s JSON) are small: a bound on what each
         // connection may make the App hold (webhooks read theirs against the budget instead).

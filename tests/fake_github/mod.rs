@@ -253,7 +253,30 @@ pub struct Model {
     pub users: BTreeMap<String, i64>,
     /// The public e-mail a user shows (`email` of `/users/{login}`), by login.
     pub emails: BTreeMap<String, String>,
+    /// Apps registered through the manifest flow (`POST /settings/apps/new`), in order.
+    pub app_registrations: Vec<AppRegistration>,
 }
+
+/// A GitHub App registered from a manifest: what the browser posted, and what the conversion
+/// hands out for its code (once).
+#[derive(Clone, Debug)]
+pub struct AppRegistration {
+    /// None: for the person's own account; Some: for that organisation.
+    pub org: Option<String>,
+    /// The manifest as posted (JSON).
+    pub manifest: Value,
+    /// The `state` the registration page was given, sent back unchanged.
+    pub state: String,
+    /// The one-time code GitHub sends back to `redirect_url`.
+    pub code: String,
+    /// The webhook secret GitHub made for the App.
+    pub webhook_secret: String,
+    /// True once the code was exchanged.
+    pub converted: bool,
+}
+
+/// Who is signed in to the fake GitHub's web pages (the owner of Apps registered for "my account").
+pub const WEB_USER: &str = "octocat";
 
 impl Model {
     fn id(&mut self) -> i64 {
@@ -558,6 +581,11 @@ impl FakeGitHub {
         self.model().calls.clone()
     }
 
+    /// The Apps registered from a manifest.
+    pub fn app_registrations(&self) -> Vec<AppRegistration> {
+        self.model().app_registrations.clone()
+    }
+
     /// Calls of one operation (`issues/create-comment`).
     pub fn count(&self, operation: &str) -> usize {
         self.model().calls.iter().filter(|c| c.operation == operation).count()
@@ -651,6 +679,10 @@ async fn handle(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     let path = parts.uri.path().to_string();
     let query = query_pairs(parts.uri.query());
     let bytes: Bytes = axum::body::to_bytes(body, 10 << 20).await.unwrap_or_default();
+    // GitHub's web pages (not the API): the App manifest flow's registration page.
+    if let Some(r) = web_page(&ctx, &method, &path, parts.uri.query(), &bytes) {
+        return r;
+    }
     let body: Option<Value> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
     if !bytes.is_empty() && body.is_none() {
         ctx.model
@@ -887,6 +919,10 @@ fn route(
     let p = &op.path_params;
     let param = |k: &str| p.get(k).cloned().unwrap_or_default();
     let num = |k: &str| p.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    // The manifest conversion takes no credentials: its one-time code is the credential.
+    if op.operation_id == "apps/create-from-manifest" {
+        return manifest_conversion(&mut m, &ctx.base, &param("code"));
+    }
     let app_endpoint = op.template.starts_with("/app");
     let caller = match authenticate(&m, headers, app_endpoint) {
         Ok(c) => c,
@@ -1477,4 +1513,98 @@ impl FakeGitHub {
             .map(|(_, i)| i.clone())
             .collect()
     }
+}
+
+/// GitHub's web pages the tests need: `POST /settings/apps/new` and
+/// `POST /organizations/{org}/settings/apps/new` with the form field `manifest` and the query
+/// `state` (GitHub's App manifest flow). A real GitHub shows the App and a button to confirm; this
+/// one records the registration, mints a one-time code and sends the browser straight back to the
+/// manifest's `redirect_url` with `code` and `state`. None for any other request (the API).
+fn web_page(ctx: &Ctx, method: &str, path: &str, query: Option<&str>, body: &[u8]) -> Option<Response> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let org = match segments.as_slice() {
+        ["settings", "apps", "new"] => None,
+        ["organizations", org, "settings", "apps", "new"] => Some(org.to_string()),
+        _ => return None,
+    };
+    let mut m = ctx.model.lock().unwrap_or_else(|p| p.into_inner());
+    let refuse = |m: &mut Model, why: String| {
+        m.violations.push(format!("{method} {path}: {why}"));
+        Some((StatusCode::UNPROCESSABLE_ENTITY, why).into_response())
+    };
+    if method != "POST" {
+        return refuse(&mut m, "the manifest flow posts its form".into());
+    }
+    let form = query_pairs(Some(&String::from_utf8_lossy(body)));
+    let Some(manifest) = form.iter().find(|(k, _)| k == "manifest").map(|(_, v)| v.clone()) else {
+        return refuse(&mut m, "no `manifest` form field".into());
+    };
+    let manifest: Value = match serde_json::from_str(&manifest) {
+        Ok(v) => v,
+        Err(e) => return refuse(&mut m, format!("the manifest is not JSON: {e}")),
+    };
+    // What GitHub needs of a manifest: an App's URL, and, for the flow, where to send the browser back.
+    let redirect = manifest["redirect_url"].as_str().unwrap_or_default().to_string();
+    if !(redirect.starts_with("http://") || redirect.starts_with("https://")) || manifest["url"].as_str().is_none() {
+        return refuse(&mut m, format!("the manifest has no url or redirect_url: {manifest}"));
+    }
+    let state = query_pairs(query).into_iter().find(|(k, _)| k == "state").map(|(_, v)| v).unwrap_or_default();
+    let code = format!("fakecode{}", m.id());
+    let webhook_secret = format!("{:016x}{:016x}{:08x}", fastrand::u64(..), fastrand::u64(..), fastrand::u32(..));
+    m.app_registrations.push(AppRegistration {
+        org,
+        manifest,
+        state: state.clone(),
+        code: code.clone(),
+        webhook_secret,
+        converted: false,
+    });
+    let sep = if redirect.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect}{sep}code={}&state={}", percent_encode(&code), percent_encode(&state));
+    let mut r = StatusCode::FOUND.into_response();
+    r.headers_mut().insert("location", HeaderValue::from_str(&location).expect("location"));
+    Some(r)
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `POST /app-manifests/{code}/conversions`: the App registered with `code`, once, as GitHub
+/// answers it (its documented example, with this App's id, slug, owner, permissions and events,
+/// the test App's private key and the webhook secret made at registration). The answer is
+/// checked against the response schema like the App's requests are against theirs.
+fn manifest_conversion(m: &mut Model, base: &str, code: &str) -> Response {
+    let Some(reg) = m.app_registrations.iter_mut().find(|r| r.code == code && !r.converted) else {
+        return not_found();
+    };
+    reg.converted = true;
+    let reg = reg.clone();
+    let spec = Spec::github();
+    let mut v = spec.document()["components"]["examples"]["integration-from-manifest"]["value"].clone();
+    let owner = reg.org.clone().unwrap_or_else(|| WEB_USER.to_string());
+    v["id"] = json!(APP_ID.parse::<i64>().unwrap_or_default());
+    v["slug"] = json!(APP_SLUG);
+    v["name"] = reg.manifest["name"].clone();
+    v["owner"]["login"] = json!(owner);
+    v["owner"]["type"] = json!(if reg.org.is_some() { "Organization" } else { "User" });
+    v["html_url"] = json!(format!("{base}/apps/{APP_SLUG}"));
+    v["permissions"] = reg.manifest["default_permissions"].clone();
+    v["events"] = reg.manifest["default_events"].clone();
+    v["pem"] = json!(private_key_pem());
+    v["webhook_secret"] = json!(reg.webhook_secret);
+    if let Some(schema) = spec.response_schema("apps/create-from-manifest", 201) {
+        for p in spec.validate_value(schema, &v, false) {
+            m.violations.push(format!("the fake's own answer to apps/create-from-manifest: {p}"));
+        }
+    }
+    answer(201, v)
 }
