@@ -397,6 +397,23 @@ mod tests {
         assert_eq!(got, [secret], "the secret GitHub gave, whole");
     }
 
+    /// Review 18b: a credentials file others may write (group or world write bit: a file put in
+    /// place by hand, a `chmod 666` to "fix" a read error, a copy through a tool that keeps no
+    /// modes) lets any local user swap the webhook secret or the App's key; it is only warned
+    /// about, and the start goes on with whatever it holds.
+    #[cfg(unix)]
+    #[test]
+    fn review18b_a_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir();
+        let path = dir.join("shipgate.credentials.env");
+        write_new(&path, "GITHUB_WEBHOOK_SECRET='0123456789abcdef0123'\n").expect("written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let loaded = load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(loaded.is_err(), "a world-writable credentials file is used: {:?}", loaded.map(|l| l.map(|l| l.warnings)));
+    }
+
     fn tempfile_dir() -> PathBuf {
         let mut n = [0u8; 8];
         getrandom::getrandom(&mut n).expect("random");
