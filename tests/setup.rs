@@ -663,3 +663,50 @@ async fn review18b_setup_is_not_offered_over_plain_http_to_a_public_host() {
     );
     app.shutdown().await;
 }
+
+/// What GitHub's conversion answers is written to the credentials file unchecked: a private key
+/// that does not load (or a webhook secret shorter than the App accepts) is stored, the switch
+/// out of dry-run fails, and from then on every start of the App (and every command) fails on the
+/// file, while the page said the App was leaving dry-run. The answer should be checked (the key
+/// loads, the secret is long enough) before the file is written, and refused with a page that says
+/// to delete the App on GitHub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review18b_a_conversion_the_app_cannot_use_is_not_written() {
+    let gh = github().await;
+    gh.model().conversion_overrides =
+        vec![("pem".into(), json!("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n"))];
+    let app = Unregistered::start(&gh).await;
+    let address = app.setup_address().await;
+    let (page, state) = setup_page(&address).await;
+    let back = post_manifest_to_github(&gh, &page, &state).await;
+    let r = reqwest::Client::new()
+        .get(&back)
+        .header("cookie", format!("shipgate_setup_state={state}"))
+        .send()
+        .await
+        .expect("callback");
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    // Whatever the page said, the App must still be able to start on what is on disk.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = app.lines.lock().expect("lines").iter().filter(|l| l.contains("cannot leave dry-run")).cloned().collect::<Vec<_>>();
+    let next = std::process::Command::new("timeout")
+        .args(["10", env!("CARGO_BIN_EXE_shipgate"), "serve"])
+        .env("SHIPGATE_LISTEN", format!("127.0.0.1:{}", common::free_port()))
+        .current_dir(app.dir.path())
+        .env("DATABASE_URL", format!("sqlite://{}", app.dir.path().join("shipgate.db").display()))
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .env_remove("GITHUB_PRIVATE_KEY_PATH")
+        .env_remove("GITHUB_WEBHOOK_SECRET")
+        .env_remove("SHIPGATE_AUDIT_KEY")
+        .output()
+        .expect("shipgate serve");
+    let stderr = String::from_utf8_lossy(&next.stderr).lines().filter(|l| l.contains("rror")).collect::<Vec<_>>().join("\n");
+    assert!(
+        status != 200 && !app.credentials_file().exists(),
+        "an unusable key was accepted ({status}: {}) and written; the running App: {log:#?}; the next start ({:?}): {stderr}",
+        body.contains("leaving dry-run now"),
+        next.status.code()
+    );
+}
