@@ -411,7 +411,11 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         let loaded = load(&path);
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(loaded.is_err(), "a world-writable credentials file is used: {:?}", loaded.map(|l| l.map(|l| l.warnings)));
+        assert!(
+            loaded.is_err(),
+            "a world-writable credentials file is used: {:?}",
+            loaded.map(|l| l.map(|l| l.warnings))
+        );
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -689,7 +689,14 @@ async fn review18b_a_conversion_the_app_cannot_use_is_not_written() {
     let body = r.text().await.unwrap_or_default();
     // Whatever the page said, the App must still be able to start on what is on disk.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let log = app.lines.lock().expect("lines").iter().filter(|l| l.contains("cannot leave dry-run")).cloned().collect::<Vec<_>>();
+    let log = app
+        .lines
+        .lock()
+        .expect("lines")
+        .iter()
+        .filter(|l| l.contains("cannot leave dry-run"))
+        .cloned()
+        .collect::<Vec<_>>();
     let next = std::process::Command::new("timeout")
         .args(["10", env!("CARGO_BIN_EXE_shipgate"), "serve"])
         .env("SHIPGATE_LISTEN", format!("127.0.0.1:{}", common::free_port()))
@@ -702,7 +709,8 @@ async fn review18b_a_conversion_the_app_cannot_use_is_not_written() {
         .env_remove("SHIPGATE_AUDIT_KEY")
         .output()
         .expect("shipgate serve");
-    let stderr = String::from_utf8_lossy(&next.stderr).lines().filter(|l| l.contains("rror")).collect::<Vec<_>>().join("\n");
+    let stderr =
+        String::from_utf8_lossy(&next.stderr).lines().filter(|l| l.contains("rror")).collect::<Vec<_>>().join("\n");
     assert!(
         status != 200 && !app.credentials_file().exists(),
         "an unusable key was accepted ({status}: {}) and written; the running App: {log:#?}; the next start ({:?}): {stderr}",
