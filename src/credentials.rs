@@ -339,6 +339,85 @@ mod tests {
         assert_eq!(loaded.get_unless_env("SHIPGATE_SIGNING_KEY", &env), None, "not in the file");
     }
 
+    /// Review 18b: the header comment takes GitHub's slug and owner as they come; a line break in
+    /// either (a malicious or broken GitHub Enterprise Server, or a man in the middle of its API)
+    /// adds a line of its own to the file: a variable (here an audit key the attacker knows, read by
+    /// every later start when the environment sets none), or a duplicate that stops every start.
+    #[test]
+    fn review18b_a_slug_or_owner_cannot_add_a_line_to_the_file() {
+        let mut problems = Vec::new();
+        // A slug that adds a variable the file did not have (the environment set the audit key,
+        // so /setup made none: the file now carries one the attacker chose); an owner that
+        // repeats one (every start stops on "given twice").
+        let injected = [
+            ("slug", format!("x\nSHIPGATE_AUDIT_KEY={}\n#", "0".repeat(64))),
+            ("owner", "acme\nGITHUB_WEBHOOK_SECRET=attacker-known-secret-1234\n#".to_string()),
+        ];
+        for (field, value) in injected {
+            let mut app = registered();
+            if field == "slug" {
+                app.slug = value;
+            } else {
+                app.owner = value;
+            }
+            let Ok(text) = render(&app, None, None, "now") else { continue };
+            match parse(&text) {
+                Err(e) => problems.push(format!("{field}: the file does not read back ({e})")),
+                Ok(vars) => {
+                    let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+                    if names != ["GITHUB_APP_ID", "GITHUB_PRIVATE_KEY", "GITHUB_WEBHOOK_SECRET"] {
+                        problems.push(format!("{field}: the file holds {names:?}"));
+                    }
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    /// Review 18b: `GITHUB_WEBHOOK_SECRET` is comma-separated (rotation), but the file's value is
+    /// written as it came: a secret holding a comma comes back as two secrets, each half
+    /// accepted on its own (half the strength), and GitHub's whole secret matches neither.
+    #[test]
+    fn review18b_the_webhook_secret_round_trips_through_the_file() {
+        let dir = tempfile_dir();
+        let db = format!("sqlite://{}", dir.join("app.db").display());
+        let pem = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/test-app-key.pem"))
+            .expect("key");
+        let secret = "0123456789abcdef,fedcba9876543210";
+        let mut app = registered();
+        app.private_key_pem = Secret::new(pem);
+        app.webhook_secret = Secret::new(secret);
+        let audit = new_audit_key().expect("key");
+        let Ok(text) = render(&app, Some(&audit), None, "now") else { return };
+        write_new(&dir.join("app.credentials.env"), &text).expect("written");
+        let env = |k: &str| (k == "DATABASE_URL").then(|| db.clone());
+        let cfg = crate::config::Config::from_env_and_file(env).expect("config");
+        let got: Vec<&str> = cfg.webhook_secrets.iter().map(|s| s.expose()).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(got, [secret], "the secret GitHub gave, whole");
+    }
+
+    /// Review 18b: a credentials file others may write (group or world write bit: a file put in
+    /// place by hand, a `chmod 666` to "fix" a read error, a copy through a tool that keeps no
+    /// modes) lets any local user swap the webhook secret or the App's key; it is only warned
+    /// about, and the start goes on with whatever it holds.
+    #[cfg(unix)]
+    #[test]
+    fn review18b_a_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir();
+        let path = dir.join("shipgate.credentials.env");
+        write_new(&path, "GITHUB_WEBHOOK_SECRET='0123456789abcdef0123'\n").expect("written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let loaded = load(&path);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            loaded.is_err(),
+            "a world-writable credentials file is used: {:?}",
+            loaded.map(|l| l.map(|l| l.warnings))
+        );
+    }
+
     fn tempfile_dir() -> PathBuf {
         let mut n = [0u8; 8];
         getrandom::getrandom(&mut n).expect("random");

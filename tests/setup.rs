@@ -36,6 +36,11 @@ pub struct Unregistered {
 impl Unregistered {
     /// Starts it with `SHIPGATE_PUBLIC_URL` its own address and GitHub the fake; waits until ready.
     pub async fn start(gh: &FakeGitHub) -> Unregistered {
+        Self::start_with(gh, &[]).await
+    }
+
+    /// As [`Unregistered::start`], with `extra` variables set last (they win over the defaults).
+    pub async fn start_with(gh: &FakeGitHub, extra: &[(&str, &str)]) -> Unregistered {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = common::free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -70,6 +75,9 @@ impl Unregistered {
             "OTEL_TRACES_EXPORTER",
         ] {
             cmd.env_remove(var);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
         }
         cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
         let mut child = cmd.spawn().expect("start shipgate");
@@ -569,4 +577,144 @@ async fn the_organisation_path_in_a_browser() {
     assert!(errors.is_empty(), "the browser logged errors (a CSP violation?): {errors:#?}");
     b.close().await;
     gh.finish();
+}
+
+// ---- Review 18b: attacks on /setup ------------------------------------------------------------
+
+/// Goes through the whole flow for `app` (one page, GitHub's page, the callback with the cookie)
+/// and waits for the switch; returns the registration GitHub made.
+async fn register(app: &Unregistered, gh: &FakeGitHub) -> fake_github::AppRegistration {
+    let address = app.setup_address().await;
+    let (page, state) = setup_page(&address).await;
+    let back = post_manifest_to_github(gh, &page, &state).await;
+    let r = reqwest::Client::new()
+        .get(&back)
+        .header("cookie", format!("shipgate_setup_state={state}"))
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let regs = gh.app_registrations();
+    assert_eq!(regs.len(), 1);
+    regs[0].clone()
+}
+
+/// S8 with a secret in the environment: an operator who set `GITHUB_WEBHOOK_SECRET` before
+/// registering (fly.toml's comment says to set it with the other secrets; any dry run that took
+/// test deliveries) gets an App that, once out of dry-run, accepts deliveries signed with that
+/// old, known secret and refuses every delivery GitHub signs with the secret it made: the
+/// environment wins over the credentials file, and neither the page nor the switch says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review18b_a_webhook_secret_in_the_environment_does_not_outlive_the_setup() {
+    const KNOWN: &str = "dry-run-test-secret-0123456789";
+    let gh = github().await;
+    let app = Unregistered::start_with(&gh, &[("GITHUB_WEBHOOK_SECRET", KNOWN)]).await;
+    let ping = json!({ "zen": "Design for failure.", "hook_id": 1 }).to_string();
+    assert_eq!(deliver(&app.url, KNOWN, "ping", "before-setup", &ping).await, 202, "the dry run takes it");
+    let reg = register(&app, &gh).await;
+    app.wait_line("left dry-run", Duration::from_secs(30)).await;
+    let delivery = request_delivery(&gh);
+    let by_github = deliver(&app.url, &reg.webhook_secret, "issues", "after-setup-github", &delivery).await;
+    let by_old = deliver(&app.url, KNOWN, "issues", "after-setup-old", &delivery).await;
+    assert_eq!(
+        (by_github, by_old),
+        (202, 401),
+        "after the setup GitHub's secret must sign deliveries, and the secret from before must not"
+    );
+}
+
+/// S5: GitHub's one-time code is the credential of the conversion (whoever exchanges it first
+/// gets the App's private key and webhook secret). With `RUST_LOG=debug` (as an operator turns
+/// on to see why a registration fails) the conversion's full URL, code included, goes to the log
+/// (octocrab's `HTTP{http.url=…}` span), while a failed exchange leaves the code valid for an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review18b_the_manifest_code_never_reaches_a_log_line() {
+    let gh = github().await;
+    let app = Unregistered::start_with(&gh, &[("RUST_LOG", "debug")]).await;
+    let reg = register(&app, &gh).await;
+    app.wait_line("left dry-run", Duration::from_secs(30)).await;
+    let lines = app.lines.lock().expect("lines").clone();
+    let setup_code = app.setup_address().await.rsplit('=').next().expect("code").to_string();
+    assert_eq!(lines.iter().filter(|l| l.contains(&setup_code)).count(), 1, "the setup code, printed once");
+    assert!(!lines.iter().any(|l| l.contains(&reg.webhook_secret) || l.contains("PRIVATE KEY")), "a secret logged");
+    let leaked: Vec<&String> = lines.iter().filter(|l| l.contains(&reg.code)).collect();
+    assert!(leaked.is_empty(), "GitHub's one-time code {} is in the log: {leaked:#?}", reg.code);
+}
+
+/// `SHIPGATE_PUBLIC_URL` may be plain `http://` on any host; `/setup` is then offered over it:
+/// the setup code (in the address), the state cookie (without `Secure`) and GitHub's one-time
+/// code (in the redirect back) cross the network in the clear, so anyone on the path can register
+/// an App of their own, or exchange the operator's code first and hold its private key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review18b_setup_is_not_offered_over_plain_http_to_a_public_host() {
+    let db = common::TestDb::sqlite().await;
+    let mut cfg = db.config();
+    cfg.public_url = Some("http://shipgate.example.com".into());
+    let setup = Arc::new(Setup::new(Arc::new(tokio::sync::Notify::new())).expect("setup"));
+    let code = setup.code().to_string();
+    let app =
+        common::TestApp::start_with(cfg, Options { setup: Some(setup), run_worker: false, ..Options::default() }).await;
+    let r = app.http.get(format!("{}/setup?code={code}", app.url)).send().await.expect("get");
+    let cookie = r.headers().get("set-cookie").map(|c| c.to_str().unwrap_or_default().to_string());
+    let body = r.text().await.expect("body");
+    assert!(
+        cookie.is_none() && !body.contains("<form method=\"post\""),
+        "a registration offered over plain http to a public host (cookie {cookie:?})"
+    );
+    app.shutdown().await;
+}
+
+/// What GitHub's conversion answers is written to the credentials file unchecked: a private key
+/// that does not load (or a webhook secret shorter than the App accepts) is stored, the switch
+/// out of dry-run fails, and from then on every start of the App (and every command) fails on the
+/// file, while the page said the App was leaving dry-run. The answer should be checked (the key
+/// loads, the secret is long enough) before the file is written, and refused with a page that says
+/// to delete the App on GitHub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review18b_a_conversion_the_app_cannot_use_is_not_written() {
+    let gh = github().await;
+    gh.model().conversion_overrides =
+        vec![("pem".into(), json!("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n"))];
+    let app = Unregistered::start(&gh).await;
+    let address = app.setup_address().await;
+    let (page, state) = setup_page(&address).await;
+    let back = post_manifest_to_github(&gh, &page, &state).await;
+    let r = reqwest::Client::new()
+        .get(&back)
+        .header("cookie", format!("shipgate_setup_state={state}"))
+        .send()
+        .await
+        .expect("callback");
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    // Whatever the page said, the App must still be able to start on what is on disk.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = app
+        .lines
+        .lock()
+        .expect("lines")
+        .iter()
+        .filter(|l| l.contains("cannot leave dry-run"))
+        .cloned()
+        .collect::<Vec<_>>();
+    let next = std::process::Command::new("timeout")
+        .args(["10", env!("CARGO_BIN_EXE_shipgate"), "serve"])
+        .env("SHIPGATE_LISTEN", format!("127.0.0.1:{}", common::free_port()))
+        .current_dir(app.dir.path())
+        .env("DATABASE_URL", format!("sqlite://{}", app.dir.path().join("shipgate.db").display()))
+        .env_remove("GITHUB_APP_ID")
+        .env_remove("GITHUB_PRIVATE_KEY")
+        .env_remove("GITHUB_PRIVATE_KEY_PATH")
+        .env_remove("GITHUB_WEBHOOK_SECRET")
+        .env_remove("SHIPGATE_AUDIT_KEY")
+        .output()
+        .expect("shipgate serve");
+    let stderr =
+        String::from_utf8_lossy(&next.stderr).lines().filter(|l| l.contains("rror")).collect::<Vec<_>>().join("\n");
+    assert!(
+        status != 200 && !app.credentials_file().exists(),
+        "an unusable key was accepted ({status}: {}) and written; the running App: {log:#?}; the next start ({:?}): {stderr}",
+        body.contains("leaving dry-run now"),
+        next.status.code()
+    );
 }

@@ -503,6 +503,27 @@ mod tests {
         assert!(s.pending.lock().expect("lock").len() <= MAX_PENDING);
     }
 
+    /// Review 18b: behind a path (`SHIPGATE_PUBLIC_URL=https://ops.example.com/shipgate`, which
+    /// the manifest supports), the cookie's `Path=/setup` is never sent to
+    /// `/shipgate/setup/callback`, so every registration ends in 403 after the App was created on
+    /// GitHub (and the organisation form's `action="/setup"` leaves the prefix).
+    #[test]
+    fn review18b_the_state_cookie_follows_a_public_url_with_a_path() {
+        let sp = SetupPages {
+            setup: Arc::new(Setup::new(Arc::new(Notify::new())).expect("setup")),
+            public_url: Some("https://ops.example.com/shipgate".into()),
+            web_url: "https://github.com".into(),
+            api_url: "https://api.github.com".into(),
+            state_ttl: Duration::from_secs(60),
+            credentials_path: "x.credentials.env".into(),
+            make_audit_key: false,
+            make_signing_key: false,
+        };
+        let c = sp.cookie("abc", 60).expect("cookie");
+        let c = c.to_str().expect("ascii");
+        assert!(c.split("; ").any(|a| a == "Path=/shipgate/setup"), "{c}");
+    }
+
     #[test]
     fn the_state_cookie_is_read_among_others() {
         let mut h = HeaderMap::new();

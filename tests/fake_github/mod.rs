@@ -255,6 +255,8 @@ pub struct Model {
     pub emails: BTreeMap<String, String>,
     /// Apps registered through the manifest flow (`POST /settings/apps/new`), in order.
     pub app_registrations: Vec<AppRegistration>,
+    /// Fields the conversion's answer is given instead of its own (a GitHub that answers badly).
+    pub conversion_overrides: Vec<(String, Value)>,
 }
 
 /// A GitHub App registered from a manifest: what the browser posted, and what the conversion
@@ -1601,6 +1603,9 @@ fn manifest_conversion(m: &mut Model, base: &str, code: &str) -> Response {
     v["events"] = reg.manifest["default_events"].clone();
     v["pem"] = json!(private_key_pem());
     v["webhook_secret"] = json!(reg.webhook_secret);
+    for (k, value) in &m.conversion_overrides {
+        v[k.as_str()] = value.clone();
+    }
     if let Some(schema) = spec.response_schema("apps/create-from-manifest", 201) {
         for p in spec.validate_value(schema, &v, false) {
             m.violations.push(format!("the fake's own answer to apps/create-from-manifest: {p}"));
