@@ -82,6 +82,15 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, String> {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
+            // Others may change it: whoever could would choose the App's key and secrets.
+            if mode & 0o022 != 0 {
+                return Err(format!(
+                    "{} holds the App's credentials but others may write to it (mode {mode:o}): `chmod 600 {}` \
+                     after checking its content",
+                    path.display(),
+                    path.display()
+                ));
+            }
             if mode & 0o077 != 0 {
                 warnings.push(format!(
                     "{} holds the App's private key and secrets but others may read it (mode {mode:o}): \
@@ -149,6 +158,21 @@ pub fn render(
         }
         Ok(format!("{var}='{v}'\n"))
     };
+    // What GitHub named the App and its owner: a slug or login, never anything a line could hold.
+    let name = |what: &str, v: &str| -> Result<(), String> {
+        let ok = (1..=100).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok { Ok(()) } else { Err(format!("GitHub's answer names the App's {what} {v:?}, not a GitHub name")) }
+    };
+    name("slug", &app.slug)?;
+    name("owner", &app.owner)?;
+    let secret = app.webhook_secret.expose();
+    if secret.len() < crate::config::MIN_WEBHOOK_SECRET_LEN || secret.contains(',') || secret.trim() != secret {
+        return Err(format!(
+            "GitHub's webhook secret cannot be used as GITHUB_WEBHOOK_SECRET (shorter than {} characters, or holding \
+             a comma or surrounding spaces)",
+            crate::config::MIN_WEBHOOK_SECRET_LEN
+        ));
+    }
     let mut s = format!(
         "# shipgate: the GitHub App's credentials, written by /setup at {written_at} for the App {slug} (id {id}) of {owner}.\n\
          # Read at every start of shipgate on this SQLite database; the environment wins over it, variable by variable.\n\

@@ -513,6 +513,12 @@ fn share(listener: &std::net::TcpListener) -> anyhow::Result<TcpListener> {
 
 /// The setup address, on stderr only (not through the logs, which may be shipped elsewhere).
 fn print_setup_address(cfg: &Config, setup: &Setup) {
+    if let Some(why) = crate::http::setup::blocked(cfg) {
+        eprintln!(
+            "\nshipgate has no GitHub App credentials, and cannot be registered in one click from this start: {why}\n"
+        );
+        return;
+    }
     let base = cfg.public_url.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
     eprintln!(
         "\nshipgate has no GitHub App credentials. To register it on GitHub in one click, open\n\n    \

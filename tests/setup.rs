@@ -600,27 +600,28 @@ async fn register(app: &Unregistered, gh: &FakeGitHub) -> fake_github::AppRegist
 }
 
 /// S8 with a secret in the environment: an operator who set `GITHUB_WEBHOOK_SECRET` before
-/// registering (fly.toml's comment says to set it with the other secrets; any dry run that took
-/// test deliveries) gets an App that, once out of dry-run, accepts deliveries signed with that
-/// old, known secret and refuses every delivery GitHub signs with the secret it made: the
-/// environment wins over the credentials file, and neither the page nor the switch says so.
+/// registering would get an App whose environment secret wins over the one GitHub made (every
+/// delivery GitHub signs refused, the old known secret accepted). `/setup` refuses to register from
+/// such a start, says why, and offers no form; the start says so instead of printing a code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn review18b_a_webhook_secret_in_the_environment_does_not_outlive_the_setup() {
     const KNOWN: &str = "dry-run-test-secret-0123456789";
-    let gh = github().await;
-    let app = Unregistered::start_with(&gh, &[("GITHUB_WEBHOOK_SECRET", KNOWN)]).await;
-    let ping = json!({ "zen": "Design for failure.", "hook_id": 1 }).to_string();
-    assert_eq!(deliver(&app.url, KNOWN, "ping", "before-setup", &ping).await, 202, "the dry run takes it");
-    let reg = register(&app, &gh).await;
-    app.wait_line("left dry-run", Duration::from_secs(30)).await;
-    let delivery = request_delivery(&gh);
-    let by_github = deliver(&app.url, &reg.webhook_secret, "issues", "after-setup-github", &delivery).await;
-    let by_old = deliver(&app.url, KNOWN, "issues", "after-setup-old", &delivery).await;
-    assert_eq!(
-        (by_github, by_old),
-        (202, 401),
-        "after the setup GitHub's secret must sign deliveries, and the secret from before must not"
-    );
+    let db = common::TestDb::sqlite().await;
+    let mut cfg = db.config();
+    cfg.webhook_secret_defaulted = false;
+    cfg.webhook_secrets = vec![shipgate::config::Secret::new(KNOWN)];
+    cfg.public_url = Some("http://127.0.0.1:9".into());
+    let setup = Arc::new(Setup::new(Arc::new(tokio::sync::Notify::new())).expect("setup"));
+    let code = setup.code().to_string();
+    let app =
+        common::TestApp::start_with(cfg, Options { setup: Some(setup), run_worker: false, ..Options::default() }).await;
+    let r = app.http.get(format!("{}/setup?code={code}", app.url)).send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 409);
+    let cookie = r.headers().get("set-cookie").cloned();
+    let body = r.text().await.expect("body");
+    assert!(cookie.is_none() && !body.contains("<form"), "{body}");
+    assert!(body.contains("GITHUB_WEBHOOK_SECRET is set"), "{body}");
+    app.shutdown().await;
 }
 
 /// S5: GitHub's one-time code is the credential of the conversion (whoever exchanges it first

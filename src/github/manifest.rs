@@ -110,24 +110,34 @@ pub async fn convert(api_url: &str, code: &str, timeout: Duration) -> Result<Con
     let method = Method::POST;
     let transport =
         |message: String| GhError::Transport { method: method.to_string(), route: ROUTE.to_string(), message };
-    let octo = octocrab::Octocrab::builder()
-        .set_connect_timeout(Some(Duration::from_secs(10)))
-        .set_read_timeout(Some(timeout))
-        .set_write_timeout(Some(timeout))
-        .build()
-        .map_err(|e| transport(e.to_string()))?;
+    // A bare client, not octocrab's: its tracing layer writes the full URL (the code in it: the
+    // credential of this one call) into the logs at debug level.
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| transport(format!("TLS set-up failed: {e}")))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     let path = format!("/app-manifests/{}/conversions", utf8_percent_encode(code, NON_ALPHANUMERIC));
-    let builder = http::Request::builder()
+    let req = http::Request::builder()
         .method(method.clone())
         .uri(format!("{}{path}", api_url.trim_end_matches('/')))
         .header(http::header::ACCEPT, "application/vnd.github+json")
         .header(http::header::USER_AGENT, concat!("shipgate/", env!("CARGO_PKG_VERSION")))
-        .header("x-github-api-version", "2022-11-28");
-    let req = octo.build_request::<()>(builder, None).map_err(|e| transport(e.to_string()))?;
+        .header("x-github-api-version", "2022-11-28")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .map_err(|e| transport(e.to_string()))?;
     let sent = async {
-        let resp = octo.execute(req).await.map_err(|e| transport(e.to_string()))?;
+        let resp = client.request(req).await.map_err(|e| transport(e.to_string()))?;
         let (parts, body) = resp.into_parts();
-        let bytes = body.collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+        // An App's answer is a few KiB: more is not GitHub's.
+        let bytes = http_body_util::Limited::new(body, 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| transport(format!("reading the answer: {e}")))?
+            .to_bytes();
         Ok::<_, GhError>((parts.status.as_u16(), bytes))
     };
     let (status, body) = tokio::time::timeout(timeout, sent).await.map_err(|_| transport("timed out".into()))??;

@@ -123,6 +123,11 @@ pub struct SetupPages {
     pub make_audit_key: bool,
     /// Neither `SHIPGATE_SIGNING_KEY` nor `SHIPGATE_SIGNING_KEY_PATH` is set: one is made.
     pub make_signing_key: bool,
+    /// Why this start cannot register the App (the page says it instead of offering the forms):
+    /// a webhook secret the environment sets (it would win over GitHub's), or a public address in
+    /// plain `http://` to a host other than this machine (the code, the state and GitHub's code
+    /// would cross the network in the clear).
+    pub blocked: Option<String>,
 }
 
 impl SetupPages {
@@ -144,7 +149,16 @@ impl SetupPages {
             credentials_path,
             make_audit_key: cfg.audit_keys.current.is_none(),
             make_signing_key: cfg.signing_key.is_none(),
+            blocked: blocked(cfg),
         })
+    }
+
+    /// The path under which the App's pages are served: the public address's, if it has one
+    /// (`https://ops.example.com/shipgate` → `/shipgate`).
+    fn base_path(&self) -> &str {
+        let Some(u) = self.public_url.as_deref() else { return "" };
+        let rest_at = u.find("://").map_or(0, |i| i + 3);
+        u[rest_at..].find('/').map_or("", |i| u[rest_at + i..].trim_end_matches('/'))
     }
 
     fn served(&self) -> bool {
@@ -164,10 +178,60 @@ impl SetupPages {
         let secure =
             if self.public_url.as_deref().is_some_and(|u| u.starts_with("https://")) { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
-            "{STATE_COOKIE}={state}; HttpOnly; SameSite=Lax; Path=/setup; Max-Age={max_age}{secure}"
+            "{STATE_COOKIE}={state}; HttpOnly; SameSite=Lax; Path={}/setup; Max-Age={max_age}{secure}",
+            self.base_path()
         ))
         .ok()
     }
+}
+
+/// Why this start cannot register the App, if it cannot (see [`SetupPages::blocked`]).
+pub fn blocked(cfg: &Config) -> Option<String> {
+    if !cfg.webhook_secret_defaulted {
+        return Some(
+            "GITHUB_WEBHOOK_SECRET is set in the App's environment. GitHub makes the webhook secret of an App \
+             registered here, and a secret set in the environment would win over it: every webhook GitHub sends \
+             would then be refused. Unset GITHUB_WEBHOOK_SECRET, start the App again, and open the address it \
+             prints then."
+                .into(),
+        );
+    }
+    if let Some(u) = cfg.public_url.as_deref()
+        && let Some(rest) = u.strip_prefix("http://")
+    {
+        let host = rest.split('/').next().unwrap_or("");
+        let host = host
+            .rsplit_once(':')
+            .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Some(format!(
+                "SHIPGATE_PUBLIC_URL is {u}: plain http to another machine. The setup code, the registration's \
+                 state and the code GitHub sends back would cross the network unencrypted, and whoever reads \
+                 them can register an App of their own here or take this one's private key. Serve the App over \
+                 https (a TLS-terminating proxy), set SHIPGATE_PUBLIC_URL to its https:// address, and start \
+                 again."
+            ));
+        }
+    }
+    None
+}
+
+/// GitHub answered with credentials the App cannot use: nothing is written.
+fn unusable(slug: &str, why: &str) -> Response {
+    page(
+        StatusCode::BAD_GATEWAY,
+        "Registration not usable",
+        html! {
+            h1 { "GitHub's answer cannot be used" }
+            p { "GitHub created an App, but " (why) ". Nothing was stored and the App stays in dry-run." }
+            p { "Delete that App on GitHub (Settings → Developer settings → GitHub Apps"
+                @if !slug.is_empty() { ", " code { (slug.chars().take(100).collect::<String>()) } }
+                "), then start again from the address the App printed at start-up." }
+        },
+    )
 }
 
 /// The 404 of a setup that is not offered here: nothing said about why beyond this.
@@ -223,6 +287,13 @@ pub async fn setup_page(State(st): State<Arc<AppState>>, q: Result<Query<PageQue
             },
         );
     };
+    if let Some(why) = &sp.blocked {
+        return page(
+            StatusCode::CONFLICT,
+            "Cannot register from here",
+            html! { h1 { "This App cannot be registered from this start" } p { (why) } },
+        );
+    }
     let manifest = match Manifest::for_public_url(public) {
         Ok(m) => m,
         Err(e) => {
@@ -297,7 +368,7 @@ pub async fn setup_page(State(st): State<Arc<AppState>>, q: Result<Query<PageQue
         @if let Some(o) = org.filter(|o| valid_login(o)) {
             (register(format!("{web}/organizations/{o}/settings/apps/new?state={state}"), format!("Register for {o}")))
         }
-        form method="get" action="/setup" {
+        form method="get" action=(format!("{}/setup", sp.base_path())) {
             input type="hidden" name="code" value=(sp.setup.code());
             label { "Organisation " input type="text" name="org" value=[org] autocomplete="off" spellcheck="false"; }
             " "
@@ -412,6 +483,16 @@ pub async fn callback(
     } else {
         false
     };
+    // What GitHub gave must work before it is written: a key that loads (and the rest is checked
+    // by `render`), else every later start would fail on the file.
+    let loads = crate::github::auth::AppAuth::from_credentials(&crate::config::GithubCredentials {
+        app_id: app.id.to_string(),
+        private_key: crate::config::PrivateKeySource::Pem(app.pem.clone()),
+    });
+    if let Err(e) = loads {
+        tracing::warn!(error = %e, "/setup: GitHub's answer holds a private key the App cannot use; nothing written");
+        return unusable(&app.slug, "its private key does not load");
+    }
     let registered = crate::credentials::Registered {
         app_id: app.id,
         slug: app.slug.clone(),
@@ -424,7 +505,14 @@ pub async fn callback(
         crate::credentials::render(&registered, audit.as_ref(), signing.as_ref(), &written_at)
     });
     let path = &sp.credentials_path;
-    if let Err(e) = text.and_then(|t| crate::credentials::write_new(path, &t).map_err(|e| e.to_string())) {
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "/setup: GitHub's answer cannot be used; nothing written");
+            return unusable(&app.slug, &e);
+        }
+    };
+    if let Err(e) = crate::credentials::write_new(path, &text).map_err(|e| e.to_string()) {
         tracing::error!(error = %e, file = %path.display(), "/setup: cannot write the credentials file");
         return page(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -438,7 +526,7 @@ pub async fn callback(
     }
     sp.setup.done.store(true, Ordering::SeqCst);
     sp.setup.pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    tracing::info!(app_id = app.id, slug = %app.slug, owner = %app.owner, file = %path.display(),
+    tracing::info!(app_id = app.id, slug = ?app.slug, owner = ?app.owner, file = %path.display(),
         "/setup: App registered on GitHub; credentials written");
     let web = sp.web_url.trim_end_matches('/');
     // GitHub's own address for the App, if it is on GitHub's web address; else made from the slug.
@@ -518,6 +606,7 @@ mod tests {
             credentials_path: "x.credentials.env".into(),
             make_audit_key: false,
             make_signing_key: false,
+            blocked: None,
         };
         let c = sp.cookie("abc", 60).expect("cookie");
         let c = c.to_str().expect("ascii");
