@@ -137,6 +137,14 @@ pub enum Effect {
         user_id: i64,
     },
     SaveApproval(ApprovalChange),
+    /// When the request must be evaluated again with no event (None: never).
+    SetTimer {
+        installation: i64,
+        repository_id: i64,
+        repository: String,
+        issue: i64,
+        due_at: Option<i64>,
+    },
     /// The policy file as read (`blob` empty and `yaml` None: there is none). A new blob taking
     /// effect is audited (`policy.changed`, with what changed), by `by` (a push's sender) or by the
     /// App (read when a request first needed it), at `commit` when known.
@@ -307,6 +315,9 @@ impl Effect {
                 store_requests::pin_login(tx, *installation, login, *user_id, now).await
             }
             Effect::SaveApproval(a) => store_requests::save_approval(tx, a, now).await,
+            Effect::SetTimer { installation, repository_id, repository, issue, due_at } => {
+                crate::store::timers::set(tx, *installation, *repository_id, repository, *issue, *due_at).await
+            }
             Effect::SavePolicy { installation, repository_id, repository, blob, yaml, etag, by, commit } => {
                 tenancy::seen_repository(tx, *installation, *repository_id, repository, now).await?;
                 let before = store_requests::save_policy(

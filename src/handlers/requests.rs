@@ -309,6 +309,13 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
             Out::Act(action) => Effect::Act(action),
             Out::Audit { kind, actor, detail } => audit_entry(t, &kind, actor.as_ref(), detail),
             Out::SaveApproval(a) => Effect::SaveApproval(a),
+            Out::Timer { due_at } => Effect::SetTimer {
+                installation: t.installation.get(),
+                repository_id: t.repo_id.get(),
+                repository: t.repo.clone(),
+                issue: t.issue.get(),
+                due_at,
+            },
             Out::PinLogin { login, user_id } => {
                 Effect::PinLogin { installation: t.installation.get(), login, user_id: user_id.get() }
             }

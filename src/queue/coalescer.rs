@@ -12,6 +12,7 @@ use crate::clock::Clock;
 use crate::handlers::internal_delivery;
 use crate::handlers::requests::{Internal, internal_body};
 use crate::store::rechecks::{self, DueRow};
+use crate::store::timers::{self, TimerRow};
 use crate::store::{Db, Result, deliveries};
 
 /// Rows fired per round.
@@ -40,7 +41,46 @@ pub async fn fire_due(db: &Db, now: i64) -> Result<(usize, usize)> {
             }
         }
     }
+    // The requests whose verdict changes with time (an approval expiring, a freeze window, a
+    // break-glass lapsing): one evaluation each when it is due.
+    for row in timers::due(db, now, BATCH).await? {
+        match fire_timer(db, &row, now).await {
+            Ok(true) => {
+                fired += 1;
+                tracing::info!(repository = %row.repository, issue = row.issue, due_at = row.due_at, "timed evaluation queued");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(repository = %row.repository, issue = row.issue, error = %e, "queueing a timed evaluation failed");
+            }
+        }
+    }
     Ok((fired, failed))
+}
+
+async fn fire_timer(db: &Db, row: &TimerRow, now: i64) -> Result<bool> {
+    let mut tx = db.begin_write().await?;
+    if !timers::take(&mut tx, row).await? {
+        return Ok(false);
+    }
+    let cause = format!("timer-{}", row.due_at);
+    let trigger = Internal::Recheck { cause: cause.clone(), checks_only: false, signal: None, coalesced: false };
+    let body = internal_body(row.installation_id, row.repository_id, &row.repository, row.issue, &trigger);
+    let d = internal_delivery(
+        &format!("{cause}-{}-{}-{}", row.installation_id, row.repository_id, row.issue),
+        trigger.event(),
+        "timer",
+        row.installation_id,
+        row.repository_id,
+        &row.repository,
+        row.issue,
+        body,
+        now,
+    );
+    deliveries::insert_internal(&mut tx, &d).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 async fn fire(db: &Db, row: &DueRow, now: i64) -> Result<bool> {
@@ -102,7 +142,11 @@ pub async fn run(db: Db, clock: Clock, worker: Arc<Notify>, poll: Duration, mut 
             next
         } else {
             backoff = None;
-            match rechecks::next_due(&db).await {
+            let next = match (rechecks::next_due(&db).await, timers::next_due(&db).await) {
+                (Ok(a), Ok(b)) => Ok(a.into_iter().chain(b).min()),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            match next {
                 Ok(Some(at)) => Duration::from_millis((at - clock.now_ms()).max(0) as u64).min(poll),
                 Ok(None) => poll,
                 Err(e) => {

@@ -18,6 +18,7 @@ pub mod rechecks;
 pub mod requests;
 pub mod scheduler;
 pub mod tenancy;
+pub mod timers;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -120,6 +120,9 @@ pub struct Remembered {
     /// A digest of what was last shown (comment and check runs): unchanged, nothing is sent.
     #[serde(default)]
     pub shown: String,
+    /// The timer last set (see [`Out::Timer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timer: Option<i64>,
     /// What was last shown, as a tree: the details page renders it (never evaluates again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub view: Option<messages::Shown>,
@@ -572,6 +575,11 @@ pub enum Out {
         detail: Value,
     },
     SaveApproval(ApprovalChange),
+    /// When to evaluate the request again with no event (an approval expiring, a freeze window,
+    /// a break-glass lapsing); None: never. Said only when it changes.
+    Timer {
+        due_at: Option<i64>,
+    },
     /// A policy login pinned to its account.
     PinLogin {
         login: String,
@@ -1028,6 +1036,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         commit,
         shown: String::new(),
         view: std::mem::take(&mut remembered.view),
+        timer: remembered.timer,
         active_since,
         revised: std::mem::take(&mut remembered.revised),
         identity_notes: std::mem::take(&mut remembered.identity_notes),
