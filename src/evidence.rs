@@ -1190,7 +1190,15 @@ pub fn render_index(meta: &Value, data: &BTreeMap<String, Value>) -> String {
         }
         let prs = req["pull_requests"].as_array().cloned().unwrap_or_default();
         if !prs.is_empty() {
-            let shown: Vec<String> = prs.iter().map(md_value).collect();
+            // `{"Number": 12}` or `{"Url": {"owner", "repo", "number"}}`, as the request names it.
+            let pr = |v: &Value| match (&v["Number"], &v["Url"]) {
+                (Value::Number(n), _) => format!("#{n}"),
+                (_, u) if u.is_object() => {
+                    format!("{}/{}#{}", md_value(&u["owner"]), md_value(&u["repo"]), md_value(&u["number"]))
+                }
+                _ => md_value(v),
+            };
+            let shown: Vec<String> = prs.iter().map(pr).collect();
             let _ = writeln!(s, "- Pull requests: {}", shown.join(", "));
         }
         for item in req["testing"].as_array().cloned().unwrap_or_default() {
@@ -1355,10 +1363,10 @@ pub fn render_index(meta: &Value, data: &BTreeMap<String, Value>) -> String {
                 .unwrap_or_default()
                 .iter()
                 .map(|e| {
+                    let state = e["state"].as_str().map(|st| format!(" {}", md(st))).unwrap_or_default();
                     format!(
-                        "{} {} at {} (entry {})",
+                        "{}{state} at {} (entry {})",
                         md_value(&e["kind"]),
-                        md_value(&e["state"]),
                         time_of(&e["at"]),
                         md_value(&e["position"])
                     )
