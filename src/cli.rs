@@ -36,7 +36,8 @@ pub enum Command {
     },
     /// Show the installations the App serves, with their repositories.
     Installations,
-    /// Check or export the audit log of request state changes.
+    /// Check or export the audit log of request state changes, and make or check an evidence
+    /// pack of one request for an auditor.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
