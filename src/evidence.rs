@@ -331,24 +331,11 @@ pub fn write(bundle: &Bundle, path: &Path, mtime_secs: u64) -> Result<(), String
             .create_new(true)
             .open(path)
             .map_err(|e| format!("{shown}: cannot create ({e}); the pack is never written over a file"))?;
-        let gz = flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        for (name, bytes) in &bundle.files {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(name).map_err(|e| format!("{name}: {e}"))?;
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(mtime_secs);
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_cksum();
-            tar.append(&h, bytes.as_slice()).map_err(|e| format!("{shown}: {e}"))?;
-        }
-        let gz = tar.into_inner().map_err(|e| format!("{shown}: {e}"))?;
-        let file = gz.finish().map_err(|e| format!("{shown}: {e}"))?;
-        file.sync_all().map_err(|e| format!("{shown}: {e}"))?;
-        return Ok(());
+        // A pack half written is no pack: the file goes.
+        return write_archive(bundle, file, mtime_secs).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            format!("{shown}: {e}")
+        });
     }
     if path.exists() {
         let empty = std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(false);
@@ -366,6 +353,24 @@ pub fn write(bundle: &Bundle, path: &Path, mtime_secs: u64) -> Result<(), String
         f.write_all(bytes).map_err(|e| format!("{shown}/{name}: {e}"))?;
     }
     Ok(())
+}
+
+fn write_archive(bundle: &Bundle, file: std::fs::File, mtime_secs: u64) -> std::io::Result<()> {
+    let gz = flate2::GzBuilder::new().mtime(0).write(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    for (name, bytes) in &bundle.files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name)?;
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(mtime_secs);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.append(&h, bytes.as_slice())?;
+    }
+    tar.into_inner()?.finish()?.sync_all()
 }
 
 fn is_archive(path: &Path) -> bool {
@@ -416,7 +421,12 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, ReadError> {
     let bad = |e: std::io::Error| ReadError::Invalid(format!("{shown} is not a readable .tar.gz: {e}"));
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // An archive made again from the directory (`tar -czf p.tar.gz -C pack .`) reads the same.
+        let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = raw.strip_prefix("./").unwrap_or(&raw).to_string();
+        if entry.header().entry_type() == tar::EntryType::Directory && matches!(name.as_str(), "" | ".") {
+            continue;
+        }
         if entry.header().entry_type() != tar::EntryType::Regular {
             return Err(ReadError::Invalid(format!(
                 "{name} is not a plain file (a pack holds only files, no directories or links)"

@@ -285,6 +285,14 @@ async fn a_deployments_pack_passes_verify_evidence(db: &TestDb) {
     sorted.sort();
     assert_eq!(names, sorted);
     assert_eq!(times.len(), 1, "{times:?}");
+    // An auditor who packs the directory again with tar(1) has the same pack.
+    let again = tempfile::Builder::new().prefix("retar").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let retar = again.path().join("again.tar.gz");
+    let ok =
+        std::process::Command::new("tar").arg("-czf").arg(&retar).arg("-C").arg(&p.dir).arg(".").status().expect("tar");
+    assert!(ok.success());
+    let (code, out) = verify(&retar, Some(&p.public_key), &[]).await;
+    assert_eq!(code, 0, "{out}");
 
     // What an auditor finds: who asked, who approved which commit, the checks, the deployment.
     let d = &p.dir;
