@@ -1517,6 +1517,128 @@ mod tests {
         assert!(f.starts_with("````yaml\n") && f.ends_with("\n````\n"), "{f}");
     }
 
+    /// An unkeyed entry (a dry run's, or one written before the App had a key) after `prev`.
+    fn entry(prev: Option<&AuditRow>, repository_id: i64, issue: Option<i64>, kind: &str, detail: Value) -> AuditRow {
+        let mut r = AuditRow {
+            seq: prev.map_or(1, |p| p.seq + 1),
+            installation_id: 1,
+            position: prev.map_or(1, |p| p.position + 1),
+            repository_id: Some(repository_id),
+            repository: Some("acme/app".into()),
+            issue,
+            kind: kind.into(),
+            actor_id: Some(101),
+            actor_login: Some("alice".into()),
+            delivery_id: Some("d".into()),
+            at: 1_795_942_800_000 + prev.map_or(0, |p| p.position),
+            detail: audit::canonical_json(&detail),
+            prev_hash: prev.map_or(audit::GENESIS.to_string(), |p| p.hash.clone()),
+            hash: String::new(),
+            key_id: None,
+        };
+        r.hash = audit::entry_hash(&r);
+        r
+    }
+
+    /// A request decided by an older version: its entries say nothing of the request's text, the
+    /// checks or the policy, and the policy's text was not kept. Its pack verifies and says
+    /// plainly what is missing; the unkeyed entries are checked against their hashes.
+    #[test]
+    fn an_older_requests_pack_says_what_is_missing() {
+        let sha = "a".repeat(40);
+        let policy = entry(None, 10, None, "policy.changed", json!({ "blob": "b1", "yaml_sha256": "00" }));
+        let parsed = entry(
+            Some(&policy),
+            10,
+            Some(5),
+            "request.parsed",
+            json!({ "revision": 1, "environment": "production", "pull_requests": [12] }),
+        );
+        let other = entry(Some(&parsed), 11, Some(9), "request.held", json!({ "secret": "x" }));
+        let opened = entry(Some(&other), 10, Some(5), "gate.opened", json!({ "missing": [], "heads": [sha] }));
+        let given = entry(
+            Some(&opened),
+            10,
+            Some(5),
+            "approval.given",
+            json!({
+            "approver": "alice", "approver_id": 101, "roles": "[\"pm\"]", "environment": "production",
+            "head_shas": sha, "revision": 1, "note": null, "comment_id": 77 }),
+        );
+        let g = Gathered {
+            installation_id: 1,
+            repository_id: 10,
+            repository: "acme/app".into(),
+            issue: 5,
+            marked_deployment: None,
+            request: None,
+            approvals: vec![crate::store::requests::ApprovalRow {
+                seq: 1,
+                comment_id: 77,
+                user_id: 101,
+                login: "alice".into(),
+                roles: "[\"pm\"]".into(),
+                environment: "production".into(),
+                head_shas: sha.clone(),
+                revision: 1,
+                state: "active".into(),
+                note: None,
+                created_at: given.at,
+            }],
+            deployments: vec![],
+            segment: vec![parsed, other, opened, given],
+            context: vec![policy],
+            policy_texts: BTreeMap::new(),
+            anchors: vec![],
+            anchor_notes: vec![],
+            anchors_given: false,
+            checked_under: None,
+        };
+        let bundle = build(&g, 1_795_942_900_000, None);
+        let v = verify(&bundle.files, None).expect("the pack verifies");
+        assert_eq!(v.signed_by, None);
+        assert!(v.notes.iter().any(|n| n.contains("the text of policy blob \"b1\" is not in the pack")), "{v:?}");
+        let index = String::from_utf8(bundle.files[INDEX].clone()).unwrap();
+        for needle in [
+            "**Not signed**",
+            "**Missing**: the request's text at this revision is not in the log",
+            "**Missing**: the checks the gate read are not in this entry",
+            "**Missing**: its text was not kept",
+            "**Missing**: no anchors were given",
+            "In force for entries 2, 4 (the last `policy.changed` before them",
+            "| 3 | | (another request's entry: links only) |",
+            "The App's tables no longer hold this request",
+        ] {
+            assert!(index.contains(needle), "{needle:?} not in:\n{index}");
+        }
+        let text = String::from_utf8(bundle.files["audit-entries.json"].clone()).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+
+        // An unkeyed entry rewritten, its canonical text too: its hash no longer fits.
+        let mut files = bundle.files.clone();
+        let mut a: Value = serde_json::from_slice(&files["audit-entries.json"]).unwrap();
+        a["entries"][2]["detail"]["missing"] = json!(["forged"]);
+        a["entries"][2]["detail_canonical"] = json!(audit::canonical_json(&a["entries"][2]["detail"]));
+        files.insert("audit-entries.json".into(), pretty(&a));
+        let mut m: Value = serde_json::from_slice(&files[MANIFEST]).unwrap();
+        for f in m["files"].as_array_mut().unwrap() {
+            f["sha256"] = json!(sha256_hex(&files[f["name"].as_str().unwrap()]));
+        }
+        files.insert(MANIFEST.into(), pretty(&m));
+        let e = verify(&files, None).unwrap_err();
+        assert_eq!(e, "audit-entries.json: entry 4 does not match its hash: it was edited");
+
+        // Signed, and checked with the key inside the pack only: valid, and said to prove nothing.
+        let k = SigningKey::from_bytes(&[3u8; 32]);
+        let signed = build(&g, 1_795_942_900_000, Some(&k));
+        let v = verify(&signed.files, None).expect("verifies");
+        assert_eq!(v.signed_by, Some((k.public().id().to_string(), false)));
+        assert!(v.notes.iter().any(|n| n.contains("proves nothing by itself")), "{v:?}");
+        let other = SigningKey::from_bytes(&[4u8; 32]);
+        let e = verify(&signed.files, Some((other.public(), KeySource::Given))).unwrap_err();
+        assert!(e.contains("is not a valid signature of MANIFEST.json by key"), "{e}");
+    }
+
     #[test]
     fn emergencies_are_found_by_their_kinds_prefix() {
         assert!(is_emergency("breakglass.used") && is_emergency("freeze.started"));
