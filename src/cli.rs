@@ -1,5 +1,6 @@
 //! The command line: `shipgate serve | migrate | deliveries list|show|retry | actions list|retry | installations |
-//! audit verify|export | api-token create|list|revoke | check-config | simulate`.
+//! audit verify|export|evidence|verify-evidence|seal|rotate-key | api-token create|list|revoke | check-config |
+//! simulate`.
 
 use std::io::Write;
 
@@ -35,7 +36,8 @@ pub enum Command {
     },
     /// Show the installations the App serves, with their repositories.
     Installations,
-    /// Check or export the audit log of request state changes.
+    /// Check or export the audit log of request state changes, and make or check an evidence
+    /// pack of one request for an auditor.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -130,6 +132,45 @@ pub enum AuditCommand {
     /// checking that nobody wrote to the database behind the App's back; `serve` refuses to start
     /// with a key while such chains exist.
     Seal,
+    /// Write an evidence pack of one change request for an auditor: the request as read at each
+    /// revision, the policy in force (blob SHA and text), every approval (approver id and login,
+    /// commit, time), the checks on each covered commit, the deployments and their statuses,
+    /// break-glass and freeze events, the audit entries with their hashes and the anchors on
+    /// GitHub, and an index.md to read first. Signed with SHIPGATE_SIGNING_KEY (unsigned without
+    /// one); the entries' seals are checked under SHIPGATE_AUDIT_KEY first. Exit 0 when written, 1
+    /// when the log or the tables do not check out (nothing is written), 2 on bad usage.
+    Evidence {
+        /// OWNER/NAME
+        #[arg(long)]
+        repo: String,
+        /// The request's issue number.
+        #[arg(long, conflicts_with = "deployment", required_unless_present = "deployment")]
+        request: Option<i64>,
+        /// A deployment (GitHub's id): the pack of the request it belongs to, with it marked.
+        #[arg(long)]
+        deployment: Option<i64>,
+        /// Where to write it: a new directory, or a .tar.gz file (never over an existing one).
+        #[arg(long, value_name = "PATH")]
+        out: std::path::PathBuf,
+        /// The closing summaries' text as GitHub has them (`gh api --paginate
+        /// repos/OWNER/NAME/issues/ISSUE/comments --jq '.[].body'`; `-`: standard input): the
+        /// anchors found there, signed by the App's key, go into the pack.
+        #[arg(long, value_name = "FILE")]
+        anchors: Option<std::path::PathBuf>,
+    },
+    /// Check an evidence pack (a directory or a .tar.gz) offline, with the App's public key only:
+    /// its manifest's signature, every file's SHA-256, no file added, the audit entries' chain and
+    /// anchors, and every file against the entries. Exit 0 when valid (saying whether it is signed),
+    /// 1 naming the first problem, 2 on bad usage. Needs no database and no secret.
+    VerifyEvidence {
+        /// The pack: a directory, or a .tar.gz.
+        path: std::path::PathBuf,
+        /// The App's public key (PEM, as served at /.well-known/shipgate-audit.pub); a signature is
+        /// then required. Default: the public half of SHIPGATE_SIGNING_KEY, else the key inside
+        /// the pack (which proves nothing by itself, and is said so).
+        #[arg(long, value_name = "PEM_FILE")]
+        public_key: Option<std::path::PathBuf>,
+    },
     /// Write a repository's audit entries, oldest first, to stdout.
     Export {
         /// OWNER/NAME
@@ -800,9 +841,184 @@ async fn check_anchors(
     Ok(0)
 }
 
+/// `shipgate audit verify-evidence PATH [--public-key FILE]`: offline, no database. `configured`:
+/// the public half of SHIPGATE_SIGNING_KEY, read only when no key file is given.
+pub fn verify_evidence(
+    path: &std::path::Path,
+    public_key: Option<&std::path::Path>,
+    configured: impl FnOnce() -> Result<Option<crate::store::anchor::PublicKey>, String>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    use crate::evidence::{self, KeySource, ReadError};
+    let key = match public_key {
+        Some(file) => {
+            let pem = match std::fs::read_to_string(file) {
+                Ok(p) => p,
+                Err(e) => {
+                    writeln!(out, "error: --public-key: cannot read {}: {e}", file.display())?;
+                    return Ok(2);
+                }
+            };
+            match crate::store::anchor::PublicKey::from_pem(&pem) {
+                Ok(k) => Some((k, KeySource::Given)),
+                Err(e) => {
+                    writeln!(out, "error: --public-key {}: {e}", file.display())?;
+                    return Ok(2);
+                }
+            }
+        }
+        None => match configured() {
+            Ok(k) => k.map(|k| (k, KeySource::Configured)),
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                return Ok(2);
+            }
+        },
+    };
+    let files = match evidence::read(path) {
+        Ok(f) => f,
+        Err(ReadError::Usage(e)) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(2);
+        }
+        Err(ReadError::Invalid(e)) => {
+            writeln!(out, "evidence pack INVALID: {e}")?;
+            return Ok(1);
+        }
+    };
+    match evidence::verify(&files, key.as_ref().map(|(k, s)| (k, *s))) {
+        Ok(v) => {
+            match (&v.signed_by, key.as_ref().map(|(_, s)| *s)) {
+                (Some((id, true)), Some(KeySource::Given)) => {
+                    writeln!(out, "evidence pack valid: signed by key {id} (the key given with --public-key)")?
+                }
+                (Some((id, true)), _) => writeln!(
+                    out,
+                    "evidence pack valid: signed by key {id} (the public half of the configured SHIPGATE_SIGNING_KEY)"
+                )?,
+                (Some((id, false)), _) => writeln!(
+                    out,
+                    "evidence pack valid: signed by key {id}, checked ONLY with the key inside the pack: give the \
+                     App's key (/.well-known/shipgate-audit.pub) with --public-key"
+                )?,
+                (None, _) => writeln!(
+                    out,
+                    "evidence pack valid: UNSIGNED, internally consistent (anyone could have made it: the App that \
+                     made it had no SHIPGATE_SIGNING_KEY)"
+                )?,
+            }
+            writeln!(out, "checked: {}", v.summary)?;
+            for n in &v.notes {
+                writeln!(out, "note: {n}")?;
+            }
+            Ok(0)
+        }
+        Err(problem) => {
+            writeln!(out, "evidence pack INVALID: {problem}")?;
+            Ok(1)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn evidence_command(
+    db: &Db,
+    cfg: &Config,
+    repo: &str,
+    request: Option<i64>,
+    deployment: Option<i64>,
+    path: &std::path::Path,
+    anchors: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    use crate::evidence;
+    use crate::store::evidence::{self as gathering, Refusal, Subject};
+    if !repo.split_once('/').is_some_and(|(o, n)| !o.is_empty() && !n.is_empty() && !n.contains('/')) {
+        writeln!(out, "error: --repo must be OWNER/NAME, not {repo:?}")?;
+        return Ok(2);
+    }
+    let subject = match (request, deployment) {
+        (Some(n), _) => Subject::Request(n),
+        (None, Some(id)) => Subject::Deployment(id),
+        (None, None) => {
+            writeln!(out, "error: give --request N or --deployment ID")?;
+            return Ok(2);
+        }
+    };
+    let taken = path.is_file()
+        || std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false)
+        || (path.exists() && !path.is_dir());
+    if taken {
+        writeln!(out, "error: {} exists: the pack is never written over files", path.display())?;
+        return Ok(2);
+    }
+    let anchors = match anchors {
+        Some(file) => match read_anchors(file) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                writeln!(out, "error: {e}")?;
+                return Ok(2);
+            }
+        },
+        None => None,
+    };
+    let signing = cfg.signing_key.as_ref();
+    let public = signing.map(|k| k.public().clone());
+    let g = match gathering::gather(db, &cfg.audit_keys, repo, subject, anchors.as_deref(), public.as_ref()).await? {
+        Ok(g) => g,
+        Err(Refusal::Usage(e)) => {
+            writeln!(out, "error: {e}")?;
+            return Ok(2);
+        }
+        Err(Refusal::Invalid(e)) => {
+            writeln!(out, "no evidence pack made: {e}")?;
+            return Ok(1);
+        }
+    };
+    let now = Clock::system().now_ms();
+    let bundle = evidence::build(&g, now, signing);
+    // The pack as an auditor will check it: a pack that would not verify is not made.
+    let checked = match evidence::verify(&bundle.files, public.as_ref().map(|k| (k, evidence::KeySource::Configured))) {
+        Ok(v) => v,
+        Err(e) => {
+            writeln!(
+                out,
+                "no evidence pack made: the tables and the audit log do not agree: {e} (run `shipgate audit verify`)"
+            )?;
+            return Ok(1);
+        }
+    };
+    if let Err(e) = evidence::write(&bundle, path, (now / 1000).max(0) as u64) {
+        writeln!(out, "error: {e}")?;
+        return Ok(2);
+    }
+    writeln!(
+        out,
+        "evidence pack of {repo}#{} written to {}: {}",
+        g.issue,
+        path.display(),
+        match signing {
+            Some(k) => format!("signed with key {}", k.public().id()),
+            None => "NOT signed (set SHIPGATE_SIGNING_KEY to sign it)".to_string(),
+        }
+    )?;
+    writeln!(out, "contains: {}", checked.summary)?;
+    for n in checked.notes.iter().filter(|n| !n.contains("inside the pack")) {
+        writeln!(out, "note: {n}")?;
+    }
+    Ok(0)
+}
+
 async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn Write) -> anyhow::Result<i32> {
     let keys = &cfg.audit_keys;
     match cmd {
+        AuditCommand::Evidence { repo, request, deployment, out: path, anchors } => {
+            evidence_command(db, cfg, repo, *request, *deployment, path, anchors.as_deref(), out).await
+        }
+        AuditCommand::VerifyEvidence { path, public_key } => {
+            let configured = cfg.signing_key.as_ref().map(|k| k.public().clone());
+            verify_evidence(path, public_key.as_deref(), || Ok(configured), out)
+        }
         AuditCommand::Verify { anchors, public_key } => {
             // Read the anchors before the walk: a file that cannot be read stops here.
             let anchors = match anchors {

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod domain;
+pub mod evidence;
 pub mod github;
 pub mod handlers;
 pub mod http;

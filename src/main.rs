@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use shipgate::cli::{Cli, Command};
+use shipgate::cli::{AuditCommand, Cli, Command};
 use shipgate::config::Config;
 
 fn main() -> ExitCode {
@@ -28,6 +28,22 @@ fn main() -> ExitCode {
     if let Command::Simulate { policy, request, facts } = &cli.command {
         // Offline too: the App's decision over files.
         return match shipgate::cli::simulate(policy, request, facts.as_deref(), &mut std::io::stdout()) {
+            Ok(code) => ExitCode::from(code as u8),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Audit { command: AuditCommand::VerifyEvidence { path, public_key } } = &cli.command {
+        // Offline too: no database, no secret; of the configuration only the signing key's public
+        // half, and only when no key file is given.
+        let configured = || {
+            Config::from_env()
+                .map(|c| c.signing_key.map(|k| k.public().clone()))
+                .map_err(|e| format!("configuration error: {e}"))
+        };
+        return match shipgate::cli::verify_evidence(path, public_key.as_deref(), configured, &mut std::io::stdout()) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {
                 eprintln!("error: {e:#}");

@@ -303,7 +303,10 @@ impl Effect {
                     Ok(())
                 }
             },
-            Effect::Audit(entry) => audit::append(tx, audit_key, entry, Some(&cause.id), now).await,
+            Effect::Audit(entry) => {
+                let entry = with_policy(tx, entry).await?;
+                audit::append(tx, audit_key, &entry, Some(&cause.id), now).await
+            }
             Effect::SaveRequest(r) => store_requests::save(tx, r).await,
             Effect::SaveLinks { installation, repository_id, issue, links } => {
                 store_requests::save_links(tx, *installation, *repository_id, *issue, links).await
@@ -482,6 +485,23 @@ impl Effect {
             Effect::Ci(change) => crate::store::incidents::apply(tx, change, now).await,
         }
     }
+}
+
+/// The entries that say what a request was decided under carry the policy in force when they are
+/// written (`policy_blob`, and `policy_sha256` of its text, kept by blob in `policy_texts`), sealed
+/// with them: the evidence pack shows the policy each revision and gate decision was made under.
+/// It is the policy cached as the entry is written, which the evaluation read just before.
+async fn with_policy(tx: &mut Transaction<'_, Any>, entry: &AuditEntry) -> StoreResult<AuditEntry> {
+    let mut entry = entry.clone();
+    let decided = matches!(entry.kind.as_str(), "request.parsed" | "request.revised" | "gate.opened" | "gate.closed");
+    if let (true, Some(repository_id), Some(_), Some(detail)) =
+        (decided, entry.repository_id, entry.issue, entry.detail.as_object_mut())
+        && let Some((blob, sha256)) = store_requests::policy_in_force(tx, entry.installation_id, repository_id).await?
+    {
+        detail.insert("policy_blob".into(), serde_json::json!((!blob.is_empty()).then_some(blob)));
+        detail.insert("policy_sha256".into(), serde_json::json!(sha256));
+    }
+    Ok(entry)
 }
 
 /// A delivery the App makes for a request's own subject (`repo:{id}#{issue}`), so that it runs

@@ -16,8 +16,8 @@
 //! Without a signing key an anchor carries the position and hash unsigned and says so.
 
 use base64::Engine;
+use ed25519_dalek::Signer;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
-use ed25519_dalek::{Signer, Verifier};
 use sha2::{Digest, Sha256};
 
 use super::audit::{self, AuditKeys};
@@ -66,7 +66,12 @@ impl SigningKey {
     }
 
     fn sign(&self, message: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.key.sign(message.as_bytes()).to_bytes())
+        self.sign_bytes(message.as_bytes())
+    }
+
+    /// An Ed25519 signature of `bytes`, base64 (an evidence pack's `MANIFEST.sig`).
+    pub fn sign_bytes(&self, bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.key.sign(bytes).to_bytes())
     }
 }
 
@@ -100,13 +105,19 @@ impl PublicKey {
     }
 
     fn verify(&self, message: &str, signature: &str) -> bool {
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(signature) else {
+        self.verify_bytes(message.as_bytes(), signature)
+    }
+
+    /// Whether `signature` (base64, surrounding white space ignored) is this key's Ed25519
+    /// signature of `message`.
+    pub fn verify_bytes(&self, message: &[u8], signature: &str) -> bool {
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
             return false;
         };
         let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
             return false;
         };
-        self.key.verify(message.as_bytes(), &sig).is_ok()
+        self.key.verify_strict(message, &sig).is_ok()
     }
 }
 

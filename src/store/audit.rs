@@ -351,6 +351,51 @@ pub async fn entry_at(db: &Db, installation_id: i64, position: i64) -> Result<Op
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(installation_id).bind(position).fetch_optional(db.pool()).await?)
 }
 
+/// The entries of an installation's chain at positions `from..=to`, in order.
+pub async fn range(db: &Db, installation_id: i64, from: i64, to: i64) -> Result<Vec<AuditRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 AND position >= $2 AND position <= $3 \
+         ORDER BY position"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(installation_id).bind(from).bind(to).fetch_all(db.pool()).await?)
+}
+
+/// The first and last position of a request's entries in its installation's chain.
+pub async fn issue_span(db: &Db, installation_id: i64, repository_id: i64, issue: i64) -> Result<Option<(i64, i64)>> {
+    let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT MIN(position), MAX(position) FROM audit_log WHERE installation_id = $1 AND repository_id = $2 \
+         AND issue = $3",
+    )
+    .bind(installation_id)
+    .bind(repository_id)
+    .bind(issue)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(first.zip(last))
+}
+
+/// A repository's last entry of `kind` before `position` (the policy in force when a request
+/// began: its last `policy.changed`).
+pub async fn last_before(
+    db: &Db,
+    installation_id: i64,
+    repository_id: i64,
+    kind: &str,
+    position: i64,
+) -> Result<Option<AuditRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE installation_id = $1 AND repository_id = $2 AND kind = $3 \
+         AND position < $4 ORDER BY position DESC LIMIT 1"
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(installation_id)
+        .bind(repository_id)
+        .bind(kind)
+        .bind(position)
+        .fetch_optional(db.pool())
+        .await?)
+}
+
 /// The highest position stored in an installation's chain (0: none).
 pub async fn chain_length(db: &Db, installation_id: i64) -> Result<i64> {
     let (n,): (Option<i64>,) = sqlx::query_as("SELECT MAX(position) FROM audit_log WHERE installation_id = $1")

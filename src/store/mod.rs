@@ -7,6 +7,7 @@ pub mod api_tokens;
 pub mod audit;
 pub mod deliveries;
 pub mod deploys;
+pub mod evidence;
 pub mod figures;
 pub mod filter;
 pub mod gate_waits;

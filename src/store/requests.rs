@@ -383,7 +383,68 @@ pub async fn save_policy(
     .bind(etag)
     .execute(&mut **tx)
     .await?;
+    if let Some(text) = yaml.filter(|_| !blob.is_empty()) {
+        keep_policy_text(tx, installation, repository_id, blob, text, now).await?;
+    }
     Ok(before)
+}
+
+/// Keeps a version of the policy file by its blob SHA (`policy_texts`, append-only: a blob kept
+/// already is left as it is), for the evidence pack: `policies` holds only the current one.
+pub async fn keep_policy_text(
+    tx: &mut Transaction<'_, Any>,
+    installation: i64,
+    repository_id: i64,
+    blob: &str,
+    yaml: &str,
+    now: i64,
+) -> Result<()> {
+    // Not `ON CONFLICT DO NOTHING` alone: SQLite's trigger refusing replacing inserts fires first.
+    sqlx::query(
+        "INSERT INTO policy_texts (installation_id, repository_id, blob_sha, yaml, first_seen_at) \
+         SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM policy_texts WHERE installation_id = $1 \
+         AND repository_id = $2 AND blob_sha = $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(blob)
+    .bind(yaml)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A version of the policy file kept by [`keep_policy_text`].
+pub async fn policy_text(db: &Db, installation: i64, repository_id: i64, blob: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT yaml FROM policy_texts WHERE installation_id = $1 AND repository_id = $2 AND blob_sha = $3",
+    )
+    .bind(installation)
+    .bind(repository_id)
+    .bind(blob)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+/// The policy in force for a repository as the transaction sees it: (blob SHA, SHA-256 of the
+/// text); None when none was read yet, a blob "" when there is no file.
+pub async fn policy_in_force(
+    tx: &mut Transaction<'_, Any>,
+    installation: i64,
+    repository_id: i64,
+) -> Result<Option<(String, Option<String>)>> {
+    let row: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT blob_sha, yaml FROM policies WHERE installation_id = $1 AND repository_id = $2")
+            .bind(installation)
+            .bind(repository_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(row.map(|(blob, yaml)| {
+        use sha2::Digest;
+        (blob, yaml.map(|y| hex::encode(sha2::Sha256::digest(y.as_bytes()))))
+    }))
 }
 
 pub async fn forget_policy(tx: &mut Transaction<'_, Any>, installation: i64, repository_id: i64) -> Result<()> {

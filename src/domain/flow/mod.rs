@@ -1745,11 +1745,18 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         None => out.push(audit(
             "request.parsed",
             Some(&author),
-            json!({ "environment": environment, "pull_requests": numbers, "problems": problems.len(), "revision": row.revision }),
+            // The request as read (its parsed fields): what the evidence pack shows for this revision.
+            json!({ "environment": environment, "pull_requests": numbers, "problems": problems.len(), "revision": row.revision,
+                    "request": req }),
         )),
         Some(b) => {
             if b.revision != row.revision {
-                out.push(audit("request.revised", None, json!({ "revision": row.revision })));
+                out.push(audit(
+                    "request.revised",
+                    None,
+                    json!({ "revision": row.revision, "environment": environment, "pull_requests": numbers,
+                            "problems": problems.len(), "request": req }),
+                ));
             }
             if b.open != row.open || b.labelled != row.labelled {
                 let kind = if active { "request.reopened" } else { "request.closed" };
@@ -1775,7 +1782,19 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     }
     if before.map(|b| b.gate_open).unwrap_or(0) != row.gate_open {
         let kind = if eval.open { "gate.opened" } else { "gate.closed" };
-        out.push(audit(kind, None, json!({ "missing": eval.missing(), "heads": heads })));
+        // The commits it covers and the checks on each, as the gate read them (the evidence pack's).
+        let commits: Vec<Value> = prs
+            .iter()
+            .map(|p| {
+                json!({ "pr": p.number, "sha": p.head_sha, "state": p.state, "merge_commit": p.merge_commit,
+                             "checks": p.checks })
+            })
+            .collect();
+        out.push(audit(
+            kind,
+            None,
+            json!({ "missing": eval.missing(), "heads": heads, "covers": approved_shas, "commits": commits }),
+        ));
     }
     let approval_audit: Vec<Out> = out
         .iter()
