@@ -454,7 +454,9 @@ pub struct Active {
 }
 
 impl Active {
-    /// `frozen until Mon 7 Dec 2026 08:00 CET (weekend)`: what the gate shows.
+    /// `frozen until Mon 7 Dec 2026 08:00 CET (weekend)`: what the gate shows. The reason is the
+    /// policy's text as written (no control characters, at most 200 characters each): escape it
+    /// where it becomes markdown or HTML.
     pub fn text(&self) -> String {
         format!("frozen until {} ({})", local_time(&self.zone, self.until_ms), self.reason)
     }
@@ -485,18 +487,26 @@ impl Freeze {
     pub fn active_at(&self, now_ms: i64) -> Option<Active> {
         let mut budget = Budget::default();
         let mut reasons: Vec<&str> = Vec::new();
-        for w in &self.windows {
-            if let Some((start, _)) = w.runs(now_ms).next(&mut budget)
+        // The window covering `now` that ends last, should the stretch not be found.
+        let mut covering: Option<(i64, usize)> = None;
+        for (i, w) in self.windows.iter().enumerate() {
+            if let Some((start, end)) = w.runs(now_ms).next(&mut budget)
                 && start <= now_ms
-                && !reasons.contains(&w.reason.as_str())
             {
-                reasons.push(&w.reason);
+                if !reasons.contains(&w.reason.as_str()) {
+                    reasons.push(&w.reason);
+                }
+                if covering.is_none_or(|(e, _)| end > e) {
+                    covering = Some((end, i));
+                }
             }
         }
-        if reasons.is_empty() {
-            return None;
-        }
-        let (_, until_ms, last) = self.stretch(now_ms, |_| true, &mut budget)?;
+        let (end, window) = covering?;
+        // Frozen, whatever the budget: at worst until the end of what covers `now`.
+        let (until_ms, last) = match self.stretch(now_ms, |_| true, &mut Budget::default()) {
+            Some((_, until, last)) if until >= end => (until, last),
+            _ => (end, window),
+        };
         Some(Active { until_ms, reason: reasons.join("; "), zone: self.windows[last].zone })
     }
 
@@ -505,13 +515,19 @@ impl Freeze {
     /// ends does not end in between). None: nothing changes any more (in the next four years).
     pub fn next_change_after(&self, now_ms: i64) -> Option<i64> {
         let mut budget = Budget::default();
-        self.windows
+        let next = self
+            .windows
             .iter()
             .filter_map(|w| {
                 let (start, end) = w.runs(now_ms).next(&mut budget)?;
                 Some(if start > now_ms { start } else { end })
             })
-            .min()
+            .min();
+        if budget.exhausted() {
+            // Some windows were not looked at: look again in a minute rather than miss a change.
+            return Some(next.map_or(now_ms + MINUTE_MS, |n| n.min(now_ms + MINUTE_MS)));
+        }
+        next
     }
 
     /// Whether the recurring windows, together, leave the gate open at some time; date ranges
