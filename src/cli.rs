@@ -101,6 +101,11 @@ pub enum Command {
         /// examples/simulate/facts.yml); without it, none.
         #[arg(long)]
         facts: Option<std::path::PathBuf>,
+        /// Show the gate at this time (RFC 3339, like 2026-12-24T10:00:00+01:00): the request and
+        /// its approvals come just before (or at their own `at` in the facts file), and the gate
+        /// judges freeze windows and approval expiry at this time.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
     },
 }
 
@@ -326,17 +331,21 @@ pub fn check_config(
     }
 }
 
-/// `shipgate simulate`: the App's own decision over the given files, printed.
+/// `shipgate simulate [--at TIME]`: the App's own decision over the given files, printed.
 pub fn simulate(
     policy: &std::path::Path,
     request: &std::path::Path,
     facts: Option<&std::path::Path>,
+    at: Option<&str>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let read =
         |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read: {e}", p.display()));
-    let inputs = (|| Ok::<_, String>((read(policy)?, read(request)?, facts.map(read).transpose()?)))();
-    let result = inputs.and_then(|(p, r, f)| crate::simulate::simulate(&p, &r, f.as_deref()));
+    let inputs = (|| {
+        let at = at.map(crate::simulate::parse_time).transpose().map_err(|e| format!("--at: {e}"))?;
+        Ok::<_, String>((read(policy)?, read(request)?, facts.map(read).transpose()?, at))
+    })();
+    let result = inputs.and_then(|(p, r, f, at)| crate::simulate::simulate_at(&p, &r, f.as_deref(), at));
     match result {
         Ok(s) => {
             writeln!(out, "{}", s.comment.trim_end())?;

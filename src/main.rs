@@ -25,9 +25,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Command::Simulate { policy, request, facts } = &cli.command {
+    if let Command::Simulate { policy, request, facts, at } = &cli.command {
         // Offline too: the App's decision over files.
-        return match shipgate::cli::simulate(policy, request, facts.as_deref(), &mut std::io::stdout()) {
+        return match shipgate::cli::simulate(policy, request, facts.as_deref(), at.as_deref(), &mut std::io::stdout()) {
             Ok(code) => ExitCode::from(code as u8),
             Err(e) => {
                 eprintln!("error: {e:#}");

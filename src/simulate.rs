@@ -3,6 +3,12 @@
 //! approves) go in; the sticky comment and the check run the App would write come out. It runs the
 //! App's own decision (`domain::flow::decide`), one event at a time, exactly as the App would: the
 //! issue labelled, then each approval as a new `/approve` comment. No database, no GitHub.
+//!
+//! With a time ([`simulate_at`], `shipgate simulate --at TIME`) the events happen before that
+//! time (an approval at its own `at` when the facts file gives one, else in the seconds before),
+//! and the gate is evaluated once more at that time, as the App's scheduled re-evaluation would:
+//! that is the `now` the gate judges freeze windows and approval expiry by. Without one, the
+//! events happen in the first seconds of 1970, as they always did.
 
 use std::collections::BTreeMap;
 
@@ -85,7 +91,70 @@ pub struct FactsFile {
     pub staging_deployed: bool,
     /// Who comments `/approve`, in order.
     #[serde(default)]
-    pub approvals: Vec<Account>,
+    pub approvals: Vec<Approval>,
+}
+
+/// An `/approve` comment in the facts file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub id: i64,
+    pub login: String,
+    /// When it is written (RFC 3339); only with `--at`, at or before it. Default: in the seconds
+    /// before `--at`, in order.
+    #[serde(default)]
+    pub at: Option<String>,
+}
+
+impl Approval {
+    fn user(&self) -> User {
+        User { id: UserId(self.id), login: self.login.clone() }
+    }
+}
+
+/// An RFC 3339 time (`2026-12-24T10:00:00+01:00`) as Unix ms; the error says what was expected.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| format!("`{}` is not an RFC 3339 time, like 2026-12-24T10:00:00+01:00", text.trim()))
+}
+
+/// When each event happens: the label, then each approval; and the time of the last evaluation
+/// (`at`, when given).
+fn timeline(approvals: &[Approval], at: Option<i64>) -> Result<(Vec<i64>, Option<i64>), String> {
+    let Some(at) = at else {
+        if let Some(a) = approvals.iter().find(|a| a.at.is_some()) {
+            return Err(format!("the facts file: the approval by `{}` has an `at`, which needs --at", a.login));
+        }
+        return Ok(((0..=approvals.len() as i64).map(|step| 1_000 * (step + 1)).collect(), None));
+    };
+    let n = approvals.len() as i64;
+    let mut times = Vec::with_capacity(approvals.len() + 1);
+    let mut given = Vec::with_capacity(approvals.len());
+    for (i, a) in approvals.iter().enumerate() {
+        let t = match &a.at {
+            Some(text) => {
+                parse_time(text).map_err(|e| format!("the facts file: the approval by `{}`: {e}", a.login))?
+            }
+            None => at - 1_000 * (n - i as i64),
+        };
+        given.push(t);
+    }
+    // The issue becomes a request a second before the first event.
+    times.push(given.iter().copied().min().unwrap_or(at).min(at) - 1_000);
+    times.extend(given);
+    for (i, pair) in times.windows(2).enumerate() {
+        if pair[1] < pair[0] {
+            return Err(format!(
+                "the facts file: the approval by `{}` comes before the event before it (give approvals in order)",
+                approvals[i].login
+            ));
+        }
+    }
+    if let Some(i) = times.iter().skip(1).position(|t| *t > at) {
+        return Err(format!("the facts file: the approval by `{}` is after --at", approvals[i].login));
+    }
+    Ok((times, Some(at)))
 }
 
 /// What the App would show.
@@ -101,6 +170,16 @@ pub struct Simulation {
 
 /// Runs the decision over the three inputs. An error is bad input (said in words).
 pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>) -> Result<Simulation, String> {
+    simulate_at(policy_yaml, request_body, facts_yaml, None)
+}
+
+/// [`simulate`], with the gate evaluated at `at` (Unix ms) when given: see the module docs.
+pub fn simulate_at(
+    policy_yaml: &str,
+    request_body: &str,
+    facts_yaml: Option<&str>,
+    at: Option<i64>,
+) -> Result<Simulation, String> {
     let (policy, config_errors) = match policy::parse(policy_yaml) {
         Ok(p) => (p, vec![]),
         Err(errors) => (policy::Policy::default(), errors),
@@ -123,15 +202,17 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
         let id = file
             .approvals
             .iter()
-            .chain(file.requester.iter())
-            .find(|a| a.login.eq_ignore_ascii_case(login))
-            .map(|a| a.id)
+            .map(|a| (&a.login, a.id))
+            .chain(file.requester.iter().map(|a| (&a.login, a.id)))
+            .find(|(l, _)| l.eq_ignore_ascii_case(login))
+            .map(|(_, id)| id)
             .or_else(|| file.logins.get(&login.to_ascii_lowercase()).copied())
             .ok_or_else(|| {
                 format!("the facts file: permission of `{login}`, who neither approves nor has a login id")
             })?;
         permissions.insert(UserId(id), Some(level));
     }
+    let (times, at) = timeline(&file.approvals, at)?;
     let facts = Facts {
         policy,
         config_errors,
@@ -140,7 +221,7 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
             open: true,
             body: request_body.to_string(),
             labels: Vec::new(),
-            updated_at: Some(0),
+            updated_at: Some(if at.is_some() { times[0] } else { 0 }),
         },
         prs: file
             .pull_requests
@@ -186,20 +267,28 @@ pub fn simulate(policy_yaml: &str, request_body: &str, facts_yaml: Option<&str>)
     facts.issue.labels = vec![facts.policy.label.clone()];
     let mut prev = Prev::default();
     let mut out = Simulation { comment: String::new(), check_run: None, replies: Vec::new() };
-    let mut triggers = vec![Trigger::Issue { action: "labeled".into() }];
+    let mut triggers = vec![(times[0], Trigger::Issue { action: "labeled".into() })];
     for (i, a) in file.approvals.iter().enumerate() {
-        triggers.push(Trigger::Comment {
-            id: 1_000 + i as i64,
-            user: a.user(),
-            bot: false,
-            body: "/approve".into(),
-            created_at: Some(1),
-            on_pr: None,
-            sole: true,
-        });
+        let written = times[i + 1];
+        triggers.push((
+            written,
+            Trigger::Comment {
+                id: 1_000 + i as i64,
+                user: a.user(),
+                bot: false,
+                body: "/approve".into(),
+                created_at: Some(if at.is_some() { written } else { 1 }),
+                on_pr: None,
+                sole: true,
+            },
+        ));
     }
-    for (step, trigger) in triggers.iter().enumerate() {
-        let now = 1_000 * (step as i64 + 1);
+    // The App's scheduled re-evaluation at `at`: what the gate says then.
+    if let Some(at) = at {
+        triggers.push((at, Trigger::Recheck { checks_only: false }));
+    }
+    for (now, trigger) in &triggers {
+        let now = *now;
         let d = flow::decide(&t, &prev, trigger, &facts, now);
         for o in &d.effects {
             match o {
@@ -246,6 +335,39 @@ mod tests {
         let s = simulate(&example("shipgate.yml"), &example("request.md"), None).expect("runs");
         assert_eq!(s.check_run, None, "no PR is known: no check run");
         assert!(s.comment.contains("#12"), "{}", s.comment);
+    }
+
+    #[test]
+    fn at_a_time_the_events_come_just_before_it_and_the_gate_is_evaluated_then() {
+        let at = parse_time("2026-12-24T10:00:00+01:00").expect("RFC 3339");
+        assert_eq!(at, 1_798_102_800_000);
+        let then = simulate_at(&example("shipgate.yml"), &example("request.md"), Some(&example("facts.yml")), Some(at))
+            .expect("runs");
+        let plain = simulate(&example("shipgate.yml"), &example("request.md"), Some(&example("facts.yml"))).unwrap();
+        assert_eq!(then, plain, "nothing in this policy depends on the time");
+        let approval = |login: &str, at: Option<&str>| Approval { id: 1, login: login.into(), at: at.map(Into::into) };
+        // Labelled, then each approval a second apart, then the gate at `at`.
+        let (times, last) = timeline(&[approval("bob", None), approval("alice", None)], Some(at)).unwrap();
+        assert_eq!((times, last), (vec![at - 3_000, at - 2_000, at - 1_000], Some(at)));
+        // An approval at its own time (a day before): the request became one just before it.
+        let day_before = at - 86_400_000;
+        let (times, _) =
+            timeline(&[approval("bob", Some("2026-12-23T10:00:00+01:00")), approval("alice", None)], Some(at)).unwrap();
+        assert_eq!(times, [day_before - 1_000, day_before, at - 1_000]);
+        // Without a time: as before.
+        assert_eq!(timeline(&[approval("bob", None)], None).unwrap(), (vec![1_000, 2_000], None));
+        // Refused: after --at, out of order, `at` without --at, not a time.
+        let e = timeline(&[approval("bob", Some("2026-12-25T10:00:00+01:00"))], Some(at)).unwrap_err();
+        assert!(e.contains("`bob` is after --at"), "{e}");
+        let e =
+            timeline(&[approval("bob", None), approval("alice", Some("2026-12-23T10:00:00Z"))], Some(at)).unwrap_err();
+        assert!(e.contains("`alice` comes before"), "{e}");
+        let e = timeline(&[approval("bob", Some("2026-12-23T10:00:00Z"))], None).unwrap_err();
+        assert!(e.contains("needs --at"), "{e}");
+        let e = timeline(&[approval("bob", Some("tomorrow"))], Some(at)).unwrap_err();
+        assert!(e.contains("`tomorrow` is not an RFC 3339 time"), "{e}");
+        let e = simulate_at("", "", Some("approvals: [{ id: 1, login: x, at: yesterday }]"), Some(at)).unwrap_err();
+        assert!(e.contains("not an RFC 3339 time"), "{e}");
     }
 
     #[test]

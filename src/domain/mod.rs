@@ -8,6 +8,7 @@ pub mod ci;
 pub mod commands;
 pub mod figures;
 pub mod flow;
+pub mod freeze;
 pub mod gate;
 pub mod ids;
 pub mod links;

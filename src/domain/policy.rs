@@ -19,13 +19,20 @@
 //! * booleans are YAML 1.2's `true` / `false` (`yes` / `no` / `on` / `off` are refused, not guessed);
 //! * `when_paths` globs match whole paths from the repository root: `*` stays within one directory,
 //!   `**` crosses directories, a trailing `/` means "everything below", a leading `/` is ignored.
+//! * `freeze:` windows (see [`super::freeze`]) name their time zone and reason, and must end: a
+//!   set of recurring windows that would keep the gate closed for good is refused, like any
+//!   other error, with the line and column of the window (or of the list, when only together
+//!   they never end).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
+
+use super::freeze::{self, Budget, CronSchedule, Ending, Freeze, Schedule, Window};
 
 /// The label that marks a deployment request when the policy does not name one.
 pub const DEFAULT_LABEL: &str = "DEPLOYMENT_REQUEST";
@@ -229,6 +236,24 @@ pub struct Environment {
     pub deploy: DeployMode,
     /// The branch deployed from (for `block_deploys_while_red`); `None` = the default branch.
     pub branch: Option<String>,
+    /// `approvals_expire_after`: an approval older than this no longer counts (more than zero,
+    /// whole minutes). Default: approvals do not expire. See [`Environment::approval_expired`].
+    pub approvals_expire_after: Option<Duration>,
+    /// `freeze:`: windows in which the gate is closed, whatever else holds (break-glass aside).
+    /// Default: none. Its windows end: a policy whose windows never end is refused.
+    pub freeze: Freeze,
+}
+
+impl Environment {
+    /// When an approval given at `given_at_ms` stops counting; None when approvals do not expire.
+    pub fn approval_expires_at(&self, given_at_ms: i64) -> Option<i64> {
+        self.approvals_expire_after.map(|after| freeze::expires_at(given_at_ms, after))
+    }
+
+    /// Whether an approval given at `given_at_ms` no longer counts at `now_ms`.
+    pub fn approval_expired(&self, given_at_ms: i64, now_ms: i64) -> bool {
+        self.approvals_expire_after.is_some_and(|after| freeze::expired(given_at_ms, after, now_ms))
+    }
 }
 
 impl Default for Environment {
@@ -243,6 +268,8 @@ impl Default for Environment {
             max_rollback_minutes: None,
             deploy: DeployMode::None,
             branch: None,
+            approvals_expire_after: None,
+            freeze: Freeze::default(),
         }
     }
 }
@@ -650,7 +677,8 @@ pub fn parse(yaml: &str) -> Result<Policy, Vec<ConfigError>> {
         Ok(root) => root,
         Err(err) => return Err(vec![yaml_error(&err)]),
     };
-    let mut checker = Checker { src: yaml, errors: Vec::new() };
+    let mut checker =
+        Checker { src: yaml, errors: Vec::new(), freeze_steps: Budget::new(FREEZE_STEPS), zone_hints: ZONE_HINTS };
     let policy = checker.policy(&root);
     if checker.errors.is_empty() {
         return Ok(policy);
@@ -853,7 +881,10 @@ const ENV_KEYS: &[&str] = &[
     "max_rollback_minutes",
     "deploy",
     "branch",
+    "approvals_expire_after",
+    "freeze",
 ];
+const FREEZE_KEYS: &[&str] = &["cron", "duration", "from", "to", "timezone", "reason"];
 const APPROVAL_KEYS: &[&str] = &["role", "when_paths"];
 const CI_KEYS: &[&str] = &[
     "incident_branches",
@@ -881,7 +912,18 @@ const SECTIONS: &[(&[&str], &str)] = &[
     (TARGET_KEYS, "in `report.targets`"),
     (ALERT_KEYS, "in `alerts`"),
     (NOTIFY_KEYS, "in a `notify` rule (`- { on: […], to: […] }`)"),
+    (FREEZE_KEYS, "in a freeze window (`freeze: - { cron: …, duration: …, timezone: …, reason: … }`)"),
 ];
+
+/// The steps all of a policy's freeze checks may take together (each at most [`freeze::STEPS`]),
+/// so that a file with many environments costs no more than a few.
+const FREEZE_STEPS: u32 = 4 * freeze::STEPS;
+
+/// How many misspelt time zones get a "did you mean" (each looks through the zone names).
+const ZONE_HINTS: u32 = 20;
+
+/// The longest `reason` of a freeze window (it is shown on the gate).
+const MAX_REASON_CHARS: usize = 200;
 
 const CONCLUSIONS: &[&str] = &[
     "action_required",
@@ -898,6 +940,10 @@ const CONCLUSIONS: &[&str] = &[
 struct Checker<'s> {
     src: &'s str,
     errors: Vec<ConfigError>,
+    /// What is left of [`FREEZE_STEPS`].
+    freeze_steps: Budget,
+    /// What is left of [`ZONE_HINTS`].
+    zone_hints: u32,
 }
 
 /// The allowed keys present in a mapping, in document order, with their key and value nodes.
@@ -1432,7 +1478,328 @@ impl<'s> Checker<'s> {
                 env.branch = Some(branch.trim().to_owned());
             }
         }
+        if let Some(node) = fields.get("approvals_expire_after")
+            && let Some(minutes) = self.positive_duration(node, "approvals_expire_after")
+        {
+            env.approvals_expire_after = Some(Duration::from_secs(u64::from(minutes) * 60));
+        }
+        if let Some(node) = fields.get("freeze") {
+            env.freeze = self.freeze(node);
+        }
         env
+    }
+
+    /// A duration more than zero (`30m`, `1h`, `24h`, `7d`), in whole minutes (seconds round up).
+    fn positive_duration(&mut self, node: &N, key: &str) -> Option<u32> {
+        match &node.value {
+            Node::Str(s) => match parse_duration_minutes(s) {
+                Ok(0) => {
+                    self.error(node, format!("`{key}` must be more than zero, found `{}`", show(s)));
+                    None
+                }
+                Ok(minutes) => Some(minutes),
+                Err(message) => {
+                    self.error(node, format!("`{key}`: {message}"));
+                    None
+                }
+            },
+            Node::Int(_) => {
+                let text = self.scalar_text(node).unwrap_or_default();
+                self.error(
+                    node,
+                    format!("`{key}` needs a unit: write `{}m` for minutes, or `1h`, `24h`, `7d`…", show(&text)),
+                );
+                None
+            }
+            _ => {
+                let found = self.describe(node);
+                self.error(node, format!("`{key}` must be a duration like `30m`, `1h`, `24h` or `7d`, found {found}"));
+                None
+            }
+        }
+    }
+
+    /// `freeze:`, a list of windows; refused when they never end (see [`Freeze::ending`]).
+    fn freeze(&mut self, node: &N) -> Freeze {
+        let example = " of windows, like `- { cron: \"0 16 * * FRI\", duration: 64h, timezone: Europe/Berlin, \
+                       reason: weekend }`";
+        let Some(items) = self.list(node, "freeze", example) else { return Freeze::default() };
+        if items.len() > freeze::MAX_WINDOWS {
+            self.error(
+                node,
+                format!(
+                    "`freeze` has {} windows; an environment may have at most {}",
+                    items.len(),
+                    freeze::MAX_WINDOWS
+                ),
+            );
+            return Freeze::default();
+        }
+        let mut windows = Vec::new();
+        let mut nodes = Vec::new();
+        for item in items {
+            if let Some(window) = self.freeze_window(item) {
+                windows.push(window);
+                nodes.push(item);
+            }
+        }
+        let freeze = Freeze::new(windows);
+        // Checked even when some windows were refused: if these never end, all of them never do.
+        match self.freeze_ending(&freeze) {
+            Ending::Ends => {}
+            Ending::TooComplex => self.error(
+                node,
+                "these freeze windows are too fine-grained to check that they end: use fewer windows, or ones \
+                 that start less often",
+            ),
+            Ending::Never => {
+                let mut alone = false;
+                for (window, item) in freeze.windows.iter().zip(&nodes) {
+                    if matches!(window.schedule, Schedule::Cron(_))
+                        && self.freeze_ending(&Freeze::new(vec![window.clone()])) == Ending::Never
+                    {
+                        alone = true;
+                        let message = format!(
+                            "this freeze window never ends: {} starts again before it is over, so the gate would \
+                             never open (no break in the four years from 2027-01-01); shorten `duration` or make \
+                             it start less often",
+                            window.describe()
+                        );
+                        self.error(item, message);
+                    }
+                }
+                if !alone {
+                    self.error(
+                        node,
+                        "together, these freeze windows never end: each starts before another is over, so the gate \
+                         would never open (no break in the four years from 2027-01-01); shorten a `duration` or \
+                         leave a gap between them",
+                    );
+                }
+            }
+        }
+        freeze
+    }
+
+    /// [`Freeze::ending_within`], taking its steps from what the policy's checks have left.
+    fn freeze_ending(&mut self, freeze: &Freeze) -> Ending {
+        if freeze.windows.iter().all(|w| !matches!(w.schedule, Schedule::Cron(_))) {
+            return Ending::Ends;
+        }
+        let mut budget = Budget::new(self.freeze_steps.left().min(freeze::STEPS));
+        let before = budget.left();
+        let ending = freeze.ending_within(&mut budget);
+        self.freeze_steps.spend(before - budget.left());
+        ending
+    }
+
+    fn freeze_window(&mut self, item: &N) -> Option<Window> {
+        let shape = " like `{ cron: \"0 16 * * FRI\", duration: 64h, timezone: Europe/Berlin, reason: weekend }` or \
+                     `{ from: 2026-12-23, to: 2027-01-02, timezone: Europe/Berlin, reason: holidays }`";
+        if !matches!(item.value, Node::Map(_)) {
+            let found = self.describe(item);
+            self.error(item, format!("each freeze window must be a mapping{shape}, found {found}"));
+            return None;
+        }
+        let fields = self.fields(item, "a freeze window", shape, FREEZE_KEYS);
+        let (cron, duration, from, to) =
+            (fields.get("cron"), fields.get("duration"), fields.get("from"), fields.get("to"));
+        let recurring = cron.is_some() || duration.is_some();
+        let dated = from.is_some() || to.is_some();
+        let schedule = match (recurring, dated) {
+            (true, true) => {
+                self.error(
+                    item,
+                    "a freeze window is either `cron` with `duration`, or `from` with `to`, not both: make it two \
+                     windows",
+                );
+                None
+            }
+            (false, false) => {
+                self.error(
+                    item,
+                    "this freeze window says not when it is: give it `cron` and `duration` (recurring), or `from` \
+                     and `to` (dates)",
+                );
+                None
+            }
+            (true, false) => {
+                let minutes = match duration {
+                    Some(node) => self.positive_duration(node, "duration").filter(|minutes| {
+                        let ok = u64::from(*minutes) * 60 <= freeze::MAX_CRON_DURATION.as_secs();
+                        if !ok {
+                            let text = self.scalar_text(node).unwrap_or_default();
+                            self.error(
+                                node,
+                                format!("a recurring freeze window may last at most 366d, found `{}`", show(&text)),
+                            );
+                        }
+                        ok
+                    }),
+                    None => {
+                        self.error(item, "this freeze window has a `cron` but no `duration` (write `duration: 64h`)");
+                        None
+                    }
+                };
+                let expression = match cron {
+                    Some(node) => {
+                        match &node.value {
+                            Node::Str(s) => Some((s.clone(), node)),
+                            _ => {
+                                let found = self.describe(node);
+                                self.error(
+                                node,
+                                format!("`cron` must be a cron expression in quotes, like \"0 16 * * FRI\", found {found}"),
+                            );
+                                None
+                            }
+                        }
+                    }
+                    None => {
+                        self.error(
+                            item,
+                            "this freeze window has a `duration` but no `cron` (write `cron: \"0 16 * * FRI\"`)",
+                        );
+                        None
+                    }
+                };
+                match (expression, minutes) {
+                    (Some((text, node)), Some(minutes)) => {
+                        match CronSchedule::parse(&text, Duration::from_secs(u64::from(minutes) * 60)) {
+                            Ok(c) if !c.fires(&mut self.freeze_steps) => {
+                                let message = format!(
+                                    "`cron`: `{}` never fires (no day of the four years from 2027-01-01 matches it)",
+                                    show(c.expression())
+                                );
+                                self.error(node, message);
+                                None
+                            }
+                            Ok(c) => Some(Schedule::Cron(Box::new(c))),
+                            Err(message) => {
+                                self.error(node, format!("`cron`: {}", show_long(&message, 300)));
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                }
+            }
+            (false, true) => {
+                let from = self.date_of(item, from, "from", "to");
+                let to = self.date_of(item, to, "to", "from");
+                match (from, to) {
+                    (Some((from, _)), Some((to, node))) if to < from => {
+                        self.error(
+                            node,
+                            format!(
+                                "`to` ({to}) is before `from` ({from}); the `to` day is included, so a one-day \
+                                 window is `from: {from}, to: {from}`"
+                            ),
+                        );
+                        None
+                    }
+                    (Some((from, _)), Some((to, _))) => Some(Schedule::Dates { from, to }),
+                    _ => None,
+                }
+            }
+        };
+        let timezone = match fields.get("timezone") {
+            Some(node) => self.freeze_timezone(node),
+            None => {
+                self.error(
+                    item,
+                    "this freeze window has no `timezone` (write `timezone: Europe/Berlin`, or `UTC`): its times \
+                     are local times",
+                );
+                None
+            }
+        };
+        let reason = match fields.get("reason") {
+            Some(node) => match self.string(node, "reason") {
+                Some(r) if r.trim().chars().count() > MAX_REASON_CHARS => {
+                    self.error(node, format!("`reason` must be at most {MAX_REASON_CHARS} characters"));
+                    None
+                }
+                other => other,
+            },
+            None => {
+                self.error(item, "this freeze window has no `reason` (write `reason: weekend`): the gate shows it");
+                None
+            }
+        };
+        let (timezone, zone) = timezone?;
+        Some(Window { schedule: schedule?, timezone, zone, reason: reason?.trim().to_owned() })
+    }
+
+    /// The day `key` of a freeze window (`item`) with its node, the window's error when it has
+    /// only `other`.
+    fn date_of<'n>(
+        &mut self,
+        item: &N,
+        node: Option<&'n N>,
+        key: &str,
+        other: &str,
+    ) -> Option<(chrono::NaiveDate, &'n N)> {
+        match node {
+            Some(node) => self.date(node, key).map(|d| (d, node)),
+            None => {
+                self.error(
+                    item,
+                    format!("this freeze window has a `{other}` but no `{key}` (write `{key}: 2026-12-23`)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A day written `YYYY-MM-DD`.
+    fn date(&mut self, node: &N, key: &str) -> Option<chrono::NaiveDate> {
+        let text = match &node.value {
+            Node::Str(s) => Some(s.trim()),
+            _ => None,
+        };
+        let strict = |s: &str| {
+            s.len() == 10
+                && s.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
+        };
+        if let Some(s) = text
+            && strict(s)
+        {
+            if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+                return Some(d);
+            }
+            self.error(node, format!("`{key}`: `{}` is not a day of the calendar", show(s)));
+            return None;
+        }
+        let found = self.describe(node);
+        self.error(node, format!("`{key}` must be a day written YYYY-MM-DD, like 2026-12-23, found {found}"));
+        None
+    }
+
+    /// A freeze window's `timezone`: an IANA name (or `UTC`, `±HH:MM`), with a "did you mean".
+    fn freeze_timezone(&mut self, node: &N) -> Option<(String, super::zone::Zone)> {
+        let text = match &node.value {
+            Node::Str(s) => Some(s.as_str()),
+            _ => None,
+        };
+        if let Some(zone) = text.and_then(parse_timezone) {
+            return Some(zone);
+        }
+        let found = self.describe(node);
+        let mut message = format!(
+            "`timezone` must be an IANA time zone name like `Europe/Berlin` or `America/New_York` (or `UTC`, or a \
+             fixed offset like `+05:30`), found {found}"
+        );
+        if let Some(text) = text
+            && self.zone_hints > 0
+        {
+            self.zone_hints -= 1;
+            if let Some(close) = suggest_zone(text) {
+                message.push_str(&format!("; did you mean `{close}`?"));
+            }
+        }
+        self.error(node, message);
+        None
     }
 
     fn max_rollback_minutes(&mut self, node: &N) -> Option<u32> {
@@ -1854,6 +2221,33 @@ fn parse_time(s: &str) -> Option<(u32, u32)> {
     (hour < 24 && minute < 60).then_some((hour, minute))
 }
 
+/// The IANA zone name closest to `s`: the same name in other case, the same city (`Berlin`), or
+/// one or two typing mistakes away (`Europe/Berlinn`).
+fn suggest_zone(s: &str) -> Option<&'static str> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().count() > 64 {
+        return None;
+    }
+    let names = || chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name());
+    if let Some(name) = names().find(|n| n.eq_ignore_ascii_case(s)) {
+        return Some(name);
+    }
+    let city = s.rsplit('/').next().unwrap_or(s).replace(' ', "_");
+    if let Some(name) =
+        names().find(|n| n.contains('/') && n.rsplit('/').next().is_some_and(|c| c.eq_ignore_ascii_case(&city)))
+    {
+        return Some(name);
+    }
+    let lower = s.to_lowercase();
+    let limit = (s.chars().count() / 5).max(1);
+    names()
+        .filter(|n| n.len().abs_diff(s.len()) <= limit)
+        .map(|n| (strsim::osa_distance(&lower, &n.to_lowercase()), n))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, n)| n)
+}
+
 /// `UTC` or `±HH:MM` (up to ±14:00) → (normalized text, minutes east of UTC).
 fn parse_timezone(s: &str) -> Option<(String, super::zone::Zone)> {
     super::zone::Zone::parse(s)
@@ -2178,7 +2572,7 @@ mod tests {
                 5,
                 "unknown key `aprovals` in `environments.production`; did you mean `approvals`? (allowed: approvals, \
                  require_checks, require_staging_first, staging_environment, allow_self_approval, \
-                 allow_multiple_roles, max_rollback_minutes, deploy, branch)"
+                 allow_multiple_roles, max_rollback_minutes, deploy, branch, approvals_expire_after, freeze)"
                     .into()
             )
         );
