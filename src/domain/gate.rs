@@ -163,6 +163,9 @@ pub struct GateInput<'a> {
     /// Workflow runs waiting on this request to deploy: their own check runs (the deploy job
     /// itself, waiting) are not tests the gate waits for.
     pub deploying_runs: &'a [i64],
+    /// The environment's freeze window covering now, said as the gate says it ("frozen until …
+    /// (reason)"), if one does (SPEC §3.7).
+    pub frozen: Option<&'a str>,
     /// Dry-run (no GitHub credentials): what could not be read, said as such (never as a verdict
     /// about the repository): the policy file, and these linked PRs.
     pub unread: Unread<'a>,
@@ -274,7 +277,17 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
         gates.push(Gate { name: "Staging first", state, detail });
     }
 
-    // 5. Hold, denial, red CI.
+    // 5. A freeze window: the gate stays closed until it ends.
+    if let Some(env) = env
+        && !env.freeze.is_empty()
+    {
+        gates.push(match i.frozen {
+            Some(text) => Gate { name: "Freeze", state: GateState::Fail, detail: text.to_string() },
+            None => Gate { name: "Freeze", state: GateState::Pass, detail: "no freeze window now".into() },
+        });
+    }
+
+    // 6. Hold, denial, red CI.
     let (state, detail) = match (i.denied, i.hold_by, i.ci_red) {
         (Some((by, reason)), _, _) => (GateState::Fail, format!("denied by @{by}: {reason}")),
         (None, Some(by), _) => (GateState::Fail, format!("on hold by @{by} (`/unhold` to release)")),
@@ -570,6 +583,7 @@ environments:
                 denied: self.denied,
                 ci_red: self.ci_red,
                 deploying_runs: &[],
+                frozen: None,
                 unread: Unread::default(),
             })
         }

@@ -1125,6 +1125,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             (a.user.login.clone(), roles.join(", "), a.created_at)
         })
         .collect();
+    // When each stored approval was given (one given now is new).
+    let given_at: BTreeMap<i64, i64> = stored.iter().map(|a| (a.comment_id, a.created_at)).collect();
     // An approval once stale stays stale (a head pushed back, or content edited back, never
     // revives it): it must be given again.
     let was_stale: BTreeMap<i64, String> = stored
@@ -1278,6 +1280,19 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         let why = env_policy.and_then(|_| gate::approval_is_current(a, &heads, row.revision)).map(|why| {
             if a.revision != row.revision && !remembered.revised.is_empty() { remembered.revised.clone() } else { why }
         });
+        // An approval older than `approvals_expire_after` no longer counts (SPEC §3.7): named so.
+        let given = given_at.get(&a.comment_id).copied().unwrap_or(now);
+        let why = why.or_else(|| {
+            let env = env_policy?;
+            let after = env.approvals_expire_after?;
+            env.approval_expired(given, now).then(|| {
+                format!(
+                    "expired: given {}, and approvals count for {}",
+                    messages::timestamp(given),
+                    super::freeze::policy_duration(after.as_millis() as i64)
+                )
+            })
+        });
         match why {
             Some(why) => {
                 stale.push((a.user.clone(), why.clone()));
@@ -1328,6 +1343,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         .unwrap_or_default();
     let deploying_runs: Vec<i64> = deploying_runs.into_iter().chain(facts.approved_runs.iter().copied()).collect();
     remembered.deploying_runs = deploying_runs.clone();
+    // A freeze window covering now (SPEC §3.7): the gate says until when, and why.
+    let frozen = env_policy.and_then(|e| e.freeze.active_at(now)).map(|a| a.text());
     let eval = gate::evaluate(&GateInput {
         policy,
         policy_errors: &facts.config_errors,
@@ -1343,6 +1360,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         denied: row.denied_by.as_deref().map(|by| (by, row.deny_reason.as_deref().unwrap_or(""))),
         ci_red: env_policy.and(facts.ci_red.as_deref()),
         deploying_runs: &deploying_runs,
+        frozen: frozen.as_deref(),
         unread: gate::Unread {
             policy: facts.dry_run && facts.policy_unread,
             prs: if facts.dry_run { &numbers } else { &[] },
@@ -1837,6 +1855,17 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     let digest = sha256_hex(&[&body, &conclusion, &summary, &heads.join(","), environment.as_deref().unwrap_or("")]);
     remembered.shown = digest.clone();
     remembered.view = Some(shown_view);
+    // The next instant the verdict changes by time alone: an approval expiring, a freeze window
+    // starting or ending. A timer evaluates the request again then, with no event.
+    let timer = env_policy.filter(|_| active).and_then(|env| {
+        let expiries =
+            current.iter().filter_map(|a| env.approval_expires_at(given_at.get(&a.comment_id).copied().unwrap_or(now)));
+        expiries.chain(env.freeze.next_change_after(now)).filter(|at| *at > now).min()
+    });
+    if timer != remembered.timer {
+        remembered.timer = timer;
+        out.push(Out::Timer { due_at: timer });
+    }
     row.facts = serde_json::to_string(&remembered).unwrap_or_else(|_| "{}".into());
     // Nothing new to show (a recheck that changed nothing): no call to GitHub.
     if digest != shown_before {
