@@ -5,14 +5,15 @@
 #   SHIPGATE_URL               where the App answers
 #   SHIPGATE_AUDIENCE          the token's audience (default shipgate)
 #   SHIPGATE_TIMEOUT_MINUTES   give up after this long (default 60; or SHIPGATE_TIMEOUT_SECONDS)
-#   SHIPGATE_POLL_SECONDS      how long each call waits for a decision (default 60)
+#   SHIPGATE_POLL_SECONDS      how long each call waits for a decision (default and at most 50)
 set -euo pipefail
 
 url="${SHIPGATE_URL:?set the shipgate-url input}"
 url="${url%/}"
 audience="${SHIPGATE_AUDIENCE:-shipgate}"
 timeout="${SHIPGATE_TIMEOUT_SECONDS:-$(( ${SHIPGATE_TIMEOUT_MINUTES:-60} * 60 ))}"
-poll="${SHIPGATE_POLL_SECONDS:-60}"
+poll="${SHIPGATE_POLL_SECONDS:-50}"
+[ "$poll" -gt 50 ] && poll=50
 
 if [ -z "${ACTIONS_ID_TOKEN_REQUEST_URL:-}" ] || [ -z "${ACTIONS_ID_TOKEN_REQUEST_TOKEN:-}" ]; then
   echo "::error::no OIDC token for this job: give it 'permissions: id-token: write'"
@@ -58,6 +59,15 @@ while :; do
         echo "shipgate: waiting${request:+ on deployment request #${request}} for:"
         echo "$now_said"
         said="$now_said"
+      fi
+      # A freeze window that ends after this job's time-out: no use waiting for it.
+      until="$(jq -r '.until // empty' <<<"$body")"
+      if [ -n "$until" ]; then
+        until_epoch="$(jq -r '.until | fromdateiso8601' <<<"$body")"
+        if [ "$until_epoch" -gt "$deadline" ]; then
+          echo "::error::shipgate: frozen until ${until}, after this job's time-out (${timeout}s)"
+          exit 1
+        fi
       fi ;;
     *)
       echo "::error::shipgate answered something unexpected: $body"

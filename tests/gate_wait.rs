@@ -764,3 +764,48 @@ async fn workflow_rollback_opens_only_its_rerun(db: &TestDb) {
     w.done().await;
 }
 both_backends!(workflow_rollback_opens_only_its_rerun);
+
+// ---- issue 19: freezes ------------------------------------------------------------------------
+
+/// A job waiting through a freeze is answered `waiting`, with the freeze in `missing` and its end
+/// in `until`; the Actions script gives up at once when the freeze outlasts its time-out.
+async fn a_job_waits_through_a_freeze_and_is_told_until_when(db: &TestDb) {
+    let frozen = POLICY_WORKFLOW.replace(
+        "    branch: main\n",
+        "    branch: main\n    freeze:\n      - { from: 2026-01-01, to: 2099-12-30, timezone: UTC, reason: code freeze }\n",
+    );
+    let (w, issuer) = world_with(db, &frozen, Duration::from_millis(100)).await;
+    request(&w).await;
+    approve(&w).await;
+    let c = w.sticky();
+    assert!(c.contains("frozen until Thu 31 Dec 2099 00:00 UTC (code freeze)"), "{c}");
+    // The first call registers the wait; once the App has evaluated it, the answer says why.
+    ask(&w, &token(&issuer, SHA), json!({ "environment": "production" })).await;
+    w.settle().await;
+    let (status, a) = ask(&w, &token(&issuer, SHA), json!({ "environment": "production" })).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["state"], "waiting", "{a}");
+    assert_eq!(a["until"], "2099-12-31T00:00:00Z", "{a}");
+    assert!(a["missing"].to_string().contains("Freeze: frozen until"), "{a}");
+
+    // The script: the freeze ends long after its time-out, so it fails now, saying so.
+    issuer.hand_out(issuer.claims(REPO, REPO_ID, SHA, Some("production"), RUN));
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("action/gate-wait.sh");
+    let started = std::time::Instant::now();
+    let out = tokio::process::Command::new("bash")
+        .arg(&script)
+        .env("SHIPGATE_URL", &w.app.url)
+        .env("SHIPGATE_TIMEOUT_SECONDS", "600")
+        .env("SHIPGATE_POLL_SECONDS", "1")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", format!("{}/token?api-version=2.0", issuer.url))
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-token")
+        .output()
+        .await
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("frozen until 2099-12-31T00:00:00Z, after this job's time-out"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(30), "it gave up at once, not at its time-out");
+    w.done().await;
+}
+both_backends!(a_job_waits_through_a_freeze_and_is_told_until_when);

@@ -56,6 +56,10 @@ pub struct WaitAnswer {
     /// The App's words: why it is open, denied, or waiting.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Waiting through a freeze window: when it ends (RFC 3339, UTC). A job whose time-out comes
+    /// first can give up at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 fn refuse(status: StatusCode, error: &str, reason: impl Into<String>) -> Response {
@@ -192,7 +196,11 @@ pub async fn wait(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Byt
         };
         let now = tokio::time::Instant::now();
         if row.state != "pending" || now >= deadline || *shutdown.borrow() {
-            return (StatusCode::OK, Json(answer(&row))).into_response();
+            let mut a = answer(&row);
+            if a.state == "waiting" {
+                a.until = frozen_until(&st, &row).await;
+            }
+            return (StatusCode::OK, Json(a)).into_response();
         }
         let next = (now + st.gate_wait_poll).min(deadline);
         tokio::select! {
@@ -252,6 +260,15 @@ async fn enqueue(
     }
 }
 
+/// The end of the freeze window the job's environment is in now, if it is in one (from the
+/// repository's policy as last read).
+async fn frozen_until(st: &AppState, row: &GateWait) -> Option<String> {
+    let policy = crate::handlers::repo::cached_policy(&st.db, row.installation_id, row.repository_id).await.ok()?;
+    let active = policy.environment(&row.environment)?.freeze.active_at(st.clock.now_ms())?;
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(active.until_ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+}
+
 fn answer(row: &GateWait) -> WaitAnswer {
     let state = match row.state.as_str() {
         "approved" => "open",
@@ -273,5 +290,6 @@ fn answer(row: &GateWait) -> WaitAnswer {
         request: row.issue,
         missing,
         message: row.report.clone(),
+        until: None,
     }
 }
