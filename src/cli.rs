@@ -432,18 +432,7 @@ async fn link_command(
     };
     // The repository that has this name now (names move: never an old holder of it), then the
     // page by primary key.
-    let mut named: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT id, installation_id FROM repositories WHERE full_name = $1 AND removed_at IS NULL")
-            .bind(repo)
-            .fetch_all(db.pool())
-            .await?;
-    if named.is_empty() {
-        // Never listed by an installation event: the requests say which repository it is.
-        named = sqlx::query_as("SELECT DISTINCT repository_id, installation_id FROM requests WHERE repository = $1")
-            .bind(repo)
-            .fetch_all(db.pool())
-            .await?;
-    }
+    let named = crate::store::tenancy::named(db, repo).await?;
     let mut found = Vec::new();
     for (repository_id, installation) in named {
         let exists = match &page {

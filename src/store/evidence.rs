@@ -84,17 +84,7 @@ pub async fn gather(
     public: Option<&PublicKey>,
 ) -> Result<std::result::Result<Gathered, Refusal>> {
     // The repository that has this name now, then everything by id (names move).
-    let mut named: Vec<(i64, i64)> =
-        sqlx::query_as("SELECT id, installation_id FROM repositories WHERE full_name = $1 AND removed_at IS NULL")
-            .bind(repo)
-            .fetch_all(db.pool())
-            .await?;
-    if named.is_empty() {
-        named = sqlx::query_as("SELECT DISTINCT repository_id, installation_id FROM requests WHERE repository = $1")
-            .bind(repo)
-            .fetch_all(db.pool())
-            .await?;
-    }
+    let named = super::tenancy::named(db, repo).await?;
     let mut found = Vec::new();
     for (repository_id, installation) in named {
         let issue = match subject {

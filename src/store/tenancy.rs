@@ -229,3 +229,21 @@ pub async fn serving(db: &Db, repository_id: i64) -> Result<Option<(i64, String)
         _ => Ok(None),
     }
 }
+
+/// The repositories called `full_name` now, as (repository id, installation id): those an
+/// installation lists under that name (never an old holder of a name: names move), or, when none
+/// does, those the requests name (a repository no installation event listed).
+pub async fn named(db: &Db, full_name: &str) -> Result<Vec<(i64, i64)>> {
+    let named: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, installation_id FROM repositories WHERE full_name = $1 AND removed_at IS NULL")
+            .bind(full_name)
+            .fetch_all(db.pool())
+            .await?;
+    if !named.is_empty() {
+        return Ok(named);
+    }
+    Ok(sqlx::query_as("SELECT DISTINCT repository_id, installation_id FROM requests WHERE repository = $1")
+        .bind(full_name)
+        .fetch_all(db.pool())
+        .await?)
+}
