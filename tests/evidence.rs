@@ -552,6 +552,14 @@ async fn a_stripped_signature_passes_with_the_configured_key(db: &TestDb) {
     m["files"].as_array_mut().unwrap().retain(|f| f["name"] != "public-key.pem");
     write_json(&d, "MANIFEST.json", &m);
     rehash(&d);
+    // index.md as the App renders it for an unsigned pack, then listed again.
+    let mut meta = read_json(&d, "MANIFEST.json");
+    meta.as_object_mut().unwrap().remove("files");
+    let data = shipgate::evidence::DATA_FILES.iter().map(|n| (n.to_string(), read_json(&d, n))).collect();
+    std::fs::write(d.join("index.md"), shipgate::evidence::render_index(&meta, &data)).unwrap();
+    rehash(&d);
+    let (code, out) = verify(&d, None, &[]).await;
+    assert_eq!(code, 0, "the stripped pack holds together:\n{out}");
     let (code, out) = verify(&d, None, &[("SHIPGATE_SIGNING_KEY", &app_pem())]).await;
     assert_ne!(code, 0, "an unsigned pack accepted although the App's key was there to check it:\n{out}");
 }
