@@ -132,3 +132,42 @@ async fn a_freeze_window_closes_and_reopens_the_gate_across_a_dst_change(db: &Te
     w.done().await;
 }
 both_backends!(a_freeze_window_closes_and_reopens_the_gate_across_a_dst_change);
+
+/// REVIEW: an approval counts from when it was given (the comment's `created_at`), not from when
+/// the App got round to it. A delivery that comes in 23 h late (an outage, a redelivery the App
+/// asked for, a backlog) must not give the approval another 23 h.
+async fn a_late_delivered_approval_expires_from_when_it_was_written(db: &TestDb) {
+    let t0 = 1_796_000_000_000;
+    let (w, clock) = world_at(db, &policy("    approvals_expire_after: 24h"), t0).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    // Alice writes /approve one second after the label; the App sees it 23 h later.
+    clock.advance_ms(1_000);
+    let given = t0 + 1_000;
+    let id = w.gh.human_comment_by(REPO, 5, ALICE, "/approve");
+    clock.advance_ms(23 * HOUR);
+    let mut v = w.base("issue_comment.created.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"]["id"] = serde_json::json!(id);
+    v["comment"]["body"] = serde_json::json!("/approve");
+    v["comment"]["created_at"] =
+        serde_json::json!(chrono::DateTime::from_timestamp_millis(given).unwrap().to_rfc3339());
+    v["comment"]["user"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
+    v["sender"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    gate_becomes(&w, "success").await;
+    let timer = shipgate::store::timers::get(&w.app.db, INST, REPO_ID, 5).await.expect("timer");
+    // 24 h after it was written, it no longer counts.
+    clock.advance_ms(HOUR + 1_000);
+    w.settle().await;
+    let (gate, _) = w.gate(SHA);
+    assert_eq!(
+        (timer, gate.as_str()),
+        (Some(given + 24 * HOUR), "action_required"),
+        "an approval written at {given} counts until {} (the timer says {timer:?}): 24 h from when the App processed it",
+        given + 24 * HOUR
+    );
+    w.replies();
+    w.done().await;
+}
+both_backends!(a_late_delivered_approval_expires_from_when_it_was_written);

@@ -537,3 +537,30 @@ async fn an_unsigned_pack_is_reported_unsigned_and_checked_for_consistency(db: &
     }
 }
 both_backends!(an_unsigned_pack_is_reported_unsigned_and_checked_for_consistency);
+
+/// REVIEW: the App's signed pack with its signature taken off (and its content then changed at
+/// will: nothing offline can check an HMAC) is accepted, exit 0, by `verify-evidence` on a machine
+/// where the App's key is configured, and it says the App "had no SHIPGATE_SIGNING_KEY" although
+/// the verifier holds that very key. With a key to check against, an unsigned pack must fail.
+async fn a_stripped_signature_passes_with_the_configured_key(db: &TestDb) {
+    let p = packs(db).await;
+    let (_t, d) = copy(&p.dir);
+    std::fs::remove_file(d.join("MANIFEST.sig")).unwrap();
+    std::fs::remove_file(d.join("public-key.pem")).unwrap();
+    let mut m = read_json(&d, "MANIFEST.json");
+    m.as_object_mut().unwrap().remove("signing_key_id");
+    m["files"].as_array_mut().unwrap().retain(|f| f["name"] != "public-key.pem");
+    write_json(&d, "MANIFEST.json", &m);
+    rehash(&d);
+    // index.md as the App renders it for an unsigned pack, then listed again.
+    let mut meta = read_json(&d, "MANIFEST.json");
+    meta.as_object_mut().unwrap().remove("files");
+    let data = shipgate::evidence::DATA_FILES.iter().map(|n| (n.to_string(), read_json(&d, n))).collect();
+    std::fs::write(d.join("index.md"), shipgate::evidence::render_index(&meta, &data)).unwrap();
+    rehash(&d);
+    let (code, out) = verify(&d, None, &[]).await;
+    assert_eq!(code, 0, "the stripped pack holds together:\n{out}");
+    let (code, out) = verify(&d, None, &[("SHIPGATE_SIGNING_KEY", &app_pem())]).await;
+    assert_ne!(code, 0, "an unsigned pack accepted although the App's key was there to check it:\n{out}");
+}
+both_backends!(a_stripped_signature_passes_with_the_configured_key);
