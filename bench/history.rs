@@ -1532,6 +1532,7 @@ impl RequestMaker<'_> {
                 revision: row.revision,
                 state: shipgate::domain::state::ApprovalState::Active,
                 note: None,
+                given_at: None,
             };
             maker.event(
                 *t,

@@ -901,8 +901,8 @@ pub fn verify_evidence(
                 )?,
                 (None, _) => writeln!(
                     out,
-                    "evidence pack valid: UNSIGNED, internally consistent (anyone could have made it: the App that \
-                     made it had no SHIPGATE_SIGNING_KEY)"
+                    "evidence pack valid: UNSIGNED, internally consistent (nothing shows who made it: anyone could \
+                     have; give the App's key with --public-key to require its signature)"
                 )?,
             }
             writeln!(out, "checked: {}", v.summary)?;

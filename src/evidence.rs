@@ -493,11 +493,22 @@ pub fn verify(files: &BTreeMap<String, Vec<u8>>, key: Option<(&PublicKey, KeySou
             if let Some(id) = named_key {
                 return Err(format!("{SIGNATURE} is missing, but the manifest says the pack was signed by key {id}"));
             }
-            if let Some((_, KeySource::Given)) = key {
-                return Err(format!(
-                    "the pack is not signed ({SIGNATURE} is missing), and a public key was given to check its \
-                     signature with"
-                ));
+            // With a key at hand (given, or the configured App's), a pack must be signed by it: an
+            // unsigned one is anybody's, whatever it says (a signature stripped, the rest edited).
+            match key {
+                Some((_, KeySource::Given)) => {
+                    return Err(format!(
+                        "the pack is not signed ({SIGNATURE} is missing), and a public key was given to check its \
+                         signature with"
+                    ));
+                }
+                Some((_, KeySource::Configured)) => {
+                    return Err(format!(
+                        "the pack is not signed ({SIGNATURE} is missing), and this App signs its packs (the \
+                         configured SHIPGATE_SIGNING_KEY): nothing shows who made it"
+                    ));
+                }
+                None => {}
             }
             None
         }

@@ -61,6 +61,7 @@ fn approval(installation: i64, repository_id: i64, issue: i64, comment_id: i64, 
         revision: 1,
         state: shipgate::domain::state::ApprovalState::Active,
         note: None,
+        given_at: None,
     }
 }
 

@@ -47,6 +47,20 @@ async fn gate_becomes(w: &World, conclusion: &str) -> String {
     }
 }
 
+/// `/approve` by alice, written (as GitHub says) at the App's clock's now.
+async fn approve_now(w: &World, clock: &Clock) {
+    let id = w.gh.human_comment_by(REPO, 5, ALICE, "/approve");
+    let mut v = w.base("issue_comment.created.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"]["id"] = serde_json::json!(id);
+    v["comment"]["body"] = serde_json::json!("/approve");
+    v["comment"]["created_at"] =
+        serde_json::json!(chrono::DateTime::from_timestamp_millis(clock.now_ms()).unwrap().to_rfc3339());
+    v["comment"]["user"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
+    v["sender"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+}
+
 fn policy(extra: &str) -> String {
     format!(
         r#"
@@ -74,7 +88,7 @@ async fn an_expired_approval_closes_the_gate_without_any_event(db: &TestDb) {
     let (w, clock) = world_at(db, &policy("    approvals_expire_after: 24h"), t0).await;
     w.issue_event("labeled", &body("production", "#12"), true).await;
     w.settle().await;
-    w.comment(ALICE, "/approve").await;
+    approve_now(&w, &clock).await;
     let c = gate_becomes(&w, "success").await;
     assert!(c.contains("The gate is open"), "{c}");
     let timer = shipgate::store::timers::get(&w.app.db, INST, REPO_ID, 5).await.expect("timer");
@@ -89,7 +103,7 @@ async fn an_expired_approval_closes_the_gate_without_any_event(db: &TestDb) {
     assert!(c.contains("@alice: expired: given") && c.contains("approvals count for 1d"), "{c}");
     assert!(!c.contains("The gate is open"), "{c}");
     // Approving again opens it again, for another day.
-    w.comment(ALICE, "/approve").await;
+    approve_now(&w, &clock).await;
     gate_becomes(&w, "success").await;
     w.replies();
     w.done().await;
@@ -106,7 +120,7 @@ async fn a_freeze_window_closes_and_reopens_the_gate_across_a_dst_change(db: &Te
     let (w, clock) = world_at(db, &policy(freeze), friday_1300_utc).await;
     w.issue_event("labeled", &body("production", "#12"), true).await;
     w.settle().await;
-    w.comment(ALICE, "/approve").await;
+    approve_now(&w, &clock).await;
     let c = gate_becomes(&w, "success").await;
     assert!(c.contains("| Freeze | ✅ | no freeze window now |"), "{c}");
 
@@ -158,8 +172,9 @@ async fn a_late_delivered_approval_expires_from_when_it_was_written(db: &TestDb)
     gate_becomes(&w, "success").await;
     let timer = shipgate::store::timers::get(&w.app.db, INST, REPO_ID, 5).await.expect("timer");
     // 24 h after it was written, it no longer counts.
+    assert_eq!(timer, Some(given + 24 * HOUR), "the timer counts from when it was written");
     clock.advance_ms(HOUR + 1_000);
-    w.settle().await;
+    gate_becomes(&w, "action_required").await;
     let (gate, _) = w.gate(SHA);
     assert_eq!(
         (timer, gate.as_str()),

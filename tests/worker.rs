@@ -541,6 +541,7 @@ async fn a_failing_effect_spoils_only_its_own_delivery_in_a_group_commit(db: &Te
                 revision: 1,
                 state: ApprovalState::Active,
                 note: None,
+                given_at: None,
             })];
             // Odd comments fail to apply on their first attempt: a CHECK constraint refuses a CI
             // run's kind, after the approval was written in the same savepoint.

@@ -280,6 +280,9 @@ pub struct ApprovalChange {
     pub revision: i64,
     pub state: ApprovalState,
     pub note: Option<String>,
+    /// When it was given: the approving comment's time as GitHub wrote it (never later than the
+    /// App heard of it), so a late delivery adds nothing to an approval's life. None: now.
+    pub given_at: Option<i64>,
 }
 
 #[cfg(test)]

@@ -311,7 +311,7 @@ pub async fn save_approval(tx: &mut Transaction<'_, Any>, a: &ApprovalChange, no
     sqlx::query(
         "INSERT INTO approvals (installation_id, repository_id, issue, comment_id, user_id, login, roles, environment, \
          head_shas, revision, state, note, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $13) ON CONFLICT (installation_id, repository_id, issue, comment_id) DO UPDATE SET \
+         $12, $13, $14) ON CONFLICT (installation_id, repository_id, issue, comment_id) DO UPDATE SET \
          state = excluded.state, note = excluded.note, updated_at = excluded.updated_at",
     )
     .bind(a.installation_id)
@@ -326,6 +326,7 @@ pub async fn save_approval(tx: &mut Transaction<'_, Any>, a: &ApprovalChange, no
     .bind(a.revision)
     .bind(a.state.as_str())
     .bind(&a.note)
+    .bind(a.given_at.unwrap_or(now).min(now))
     .bind(now)
     .execute(&mut **tx)
     .await?;

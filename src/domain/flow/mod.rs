@@ -747,6 +747,7 @@ fn approval_change(
         revision: a.revision,
         state,
         note: note.map(str::to_string),
+        given_at: None,
     }
 }
 
@@ -1125,8 +1126,13 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             (a.user.login.clone(), roles.join(", "), a.created_at)
         })
         .collect();
-    // When each stored approval was given (one given now is new).
+    // When each stored approval was given; one given now, when its comment was written (never
+    // later than now: a late delivery adds nothing to an approval's life).
     let given_at: BTreeMap<i64, i64> = stored.iter().map(|a| (a.comment_id, a.created_at)).collect();
+    let comment_at = match trigger {
+        Trigger::Comment { created_at: Some(at), .. } => (*at).min(now),
+        _ => now,
+    };
     // An approval once stale stays stale (a head pushed back, or content edited back, never
     // revives it): it must be given again.
     let was_stale: BTreeMap<i64, String> = stored
@@ -1233,6 +1239,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                     &sender,
                     environment.as_deref(),
                     &heads,
+                    comment_at,
                     &mut row,
                     &mut approvals,
                     &mut out,
@@ -1281,7 +1288,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             if a.revision != row.revision && !remembered.revised.is_empty() { remembered.revised.clone() } else { why }
         });
         // An approval older than `approvals_expire_after` no longer counts (SPEC §3.7): named so.
-        let given = given_at.get(&a.comment_id).copied().unwrap_or(now);
+        let given = given_at.get(&a.comment_id).copied().unwrap_or(comment_at);
         let why = why.or_else(|| {
             let env = env_policy?;
             let after = env.approvals_expire_after?;
@@ -1858,11 +1865,15 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     // The next instant the verdict changes by time alone: an approval expiring, a freeze window
     // starting or ending. A timer evaluates the request again then, with no event.
     let timer = env_policy.filter(|_| active).and_then(|env| {
-        let expiries =
-            current.iter().filter_map(|a| env.approval_expires_at(given_at.get(&a.comment_id).copied().unwrap_or(now)));
+        let expiries = current
+            .iter()
+            .filter_map(|a| env.approval_expires_at(given_at.get(&a.comment_id).copied().unwrap_or(comment_at)));
         expiries.chain(env.freeze.next_change_after(now)).filter(|at| *at > now).min()
     });
-    if timer != remembered.timer {
+    // Written on every evaluation that has one (cheap: one row by key): the timer deletes its row
+    // when it fires, and an evaluation on a replica whose clock is a little behind computes the
+    // same instant again; it must put the row back, not trust what it remembered.
+    if timer.is_some() || timer != remembered.timer {
         remembered.timer = timer;
         out.push(Out::Timer { due_at: timer });
     }
@@ -1908,6 +1919,7 @@ fn apply_outcome(
     sender: &User,
     environment: Option<&str>,
     heads: &[String],
+    given_at: i64,
     row: &mut RequestRow,
     approvals: &mut Vec<(ApprovalFact, String)>,
     out: &mut Vec<Out>,
@@ -1922,7 +1934,9 @@ fn apply_outcome(
                 revision: row.revision,
             };
             let roles = serde_json::to_string(&roles).unwrap_or_else(|_| "[]".into());
-            out.push(Out::SaveApproval(approval_change(t, &fact, &roles, ApprovalState::Active, None)));
+            let mut change = approval_change(t, &fact, &roles, ApprovalState::Active, None);
+            change.given_at = Some(given_at);
+            out.push(Out::SaveApproval(change));
             approvals.push((fact, roles));
         }
         Outcome::CancelApprovals => {
