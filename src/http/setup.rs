@@ -155,10 +155,9 @@ impl SetupPages {
 
     /// The path under which the App's pages are served: the public address's, if it has one
     /// (`https://ops.example.com/shipgate` → `/shipgate`).
-    fn base_path(&self) -> &str {
-        let Some(u) = self.public_url.as_deref() else { return "" };
-        let rest_at = u.find("://").map_or(0, |i| i + 3);
-        u[rest_at..].find('/').map_or("", |i| u[rest_at + i..].trim_end_matches('/'))
+    fn base_path(&self) -> String {
+        let path = self.public_url.as_deref().and_then(|u| url::Url::parse(u).ok()).map(|u| u.path().to_string());
+        path.unwrap_or_default().trim_end_matches('/').to_string()
     }
 
     fn served(&self) -> bool {
@@ -166,12 +165,10 @@ impl SetupPages {
     }
 
     /// `scheme://host[:port]` of GitHub's web address: where the forms may post (CSP).
-    fn web_origin(&self) -> &str {
-        let rest_at = self.web_url.find("://").map_or(0, |i| i + 3);
-        match self.web_url[rest_at..].find('/') {
-            Some(i) => &self.web_url[..rest_at + i],
-            None => &self.web_url,
-        }
+    fn web_origin(&self) -> String {
+        url::Url::parse(&self.web_url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.web_url.trim_end_matches('/').to_string())
     }
 
     fn cookie(&self, state: &str, max_age: u64) -> Option<HeaderValue> {
@@ -197,15 +194,15 @@ pub fn blocked(cfg: &Config) -> Option<String> {
         );
     }
     if let Some(u) = cfg.public_url.as_deref()
-        && let Some(rest) = u.strip_prefix("http://")
+        && let Ok(parsed) = url::Url::parse(u)
+        && parsed.scheme() == "http"
     {
-        let host = rest.split('/').next().unwrap_or("");
-        let host = host
-            .rsplit_once(':')
-            .map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let loopback =
-            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback = match parsed.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
         if !loopback {
             return Some(format!(
                 "SHIPGATE_PUBLIC_URL is {u}: plain http to another machine. The setup code, the registration's \
