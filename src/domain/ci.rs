@@ -184,9 +184,7 @@ pub struct RunInfo {
     pub jobs_unread: bool,
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
-}
+use super::messages::short;
 
 /// `2020-10-05 16:33 UTC` (clamped to the times chrono represents, ±262,000 years).
 pub fn format_time(ms: i64) -> String {

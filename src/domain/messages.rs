@@ -132,7 +132,7 @@ pub fn duration(ms: i64) -> String {
 }
 
 /// The first seven characters of a hex SHA; anything else whole (never cut inside a character).
-fn short(sha: &str) -> &str {
+pub fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 

@@ -124,7 +124,7 @@ use super::AppState;
 use crate::domain::flow::Remembered;
 use crate::domain::gate::GateState;
 use crate::domain::links::{Link, Page};
-use crate::domain::messages::{Shown, Verdict, timestamp};
+use crate::domain::messages::{Shown, Verdict, short, timestamp};
 use crate::store::{audit, deploys, incidents, requests, tenancy};
 
 /// At most this many audit entries on a page (the rest through `shipgate audit export`).
@@ -201,10 +201,6 @@ fn state_cell(s: GateState) -> Markup {
         GateState::Pending => html! { span.pending { "◷ waiting" } },
         GateState::Fail => html! { span.fail { "✗ fails" } },
     }
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
 }
 
 fn when(ms: Option<i64>) -> String {

@@ -64,21 +64,7 @@ async fn fire_timer(db: &Db, row: &TimerRow, now: i64) -> Result<bool> {
     if !timers::take(&mut tx, row).await? {
         return Ok(false);
     }
-    let cause = format!("timer-{}", row.due_at);
-    let trigger = Internal::Recheck { cause: cause.clone(), checks_only: false, signal: None, coalesced: false };
-    let body = internal_body(row.installation_id, row.repository_id, &row.repository, row.issue, &trigger);
-    let d = internal_delivery(
-        &format!("{cause}-{}-{}-{}", row.installation_id, row.repository_id, row.issue),
-        trigger.event(),
-        "timer",
-        row.installation_id,
-        row.repository_id,
-        &row.repository,
-        row.issue,
-        body,
-        now,
-    );
-    deliveries::insert_internal(&mut tx, &d).await?;
+    deliveries::insert_internal(&mut tx, &timer_delivery(row, now)).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -97,19 +83,33 @@ async fn fire(db: &Db, row: &DueRow, now: i64) -> Result<bool> {
 /// its count, and a random part for two bursts of one millisecond).
 fn delivery(row: &DueRow, now: i64) -> deliveries::NewDelivery {
     let cause = format!("burst-{}-{}-{:08x}", row.first_at, row.events, fastrand::u32(..));
-    let trigger = Internal::Recheck { cause: cause.clone(), checks_only: true, signal: None, coalesced: true };
-    let body = internal_body(row.installation_id, row.repository_id, &row.repository, row.issue, &trigger);
-    internal_delivery(
-        &format!("coalesced-{cause}"),
-        trigger.event(),
-        "coalesced",
-        row.installation_id,
-        row.repository_id,
-        &row.repository,
-        row.issue,
-        body,
-        now,
-    )
+    let id = format!("coalesced-{cause}");
+    let trigger = Internal::Recheck { cause, checks_only: true, signal: None, coalesced: true };
+    recheck(row.installation_id, row.repository_id, &row.repository, row.issue, &id, "coalesced", &trigger, now)
+}
+
+/// The internal delivery of a timer's evaluation: unique per request and due time.
+fn timer_delivery(row: &TimerRow, now: i64) -> deliveries::NewDelivery {
+    let cause = format!("timer-{}", row.due_at);
+    let id = format!("{cause}-{}-{}-{}", row.installation_id, row.repository_id, row.issue);
+    let trigger = Internal::Recheck { cause, checks_only: false, signal: None, coalesced: false };
+    recheck(row.installation_id, row.repository_id, &row.repository, row.issue, &id, "timer", &trigger, now)
+}
+
+/// One request's internal recheck delivery.
+#[allow(clippy::too_many_arguments)]
+fn recheck(
+    installation: i64,
+    repository_id: i64,
+    repository: &str,
+    issue: i64,
+    id: &str,
+    kind: &str,
+    trigger: &Internal,
+    now: i64,
+) -> deliveries::NewDelivery {
+    let body = internal_body(installation, repository_id, repository, issue, trigger);
+    internal_delivery(id, trigger.event(), kind, installation, repository_id, repository, issue, body, now)
 }
 
 /// Runs until `stop`: fires what is due, then sleeps until the next row is due, something is
