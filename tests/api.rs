@@ -526,7 +526,7 @@ async fn pages_and_bad_parameters(tdb: &TestDb) {
         ),
         ("/api/deliveries?status=lost", "status must be one of: pending, running, done, parked"),
         ("/api/incidents?state=shut", "state must be one of: open, closed"),
-        ("/api/incidents?kind=outage", "kind must be one of: ci, security, alert"),
+        ("/api/incidents?kind=outage", "kind must be one of: ci, security, alert, review"),
     ] {
         assert_eq!(c.get(Some(&a), path).await, (400, json!({ "error": allowed })), "{path}");
     }

@@ -53,6 +53,9 @@ pub enum Action {
         title: String,
         body: String,
         labels: Vec<String>,
+        /// Logins to assign (GitHub drops those without push access).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        assignees: Vec<String>,
     },
     /// Edits the issue made by `CreateIssue` with this marker (or issue `number`).
     UpdateIssue {

@@ -1,6 +1,6 @@
 //! Commands in comments (SPEC §3.4): `/approve [environment]`, `/approve cancel`,
 //! `/deny <reason>`, `/undeny`, `/hold`, `/unhold` (or `/hold cancel`), `/deploy`, `/rollback`,
-//! `/recheck`; on a pull request that several requests link, a `#N` word names the request
+//! `/recheck`, `/breakglass <reason>`; on a pull request that several requests link, a `#N` word names the request
 //! (`/approve #45`).
 //!
 //! A command is a line whose first non-space character is `/`, in ordinary text of the comment
@@ -37,6 +37,10 @@ pub enum Command {
     Deploy,
     Rollback,
     Recheck,
+    /// `/breakglass <reason>`: an emergency opening of the gate for one deployment (SPEC §3.7).
+    BreakGlass {
+        reason: String,
+    },
 }
 
 impl Command {
@@ -53,6 +57,7 @@ impl Command {
             Command::Deploy => "deploy",
             Command::Rollback => "rollback",
             Command::Recheck => "recheck",
+            Command::BreakGlass { .. } => "breakglass",
         }
     }
 }
@@ -69,7 +74,7 @@ pub struct CommandError {
 }
 
 /// The command names, in the order used to break ties between suggestions.
-const NAMES: [&str; 8] = ["approve", "deny", "undeny", "hold", "unhold", "deploy", "rollback", "recheck"];
+const NAMES: [&str; 9] = ["approve", "deny", "undeny", "hold", "unhold", "deploy", "rollback", "recheck", "breakglass"];
 
 /// The commands in a comment, in order: one result per command line. Lines that are not commands
 /// (including `/words` far from any command name) produce nothing. Never panics.
@@ -168,7 +173,7 @@ impl LineIndex {
 fn split_target(text: &str) -> (String, Option<i64>) {
     // A reason is free text: `/deny breaks #12` names no request.
     let word = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
-    if matches!(word.as_str(), "/deny" | "/breakglass") {
+    if matches!(word.as_str(), "/deny" | "/breakglass" | "/break-glass") {
         return (text.to_string(), None);
     }
     let mut target = None;
@@ -229,6 +234,11 @@ fn parse_command(line: usize, text: &str) -> Option<Result<Command, CommandError
         }
         "deny" if args.is_empty() => error("`/deny` needs a reason, e.g. `/deny tests are flaky`".to_string(), None),
         "deny" => Some(Ok(Command::Deny { reason: args.to_string() })),
+        "breakglass" | "break-glass" if args.is_empty() => error(
+            "`/breakglass` needs a reason, e.g. `/breakglass checkout is down, deploying the fix from #12`".to_string(),
+            None,
+        ),
+        "breakglass" | "break-glass" => Some(Ok(Command::BreakGlass { reason: args.to_string() })),
         "hold" if args.eq_ignore_ascii_case("cancel") => Some(Ok(Command::Unhold)),
         "hold" => no_args(Command::Hold),
         "undeny" => no_args(Command::Undeny),
@@ -308,6 +318,27 @@ mod tests {
                 suggestion: Some("/undeny".into()),
             })]
         );
+    }
+
+    #[test]
+    fn breakglass_needs_a_reason_and_keeps_it_whole() {
+        assert_eq!(
+            ok("/breakglass checkout is down, fix in #12\n\n/Break-Glass   db failover  \n"),
+            vec![
+                Command::BreakGlass { reason: "checkout is down, fix in #12".into() },
+                Command::BreakGlass { reason: "db failover".into() },
+            ]
+        );
+        // A `#N` in the reason names no request.
+        assert!(parse_targeted("/breakglass see #45").iter().all(|(n, _)| n.is_none()));
+        let e = parse("/breakglass").remove(0).expect_err("no reason");
+        assert!(e.message.contains("needs a reason"), "{e:?}");
+        assert_eq!(
+            parse("/break_glass now")[0].as_ref().expect_err("a near miss").suggestion.as_deref(),
+            Some("/breakglass")
+        );
+        // Quoted, it is nothing.
+        assert!(parse("> /breakglass quoted").is_empty());
     }
 
     #[test]

@@ -66,6 +66,21 @@ pub struct IncidentFact {
     pub recovered_at: Option<i64>,
     /// For alerts reopened after resolving: their earlier firings, (start, end) (downtime too).
     pub earlier_firings: Vec<(i64, i64)>,
+    /// For a break-glass's review (kind `review`): who broke the glass.
+    pub actor: Option<String>,
+}
+
+/// A use of break-glass, as the report lists it (its review is a `review` incident).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BreakGlassUse {
+    /// The review's title (names the request, service and environment; escape it in texts).
+    pub title: String,
+    pub by: Option<String>,
+    pub at: i64,
+    /// The review is done (its issue closed) by the window's end.
+    pub reviewed: bool,
+    /// The review is overdue at the window's end.
+    pub overdue: bool,
 }
 
 /// A deployment request (`requests`).
@@ -175,6 +190,8 @@ pub struct Figures {
     /// alert was ever seen (no availability signal).
     pub uptime: Option<f64>,
     pub dora: Dora,
+    /// Break-glass uses in the window (SPEC §3.7), oldest first.
+    pub breakglass: Vec<BreakGlassUse>,
 }
 
 fn within(t: i64, from: i64, to: i64) -> bool {
@@ -219,6 +236,19 @@ pub fn compute(f: &Facts, from: i64, to: i64) -> Figures {
     let counted: Vec<&&RunFact> = last.values().filter(|r| within(r.completed_at, from, to)).collect();
     out.ci_green_rate = ratio(counted.iter().filter(|r| r.kind == "success").count(), counted.len());
 
+    out.breakglass = f
+        .incidents
+        .iter()
+        .filter(|i| i.kind == super::breakglass::REVIEW_KIND && within(i.opened_at, from, to))
+        .map(|i| BreakGlassUse {
+            title: i.title.clone(),
+            by: i.actor.clone(),
+            at: i.opened_at,
+            reviewed: i.recovered_at.is_some_and(|r| r < to),
+            overdue: i.recovered_at.is_none_or(|r| r >= to) && i.deadline < to,
+        })
+        .collect();
+    out.breakglass.sort_by_key(|b| b.at);
     for kind in ["ci", "alert", "security"] {
         let of_kind: Vec<&IncidentFact> = f.incidents.iter().filter(|i| i.kind == kind).collect();
         let fig = IncidentFigures {

@@ -130,12 +130,20 @@ pub struct Evaluation {
     pub gates: Vec<Gate>,
     pub roles: Vec<RoleStatus>,
     pub open: bool,
+    /// Open by break-glass (SPEC §3.7) and not otherwise: who, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakglass: Option<String>,
 }
 
 impl Evaluation {
     /// What is still missing, one line each, for the check run.
     pub fn missing(&self) -> Vec<String> {
         self.gates.iter().filter(|g| g.state != GateState::Pass).map(|g| format!("{}: {}", g.name, g.detail)).collect()
+    }
+
+    /// The gates a break-glass overrides (what would be missing without it).
+    pub fn overridden(&self) -> Vec<String> {
+        if self.breakglass.is_some() { self.missing() } else { Vec::new() }
     }
 }
 
@@ -297,7 +305,34 @@ pub fn evaluate(i: &GateInput<'_>) -> Evaluation {
     gates.push(Gate { name: "Hold", state, detail });
 
     let open = gates.iter().all(|g| g.state == GateState::Pass);
-    Evaluation { gates, roles, open }
+    Evaluation { gates, roles, open, breakglass: None }
+}
+
+/// The gate with an unspent break-glass (SPEC §3.7), said as `text` ("by @sre: checkout is down"):
+/// open for one deployment whatever else is missing (approvals, tests, a red branch, a freeze, a
+/// hold), except a `/deny` or an invalid policy, which it never overrides. An evaluation that is
+/// open anyway is left as it is (break-glass is not what opens it).
+pub fn with_breakglass(mut e: Evaluation, text: &str, denied: bool, policy_invalid: bool) -> Evaluation {
+    if e.open {
+        return e;
+    }
+    if denied || policy_invalid {
+        let why = if denied { "a `/deny` stands" } else { "`.github/shipgate.yml` is invalid" };
+        e.gates.push(Gate {
+            name: "Break-glass",
+            state: GateState::Fail,
+            detail: format!("{text}; it does not override this: {why}"),
+        });
+        return e;
+    }
+    e.gates.push(Gate {
+        name: "Break-glass",
+        state: GateState::Pass,
+        detail: format!("{text}; open for one deployment"),
+    });
+    e.open = true;
+    e.breakglass = Some(text.to_string());
+    e
 }
 
 pub fn tests_gate(prs: &[PrFacts], require: Option<&RequireChecks>, deploying_runs: &[i64]) -> Gate {
@@ -599,6 +634,27 @@ environments:
         let e = Facts::new().approve(101, "alice").approve(201, "bob").eval();
         assert!(e.open, "{e:?}");
         assert_eq!(gate(&e, "Approvals").1, "pm by @alice, backend-lead by @bob");
+    }
+
+    #[test]
+    fn breakglass_opens_a_closed_gate_but_never_past_a_denial_or_a_broken_policy() {
+        // No approval, red CI, a hold: break-glass opens it, and says what it overrides.
+        let mut f = Facts::new();
+        f.ci_red = Some("CI #7 on main");
+        let e = with_breakglass(f.eval(), "by @sre: checkout is down", false, false);
+        assert!(e.open && e.breakglass.is_some(), "{e:?}");
+        assert_eq!(gate(&e, "Break-glass").0, GateState::Pass);
+        let overridden = e.overridden().join("; ");
+        assert!(overridden.contains("Approvals") && overridden.contains("CI is red"), "{overridden}");
+        // An open gate is left as it is.
+        let open = Facts::new().approve(101, "alice").approve(201, "bob").eval();
+        assert_eq!(with_breakglass(open.clone(), "by @sre: x", false, false), open);
+        // A denial or a broken policy keeps it closed, and says so.
+        for (denied, invalid) in [(true, false), (false, true)] {
+            let e = with_breakglass(Facts::new().eval(), "by @sre: x", denied, invalid);
+            assert!(!e.open && e.breakglass.is_none(), "{e:?}");
+            assert_eq!(gate(&e, "Break-glass").0, GateState::Fail);
+        }
     }
 
     #[test]

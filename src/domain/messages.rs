@@ -399,6 +399,10 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
     let env = v.environment.or(v.request.environment.as_deref()).unwrap_or("(environment?)");
     let _ = writeln!(s, "## 🚦 Deployment request: {service} → {env}\n");
     let verdict = match Verdict::of(v.eval) {
+        Verdict::Open if v.eval.breakglass.is_some() => {
+            "🚨 **The gate is open by break-glass** for one deployment: the gates marked ✗ below are overridden, \
+             and a post-incident review follows."
+        }
         Verdict::Open => "✅ **The gate is open**: every condition is met.",
         Verdict::Closed => "⛔ **The gate is closed.**",
         Verdict::Waiting => "⏳ **Waiting** for what is listed below.",
@@ -504,7 +508,13 @@ pub fn request_comment(v: &RequestView<'_>) -> String {
 
 /// The check run's title and summary.
 pub fn check_run(eval: &Evaluation, issue: i64) -> (String, String, String) {
-    if eval.open {
+    if let Some(by) = eval.breakglass.as_deref().filter(|_| eval.open) {
+        let mut summary = format!("Deployment request #{issue}: break-glass {by}, for one deployment. It overrides:\n");
+        for m in eval.overridden() {
+            let _ = writeln!(summary, "- {m}");
+        }
+        ("success".into(), "The deploy gate is open by break-glass".into(), summary)
+    } else if eval.open {
         ("success".into(), "The deploy gate is open".into(), format!("Deployment request #{issue}: every gate passes."))
     } else {
         let mut summary = format!("Deployment request #{issue} is waiting for:\n");
@@ -608,6 +618,32 @@ pub fn refusal_text(command: &str, r: &super::flow::Refusal) -> String {
             format!("no earlier commit that this App deployed or approved succeeded in {environment}"),
             "Roll back by hand.".into(),
         ),
+        R::NoBreakGlassRole => (
+            "`.github/shipgate.yml` defines no `break_glass` role".into(),
+            "Define one (`roles: break_glass: { teams: [org/sre] }`) to allow emergency deployments.".into(),
+        ),
+        R::NotBreakGlassHolder => (
+            "you do not hold the `break_glass` role".into(),
+            "Ask someone on call who holds it, or get the approvals the gate lists.".into(),
+        ),
+        R::BreakGlassDenied { by } => (
+            format!("the request is denied by @{by}, and break-glass never overrides a `/deny`"),
+            format!("Ask @{by} (or an admin) to `/undeny` it first."),
+        ),
+        R::BreakGlassPolicyInvalid => (
+            "`.github/shipgate.yml` is invalid, and break-glass never overrides a broken policy".into(),
+            "Fix the file on the default branch first.".into(),
+        ),
+        R::BreakGlassNeedless => {
+            ("the gate is open already".into(), "Deploy as usual: no break-glass is needed.".into())
+        }
+        R::BreakGlassActive { by, until } => {
+            (format!("@{by} broke the glass already, and it is unspent until {until}"), "Deploy with it.".into())
+        }
+        R::BreakGlassNothingCovered => (
+            "the request covers no commit yet".into(),
+            "Link the pull request (or name the full commit SHA) to deploy first.".into(),
+        ),
     };
     refusal(command, &why, &instead)
 }
@@ -663,7 +699,7 @@ pub fn ungated_deployment(
     )
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
@@ -714,6 +750,13 @@ mod tests {
             ("/rollback", R::NoRollbackMode { environment: "production".into() }),
             ("/rollback", R::NothingDeployed),
             ("/rollback", R::NoEarlierCommit { environment: "production".into() }),
+            ("/breakglass", R::NoBreakGlassRole),
+            ("/breakglass", R::NotBreakGlassHolder),
+            ("/breakglass", R::BreakGlassDenied { by: "alice".into() }),
+            ("/breakglass", R::BreakGlassPolicyInvalid),
+            ("/breakglass", R::BreakGlassNeedless),
+            ("/breakglass", R::BreakGlassActive { by: "sre".into(), until: "2026-12-07 04:00 UTC".into() }),
+            ("/breakglass", R::BreakGlassNothingCovered),
         ];
         let mut text: Vec<String> = all.iter().map(|(c, r)| refusal_text(c, r)).collect();
         text.push(edited_command());
@@ -784,6 +827,7 @@ mod tests {
                 },
             ],
             open,
+            breakglass: None,
         }
     }
 

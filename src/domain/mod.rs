@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod alert;
+pub mod breakglass;
 pub mod ci;
 pub mod commands;
 pub mod figures;

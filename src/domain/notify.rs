@@ -52,7 +52,7 @@ pub enum NotifyEvent {
     SecurityAlert,
     /// The weekly report (accepted in policies; sent once the report exists).
     WeeklyReport,
-    /// Break-glass (accepted in policies; sent once `/breakglass` exists).
+    /// `/breakglass` opened a request's gate (SPEC §3.7).
     BreakGlass,
 }
 
@@ -554,6 +554,28 @@ impl RequestNotice<'_> {
         if !heads.is_empty() {
             n.fields.push(("Commits".into(), heads.iter().map(|h| short(h)).collect::<Vec<_>>().join(", ")));
         }
+        n
+    }
+
+    /// `/breakglass` by `by`: the gate is open for one deployment of `heads` until `until`,
+    /// overriding `overridden`.
+    pub fn break_glass(&self, by: &str, reason: &str, heads: &[String], overridden: &[String], until: i64) -> Notice {
+        let mut n = self.base(
+            "was opened by break-glass",
+            format!(
+                "@{by} broke the glass: the deploy gate is open for one deployment until {}, overriding: {}. A \
+                 post-incident review follows.",
+                super::messages::timestamp(until),
+                if overridden.is_empty() { "nothing".to_string() } else { overridden.join("; ") }
+            ),
+            format!("breakglass-{}-{until}", heads.iter().map(|h| short(h)).collect::<Vec<_>>().join("-")),
+        );
+        n.fields.push(("By".into(), format!("@{by}")));
+        n.fields.push(("Reason".into(), reason.split_whitespace().collect::<Vec<_>>().join(" ")));
+        if !heads.is_empty() {
+            n.fields.push(("Commits".into(), heads.iter().map(|h| short(h)).collect::<Vec<_>>().join(", ")));
+        }
+        n.request = None;
         n
     }
 

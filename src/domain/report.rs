@@ -502,6 +502,28 @@ pub fn markdown(r: &Report) -> String {
     }
     out.push_str(&format!("\nRequests: {} open, {} stale.\n", f.open_requests, f.stale_requests));
 
+    out.push_str("\n### Break-glass\n\n");
+    if f.breakglass.is_empty() {
+        out.push_str("No break-glass this week.\n");
+    } else {
+        out.push_str(&format!("{} use(s) of break-glass this week:\n", f.breakglass.len()));
+        for b in &f.breakglass {
+            let review = if b.reviewed {
+                "reviewed"
+            } else if b.overdue {
+                "review overdue"
+            } else {
+                "review pending"
+            };
+            out.push_str(&format!(
+                "- {} by {} ({}): {review}\n",
+                zone.format(b.at),
+                b.by.as_deref().map(|l| format!("@{l}")).unwrap_or_else(|| "someone".into()),
+                text(&b.title)
+            ));
+        }
+    }
+
     out.push_str(&charts(r));
     out
 }
@@ -558,6 +580,8 @@ fn figures_json(f: &Figures) -> Value {
         "deployment_success_rate": deployment_success_percent(f).map(|p| p / 100.0),
         "time_to_deploy": durations(&f.time_to_deploy),
         "ci": { "green_rate": f.ci_green_rate, "flaky": f.flaky },
+        "breakglass": f.breakglass.iter().map(|b| json!({ "title": b.title, "by": b.by, "at_ms": b.at,
+            "reviewed": b.reviewed, "overdue": b.overdue })).collect::<Vec<_>>(),
         "incidents": incidents,
         "requests": { "open": f.open_requests, "stale": f.stale_requests },
         "security": { "open_critical": f.open_critical_security },
@@ -734,15 +758,27 @@ mod tests {
                 RunFact { run_id: 1, attempt: 1, incident_branch: true, kind: "success".into(), completed_at: MON + H },
                 RunFact { run_id: 2, attempt: 1, incident_branch: true, kind: "failure".into(), completed_at: MON + H },
             ],
-            incidents: vec![IncidentFact {
-                kind: "ci".into(),
-                title: "CI failing: build | *main*".into(),
-                started_at: MON + H,
-                opened_at: MON + H,
-                deadline: MON + 2 * H,
-                recovered_at: None,
-                ..IncidentFact::default()
-            }],
+            incidents: vec![
+                IncidentFact {
+                    kind: "ci".into(),
+                    title: "CI failing: build | *main*".into(),
+                    started_at: MON + H,
+                    opened_at: MON + H,
+                    deadline: MON + 2 * H,
+                    recovered_at: None,
+                    ..IncidentFact::default()
+                },
+                IncidentFact {
+                    kind: "review".into(),
+                    title: "Post-incident review: break-glass deployment of api to production (#9)".into(),
+                    actor: Some("sre".into()),
+                    started_at: MON + 2 * H,
+                    opened_at: MON + 2 * H,
+                    deadline: MON + 2 * DAY + 2 * H,
+                    recovered_at: None,
+                    ..IncidentFact::default()
+                },
+            ],
             requests: vec![RequestFact { issue: 7, open: true, updated_at: MON - 3 * DAY }],
             flaky: Vec::new(),
         }
@@ -761,7 +797,11 @@ mod tests {
         assert_eq!((by("uptime").value, by("uptime").met), (None, None));
         assert_eq!(by("open_critical_security").met, Some(true));
         assert_eq!(r.stale_requests, [7]);
-        assert_eq!(r.overdue_incidents.len(), 1);
+        // The CI incident and the break-glass review, both past their deadlines.
+        assert_eq!(r.overdue_incidents.len(), 2);
+        let bg = &r.figures.breakglass;
+        assert_eq!((bg.len(), bg[0].by.as_deref(), bg[0].overdue, bg[0].reviewed), (1, Some("sre"), true, false));
+        assert!(r.previous.breakglass.is_empty(), "a use counts in its own week only");
         assert_eq!(r.history.len(), HISTORY_WEEKS);
         assert_eq!(r.history.last().unwrap().0, "W49");
         let j = json(&r);

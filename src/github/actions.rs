@@ -277,7 +277,7 @@ impl Action {
                 .ok(&Method::POST)?;
                 Ok(format!("assigned {assignees:?}"))
             }
-            Action::CreateIssue { repo, marker, title, body, labels } => {
+            Action::CreateIssue { repo, marker, title, body, labels, assignees } => {
                 let key = format!("{repo}:{marker}");
                 let tag = marker_tag(marker);
                 match objects::get(db, installation, "issue", &key).await? {
@@ -291,7 +291,10 @@ impl Action {
                     None => {}
                 }
                 objects::put(db, installation, "issue", &key, 0, now).await?;
-                let payload = json!({ "title": title, "body": format!("{body}\n\n{tag}"), "labels": labels });
+                let mut payload = json!({ "title": title, "body": format!("{body}\n\n{tag}"), "labels": labels });
+                if !assignees.is_empty() {
+                    payload["assignees"] = json!(assignees);
+                }
                 let r = gh
                     .request(auth, Method::POST, &format!("/repos/{repo}/issues"), Some(&payload))
                     .await?

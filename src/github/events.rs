@@ -141,6 +141,8 @@ pub struct IssuesEvent {
     pub repository: RepositoryRef,
     #[serde(default)]
     pub installation: Option<InstallationRef>,
+    #[serde(default)]
+    pub sender: Option<Account>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -230,6 +230,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     title: alert::alert_title(&doc),
                     body: links::tagged(&alert::alert_body(&doc), repo_id),
                     labels: vec![alert::ALERT_LABEL.into(), category.clone()],
+                    assignees: Vec::new(),
                 }));
             } else if !doc.kept {
                 effects.push(Effect::Act(Action::UpdateIssue {
@@ -275,6 +276,7 @@ pub async fn on_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     title: alert::alert_title(&doc),
                     body: links::tagged(&alert::alert_body(&doc), repo_id),
                     labels: vec![alert::ALERT_LABEL.into(), category.clone()],
+                    assignees: Vec::new(),
                 }));
             }
             tracing::info!(repository = %repo, alert = %doc.alertname, category = %category, "alert firing: incident opened");

@@ -298,6 +298,7 @@ async fn workflow_run(ctx: &Ctx, v: &Value) -> Result<Vec<Effect>, HandlerError>
                 title: title.clone(),
                 body: links::tagged(&ci::incident_body(&doc), repo_id),
                 labels: vec![ci::CI_LABEL.into()],
+                assignees: Vec::new(),
             }));
             let n = IncidentNotice { repo, title: &title, issue: None, marker: &marker, url: None };
             let jobs: Vec<String> = run.jobs.iter().map(|j| j.name.clone()).collect();
@@ -547,6 +548,7 @@ pub async fn on_security_alert(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
                     title: title.clone(),
                     body: ci::security_body(&alert, policy.ci.escalate_to.as_deref()),
                     labels: vec![ci::SECURITY_LABEL.into()],
+                    assignees: Vec::new(),
                 }));
             } else {
                 tracing::info!(
@@ -695,6 +697,8 @@ pub async fn escalate_due(db: &Db, now: i64, worker: &str) -> crate::store::Resu
                 body: if i.kind == super::alerts::KIND {
                     let doc: crate::domain::alert::AlertDoc = serde_json::from_str(&i.details).unwrap_or_default();
                     crate::domain::alert::escalation_comment(&doc, &i.title, &i.mentions)
+                } else if i.kind == crate::domain::breakglass::REVIEW_KIND {
+                    crate::domain::breakglass::escalation_comment(&i.title, i.deadline, &i.mentions)
                 } else {
                     ci::escalation_comment(&i.title, i.deadline, &i.mentions, i.kind == "security")
                 },

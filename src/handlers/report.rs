@@ -109,6 +109,7 @@ async fn run_one(db: &Db, r: &Reporting, now: i64, worker: &str) -> Result<usize
             title: report::title(&label),
             body: report::markdown(&rep),
             labels: vec![report::LABEL.into()],
+            assignees: Vec::new(),
         };
         let key = format!("{job}:{label}");
         let mut tx = db.begin_write().await?;

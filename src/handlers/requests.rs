@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::repo::{gh_err, load_policy, load_policy_read};
 use super::{Ctx, Effect, Handled, HandlerError};
+use crate::domain::breakglass;
 use crate::domain::commands;
 use crate::domain::flow::signal::{self, Signal, Significance};
 use crate::domain::flow::{
@@ -32,6 +33,7 @@ use crate::github::facts;
 use crate::store::audit::AuditEntry;
 use crate::store::deploys::{self, DeploymentRow, RuleRow};
 use crate::store::gate_waits;
+use crate::store::incidents::{Change, IncidentRow};
 use crate::store::requests::{self as store, ApprovalRow, Link};
 
 /// The internal event asking for a request to be evaluated again.
@@ -131,7 +133,16 @@ pub async fn evaluate(
     let more = flow::plan_more(&t, &prev, &trigger, &f);
     gather_more(&ctx, &t, &more, now, &mut f).await?;
     let decision = flow::decide(&t, &prev, &trigger, &f, now);
-    Ok(apply(&t, decision, effects))
+    // A break-glass's review escalates to `ci.escalate_to`: whom to mention, read now.
+    let mut mentions = Vec::new();
+    for out in &decision.effects {
+        if let Out::OpenReview { escalate_to, .. } = out {
+            mentions =
+                super::repo::role_mentions(&ctx, t.installation.get(), &t.repo, &f.policy, escalate_to.as_deref())
+                    .await;
+        }
+    }
+    Ok(apply(&t, decision, effects, &mentions, now))
 }
 
 /// The linked PRs, as `plan` says: reused, with their checks read again, or read afresh.
@@ -303,9 +314,22 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
 
 /// The effects of a decision, for the completion transaction (in the decision's order; the
 /// request's row and links, then the replies).
-fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
+fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>, mentions: &[String], now: i64) -> Handled {
     for out in d.effects {
+        if let Out::OpenReview { marker, title, body, assignee, due_at, escalate_to: _, detail } = out {
+            effects.push(Effect::Act(Action::CreateIssue {
+                repo: t.repo.clone(),
+                marker: marker.clone(),
+                title: title.clone(),
+                body,
+                labels: vec![breakglass::REVIEW_LABEL.into()],
+                assignees: vec![assignee],
+            }));
+            effects.push(review_row(t, marker, title, due_at, mentions, detail, now));
+            continue;
+        }
         effects.push(match out {
+            Out::OpenReview { .. } => unreachable!("handled above"),
             Out::Act(action) => Effect::Act(action),
             Out::Audit { kind, actor, detail } => audit_entry(t, &kind, actor.as_ref(), detail),
             Out::SaveApproval(a) => Effect::SaveApproval(a),
@@ -375,6 +399,46 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>) -> Handled {
     });
     effects.extend(d.replies.into_iter().map(Effect::Act));
     Handled::ok(effects)
+}
+
+/// The follow-up review of a break-glass, kept as an incident of kind `review`: it escalates when
+/// still open at `due_at`, and closes when its issue is closed.
+fn review_row(
+    t: &Target,
+    marker: String,
+    title: String,
+    due_at: i64,
+    mentions: &[String],
+    detail: Value,
+    now: i64,
+) -> Effect {
+    Effect::Ci(Box::new(Change::Incident(IncidentRow {
+        id: IncidentRow::id_for(t.repo_id.get(), &marker),
+        installation_id: t.installation.get(),
+        repository_id: t.repo_id.get(),
+        repository: t.repo.clone(),
+        kind: breakglass::REVIEW_KIND.into(),
+        subject: format!("request:{}", t.issue.get()),
+        seq: 1,
+        marker,
+        title,
+        branch: String::new(),
+        on_default: 0,
+        state: "open".into(),
+        opened_at: now,
+        first_failure_at: now,
+        last_run_number: 0,
+        last_attempt: 0,
+        failures: 0,
+        deadline: due_at,
+        mentions: mentions.join(" "),
+        escalated_at: None,
+        recovered_at: None,
+        ttr_ms: None,
+        flaky: 0,
+        details: detail.to_string(),
+        updated_at: now,
+    })))
 }
 
 /// A stored approval, typed.
@@ -447,7 +511,54 @@ pub async fn on_issue(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {
     if !matches!(e.action.as_str(), "opened" | "edited" | "labeled" | "unlabeled" | "closed" | "reopened") {
         return Ok(Handled::ignored());
     }
+    if matches!(e.action.as_str(), "closed" | "reopened")
+        && let Some(handled) = review_issue(&ctx, &t, &e, &e.action).await?
+    {
+        return Ok(handled);
+    }
     evaluate(ctx, t, Some(e.issue), Trigger::Issue { action: e.action }).await
+}
+
+/// A break-glass's follow-up review closed (done: it is not escalated) or reopened. Only the
+/// issue the App created for that review counts (its marker maps to this very issue number): a
+/// marker copied into another issue closes nothing.
+async fn review_issue(ctx: &Ctx, t: &Target, e: &IssuesEvent, action: &str) -> Result<Option<Handled>, HandlerError> {
+    let issue = &e.issue;
+    if !issue.labels.iter().any(|l| l.name == breakglass::REVIEW_LABEL) {
+        return Ok(None);
+    }
+    let body = issue.body.as_deref().unwrap_or_default();
+    let Some(marker) = body
+        .split("<!-- shipgate:")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(" -->").map(|(m, _)| m))
+        .find(|m| m.starts_with("breakglass-review-"))
+    else {
+        return Ok(None);
+    };
+    let key = format!("{}:{marker}", t.repo);
+    let created = crate::store::objects::get(&ctx.db, t.installation.get(), "issue", &key).await?;
+    if created != Some(t.issue.get()) {
+        return Ok(None);
+    }
+    let Some(mut row) = crate::store::incidents::get(&ctx.db, t.installation.get(), t.repo_id.get(), marker).await?
+    else {
+        return Ok(None);
+    };
+    let now = ctx.clock.now_ms();
+    let closing = action == "closed";
+    if (row.state == "closed") == closing {
+        return Ok(Some(Handled::ignored()));
+    }
+    row.state = if closing { "closed" } else { "open" }.into();
+    row.recovered_at = closing.then_some(now);
+    row.ttr_ms = closing.then_some(now - row.opened_at);
+    let detail = json!({ "marker": row.marker, "issue": t.issue.get(), "request": row.subject, "state": row.state });
+    let kind = if closing { "breakglass.review_done" } else { "breakglass.review_reopened" };
+    Ok(Some(Handled::ok(vec![
+        Effect::Ci(Box::new(Change::Incident(row))),
+        repo_audit(t.installation.get(), t.repo_id.get(), &t.repo, kind, e.sender.as_ref(), detail),
+    ])))
 }
 
 pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {

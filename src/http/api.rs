@@ -517,9 +517,9 @@ async fn list_incidents(
         return Err(ApiError::bad_request("state must be one of: open, closed"));
     }
     if let Some(k) = p.get("kind")
-        && !["ci", "security", "alert"].contains(&k)
+        && !["ci", "security", "alert", "review"].contains(&k)
     {
-        return Err(ApiError::bad_request("kind must be one of: ci, security, alert"));
+        return Err(ApiError::bad_request("kind must be one of: ci, security, alert, review"));
     }
     // The cursor is the last row's id (incident ids sort as text).
     let mut f = Filter::new();

@@ -246,6 +246,9 @@ pub enum IncidentKind {
     Security,
     /// An alert from the monitoring stack (Alertmanager).
     Alert,
+    /// The post-incident review that follows a break-glass deployment (due within two working
+    /// days; escalated when still open then).
+    Review,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -437,6 +440,7 @@ impl From<&IncidentRow> for Incident {
             kind: match i.kind.as_str() {
                 "security" => IncidentKind::Security,
                 "alert" => IncidentKind::Alert,
+                "review" => IncidentKind::Review,
                 _ => IncidentKind::Ci,
             },
             title: i.title.clone(),

@@ -144,6 +144,9 @@ pub async fn facts(db: &Db, installation: i64, repository_id: i64, since: i64) -
                 },
                 deadline,
                 title,
+                actor: (kind == crate::domain::breakglass::REVIEW_KIND)
+                    .then(|| d["by"].as_str().map(str::to_string))
+                    .flatten(),
                 kind,
             }
         })

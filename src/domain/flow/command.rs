@@ -69,6 +69,8 @@ pub struct CommandFacts {
     pub permission: Option<Permission>,
     /// Whether the sender has an approval on this request.
     pub has_approved: bool,
+    /// Whether the sender holds the `break_glass` role now (None: the policy defines none).
+    pub break_glass: Option<bool>,
 }
 
 /// Why a command was not accepted.
@@ -154,6 +156,25 @@ pub enum Refusal {
     NoEarlierCommit {
         environment: String,
     },
+    /// `/breakglass` where the policy defines no `break_glass` role.
+    NoBreakGlassRole,
+    /// `/breakglass` from someone who does not hold the `break_glass` role.
+    NotBreakGlassHolder,
+    /// `/breakglass` on a denied request: a `/deny` stands.
+    BreakGlassDenied {
+        by: String,
+    },
+    /// `/breakglass` while `.github/shipgate.yml` is invalid.
+    BreakGlassPolicyInvalid,
+    /// `/breakglass` while the gate is open anyway.
+    BreakGlassNeedless,
+    /// `/breakglass` while an earlier one is still unspent.
+    BreakGlassActive {
+        by: String,
+        until: String,
+    },
+    /// `/breakglass` on a request that covers no commit yet.
+    BreakGlassNothingCovered,
 }
 
 /// What an accepted command does.
@@ -174,6 +195,11 @@ pub enum Outcome {
     Recheck,
     /// `/deploy` or `/rollback`: decided after the gate is evaluated.
     DeployAsk,
+    /// `/breakglass` from a holder: decided after the gate is evaluated (it must be closed, and
+    /// closed by something break-glass may override).
+    BreakGlassAsk {
+        reason: String,
+    },
 }
 
 /// Decides one command. Pure: every fact it needs is in `state` and `facts`.
@@ -257,6 +283,21 @@ pub fn decide_command(cmd: &Command, state: &RequestState, facts: &CommandFacts)
         }
         Command::Recheck => Ok(Outcome::Recheck),
         Command::Deploy | Command::Rollback => Ok(Outcome::DeployAsk),
+        Command::BreakGlass { reason } => {
+            match facts.break_glass {
+                None => return Err(Refusal::NoBreakGlassRole),
+                Some(false) => return Err(Refusal::NotBreakGlassHolder),
+                Some(true) => {}
+            }
+            if state.environment.is_none() {
+                return Err(Refusal::NoEnvironment);
+            }
+            // Never past a `/deny` (SPEC §3.7): whoever denied must lift it.
+            if let Some((_, by)) = &state.denial {
+                return Err(Refusal::BreakGlassDenied { by: by.clone() });
+            }
+            Ok(Outcome::BreakGlassAsk { reason: reason.clone() })
+        }
     }
 }
 
@@ -295,6 +336,7 @@ mod tests {
             pushers: vec![(12, vec![UserId(301)])],
             permission: Some(Permission::Write),
             has_approved: false,
+            break_glass: Some(false),
         }
     }
 
@@ -309,7 +351,13 @@ mod tests {
         for cmd in [Command::Hold, Command::Unhold, Command::Undeny] {
             assert_eq!(plan_command(&cmd, false), CommandWants { permission: true, pushers: false }, "{cmd:?}");
         }
-        for cmd in [Command::Recheck, Command::Deploy, Command::Rollback, Command::ApproveCancel] {
+        for cmd in [
+            Command::Recheck,
+            Command::Deploy,
+            Command::Rollback,
+            Command::ApproveCancel,
+            Command::BreakGlass { reason: "down".into() },
+        ] {
             assert_eq!(plan_command(&cmd, false), CommandWants::default(), "{cmd:?}");
         }
     }
@@ -437,5 +485,31 @@ mod tests {
         maintainer.permission = Some(Permission::Maintain);
         assert!(decide_command(&Command::Undeny, &denied, &maintainer).is_err());
         assert_eq!(decide_command(&Command::Undeny, &state(), &alice), Err(Refusal::NotDenied));
+    }
+
+    #[test]
+    fn breakglass_is_for_holders_of_a_defined_role_and_never_past_a_denial() {
+        let bg = Command::BreakGlass { reason: "checkout down".into() };
+        let mut sre = facts(user(701, "sre"), &[]);
+        sre.break_glass = Some(true);
+        assert_eq!(decide_command(&bg, &state(), &sre), Ok(Outcome::BreakGlassAsk { reason: "checkout down".into() }));
+        // The requester may break the glass of their own request: the on-call engineer at 2 a.m.
+        let mut own = facts(user(401, "carol"), &[]);
+        own.break_glass = Some(true);
+        assert!(decide_command(&bg, &state(), &own).is_ok());
+        // An approver who does not hold break_glass may not; nor anyone where no role is defined.
+        assert_eq!(
+            decide_command(&bg, &state(), &facts(user(101, "alice"), &["pm"])),
+            Err(Refusal::NotBreakGlassHolder)
+        );
+        let mut none = sre.clone();
+        none.break_glass = None;
+        assert_eq!(decide_command(&bg, &state(), &none), Err(Refusal::NoBreakGlassRole));
+        let denied = RequestState { denial: Some((Some(UserId(101)), "alice".into())), ..state() };
+        assert_eq!(decide_command(&bg, &denied, &sre), Err(Refusal::BreakGlassDenied { by: "alice".into() }));
+        let closed = RequestState { active: false, ..state() };
+        assert_eq!(decide_command(&bg, &closed, &sre), Err(Refusal::Closed));
+        let no_env = RequestState { environment: None, ..state() };
+        assert_eq!(decide_command(&bg, &no_env, &sre), Err(Refusal::NoEnvironment));
     }
 }

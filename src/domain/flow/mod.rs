@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 pub use self::command::{CommandFacts, CommandWants, Outcome, Refusal, RequestState, decide_command, plan_command};
 use super::action::Action;
+use super::breakglass::{self, BreakGlass};
 use super::commands::{self, Command, CommandError};
 use super::gate::{self, ApprovalFact, Evaluation, GateInput, PrFacts, User};
 use super::ids::{InstallationId, IssueNumber, RepoId, UserId};
@@ -159,6 +160,26 @@ pub struct Remembered {
     /// "Notify team").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notified: Vec<String>,
+    /// Every use of break-glass on this request, oldest first; only the last can be live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breakglass: Vec<BreakGlass>,
+}
+
+/// The role whose holders may break the glass (SPEC §3.7).
+pub const BREAK_GLASS_ROLE: &str = "break_glass";
+
+/// Whether an evaluation needs to know who holds `break_glass`: the policy defines the role, and
+/// a command may need it (`/breakglass`, `/rollback`) or a break-glass not ended yet is checked
+/// against its holder again (one who left the role ends it).
+fn breakglass_lookup(policy: &Policy, cmds: &[CommentCommand], remembered: &Remembered) -> bool {
+    policy.roles.contains_key(BREAK_GLASS_ROLE)
+        && (cmds.iter().any(|c| matches!(c.parsed, Ok(Command::BreakGlass { .. } | Command::Rollback)))
+            || unended_breakglass(remembered).is_some())
+}
+
+/// The last break-glass, if it has not ended (it may have lapsed by the clock).
+fn unended_breakglass(remembered: &Remembered) -> Option<&BreakGlass> {
+    remembered.breakglass.last().filter(|b| b.ended.is_none())
 }
 
 /// The issue, as the event (or a fresh read) shows it.
@@ -442,10 +463,16 @@ pub fn plan_more(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts) -> M
     let env_policy = r.environment.as_deref().and_then(|e| policy.environment(e));
     let active = r.open && r.labelled;
     let roles = needed_roles(policy, r.environment.as_deref(), &facts.prs);
+    let cmds = comment_commands(t, trigger, remembered, &r.numbers);
+    // The roles whose holders are looked up: the needed ones, and `break_glass` when it matters.
+    let mut lookup = roles.clone();
+    if breakglass_lookup(policy, &cmds, remembered) {
+        lookup.insert(BREAK_GLASS_ROLE);
+    }
     let mut logins: Vec<String> = policy
         .roles
         .iter()
-        .filter(|(n, _)| roles.contains(n.as_str()))
+        .filter(|(n, _)| lookup.contains(n.as_str()))
         .flat_map(|(_, r)| r.users.iter())
         .map(|u| u.to_ascii_lowercase())
         .collect();
@@ -457,9 +484,11 @@ pub fn plan_more(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts) -> M
         .filter(|a| a.state.is_some_and(|s| s != ApprovalState::Withdrawn))
         .map(|a| a.user.clone())
         .collect();
-    let cmds = comment_commands(t, trigger, remembered, &r.numbers);
     people.extend(cmds.iter().map(|c| c.sender.clone()));
-    let permission_roles = policy.roles.iter().any(|(n, r)| roles.contains(n.as_str()) && r.permission.is_some());
+    if lookup.contains(BREAK_GLASS_ROLE) {
+        people.extend(unended_breakglass(remembered).map(|b| b.by.clone()));
+    }
+    let permission_roles = policy.roles.iter().any(|(n, r)| lookup.contains(n.as_str()) && r.permission.is_some());
     let mut permissions: Vec<User> = if permission_roles { people.clone() } else { Vec::new() };
     let allow_self = env_policy.is_some_and(|e| e.allow_self_approval);
     let mut pushers = false;
@@ -487,7 +516,7 @@ pub fn plan_more(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts) -> M
     let mut teams: Vec<TeamRef> = policy
         .roles
         .iter()
-        .filter(|(n, _)| roles.contains(n.as_str()) && !people.is_empty())
+        .filter(|(n, _)| lookup.contains(n.as_str()) && !people.is_empty())
         .flat_map(|(_, r)| r.teams.iter().cloned())
         .collect();
     teams.sort_by(|a, b| (&a.org, &a.slug).cmp(&(&b.org, &b.slug)));
@@ -579,6 +608,18 @@ pub enum Out {
     /// a break-glass lapsing); None: never. Said only when it changes.
     Timer {
         due_at: Option<i64>,
+    },
+    /// A break-glass was accepted: its follow-up review issue, assigned to `assignee`, due at
+    /// `due_at` and escalated to `escalate_to` when still open then (kept as an incident of kind
+    /// `review`).
+    OpenReview {
+        marker: String,
+        title: String,
+        body: String,
+        assignee: String,
+        due_at: i64,
+        escalate_to: Option<String>,
+        detail: Value,
     },
     /// A policy login pinned to its account.
     PinLogin {
@@ -1048,6 +1089,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         absorbed: false,
         deploying_runs: Vec::new(),
         notified: std::mem::take(&mut remembered.notified),
+        breakglass: std::mem::take(&mut remembered.breakglass),
     };
     if let Trigger::Notified { event, channel } = trigger
         && event == NotifyEvent::Deployed.as_str()
@@ -1161,6 +1203,12 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     people.extend(comment_cmds.iter().map(|c| c.sender.clone()));
     // Only the roles this request needs (its environment's rules that apply to the changed files).
     let env_roles = needed_roles(policy, environment.as_deref(), &prs);
+    // And `break_glass`, when a command or a break-glass not ended yet needs it (as `plan_more`).
+    let mut lookup_roles = env_roles.clone();
+    if breakglass_lookup(policy, &comment_cmds, prev.remembered()) {
+        lookup_roles.insert(BREAK_GLASS_ROLE);
+        people.extend(unended_breakglass(prev.remembered()).map(|b| b.by.clone()));
+    }
     let mut notes: Vec<String> = Vec::new();
     if let Some(merged) = merge_commit(&prs, env_branch) {
         let which = if prs.len() > 1 { "all linked pull requests are merged; the last merge" } else { "merged as" };
@@ -1177,7 +1225,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         ));
     }
     let mut identity = std::mem::take(&mut remembered.identity_notes);
-    let holders = role_holders(policy, &env_roles, &people, facts, &mut identity);
+    let holders = role_holders(policy, &lookup_roles, &people, facts, &mut identity);
     notes.extend(identity.iter().cloned());
     remembered.identity_notes = identity;
     let holds = |u: &User, role: &str| holders.get(role).is_some_and(|ids| ids.contains(&u.id));
@@ -1185,6 +1233,9 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
 
     // Commands. `/deploy` and `/rollback` need the gate's verdict: answered after the evaluation.
     let mut deploy_asks: Vec<(i64, User, Command)> = Vec::new();
+    // `/breakglass`: decided once the gate is known (comment id, sender, reason).
+    let mut breakglass_asks: Vec<(i64, User, String)> = Vec::new();
+    let breakglass_defined = policy.roles.contains_key(BREAK_GLASS_ROLE);
     let on_pr = trigger.on_pr();
     let allow_self = env_policy.is_some_and(|e| e.allow_self_approval);
     for c in comment_cmds {
@@ -1224,11 +1275,16 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             pushers,
             permission: if wanted.permission { permission_of(&sender) } else { None },
             has_approved: approvals.iter().any(|(a, _)| a.user.id == sender.id),
+            break_glass: breakglass_defined.then(|| holds(&sender, BREAK_GLASS_ROLE)),
         };
         let (accepted, reply) = match decide_command(&cmd, &state, &command_facts) {
             Err(refusal) => (false, Some(messages::refusal_text(&format!("/{}", cmd.name()), &refusal))),
             Ok(Outcome::DeployAsk) => {
                 deploy_asks.push((comment_id, sender.clone(), cmd));
+                continue;
+            }
+            Ok(Outcome::BreakGlassAsk { reason }) => {
+                breakglass_asks.push((comment_id, sender.clone(), reason));
                 continue;
             }
             Ok(outcome) => {
@@ -1352,7 +1408,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     remembered.deploying_runs = deploying_runs.clone();
     // A freeze window covering now (SPEC §3.7): the gate says until when, and why.
     let frozen = env_policy.and_then(|e| e.freeze.active_at(now)).map(|a| a.text());
-    let eval = gate::evaluate(&GateInput {
+    let base = gate::evaluate(&GateInput {
         policy,
         policy_errors: &facts.config_errors,
         problems: &problems,
@@ -1373,6 +1429,125 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             prs: if facts.dry_run { &numbers } else { &[] },
         },
     });
+
+    // Break-glass (SPEC §3.7). The last one, if not ended, ends when the request is no longer
+    // open, when the commits it covered are no longer the request's, when its holder no longer
+    // holds `break_glass`, or when it lapses; a new `/breakglass` is decided on the gate without it.
+    let bg_covers: Vec<String> = if prs.is_empty() {
+        remembered.commit.iter().cloned().collect()
+    } else {
+        let mut h = heads.clone();
+        h.sort();
+        h
+    };
+    let policy_invalid = !facts.config_errors.is_empty();
+    let denied = row.denied_by.is_some();
+    let bg_count = remembered.breakglass.len();
+    if let Some(bg) = remembered.breakglass.last_mut().filter(|b| b.ended.is_none()) {
+        let ending = if !active {
+            Some(("closed", "the request was closed or unlabelled".to_string()))
+        } else if bg.heads != bg_covers {
+            Some(("superseded", "the request covers other commits now".to_string()))
+        } else if !holds(&bg.by, BREAK_GLASS_ROLE) {
+            Some(("revoked", format!("@{} no longer holds the `break_glass` role", bg.by.login)))
+        } else if now >= bg.until {
+            Some(("lapsed", "unspent after 2 hours".to_string()))
+        } else {
+            None
+        };
+        if let Some((how, detail)) = ending {
+            let at = if how == "lapsed" { bg.until } else { now };
+            bg.end(at, how, detail.clone());
+            out.push(audit(
+                &format!("breakglass.{how}"),
+                None,
+                json!({ "by": bg.by.login, "by_id": bg.by.id, "comment_id": bg.comment_id, "environment": bg.environment,
+                        "heads": bg.heads, "detail": detail }),
+            ));
+        }
+    }
+    for (comment_id, sender, reason) in &breakglass_asks {
+        // The same comment again (a redelivery under a new id): already done.
+        if remembered.breakglass.iter().any(|b| b.comment_id == *comment_id) {
+            answer(&mut replies, t, on_pr, *comment_id, sender, true, None);
+            continue;
+        }
+        let refusal = if policy_invalid {
+            Some(Refusal::BreakGlassPolicyInvalid)
+        } else if base.open {
+            Some(Refusal::BreakGlassNeedless)
+        } else if let Some(live) = remembered.breakglass.last().filter(|b| b.live(now)) {
+            Some(Refusal::BreakGlassActive { by: live.by.login.clone(), until: messages::timestamp(live.until) })
+        } else if bg_covers.is_empty() || environment.is_none() {
+            Some(Refusal::BreakGlassNothingCovered)
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            answer(&mut replies, t, on_pr, *comment_id, sender, false, Some(messages::refusal_text("/breakglass", &r)));
+            continue;
+        }
+        let env_name = environment.clone().unwrap_or_default();
+        let bg = BreakGlass {
+            comment_id: *comment_id,
+            by: sender.clone(),
+            reason: reason.clone(),
+            at: now,
+            environment: env_name.clone(),
+            heads: bg_covers.clone(),
+            until: now + breakglass::LASTS_MS,
+            review: breakglass::review_marker(t.issue.get(), bg_count + 1),
+            ended: None,
+        };
+        let overridden = base.missing();
+        out.push(audit(
+            "breakglass.used",
+            Some(sender),
+            json!({ "reason": reason, "environment": env_name, "heads": bg.heads, "until": bg.until,
+                    "overridden": overridden, "comment_id": comment_id, "review": bg.review }),
+        ));
+        out.push(Out::Act(Action::SetLabels {
+            repo: t.repo.clone(),
+            issue: t.issue.get(),
+            add: vec![breakglass::LABEL.into()],
+            remove: vec![],
+        }));
+        notify_out(
+            &mut out,
+            NotifyEvent::BreakGlass,
+            &notice.break_glass(&sender.login, reason, &bg.heads, &overridden, bg.until),
+        );
+        // The follow-up: a post-incident review due within two working days of the report's zone.
+        let zone = policy.report.weekly.as_ref().map(|w| w.zone()).unwrap_or_default();
+        let due = breakglass::review_due(now, &zone);
+        let review = breakglass::Review {
+            repo: &t.repo,
+            issue: t.issue.get(),
+            service: req.service.as_deref(),
+            bg: &bg,
+            overridden: &overridden,
+            due,
+            zone: &zone,
+            escalate_to: policy.ci.escalate_to.as_deref(),
+        };
+        out.push(Out::OpenReview {
+            marker: bg.review.clone(),
+            title: breakglass::review_title(&review),
+            body: breakglass::review_body(&review),
+            assignee: sender.login.clone(),
+            due_at: due,
+            escalate_to: policy.ci.escalate_to.clone(),
+            detail: json!({ "request": t.issue.get(), "by": sender.login, "by_id": sender.id, "reason": reason,
+                            "environment": env_name, "heads": bg.heads, "at": now, "overridden": overridden }),
+        });
+        remembered.breakglass.push(bg);
+        answer(&mut replies, t, on_pr, *comment_id, sender, true, None);
+    }
+    let live_bg = remembered.breakglass.last().filter(|b| b.live(now)).map(|b| b.text());
+    let mut eval = match &live_bg {
+        Some(text) => gate::with_breakglass(base.clone(), text, denied, policy_invalid),
+        None => base.clone(),
+    };
 
     // A deployment status forwarded to this request.
     let mut deployment = None;
@@ -1446,6 +1621,14 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         } else {
             env_roles.iter().any(|r| holds(sender, r))
         };
+        // A `break_glass` holder may roll back (SPEC §3.5), and the one who broke the glass may
+        // `/deploy` with it.
+        let approver = approver
+            || (matches!(cmd, Command::Rollback) && holds(sender, BREAK_GLASS_ROLE))
+            || (matches!(cmd, Command::Deploy)
+                && eval.breakglass.is_some()
+                && remembered.breakglass.last().is_some_and(|b| b.by.id == sender.id));
+        let key_before = row.deploy_key.clone();
         let ask = DeployAsk {
             t,
             mode: env_policy.map(|e| e.deploy),
@@ -1464,6 +1647,16 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             Ok(()) => (true, None),
             Err(r) => (false, Some(messages::refusal_text(&format!("/{}", cmd.name()), &r))),
         };
+        // A deployment asked for through the break-glass spends it.
+        if accepted && matches!(cmd, Command::Deploy) && row.deploy_key != key_before && eval.breakglass.is_some() {
+            let what = format!(
+                "`/deploy` by @{} (a deployment of {})",
+                sender.login,
+                messages::short(row.deploy_sha.as_deref().unwrap_or_default())
+            );
+            spend_breakglass(&mut remembered, &mut row, &mut out, before, now, &what);
+            eval = base.clone();
+        }
         answer(&mut replies, t, on_pr, *comment_id, sender, accepted, reply);
     }
     // A `/rollback` accepted just now.
@@ -1584,6 +1777,7 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             // Approvals given for the heads that were merged carry to the merge commit.
             let is_merge = merged.is_some_and(|m| m.eq_ignore_ascii_case(&rule.sha));
             let given_for_sha = prs.is_empty()
+                || eval.breakglass.is_some()
                 || current.iter().all(|a| {
                     a.head_shas.iter().any(|h| h == &rule.sha)
                         || (is_merge && heads.iter().all(|h| a.head_shas.contains(h)))
@@ -1621,6 +1815,16 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                     messages::rule_approved(t.issue.get(), &rule.environment, &rule.sha, &approvers),
                 ));
                 out.push(audit(&format!("{kind}.approved"), None, detail));
+                // The first deployment through a break-glass spends it.
+                if eval.breakglass.is_some() {
+                    let what = if rule.workflow {
+                        format!("the `open` answer to run {} at `/gate/wait`", rule.run_id)
+                    } else {
+                        format!("the protection rule of run {} approved", rule.run_id)
+                    };
+                    spend_breakglass(&mut remembered, &mut row, &mut out, before, now, &what);
+                    eval = base.clone();
+                }
             } else {
                 let mut missing = eval.missing();
                 if let Some(branch) = wrong_branch {
@@ -1652,8 +1856,11 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     row.gate_open = eval.open as i64;
     if eval.open && before.is_none_or(|b| b.gate_open == 0) {
         row.approved_at = Some(now);
-        let approvers: Vec<String> = current.iter().map(|a| a.user.login.clone()).collect();
-        notify_out(&mut out, NotifyEvent::GateOpened, &notice.gate_opened(&approvers, row.revision, &heads));
+        // Opened by break-glass: its own notification said so.
+        if eval.breakglass.is_none() {
+            let approvers: Vec<String> = current.iter().map(|a| a.user.login.clone()).collect();
+            notify_out(&mut out, NotifyEvent::GateOpened, &notice.gate_opened(&approvers, row.revision, &heads));
+        }
     }
     let rollback = deploy_view.as_ref().is_some_and(|d| d.rollback);
     let status = RequestStatus::of(&StatusFacts {
@@ -1722,6 +1929,14 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 .count();
             let mut text =
                 messages::closing_summary(t.issue.get(), d, &given, row.created_at, deploy_created, row.approved_at);
+            if let Some(bg) =
+                remembered.breakglass.last().filter(|b| b.ended.as_ref().is_some_and(|e| e.how == "spent"))
+            {
+                text.push_str(&format!(
+                    "\n🚨 Deployed through break-glass {}; its post-incident review is a follow-up issue.",
+                    bg.text()
+                ));
+            }
             if unticked > 0 {
                 text.push_str(&format!(
                     "\n{unticked} item(s) of the request's own checklist are not ticked: tick them and close the issue."
@@ -1818,7 +2033,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         out.push(audit(
             kind,
             None,
-            json!({ "missing": eval.missing(), "heads": heads, "covers": approved_shas, "commits": commits }),
+            json!({ "missing": eval.missing(), "heads": heads, "covers": approved_shas, "commits": commits,
+                    "breakglass": eval.breakglass }),
         ));
     }
     let approval_audit: Vec<Out> = out
@@ -1840,6 +2056,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
     out.extend(approval_audit);
 
     let config_lines: Vec<String> = facts.config_errors.iter().map(|e| e.to_string()).collect();
+    // Every break-glass of the request, as the comment and the details page say it.
+    notes.extend(remembered.breakglass.iter().map(BreakGlass::note));
     let view = RequestView {
         request: &req,
         environment: environment.as_deref(),
@@ -1868,7 +2086,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         let expiries = current
             .iter()
             .filter_map(|a| env.approval_expires_at(given_at.get(&a.comment_id).copied().unwrap_or(comment_at)));
-        expiries.chain(env.freeze.next_change_after(now)).filter(|at| *at > now).min()
+        let lapse = remembered.breakglass.last().filter(|b| b.live(now)).map(|b| b.until);
+        expiries.chain(env.freeze.next_change_after(now)).chain(lapse).filter(|at| *at > now).min()
     });
     // Written on every evaluation that has one (cheap: one row by key): the timer deletes its row
     // when it fires, and an evaluation on a replica whose clock is a little behind computes the
@@ -1908,6 +2127,29 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         }
     }
     Decision { row, links, effects: out, replies }
+}
+
+/// Spends the live break-glass on the deployment `what` lets through: audited, and the time to
+/// deploy counts from here when the gate was not open before.
+fn spend_breakglass(
+    remembered: &mut Remembered,
+    row: &mut RequestRow,
+    out: &mut Vec<Out>,
+    before: Option<&RequestRow>,
+    now: i64,
+    what: &str,
+) {
+    let Some(bg) = remembered.breakglass.last_mut().filter(|b| b.live(now)) else { return };
+    bg.end(now, "spent", what);
+    out.push(audit(
+        "breakglass.spent",
+        None,
+        json!({ "by": bg.by.login, "by_id": bg.by.id, "comment_id": bg.comment_id, "environment": bg.environment,
+                "heads": bg.heads, "detail": what }),
+    ));
+    if before.is_none_or(|b| b.gate_open == 0) && row.approved_at.is_none_or(|at| at < bg.at) {
+        row.approved_at = Some(now);
+    }
 }
 
 /// Applies what an accepted command does (see [`decide_command`]) to the request and its approvals.
@@ -1971,7 +2213,7 @@ fn apply_outcome(
             row.hold_by = None;
             row.hold_by_id = None;
         }
-        Outcome::Recheck | Outcome::DeployAsk => {}
+        Outcome::Recheck | Outcome::DeployAsk | Outcome::BreakGlassAsk { .. } => {}
     }
 }
 

@@ -529,6 +529,7 @@ roles:
   pm: { users: [alice] }
   sre: { permission: maintain }
   backend-lead: { teams: [acme/backend] }
+  break_glass: { teams: [acme/oncall] }
 ci:
   block_deploys_while_red: true
 environments:
@@ -560,7 +561,11 @@ fn universe(policy_text: &str, env: &str) -> Facts {
         prs: vec![p],
         review_approved: true,
         pinned: [("alice".to_string(), UserId(101))].into(),
-        team_members: [("acme/backend".to_string(), [UserId(601)].into())].into(),
+        team_members: [
+            ("acme/backend".to_string(), [UserId(601)].into()),
+            ("acme/oncall".to_string(), [UserId(801)].into()),
+        ]
+        .into(),
         permissions: [
             (UserId(101), Some(Permission::Write)),
             (UserId(601), Some(Permission::Maintain)),
@@ -706,8 +711,15 @@ fn assert_same(prev: &Prev, trigger: &Trigger, u: &Facts, what: &str) -> Decisio
 
 #[test]
 fn plan_asks_for_every_fact_decide_uses() {
-    let people =
-        [user(101, "alice"), user(601, "bob"), user(501, "eve"), user(701, "frank"), carol(), user(301, "dave")];
+    let people = [
+        user(101, "alice"),
+        user(601, "bob"),
+        user(501, "eve"),
+        user(701, "frank"),
+        carol(),
+        user(301, "dave"),
+        user(801, "sre"),
+    ];
     let cmds = [
         "/approve",
         "/approve cancel",
@@ -723,6 +735,8 @@ fn plan_asks_for_every_fact_decide_uses() {
         "/deploy\n/rollback",
         "/unhold\n/deploy",
         "/undeny\n/deploy",
+        "/breakglass on fire",
+        "/breakglass on fire\n/deploy",
     ];
     for (ptext, env) in
         [(POLICY_WIDE, "production"), (POLICY_WIDE, "staging"), (POLICY, "production"), (POLICY, "staging")]
@@ -757,7 +771,9 @@ fn plan_asks_for_every_fact_decide_uses() {
             r.deploy_sha = Some(HEAD2.into());
             r.deploy_state = Some("success".into());
         }
-        for (pi, prev) in [&p0, &p1, &p2, &p3, &p4, &p5, &p6, &p7].into_iter().enumerate() {
+        // A live break-glass by sre (on call), where the policy defines the role.
+        let (p8, _) = run(&p4, comment(11, user(801, "sre"), "/breakglass on fire"), &ud);
+        for (pi, prev) in [&p0, &p1, &p2, &p3, &p4, &p5, &p6, &p7, &p8].into_iter().enumerate() {
             for who in &people {
                 for c in cmds {
                     let tr = comment(50, who.clone(), c);
@@ -986,4 +1002,229 @@ fn a_sent_deployed_notice_ticks_notify_team() {
         run(&prev, Trigger::Notified { event: "gate_opened".into(), channel: "slack:acme/deploys".into() }, &f);
     assert!(!acts(&d).iter().any(|a| matches!(a, Action::UpsertComment { .. })));
     assert!(!kinds(&d).iter().any(|k| k.starts_with("approval")), "{:?}", kinds(&d));
+}
+
+// ---- Break-glass (SPEC §3.7) -------------------------------------------------------------------
+
+const POLICY_BG: &str = r#"
+roles:
+  pm: { users: [alice] }
+  break_glass: { teams: [acme/oncall] }
+ci:
+  block_deploys_while_red: true
+  escalate_to: pm
+environments:
+  production:
+    approvals:
+      - role: pm
+    deploy: deployment
+notify:
+  - { on: [break_glass], to: [slack:oncall] }
+"#;
+
+fn sre() -> User {
+    user(801, "sre")
+}
+
+/// A production request (deploy mode `mode`) that nothing lets through: no approval, CI red, a
+/// hold by eve (a freeze is in the scenario tests, which have a clock); sre (801) is on call and holds `break_glass`.
+fn stuck(mode: &str) -> (Prev, Facts) {
+    let text = POLICY_BG.replace("deploy: deployment", &format!("deploy: {mode}"));
+    let mut f = facts();
+    f.policy = policy::parse(&text).expect("policy");
+    f.ci_red = Some("CI failing on main (run 9)".into());
+    f.team_members = [("acme/oncall".to_string(), [UserId(801)].into())].into();
+    f.permissions = [(UserId(501), Some(Permission::Write))].into();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (prev, _) = run(&prev, comment(6, user(501, "eve"), "/hold"), &f);
+    assert_eq!(prev.row.as_ref().map(|r| r.gate_open), Some(0));
+    (prev, f)
+}
+
+fn remembered(d: &Decision) -> Remembered {
+    serde_json::from_str(&d.row.facts).expect("facts")
+}
+
+fn review(d: &Decision) -> Option<(String, String, i64)> {
+    d.effects.iter().find_map(|o| match o {
+        Out::OpenReview { title, assignee, due_at, .. } => Some((title.clone(), assignee.clone(), *due_at)),
+        _ => None,
+    })
+}
+
+#[test]
+fn breakglass_opens_a_stuck_gate_for_one_deploy_and_the_holders_deploy_spends_it() {
+    let (prev, f) = stuck("deployment");
+    let (prev, d) = run(&prev, comment(20, sre(), "/breakglass checkout is down, the fix is #12"), &f);
+    assert!(reacted(&d), "{:?}", replies(&d));
+    assert_eq!(d.row.gate_open, 1);
+    assert!(kinds(&d).contains(&"breakglass.used".to_string()), "{:?}", kinds(&d));
+    assert!(kinds(&d).contains(&"gate.opened".to_string()));
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::SetLabels { add, .. } if add == &["break-glass"])));
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::Notify { event, .. } if event == "break_glass")));
+    // No "gate opened" notification besides: the break-glass one says it.
+    assert!(!acts(&d).iter().any(|a| matches!(a, Action::Notify { event, .. } if event == "gate_opened")));
+    let (title, assignee, due) = review(&d).expect("a follow-up review");
+    assert!(title.starts_with("Post-incident review:") && title.contains("(#5)"), "{title}");
+    assert_eq!(assignee, "sre");
+    assert!(due > 10_000);
+    // What it overrides is said: approvals, the freeze, the hold, red CI.
+    let comment_body = acts(&d)
+        .iter()
+        .find_map(|a| match a {
+            Action::UpsertComment { marker, body, .. } if marker == messages::REQUEST_MARKER => Some(body.clone()),
+            _ => None,
+        })
+        .expect("the sticky comment");
+    assert!(comment_body.contains("open by break-glass"), "{comment_body}");
+    assert!(comment_body.contains("| Break-glass | ✅"), "{comment_body}");
+    let check = acts(&d)
+        .iter()
+        .find_map(|a| match a {
+            Action::UpsertCheckRun { conclusion, title, summary, .. } => {
+                Some((conclusion.clone(), title.clone(), summary.clone()))
+            }
+            _ => None,
+        })
+        .expect("a check run");
+    assert_eq!(check.0.as_deref(), Some("success"));
+    assert!(check.2.contains("Approvals: waiting for pm") && check.2.contains("on hold by @eve"), "{}", check.2);
+    // The same comment delivered again is the same use: no second review.
+    let (_, again) = run(&prev, comment(20, sre(), "/breakglass checkout is down, the fix is #12"), &f);
+    assert!(review(&again).is_none() && !kinds(&again).contains(&"breakglass.used".to_string()));
+
+    // The holder's own /deploy: a deployment of the head, and the break-glass is spent.
+    let (prev, d) = run(&prev, comment(21, sre(), "/deploy"), &f);
+    assert!(reacted(&d), "{:?}", replies(&d));
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::CreateDeployment { git_ref, .. } if git_ref == HEAD)));
+    assert!(kinds(&d).contains(&"breakglass.spent".to_string()), "{:?}", kinds(&d));
+    assert_eq!(d.row.gate_open, 0, "one deployment only: the gate is closed again");
+    assert!(d.row.approved_at.is_some());
+    // A second /deploy (after the first is no longer under way) is refused: the gate is closed.
+    let mut later = prev.clone();
+    if let Some(r) = later.row.as_mut() {
+        r.deploy_state = Some("failure".into());
+    }
+    let (_, d) = run(&later, comment(22, sre(), "/deploy"), &f);
+    assert!(!reacted(&d));
+    assert!(replies(&d).iter().any(|r| r.contains("not accepted")), "{:?}", replies(&d));
+}
+
+#[test]
+fn breakglass_is_refused_without_the_role_a_reason_or_a_need_and_never_passes_a_denial() {
+    let (prev, f) = stuck("deployment");
+    // Not on call: an approver is not a break-glass holder.
+    let (next, d) = run(&prev, comment(20, alice(), "/breakglass trust me"), &f);
+    assert!(!reacted(&d) && replies(&d)[0].contains("do not hold the `break_glass` role"), "{:?}", replies(&d));
+    assert_eq!(next.row.as_ref().map(|r| r.gate_open), Some(0));
+    assert!(review(&d).is_none() && !kinds(&d).iter().any(|k| k.starts_with("breakglass.")));
+    // No reason.
+    let (_, d) = run(&prev, comment(21, sre(), "/breakglass"), &f);
+    assert!(!reacted(&d) && replies(&d)[0].contains("needs a reason"), "{:?}", replies(&d));
+    // No role defined at all.
+    let mut no_role = f.clone();
+    no_role.policy.roles.remove(BREAK_GLASS_ROLE);
+    let (_, d) = run(&prev, comment(22, sre(), "/breakglass down"), &no_role);
+    assert!(replies(&d)[0].contains("defines no `break_glass` role"), "{:?}", replies(&d));
+    // A denial stands.
+    let (denied, _) = run(&prev, comment(23, alice(), "/deny not this way"), &f);
+    let (_, d) = run(&denied, comment(24, sre(), "/breakglass down"), &f);
+    assert!(replies(&d)[0].contains("never overrides a `/deny`"), "{:?}", replies(&d));
+    assert_eq!(d.row.gate_open, 0);
+    // A denial after the break-glass closes the gate again.
+    let (glass, _) = run(&prev, comment(25, sre(), "/breakglass down"), &f);
+    let (_, d) = run(&glass, comment(26, alice(), "/deny not this way"), &f);
+    assert_eq!(d.row.gate_open, 0);
+    assert!(kinds(&d).contains(&"gate.closed".to_string()));
+    // A broken policy: never.
+    let mut broken = f.clone();
+    broken.config_errors = vec![policy::ConfigError { line: 1, column: 1, message: "bad".into() }];
+    let (_, d) = run(&prev, comment(27, sre(), "/breakglass down"), &broken);
+    assert!(!reacted(&d), "{:?}", replies(&d));
+    assert_eq!(d.row.gate_open, 0);
+    // An open gate needs none.
+    let mut open = f.clone();
+    open.ci_red = None;
+    let (fine, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &open);
+    let (fine, _) = run(&fine, comment(7, alice(), "/approve"), &open);
+    assert_eq!(fine.row.as_ref().map(|r| r.gate_open), Some(1));
+    let (_, d) = run(&fine, comment(28, sre(), "/breakglass down"), &open);
+    assert!(replies(&d)[0].contains("open already"), "{:?}", replies(&d));
+    // A second one while the first is live.
+    let (_, d) = run(&glass, comment(29, sre(), "/breakglass again"), &f);
+    assert!(replies(&d)[0].contains("unspent until"), "{:?}", replies(&d));
+}
+
+#[test]
+fn breakglass_approves_the_first_waiting_run_only() {
+    let (prev, mut f) = stuck("protection_rule");
+    let waiting =
+        |id| WaitingRun { run_id: id, environment: "production".into(), sha: HEAD.into(), ..WaitingRun::default() };
+    f.waiting_runs = vec![waiting(3), waiting(4)];
+    let (prev, d) = run(&prev, comment(20, sre(), "/breakglass db failover"), &f);
+    let answers: Vec<(i64, String)> = d
+        .effects
+        .iter()
+        .filter_map(|o| match o {
+            Out::AnswerRule { run_id, state, .. } => Some((*run_id, state.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers, vec![(3, "approved".to_string())]);
+    assert!(d.effects.iter().any(|o| matches!(o, Out::ReportRule { run_id: 4, .. })), "the second run waits");
+    assert!(kinds(&d).contains(&"breakglass.spent".to_string()), "{:?}", kinds(&d));
+    assert_eq!(d.row.gate_open, 0);
+    let bg = remembered(&d).breakglass;
+    assert_eq!(bg.len(), 1);
+    assert_eq!(bg[0].ended.as_ref().map(|e| e.how.as_str()), Some("spent"));
+    // Spent, the next evaluation approves nothing.
+    f.waiting_runs = vec![waiting(4)];
+    let (_, d) = run(&prev, Trigger::Recheck { checks_only: false }, &f);
+    assert!(!d.effects.iter().any(|o| matches!(o, Out::AnswerRule { .. })));
+}
+
+#[test]
+fn breakglass_lapses_after_two_hours_by_the_timer_and_ends_with_a_new_head_or_a_lost_role() {
+    let (prev, f) = stuck("workflow");
+    let t = target();
+    let d = decide(&t, &prev, &comment(20, sre(), "/breakglass down"), &f, 10_000);
+    let glass = prev.after(&d, 10_000);
+    let until = 10_000 + breakglass::LASTS_MS;
+    assert!(d.effects.iter().any(|o| matches!(o, Out::Timer { due_at } if due_at.is_some_and(|at| at <= until))));
+    // Just before: still open. At the lapse: closed, audited, with no event.
+    let d = decide(&t, &glass, &Trigger::Recheck { checks_only: false }, &f, until - 1);
+    assert_eq!(d.row.gate_open, 1);
+    let d = decide(&t, &glass, &Trigger::Recheck { checks_only: false }, &f, until);
+    assert_eq!(d.row.gate_open, 0);
+    assert!(kinds(&d).contains(&"breakglass.lapsed".to_string()), "{:?}", kinds(&d));
+    // A new head: the break-glass was for the old one.
+    let mut pushed = f.clone();
+    pushed.prs = vec![pr(HEAD2)];
+    let d = decide(&t, &glass, &Trigger::Recheck { checks_only: false }, &pushed, 20_000);
+    assert_eq!(d.row.gate_open, 0);
+    assert!(kinds(&d).contains(&"breakglass.superseded".to_string()), "{:?}", kinds(&d));
+    // The holder left the on-call team.
+    let mut left = f.clone();
+    left.team_members = [("acme/oncall".to_string(), Default::default())].into();
+    let d = decide(&t, &glass, &Trigger::Recheck { checks_only: false }, &left, 20_000);
+    assert_eq!(d.row.gate_open, 0);
+    assert!(kinds(&d).contains(&"breakglass.revoked".to_string()), "{:?}", kinds(&d));
+}
+
+#[test]
+fn a_breakglass_holder_may_roll_back() {
+    let (prev, mut f) = stuck("deployment");
+    let mut deployed = prev.clone();
+    if let Some(r) = deployed.row.as_mut() {
+        r.deployment_id = Some(77);
+        r.deploy_sha = Some(HEAD.into());
+        r.deploy_state = Some("failure".into());
+    }
+    f.last_good = [(("production".to_string(), HEAD.to_string()), Some(HEAD2.to_string()))].into();
+    let (_, d) = run(&deployed, comment(30, sre(), "/rollback"), &f);
+    assert!(reacted(&d), "{:?}", replies(&d));
+    assert!(acts(&d).iter().any(|a| matches!(a, Action::CreateDeployment { git_ref, .. } if git_ref == HEAD2)));
+    // Someone with neither role may not.
+    let (_, d) = run(&deployed, comment(31, user(501, "eve"), "/rollback"), &f);
+    assert!(!reacted(&d), "{:?}", replies(&d));
 }
