@@ -551,6 +551,23 @@ pub struct ReportFigures {
     /// The share of the window without a firing `slo: availability` alert.
     pub uptime: Option<f64>,
     pub dora: ReportDora,
+    /// The uses of break-glass in the window, oldest first (SPEC.md §3.7).
+    pub breakglass: Vec<ReportBreakGlass>,
+}
+
+/// One use of break-glass, and where its post-incident review stands.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct ReportBreakGlass {
+    /// The review issue's title (names the request, service and environment).
+    pub title: String,
+    /// Who broke the glass.
+    pub by: Option<String>,
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The review issue was closed by the window's end.
+    pub reviewed: bool,
+    /// The review is still open past its due time at the window's end.
+    pub overdue: bool,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, ToSchema)]

@@ -1090,6 +1090,18 @@ fn route(
                 .as_array()
                 .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
                 .unwrap_or_default();
+            // As GitHub: assignees without push access are silently dropped.
+            let assignees: Vec<String> = b["assignees"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|l| l.as_str().map(str::to_string)).collect::<Vec<String>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|who| {
+                    m.permissions
+                        .get(&(repo.clone(), who.clone()))
+                        .is_some_and(|p| matches!(p.as_str(), "write" | "maintain" | "admin"))
+                })
+                .collect();
             m.issues.insert(
                 (repo.clone(), n),
                 Issue {
@@ -1098,6 +1110,7 @@ fn route(
                     body: s("body"),
                     state: "open".into(),
                     labels,
+                    assignees,
                     author: format!("{APP_SLUG}[bot]"),
                     ..Issue::default()
                 },
