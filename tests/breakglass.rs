@@ -285,8 +285,28 @@ async fn deployment_mode(db: &TestDb) {
     assert_eq!(deployments[0].1["ref"], SHA);
     assert!(audit_kinds(&w).await.contains(&"breakglass.spent".to_string()));
     assert_eq!(w.gate(SHA).0, "action_required", "one deployment only");
+    evidence_shows_the_breakglass(&w).await;
     overdue_review_is_escalated(&w, &clock, &review, broke_at).await;
     finish(w, "Spent at").await;
+}
+
+/// The request's evidence pack (the command line, as an auditor's colleague would run it) has the
+/// break-glass entries, says so in its index, and checks out.
+async fn evidence_shows_the_breakglass(w: &World) {
+    let dir = tempfile::Builder::new().prefix("bg-evidence").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let out = dir.path().join("pack");
+    let url = w.app.db_url().to_string();
+    let args = ["audit", "evidence", "--repo", REPO, "--request", "5", "--out", out.to_str().unwrap()];
+    let (code, text) = common::shipgate_cli(&url, &args, &[]).await;
+    assert_eq!(code, 0, "{text}");
+    let events = std::fs::read_to_string(out.join("events.json")).expect("events.json");
+    assert!(events.contains("breakglass.used") && events.contains("breakglass.spent"), "{events}");
+    assert!(events.contains("payments are down"), "the reason is in the pack: {events}");
+    let index = std::fs::read_to_string(out.join("index.md")).expect("index.md");
+    let section = index.split("## Break-glass and freeze").nth(1).expect("the section");
+    assert!(section.contains("breakglass.used") && !section.trim_start().starts_with("None recorded"), "{section}");
+    let (code, text) = common::shipgate_cli(&url, &["audit", "verify-evidence", out.to_str().unwrap()], &[]).await;
+    assert_eq!(code, 0, "{text}");
 }
 
 async fn breakglass_in_protection_rule_mode(db: &TestDb) {

@@ -552,7 +552,7 @@ fn durations(d: &Durations) -> Value {
             "p95_seconds": d.p95_seconds })
 }
 
-fn figures_json(f: &Figures) -> Value {
+fn figures_json(f: &Figures, zone: &Zone) -> Value {
     let deployments: serde_json::Map<String, Value> = f
         .deployments
         .iter()
@@ -581,7 +581,7 @@ fn figures_json(f: &Figures) -> Value {
         "time_to_deploy": durations(&f.time_to_deploy),
         "ci": { "green_rate": f.ci_green_rate, "flaky": f.flaky },
         "breakglass": f.breakglass.iter().map(|b| json!({ "title": b.title, "by": b.by,
-            "at": super::zone::Zone::default().rfc3339(b.at),
+            "at": zone.rfc3339(b.at),
             "reviewed": b.reviewed, "overdue": b.overdue })).collect::<Vec<_>>(),
         "incidents": incidents,
         "requests": { "open": f.open_requests, "stale": f.stale_requests },
@@ -601,7 +601,7 @@ fn figures_json(f: &Figures) -> Value {
 /// meaning).
 pub fn json(r: &Report) -> Value {
     let zone = Zone::named(&r.timezone);
-    let mut v = figures_json(&r.figures);
+    let mut v = figures_json(&r.figures, &zone);
     let o = v.as_object_mut().expect("an object");
     o.insert("repository".into(), json!(r.repository));
     o.insert("week".into(), json!(r.window.week.map(|(y, w)| format!("{y}-W{w:02}"))));
@@ -622,7 +622,7 @@ pub fn json(r: &Report) -> Value {
     o.insert("targets".into(), Value::Object(targets));
     o.insert("attention".into(), json!({ "stale_requests": r.stale_requests,
         "overdue_incidents": r.overdue_incidents.iter().map(|(t, at)| json!({ "title": t, "opened_at": zone.rfc3339(*at) })).collect::<Vec<_>>() }));
-    o.insert("previous".into(), figures_json(&r.previous));
+    o.insert("previous".into(), figures_json(&r.previous, &zone));
     o.insert(
         "history".into(),
         json!(
