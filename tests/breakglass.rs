@@ -8,6 +8,7 @@
 mod common;
 mod fake_github;
 mod fake_oidc;
+mod receivers;
 mod world;
 
 use std::time::Duration;
@@ -44,6 +45,8 @@ environments:
       - {{ from: 2020-01-01, to: 2099-12-30, timezone: UTC, reason: year-end freeze }}
   staging:
     approvals: []
+notify:
+  - {{ on: [break_glass, escalated], to: [slack:oncall] }}
 "#
     )
 }
@@ -51,6 +54,10 @@ environments:
 /// A world on a manual clock (starting at the real time, which the OIDC tokens are checked
 /// against), with sre (801) on call in `acme/oncall`.
 async fn world(db: &TestDb, mode: &str) -> (World, Clock, FakeIssuer) {
+    world_with_slack(db, mode, None).await
+}
+
+async fn world_with_slack(db: &TestDb, mode: &str, slack: Option<String>) -> (World, Clock, FakeIssuer) {
     let clock = Clock::manual(Clock::system().now_ms() / 1000 * 1000);
     let issuer = FakeIssuer::start().await;
     let gh = fake_github::FakeGitHub::start().await;
@@ -67,6 +74,9 @@ async fn world(db: &TestDb, mode: &str) -> (World, Clock, FakeIssuer) {
     let mut cfg = app_config(db, &gh);
     cfg.oidc.issuer = issuer.url.clone();
     cfg.gate_wait_poll = Duration::from_millis(100);
+    if let Some(hook) = slack {
+        cfg.notify.slack.insert(("acme".into(), "oncall".into()), shipgate::config::Secret::new(hook));
+    }
     let opts = Options { github: Some(fast_github(&gh.url)), clock: clock.clone(), ..Options::default() };
     let app = common::TestApp::start_with(cfg, opts).await;
     (World { gh, app, n: Default::default() }, clock, issuer)
@@ -215,10 +225,16 @@ fn rule_answers(w: &World, run: i64) -> Vec<String> {
 }
 
 async fn protection_rule_mode(db: &TestDb) {
-    let (w, clock, _issuer) = world(db, "protection_rule").await;
+    let slack = receivers::SlackReceiver::start().await;
+    let (w, clock, _issuer) = world_with_slack(db, "protection_rule", Some(slack.hook_url("oncall"))).await;
     stuck_request(&w).await;
     let broke_at = clock.now_ms();
     let review = break_the_glass(&w).await;
+    // The on-call channel is told, with who, why and what was overridden.
+    let m = slack.wait_for("oncall", 1, Duration::from_secs(10)).await;
+    let text = m[0].to_string();
+    assert!(text.contains("was opened by break-glass") && text.contains("@sre"), "{text}");
+    assert!(text.contains("payments are down") && text.contains("CI is red"), "{text}");
     // The first waiting run is approved, and that spends it.
     protection_rule(&w, 777).await;
     w.settle().await;
@@ -231,6 +247,9 @@ async fn protection_rule_mode(db: &TestDb) {
     w.settle().await;
     assert_eq!(rule_answers(&w, 778), vec!["report".to_string()]);
     overdue_review_is_escalated(&w, &clock, &review, broke_at).await;
+    // The escalations (the review's, and the CI incident's) reach the channel too.
+    let m = slack.wait_for("oncall", 3, Duration::from_secs(10)).await;
+    assert!(m.iter().any(|x| x.to_string().contains("Post-incident review")), "{m:#?}");
     finish(w, "Spent at").await;
 }
 
