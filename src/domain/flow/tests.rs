@@ -1228,3 +1228,159 @@ fn a_breakglass_holder_may_roll_back() {
     let (_, d) = run(&deployed, comment(31, user(501, "eve"), "/rollback"), &f);
     assert!(!reacted(&d), "{:?}", replies(&d));
 }
+
+// ---- Break-glass review (attacker's view) -----------------------------------------------------
+
+const POLICY_BG_TWO_ENVS: &str = r#"
+roles:
+  pm: { users: [alice] }
+  break_glass: { teams: [acme/oncall] }
+ci:
+  block_deploys_while_red: true
+environments:
+  production:
+    approvals:
+      - role: pm
+    deploy: protection_rule
+  staging:
+    approvals:
+      - role: pm
+    deploy: protection_rule
+"#;
+
+/// A break-glass broken for one environment must not open the gate of another: editing the
+/// request's environment (anyone who may edit the issue, the requester included) after a holder
+/// broke the glass for staging must not let a production run through on it.
+#[test]
+fn bgreview_breakglass_does_not_follow_an_environment_edit() {
+    let mut f = facts();
+    f.policy = policy::parse(POLICY_BG_TWO_ENVS).expect("policy");
+    f.ci_red = Some("CI failing on main (run 9)".into());
+    f.team_members = [("acme/oncall".to_string(), [UserId(801)].into())].into();
+    f.issue.body = body("staging", "#12", "none");
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    assert_eq!(prev.row.as_ref().map(|r| r.gate_open), Some(0));
+    let (prev, d) = run(&prev, comment(20, sre(), "/breakglass staging is down"), &f);
+    assert!(reacted(&d), "{:?}", replies(&d));
+    assert_eq!(remembered(&d).breakglass[0].environment, "staging");
+    // The requester edits the request to production; a production run is waiting for HEAD.
+    let mut edited = f.clone();
+    edited.issue.body = body("production", "#12", "none");
+    edited.waiting_runs =
+        vec![WaitingRun { run_id: 3, environment: "production".into(), sha: HEAD.into(), ..WaitingRun::default() }];
+    let (_, d) = run(&prev, Trigger::Issue { action: "edited".into() }, &edited);
+    let approved: Vec<i64> = d
+        .effects
+        .iter()
+        .filter_map(|o| match o {
+            Out::AnswerRule { run_id, state, .. } if state == "approved" => Some(*run_id),
+            _ => None,
+        })
+        .collect();
+    assert!(approved.is_empty(), "a staging break-glass approved production run(s) {approved:?}");
+    assert_eq!(d.row.gate_open, 0, "the production gate is open on a staging break-glass");
+}
+
+/// `plan_asks_for_every_fact_decide_uses`, with `break_glass` held by a pinned user or by a
+/// permission level rather than a team (and the requester's own approvals, a hold and red CI).
+#[test]
+fn bgreview_plan_asks_for_every_fact_decide_uses_with_other_break_glass_roles() {
+    let people = [alice(), user(601, "bob"), user(501, "eve"), carol(), user(801, "sre")];
+    let cmds = ["/breakglass on fire", "/breakglass on fire\n/deploy", "/deploy", "/rollback", "/recheck", "/hold"];
+    for role in ["{ users: [sre] }", "{ permission: admin }", "{ users: [sre], permission: admin }"] {
+        let text = POLICY_WIDE.replace("break_glass: { teams: [acme/oncall] }", &format!("break_glass: {role}"));
+        let mut u = universe(&text, "production");
+        u.pinned.insert("sre".into(), UserId(801));
+        u.permissions.insert(UserId(801), Some(Permission::Admin));
+        u.ci_red = Some("run 9".into());
+        u.last_good = [(("production".to_string(), HEAD.to_string()), Some(HEAD2.to_string()))].into();
+        let (p1, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &u);
+        let (p2, _) = run(&p1, comment(9, user(501, "eve"), "/hold"), &u);
+        let (p3, d) = run(&p2, comment(11, user(801, "sre"), "/breakglass on fire"), &u);
+        assert!(reacted(&d), "{role}: {:?}", replies(&d));
+        for (pi, prev) in [&p1, &p2, &p3].into_iter().enumerate() {
+            assert_same(prev, &Trigger::Recheck { checks_only: false }, &u, &format!("{role} prev#{pi} recheck"));
+            for who in &people {
+                for c in cmds {
+                    assert_same(prev, &comment(50, who.clone(), c), &u, &format!("{role} prev#{pi} {} {c:?}", who.login));
+                }
+            }
+        }
+    }
+}
+
+/// A `/breakglass` comment handled late (queue backlog, the App down and the delivery asked for
+/// again, a parked delivery retried) counts from when it is handled, not from when it was
+/// written: written more than two hours ago it still opens the gate, for two more hours. An
+/// approval's life counts from its comment ("a late delivery adds nothing to an approval's
+/// life"); a break-glass should too.
+#[test]
+fn bgreview_a_late_breakglass_comment_gets_no_extra_life() {
+    let (prev, f) = stuck("deployment");
+    // Written at 2_000 (see `comment`), handled three hours later.
+    let now = 2_000 + breakglass::LASTS_MS + 3600 * 1000;
+    let d = decide(&target(), &prev, &comment(20, sre(), "/breakglass checkout is down"), &f, now);
+    let bg = remembered(&d).breakglass;
+    assert!(
+        bg.iter().all(|b| b.until <= 2_000 + breakglass::LASTS_MS),
+        "a break-glass written at 2000 lives until {:?}",
+        bg.iter().map(|b| b.until).collect::<Vec<_>>()
+    );
+    assert_eq!(d.row.gate_open, 0, "a comment written over two hours ago opened the gate");
+}
+
+/// The first deployment after the glass is broken spends it. If the gate meanwhile opened on its
+/// own (the pm approved) the deployment that goes through does not spend it, and the unspent
+/// break-glass opens the gate again for another deployment once something closes it (here a
+/// `/hold` placed after that deployment): two deployments, the second past a hold.
+#[test]
+fn bgreview_a_deployment_while_the_gate_is_open_anyway_spends_the_breakglass() {
+    let text = POLICY_BG.replace("deploy: deployment", "deploy: protection_rule");
+    let mut f = facts();
+    f.policy = policy::parse(&text).expect("policy");
+    f.team_members = [("acme/oncall".to_string(), [UserId(801)].into())].into();
+    f.permissions = [(UserId(501), Some(Permission::Write))].into();
+    let (prev, _) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
+    let (prev, d) = run(&prev, comment(20, sre(), "/breakglass checkout is down"), &f);
+    assert!(reacted(&d), "{:?}", replies(&d));
+    // The pm approves: the gate is open without the break-glass; run 3 is approved.
+    let (prev, _) = run(&prev, comment(21, alice(), "/approve"), &f);
+    let waiting =
+        |id| WaitingRun { run_id: id, environment: "production".into(), sha: HEAD.into(), ..WaitingRun::default() };
+    let mut with_run = f.clone();
+    with_run.waiting_runs = vec![waiting(3)];
+    let (prev, d) = run(&prev, Trigger::Recheck { checks_only: false }, &with_run);
+    assert!(d.effects.iter().any(|o| matches!(o, Out::AnswerRule { run_id: 3, state, .. } if state == "approved")));
+    // Eve holds further deploys; a second run waits for the same head.
+    let (prev, _) = run(&prev, comment(22, user(501, "eve"), "/hold"), &f);
+    let mut second = f.clone();
+    second.waiting_runs = vec![waiting(4)];
+    let (_, d) = run(&prev, Trigger::Recheck { checks_only: false }, &second);
+    assert!(
+        !d.effects.iter().any(|o| matches!(o, Out::AnswerRule { run_id: 4, state, .. } if state == "approved")),
+        "a second deployment went through the same break-glass, past a hold; kinds {:?}",
+        kinds(&d)
+    );
+}
+
+/// A `/breakglass` written on the issue before it carried the label (its delivery handled after
+/// the `labeled` one: out of order, or asked for again after a failed delivery) must not count:
+/// only comments created after the issue became a request carry commands. On a linked PR this
+/// is checked; on the request itself it is not.
+#[test]
+fn bgreview_a_breakglass_written_before_the_label_never_counts_on_the_issue_either() {
+    let (prev, f) = stuck("deployment");
+    // The request became one at 1_000 (the `labeled` event's updated_at); the comment is older.
+    let early = Trigger::Comment {
+        id: 20,
+        user: sre(),
+        bot: false,
+        body: "/breakglass checkout is down".into(),
+        created_at: Some(500),
+        on_pr: None,
+        sole: true,
+    };
+    let (_, d) = run(&prev, early, &f);
+    assert!(!kinds(&d).contains(&"breakglass.used".to_string()), "a pre-label comment broke the glass");
+    assert_eq!(d.row.gate_open, 0);
+}
