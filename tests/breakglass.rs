@@ -123,9 +123,9 @@ async fn stuck_request(w: &World) -> String {
 /// Refused without the role or a reason; accepted from sre: the gate opens, labelled, audited,
 /// with its review issue. Returns the review issue.
 async fn break_the_glass(w: &World) -> fake_github::Issue {
-    let eve = w.comment(EVE, "/breakglass let me through").await;
-    let pm = w.comment(ALICE, "/breakglass I approve anyway").await;
-    let bare = w.comment(SRE, "/breakglass").await;
+    let eve = say(w, EVE, "/breakglass let me through").await;
+    let pm = say(w, ALICE, "/breakglass I approve anyway").await;
+    let bare = say(w, SRE, "/breakglass").await;
     w.settle().await;
     w.assert_replied("you do not hold the `break_glass` role");
     w.assert_replied("`/breakglass` needs a reason");
@@ -135,7 +135,7 @@ async fn break_the_glass(w: &World) -> fake_github::Issue {
     assert_eq!(w.gate(SHA).0, "action_required", "still closed");
     assert!(review_issues(w).is_empty(), "no review for a refusal");
 
-    let ok = w.comment(SRE, "/breakglass payments are down; the fix is #12").await;
+    let ok = say(w, SRE, "/breakglass payments are down; the fix is #12").await;
     w.settle().await;
     assert_eq!(w.reactions(ok), vec!["+1".to_string()]);
     let (conclusion, summary) = w.gate(SHA);
@@ -293,10 +293,10 @@ async fn deployment_mode(db: &TestDb) {
     let broke_at = clock.now_ms();
     let review = break_the_glass(&w).await;
     // Someone else's /deploy is refused (no role); the holder's own creates the deployment.
-    let eve = w.comment(EVE, "/deploy").await;
+    let eve = say(&w, EVE, "/deploy").await;
     w.settle().await;
     assert!(w.reactions(eve).is_empty());
-    let own = w.comment(SRE, "/deploy").await;
+    let own = say(&w, SRE, "/deploy").await;
     w.settle().await;
     assert_eq!(w.reactions(own), vec!["+1".to_string()]);
     let deployments = w.gh.model().deployments.clone();
@@ -414,4 +414,49 @@ async fn finish(w: World, ended: &str) {
         assert!(c.body.contains("CI failing"), "{}", c.body);
     }
     w.done().await;
+}
+
+/// (From the attacker's review.) Anyone with triage access closing the review as "not planned",
+/// a minute after the break-glass with its checklist empty, does not make it done: it stays open
+/// in the App, the issue says so, and it is escalated when overdue.
+async fn a_review_closed_as_not_planned_is_not_done_and_is_still_escalated(db: &TestDb) {
+    let (w, clock, _issuer) = world(db, "protection_rule").await;
+    stuck_request(&w).await;
+    let broke_at = clock.now_ms();
+    let review = break_the_glass(&w).await;
+    clock.advance_ms(60_000);
+    let mut v = w.base("issues.labeled.0");
+    v["action"] = json!("closed");
+    let mut i = fake_github::issue_json(&review);
+    i["state"] = json!("closed");
+    i["state_reason"] = json!("not_planned");
+    v["issue"] = i;
+    v["sender"] = json!({ "id": EVE.0, "login": EVE.1, "type": "User" });
+    assert_eq!(w.app.deliver("issues", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let states: Vec<(String,)> =
+        sqlx::query_as("SELECT state FROM incidents WHERE kind = 'review'").fetch_all(w.app.db.pool()).await.unwrap();
+    assert_eq!(states, vec![("open".to_string(),)]);
+    let said: Vec<String> = w.gh.app_comments(REPO, review.number).into_iter().map(|c| c.body).collect();
+    assert!(said.iter().any(|c| c.contains("does not mark it done")), "{said:#?}");
+    assert!(audit_kinds(&w).await.contains(&"breakglass.review_dismissed".to_string()));
+    overdue_review_is_escalated(&w, &clock, &review, broke_at).await;
+    finish(w, "Lapsed at").await;
+}
+both_backends!(a_review_closed_as_not_planned_is_not_done_and_is_still_escalated);
+
+/// A comment by `who` on #5, written (as GitHub says) at the App's clock's now: a break-glass
+/// lasts from when its comment was written.
+async fn say(w: &World, who: (i64, &str), text: &str) -> i64 {
+    let id = w.gh.human_comment_by(REPO, 5, who, text);
+    let mut v = w.base("issue_comment.created.0");
+    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
+    v["comment"]["id"] = json!(id);
+    v["comment"]["body"] = json!(text);
+    let now = w.gh.model().clock.as_ref().expect("a shared clock").now_ms();
+    v["comment"]["created_at"] = json!(common::rfc3339(now));
+    v["comment"]["user"] = json!({ "id": who.0, "login": who.1, "type": "User" });
+    v["sender"] = json!({ "id": who.0, "login": who.1, "type": "User" });
+    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    id
 }

@@ -102,10 +102,14 @@ fn capitalised(s: &str) -> String {
     c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
-/// A reason on one line, at most 300 characters (it is shown in tables and notifications).
+/// A reason on one line, at most 300 characters (it is shown in tables and notifications), inert
+/// in GitHub's markdown: no mention (`@org/team` would notify a team from the App's issue), no
+/// HTML (`<!--` would hide the rest of the App's text), no table cell break.
 fn one_line(s: &str) -> String {
     let line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() > 300 { format!("{}…", line.chars().take(299).collect::<String>()) } else { line }
+    let line =
+        if line.chars().count() > 300 { format!("{}…", line.chars().take(299).collect::<String>()) } else { line };
+    line.replace('<', "&lt;").replace('>', "&gt;").replace('@', "@\u{200b}").replace('|', "\\|")
 }
 
 /// The marker of the follow-up review of use `seq` (1-based) on request `issue`.
@@ -207,6 +211,15 @@ pub fn review_body(r: &Review<'_>) -> String {
     s
 }
 
+/// Said on a review issue closed as not planned: that is not a review done.
+pub fn not_done_comment(due: i64) -> String {
+    format!(
+        "Closing this review as *not planned* does not mark it done: it stays due ({}) and is escalated if it is \
+         still not done then. Close it as *completed* once the review is done.",
+        super::messages::timestamp(due)
+    )
+}
+
 /// The escalation comment of an overdue review.
 pub fn escalation_comment(title: &str, due: i64, mentions: &str) -> String {
     let who = if mentions.trim().is_empty() {
@@ -260,6 +273,9 @@ mod tests {
         };
         assert!(bg.live(LASTS_MS - 1) && !bg.live(LASTS_MS));
         assert!(bg.text().ends_with(": checkout is down"), "{}", bg.text());
+        // A reason is inert markdown: no mention, no HTML.
+        let loud = BreakGlass { reason: "ping @acme/everyone <!-- hide".into(), ..bg.clone() };
+        assert!(!loud.text().contains("@acme") && !loud.text().contains("<!--"), "{}", loud.text());
         assert!(bg.note().contains("Unspent"), "{}", bg.note());
         bg.end(5, "spent", "run 42 approved");
         bg.end(6, "lapsed", "ignored: it ended already");

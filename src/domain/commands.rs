@@ -171,10 +171,21 @@ impl LineIndex {
 
 /// A command line without its `#N` word (the request it names), and N.
 fn split_target(text: &str) -> (String, Option<i64>) {
-    // A reason is free text: `/deny breaks #12` names no request.
-    let word = text.split_whitespace().next().unwrap_or_default().to_ascii_lowercase();
+    // A reason is free text: `/deny breaks #12` names no request. Only a `#N` right after the
+    // command does (`/breakglass #45 checkout is down`, on a PR that several requests link).
+    let mut words = text.split_whitespace();
+    let word = words.next().unwrap_or_default().to_ascii_lowercase();
     if matches!(word.as_str(), "/deny" | "/breakglass" | "/break-glass") {
-        return (text.to_string(), None);
+        let named =
+            words.next().and_then(|w| w.strip_prefix('#')).and_then(|n| n.parse::<i64>().ok()).filter(|n| *n > 0);
+        return match named {
+            Some(n) => {
+                let command = text.split_whitespace().next().unwrap_or_default();
+                let reason: Vec<&str> = text.split_whitespace().skip(2).collect();
+                (format!("{command} {}", reason.join(" ")).trim_end().to_string(), Some(n))
+            }
+            None => (text.to_string(), None),
+        };
     }
     let mut target = None;
     let mut words = Vec::new();
@@ -329,8 +340,18 @@ mod tests {
                 Command::BreakGlass { reason: "db failover".into() },
             ]
         );
-        // A `#N` in the reason names no request.
+        // A `#N` in the reason names no request; right after the command, it does.
         assert!(parse_targeted("/breakglass see #45").iter().all(|(n, _)| n.is_none()));
+        let named: Vec<_> = parse_targeted("/breakglass #45 checkout is down\n\n/deny #7 not now\n\n/breakglass #45")
+            .into_iter()
+            .map(|(n, c)| (n, c.map_err(|e| e.message)))
+            .collect();
+        assert_eq!(named[0], (Some(45), Ok(Command::BreakGlass { reason: "checkout is down".into() })));
+        assert_eq!(named[1], (Some(7), Ok(Command::Deny { reason: "not now".into() })));
+        assert!(
+            named[2].0 == Some(45) && named[2].1.as_ref().is_err_and(|m| m.contains("needs a reason")),
+            "{named:?}"
+        );
         let e = parse("/breakglass").remove(0).expect_err("no reason");
         assert!(e.message.contains("needs a reason"), "{e:?}");
         assert_eq!(

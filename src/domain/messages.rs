@@ -640,6 +640,10 @@ pub fn refusal_text(command: &str, r: &super::flow::Refusal) -> String {
         R::BreakGlassActive { by, until } => {
             (format!("@{by} broke the glass already, and it is unspent until {until}"), "Deploy with it.".into())
         }
+        R::BreakGlassTooLate { written } => (
+            format!("it was written at {written}, and a break-glass lasts 2 hours from when it is written"),
+            "Write a new `/breakglass` if it is still needed.".into(),
+        ),
         R::BreakGlassNothingCovered => (
             "the request covers no commit yet".into(),
             "Link the pull request (or name the full commit SHA) to deploy first.".into(),
@@ -757,6 +761,7 @@ mod tests {
             ("/breakglass", R::BreakGlassNeedless),
             ("/breakglass", R::BreakGlassActive { by: "sre".into(), until: "2026-12-07 04:00 UTC".into() }),
             ("/breakglass", R::BreakGlassNothingCovered),
+            ("/breakglass", R::BreakGlassTooLate { written: "2026-12-07 02:00 UTC".into() }),
         ];
         let mut text: Vec<String> = all.iter().map(|(c, r)| refusal_text(c, r)).collect();
         text.push(edited_command());

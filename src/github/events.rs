@@ -101,6 +101,10 @@ pub struct Issue {
     pub labels: Vec<Label>,
     #[serde(default)]
     pub updated_at: Option<String>,
+    /// Why it was closed: `completed`, `not_planned`, `duplicate` (null for an open issue, and in
+    /// older payloads).
+    #[serde(default)]
+    pub state_reason: Option<String>,
     /// Present (not null) when the issue is a pull request.
     #[serde(default)]
     pub pull_request: Option<Value>,

@@ -547,6 +547,28 @@ async fn review_issue(ctx: &Ctx, t: &Target, e: &IssuesEvent, action: &str) -> R
     };
     let now = ctx.clock.now_ms();
     let closing = action == "closed";
+    // Closed as not planned (or as a duplicate): the review was not done. It stays due, and is
+    // escalated when overdue; the issue says so.
+    if closing && matches!(issue.state_reason.as_deref(), Some("not_planned" | "duplicate")) {
+        let detail = json!({ "marker": row.marker, "issue": t.issue.get(), "request": row.subject,
+                             "state_reason": issue.state_reason });
+        return Ok(Some(Handled::ok(vec![
+            Effect::Act(Action::UpsertComment {
+                repo: t.repo.clone(),
+                issue: t.issue.get(),
+                marker: "review-not-done".into(),
+                body: breakglass::not_done_comment(row.deadline),
+            }),
+            repo_audit(
+                t.installation.get(),
+                t.repo_id.get(),
+                &t.repo,
+                "breakglass.review_dismissed",
+                e.sender.as_ref(),
+                detail,
+            ),
+        ])));
+    }
     if (row.state == "closed") == closing {
         return Ok(Some(Handled::ignored()));
     }

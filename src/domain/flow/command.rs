@@ -175,6 +175,10 @@ pub enum Refusal {
     },
     /// `/breakglass` on a request that covers no commit yet.
     BreakGlassNothingCovered,
+    /// `/breakglass` handled more than its life after it was written (a late delivery).
+    BreakGlassTooLate {
+        written: String,
+    },
 }
 
 /// What an accepted command does.

@@ -680,8 +680,9 @@ fn comment_commands(t: &Target, trigger: &Trigger, remembered: &Remembered, numb
     if remembered.dead_comments.contains(id) {
         return Vec::new();
     }
-    let before_request =
-        on_pr.is_some() && created_at.zip(remembered.active_since).is_some_and(|(at, since)| at < since);
+    // On the request and on a linked PR alike: a comment written before the issue became a request
+    // (its delivery handled after the label's: out of order, or asked for again) carries nothing.
+    let before_request = created_at.zip(remembered.active_since).is_some_and(|(at, since)| at < since);
     // A comment on a PR this request no longer links applies nothing here.
     let unlinked = on_pr.is_some_and(|pr| !numbers.contains(&pr));
     let refused =
@@ -1448,6 +1449,8 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             Some(("closed", "the request was closed or unlabelled".to_string()))
         } else if bg.heads != bg_covers {
             Some(("superseded", "the request covers other commits now".to_string()))
+        } else if !environment.as_deref().is_some_and(|e| super::policy::eq_fold(e, &bg.environment)) {
+            Some(("superseded", "the request names another environment now".to_string()))
         } else if !holds(&bg.by, BREAK_GLASS_ROLE) {
             Some(("revoked", format!("@{} no longer holds the `break_glass` role", bg.by.login)))
         } else if now >= bg.until {
@@ -1472,8 +1475,13 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             answer(&mut replies, t, on_pr, *comment_id, sender, true, None);
             continue;
         }
+        // It lasts from when it was written, not from when the App got round to it: a late
+        // delivery adds nothing to its life.
+        let at = comment_at;
         let refusal = if policy_invalid {
             Some(Refusal::BreakGlassPolicyInvalid)
+        } else if now >= at + breakglass::LASTS_MS {
+            Some(Refusal::BreakGlassTooLate { written: messages::timestamp(at) })
         } else if base.open {
             Some(Refusal::BreakGlassNeedless)
         } else if let Some(live) = remembered.breakglass.last().filter(|b| b.live(now)) {
@@ -1492,10 +1500,10 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             comment_id: *comment_id,
             by: sender.clone(),
             reason: reason.clone(),
-            at: now,
+            at,
             environment: env_name.clone(),
             heads: bg_covers.clone(),
-            until: now + breakglass::LASTS_MS,
+            until: at + breakglass::LASTS_MS,
             review: breakglass::review_marker(t.issue.get(), bg_count + 1),
             ended: None,
         };
@@ -1647,8 +1655,12 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
             Ok(()) => (true, None),
             Err(r) => (false, Some(messages::refusal_text(&format!("/{}", cmd.name()), &r))),
         };
-        // A deployment asked for through the break-glass spends it.
-        if accepted && matches!(cmd, Command::Deploy) && row.deploy_key != key_before && eval.breakglass.is_some() {
+        // A deployment asked for while a break-glass is live spends it, whatever opened the gate.
+        if accepted
+            && matches!(cmd, Command::Deploy)
+            && row.deploy_key != key_before
+            && breakglass_live(&remembered, now)
+        {
             let what = format!(
                 "`/deploy` by @{} (a deployment of {})",
                 sender.login,
@@ -1815,8 +1827,9 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                     messages::rule_approved(t.issue.get(), &rule.environment, &rule.sha, &approvers),
                 ));
                 out.push(audit(&format!("{kind}.approved"), None, detail));
-                // The first deployment through a break-glass spends it.
-                if eval.breakglass.is_some() {
+                // The first deployment while a break-glass is live spends it, whatever opened the
+                // gate (the approvals may have come meanwhile): it is for one deployment.
+                if breakglass_live(&remembered, now) {
                     let what = if rule.workflow {
                         format!("the `open` answer to run {} at `/gate/wait`", rule.run_id)
                     } else {
@@ -2127,6 +2140,11 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
         }
     }
     Decision { row, links, effects: out, replies }
+}
+
+/// A break-glass is live: unspent, not lapsed, not ended.
+fn breakglass_live(remembered: &Remembered, now: i64) -> bool {
+    remembered.breakglass.last().is_some_and(|b| b.live(now))
 }
 
 /// Spends the live break-glass on the deployment `what` lets through: audited, and the time to
