@@ -64,17 +64,7 @@ async fn merged(w: &World) {
 /// The seed's template: a push to `main` runs `deploy-production`, which waits on the App's
 /// protection rule for the merge commit.
 async fn waiting_run(w: &World, run: i64, sha: &str) {
-    let mut v = w.base("deployment_protection_rule.requested.0");
-    v["environment"] = json!("production");
-    v["sha"] = json!(sha);
-    v["ref"] = json!("refs/heads/main");
-    v["deployment_callback_url"] =
-        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/{run}/deployment_protection_rule"));
-    v["deployment"]["environment"] = json!("production");
-    v["deployment"]["sha"] = json!(sha);
-    let id = w.id();
-    v["deployment"]["node_id"] = json!(id);
-    assert_eq!(w.app.deliver("deployment_protection_rule", &id, &v.to_string()).await, 202);
+    w.protection_rule(run, "production", sha).await;
     w.settle().await;
 }
 

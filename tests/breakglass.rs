@@ -200,21 +200,6 @@ fn escalations(w: &World, issue: i64) -> Vec<String> {
         .collect()
 }
 
-/// A run waiting on the protection rule.
-async fn protection_rule(w: &World, run: i64) {
-    let mut v = w.base("deployment_protection_rule.requested.0");
-    v["environment"] = json!("production");
-    v["sha"] = json!(SHA);
-    v["ref"] = json!("refs/heads/main");
-    v["deployment_callback_url"] =
-        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/{run}/deployment_protection_rule"));
-    v["deployment"]["environment"] = json!("production");
-    v["deployment"]["sha"] = json!(SHA);
-    let id = w.id();
-    v["deployment"]["node_id"] = json!(id);
-    assert_eq!(w.app.deliver("deployment_protection_rule", &id, &v.to_string()).await, 202);
-}
-
 fn rule_answers(w: &World, run: i64) -> Vec<String> {
     w.gh.model()
         .protection_reviews
@@ -236,14 +221,14 @@ async fn protection_rule_mode(db: &TestDb) {
     assert!(text.contains("was opened by break-glass") && text.contains("@sre"), "{text}");
     assert!(text.contains("payments are down") && text.contains("CI is red"), "{text}");
     // The first waiting run is approved, and that spends it.
-    protection_rule(&w, 777).await;
+    w.protection_rule(777, "production", SHA).await;
     w.settle().await;
     assert_eq!(rule_answers(&w, 777), vec!["approved".to_string()]);
     assert!(audit_kinds(&w).await.contains(&"breakglass.spent".to_string()));
     assert_eq!(w.gate(SHA).0, "action_required", "one deployment only");
     assert!(w.sticky().contains("Spent at"), "{}", w.sticky());
     // The next run waits, told what is missing.
-    protection_rule(&w, 778).await;
+    w.protection_rule(778, "production", SHA).await;
     w.settle().await;
     assert_eq!(rule_answers(&w, 778), vec!["report".to_string()]);
     overdue_review_is_escalated(&w, &clock, &review, broke_at).await;
@@ -448,15 +433,6 @@ both_backends!(a_review_closed_as_not_planned_is_not_done_and_is_still_escalated
 /// A comment by `who` on #5, written (as GitHub says) at the App's clock's now: a break-glass
 /// lasts from when its comment was written.
 async fn say(w: &World, who: (i64, &str), text: &str) -> i64 {
-    let id = w.gh.human_comment_by(REPO, 5, who, text);
-    let mut v = w.base("issue_comment.created.0");
-    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
-    v["comment"]["id"] = json!(id);
-    v["comment"]["body"] = json!(text);
     let now = w.gh.model().clock.as_ref().expect("a shared clock").now_ms();
-    v["comment"]["created_at"] = json!(common::rfc3339(now));
-    v["comment"]["user"] = json!({ "id": who.0, "login": who.1, "type": "User" });
-    v["sender"] = json!({ "id": who.0, "login": who.1, "type": "User" });
-    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
-    id
+    w.comment_written_at(who, text, now).await
 }

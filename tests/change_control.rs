@@ -49,16 +49,7 @@ async fn gate_becomes(w: &World, conclusion: &str) -> String {
 
 /// `/approve` by alice, written (as GitHub says) at the App's clock's now.
 async fn approve_now(w: &World, clock: &Clock) {
-    let id = w.gh.human_comment_by(REPO, 5, ALICE, "/approve");
-    let mut v = w.base("issue_comment.created.0");
-    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
-    v["comment"]["id"] = serde_json::json!(id);
-    v["comment"]["body"] = serde_json::json!("/approve");
-    v["comment"]["created_at"] =
-        serde_json::json!(chrono::DateTime::from_timestamp_millis(clock.now_ms()).unwrap().to_rfc3339());
-    v["comment"]["user"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
-    v["sender"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
-    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.comment_written_at(ALICE, "/approve", clock.now_ms()).await;
 }
 
 fn policy(extra: &str) -> String {
@@ -158,17 +149,8 @@ async fn a_late_delivered_approval_expires_from_when_it_was_written(db: &TestDb)
     // Alice writes /approve one second after the label; the App sees it 23 h later.
     clock.advance_ms(1_000);
     let given = t0 + 1_000;
-    let id = w.gh.human_comment_by(REPO, 5, ALICE, "/approve");
     clock.advance_ms(23 * HOUR);
-    let mut v = w.base("issue_comment.created.0");
-    v["issue"] = fake_github::issue_json(&w.gh.model().issues[&(REPO.to_string(), 5)]);
-    v["comment"]["id"] = serde_json::json!(id);
-    v["comment"]["body"] = serde_json::json!("/approve");
-    v["comment"]["created_at"] =
-        serde_json::json!(chrono::DateTime::from_timestamp_millis(given).unwrap().to_rfc3339());
-    v["comment"]["user"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
-    v["sender"] = serde_json::json!({ "id": ALICE.0, "login": ALICE.1, "type": "User" });
-    assert_eq!(w.app.deliver("issue_comment", &w.id(), &v.to_string()).await, 202);
+    w.comment_written_at(ALICE, "/approve", given).await;
     gate_becomes(&w, "success").await;
     let timer = shipgate::store::timers::get(&w.app.db, INST, REPO_ID, 5).await.expect("timer");
     // 24 h after it was written, it no longer counts.

@@ -28,17 +28,7 @@ async fn approved(w: &World) {
 
 /// A workflow run `run` waiting on the App's protection rule for `environment` and `sha`.
 async fn protection_rule(w: &World, run: i64, environment: &str, sha: &str) {
-    let mut v = w.base("deployment_protection_rule.requested.0");
-    v["environment"] = json!(environment);
-    v["sha"] = json!(sha);
-    v["ref"] = json!("refs/heads/main");
-    v["deployment_callback_url"] =
-        json!(format!("https://api.github.com/repos/{REPO}/actions/runs/{run}/deployment_protection_rule"));
-    v["deployment"]["environment"] = json!(environment);
-    v["deployment"]["sha"] = json!(sha);
-    let id = w.id();
-    v["deployment"]["node_id"] = json!(id); // a new delivery, not a replay of the same body
-    assert_eq!(w.app.deliver("deployment_protection_rule", &id, &v.to_string()).await, 202);
+    w.protection_rule(run, environment, sha).await
 }
 
 /// The answers the App sent for run `run`: (state or "report", comment).

@@ -316,20 +316,19 @@ async fn gather_more(ctx: &Ctx, t: &Target, more: &MoreWanted, now: i64, f: &mut
 /// request's row and links, then the replies).
 fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>, mentions: &[String], now: i64) -> Handled {
     for out in d.effects {
-        if let Out::OpenReview { marker, title, body, assignee, due_at, escalate_to: _, detail } = out {
-            effects.push(Effect::Act(Action::CreateIssue {
-                repo: t.repo.clone(),
-                marker: marker.clone(),
-                title: title.clone(),
-                body,
-                labels: vec![breakglass::REVIEW_LABEL.into()],
-                assignees: vec![assignee],
-            }));
-            effects.push(review_row(t, marker, title, due_at, mentions, detail, now));
-            continue;
-        }
-        effects.push(match out {
-            Out::OpenReview { .. } => unreachable!("handled above"),
+        let effect = match out {
+            // The review issue, then its row (kept as an incident of kind `review`).
+            Out::OpenReview { marker, title, body, assignee, due_at, escalate_to: _, detail } => {
+                effects.push(Effect::Act(Action::CreateIssue {
+                    repo: t.repo.clone(),
+                    marker: marker.clone(),
+                    title: title.clone(),
+                    body,
+                    labels: vec![breakglass::REVIEW_LABEL.into()],
+                    assignees: vec![assignee],
+                }));
+                review_row(t, marker, title, due_at, mentions, detail, now)
+            }
             Out::Act(action) => Effect::Act(action),
             Out::Audit { kind, actor, detail } => audit_entry(t, &kind, actor.as_ref(), detail),
             Out::SaveApproval(a) => Effect::SaveApproval(a),
@@ -388,7 +387,8 @@ fn apply(t: &Target, d: Decision, mut effects: Vec<Effect>, mentions: &[String],
                 digest,
                 action,
             },
-        });
+        };
+        effects.push(effect);
     }
     effects.push(Effect::SaveRequest(Box::new(d.row)));
     effects.push(Effect::SaveLinks {

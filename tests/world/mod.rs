@@ -224,6 +224,37 @@ impl World {
         id
     }
 
+    /// A comment by `who` on #5 that GitHub says was written at `created_at` (Unix ms): approvals
+    /// and break-glass count from when their comment was written. Returns its id.
+    pub async fn comment_written_at(&self, who: (i64, &str), text: &str, created_at: i64) -> i64 {
+        let id = self.gh.human_comment_by(REPO, 5, who, text);
+        let mut v = self.base("issue_comment.created.0");
+        v["issue"] = fake_github::issue_json(&self.gh.model().issues[&(REPO.to_string(), 5)]);
+        v["comment"]["id"] = json!(id);
+        v["comment"]["body"] = json!(text);
+        v["comment"]["created_at"] = json!(common::rfc3339(created_at));
+        v["comment"]["user"] = json!({ "id": who.0, "login": who.1, "type": "User" });
+        v["sender"] = json!({ "id": who.0, "login": who.1, "type": "User" });
+        assert_eq!(self.app.deliver("issue_comment", &self.id(), &v.to_string()).await, 202);
+        id
+    }
+
+    /// Workflow run `run` waiting on the App's protection rule for `environment` and `sha` (a
+    /// `deployment_protection_rule.requested` delivery, on `main`).
+    pub async fn protection_rule(&self, run: i64, environment: &str, sha: &str) {
+        let mut v = self.base("deployment_protection_rule.requested.0");
+        v["environment"] = json!(environment);
+        v["sha"] = json!(sha);
+        v["ref"] = json!("refs/heads/main");
+        v["deployment_callback_url"] =
+            json!(format!("https://api.github.com/repos/{REPO}/actions/runs/{run}/deployment_protection_rule"));
+        v["deployment"]["environment"] = json!(environment);
+        v["deployment"]["sha"] = json!(sha);
+        let id = self.id();
+        v["deployment"]["node_id"] = json!(id); // a new delivery, not a replay of the same body
+        assert_eq!(self.app.deliver("deployment_protection_rule", &id, &v.to_string()).await, 202);
+    }
+
     /// A new push to PR #12: its head moves to `sha`, and a `pull_request.synchronize` delivery.
     pub async fn push_to_pr(&self, sha: &str) {
         self.gh.push_to_pull(REPO, 12, sha);
