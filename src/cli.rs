@@ -159,7 +159,8 @@ pub enum AuditCommand {
         out: std::path::PathBuf,
         /// The closing summaries' text as GitHub has them (`gh api --paginate
         /// repos/OWNER/NAME/issues/ISSUE/comments --jq '.[].body'`; `-`: standard input): the
-        /// anchors found there, signed by the App's key, go into the pack.
+        /// anchors found there, signed by the App's key, go into the pack. Without it, with the
+        /// App's GitHub credentials (GITHUB_APP_ID, GITHUB_PRIVATE_KEY), they are read from GitHub.
         #[arg(long, value_name = "FILE")]
         anchors: Option<std::path::PathBuf>,
     },
@@ -962,6 +963,42 @@ async fn evidence_command(
     };
     let signing = cfg.signing_key.as_ref();
     let public = signing.map(|k| k.public().clone());
+    // Without --anchors, with the App's credentials: the anchors are read from GitHub itself (the
+    // App's own comments on the request), as an auditor would find them.
+    let anchors = match anchors {
+        Some(text) => Some(text),
+        None if cfg.github.is_some() => {
+            match gathering::gather(db, &cfg.audit_keys, repo, subject, None, public.as_ref()).await? {
+                Ok(g) => {
+                    let gh = crate::server::github_client(cfg, None, Clock::system())?;
+                    match crate::github::facts::app_comment_bodies(&gh, g.installation_id, &g.repository, g.issue).await
+                    {
+                        Ok(bodies) => {
+                            writeln!(
+                                out,
+                                "anchors: read the App's {} comment(s) on {}#{} from GitHub",
+                                bodies.len(),
+                                g.repository,
+                                g.issue
+                            )?;
+                            Some(bodies.join("\n"))
+                        }
+                        Err(e) => {
+                            writeln!(
+                                out,
+                                "no evidence pack made: reading the anchors from GitHub failed ({e}); give the closing \
+                                 summaries' text with --anchors FILE"
+                            )?;
+                            return Ok(1);
+                        }
+                    }
+                }
+                // Refused: said below, the same way.
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
     let g = match gathering::gather(db, &cfg.audit_keys, repo, subject, anchors.as_deref(), public.as_ref()).await? {
         Ok(g) => g,
         Err(Refusal::Usage(e)) => {

@@ -221,7 +221,7 @@ pub fn link_key(cfg: &Config) -> crate::domain::links::LinkKey {
 }
 
 /// The GitHub client: dry-run without credentials; a key that does not load is a start-up error.
-fn github_client(cfg: &Config, over: Option<GithubConfig>, clock: Clock) -> anyhow::Result<GitHub> {
+pub(crate) fn github_client(cfg: &Config, over: Option<GithubConfig>, clock: Clock) -> anyhow::Result<GitHub> {
     let app = cfg.github.as_ref().map(AppAuth::from_credentials).transpose()?;
     let gcfg = over.unwrap_or_else(|| {
         let mut g = GithubConfig::new(&cfg.github_api_url);

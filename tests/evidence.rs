@@ -125,6 +125,9 @@ async fn scenario(db: &TestDb) -> Packs {
     let r = w.app.http.get(format!("{}/.well-known/shipgate-audit.pub", w.app.url)).send().await.expect("get");
     let pem = r.text().await.expect("the public key");
     let db_url = w.app.db_url().to_string();
+    // Without --anchors, the command line reads them from GitHub with the App's credentials: the
+    // same anchors as the closing summary's text gives.
+    let from_github = from_github_pack(&w, &db_url).await;
     w.done().await;
 
     let dir = tempfile::Builder::new().prefix("evidence").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
@@ -179,7 +182,32 @@ async fn scenario(db: &TestDb) -> Packs {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("set SHIPGATE_AUDIT_KEY"), "{out}");
     assert!(!dir.path().join("none").exists());
+    let given = std::fs::read_to_string(pack_dir.join("anchors.json")).unwrap();
+    let read = std::fs::read_to_string(from_github.path().join("pack").join("anchors.json")).unwrap();
+    let anchors_of = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["anchors"].clone();
+    assert!(anchors_of(&given).as_array().is_some_and(|a| !a.is_empty()), "{given}");
+    assert_eq!(anchors_of(&read), anchors_of(&given), "GitHub's anchors are the closing summary's");
     Packs { dir: pack_dir, tgz, unsigned, public_key, deployment: id, _dir: dir }
+}
+
+/// `audit evidence` with the App's credentials and no --anchors: the anchors come from GitHub.
+async fn from_github_pack(w: &World, db_url: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix("evidence-gh").tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("dir");
+    let out = dir.path().join("pack");
+    let args = ["audit", "evidence", "--repo", REPO, "--request", "5", "--out", out.to_str().unwrap()];
+    let key = fake_github::private_key_pem();
+    let signing = app_pem();
+    let env = [
+        ("GITHUB_APP_ID", fake_github::APP_ID),
+        ("GITHUB_PRIVATE_KEY", key.as_str()),
+        ("GITHUB_API_URL", w.gh.url.as_str()),
+        ("GITHUB_WEBHOOK_SECRET", "a-webhook-secret-long-enough"),
+        ("SHIPGATE_SIGNING_KEY", signing.as_str()),
+    ];
+    let (code, text) = common::shipgate_cli(db_url, &args, &env).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("anchors: read the App's") && text.contains("from GitHub"), "{text}");
+    dir
 }
 
 /// `shipgate audit verify-evidence PATH [--public-key FILE]` with `env` (and no database, no

@@ -369,6 +369,24 @@ pub async fn permission(gh: &GitHub, installation: i64, repo: &str, login: &str)
 }
 
 /// The issue itself (for a recheck that carries no issue payload).
+/// The bodies of the comments this App wrote on issue `number`, oldest first (the closing
+/// summaries carry the audit anchors; a person's comment never counts as the App's).
+pub async fn app_comment_bodies(
+    gh: &GitHub,
+    installation: i64,
+    repo: &str,
+    number: i64,
+) -> Result<Vec<String>, GhError> {
+    let comments =
+        gh.get_all(Auth::Installation(installation), &format!("/repos/{repo}/issues/{number}/comments"), None).await?;
+    let app_id = gh.own_app_id().await;
+    Ok(comments
+        .iter()
+        .filter(|c| crate::github::actions::by_this_app(c, app_id))
+        .filter_map(|c| c["body"].as_str().map(str::to_string))
+        .collect())
+}
+
 pub async fn issue(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Option<Value>, GhError> {
     let r = gh
         .request(Auth::Installation(installation), Method::GET, &format!("/repos/{repo}/issues/{number}"), None)
