@@ -258,6 +258,19 @@ pub enum DeliveriesCommand {
 
 /// `shipgate check-config FILE [--repo OWNER/NAME]`: the verdict the App would give, offline, on
 /// `out`; warnings (channels the App was not given, `channels`) on `err`.
+/// What a freeze policy means from `now`: frozen now and until when, or when the next window
+/// starts and what it says then.
+fn freeze_outlook(freeze: &crate::domain::freeze::Freeze, now: i64) -> String {
+    if let Some(a) = freeze.active_at(now) {
+        return format!("{} (now)", a.text());
+    }
+    let next = freeze.next_change_after(now).and_then(|at| freeze.active_at(at).map(|a| (at, a)));
+    match next {
+        Some((at, a)) => format!("next from {}: {}", crate::domain::messages::timestamp(at), a.text()),
+        None => "no window in the next four years".to_string(),
+    }
+}
+
 pub fn check_config(
     file: &std::path::Path,
     repo: Option<&str>,
@@ -294,6 +307,21 @@ pub fn check_config(
                     "  environment {name}: approvals {}",
                     if roles.is_empty() { "none".into() } else { roles.join(", ") }
                 )?;
+                if let Some(after) = env.approvals_expire_after {
+                    let d = crate::domain::freeze::policy_duration(after.as_millis() as i64);
+                    writeln!(out, "    approvals count for {d}")?;
+                }
+                if !env.freeze.is_empty() {
+                    writeln!(out, "    freeze: {}", freeze_outlook(&env.freeze, Clock::system().now_ms()))?;
+                }
+            }
+            match p.roles.contains_key(crate::domain::flow::BREAK_GLASS_ROLE) {
+                true => writeln!(
+                    out,
+                    "  break-glass: holders of `break_glass`; reviews due in 2 working days, escalated to {}",
+                    p.ci.escalate_to.as_deref().unwrap_or("nobody (no ci.escalate_to)")
+                )?,
+                false => writeln!(out, "  break-glass: none (no `break_glass` role): `/breakglass` is refused")?,
             }
             for rule in &p.notify {
                 let on: Vec<&str> = rule.on.iter().map(|e| e.as_str()).collect();

@@ -27,6 +27,15 @@ fn check_config_refuses_freeze_windows_that_never_end() {
     );
     let (code, text) = run(&["check-config".as_ref(), good.as_os_str()]);
     assert_eq!(code, Some(0), "{text}");
+    // What the valid windows mean from now (frozen now, or the next window), and the rest of
+    // change control.
+    let freeze = text.lines().find(|l| l.starts_with("    freeze: ")).unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        freeze.contains("frozen until") && (freeze.contains("(weekend)") || freeze.contains("(holidays)")),
+        "{text}"
+    );
+    assert!(text.contains("    approvals count for 1d"), "{text}");
+    assert!(text.contains("break-glass: none (no `break_glass` role): `/breakglass` is refused"), "{text}");
     let endless = write(
         "endless.yml",
         &format!("{env}      - {{ cron: \"* * * * *\", duration: 1m, timezone: UTC, reason: always }}\n"),
