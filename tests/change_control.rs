@@ -168,3 +168,40 @@ async fn a_late_delivered_approval_expires_from_when_it_was_written(db: &TestDb)
     w.done().await;
 }
 both_backends!(a_late_delivered_approval_expires_from_when_it_was_written);
+
+/// A run waiting on the protection rule through a freeze is approved when the freeze ends, with
+/// no event, if everything else holds (SPEC §3.7); told why it waits meanwhile.
+async fn a_protection_rule_waiting_through_a_freeze_is_approved_when_it_ends(db: &TestDb) {
+    let t0 = 1_796_000_000_000; // Mon 30 Nov 2026 00:53:20 UTC
+    let extra = "    deploy: protection_rule\n    freeze:\n      \
+                 - { from: 2026-11-30, to: 2026-11-30, timezone: UTC, reason: release day }";
+    let (w, clock) = world_at(db, &policy(extra), t0).await;
+    w.issue_event("labeled", &body("production", "#12"), true).await;
+    w.settle().await;
+    approve_now(&w, &clock).await;
+    let c = gate_becomes(&w, "action_required").await;
+    assert!(c.contains("frozen until Tue 1 Dec 2026 00:00 UTC (release day)"), "{c}");
+    w.protection_rule(777, "production", SHA).await;
+    w.settle().await;
+    let answers = |w: &World| -> Vec<String> {
+        w.gh.model()
+            .protection_reviews
+            .iter()
+            .filter(|(_, run, _)| *run == 777)
+            .map(|(_, _, b)| format!("{} {}", b["state"].as_str().unwrap_or("report"), b["comment"]))
+            .collect()
+    };
+    let a = answers(&w);
+    assert!(a.len() == 1 && a[0].starts_with("report") && a[0].contains("frozen until"), "{a:?}");
+    // Midnight: the freeze ends, and the waiting run is approved with nothing delivered.
+    let midnight = 1_796_083_200_000; // Tue 1 Dec 2026 00:00 UTC
+    clock.advance_ms(midnight - t0 + 1_000);
+    gate_becomes(&w, "success").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !answers(&w).iter().any(|x| x.starts_with("approved")) {
+        assert!(tokio::time::Instant::now() < deadline, "never approved: {:?}", answers(&w));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    w.done().await;
+}
+both_backends!(a_protection_rule_waiting_through_a_freeze_is_approved_when_it_ends);
