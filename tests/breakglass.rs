@@ -426,6 +426,20 @@ async fn a_review_closed_as_not_planned_is_not_done_and_is_still_escalated(db: &
     assert!(said.iter().any(|c| c.contains("does not mark it done")), "{said:#?}");
     assert!(audit_kinds(&w).await.contains(&"breakglass.review_dismissed".to_string()));
     overdue_review_is_escalated(&w, &clock, &review, broke_at).await;
+    // Done at last (closed as completed): the escalation comment says so.
+    let mut done = review.clone();
+    done.state = "closed".into();
+    let mut v = w.base("issues.labeled.0");
+    v["action"] = json!("closed");
+    let mut i = fake_github::issue_json(&done);
+    i["state_reason"] = json!("completed");
+    v["issue"] = i;
+    v["sender"] = json!({ "id": SRE.0, "login": SRE.1, "type": "User" });
+    assert_eq!(w.app.deliver("issues", &w.id(), &v.to_string()).await, 202);
+    w.settle().await;
+    let e = escalations(&w, review.number);
+    assert!(e.len() == 1 && e[0].contains("Resolved after escalation: Post-incident review"), "{e:#?}");
+    assert!(audit_kinds(&w).await.contains(&"breakglass.review_done".to_string()));
     finish(w, "Lapsed at").await;
 }
 both_backends!(a_review_closed_as_not_planned_is_not_done_and_is_still_escalated);

@@ -577,10 +577,19 @@ async fn review_issue(ctx: &Ctx, t: &Target, e: &IssuesEvent, action: &str) -> R
     row.ttr_ms = closing.then_some(now - row.opened_at);
     let detail = json!({ "marker": row.marker, "issue": t.issue.get(), "request": row.subject, "state": row.state });
     let kind = if closing { "breakglass.review_done" } else { "breakglass.review_reopened" };
-    Ok(Some(Handled::ok(vec![
-        Effect::Ci(Box::new(Change::Incident(row))),
-        repo_audit(t.installation.get(), t.repo_id.get(), &t.repo, kind, e.sender.as_ref(), detail),
-    ])))
+    let mut effects = Vec::new();
+    // An escalated review, done: its escalation comment no longer says it is overdue.
+    if let Some(escalated_at) = row.escalated_at.filter(|_| closing) {
+        effects.push(Effect::Act(Action::UpsertComment {
+            repo: t.repo.clone(),
+            issue: t.issue.get(),
+            marker: crate::domain::ci::ESCALATION_MARKER.into(),
+            body: crate::domain::ci::escalation_resolved(&row.title, escalated_at, now),
+        }));
+    }
+    effects.push(Effect::Ci(Box::new(Change::Incident(row))));
+    effects.push(repo_audit(t.installation.get(), t.repo_id.get(), &t.repo, kind, e.sender.as_ref(), detail));
+    Ok(Some(Handled::ok(effects)))
 }
 
 pub async fn on_comment(ctx: Arc<Ctx>) -> Result<Handled, HandlerError> {

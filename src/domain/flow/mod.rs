@@ -1942,12 +1942,13 @@ pub fn decide(t: &Target, prev: &Prev, trigger: &Trigger, facts: &Facts, now: i6
                 .count();
             let mut text =
                 messages::closing_summary(t.issue.get(), d, &given, row.created_at, deploy_created, row.approved_at);
-            if let Some(bg) =
-                remembered.breakglass.last().filter(|b| b.ended.as_ref().is_some_and(|e| e.how == "spent"))
-            {
+            // Said of every break-glass spent on this request (true whichever deployment this is).
+            for bg in remembered.breakglass.iter().filter(|b| b.ended.as_ref().is_some_and(|e| e.how == "spent")) {
                 text.push_str(&format!(
-                    "\n🚨 Deployed through break-glass {}; its post-incident review is a follow-up issue.",
-                    bg.text()
+                    "\n🚨 Break-glass was used on this request {}, spent by {}; its post-incident review is a \
+                     follow-up issue.",
+                    bg.text(),
+                    bg.ended.as_ref().map(|e| e.detail.as_str()).unwrap_or_default()
                 ));
             }
             if unticked > 0 {

@@ -1100,6 +1100,21 @@ fn breakglass_opens_a_stuck_gate_for_one_deploy_and_the_holders_deploy_spends_it
     assert!(kinds(&d).contains(&"breakglass.spent".to_string()), "{:?}", kinds(&d));
     assert_eq!(d.row.gate_open, 0, "one deployment only: the gate is closed again");
     assert!(d.row.approved_at.is_some());
+    // Its success closes the request with a summary that says break-glass was used, and how.
+    let mut done = f.clone();
+    done.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Success, "app"));
+    let (_, s) = run(&prev, Trigger::Deployment { id: 77 }, &done);
+    let summary = acts(&s)
+        .iter()
+        .find_map(|a| match a {
+            Action::UpsertComment { marker, body, .. } if marker.starts_with("summary-") => Some(body.clone()),
+            _ => None,
+        })
+        .expect("a closing summary");
+    assert!(
+        summary.contains("Break-glass was used on this request by @sre") && summary.contains("`/deploy` by @sre"),
+        "{summary}"
+    );
     // A second /deploy (after the first is no longer under way) is refused: the gate is closed.
     let mut later = prev.clone();
     if let Some(r) = later.row.as_mut() {
