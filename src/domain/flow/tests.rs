@@ -130,6 +130,14 @@ fn reacted(d: &Decision) -> bool {
     d.replies.iter().any(|a| matches!(a, Action::AddReaction { .. }))
 }
 
+/// The body of the comment `d` writes whose marker starts with `marker`.
+fn upserted(d: &Decision, marker: &str) -> Option<String> {
+    acts(d).into_iter().find_map(|a| match a {
+        Action::UpsertComment { marker: m, body, .. } if m.starts_with(marker) => Some(body.clone()),
+        _ => None,
+    })
+}
+
 fn acts(d: &Decision) -> Vec<&Action> {
     d.effects
         .iter()
@@ -814,13 +822,7 @@ fn plan_asks_for_every_fact_decide_uses() {
 fn a_box_a_person_ticks_in_the_sticky_comment_stays_ticked() {
     let f = facts();
     let (prev, d) = run(&Prev::default(), Trigger::Issue { action: "labeled".into() }, &f);
-    let sticky = acts(&d)
-        .into_iter()
-        .find_map(|a| match a {
-            Action::UpsertComment { marker, body, .. } if marker == messages::REQUEST_MARKER => Some(body.clone()),
-            _ => None,
-        })
-        .expect("sticky");
+    let sticky = upserted(&d, messages::REQUEST_MARKER).expect("sticky");
     assert!(sticky.contains("- [ ] Smoke tests passing") && sticky.contains("- [ ] Notify team\n"), "{sticky}");
     // Someone ticks two boxes in the App's comment (GitHub sends the edit, the App as author),
     // and a box of the App's own, which the App decides.
@@ -1069,13 +1071,7 @@ fn breakglass_opens_a_stuck_gate_for_one_deploy_and_the_holders_deploy_spends_it
     assert_eq!(assignee, "sre");
     assert!(due > 10_000);
     // What it overrides is said: approvals, the freeze, the hold, red CI.
-    let comment_body = acts(&d)
-        .iter()
-        .find_map(|a| match a {
-            Action::UpsertComment { marker, body, .. } if marker == messages::REQUEST_MARKER => Some(body.clone()),
-            _ => None,
-        })
-        .expect("the sticky comment");
+    let comment_body = upserted(&d, messages::REQUEST_MARKER).expect("the sticky comment");
     assert!(comment_body.contains("open by break-glass"), "{comment_body}");
     assert!(comment_body.contains("| Break-glass | ✅"), "{comment_body}");
     let check = acts(&d)
@@ -1104,13 +1100,7 @@ fn breakglass_opens_a_stuck_gate_for_one_deploy_and_the_holders_deploy_spends_it
     let mut done = f.clone();
     done.deployment = Some(deployment(77, Some(ISSUE), HEAD, DeployState::Success, "app"));
     let (_, s) = run(&prev, Trigger::Deployment { id: 77 }, &done);
-    let summary = acts(&s)
-        .iter()
-        .find_map(|a| match a {
-            Action::UpsertComment { marker, body, .. } if marker.starts_with("summary-") => Some(body.clone()),
-            _ => None,
-        })
-        .expect("a closing summary");
+    let summary = upserted(&s, "summary-").expect("a closing summary");
     assert!(
         summary.contains("Break-glass was used on this request by @sre") && summary.contains("`/deploy` by @sre"),
         "{summary}"
