@@ -104,12 +104,13 @@ fn capitalised(s: &str) -> String {
 
 /// A reason on one line, at most 300 characters (it is shown in tables and notifications), inert
 /// in GitHub's markdown: no mention (`@org/team` would notify a team from the App's issue), no
-/// HTML (`<!--` would hide the rest of the App's text), no table cell break.
+/// HTML (`<!--` would hide the rest of the App's text). A table escapes its cells' pipes itself
+/// (`messages::escape`): escaped here too, a pipe would come out as `\\|` and break the cell.
 fn one_line(s: &str) -> String {
     let line: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     let line =
         if line.chars().count() > 300 { format!("{}…", line.chars().take(299).collect::<String>()) } else { line };
-    line.replace('<', "&lt;").replace('>', "&gt;").replace('@', "@\u{200b}").replace('|', "\\|")
+    line.replace('<', "&lt;").replace('>', "&gt;").replace('@', "@\u{200b}")
 }
 
 /// The marker of the follow-up review of use `seq` (1-based) on request `issue`.

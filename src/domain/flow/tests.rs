@@ -1074,6 +1074,11 @@ fn breakglass_opens_a_stuck_gate_for_one_deploy_and_the_holders_deploy_spends_it
     let comment_body = upserted(&d, messages::REQUEST_MARKER).expect("the sticky comment");
     assert!(comment_body.contains("open by break-glass"), "{comment_body}");
     assert!(comment_body.contains("| Break-glass | ✅"), "{comment_body}");
+    // A pipe in the reason is escaped once, as table text (twice, it would break the cell).
+    let (_, piped) = run(&stuck("deployment").0, comment(40, sre(), "/breakglass api | db down"), &f);
+    let body = upserted(&piped, messages::REQUEST_MARKER).expect("the sticky comment");
+    let row = body.lines().find(|l| l.starts_with("| Break-glass |")).expect("the row").to_string();
+    assert!(row.contains("api \\| db down") && !row.contains("\\\\|"), "{row}");
     let check = acts(&d)
         .iter()
         .find_map(|a| match a {
