@@ -223,11 +223,7 @@ pub fn not_done_comment(due: i64) -> String {
 
 /// The escalation comment of an overdue review.
 pub fn escalation_comment(title: &str, due: i64, mentions: &str) -> String {
-    let who = if mentions.trim().is_empty() {
-        "Nobody to mention: name a role in `ci.escalate_to` of `.github/shipgate.yml`.".to_string()
-    } else {
-        format!("{mentions}: please see that it is done.")
-    };
+    let who = super::ci::escalation_who(mentions, "please see that it is done.");
     format!(
         "## 🚨 Escalated: {title}\n\nThis post-incident review of a break-glass deployment is still open after it was \
          due ({}). {who}",

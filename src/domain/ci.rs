@@ -401,12 +401,17 @@ pub fn escalation_resolved(title: &str, escalated_at: i64, closed_at: i64) -> St
     )
 }
 
-pub fn escalation_comment(title: &str, deadline: i64, mentions: &str, security: bool) -> String {
-    let who = if mentions.trim().is_empty() {
+/// Whom an escalation addresses, and what it asks of them; says so when there is nobody.
+pub fn escalation_who(mentions: &str, ask: &str) -> String {
+    if mentions.trim().is_empty() {
         "Nobody to mention: name a role in `ci.escalate_to` of `.github/shipgate.yml`.".to_string()
     } else {
-        format!("{mentions}: please take this over.")
-    };
+        format!("{mentions}: {ask}")
+    }
+}
+
+pub fn escalation_comment(title: &str, deadline: i64, mentions: &str, security: bool) -> String {
+    let who = escalation_who(mentions, "please take this over.");
     if security {
         format!("## 🚨 Escalated: {title}\n\nA high or critical security alert is open. {who}")
     } else {
