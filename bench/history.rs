@@ -949,7 +949,14 @@ fn generate_deliveries(
                 event: if on_main { "push" } else { "pull_request" },
             };
             tpl.render(&vals, &mut body);
-            let subject = if tpl.numbered { format!("repo:{}#{number}", repo.id) } else { format!("repo:{}", repo.id) };
+            let subject = if tpl.numbered {
+                format!("repo:{}#{number}", repo.id)
+            } else if matches!(tpl.event, "check_run" | "check_suite" | "status") {
+                // A repository's check events are ordered per commit (`Envelope::subject`).
+                format!("repo:{}@{}", repo.id, sha.to_ascii_lowercase())
+            } else {
+                format!("repo:{}", repo.id)
+            };
             let d = NewDelivery {
                 id: guid(&mut rng),
                 event: tpl.event.to_string(),
@@ -1053,7 +1060,7 @@ fn failed_job(rng: &mut Rng, repo: &Repo, run_id: i64) -> FailedJob {
 
 fn check_envelope(tpl: &Template, body: &str, d: &NewDelivery) -> Result<()> {
     let env = Envelope::parse(body.as_bytes()).map_err(|e| anyhow!("{}: {e}", tpl.file))?;
-    let same = env.subject() == d.subject
+    let same = env.subject(&d.event) == d.subject
         && env.action == d.action
         && env.installation.map(|i| i.id) == d.installation_id
         && env.repository.map(|r| r.full_name) == d.repository;

@@ -154,6 +154,95 @@ async fn subjects_are_serial_and_ordered_others_parallel(db: &TestDb) {
 }
 both_backends!(subjects_are_serial_and_ordered_others_parallel);
 
+/// A repository's check events (`check_run`, `check_suite`, `status`) are ordered per commit, not
+/// per repository: a monorepo's CI on many commits does not queue up behind itself (issue 14: on
+/// PostgreSQL one repository's subject was worked off at ~130 deliveries a second). Its other
+/// repository-wide events (`workflow_run`, `push`) keep the repository's subject.
+async fn check_events_are_ordered_per_commit_not_per_repository(db: &TestDb) {
+    #[derive(Debug, Clone)]
+    struct Run {
+        event: String,
+        sha: String,
+        subject: String,
+        seq: i64,
+        start: Instant,
+        end: Instant,
+    }
+    let runs = Arc::new(Mutex::new(Vec::<Run>::new()));
+    let mut reg = Registry::standard();
+    for event in ["check_run", "check_suite", "status", "workflow_run", "push"] {
+        let r = runs.clone();
+        reg.on(event, None, move |ctx| {
+            let r = r.clone();
+            async move {
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                let d = &ctx.delivery;
+                let v: serde_json::Value = ctx.payload().expect("payload");
+                let sha = ["/check_run/head_sha", "/check_suite/head_sha", "/sha"]
+                    .iter()
+                    .find_map(|p| v.pointer(p).and_then(|s| s.as_str()))
+                    .unwrap_or("-")
+                    .to_string();
+                r.lock().expect("lock").push(Run {
+                    event: d.event.clone(),
+                    sha,
+                    subject: d.subject.clone(),
+                    seq: d.seq,
+                    start,
+                    end: Instant::now(),
+                });
+                Ok(Handled::ok(vec![]))
+            }
+        });
+    }
+    let app = TestApp::start(db, with_registry(reg)).await;
+    let fixtures = [
+        ("check_run", "check_run.completed.0", "/check_run/head_sha"),
+        ("check_suite", "check_suite.completed.0", "/check_suite/head_sha"),
+        ("status", "status.none.0", "/sha"),
+        ("workflow_run", "workflow_run.completed.0", "/workflow_run/head_sha"),
+        ("push", "push.none.0", "/after"),
+    ];
+    let mut sent = 0;
+    for i in 0..40 {
+        let (event, name, sha_at) = fixtures[i % fixtures.len()];
+        let mut v: serde_json::Value = serde_json::from_str(&fixture(name)).expect("json");
+        // One repository, four commits.
+        v["repository"]["id"] = serde_json::json!(4242);
+        v["nonce"] = serde_json::json!(i); // the same event again is another delivery, not a duplicate
+        *v.pointer_mut(sha_at).expect("sha") = serde_json::json!(format!("{:040x}", 0xc0ffee + (i / 5) % 4));
+        assert_eq!(app.deliver(event, &format!("per-commit-{i}"), &v.to_string()).await, 202);
+        sent += 1;
+    }
+    common::drain(&app.db, Duration::from_secs(30)).await;
+    let runs = runs.lock().expect("lock").clone();
+    assert_eq!(runs.len(), sent);
+    let checks = |r: &Run| matches!(r.event.as_str(), "check_run" | "check_suite" | "status");
+    let mut commits_side_by_side = false;
+    for a in &runs {
+        for b in &runs {
+            if a.seq >= b.seq {
+                continue;
+            }
+            let overlap = a.start < b.end && b.start < a.end;
+            let ordered = if checks(a) && checks(b) { a.sha == b.sha } else { !checks(a) && !checks(b) };
+            if ordered {
+                assert_eq!(a.subject, b.subject, "{} and {} of one order", a.event, b.event);
+                assert!(a.end <= b.start, "{} ran out of order or beside {}: {a:?} {b:?}", a.event, b.event);
+            } else if checks(a) && checks(b) && overlap {
+                commits_side_by_side = true;
+            }
+        }
+        if !checks(a) {
+            assert_eq!(a.subject, "repo:4242", "{} keeps the repository's subject", a.event);
+        }
+    }
+    assert!(commits_side_by_side, "check events of different commits never ran side by side");
+    app.shutdown().await;
+}
+both_backends!(check_events_are_ordered_per_commit_not_per_repository);
+
 async fn an_expired_lease_makes_a_delivery_claimable_again(db: &TestDb) {
     let app = TestApp::start(db, Options { run_worker: false, ..Options::default() }).await;
     assert_eq!(app.deliver("ping", "lease-1", &fixture("ping.none.0")).await, 202);

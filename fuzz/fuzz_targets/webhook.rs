@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     // serde_json skips the strings of fields it ignores without checking their UTF-8, so the
     // intake checks the whole body and refuses one that is not (400).
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let subject = envelope.subject();
+    let subject = envelope.subject("push");
     let number = envelope
         .issue
         .as_ref()
@@ -46,6 +46,15 @@ fuzz_target!(|data: &[u8]| {
         (None, _, None) => "app".to_string(),
     };
     assert_eq!(subject, expected);
+    // A check event's subject is its repository's, or that of one commit of it (lowercase hex).
+    for event in ["check_run", "check_suite", "status"] {
+        let s = envelope.subject(event);
+        if s != expected {
+            let repo = envelope.repository.as_ref().expect("only a repository's checks have commits").id;
+            let sha = s.strip_prefix(&format!("repo:{repo}@")).expect("a commit of the repository");
+            assert!((1..=64).contains(&sha.len()) && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{s}");
+        }
+    }
     let stored = compress(text);
     assert_eq!(inflate("", Some(&stored)).expect("a stored body inflates"), text);
     assert_eq!(inflate(text, None).expect("a plain body"), text);

@@ -156,7 +156,7 @@ async fn accept(
     let delivery = NewDelivery {
         id: delivery_id.to_string(),
         event: event.to_string(),
-        subject: envelope.subject(),
+        subject: envelope.subject(event),
         action: envelope.action,
         installation_id: envelope.installation.map(|i| i.id),
         repository: envelope.repository.map(|r| r.full_name),
