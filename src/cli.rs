@@ -1226,10 +1226,31 @@ async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn 
             if format == "csv" {
                 writeln!(out, "{}", audit::CSV_HEADER)?;
             }
+            // With SHIPGATE_AUDIT_KEY each entry is checked against its seal before it is written:
+            // an export stops at the first one that does not check out (`audit verify` says more),
+            // so it never hands on a rewritten entry as the log's. Without the key it says so.
+            let keys = &cfg.audit_keys;
+            if keys.current.is_none() {
+                eprintln!(
+                    "note: SHIPGATE_AUDIT_KEY is not set: the exported entries are not checked against their seals"
+                );
+            }
             let mut filter = audit::Filter { repository: Some(repo), since, limit: 1000, ..Default::default() };
             loop {
                 let rows = audit::list(db, &filter).await?;
                 for r in &rows {
+                    if keys.current.is_some()
+                        && (r.key_id.is_none() || audit::expected_hash(r, keys).as_deref() != Some(r.hash.as_str()))
+                    {
+                        let why =
+                            if r.key_id.is_none() { "is not sealed under a key" } else { "does not match its seal" };
+                        eprintln!(
+                            "error: the entry at installation {} position {} (seq {}) {why}: the export stops here; \
+                             run `shipgate audit verify`",
+                            r.installation_id, r.position, r.seq
+                        );
+                        return Ok(1);
+                    }
                     if format == "csv" {
                         writeln!(out, "{}", audit::to_csv(r))?;
                     } else {

@@ -374,15 +374,29 @@ impl Config {
                 webhook_secrets.push(Secret::new(DEV_WEBHOOK_SECRET));
             }
             webhook_secret_defaulted = true;
-        } else if github.is_some()
-            && let Some(short) = webhook_secrets.iter().find(|s| s.expose().len() < MIN_WEBHOOK_SECRET_LEN)
+        } else if let Some(weak) = webhook_secrets
+            .iter()
+            .find(|s| s.expose().len() < MIN_WEBHOOK_SECRET_LEN || s.expose() == DEV_WEBHOOK_SECRET)
+            && (github.is_some() || !listen.ip().is_loopback())
         {
+            // With credentials the App acts on GitHub; on an address others can reach, anyone who
+            // guesses the secret writes to its inbox and audit log even in dry-run. The dry-run
+            // secret `development` (SPEC §7) and other short ones are for a laptop only.
+            let why = if github.is_some() {
+                "with the App's credentials set".to_string()
+            } else {
+                format!("on {listen}, an address others can reach (SHIPGATE_LISTEN)")
+            };
+            let what = if weak.expose() == DEV_WEBHOOK_SECRET {
+                format!("`{DEV_WEBHOOK_SECRET}` is the dry-run secret, for a loopback address only")
+            } else {
+                format!("a secret of {} characters is too short", weak.expose().len())
+            };
             return Err(ConfigError::Invalid {
                 var: "GITHUB_WEBHOOK_SECRET",
                 msg: format!(
-                    "a secret of {} characters is too short: use at least {MIN_WEBHOOK_SECRET_LEN} random characters \
-                     (`openssl rand -hex 32`), the same in the App's settings on GitHub",
-                    short.expose().len()
+                    "{what} {why}: use at least {MIN_WEBHOOK_SECRET_LEN} random characters \
+                     (`openssl rand -hex 32`), the same in the App's settings on GitHub"
                 ),
             });
         }
@@ -782,8 +796,22 @@ mod tests {
         assert!(c.webhook_secrets.is_empty() && c.webhook_secret_defaulted);
         let c = cfg(&[("SHIPGATE_LISTEN", "[::1]:3000")]).expect("loopback");
         assert_eq!(c.webhook_secrets, vec![Secret::new("development")]);
-        let c = cfg(&[("SHIPGATE_LISTEN", "0.0.0.0:3000"), ("GITHUB_WEBHOOK_SECRET", "s3cret")]).expect("set");
-        assert_eq!(c.webhook_secrets, vec![Secret::new("s3cret")], "no minimum length without credentials");
+        let c = cfg(&[("SHIPGATE_LISTEN", "127.0.0.1:3000"), ("GITHUB_WEBHOOK_SECRET", "s3cret")]).expect("set");
+        assert_eq!(c.webhook_secrets, vec![Secret::new("s3cret")], "no minimum length on a laptop without credentials");
+        // Set by hand (as docker-compose.yml once did) on an address others can reach: refused,
+        // and so is any short secret there, credentials or not.
+        let e = cfg(&[("SHIPGATE_LISTEN", "0.0.0.0:8080"), ("GITHUB_WEBHOOK_SECRET", "development")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "GITHUB_WEBHOOK_SECRET: `development` is the dry-run secret, for a loopback address only on \
+             0.0.0.0:8080, an address others can reach (SHIPGATE_LISTEN): use at least 16 random characters \
+             (`openssl rand -hex 32`), the same in the App's settings on GitHub"
+        );
+        let e = cfg(&[("SHIPGATE_LISTEN", "0.0.0.0:8080"), ("GITHUB_WEBHOOK_SECRET", "a-long-one-of-22-chars,s3cret")])
+            .unwrap_err();
+        assert!(e.to_string().contains("a secret of 6 characters is too short on 0.0.0.0:8080"), "{e}");
+        let c = cfg(&[("SHIPGATE_LISTEN", "0.0.0.0:8080"), ("GITHUB_WEBHOOK_SECRET", "0123456789abcdef")]).expect("16");
+        assert_eq!(c.webhook_secrets.len(), 1);
     }
 
     #[test]
@@ -926,6 +954,14 @@ mod tests {
         assert_eq!(cfg(&[("SHIPGATE_HISTORY_DAYS", "0")]).expect("for ever").history, None);
         let e = cfg(&[("SHIPGATE_RETENTION_DAYS", "30"), ("SHIPGATE_HISTORY_DAYS", "7")]).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_HISTORY_DAYS"), "{e}");
+        // The intake's defaults (SPEC §7): 10 s for headers, 10 s of a silent body, 60 s idle
+        // between requests, 30 s for a whole body, 512 connections, 48 MiB of unverified bytes.
+        let i = &c.intake;
+        assert_eq!(
+            (i.header_timeout, i.body_idle_timeout, i.idle_timeout, i.body_timeout),
+            (Duration::from_secs(10), Duration::from_secs(10), Duration::from_secs(60), Duration::from_secs(30))
+        );
+        assert_eq!((i.max_connections, i.unverified_bytes), (512, 48 << 20));
         let c = cfg(&[("SHIPGATE_HEADER_TIMEOUT_SECS", "3"), ("SHIPGATE_MAX_CONNECTIONS", "20")]).expect("intake");
         assert_eq!((c.intake.header_timeout, c.intake.max_connections), (Duration::from_secs(3), 20));
         assert_eq!(c.intake.body_timeout, Duration::from_secs(30));

@@ -403,6 +403,13 @@ async fn no_token_or_a_bad_one_is_401(tdb: &TestDb) {
     assert_eq!(c.get(Some(ADMIN), "/api/requests").await.0, 401);
     // /metrics is open without SHIPGATE_METRICS_TOKEN...
     assert_eq!(metrics(&app, None).await, 200);
+    // Without SHIPGATE_SIGNING_KEY there is no public key to serve, and the answer says why.
+    let r = app.http.get(format!("{}/.well-known/shipgate-audit.pub", app.url)).send().await.expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.text().await.expect("text"),
+        "this App has no SHIPGATE_SIGNING_KEY: its audit anchors are not signed\n"
+    );
     app.shutdown_unchecked().await;
     // ... and asks for it when it is set.
     let mut cfg = tdb.config();

@@ -378,6 +378,43 @@ async fn export_writes_one_repository_in_order(tdb: &TestDb) {
     let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("OWNER/NAME"), "{out}");
+
+    // An entry rewritten behind the App's back: the export checks each entry's seal under
+    // SHIPGATE_AUDIT_KEY (read from the environment) and stops at it, exit 1.
+    let rows = chain(&db, 1).await;
+    drop_guards(&db).await;
+    sqlx::query("UPDATE audit_log SET actor_login = 'mallory' WHERE seq = $1")
+        .bind(rows[2].seq)
+        .execute(db.writer())
+        .await
+        .expect("tamper");
+    let exported = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+        .args(["audit", "export", "--repo", "acme/app"])
+        .env("DATABASE_URL", &tdb.url)
+        .env("RUST_LOG", "error")
+        .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
+        .output()
+        .await
+        .expect("run shipgate");
+    let (stdout, stderr) = (String::from_utf8_lossy(&exported.stdout), String::from_utf8_lossy(&exported.stderr));
+    assert_eq!(exported.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "only the entry before the rewritten one:\n{stdout}");
+    assert!(!stdout.contains("mallory"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("installation 1 position 3 (seq {}) does not match its seal", rows[2].seq)),
+        "{stderr}"
+    );
+    // Without the key it cannot tell, and says so.
+    let exported = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
+        .args(["audit", "export", "--repo", "acme/app"])
+        .env("DATABASE_URL", &tdb.url)
+        .env("RUST_LOG", "error")
+        .env_remove("SHIPGATE_AUDIT_KEY")
+        .output()
+        .await
+        .expect("run shipgate");
+    assert_eq!(exported.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&exported.stderr).contains("not checked against their seals"));
     let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme/app", "--since", "last week"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("RFC 3339"), "{out}");
@@ -678,11 +715,12 @@ async fn a_log_rewritten_without_the_key_is_caught(tdb: &TestDb) {
         .await
         .expect("tamper");
     let b = broken_at(&db).await;
-    assert_eq!((b.position, b.seq), (6, None), "{b}");
-    assert!(b.reason.contains("not sealed under a key"), "{b}");
+    assert_eq!((b.position, b.seq), (1, Some(rows[0].seq)), "the first entry it concerns: {b}");
+    assert!(b.reason.contains("not sealed under a key: none of its 5 entries"), "{b}");
     let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("first broken link at installation 1 position 6: the chain is not sealed"), "{out}");
+    let at = format!("first broken link at installation 1 position 1 (seq {}): the chain is not sealed", rows[0].seq);
+    assert!(out.contains(&at), "{out}");
 
     // Keeping the key ids and sealing with SHA-256 instead: the first entry's seal fails.
     sqlx::query("UPDATE audit_log SET key_id = $1 WHERE installation_id = 1")
@@ -696,6 +734,52 @@ async fn a_log_rewritten_without_the_key_is_caught(tdb: &TestDb) {
     db.close().await;
 }
 both_backends!(a_log_rewritten_without_the_key_is_caught);
+
+/// With every guard dropped (the triggers are the owner's to drop), a replacing insert of the
+/// third entry (`INSERT OR REPLACE` on SQLite, an upsert on PostgreSQL) with another actor and the
+/// hash computed again without the key: verify names that entry, by position and seq.
+async fn a_replacing_insert_past_the_guards_is_named(tdb: &TestDb) {
+    let db = tdb.connect().await;
+    let rows = history(&db).await;
+    drop_guards(&db).await;
+    if db.backend() == Backend::Sqlite {
+        sqlx::query("DROP TRIGGER audit_log_no_replace").execute(db.writer()).await.expect("drop");
+    }
+    let target = &rows[2];
+    let mut forged = AuditRow { actor_login: Some("mallory".into()), ..target.clone() };
+    forged.hash = audit::entry_hash(&forged);
+    let replace = match db.backend() {
+        Backend::Sqlite => {
+            "INSERT OR REPLACE INTO audit_log (seq, installation_id, position, repository_id, repository, issue, kind, \
+             actor_id, actor_login, delivery_id, at, detail, prev_hash, hash, key_id) SELECT seq, installation_id, \
+             position, repository_id, repository, issue, kind, actor_id, $1, delivery_id, at, detail, prev_hash, $2, \
+             key_id FROM audit_log WHERE seq = $3"
+        }
+        Backend::Postgres => {
+            "INSERT INTO audit_log (seq, installation_id, position, repository_id, repository, issue, kind, actor_id, \
+             actor_login, delivery_id, at, detail, prev_hash, hash, key_id) SELECT seq, installation_id, position, \
+             repository_id, repository, issue, kind, actor_id, $1, delivery_id, at, detail, prev_hash, $2, key_id \
+             FROM audit_log WHERE seq = $3 ON CONFLICT (seq) DO UPDATE SET actor_login = excluded.actor_login, \
+             hash = excluded.hash"
+        }
+    };
+    sqlx::query(replace)
+        .bind(&forged.actor_login)
+        .bind(&forged.hash)
+        .bind(target.seq)
+        .execute(db.writer())
+        .await
+        .expect("past the guards");
+    assert_eq!(chain(&db, 1).await[2].actor_login.as_deref(), Some("mallory"), "the row was replaced");
+    let b = broken_at(&db).await;
+    assert_eq!((b.installation_id, b.position, b.seq), (1, 3, Some(target.seq)), "{b}");
+    assert!(b.reason.contains("does not match its seal"), "{b}");
+    let (code, out) = cli(&tdb.url, &["audit", "verify"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("installation 1 position 3 (seq {})", target.seq)), "{out}");
+    db.close().await;
+}
+both_backends!(a_replacing_insert_past_the_guards_is_named);
 
 async fn an_edited_head_is_named(tdb: &TestDb) {
     let db = tdb.connect().await;

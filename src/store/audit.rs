@@ -683,17 +683,27 @@ pub async fn verify(db: &Db, keys: &AuditKeys) -> Result<VerifyReport> {
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
         }
         let mut chain = verify_chain(&mut tx, installation, keys).await?;
-        tx.rollback().await?;
         if chain.broken.is_none() && chain.entries > 0 && chain.key_id.is_none() && keys.current.is_some() {
+            // Named from its first entry: none of it is vouched for by the key.
+            let first: Option<(i64,)> =
+                sqlx::query_as("SELECT seq FROM audit_log WHERE installation_id = $1 AND position = 1")
+                    .bind(installation)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             chain.broken = Some(Broken {
                 installation_id: installation,
-                position: chain.entries + 1,
-                seq: None,
-                reason: "the chain is not sealed under a key: `shipgate serve` seals it when it starts with \
-                         SHIPGATE_AUDIT_KEY (or its keyed entries were rewritten as unkeyed ones)"
-                    .into(),
+                position: 1,
+                seq: first.map(|(s,)| s),
+                reason: format!(
+                    "the chain is not sealed under a key: none of its {} entries is vouched for by \
+                     SHIPGATE_AUDIT_KEY. Either it was written before the App had a key and was never sealed (check \
+                     that nobody wrote to the database, then `shipgate audit seal`), or its keyed entries were \
+                     rewritten as unkeyed ones",
+                    chain.entries
+                ),
             });
         }
+        tx.rollback().await?;
         report.chains.push(chain);
     }
     report.unrecorded = unrecorded(db).await?;

@@ -69,6 +69,8 @@ pub struct Db {
     backend: Backend,
     /// The key audit entries are sealed with (`SHIPGATE_AUDIT_KEY`), if this process has one.
     audit_key: Option<std::sync::Arc<audit::AuditKey>>,
+    /// `DATABASE_URL` as errors show it (no password).
+    shown: std::sync::Arc<str>,
 }
 
 /// A database URL fit for a message: the password, if any, replaced by `***`.
@@ -212,14 +214,30 @@ impl Db {
                         )));
                     }
                     Ok(Err(e)) => {
-                        return Err(StoreError::Invalid(format!(
-                            "DATABASE_URL={shown}: cannot connect to PostgreSQL: {}{}",
-                            cause(&e),
-                            if matches!(&e, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused) {
+                        // What to do, by PostgreSQL's error code where it sent one.
+                        let code = match &e {
+                            sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+                            _ => None,
+                        };
+                        let todo = match (&e, code.as_deref()) {
+                            (sqlx::Error::Io(io), _) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
                                 " (is it running, and are the host and port right?)"
-                            } else {
-                                ""
                             }
+                            (sqlx::Error::Io(_), _) => " (are the host and port right, and reachable from here?)",
+                            // invalid_catalog_name
+                            (_, Some("3D000")) => {
+                                ": create it (`createdb`, or CREATE DATABASE as its owner-to-be), or point DATABASE_URL \
+                                 at one that exists"
+                            }
+                            // invalid_authorization_specification, invalid_password
+                            (_, Some("28000" | "28P01")) => {
+                                ": check the user and password in DATABASE_URL, and that pg_hba.conf lets this host in"
+                            }
+                            _ => "",
+                        };
+                        return Err(StoreError::Invalid(format!(
+                            "DATABASE_URL={shown}: cannot connect to PostgreSQL: {}{todo}",
+                            cause(&e)
                         )));
                     }
                     Ok(Ok(c)) => {
@@ -234,7 +252,7 @@ impl Db {
                 (pool.clone(), pool)
             }
         };
-        Ok(Db { pool, writer, backend, audit_key: None })
+        Ok(Db { pool, writer, backend, audit_key: None, shown: shown.into() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -270,17 +288,20 @@ impl Db {
 
     pub async fn migrate(&self) -> Result<()> {
         use sqlx::migrate::MigrateError;
+        let shown = &self.shown;
         self.migrator().run(&self.writer).await.map_err(|e| match e {
             MigrateError::VersionMissing(v) => StoreError::Invalid(format!(
-                "the database was migrated by a newer shipgate (migration {v} is unknown to this version): run that \
-                 version, or point DATABASE_URL at another database"
+                "DATABASE_URL={shown}: the database was migrated by a newer shipgate (migration {v} is unknown to \
+                 this version): run that version, or point DATABASE_URL at another database"
             )),
             MigrateError::Execute(sqlx::Error::Database(d)) => StoreError::Invalid(format!(
-                "the database schema could not be brought up to date: {} (does DATABASE_URL's user own the \
-                 database, or may it create tables in it?)",
+                "DATABASE_URL={shown}: the database schema could not be brought up to date: {} (does DATABASE_URL's \
+                 user own the database, or may it create tables in it?)",
                 d.message()
             )),
-            other => StoreError::Invalid(format!("the database schema could not be brought up to date: {other}")),
+            other => StoreError::Invalid(format!(
+                "DATABASE_URL={shown}: the database schema could not be brought up to date: {other}"
+            )),
         })?;
         Ok(())
     }
