@@ -1226,30 +1226,59 @@ async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn 
             if format == "csv" {
                 writeln!(out, "{}", audit::CSV_HEADER)?;
             }
-            // With SHIPGATE_AUDIT_KEY each entry is checked against its seal before it is written:
-            // an export stops at the first one that does not check out (`audit verify` says more),
-            // so it never hands on a rewritten entry as the log's. Without the key it says so.
+            // With SHIPGATE_AUDIT_KEY an installation's chain is verified (as `audit verify` does)
+            // before its first entry is written, and each entry is checked against its seal as it
+            // is written (entries appended since): an export stops at the first that does not
+            // check out, so it never hands on a rewritten entry as the log's. Entries written
+            // before the App had a key are vouched for by the chain's seal, which the chain's
+            // verification checks. Without the key it says that nothing is checked.
             let keys = &cfg.audit_keys;
             if keys.current.is_none() {
                 eprintln!(
                     "note: SHIPGATE_AUDIT_KEY is not set: the exported entries are not checked against their seals"
                 );
             }
+            // Per installation: the entries of its verified snapshot.
+            let mut verified: std::collections::HashMap<i64, i64> = Default::default();
             let mut filter = audit::Filter { repository: Some(repo), since, limit: 1000, ..Default::default() };
             loop {
                 let rows = audit::list(db, &filter).await?;
                 for r in &rows {
-                    if keys.current.is_some()
-                        && (r.key_id.is_none() || audit::expected_hash(r, keys).as_deref() != Some(r.hash.as_str()))
-                    {
-                        let why =
-                            if r.key_id.is_none() { "is not sealed under a key" } else { "does not match its seal" };
-                        eprintln!(
-                            "error: the entry at installation {} position {} (seq {}) {why}: the export stops here; \
-                             run `shipgate audit verify`",
-                            r.installation_id, r.position, r.seq
-                        );
-                        return Ok(1);
+                    if keys.current.is_some() {
+                        let entries = match verified.get(&r.installation_id) {
+                            Some(n) => *n,
+                            None => {
+                                let chain = audit::verify_installation(db, r.installation_id, keys).await?;
+                                if let Some(b) = &chain.broken {
+                                    eprintln!(
+                                        "error: the audit log is broken at {b}: nothing of installation {} is \
+                                         exported; run `shipgate audit verify`",
+                                        r.installation_id
+                                    );
+                                    return Ok(1);
+                                }
+                                verified.insert(r.installation_id, chain.entries);
+                                chain.entries
+                            }
+                        };
+                        let why = match &r.key_id {
+                            // Unkeyed: only before the seal, which the verified chain vouches for.
+                            None => (r.position > entries).then(|| "is not sealed under a key".to_string()),
+                            Some(id) => match audit::expected_hash(r, keys) {
+                                None => Some(format!(
+                                    "is sealed under key {id}, which is not given (SHIPGATE_AUDIT_KEY_RETIRED)"
+                                )),
+                                Some(h) => (h != r.hash).then(|| "does not match its seal".to_string()),
+                            },
+                        };
+                        if let Some(why) = why {
+                            eprintln!(
+                                "error: the entry at installation {} position {} (seq {}) {why}: the export stops \
+                                 here; run `shipgate audit verify`",
+                                r.installation_id, r.position, r.seq
+                            );
+                            return Ok(1);
+                        }
                     }
                     if format == "csv" {
                         writeln!(out, "{}", audit::to_csv(r))?;

@@ -492,7 +492,7 @@ pub async fn rotate_key(db: &Db, old: &AuditKey, new: &AuditKey, now: i64) -> Re
     {
         return Err(StoreError::Invalid(match key {
             None => format!(
-                "installation {installation}'s chain is not sealed under any key yet: start `shipgate serve` once with SHIPGATE_AUDIT_KEY first"
+                "installation {installation}'s chain is not sealed under any key yet: seal it under SHIPGATE_AUDIT_KEY first (`shipgate audit seal`)"
             ),
             Some(k) => format!(
                 "installation {installation}'s chain is sealed under key {k}, not under SHIPGATE_AUDIT_KEY ({})",
@@ -676,38 +676,43 @@ pub async fn verify(db: &Db, keys: &AuditKeys) -> Result<VerifyReport> {
     .await?;
     let mut report = VerifyReport::default();
     for (installation,) in installations {
-        // One snapshot per chain: entries appended while it is walked (a live App) are not seen,
-        // and neither is the head they move, so the two always agree.
-        let mut tx = db.pool().begin().await?;
-        if db.backend() == super::Backend::Postgres {
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
-        }
-        let mut chain = verify_chain(&mut tx, installation, keys).await?;
-        if chain.broken.is_none() && chain.entries > 0 && chain.key_id.is_none() && keys.current.is_some() {
-            // Named from its first entry: none of it is vouched for by the key.
-            let first: Option<(i64,)> =
-                sqlx::query_as("SELECT seq FROM audit_log WHERE installation_id = $1 AND position = 1")
-                    .bind(installation)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            chain.broken = Some(Broken {
-                installation_id: installation,
-                position: 1,
-                seq: first.map(|(s,)| s),
-                reason: format!(
-                    "the chain is not sealed under a key: none of its {} entries is vouched for by \
-                     SHIPGATE_AUDIT_KEY. Either it was written before the App had a key and was never sealed (check \
-                     that nobody wrote to the database, then `shipgate audit seal`), or its keyed entries were \
-                     rewritten as unkeyed ones",
-                    chain.entries
-                ),
-            });
-        }
-        tx.rollback().await?;
-        report.chains.push(chain);
+        report.chains.push(verify_installation(db, installation, keys).await?);
     }
     report.unrecorded = unrecorded(db).await?;
     Ok(report)
+}
+
+/// One installation's chain, as [`verify`] walks it, in one snapshot.
+pub async fn verify_installation(db: &Db, installation: i64, keys: &AuditKeys) -> Result<ChainReport> {
+    // One snapshot per chain: entries appended while it is walked (a live App) are not seen,
+    // and neither is the head they move, so the two always agree.
+    let mut tx = db.pool().begin().await?;
+    if db.backend() == super::Backend::Postgres {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+    }
+    let mut chain = verify_chain(&mut tx, installation, keys).await?;
+    if chain.broken.is_none() && chain.entries > 0 && chain.key_id.is_none() && keys.current.is_some() {
+        // Named from its first entry: none of it is vouched for by the key.
+        let first: Option<(i64,)> =
+            sqlx::query_as("SELECT seq FROM audit_log WHERE installation_id = $1 AND position = 1")
+                .bind(installation)
+                .fetch_optional(&mut *tx)
+                .await?;
+        chain.broken = Some(Broken {
+            installation_id: installation,
+            position: 1,
+            seq: first.map(|(s,)| s),
+            reason: format!(
+                "the chain is not sealed under a key: none of its {} entries is vouched for by \
+                 SHIPGATE_AUDIT_KEY. Either it was written before the App had a key and was never sealed (check \
+                 that nobody wrote to the database, then `shipgate audit seal`), or its keyed entries were \
+                 rewritten as unkeyed ones",
+                chain.entries
+            ),
+        });
+    }
+    tx.rollback().await?;
+    Ok(chain)
 }
 
 const VERIFY_BATCH: i64 = 1000;

@@ -391,8 +391,18 @@ pub fn plan(
     let linked: BTreeSet<i64> = r.numbers.iter().copied().collect();
     let known: BTreeSet<i64> =
         remembered.prs.iter().map(|p| p.number).chain(remembered.missing_prs.iter().copied()).collect();
+    // A command that can open the gate or start a deployment reads the checks again: a check
+    // event handled between the read of a new head's checks and the commit of the links that make
+    // the request findable by that commit is lost to the request (check events run per commit,
+    // beside the request's own deliveries), and folded events never stand in for a read.
+    let opens = matches!(trigger, Trigger::Comment { body, .. } if commands::parse(body).iter().any(|c| matches!(
+        c,
+        Ok(Command::Approve { .. } | Command::Undeny | Command::Unhold | Command::Deploy | Command::Rollback)
+    )));
     let reuse = match trigger {
-        Trigger::Comment { body, .. } => !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck))),
+        Trigger::Comment { body, .. } => {
+            !opens && !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck)))
+        }
         Trigger::CommentDeleted { .. }
         | Trigger::CommentEdited { .. }
         | Trigger::Deployment { .. }
@@ -402,7 +412,7 @@ pub fn plan(
         && known == linked;
     // Check events folded in since the last read are not facts: the checks are read again.
     let (reuse, absorbed) = (reuse && !remembered.absorbed, reuse && remembered.absorbed);
-    let checks_only = (matches!(trigger, Trigger::Recheck { checks_only: true }) || absorbed)
+    let checks_only = (matches!(trigger, Trigger::Recheck { checks_only: true }) || absorbed || opens)
         && !reuse
         && prev.row.is_some()
         && remembered.missing_prs.is_empty()

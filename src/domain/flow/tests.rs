@@ -460,7 +460,13 @@ fn plan_reads_only_what_the_trigger_can_change() {
     let (prev, f) = approved();
     let t = target();
     let p = |trigger: &Trigger| plan(&t, &prev, trigger, &f.policy, &[], &f.issue);
-    assert_eq!(p(&comment(9, alice(), "/approve")).prs, PrReads::Reuse);
+    assert_eq!(p(&comment(9, alice(), "Looks good.")).prs, PrReads::Reuse);
+    assert_eq!(p(&comment(9, alice(), "/hold")).prs, PrReads::Reuse);
+    assert_eq!(p(&comment(9, alice(), "/approve cancel")).prs, PrReads::Reuse);
+    // What can open the gate or deploy reads the checks again (a lost check event).
+    for cmd in ["/approve", "Fine.\n/approve production", "/deploy", "/rollback", "/unhold", "/undeny"] {
+        assert_eq!(p(&comment(9, alice(), cmd)).prs, PrReads::ChecksOnly, "{cmd}");
+    }
     assert_eq!(p(&comment(9, alice(), "/recheck")).prs, PrReads::Fetch);
     assert_eq!(p(&Trigger::Recheck { checks_only: true }).prs, PrReads::ChecksOnly);
     assert_eq!(p(&Trigger::Recheck { checks_only: false }).prs, PrReads::Fetch);
