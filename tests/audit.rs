@@ -221,6 +221,21 @@ async fn broken_at(db: &Db) -> Broken {
 }
 
 /// `shipgate audit verify` on this database: (exit code, stdout).
+/// `shipgate audit export --repo acme/app`, with the tests' audit key or without one: its exit
+/// code, standard output and standard error.
+async fn export(db_url: &str, with_key: bool) -> (Option<i32>, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"));
+    cmd.args(["audit", "export", "--repo", "acme/app"]).env("DATABASE_URL", db_url).env("RUST_LOG", "error");
+    if with_key {
+        cmd.env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY);
+    } else {
+        cmd.env_remove("SHIPGATE_AUDIT_KEY");
+    }
+    let o = cmd.output().await.expect("run shipgate");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (o.status.code(), text(&o.stdout), text(&o.stderr))
+}
+
 async fn cli(db_url: &str, args: &[&str]) -> (i32, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
         .args(args)
@@ -388,32 +403,17 @@ async fn export_writes_one_repository_in_order(tdb: &TestDb) {
         .execute(db.writer())
         .await
         .expect("tamper");
-    let exported = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
-        .args(["audit", "export", "--repo", "acme/app"])
-        .env("DATABASE_URL", &tdb.url)
-        .env("RUST_LOG", "error")
-        .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
-        .output()
-        .await
-        .expect("run shipgate");
-    let (stdout, stderr) = (String::from_utf8_lossy(&exported.stdout), String::from_utf8_lossy(&exported.stderr));
-    assert_eq!(exported.status.code(), Some(1), "{stdout}{stderr}");
+    let (code, stdout, stderr) = export(&tdb.url, true).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert_eq!(stdout, "", "nothing of a broken chain is exported");
     assert!(
         stderr.contains(&format!("the audit log is broken at installation 1 position 3 (seq {})", rows[2].seq)),
         "{stderr}"
     );
     // Without the key it cannot tell, and says so.
-    let exported = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
-        .args(["audit", "export", "--repo", "acme/app"])
-        .env("DATABASE_URL", &tdb.url)
-        .env("RUST_LOG", "error")
-        .env_remove("SHIPGATE_AUDIT_KEY")
-        .output()
-        .await
-        .expect("run shipgate");
-    assert_eq!(exported.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&exported.stderr).contains("not checked against their seals"));
+    let (code, _, stderr) = export(&tdb.url, false).await;
+    assert_eq!(code, Some(0));
+    assert!(stderr.contains("not checked against their seals"), "{stderr}");
     let (code, out) = cli(&tdb.url, &["audit", "export", "--repo", "acme/app", "--since", "last week"]).await;
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("RFC 3339"), "{out}");
@@ -823,26 +823,14 @@ async fn an_old_log_is_sealed_when_the_key_arrives(tdb: &TestDb) {
     assert!(e.to_string().contains("chains written without a key (installations 1)"), "{e}");
     assert!(e.to_string().contains("`shipgate audit seal`"), "{e}");
     // Nor does an export hand them on as the log's while they are not sealed...
-    let export = || async {
-        let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_shipgate"))
-            .args(["audit", "export", "--repo", "acme/app"])
-            .env("DATABASE_URL", &tdb.url)
-            .env("RUST_LOG", "error")
-            .env("SHIPGATE_AUDIT_KEY", shipgate::config::TEST_AUDIT_KEY)
-            .output()
-            .await
-            .expect("run shipgate");
-        let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr));
-        (o.status.code(), out, err.into_owned())
-    };
-    let (code, out, err) = export().await;
+    let (code, out, err) = export(&tdb.url, true).await;
     assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
     assert!(err.contains("position 1") && err.contains("not sealed under a key"), "{err}");
     let (code, out) = cli(&tdb.url, &["audit", "seal"]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("installation 1: 3 entries sealed under key {}", key().id())), "{out}");
     // ... and once sealed, the entries the seal vouches for are exported.
-    let (code, exported, err) = export().await;
+    let (code, exported, err) = export(&tdb.url, true).await;
     assert_eq!((code, exported.lines().count()), (Some(0), 3), "{exported}{err}");
     let (code, out) = cli(&tdb.url, &["audit", "seal"]).await;
     assert!(code == 0 && out.contains("no chain to seal"), "{out}");
