@@ -256,8 +256,6 @@ pub enum DeliveriesCommand {
     Prune,
 }
 
-/// `shipgate check-config FILE [--repo OWNER/NAME]`: the verdict the App would give, offline, on
-/// `out`; warnings (channels the App was not given, `channels`) on `err`.
 /// What a freeze policy means from `now`: frozen now and until when, or when the next window
 /// starts and what it says then.
 fn freeze_outlook(freeze: &crate::domain::freeze::Freeze, now: i64) -> String {
@@ -271,6 +269,8 @@ fn freeze_outlook(freeze: &crate::domain::freeze::Freeze, now: i64) -> String {
     }
 }
 
+/// `shipgate check-config FILE [--repo OWNER/NAME]`: the verdict the App would give, offline, on
+/// `out`; warnings (channels the App was not given, `channels`) on `err`.
 pub fn check_config(
     file: &std::path::Path,
     repo: Option<&str>,
@@ -1244,41 +1244,9 @@ async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn 
             loop {
                 let rows = audit::list(db, &filter).await?;
                 for r in &rows {
-                    if keys.current.is_some() {
-                        let entries = match verified.get(&r.installation_id) {
-                            Some(n) => *n,
-                            None => {
-                                let chain = audit::verify_installation(db, r.installation_id, keys).await?;
-                                if let Some(b) = &chain.broken {
-                                    eprintln!(
-                                        "error: the audit log is broken at {b}: nothing of installation {} is \
-                                         exported; run `shipgate audit verify`",
-                                        r.installation_id
-                                    );
-                                    return Ok(1);
-                                }
-                                verified.insert(r.installation_id, chain.entries);
-                                chain.entries
-                            }
-                        };
-                        let why = match &r.key_id {
-                            // Unkeyed: only before the seal, which the verified chain vouches for.
-                            None => (r.position > entries).then(|| "is not sealed under a key".to_string()),
-                            Some(id) => match audit::expected_hash(r, keys) {
-                                None => Some(format!(
-                                    "is sealed under key {id}, which is not given (SHIPGATE_AUDIT_KEY_RETIRED)"
-                                )),
-                                Some(h) => (h != r.hash).then(|| "does not match its seal".to_string()),
-                            },
-                        };
-                        if let Some(why) = why {
-                            eprintln!(
-                                "error: the entry at installation {} position {} (seq {}) {why}: the export stops \
-                                 here; run `shipgate audit verify`",
-                                r.installation_id, r.position, r.seq
-                            );
-                            return Ok(1);
-                        }
+                    if let Some(refusal) = export_refusal(db, keys, &mut verified, r).await? {
+                        eprintln!("error: {refusal}; run `shipgate audit verify`");
+                        return Ok(1);
                     }
                     if format == "csv" {
                         writeln!(out, "{}", audit::to_csv(r))?;
@@ -1294,6 +1262,48 @@ async fn audit_command(db: &Db, cfg: &Config, cmd: &AuditCommand, out: &mut dyn 
             Ok(0)
         }
     }
+}
+
+/// Why `audit export` must not write entry `r`, with the audit key: its installation's chain does
+/// not verify (checked once per installation; `verified` keeps the entries each verified snapshot
+/// held), it is unkeyed past the seal that vouches for the entries written before the key, or it
+/// does not match its seal. None without a key (nothing can be checked) or when it checks out.
+async fn export_refusal(
+    db: &Db,
+    keys: &audit::AuditKeys,
+    verified: &mut std::collections::HashMap<i64, i64>,
+    r: &audit::AuditRow,
+) -> anyhow::Result<Option<String>> {
+    if keys.current.is_none() {
+        return Ok(None);
+    }
+    let entries = match verified.get(&r.installation_id) {
+        Some(n) => *n,
+        None => {
+            let chain = audit::verify_installation(db, r.installation_id, keys).await?;
+            if let Some(b) = &chain.broken {
+                return Ok(Some(format!(
+                    "the audit log is broken at {b}: nothing of installation {} is exported",
+                    r.installation_id
+                )));
+            }
+            verified.insert(r.installation_id, chain.entries);
+            chain.entries
+        }
+    };
+    let why = match &r.key_id {
+        None => (r.position > entries).then(|| "is not sealed under a key".to_string()),
+        Some(id) => match audit::expected_hash(r, keys) {
+            None => Some(format!("is sealed under key {id}, which is not given (SHIPGATE_AUDIT_KEY_RETIRED)")),
+            Some(h) => (h != r.hash).then(|| "does not match its seal".to_string()),
+        },
+    };
+    Ok(why.map(|why| {
+        format!(
+            "the entry at installation {} position {} (seq {}) {why}: the export stops here",
+            r.installation_id, r.position, r.seq
+        )
+    }))
 }
 
 async fn api_token_command(db: &Db, cmd: &ApiTokenCommand, out: &mut dyn Write) -> anyhow::Result<i32> {

@@ -368,7 +368,6 @@ pub async fn permission(gh: &GitHub, installation: i64, repo: &str, login: &str)
     Ok(role.or(v["permission"].as_str()).unwrap_or("none").to_string())
 }
 
-/// The issue itself (for a recheck that carries no issue payload).
 /// The bodies of the comments this App wrote on issue `number`, oldest first (the closing
 /// summaries carry the audit anchors; a person's comment never counts as the App's).
 pub async fn app_comment_bodies(
@@ -387,6 +386,7 @@ pub async fn app_comment_bodies(
         .collect())
 }
 
+/// The issue itself (for a recheck that carries no issue payload).
 pub async fn issue(gh: &GitHub, installation: i64, repo: &str, number: i64) -> Result<Option<Value>, GhError> {
     let r = gh
         .request(Auth::Installation(installation), Method::GET, &format!("/repos/{repo}/issues/{number}"), None)

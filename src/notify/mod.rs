@@ -143,21 +143,22 @@ impl Notifier {
             return Ok(issue_url(n));
         }
         if let Some(marker) = &link.marker {
-            // Whether the issue is still being created is read first: the relay records its
-            // number before it closes the creating action, so a creation that ends between the
-            // two reads is seen by the second. (Read the other way round, a creation ending
-            // between them looked finished without a number, and the notice linked the issue
-            // list: tests/ci.rs::incident_notifications_link_back_to_the_issue, under load.)
-            let creating = outbox::subject_open(db, &format!("{installation}:{repo}:issue:{marker}")).await?;
-            match objects::get(db, installation, "issue", &format!("{repo}:{marker}")).await? {
-                Some(n) if n > 0 => return Ok(issue_url(n)),
-                _ if creating => {
-                    return Err(ActionError::Wait {
-                        until: now + LINK_WAIT_MS,
-                        why: "the issue it links to is being created".into(),
-                    });
-                }
-                _ => {}
+            let key = format!("{repo}:{marker}");
+            if let Some(n) = objects::get(db, installation, "issue", &key).await?.filter(|n| *n > 0) {
+                return Ok(issue_url(n));
+            }
+            if outbox::subject_open(db, &format!("{installation}:{repo}:issue:{marker}")).await? {
+                return Err(ActionError::Wait {
+                    until: now + LINK_WAIT_MS,
+                    why: "the issue it links to is being created".into(),
+                });
+            }
+            // The creation may have ended between the two reads: the relay records the number
+            // before it closes the creating action, so it is there now if it was made. (Without
+            // this second read the notice linked the issue list:
+            // tests/ci.rs::incident_notifications_link_back_to_the_issue, under load.)
+            if let Some(n) = objects::get(db, installation, "issue", &key).await?.filter(|n| *n > 0) {
+                return Ok(issue_url(n));
             }
         }
         Ok(link.url.clone().filter(|u| safe_url(u)).unwrap_or_else(|| format!("{}/{repo}/issues", self.web_url)))

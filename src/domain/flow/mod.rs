@@ -395,14 +395,18 @@ pub fn plan(
     // event handled between the read of a new head's checks and the commit of the links that make
     // the request findable by that commit is lost to the request (check events run per commit,
     // beside the request's own deliveries), and folded events never stand in for a read.
-    let opens = matches!(trigger, Trigger::Comment { body, .. } if commands::parse(body).iter().any(|c| matches!(
-        c,
-        Ok(Command::Approve { .. } | Command::Undeny | Command::Unhold | Command::Deploy | Command::Rollback)
-    )));
+    let said = match trigger {
+        Trigger::Comment { body, .. } => commands::parse(body),
+        _ => Vec::new(),
+    };
+    let opens = said.iter().any(|c| {
+        matches!(
+            c,
+            Ok(Command::Approve { .. } | Command::Undeny | Command::Unhold | Command::Deploy | Command::Rollback)
+        )
+    });
     let reuse = match trigger {
-        Trigger::Comment { body, .. } => {
-            !opens && !commands::parse(body).iter().any(|c| matches!(c, Ok(Command::Recheck)))
-        }
+        Trigger::Comment { .. } => !opens && !said.iter().any(|c| matches!(c, Ok(Command::Recheck))),
         Trigger::CommentDeleted { .. }
         | Trigger::CommentEdited { .. }
         | Trigger::Deployment { .. }
