@@ -125,6 +125,12 @@ pub struct Config {
     /// `SHIPGATE_FIGURES_REFRESH_MS` (60000; 0: never): how often the `/metrics` figures gauges
     /// are recomputed.
     pub figures_every: Duration,
+    /// `SHIPGATE_METRICS_UPKEEP_MS` (1000; 0: only when `/metrics` is read): how often the
+    /// histograms' recorded samples are folded into their buckets. Until then each sample is
+    /// kept (~16 bytes), so a process nobody scrapes would grow without end.
+    pub metrics_upkeep: Duration,
+    /// `SHIPGATE_SQLITE_READERS` (4): SQLite connections for reads beside the writer.
+    pub sqlite_readers: u32,
     /// `SHIPGATE_SIGNING_KEY` (PKCS#8 PEM text) or `SHIPGATE_SIGNING_KEY_PATH`: the Ed25519 key
     /// that signs the audit log's anchors; its public half is served at
     /// `/.well-known/shipgate-audit.pub`. Optional: without it anchors go unsigned.
@@ -490,6 +496,10 @@ impl Config {
         let audit_verify_every = Duration::from_secs(parse_num(&get, "SHIPGATE_AUDIT_VERIFY_SECS")?.unwrap_or(3600));
         let report_every = Duration::from_millis(parse_num(&get, "SHIPGATE_REPORT_CHECK_MS")?.unwrap_or(60_000));
         let figures_every = Duration::from_millis(parse_num(&get, "SHIPGATE_FIGURES_REFRESH_MS")?.unwrap_or(60_000));
+        let metrics_upkeep = Duration::from_millis(parse_num(&get, "SHIPGATE_METRICS_UPKEEP_MS")?.unwrap_or(1_000));
+        let sqlite_readers = parse_num(&get, "SHIPGATE_SQLITE_READERS")?
+            .map(|n| n.clamp(1, 64) as u32)
+            .unwrap_or(crate::store::SQLITE_READERS);
         let signing_key = signing_key(&get)?;
 
         let mut intake = crate::http::serve::Limits::default();
@@ -537,6 +547,8 @@ impl Config {
             audit_verify_every,
             report_every,
             figures_every,
+            metrics_upkeep,
+            sqlite_readers,
             signing_key,
             intake,
             coalesce,
@@ -612,6 +624,8 @@ impl Config {
             // Off in tests, like the audit verification: a test that wants them sets them.
             report_every: Duration::ZERO,
             figures_every: Duration::ZERO,
+            metrics_upkeep: Duration::from_secs(1),
+            sqlite_readers: crate::store::SQLITE_READERS,
             signing_key: None,
             oidc: crate::github::oidc::OidcConfig::default(),
             gate_wait_max: Duration::from_secs(600),
@@ -778,6 +792,19 @@ mod tests {
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let m: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn sqlite_readers_and_metrics_upkeep() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.sqlite_readers, 4);
+        assert_eq!(c.metrics_upkeep, Duration::from_secs(1));
+        let c = cfg(&[("SHIPGATE_SQLITE_READERS", "16"), ("SHIPGATE_METRICS_UPKEEP_MS", "0")]).unwrap();
+        assert_eq!(c.sqlite_readers, 16);
+        assert!(c.metrics_upkeep.is_zero());
+        assert_eq!(cfg(&[("SHIPGATE_SQLITE_READERS", "0")]).unwrap().sqlite_readers, 1);
+        let e = cfg(&[("SHIPGATE_SQLITE_READERS", "four")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_SQLITE_READERS"), "{e}");
     }
 
     #[test]

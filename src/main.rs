@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    cap_malloc_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -124,4 +125,20 @@ fn init_tracing(json: bool, traces: Option<&shipgate::telemetry::Traces>) {
     };
     // The OpenTelemetry layer beside the logs, with its own filter (the App's spans only).
     tracing_subscriber::registry().with(logs).with(traces.map(|t| t.layer())).init();
+}
+
+/// glibc gives each thread that allocates its own arena, up to eight per core, and each keeps
+/// its freed memory: the App's threads (the runtime's workers, one per SQLite connection) held
+/// ~0.5 MB each of memory used once. Two arenas are enough for the runtime's two-to-a-few
+/// workers and cut the peak under load (docs/benchmarks.md). `MALLOC_ARENA_MAX`, when set,
+/// wins: glibc has read it already.
+fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets a tunable of the allocator; called before any thread is
+        // started.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }

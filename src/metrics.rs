@@ -49,6 +49,21 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Folds the histograms' samples into their buckets every `every` until `stop`. The recorder
+/// keeps each sample until then (or until `/metrics` is read): without this, a process that
+/// nobody scrapes grows by ~16 bytes a sample, over 500 MB a day at 200 deliveries a second (two samples each).
+pub async fn upkeep_loop(every: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Some(Some(handle)) = HANDLE.get() {
+            handle.run_upkeep();
+        }
+    }
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("shipgate_build_info", "Always 1; the version of the running App in its label");

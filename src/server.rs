@@ -61,7 +61,9 @@ impl Server {
     /// Connects, migrates, and starts serving on `listener`.
     pub async fn start(cfg: &Config, listener: TcpListener, opts: Options) -> anyhow::Result<Server> {
         crate::metrics::install();
-        let db = Db::connect(&cfg.database_url).await?.with_audit_key(cfg.audit_keys.current.clone());
+        let db = Db::connect_with(&cfg.database_url, cfg.sqlite_readers)
+            .await?
+            .with_audit_key(cfg.audit_keys.current.clone());
         db.migrate().await?;
         prepare_audit_log(&db, &cfg.audit_keys).await?;
         let addr = listener.local_addr()?;
@@ -159,6 +161,9 @@ impl Server {
         }
         if !cfg.figures_every.is_zero() {
             tasks.push(tokio::spawn(figures_loop(db.clone(), opts.clock.clone(), cfg.figures_every, rx.clone())));
+        }
+        if !cfg.metrics_upkeep.is_zero() {
+            tasks.push(tokio::spawn(crate::metrics::upkeep_loop(cfg.metrics_upkeep, rx.clone())));
         }
         if !cfg.audit_verify_every.is_zero() {
             tasks.push(tokio::spawn(audit_verify_loop(
