@@ -130,11 +130,13 @@ fn init_tracing(json: bool, traces: Option<&shipgate::telemetry::Traces>) {
 /// glibc gives each thread that allocates its own arena, up to eight per core, and each keeps
 /// its freed memory: the App's threads (the runtime's workers, one per SQLite connection) held
 /// ~0.5 MB each of memory used once. Two arenas are enough for the runtime's two-to-a-few
-/// workers and cut the peak under load (docs/benchmarks.md). `MALLOC_ARENA_MAX`, when set,
-/// wins: glibc has read it already.
+/// workers and cut the peak under load (docs/benchmarks.md). `MALLOC_ARENA_MAX`, or
+/// `glibc.malloc.arena_max` in `GLIBC_TUNABLES`, when set, wins: glibc has read it already.
 fn cap_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"))
+    {
         // SAFETY: mallopt only sets a tunable of the allocator; called before any thread is
         // started.
         unsafe {
