@@ -828,3 +828,51 @@ async fn a_slow_client_does_not_hold_shutdown_up() {
     assert!(t.elapsed() < Duration::from_secs(8), "shutdown took {:?}", t.elapsed());
     drop((s, head));
 }
+
+/// The PostgreSQL intake locks a subject's heads (its open rows that are not waiting) after each
+/// batch that stored rows behind them (`Queue::ready_headless`). Through the index of every open
+/// row that read the subject's whole backlog: on a year's database, one subject's 43,000 waiting
+/// deliveries made each batch 23 ms and the intake fell from ~3,600 to ~400 a second. The heads
+/// have an index of their own; this checks, with a backlog, that it is the one read.
+async fn a_subjects_head_is_found_without_its_backlog(db: &TestDb) {
+    use shipgate::store::deliveries::{self, NewDelivery};
+    let conn = db.connect().await;
+    let rows: Vec<NewDelivery> = (0..2000)
+        .map(|i| NewDelivery { body_sha256: format!("{i:064}"), ..common::delivery(&format!("d{i}"), "repo:1#1") })
+        .collect();
+    for chunk in rows.chunks(500) {
+        deliveries::insert_batch(&conn, &chunk.iter().collect::<Vec<_>>()).await.expect("insert");
+    }
+    let (waiting,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM deliveries WHERE blocked = 1").fetch_one(conn.pool()).await.unwrap();
+    assert_eq!(waiting, 1999, "one head, the rest waiting behind it");
+    sqlx::query("ANALYZE").execute(conn.writer()).await.expect("analyze");
+    let heads =
+        "SELECT seq FROM deliveries WHERE subject = 'repo:1#1' AND state IN ('pending', 'running') AND blocked = 0";
+    let explain = match conn.backend() {
+        shipgate::store::Backend::Sqlite => format!("EXPLAIN QUERY PLAN {heads}"),
+        shipgate::store::Backend::Postgres => format!("EXPLAIN {heads}"),
+    };
+    let plan: Vec<String> = sqlx::query(sqlx::AssertSqlSafe(explain))
+        .fetch_all(conn.pool())
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| match conn.backend() {
+            shipgate::store::Backend::Sqlite => sqlx::Row::get::<String, _>(r, 3),
+            shipgate::store::Backend::Postgres => sqlx::Row::get::<String, _>(r, 0),
+        })
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("deliveries_heads"), "a subject's head is found through:\n{plan}");
+    // The outbox's queue runs the same statements (empty here, so its plan says nothing).
+    let catalog = match conn.backend() {
+        shipgate::store::Backend::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'outbox_heads'"
+        }
+        shipgate::store::Backend::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'outbox_heads'",
+    };
+    let (n,): (i64,) = sqlx::query_as(catalog).fetch_one(conn.pool()).await.unwrap();
+    assert_eq!(n, 1, "the outbox's heads have their index");
+}
+both_backends!(a_subjects_head_is_found_without_its_backlog);

@@ -213,8 +213,12 @@ impl Queue {
         let mut readied = false;
         for subject in subjects {
             let mut tx = db.begin_write().await?;
+            // The heads are locked in the order of their seq, the same for every writer: two
+            // batches settling one subject locked its heads in the order the plan met them, and
+            // deadlocked once the heads had an index of their own (`{t}_heads`).
             let heads: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT seq FROM {t} WHERE subject = $1 AND state IN ('pending', 'running') AND blocked = 0 FOR UPDATE"
+                "SELECT seq FROM {t} WHERE subject = $1 AND state IN ('pending', 'running') AND blocked = 0 ORDER BY seq \
+                 FOR UPDATE"
             )))
             .bind(subject)
             .fetch_all(&mut *tx)
