@@ -144,7 +144,10 @@ impl Notifier {
         }
         if let Some(marker) = &link.marker {
             let key = format!("{repo}:{marker}");
-            if let Some(n) = objects::get(db, installation, "issue", &key).await?.filter(|n| *n > 0) {
+            let number = || async {
+                Ok::<_, ActionError>(objects::get(db, installation, "issue", &key).await?.filter(|n| *n > 0))
+            };
+            if let Some(n) = number().await? {
                 return Ok(issue_url(n));
             }
             if outbox::subject_open(db, &format!("{installation}:{repo}:issue:{marker}")).await? {
@@ -157,7 +160,7 @@ impl Notifier {
             // before it closes the creating action, so it is there now if it was made. (Without
             // this second read the notice linked the issue list:
             // tests/ci.rs::incident_notifications_link_back_to_the_issue, under load.)
-            if let Some(n) = objects::get(db, installation, "issue", &key).await?.filter(|n| *n > 0) {
+            if let Some(n) = number().await? {
                 return Ok(issue_url(n));
             }
         }
