@@ -131,6 +131,8 @@ pub struct Config {
     pub metrics_upkeep: Duration,
     /// `SHIPGATE_SQLITE_READERS` (4): SQLite connections for reads beside the writer.
     pub sqlite_readers: u32,
+    /// `SHIPGATE_PG_POOL` (8): PostgreSQL connections of this replica.
+    pub pg_pool: u32,
     /// `SHIPGATE_SIGNING_KEY` (PKCS#8 PEM text) or `SHIPGATE_SIGNING_KEY_PATH`: the Ed25519 key
     /// that signs the audit log's anchors; its public half is served at
     /// `/.well-known/shipgate-audit.pub`. Optional: without it anchors go unsigned.
@@ -306,6 +308,11 @@ pub const MAX_LINK_DAYS: u64 = 365;
 pub const MIN_WEBHOOK_SECRET_LEN: usize = 16;
 
 impl Config {
+    /// The database connections to open (`SHIPGATE_SQLITE_READERS`, `SHIPGATE_PG_POOL`).
+    pub fn pools(&self) -> crate::store::PoolSizes {
+        crate::store::PoolSizes { sqlite_readers: self.sqlite_readers, pg_connections: self.pg_pool }
+    }
+
     /// Reads the process environment, and the credentials file `/setup` wrote beside a SQLite
     /// database when there is one (`crate::credentials`): the environment wins over the file,
     /// variable by variable. A file others may read is said on stderr (logging is not set up
@@ -500,6 +507,8 @@ impl Config {
         let sqlite_readers = parse_num(&get, "SHIPGATE_SQLITE_READERS")?
             .map(|n| n.clamp(1, 64) as u32)
             .unwrap_or(crate::store::SQLITE_READERS);
+        let pg_pool =
+            parse_num(&get, "SHIPGATE_PG_POOL")?.map(|n| n.clamp(1, 256) as u32).unwrap_or(crate::store::PG_POOL);
         let signing_key = signing_key(&get)?;
 
         let mut intake = crate::http::serve::Limits::default();
@@ -549,6 +558,7 @@ impl Config {
             figures_every,
             metrics_upkeep,
             sqlite_readers,
+            pg_pool,
             signing_key,
             intake,
             coalesce,
@@ -626,6 +636,7 @@ impl Config {
             figures_every: Duration::ZERO,
             metrics_upkeep: Duration::from_secs(1),
             sqlite_readers: crate::store::SQLITE_READERS,
+            pg_pool: crate::store::PG_POOL,
             signing_key: None,
             oidc: crate::github::oidc::OidcConfig::default(),
             gate_wait_max: Duration::from_secs(600),
@@ -805,6 +816,17 @@ mod tests {
         assert_eq!(cfg(&[("SHIPGATE_SQLITE_READERS", "0")]).unwrap().sqlite_readers, 1);
         let e = cfg(&[("SHIPGATE_SQLITE_READERS", "four")]).unwrap_err();
         assert!(e.to_string().starts_with("SHIPGATE_SQLITE_READERS"), "{e}");
+    }
+
+    #[test]
+    fn postgres_pool_size() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.pools(), crate::store::PoolSizes { sqlite_readers: 4, pg_connections: 8 });
+        assert_eq!(cfg(&[("SHIPGATE_PG_POOL", "24")]).unwrap().pools().pg_connections, 24);
+        assert_eq!(cfg(&[("SHIPGATE_PG_POOL", "0")]).unwrap().pg_pool, 1);
+        assert_eq!(cfg(&[("SHIPGATE_PG_POOL", "100000")]).unwrap().pg_pool, 256);
+        let e = cfg(&[("SHIPGATE_PG_POOL", "eight")]).unwrap_err();
+        assert!(e.to_string().starts_with("SHIPGATE_PG_POOL"), "{e}");
     }
 
     #[test]

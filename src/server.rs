@@ -61,9 +61,7 @@ impl Server {
     /// Connects, migrates, and starts serving on `listener`.
     pub async fn start(cfg: &Config, listener: TcpListener, opts: Options) -> anyhow::Result<Server> {
         crate::metrics::install();
-        let db = Db::connect_with(&cfg.database_url, cfg.sqlite_readers)
-            .await?
-            .with_audit_key(cfg.audit_keys.current.clone());
+        let db = Db::connect_with(&cfg.database_url, cfg.pools()).await?.with_audit_key(cfg.audit_keys.current.clone());
         db.migrate().await?;
         prepare_audit_log(&db, &cfg.audit_keys).await?;
         let addr = listener.local_addr()?;

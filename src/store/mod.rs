@@ -150,14 +150,35 @@ pub fn normalize_url(url: &str) -> (Backend, String) {
 /// ~2 MB more at the ingest benchmark's peak than four, which keep two cores' reads busy.
 pub const SQLITE_READERS: u32 = 4;
 
+/// PostgreSQL connections of one replica (`SHIPGATE_PG_POOL`). Each keeps its prepared
+/// statements and buffers (~0.6 MB at the ingest benchmark's peak); 16 held ~4.5 MB more than 8
+/// for the same req/s (docs/benchmarks.md). The workers share them: a worker holds one only
+/// while a statement or a transaction runs, never two at once.
+pub const PG_POOL: u32 = 8;
+
+/// How many connections a [`Db`] opens: on SQLite the readers beside the one writer, on
+/// PostgreSQL the pool that does everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSizes {
+    pub sqlite_readers: u32,
+    pub pg_connections: u32,
+}
+
+impl Default for PoolSizes {
+    fn default() -> PoolSizes {
+        PoolSizes { sqlite_readers: SQLITE_READERS, pg_connections: PG_POOL }
+    }
+}
+
 impl Db {
-    /// Connects with the default number of SQLite readers ([`SQLITE_READERS`]).
+    /// Connects with the default pool sizes ([`SQLITE_READERS`], [`PG_POOL`]).
     pub async fn connect(given: &str) -> Result<Db> {
-        Db::connect_with(given, SQLITE_READERS).await
+        Db::connect_with(given, PoolSizes::default()).await
     }
 
-    /// Connects; on SQLite with `readers` connections for reads (at least 1) beside the writer.
-    pub async fn connect_with(given: &str, readers: u32) -> Result<Db> {
+    /// Connects; on SQLite with `sizes.sqlite_readers` connections for reads beside the writer, on
+    /// PostgreSQL with a pool of `sizes.pg_connections` (each at least 1).
+    pub async fn connect_with(given: &str, sizes: PoolSizes) -> Result<Db> {
         install_default_drivers();
         let (backend, url) = normalize_url(given);
         let sqlite = |max: u32| {
@@ -211,7 +232,7 @@ impl Db {
                     StoreError::Invalid(format!("DATABASE_URL={shown}: cannot open the SQLite file: {}", cause(&e)))
                 };
                 let writer = sqlite(1).connect(&url).await.map_err(cannot)?;
-                (sqlite(readers.max(1)).connect(&url).await.map_err(cannot)?, writer)
+                (sqlite(sizes.sqlite_readers.max(1)).connect(&url).await.map_err(cannot)?, writer)
             }
             Backend::Postgres => {
                 // One connection first, so that what went wrong is said (a pool only says it
@@ -256,7 +277,7 @@ impl Db {
                     }
                 }
                 let pool = AnyPoolOptions::new()
-                    .max_connections(16)
+                    .max_connections(sizes.pg_connections.max(1))
                     .acquire_timeout(Duration::from_secs(10))
                     .connect(&url)
                     .await?;
