@@ -131,7 +131,7 @@ pub struct Config {
     pub metrics_upkeep: Duration,
     /// `SHIPGATE_SQLITE_READERS` (4): SQLite connections for reads beside the writer.
     pub sqlite_readers: u32,
-    /// `SHIPGATE_PG_POOL` (8): PostgreSQL connections of this replica.
+    /// `SHIPGATE_PG_POOL` (16): PostgreSQL connections of this replica.
     pub pg_pool: u32,
     /// `SHIPGATE_SIGNING_KEY` (PKCS#8 PEM text) or `SHIPGATE_SIGNING_KEY_PATH`: the Ed25519 key
     /// that signs the audit log's anchors; its public half is served at
@@ -821,7 +821,7 @@ mod tests {
     #[test]
     fn postgres_pool_size() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.pools(), crate::store::PoolSizes { sqlite_readers: 4, pg_connections: 8 });
+        assert_eq!(c.pools(), crate::store::PoolSizes { sqlite_readers: 4, pg_connections: 16 });
         assert_eq!(cfg(&[("SHIPGATE_PG_POOL", "24")]).unwrap().pools().pg_connections, 24);
         assert_eq!(cfg(&[("SHIPGATE_PG_POOL", "0")]).unwrap().pg_pool, 1);
         assert_eq!(cfg(&[("SHIPGATE_PG_POOL", "100000")]).unwrap().pg_pool, 256);

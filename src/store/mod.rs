@@ -151,10 +151,12 @@ pub fn normalize_url(url: &str) -> (Backend, String) {
 pub const SQLITE_READERS: u32 = 4;
 
 /// PostgreSQL connections of one replica (`SHIPGATE_PG_POOL`). Each keeps its prepared
-/// statements and buffers (~0.6 MB at the ingest benchmark's peak); 16 held ~4.5 MB more than 8
-/// for the same req/s (docs/benchmarks.md). The workers share them: a worker holds one only
-/// while a statement or a transaction runs, never two at once.
-pub const PG_POOL: u32 = 8;
+/// statements and buffers (~0.6 MB at the ingest benchmark's peak): 8 held ~4.5 MB less than 16
+/// for the same req/s, but on the year's history `/approve` under 200 deliveries a second was
+/// slower with 8 in both of two pairs (the intake's writers keep a connection between batches),
+/// so the default stays 16 (docs/benchmarks.md). No path holds a connection while taking a
+/// second, so a small pool costs waiting, never a deadlock.
+pub const PG_POOL: u32 = 16;
 
 /// How many connections a [`Db`] opens: on SQLite the readers beside the one writer, on
 /// PostgreSQL the pool that does everything.
