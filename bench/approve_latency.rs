@@ -238,13 +238,12 @@ async fn main() {
     cfg.github_api_url = gh.url.clone();
     cfg.worker = shipgate::config::WorkerConfig::default(); // production: 32 at once, wake-ups
     cfg.coalesce = Default::default();
-    // The production pool sizes, or the environment's (`SHIPGATE_PG_POOL`, `SHIPGATE_SQLITE_READERS`).
-    if let Some(n) = std::env::var("SHIPGATE_PG_POOL").ok().and_then(|v| v.parse().ok()) {
-        cfg.pg_pool = n;
-    }
-    if let Some(n) = std::env::var("SHIPGATE_SQLITE_READERS").ok().and_then(|v| v.parse().ok()) {
-        cfg.sqlite_readers = n;
-    }
+    // The production pool sizes, or the environment's, read as `serve` reads them.
+    let pools = std::env::vars().filter(|(k, _)| matches!(k.as_str(), "SHIPGATE_PG_POOL" | "SHIPGATE_SQLITE_READERS"));
+    let pools: std::collections::HashMap<String, String> = pools.collect();
+    let pools = shipgate::config::Config::from_lookup(|k| pools.get(k).cloned())
+        .expect("SHIPGATE_PG_POOL, SHIPGATE_SQLITE_READERS");
+    (cfg.pg_pool, cfg.sqlite_readers) = (pools.pg_pool, pools.sqlite_readers);
     let mut g = GithubConfig::new(&gh.url);
     g.mutation_spacing = Duration::from_millis(spacing);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
