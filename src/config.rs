@@ -131,7 +131,7 @@ pub struct Config {
     pub metrics_upkeep: Duration,
     /// `SHIPGATE_SQLITE_READERS` (4): SQLite connections for reads beside the writer.
     pub sqlite_readers: u32,
-    /// `SHIPGATE_PG_POOL` (16): PostgreSQL connections of this replica.
+    /// `SHIPGATE_PG_POOL` (16): PostgreSQL connections of this replica, beside the intake's 4.
     pub pg_pool: u32,
     /// `SHIPGATE_SIGNING_KEY` (PKCS#8 PEM text) or `SHIPGATE_SIGNING_KEY_PATH`: the Ed25519 key
     /// that signs the audit log's anchors; its public half is served at

@@ -369,6 +369,31 @@ async fn a_batch_says_whether_it_made_a_row_claimable(db: &TestDb) {
 }
 both_backends!(a_batch_says_whether_it_made_a_row_claimable);
 
+/// The intake's group commits have connections of their own: with the pool down to one connection
+/// and that one held (a worker busy, a page being read), a batch still commits at once. On
+/// PostgreSQL the intake used to take its connections from the pool, so every connection came to
+/// hold the batch statements and buffers (docs/benchmarks.md), and a busy pool held the intake up.
+async fn the_intake_does_not_wait_for_the_pool(db: &TestDb) {
+    use shipgate::store::{Db, PoolSizes, deliveries};
+    db.connect().await; // migrated
+    let db = Db::connect_with(&db.url, PoolSizes { sqlite_readers: 1, pg_connections: 1 }).await.unwrap();
+    let _busy = db.pool().acquire().await.unwrap();
+    let mut conn = tokio::time::timeout(Duration::from_secs(3), db.acquire_writer())
+        .await
+        .expect("the intake waited for the pool's only connection")
+        .unwrap();
+    for (i, n) in [1usize, 7, 3, 12].into_iter().enumerate() {
+        let rows: Vec<_> = (0..n).map(|k| common::delivery(&format!("d{i}-{k}"), &format!("s{}", k % 3))).collect();
+        let mut tx = db.begin_on(&mut conn).await.unwrap();
+        let out = deliveries::insert_batch_in(&mut tx, &rows.iter().collect::<Vec<_>>()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(out.iter().all(|o| matches!(o, deliveries::InsertOutcome::Stored(_))), "{out:?}");
+    }
+    let (stored,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM deliveries").fetch_one(&mut *conn).await.unwrap();
+    assert_eq!(stored, 23);
+}
+both_backends!(the_intake_does_not_wait_for_the_pool);
+
 /// A delivery's body is stored compressed and read back exactly as GitHub sent it.
 async fn bodies_are_stored_compressed_and_read_back_exactly(db: &TestDb) {
     let app = TestApp::start(db, Options { run_worker: false, ..Options::default() }).await;

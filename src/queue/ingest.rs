@@ -84,7 +84,7 @@ impl Ingestor {
         let backend = db.backend();
         let writers = match backend {
             Backend::Sqlite => 1,
-            Backend::Postgres => 4,
+            Backend::Postgres => crate::store::PG_INTAKE_CONNECTIONS,
         };
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let committed = match backend {

@@ -66,6 +66,9 @@ pub struct Db {
     /// writers queue fairly in the process instead of sleeping in SQLite's busy handler (which
     /// made the intake's latency spike). PostgreSQL: the same pool.
     writer: AnyPool,
+    /// The intake's group commits ([`Db::acquire_writer`]): on SQLite the writer, on PostgreSQL
+    /// [`PG_INTAKE_CONNECTIONS`] of their own beside the pool.
+    intake: AnyPool,
     backend: Backend,
     /// The key audit entries are sealed with (`SHIPGATE_AUDIT_KEY`), if this process has one.
     audit_key: Option<std::sync::Arc<audit::AuditKey>>,
@@ -150,13 +153,19 @@ pub fn normalize_url(url: &str) -> (Backend, String) {
 /// ~2 MB more at the ingest benchmark's peak than four, which keep two cores' reads busy.
 pub const SQLITE_READERS: u32 = 4;
 
-/// PostgreSQL connections of one replica (`SHIPGATE_PG_POOL`). Each keeps its prepared
-/// statements and buffers (~0.6 MB at the ingest benchmark's peak): 8 held ~4.5 MB less than 16
-/// for the same req/s, but on the year's history `/approve` under 200 deliveries a second was
-/// slower with 8 in both of two pairs (the intake's writers keep a connection between batches),
-/// so the default stays 16 (docs/benchmarks.md). No path holds a connection while taking a
+/// PostgreSQL connections of one replica for everything but the intake's group commits, which
+/// have [`PG_INTAKE_CONNECTIONS`] beside them (`SHIPGATE_PG_POOL`). Each keeps its prepared
+/// statements and buffers. On the year's history `/approve` under 200 deliveries a second was
+/// slower with 8 than with 16 in both of two pairs, when the intake's writers still took their
+/// connections from this pool (docs/benchmarks.md). No path holds a connection while taking a
 /// second, so a small pool costs waiting, never a deadlock.
 pub const PG_POOL: u32 = 16;
+
+/// PostgreSQL connections of the intake's writers, beside [`PG_POOL`]: one per writer, so that
+/// their group commits never wait for the workers' connections and the workers never wait for
+/// theirs (they used to share the pool: +40% req/s at the ingest benchmark with their own), and
+/// only these carry the batches' buffers, which grow to the largest batch sent.
+pub const PG_INTAKE_CONNECTIONS: u32 = 4;
 
 /// How many connections a [`Db`] opens: on SQLite the readers beside the one writer, on
 /// PostgreSQL the pool that does everything.
@@ -219,7 +228,7 @@ impl Db {
                 })
         };
         let shown = redact_url(given);
-        let (pool, writer) = match backend {
+        let (pool, writer, intake) = match backend {
             Backend::Sqlite => {
                 if let Some(dir) = sqlite_dir(&url)
                     && !dir.is_dir()
@@ -234,7 +243,7 @@ impl Db {
                     StoreError::Invalid(format!("DATABASE_URL={shown}: cannot open the SQLite file: {}", cause(&e)))
                 };
                 let writer = sqlite(1).connect(&url).await.map_err(cannot)?;
-                (sqlite(sizes.sqlite_readers.max(1)).connect(&url).await.map_err(cannot)?, writer)
+                (sqlite(sizes.sqlite_readers.max(1)).connect(&url).await.map_err(cannot)?, writer.clone(), writer)
             }
             Backend::Postgres => {
                 // One connection first, so that what went wrong is said (a pool only says it
@@ -278,15 +287,14 @@ impl Db {
                         let _ = c.close().await;
                     }
                 }
-                let pool = AnyPoolOptions::new()
-                    .max_connections(sizes.pg_connections.max(1))
-                    .acquire_timeout(Duration::from_secs(10))
-                    .connect(&url)
-                    .await?;
-                (pool.clone(), pool)
+                let options =
+                    |max: u32| AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10));
+                let pool = options(sizes.pg_connections.max(1)).connect(&url).await?;
+                let intake = options(PG_INTAKE_CONNECTIONS).connect(&url).await?;
+                (pool.clone(), pool, intake)
             }
         };
-        Ok(Db { pool, writer, backend, audit_key: None, shown: shown.into() })
+        Ok(Db { pool, writer, intake, backend, audit_key: None, shown: shown.into() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -385,13 +393,13 @@ impl Db {
     }
 
     /// A connection a writer keeps for several transactions ([`Db::begin_on`]): the SQLite
-    /// writer's one connection, or one of PostgreSQL's pool (there `writer` is the pool). Handing
+    /// writer's one connection, or one of PostgreSQL's intake connections. Handing
     /// a connection back to the pool and taking it again costs round trips (sqlx tests it on
     /// release, and on PostgreSQL also when it is taken), which the intake's writer would
     /// otherwise pay per batch; it gives the connection back now and then so that other writers
     /// get their turn.
     pub async fn acquire_writer(&self) -> Result<PoolConnection<Any>> {
-        Ok(self.writer.acquire().await?)
+        Ok(self.intake.acquire().await?)
     }
 
     /// Starts a write transaction (as [`Db::begin_write`]) on a connection the caller holds.
@@ -406,6 +414,7 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+        self.intake.close().await;
     }
 }
 
