@@ -290,7 +290,8 @@ impl Db {
                 let options =
                     |max: u32| AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10));
                 let pool = options(sizes.pg_connections.max(1)).connect(&url).await?;
-                let intake = options(PG_INTAKE_CONNECTIONS).connect(&url).await?;
+                // Opened when the intake first commits: the CLI's commands never do.
+                let intake = options(PG_INTAKE_CONNECTIONS).connect_lazy(&url)?;
                 (pool.clone(), pool, intake)
             }
         };
