@@ -373,11 +373,27 @@ both_backends!(a_batch_says_whether_it_made_a_row_claimable);
 /// and that one held (a worker busy, a page being read), a batch still commits at once. On
 /// PostgreSQL the intake used to take its connections from the pool, so every connection came to
 /// hold the batch statements and buffers (docs/benchmarks.md), and a busy pool held the intake up.
+/// (On SQLite the intake always had the writer, apart from the readers: there it is a check that
+/// it stays so.)
 async fn the_intake_does_not_wait_for_the_pool(db: &TestDb) {
     use shipgate::store::{Db, PoolSizes, deliveries};
     db.connect().await; // migrated
+    let backend = db.backend;
     let db = Db::connect_with(&db.url, PoolSizes { sqlite_readers: 1, pg_connections: 1 }).await.unwrap();
-    let _busy = db.pool().acquire().await.unwrap();
+    // Readiness opens the intake's first connection on PostgreSQL, so that a server with no slot
+    // left for it makes the replica unready rather than its intake time out.
+    db.ping().await.unwrap();
+    let mut busy = db.pool().acquire().await.unwrap();
+    if backend == "postgres" {
+        let (open,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND backend_type = 'client backend'",
+        )
+        .fetch_one(&mut *busy)
+        .await
+        .unwrap();
+        assert_eq!(open, 2, "the pool's connection and the intake's");
+    }
     let mut conn = tokio::time::timeout(Duration::from_secs(3), db.acquire_writer())
         .await
         .expect("the intake waited for the pool's only connection")

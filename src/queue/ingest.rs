@@ -143,9 +143,9 @@ struct Done {
 /// How long a writer keeps its connection while work keeps coming before giving it back. On
 /// SQLite the pool has one writer connection, so this bounds what the other writers (the relay,
 /// the scheduler, lease renewals) wait under a steady intake: up to this plus one batch, against
-/// one batch before. On PostgreSQL they have the rest of the pool and this only recycles the
-/// connection; it is also how long a PostgreSQL writer waits, connection in hand, for the
-/// receiver another writer is collecting a batch from.
+/// one batch before. On PostgreSQL each writer has an intake connection of its own
+/// (`store::PG_INTAKE_CONNECTIONS`) and this only recycles it; it is also how long a PostgreSQL
+/// writer waits, connection in hand, for the receiver another writer is collecting a batch from.
 const HOLD: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// How often, at most, the checkpointer copies committed pages from SQLite's WAL into the

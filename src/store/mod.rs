@@ -163,12 +163,13 @@ pub const PG_POOL: u32 = 16;
 
 /// PostgreSQL connections of the intake's writers, beside [`PG_POOL`]: one per writer, so that
 /// their group commits never wait for the workers' connections and the workers never wait for
-/// theirs (they used to share the pool: +40% req/s at the ingest benchmark with their own), and
-/// only these carry the batches' buffers, which grow to the largest batch sent.
+/// theirs (they used to share the pool), and only these carry the batches' buffers, which grow
+/// to the largest batch sent. A replica opens up to `SHIPGATE_PG_POOL` + this.
 pub const PG_INTAKE_CONNECTIONS: u32 = 4;
 
 /// How many connections a [`Db`] opens: on SQLite the readers beside the one writer, on
-/// PostgreSQL the pool that does everything.
+/// PostgreSQL the pool for everything but the intake's group commits (which have
+/// [`PG_INTAKE_CONNECTIONS`] more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSizes {
     pub sqlite_readers: u32,
@@ -188,7 +189,8 @@ impl Db {
     }
 
     /// Connects; on SQLite with `sizes.sqlite_readers` connections for reads beside the writer, on
-    /// PostgreSQL with a pool of `sizes.pg_connections` (each at least 1).
+    /// PostgreSQL with a pool of `sizes.pg_connections` (each at least 1) and, opened when first
+    /// used, [`PG_INTAKE_CONNECTIONS`] for the intake.
     pub async fn connect_with(given: &str, sizes: PoolSizes) -> Result<Db> {
         install_default_drivers();
         let (backend, url) = normalize_url(given);
@@ -312,7 +314,7 @@ impl Db {
         self.audit_key.as_deref()
     }
 
-    /// For reads (and, on PostgreSQL, everything).
+    /// For reads (and, on PostgreSQL, everything but the intake's group commits).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -378,8 +380,14 @@ impl Db {
         Ok(())
     }
 
+    /// The database answers; on PostgreSQL the intake has a connection too, or can open one (its
+    /// pool opens lazily and lets idle connections go): a server at its `max_connections` would
+    /// otherwise leave a replica ready whose intake answers 503 after waiting 10 s.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        if self.backend == Backend::Postgres && self.intake.size() == 0 {
+            sqlx::query("SELECT 1").execute(&self.intake).await?;
+        }
         Ok(())
     }
 
@@ -398,7 +406,7 @@ impl Db {
     /// a connection back to the pool and taking it again costs round trips (sqlx tests it on
     /// release, and on PostgreSQL also when it is taken), which the intake's writer would
     /// otherwise pay per batch; it gives the connection back now and then so that other writers
-    /// get their turn.
+    /// get their turn (on SQLite the relay, the scheduler and the leases share the one writer).
     pub async fn acquire_writer(&self) -> Result<PoolConnection<Any>> {
         Ok(self.intake.acquire().await?)
     }
