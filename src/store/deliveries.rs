@@ -172,7 +172,9 @@ async fn insert_chunk(
     // of the SQLite writer's heap and 7 MB over PostgreSQL's connections at the ingest
     // benchmark's peak. Not cached: on SQLite preparing one is a function call; on PostgreSQL a
     // round trip more per statement, which the intake's own connections (`Db::acquire_writer`)
-    // more than paid for (docs/benchmarks.md).
+    // more than paid for (docs/benchmarks.md). A one-row batch (a quiet intake, and every insert
+    // of the worker's own: rechecks, the outbox) has one text of each, and is cached.
+    let cache = batch.len() == 1;
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, \
          body_sha256, blocked, state, attempts, next_attempt_at) VALUES ",
@@ -208,7 +210,7 @@ async fn insert_chunk(
         ));
     }
     sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq, blocked, body_sha256");
-    let mut q = sqlx::query_as::<_, (String, i64, i64, String)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+    let mut q = sqlx::query_as::<_, (String, i64, i64, String)>(sqlx::AssertSqlSafe(sql)).persistent(cache);
     for d in batch {
         q = q
             .bind(&d.id)
@@ -243,7 +245,7 @@ async fn insert_chunk(
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("INSERT INTO delivery_bodies (seq, body, body_lz4) VALUES {rows}");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(cache);
         for (seq, d) in &with_body {
             q = q.bind(*seq).bind(&d.body).bind(&d.body_lz4);
         }
@@ -255,7 +257,7 @@ async fn insert_chunk(
     let mut known_ids: HashSet<String> = HashSet::new();
     if !missing.is_empty() {
         let sql = format!("SELECT id FROM deliveries WHERE id IN ({})", placeholders(1, missing.len()));
-        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql)).persistent(cache);
         for id in &missing {
             q = q.bind(*id);
         }
