@@ -12,9 +12,11 @@
 //! `--installations` [20], `--deliveries` [2000000], `--requests` [50000], `--open` [2000],
 //! `--incidents` [20000], `--seed` [1], `--days` [365], `--now-ms` [1796083200000, i.e.
 //! 2026-12-01T00:00:00Z; `now` takes the wall clock], `--recent` [5000], `--batch` [4096],
-//! `--finish` [update; or worker]. The database must be new (migrated here) or at least hold no
-//! deliveries. The default size takes about 7 minutes on SQLite on a 2-core VM (9 GB), twice
-//! that with `--finish worker`.
+//! `--finish` [update; or worker], `--retention-days` [14, the App's default; 0 keeps every
+//! body]. The database must be new (migrated here) or at least hold no deliveries. The default
+//! size takes about 7 minutes on SQLite on a 2-core VM (9 GB), twice that with `--finish worker`;
+//! then the bodies past the retention are dropped (on SQLite their pages stay in the file, free,
+//! as in an App's file after a year).
 //!
 //! What it writes, for the `--days` days before `--now-ms`:
 //!
@@ -128,6 +130,10 @@ struct Args {
     /// the worker does.
     #[arg(long, value_enum, default_value_t = FinishMode::Update)]
     finish: FinishMode,
+    /// Days a finished delivery keeps its body, as the App's `SHIPGATE_RETENTION_DAYS` (its
+    /// default); older bodies are dropped at the end by the App's own prune. 0 keeps them all.
+    #[arg(long, default_value_t = 14)]
+    retention_days: i64,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2349,6 +2355,22 @@ async fn main() -> Result<()> {
     let dstats = dstats?;
     generated??;
     let t_deliveries = t0.elapsed();
+    // The bodies past the retention go as the App's prune drops them (`deliveries::drop_bodies`):
+    // the App keeps a year of rows but two weeks of bodies, and its file reuses the pages the
+    // older ones leave. Kept, they made the history's first minutes of `serve` a prune of ~1.9
+    // million bodies beside whatever was being measured, then a file unlike any App's.
+    let t0 = Instant::now();
+    let dropped = if args.retention_days > 0 {
+        let n = deliveries::drop_bodies(&db, now - args.retention_days * DAY, 1000).await?;
+        if db.backend() == Backend::Postgres {
+            // What autovacuum would do after such a prune (this machine's server has it off).
+            sqlx::query("VACUUM ANALYZE delivery_bodies").execute(db.pool()).await?;
+        }
+        n
+    } else {
+        0
+    };
+    let t_dropped = t0.elapsed();
     db.checkpoint().await?;
 
     let elapsed = began.elapsed();
@@ -2382,6 +2404,14 @@ async fn main() -> Result<()> {
         dstats.body_bytes >> 20,
         dstats.stored_bytes >> 20
     );
+    if args.retention_days > 0 {
+        println!(
+            "  bodies past {:>3} days    {:>7.1}s  ({} dropped by the App's prune)",
+            args.retention_days,
+            t_dropped.as_secs_f64(),
+            thousands(dropped)
+        );
+    }
     println!("\nrows in the database:");
     let tables: &[(&str, &'static str)] = &[
         ("installations", "SELECT COUNT(*) FROM installations"),
@@ -2389,6 +2419,7 @@ async fn main() -> Result<()> {
         ("policies", "SELECT COUNT(*) FROM policies"),
         ("deliveries", "SELECT COUNT(*) FROM deliveries"),
         ("  done", "SELECT COUNT(*) FROM deliveries WHERE state = 'done'"),
+        ("delivery_bodies", "SELECT COUNT(*) FROM delivery_bodies"),
         ("delivery_attempts", "SELECT COUNT(*) FROM delivery_attempts"),
         ("requests", "SELECT COUNT(*) FROM requests"),
         ("  open", "SELECT COUNT(*) FROM requests WHERE open = 1 AND labelled = 1"),
@@ -2416,8 +2447,10 @@ async fn main() -> Result<()> {
         "finish": format!("{:?}", args.finish).to_lowercase(),
         "seconds": round(elapsed),
         "phase_seconds": { "tenancy": round(t_tenancy), "requests_and_audit": round(t_requests),
-                           "incidents": round(t_incidents), "deliveries": round(t_deliveries) },
+                           "incidents": round(t_incidents), "deliveries": round(t_deliveries),
+                           "bodies_dropped": round(t_dropped) },
         "deliveries": dstats.rows,
+        "bodies_dropped": dropped,
         "finished_by_worker": dstats.by_worker,
         "requests": req.requests,
         "open_requests": args.open.min(args.requests),
