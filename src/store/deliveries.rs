@@ -4,7 +4,7 @@ use sqlx::{Any, Transaction};
 
 pub use super::queue::QueueStats;
 use super::queue::{Lease, Queue};
-use super::{Db, Result};
+use super::{Backend, Db, Result};
 
 /// A verified delivery, ready to be stored.
 #[derive(Clone, Debug)]
@@ -475,10 +475,11 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     // the highest seq among the last 1,000 finished before the cutoff, so that a row finished a
     // little earlier with a higher seq is not left for a later prune (which, on an idle App,
     // might not come for a long time).
-    let bound: (Option<i64>,) = sqlx::query_as(
-        "SELECT MAX(seq) FROM (SELECT seq FROM deliveries WHERE state = 'done' AND finished_at < $1 \
+    let bound: (Option<i64>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT MAX(seq) FROM (SELECT seq FROM deliveries {} WHERE state = 'done' AND finished_at < $1 \
          ORDER BY finished_at DESC LIMIT 1000) last",
-    )
+        finished_hint(db.backend())
+    )))
     .bind(cutoff)
     .fetch_one(db.pool())
     .await?;
@@ -517,14 +518,29 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     }
 }
 
+/// `INDEXED BY deliveries_finished` on SQLite: without statistics it took `deliveries_state`
+/// for `state = 'done'`, which on a year's inbox is every row, and sorted them all by
+/// `finished_at` for a LIMIT (0.5 s for the prune's DELETE, inside the write lock that every
+/// webhook's commit waits for, and 1.2 s for the retention's bound). The partial index of done
+/// rows gives them in `finished_at` order. PostgreSQL's planner has statistics.
+fn finished_hint(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "INDEXED BY deliveries_finished",
+        Backend::Postgres => "",
+    }
+}
+
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.
 pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
-    let sql = "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries \
-               WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)";
+    let sql = format!(
+        "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries {} \
+         WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)",
+        finished_hint(db.backend())
+    );
     let mut total = 0;
     loop {
         let mut tx = db.begin_write().await?;
-        let r = sqlx::query(sql).bind(cutoff).bind(batch).execute(&mut *tx).await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(cutoff).bind(batch).execute(&mut *tx).await?;
         tx.commit().await?;
         total += r.rows_affected();
         if r.rows_affected() < batch as u64 {
