@@ -4,7 +4,7 @@ use sqlx::{Any, Transaction};
 
 pub use super::queue::QueueStats;
 use super::queue::{Lease, Queue};
-use super::{Backend, Db, Result};
+use super::{Db, Result};
 
 /// A verified delivery, ready to be stored.
 #[derive(Clone, Debug)]
@@ -478,7 +478,7 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     let bound: (Option<i64>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT MAX(seq) FROM (SELECT seq FROM deliveries {} WHERE state = 'done' AND finished_at < $1 \
          ORDER BY finished_at DESC LIMIT 1000) last",
-        finished_hint(db.backend())
+        finished_by(db)
     )))
     .bind(cutoff)
     .fetch_one(db.pool())
@@ -518,16 +518,12 @@ pub async fn drop_bodies(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     }
 }
 
-/// `INDEXED BY deliveries_finished` on SQLite: without statistics it took `deliveries_state`
-/// for `state = 'done'`, which on a year's inbox is every row, and sorted them all by
-/// `finished_at` for a LIMIT (0.5 s for the prune's DELETE, inside the write lock that every
-/// webhook's commit waits for, and 1.2 s for the retention's bound). The partial index of done
-/// rows gives them in `finished_at` order. PostgreSQL's planner has statistics.
-fn finished_hint(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => "INDEXED BY deliveries_finished",
-        Backend::Postgres => "",
-    }
+/// Done deliveries in `finished_at` order: SQLite, without statistics, took `deliveries_state`
+/// for `state = 'done'`, which on a year's inbox is every row, and sorted them all for a LIMIT
+/// (0.5 s for the prune's DELETE, inside the write lock every webhook's commit waits for; 1.2 s
+/// for the retention's bound). The partial index of done rows gives them in order.
+fn finished_by(db: &Db) -> String {
+    super::queue::index_hint(db.backend(), "deliveries", "finished")
 }
 
 /// Deletes done deliveries finished before `cutoff`, a batch at a time. Parked ones stay.
@@ -535,7 +531,7 @@ pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
     let sql = format!(
         "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries {} \
          WHERE state = 'done' AND finished_at < $1 ORDER BY finished_at LIMIT $2)",
-        finished_hint(db.backend())
+        finished_by(db)
     );
     let mut total = 0;
     loop {

@@ -41,7 +41,7 @@ fn keeps_plan(backend: Backend) -> bool {
 
 /// `INDEXED BY {table}_{index}` on SQLite, which has no statistics to choose a partial index by;
 /// nothing on PostgreSQL, whose planner does.
-fn index_hint(backend: Backend, table: &str, index: &str) -> String {
+pub(super) fn index_hint(backend: Backend, table: &str, index: &str) -> String {
     match backend {
         Backend::Sqlite => format!("INDEXED BY {table}_{index}"),
         Backend::Postgres => String::new(),
