@@ -26,7 +26,7 @@
 //!   it) re-pointed at the generated installation, repository, sender and PR or issue, each made
 //!   unique by its object id and commit SHA; a mix like an organisation's (check_run and status
 //!   first, then workflow_run, pull_request, push, check_suite, issue_comment, issues, ...). Stored
-//!   as the intake stores them (`deliveries::insert_batch_in`, LZ4 body, SHA-256 of the body),
+//!   as the intake stores them (`deliveries::insert_batch_in`, LZ4 body, `deliveries::body_key`),
 //!   then finished: every delivery ends `done` with an outcome and `finished_at`, received over
 //!   the period by working hours and weekdays, the last `--recent` ones in the last hour. With
 //!   `--finish worker` all of them are claimed and completed as the worker does
@@ -65,7 +65,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use fastrand::Rng;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use sqlx::{Any, Transaction};
 
 use shipgate::domain::ci::{self, Alert, FailedJob, FailedStep, Incident, RunInfo};
@@ -971,7 +970,7 @@ fn generate_deliveries(
                 repository: Some(repo.full.clone()),
                 subject,
                 received_at,
-                body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                body_key: deliveries::body_key(&body),
                 body_lz4: Some(deliveries::compress(&body)),
                 body: String::new(),
             };

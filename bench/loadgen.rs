@@ -1,9 +1,13 @@
 //! Load generator for the webhook intake benchmark (`bench/ingest.sh`).
 //!
 //! N keep-alive connections, each sending one request after another. Every request gets its own
-//! body (a leading `"nonce":"…"` field inserted after the payload's opening `{`), its own
-//! `X-GitHub-Delivery` id and its own `X-Hub-Signature-256`, so a receiver that deduplicates by id
-//! or by body has to take its durable path for every request.
+//! body (leading `"nonce":"…"` and `"sent_at":"<UTC time to the second>"` fields inserted after
+//! the payload's opening `{`: GitHub's bodies carry their event's time, which the App's key for a
+//! body starts with, and the payload's own are years old), its own `X-GitHub-Delivery` id and its
+//! own `X-Hub-Signature-256`, so a receiver that deduplicates by id or by body has to take its
+//! durable path for every request. The ids count up per connection (`--ids counter`, the
+//! default), or are shaped as GitHub's (`--ids github`: version-1 UUIDs, whose leading group
+//! changes fastest, so they land all over an index of ids).
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --url http://127.0.0.1:18400/webhook \
@@ -31,7 +35,7 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 const USAGE: &str = "usage: loadgen --url URL [--secret S] [--connections N] [--duration SECS] \
-[--warmup SECS] [--payload FILE] [--threads T] [--event NAME] [--timeout SECS]";
+[--warmup SECS] [--payload FILE] [--threads T] [--event NAME] [--timeout SECS] [--ids counter|github]";
 
 struct Args {
     url: String,
@@ -43,6 +47,8 @@ struct Args {
     threads: usize,
     event: String,
     timeout: f64,
+    /// `--ids github`: delivery ids shaped as GitHub's ([`github_id`]); else [`delivery_id`].
+    github_ids: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         event: "issue_comment".into(),
         timeout: 30.0,
+        github_ids: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +94,13 @@ fn parse_args() -> Result<Args, String> {
             "--threads" => a.threads = num(value()?)? as usize,
             "--event" => a.event = value()?,
             "--timeout" => a.timeout = num(value()?)?,
+            "--ids" => {
+                a.github_ids = match value()?.as_str() {
+                    "counter" => false,
+                    "github" => true,
+                    v => return Err(format!("--ids: {v:?} is not counter or github")),
+                }
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -118,7 +132,7 @@ struct ConnStats {
     last_done: Option<Instant>,
 }
 
-/// The payload split at its opening brace: body = `{"nonce":"<id>",` + rest.
+/// The payload split at its opening brace: body = `{"nonce":"<id>","sent_at":"<time>",` + rest.
 struct Template {
     rest: Vec<u8>,
 }
@@ -138,9 +152,15 @@ impl Template {
     }
 
     fn body(&self, nonce: &str) -> Vec<u8> {
-        let mut b = Vec::with_capacity(self.rest.len() + nonce.len() + 16);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let sent_at = chrono::DateTime::from_timestamp(now as i64, 0)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        let mut b = Vec::with_capacity(self.rest.len() + nonce.len() + sent_at.len() + 32);
         b.extend_from_slice(b"{\"nonce\":\"");
         b.extend_from_slice(nonce.as_bytes());
+        b.extend_from_slice(b"\",\"sent_at\":\"");
+        b.extend_from_slice(sent_at.as_bytes());
         b.extend_from_slice(b"\",");
         b.extend_from_slice(&self.rest);
         b
@@ -159,6 +179,27 @@ fn delivery_id(run: u64, conn: usize, seq: u64) -> String {
     )
 }
 
+/// A delivery id as GitHub makes them: a version-1 UUID (`0b989ba4-242f-11e5-81e1-c7b6966d2516`
+/// in GitHub's OpenAPI description), whose first group is the low 32 bits of its time in 100 ns
+/// steps, so consecutive ids are far apart in an index, in a band that sweeps the whole range every
+/// 7 minutes. `last` (this connection's previous time) keeps them unique; the clock sequence is
+/// the connection, the node the run.
+fn github_id(run: u64, conn: usize, last: &mut u64) -> String {
+    // 100 ns steps from 1582-10-15 to 1970-01-01.
+    const GREGORIAN: u64 = 0x01B2_1DD2_1381_4000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let t = (now / 100 + GREGORIAN).max(*last + 1);
+    *last = t;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        t as u32,
+        (t >> 32) as u16,
+        ((t >> 48) as u16 & 0x0fff) | 0x1000,
+        (conn as u16 & 0x3fff) | 0x8000,
+        run & 0xffff_ffff_ffff
+    )
+}
+
 fn signature(key: &HmacSha256, body: &[u8]) -> String {
     let mut mac = key.clone();
     mac.update(body);
@@ -174,6 +215,7 @@ struct Shared {
     key: HmacSha256,
     template: Template,
     run: u64,
+    github_ids: bool,
     measure_from: Instant,
     stop_at: Instant,
     timeout: Duration,
@@ -195,13 +237,14 @@ async fn connection(sh: Arc<Shared>, conn: usize) -> ConnStats {
         .expect("HTTP client");
     let mut st = ConnStats::default();
     let mut seq = 0u64;
+    let mut last_time = 0u64;
     let mut logged = false;
     loop {
         let t0 = Instant::now();
         if t0 >= sh.stop_at {
             break;
         }
-        let id = delivery_id(sh.run, conn, seq);
+        let id = if sh.github_ids { github_id(sh.run, conn, &mut last_time) } else { delivery_id(sh.run, conn, seq) };
         seq += 1;
         let body = sh.template.body(&id);
         let sig = signature(&sh.key, &body);
@@ -366,6 +409,7 @@ fn main() {
         key,
         template,
         run,
+        github_ids: args.github_ids,
         measure_from,
         stop_at,
         timeout: Duration::from_secs_f64(args.timeout.max(0.001)),

@@ -8,6 +8,8 @@
 # The VAR=VALUE pairs are given to `serve` (LD_PRELOAD too). Run variants interleaved, two or
 # more times each: the peak moves by about 1 MB between runs of one binary. Needs
 # target/release/{shipgate,examples/loadgen} (or BIN, LOADGEN) and nothing else running.
+# LOADGEN_ARGS are added to the generator's (`--ids github`); PROBE_DB is a database to use
+# instead of a new SQLite file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 label=${1:?usage: bench/mem_probe.sh LABEL [VAR=VALUE...]}
@@ -24,7 +26,7 @@ env "$@" SHIPGATE_LISTEN=127.0.0.1:$PORT DATABASE_URL="$db" GITHUB_WEBHOOK_SECRE
 pid=$!
 for _ in $(seq 600); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break; sleep 0.1; done
 rps=$("$LOADGEN" --url "http://127.0.0.1:$PORT/webhook" --secret bench-secret-123 --connections 50 --duration 10 \
-    --warmup 2 --payload "$PAYLOAD" --threads 1 | sed -n 's/^JSON .*"rps":\([0-9.]*\).*/\1/p')
+    --warmup 2 --payload "$PAYLOAD" --threads 1 ${LOADGEN_ARGS:-} | sed -n 's/^JSON .*"rps":\([0-9.]*\).*/\1/p')
 mem=$(awk '/^(VmHWM|RssAnon|RssFile):/ {printf "%s %.1f ", $1, $2 / 1024}' "/proc/$pid/status")
 kill "$pid"
 wait "$pid" 2>/dev/null || true

@@ -320,7 +320,7 @@ async fn a_batch_sorts_out_duplicates_replays_and_waiting_rows(db: &TestDb) {
     // The body hash follows the body's length, so that two ids can share a body.
     let d = |id: &str, subject: &str, body: &str| NewDelivery {
         body: body.into(),
-        body_sha256: format!("{:0>64}", body.len()),
+        body_key: format!("{:0>64}", body.len()),
         ..common::delivery(id, subject)
     };
     let first = [d("a", "s", "x"), d("a", "s", "xy"), d("b", "t", "x"), d("c", "s", "xyz"), d("e", "u", "xyzw")];
@@ -340,6 +340,54 @@ async fn a_batch_sorts_out_duplicates_replays_and_waiting_rows(db: &TestDb) {
     assert_eq!(blocked, want, "only the first open row of each subject is ready");
 }
 both_backends!(a_batch_sorts_out_duplicates_replays_and_waiting_rows);
+
+/// A body's key starts with its latest time, so that new keys land at the end of the unique index;
+/// a replay is still refused whatever the batch, and so is the replay of a body stored before keys
+/// had times (its row holds the bare SHA-256), by a database upgraded since.
+async fn replays_are_refused_under_timed_keys_and_bare_hashes(db: &TestDb) {
+    use shipgate::store::deliveries::{self, InsertOutcome, NewDelivery};
+    let store = shipgate::store::Db::connect(&db.url).await.expect("connect");
+    store.migrate_to(29).await.expect("migrations up to 0029");
+    let d = |id: &str, body: &str| NewDelivery {
+        body: body.into(),
+        body_key: deliveries::body_key(body),
+        ..common::delivery(id, &format!("s-{id}"))
+    };
+    let old = r#"{"action":"completed","check_run":{"completed_at":"2025-01-02T03:04:05Z"}}"#;
+    let new = r#"{"action":"completed","check_run":{"completed_at":"2026-12-08T01:02:03Z"}}"#;
+    // An older version's row: the bare hash of its body.
+    sqlx::query(
+        "INSERT INTO deliveries (id, event, subject, received_at, body_sha256, state, next_attempt_at) \
+         VALUES ('legacy', 'check_run', 's-legacy', 1, $1, 'done', 1)",
+    )
+    .bind(deliveries::legacy_hash(&deliveries::body_key(old)))
+    .execute(store.writer())
+    .await
+    .unwrap();
+    store.migrate().await.expect("the upgrade");
+    // Migration 0030 changes nothing but marks the database, so that an older shipgate, which
+    // would store a replayed body under its bare hash again, refuses it (tests/startup.rs).
+    let marked: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 30")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(marked.0, 1);
+    let db = store;
+    let out =
+        deliveries::insert_batch(&db, &[&d("x", old), &d("y", new), &d("z", new), &d("legacy", old)]).await.unwrap();
+    assert_eq!(out[0], InsertOutcome::Replay, "the body an older version stored, under another id");
+    assert!(matches!(out[1], InsertOutcome::Stored(_)), "{out:?}");
+    assert_eq!(out[2], InsertOutcome::Replay, "the same body twice in one batch");
+    assert_eq!(out[3], InsertOutcome::Duplicate, "the older version's delivery again");
+    let out = deliveries::insert_batch(&db, &[&d("w", new), &d("v", old)]).await.unwrap();
+    assert_eq!(out, vec![InsertOutcome::Replay, InsertOutcome::Replay], "in a later batch too");
+    let keys: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, body_sha256 FROM deliveries ORDER BY seq").fetch_all(db.pool()).await.unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[1], ("y".to_string(), deliveries::body_key(new)));
+    assert!(keys[1].1.starts_with("20261208010203:"), "{keys:?}");
+}
+both_backends!(replays_are_refused_under_timed_keys_and_bare_hashes);
 
 /// A batch tells the intake whether it may have made a row claimable, so that the worker is
 /// woken for new heads of subjects and not for rows queued behind an open one.
@@ -362,7 +410,7 @@ async fn a_batch_says_whether_it_made_a_row_claimable(db: &TestDb) {
     assert!(ready(vec![d("c", "s"), d("e", "t")]).await, "e is the head of t");
     // The batch's first row of u is a duplicate: the row after it, stored as waiting, is readied.
     let mut dup = d("a", "u");
-    dup.body_sha256 = "f".repeat(64);
+    dup.body_key = "f".repeat(64);
     assert!(ready(vec![dup, d("f", "u")]).await, "f took the skipped row's place as head of u");
     let f: (i64,) = sqlx::query_as("SELECT blocked FROM deliveries WHERE id = 'f'").fetch_one(db.pool()).await.unwrap();
     assert_eq!(f.0, 0);
@@ -879,7 +927,7 @@ async fn a_subjects_head_is_found_without_its_backlog(db: &TestDb) {
     use shipgate::store::deliveries::{self, NewDelivery};
     let conn = db.connect().await;
     let rows: Vec<NewDelivery> = (0..2000)
-        .map(|i| NewDelivery { body_sha256: format!("{i:064}"), ..common::delivery(&format!("d{i}"), "repo:1#1") })
+        .map(|i| NewDelivery { body_key: format!("{i:064}"), ..common::delivery(&format!("d{i}"), "repo:1#1") })
         .collect();
     for chunk in rows.chunks(500) {
         deliveries::insert_batch(&conn, &chunk.iter().collect::<Vec<_>>()).await.expect("insert");

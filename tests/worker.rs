@@ -474,7 +474,7 @@ async fn a_rows_body_is_the_one_it_was_hashed_from(db: &TestDb) {
     deliveries::insert_batch(&db, &[&first]).await.expect("insert");
     let mut replay = common::delivery("dup", "s");
     replay.body = "the replayed body".into();
-    replay.body_sha256 = first.body_sha256.clone();
+    replay.body_key = first.body_key.clone();
     let mut fresh = common::delivery("dup", "s");
     fresh.body = "the new body".into();
     let out = deliveries::insert_batch(&db, &[&replay, &fresh]).await.expect("insert");

@@ -18,7 +18,6 @@ use serde::de::DeserializeOwned;
 use sqlx::{Any, Transaction};
 
 use crate::clock::Clock;
-use sha2::{Digest, Sha256};
 
 use crate::github::actions::Action;
 use crate::github::client::GitHub;
@@ -526,7 +525,7 @@ pub(crate) fn internal_delivery(
         repository: Some(repository.to_string()),
         subject: format!("repo:{repository_id}#{issue}"),
         received_at: now,
-        body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+        body_key: deliveries::body_key(&body),
         body,
         body_lz4: None,
     }

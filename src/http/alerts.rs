@@ -237,7 +237,7 @@ async fn receive(st: &AppState, req: axum::extract::Request) -> Response {
             repository: Some(repo.full_name.clone()),
             subject: format!("alert:{}:{}", repo.id, alert.fingerprint()),
             received_at: now,
-            body_sha256: sha,
+            body_key: deliveries::body_key(&body),
             body_lz4: Some(deliveries::compress(&body)),
             body: String::new(),
         });

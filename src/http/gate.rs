@@ -18,13 +18,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use crate::github::events::{InstallationRef, RepositoryRef};
 use crate::github::oidc::OidcError;
 use crate::handlers::requests::{GATE_WAIT_EVENT, GateWaitBody};
-use crate::store::deliveries::NewDelivery;
+use crate::store::deliveries::{self, NewDelivery};
 use crate::store::gate_waits::{self, GateWait};
 use crate::store::tenancy;
 
@@ -250,7 +249,7 @@ async fn enqueue(
         repository: Some(repository.to_string()),
         subject: format!("repo:{repository_id}"),
         received_at: now,
-        body_sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        body_key: deliveries::body_key(&text),
         body: text,
         body_lz4: None,
     };

@@ -20,7 +20,57 @@ pub struct NewDelivery {
     pub body: String,
     /// The body compressed ([`compress`]), or None to store `body` as it is.
     pub body_lz4: Option<Vec<u8>>,
-    pub body_sha256: String,
+    /// The body's [`body_key`]: one body, one key, so a replay under another id is refused.
+    pub body_key: String,
+}
+
+/// The key a body is stored under (column `body_sha256`, which is unique): the latest
+/// `YYYY-MM-DDTHH:MM:SS` written in it as 14 digits (zeros if none), `:`, and its SHA-256 in hex.
+///
+/// A function of the bytes alone, so the same body always has the same key, and a replay under
+/// another delivery id conflicts with the stored one whatever its time. The time comes first for
+/// the index's sake: GitHub's bodies carry their event's time (`updated_at`, `completed_at`,
+/// ...), so new keys land at the end of the unique index, in a few pages a cache keeps, instead of
+/// on a random page of an index that grows with the whole history (a year of it is 200 MB of
+/// keys: with the bare hash, each stored delivery read a page from disk and wrote it back, and
+/// SQLite's intake lost about twice as much to a year's history as with the time first;
+/// docs/benchmarks.md). Where a body's latest time comes
+/// from does not matter to what is refused, only to where its key lands.
+///
+/// Rows stored before keys had times hold the bare hash (no migration: their bodies may be gone),
+/// so the intake looks each new body's bare hash up too ([`legacy_hash`]); once the history period
+/// (`SHIPGATE_HISTORY_DAYS`) has pruned those rows, that lookup finds nothing, at the cost of an
+/// index probe that mostly ends at the index's edge (a bare hash starts with a hex digit, a timed
+/// key with the year). Migration 0030 marks the database so that an older shipgate, which knows
+/// only bare hashes and would store a replay under one, refuses it (docs/threat-model.md §5).
+pub fn body_key(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:014}:{}", latest_time(text.as_bytes()), hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+/// The bare SHA-256 in a [`body_key`] (what rows stored before it hold), or the key itself.
+pub fn legacy_hash(key: &str) -> &str {
+    key.split_once(':').map_or(key, |(_, hash)| hash)
+}
+
+/// The latest `YYYY-MM-DDTHH:MM:SS` in `text` as the number YYYYMMDDHHMMSS, or 0.
+fn latest_time(text: &[u8]) -> u64 {
+    // Positions of the digits in `YYYY-MM-DDTHH:MM:SS`, counted from the year.
+    const DIGITS: [usize; 14] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    let mut latest = 0;
+    for t in memchr::memchr_iter(b'T', text) {
+        let Some(s) = t.checked_sub(10).and_then(|start| text.get(start..start + 19)) else { continue };
+        if s[4] != b'-'
+            || s[7] != b'-'
+            || s[13] != b':'
+            || s[16] != b':'
+            || !DIGITS.iter().all(|&i| s[i].is_ascii_digit())
+        {
+            continue;
+        }
+        latest = latest.max(DIGITS.iter().fold(0u64, |v, &i| v * 10 + u64::from(s[i] - b'0')));
+    }
+    latest
 }
 
 /// LZ4 block of `text` with its length prepended, as stored in `body_lz4`.
@@ -175,6 +225,20 @@ async fn insert_chunk(
     // more than paid for (docs/benchmarks.md). A one-row batch (a quiet intake, and every insert
     // of the worker's own: rechecks, the outbox) has one text of each, and is cached.
     let cache = batch.len() == 1;
+    // Rows stored before keys had times hold a body's bare hash (see `body_key`): a body found
+    // so is a replay, left out of the INSERT like a conflict. One statement for the batch, not an
+    // EXISTS per row inside the INSERT: PostgreSQL plans each such subquery, and its intake lost
+    // 12% to that (docs/benchmarks.md). On a database with only timed keys most
+    // probes end at the index's edge.
+    let bare = {
+        let sql = format!("SELECT body_sha256 FROM deliveries WHERE body_sha256 IN ({})", placeholders(1, batch.len()));
+        let mut q = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql)).persistent(cache);
+        for d in batch {
+            q = q.bind(legacy_hash(&d.body_key));
+        }
+        q.fetch_all(&mut **tx).await?.into_iter().map(|r| r.0).collect::<HashSet<String>>()
+    };
+    let keep: Vec<&NewDelivery> = batch.iter().copied().filter(|d| !bare.contains(legacy_hash(&d.body_key))).collect();
     let mut sql = String::from(
         "INSERT INTO deliveries (id, event, action, installation_id, repository, subject, received_at, \
          body_sha256, blocked, state, attempts, next_attempt_at) VALUES ",
@@ -182,7 +246,7 @@ async fn insert_chunk(
     // A row waits when its subject already has an open delivery: for a subject's first row in
     // the batch an EXISTS (stopping at the first open row), for its later rows simply yes.
     let mut seen: HashSet<&str> = HashSet::new();
-    for (i, d) in batch.iter().enumerate() {
+    for (i, d) in keep.iter().enumerate() {
         let b = i * PARAMS_PER_ROW;
         if i > 0 {
             sql.push_str(", ");
@@ -211,7 +275,7 @@ async fn insert_chunk(
     }
     sql.push_str(" ON CONFLICT DO NOTHING RETURNING id, seq, blocked, body_sha256");
     let mut q = sqlx::query_as::<_, (String, i64, i64, String)>(sqlx::AssertSqlSafe(sql)).persistent(cache);
-    for d in batch {
+    for d in &keep {
         q = q
             .bind(&d.id)
             .bind(&d.event)
@@ -220,9 +284,9 @@ async fn insert_chunk(
             .bind(&d.repository)
             .bind(&d.subject)
             .bind(d.received_at)
-            .bind(&d.body_sha256);
+            .bind(&d.body_key);
     }
-    let returned = q.fetch_all(&mut **tx).await?;
+    let returned = if keep.is_empty() { Vec::new() } else { q.fetch_all(&mut **tx).await? };
     let mut ready = returned.iter().any(|r| r.2 == 0);
     let subject_of: HashMap<&str, &str> = batch.iter().map(|d| (d.id.as_str(), d.subject.as_str())).collect();
     waiting.extend(
@@ -235,7 +299,7 @@ async fn insert_chunk(
     let mut bodied: HashSet<i64> = HashSet::new();
     let with_body: Vec<(i64, &NewDelivery)> = batch
         .iter()
-        .filter_map(|d| rows.get(&(d.id.as_str(), d.body_sha256.as_str())).map(|seq| (*seq, *d)))
+        .filter_map(|d| rows.get(&(d.id.as_str(), d.body_key.as_str())).map(|seq| (*seq, *d)))
         .filter(|(seq, _)| bodied.insert(*seq))
         .collect();
     let mut stored: HashMap<String, i64> = returned.iter().map(|r| (r.0.clone(), r.1)).collect();
@@ -542,5 +606,39 @@ pub async fn prune(db: &Db, cutoff: i64, batch: i64) -> Result<u64> {
         if r.rows_affected() < batch as u64 {
             return Ok(total);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    #[test]
+    fn a_body_key_starts_with_its_latest_time() {
+        let body = r#"{"created_at":"2019-05-15T15:20:17Z","updated_at":"2026-12-08T01:02:03+01:00","x":"1999-01-01T00:00:00"}"#;
+        let key = body_key(body);
+        assert_eq!(key.len(), 14 + 1 + 64);
+        assert!(key.starts_with("20261208010203:"), "{key}");
+        assert_eq!(legacy_hash(&key), hex::encode(sha2::Sha256::digest(body.as_bytes())));
+        assert_eq!(key, body_key(body), "a function of the bytes");
+        // Later bodies sort after earlier ones; a body without a time sorts first.
+        let later = body_key(r#"{"completed_at":"2026-12-08T01:02:04Z"}"#);
+        let none = body_key(r#"{"zen":"T T T 2026-12-08 T12:00:00"}"#);
+        assert!(none.starts_with("00000000000000:"), "{none}");
+        assert!(none < key && key < later);
+        // Near-misses are not times; a time at either end of the text is.
+        for (text, want) in [
+            ("2026-12-08T01:02:0", 0),
+            ("2026-12-08X01:02:03", 0),
+            ("2026-12-0aT01:02:03", 0),
+            ("2026/12/08T01:02:03", 0),
+            ("T2026-12-08T01:02:03", 20261208010203),
+            ("2026-12-08T01:02:03", 20261208010203),
+            ("x2026-12-08T01:02:03.5Z", 20261208010203),
+        ] {
+            assert_eq!(latest_time(text.as_bytes()), want, "{text}");
+        }
+        assert_eq!(legacy_hash("bare"), "bare");
     }
 }

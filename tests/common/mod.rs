@@ -231,7 +231,7 @@ pub fn delivery(id: &str, subject: &str) -> shipgate::store::deliveries::NewDeli
         received_at: 1,
         body: format!("{{\"id\":\"{id}\"}}"),
         body_lz4: None,
-        body_sha256: format!("{id:0>64}"),
+        body_key: format!("{id:0>64}"),
     }
 }
 
