@@ -13,10 +13,12 @@
 //! `--incidents` [20000], `--seed` [1], `--days` [365], `--now-ms` [1796083200000, i.e.
 //! 2026-12-01T00:00:00Z; `now` takes the wall clock], `--recent` [5000], `--batch` [4096],
 //! `--finish` [update; or worker], `--retention-days` [14, the App's default; 0 keeps every
-//! body]. The database must be new (migrated here) or at least hold no deliveries. The default
-//! size takes about 7 minutes on SQLite on a 2-core VM (9 GB), twice that with `--finish worker`;
-//! then the bodies past the retention are dropped (on SQLite their pages stay in the file, free,
-//! as in an App's file after a year).
+//! body], `--prune` [daily; or end]. The database must be new (migrated here) or at least hold no
+//! deliveries. The default size takes about 6 minutes on SQLite on a 2-core VM. The bodies past
+//! the retention are dropped by the App's own prune as the fill's time passes each day, so later
+//! bodies reuse their pages as in an App that has run the year (1.8 GB on SQLite); `--prune end`
+//! drops them all at the end instead, as in an App upgraded from a version that kept every body
+//! (9.7 GB, 7.6 GB of it free pages that new pages then come from, all over the file).
 //!
 //! What it writes, for the `--days` days before `--now-ms`:
 //!
@@ -130,9 +132,21 @@ struct Args {
     #[arg(long, value_enum, default_value_t = FinishMode::Update)]
     finish: FinishMode,
     /// Days a finished delivery keeps its body, as the App's `SHIPGATE_RETENTION_DAYS` (its
-    /// default); older bodies are dropped at the end by the App's own prune. 0 keeps them all.
+    /// default); older bodies are dropped by the App's own prune. 0 keeps them all.
     #[arg(long, default_value_t = 14)]
     retention_days: i64,
+    /// When the bodies past the retention are dropped: `daily`, as the fill's time passes each
+    /// day, so that later bodies reuse their pages as in an App that has run the whole period
+    /// (which prunes hourly); or all at the `end`, as in an App upgraded from a version that kept
+    /// every body (a year of free pages that new pages then come from, all over the file).
+    #[arg(long, value_enum, default_value_t = PruneMode::Daily)]
+    prune: PruneMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PruneMode {
+    Daily,
+    End,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1095,6 +1109,7 @@ async fn write_deliveries(
     mut rx: tokio::sync::mpsc::Receiver<Batch>,
     total: u64,
     mode: FinishMode,
+    retention: Option<i64>,
 ) -> Result<DeliveryStats> {
     let mut stats = DeliveryStats::default();
     let mut progress = Progress::new("deliveries", total);
@@ -1106,8 +1121,22 @@ async fn write_deliveries(
         sqlx::query("PRAGMA cache_size = -1048576").execute(&mut *conn).await?;
     }
     let mut batches = 0u64;
+    let mut pruned_at = i64::MIN;
     while let Some(batch) = rx.recv().await {
         batches += 1;
+        // `--prune daily`: the App's prune once a day of the fill's time, on the writer (given
+        // back for it: on SQLite it is the one connection writes go through).
+        if let Some(retention) = retention
+            && batch.claim_at >= pruned_at.saturating_add(DAY)
+        {
+            pruned_at = batch.claim_at;
+            drop(conn);
+            stats.dropped_daily += deliveries::drop_bodies(db, batch.claim_at - retention, 1000).await?;
+            conn = db.acquire_writer().await?;
+            if db.backend() == Backend::Sqlite {
+                sqlx::query("PRAGMA cache_size = -1048576").execute(&mut *conn).await?;
+            }
+        }
         if db.backend() == Backend::Postgres && (batches.is_power_of_two() || batches.is_multiple_of(64)) {
             // A server with autovacuum off (this machine's) never analyzes the inbox: each
             // connection keeps the plan of its foreign-key check from when the table had a page
@@ -1228,6 +1257,8 @@ struct DeliveryStats {
     runs: u64,
     body_bytes: u64,
     stored_bytes: u64,
+    /// Bodies dropped by `--prune daily` during the fill.
+    dropped_daily: u64,
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2346,7 +2377,9 @@ async fn main() -> Result<()> {
         let plan = &plan;
         let generator = s.spawn(move || generate_deliveries(delivery_rng, world, templates, plan, tx));
         let written = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(write_deliveries(&db, rx, args.deliveries, args.finish))
+            let daily =
+                (args.retention_days > 0 && args.prune == PruneMode::Daily).then_some(args.retention_days * DAY);
+            tokio::runtime::Handle::current().block_on(write_deliveries(&db, rx, args.deliveries, args.finish, daily))
         });
         let generated = generator.join().map_err(|_| anyhow!("the delivery generator panicked"));
         (written, generated)
@@ -2359,16 +2392,17 @@ async fn main() -> Result<()> {
     // older ones leave. Kept, they made the history's first minutes of `serve` a prune of ~1.9
     // million bodies beside whatever was being measured, then a file unlike any App's.
     let t0 = Instant::now();
-    let dropped = if args.retention_days > 0 {
-        let n = deliveries::drop_bodies(&db, now - args.retention_days * DAY, 1000).await?;
-        if db.backend() == Backend::Postgres {
-            // What autovacuum would do after such a prune (this machine's server has it off).
-            sqlx::query("VACUUM ANALYZE delivery_bodies").execute(db.pool()).await?;
-        }
-        n
-    } else {
-        0
-    };
+    let dropped = dstats.dropped_daily
+        + if args.retention_days > 0 {
+            let n = deliveries::drop_bodies(&db, now - args.retention_days * DAY, 1000).await?;
+            if db.backend() == Backend::Postgres {
+                // What autovacuum would do after such a prune (this machine's server has it off).
+                sqlx::query("VACUUM ANALYZE delivery_bodies").execute(db.pool()).await?;
+            }
+            n
+        } else {
+            0
+        };
     let t_dropped = t0.elapsed();
     db.checkpoint().await?;
 
