@@ -34,10 +34,10 @@ pub struct NewDelivery {
 /// on a random page of an index that grows with the whole history (a year of it is 200 MB of
 /// keys: with the bare hash, each stored delivery read a page from disk and wrote it back, and
 /// SQLite's intake lost about twice as much to a year's history as with the time first;
-/// docs/benchmarks.md). Where a body's latest time comes
-/// from does not matter to what is refused, only to where its key lands.
+/// docs/benchmarks.md). Where a body's latest time comes from does not matter to what is
+/// refused, only to where its key lands.
 ///
-/// Rows stored before keys had times hold the bare hash (no migration: their bodies may be gone),
+/// Rows stored before keys had times keep the bare hash (not rewritten: their bodies may be gone),
 /// so the intake looks each new body's bare hash up too ([`legacy_hash`]); once the history period
 /// (`SHIPGATE_HISTORY_DAYS`) has pruned those rows, that lookup finds nothing, at the cost of an
 /// index probe that mostly ends at the index's edge (a bare hash starts with a hex digit, a timed
