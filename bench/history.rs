@@ -1113,13 +1113,7 @@ async fn write_deliveries(
 ) -> Result<DeliveryStats> {
     let mut stats = DeliveryStats::default();
     let mut progress = Progress::new("deliveries", total);
-    let mut conn = db.acquire_writer().await?;
-    if db.backend() == Backend::Sqlite {
-        // A page cache of 1 GB for this connection (SQLite's default is 2 MB): a batch's rows
-        // are written, claimed and finished in one transaction, and the random keys (delivery
-        // id, body SHA-256) touch pages all over their indexes.
-        sqlx::query("PRAGMA cache_size = -1048576").execute(&mut *conn).await?;
-    }
+    let mut conn = fill_writer(db).await?;
     let mut batches = 0u64;
     let mut pruned_at = i64::MIN;
     while let Some(batch) = rx.recv().await {
@@ -1132,10 +1126,7 @@ async fn write_deliveries(
             pruned_at = batch.claim_at;
             drop(conn);
             stats.dropped_daily += deliveries::drop_bodies(db, batch.claim_at - retention, 1000).await?;
-            conn = db.acquire_writer().await?;
-            if db.backend() == Backend::Sqlite {
-                sqlx::query("PRAGMA cache_size = -1048576").execute(&mut *conn).await?;
-            }
+            conn = fill_writer(db).await?;
         }
         if db.backend() == Backend::Postgres && (batches.is_power_of_two() || batches.is_multiple_of(64)) {
             // A server with autovacuum off (this machine's) never analyzes the inbox: each
@@ -1184,6 +1175,17 @@ async fn write_deliveries(
         progress.tick(stats.rows);
     }
     Ok(stats)
+}
+
+/// The writer the fill's batches go through. On SQLite with a page cache of 1 GB (SQLite's
+/// default is 2 MB): a batch's rows are written, claimed and finished in one transaction, and the
+/// delivery ids are random keys that touch pages all over their index.
+async fn fill_writer(db: &Db) -> Result<sqlx::pool::PoolConnection<Any>> {
+    let mut conn = db.acquire_writer().await?;
+    if db.backend() == Backend::Sqlite {
+        sqlx::query("PRAGMA cache_size = -1048576").execute(&mut *conn).await?;
+    }
+    Ok(conn)
 }
 
 /// Claims and completes the batch's deliveries as the worker does. Only the oldest open delivery

@@ -16,7 +16,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::AppState;
@@ -228,16 +227,16 @@ async fn receive(st: &AppState, req: axum::extract::Request) -> Response {
             "alert": alert,
         })
         .to_string();
-        let sha = hex::encode(Sha256::digest(body.as_bytes()));
+        let key = deliveries::body_key(&body);
         stored.push(NewDelivery {
-            id: format!("alert-{}", &sha[..40]),
+            id: format!("alert-{}", &deliveries::legacy_hash(&key)[..40]),
             event: ALERT_EVENT.to_string(),
             action: Some(alert.status.clone()),
             installation_id: Some(installation),
             repository: Some(repo.full_name.clone()),
             subject: format!("alert:{}:{}", repo.id, alert.fingerprint()),
             received_at: now,
-            body_key: deliveries::body_key(&body),
+            body_key: key,
             body_lz4: Some(deliveries::compress(&body)),
             body: String::new(),
         });
